@@ -1,0 +1,120 @@
+"""The `vnpu` command. Every subcommand prints one clear line and exits non-zero on error, no traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vnpu.errors import VnpuError
+
+
+def _read(path, mode="r"):
+    try:
+        with open(path, mode) as f:
+            return f.read()
+    except OSError as e:
+        raise VnpuError(f"cannot read {path}: {e.strerror}") from None
+
+
+def cmd_asm(args):
+    import vnpu
+    image = vnpu.assemble(_read(args.input), source=args.input)
+    out = args.output or (args.input.rsplit(".", 1)[0] + ".vnpu")
+    try:
+        with open(out, "wb") as f:
+            f.write(image)
+    except OSError as e:
+        raise VnpuError(f"cannot write {out}: {e.strerror}") from None
+    mod = vnpu.load_module(image)
+    print(f"{out}: {len(mod.code)} instructions, {len(mod.rodata)} bytes rodata, "
+          f"kernels: {', '.join(k.signature() for k in mod.kernels.values())}")
+    return 0
+
+
+def cmd_disasm(args):
+    import vnpu
+    sys.stdout.write(vnpu.disassemble(_read(args.input, "rb")))
+    return 0
+
+
+def cmd_info(args):
+    from vnpu.isa import table as T
+    info = {"vnpu": __import__("vnpu").__version__, "isa_version": T.ISA_VERSION,
+            "instructions": len(T.INSTRUCTIONS)}
+    try:
+        from vnpu.driver.platform import platform_info
+        info["platform"] = platform_info(args.config)
+    except ImportError:
+        pass
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"vnpu {info['vnpu']}, ISA version {info['isa_version']} ({info['instructions']} instructions)")
+        if "platform" in info:
+            from vnpu.driver.platform import format_platform_table
+            print(format_platform_table(info["platform"]))
+    return 0
+
+
+def cmd_demo(args):
+    from vnpu.demo import run_demo
+    return run_demo(as_json=args.json)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="vnpu", description="vnpu: a virtual inference-accelerator card")
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("asm", help="assemble a .s file into a .vnpu module")
+    a.add_argument("input")
+    a.add_argument("-o", "--output")
+    a.set_defaults(func=cmd_asm)
+    d = sub.add_parser("disasm", help="disassemble a .vnpu module")
+    d.add_argument("input")
+    d.set_defaults(func=cmd_disasm)
+    i = sub.add_parser("info", help="ISA version and the platform")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--config", default=None, help="platform YAML (default: the embedded six-card platform)")
+    i.set_defaults(func=cmd_info)
+    m = sub.add_parser("demo", help="the main job on the embedded default platform")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_demo)
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+_EXTRA_COMMANDS = []
+
+
+def extra_command(register):
+    """Later parts (emulator, runtime) add subcommands here, keeping this file the one entry point."""
+    _EXTRA_COMMANDS.append(register)
+    return register
+
+
+def main(argv=None):
+    _load_extra_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except VnpuError as e:
+        print(f"vnpu {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"vnpu {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _load_extra_commands():
+    import importlib
+    for name in ("vnpu.emulator.commands", "vnpu.driver.commands", "vnpu.kernels.commands"):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
