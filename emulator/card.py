@@ -1,0 +1,291 @@
+"""One card, as the driver sees it: memory with an allocator, loaded modules, and launches.
+
+`Card.launch(...)` runs a kernel SPMD on a set of PEs with the timed Numba core (`engine="numba"`) or the
+plain numpy reference interpreter (`engine="reference"`), and returns a LaunchResult: cycles, per-unit
+statistics and the trace events, all from the same run that produced the numbers.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vnpu.errors import (Deadlock, IllegalAddress, IllegalInstruction, InvalidArgument, LaunchTimeout,
+                         OutOfMemory, RaceError)
+from vnpu.isa import table as T
+from vnpu.isa.asm import disassemble_word
+from vnpu.isa.module import Module, load_module
+
+from . import sanitizer
+from .config import CardConfig, load_config
+from .memory import PAGE, CardMemory
+from .state import (F_ADDR, F_AUX, F_CODE, F_PC, F_PC2, F_PE, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK,
+                    FAULT_INSTRUCTION, FAULT_NONE, FAULT_RACE, FAULT_TIMEOUT, NCSTAT, NEV, NFAULT, NPSTAT, NRES,
+                    WEIGHT_BUFFER_BYTES, WHY_TEXT, config_vector)
+
+DEFAULT_TRACE_EVENTS = 1 << 16
+
+
+@dataclass
+class LoadedModule:
+    module: Module
+    rodata_address: int
+    card: "Card"
+    handle: int
+
+
+@dataclass
+class LaunchResult:
+    kernel: str
+    cycles: int
+    pes: tuple
+    pe_stats: np.ndarray          # int64[npe, NPSTAT]
+    card_stats: np.ndarray        # int64[NCSTAT]
+    events: np.ndarray            # int64[n, NEV]
+    clock_ghz: float
+    config: CardConfig
+    engine: str
+    registers: np.ndarray = field(repr=False, default=None)
+
+    @property
+    def seconds(self):
+        return self.cycles / (self.clock_ghz * 1e9)
+
+    def summary(self):
+        from .trace import summarize
+        return summarize(self)
+
+    def chrome_trace(self, **kw):
+        from .trace import chrome_trace
+        return chrome_trace(self, **kw)
+
+
+class Card:
+    """A virtual card. Thread-safe for one launch at a time (the driver serializes per card)."""
+
+    def __init__(self, config="tiny", overrides=None, card_id: int = 0):
+        self.config = config if isinstance(config, CardConfig) and not overrides else load_config(config, overrides)
+        self.card_id = card_id
+        self.cfgv = config_vector(self.config)
+        self.lock = threading.RLock()
+        self.launch_count = 0
+        self._reset_state()
+
+    def _reset_state(self):
+        self.memory = CardMemory(self.config)
+        self.allocations = {}          # address -> nbytes (page rounded)
+        self.shared_allocations = {}
+        self.modules = {}
+        self._next_handle = 1
+        self.res = np.zeros(NRES, dtype=np.int64)
+        self.wbuf = None
+
+    def reset(self):
+        """Forget everything on the card: memory, modules, timelines."""
+        with self.lock:
+            self._reset_state()
+
+    # --- memory -----------------------------------------------------------------------------------
+    @property
+    def dram_used(self):
+        return sum(self.allocations.values())
+
+    @property
+    def dram_free(self):
+        return self.config.dram.bytes - self.dram_used
+
+    def _find_gap(self, table, base, capacity, nbytes):
+        addr = base
+        for a in sorted(table):
+            if a - addr >= nbytes:
+                return addr
+            addr = max(addr, a + table[a])
+        if base + capacity - addr >= nbytes:
+            return addr
+        return None
+
+    def alloc(self, nbytes: int, memory: str = "dram") -> int:
+        """Allocate page-aligned device memory; returns its device address."""
+        if not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
+            raise InvalidArgument(f"allocation size must be a positive integer, got {nbytes!r}")
+        size = -(-int(nbytes) // PAGE) * PAGE
+        with self.lock:
+            if memory == "dram":
+                table, base, cap = self.allocations, T.DRAM_BASE, self.config.dram.bytes
+            elif memory == "shared":
+                table, base, cap = self.shared_allocations, T.SHARED_BASE, self.config.shared_sram.bytes
+            else:
+                raise InvalidArgument(f"memory must be 'dram' or 'shared', got {memory!r}")
+            addr = self._find_gap(table, base, cap, size)
+            if addr is None:
+                used = sum(table.values())
+                raise OutOfMemory(f"card {self.card_id}: cannot allocate {nbytes} bytes of {memory} "
+                                  f"({cap - used} bytes free, allocations are rounded to {PAGE // 1024} KiB pages)",
+                                  requested=int(nbytes), free=cap - used)
+            self.memory.map(self.memory.gpage(addr), size // PAGE)
+            table[addr] = size
+            return addr
+
+    def free(self, address: int):
+        with self.lock:
+            table = self.allocations if address in self.allocations else self.shared_allocations
+            if address not in table:
+                raise InvalidArgument(f"card {self.card_id}: 0x{address:x} is not an allocation")
+            size = table.pop(address)
+            self.memory.unmap(self.memory.gpage(address), size // PAGE)
+
+    def write(self, address: int, data):
+        with self.lock:
+            self.memory.write(address, data)
+
+    def read(self, address: int, nbytes: int, dtype=np.uint8, shape=None):
+        with self.lock:
+            raw = self.memory.read(address, nbytes)
+        out = raw.view(dtype)
+        return out.reshape(shape) if shape is not None else out
+
+    def write_local(self, pe: int, address: int, data):
+        with self.lock:
+            self.memory.map_local(pe)
+            self.memory.write(address, data, pe=pe)
+
+    def read_local(self, pe: int, address: int, nbytes: int):
+        with self.lock:
+            self.memory.map_local(pe)
+            return self.memory.read(address, nbytes, pe=pe)
+
+    # --- modules -----------------------------------------------------------------------------------
+    def load(self, image) -> LoadedModule:
+        mod = image if isinstance(image, Module) else load_module(image)
+        with self.lock:
+            ro = 0
+            if mod.rodata:
+                ro = self.alloc(len(mod.rodata))
+                self.write(ro, np.frombuffer(mod.rodata, dtype=np.uint8))
+            handle = self._next_handle
+            self._next_handle += 1
+            lm = LoadedModule(mod, ro, self, handle)
+            self.modules[handle] = lm
+            return lm
+
+    def unload(self, lm: LoadedModule):
+        with self.lock:
+            if self.modules.pop(lm.handle, None) is not None and lm.rodata_address:
+                self.free(lm.rodata_address)
+
+    # --- launches ----------------------------------------------------------------------------------
+    def launch(self, module, kernel: str, args=(), pes=None, engine: str = "numba", sanitize: bool = True,
+               trace: bool = False, trace_events: int = DEFAULT_TRACE_EVENTS) -> LaunchResult:
+        """Run `kernel` of a loaded module (or an image / Module, loaded for this launch) SPMD on `pes`
+        (default: every PE). args: integers (device addresses, scalars) or floats (passed as fp32 bits)."""
+        temp = None
+        if not isinstance(module, LoadedModule):
+            module = temp = self.load(module)
+        try:
+            return self._launch(module, kernel, args, pes, engine, sanitize, trace, trace_events)
+        finally:
+            if temp is not None:
+                self.unload(temp)
+
+    def _launch(self, lm, kernel, args, pes, engine, sanitize, trace, trace_events):
+        mod = lm.module
+        if kernel not in mod.kernels:
+            raise InvalidArgument(f"no kernel {kernel!r} in the module; it has {', '.join(sorted(mod.kernels))}")
+        sym = mod.kernels[kernel]
+        if len(args) != len(sym.args):
+            raise InvalidArgument(f"{sym.signature()} takes {len(sym.args)} arguments, got {len(args)}")
+        argv = np.zeros(T.NUM_REGS, dtype=np.int64)
+        for i, (a, spec) in enumerate(zip(args, sym.args)):
+            argv[i + 1] = encode_arg(a, spec, sym)
+        if pes is None:
+            pe_ids = np.arange(self.config.pes, dtype=np.int64)
+        else:
+            pe_ids = np.array(sorted(set(int(p) for p in pes)), dtype=np.int64)
+            if len(pe_ids) == 0 or pe_ids[0] < 0 or pe_ids[-1] >= self.config.pes:
+                raise InvalidArgument(f"pes must be a non-empty subset of 0..{self.config.pes - 1}, got {pes!r}")
+        npe = len(pe_ids)
+        with self.lock:
+            for p in pe_ids:
+                self.memory.map_local(int(p))
+            regs = np.tile(argv, (npe, 1))
+            ids = np.array([lm.rodata_address, self.card_id, self.launch_count], dtype=np.int64)
+            self.launch_count += 1
+            if engine == "numba":
+                from .core import run_launch
+                pstat = np.zeros((npe, NPSTAT), dtype=np.int64)
+                cstat = np.zeros(NCSTAT, dtype=np.int64)
+                events = np.zeros((trace_events if trace else 0, NEV), dtype=np.int64)
+                evn = np.zeros(1, dtype=np.int64)
+                fault = np.zeros(NFAULT, dtype=np.int64)
+                san, sanc = sanitizer.new_table()
+                if self.wbuf is None or self.wbuf.shape[0] < self.config.pes:
+                    self.wbuf = np.zeros((self.config.pes, WEIGHT_BUFFER_BYTES), dtype=np.uint8)
+                self.res[:] = 0
+                cycles = run_launch(mod.decoded, sym.entry, pe_ids, self.memory.pool, self.memory.ptab,
+                                    self.memory.layout, self.cfgv, bool(sanitize), regs, pstat, cstat, self.res,
+                                    events, evn, fault, san, sanc, self.wbuf, ids)
+                events = events[:evn[0]].copy()
+            elif engine == "reference":
+                from .reference import ReferenceInterpreter
+                interp = ReferenceInterpreter(self, mod, pe_ids, regs, ids)
+                interp.run(sym.entry)
+                fault = interp.fault
+                cycles, pstat, cstat, events = 0, np.zeros((npe, NPSTAT), np.int64), np.zeros(NCSTAT, np.int64), \
+                    np.zeros((0, NEV), np.int64)
+            else:
+                raise InvalidArgument(f"engine must be 'numba' or 'reference', got {engine!r}")
+        if fault[F_CODE] != FAULT_NONE:
+            raise self._fault_error(mod, fault, pe_ids)
+        return LaunchResult(kernel, int(cycles), tuple(int(p) for p in pe_ids), pstat, cstat, events,
+                            self.config.clock_ghz, self.config, engine, regs)
+
+    def _fault_error(self, mod, fault, pe_ids):
+        code, lpe, pc, addr, aux = (int(fault[i]) for i in (F_CODE, F_PE, F_PC, F_ADDR, F_AUX))
+        pe = int(pe_ids[lpe]) if 0 <= lpe < len(pe_ids) else lpe
+        text = ""
+        if 0 <= pc < len(mod.code):
+            text = disassemble_word(int(mod.code[pc]), pc)
+        kw = dict(card=self.card_id, pe=pe, pc=pc, instruction=text)
+        if code == FAULT_ADDRESS:
+            return IllegalAddress("access outside what the launch may touch", address=addr, **kw)
+        if code == FAULT_INSTRUCTION:
+            if pc < 0 or pc >= len(mod.code):
+                return IllegalInstruction("the program counter left the code", **kw)
+            why = WHY_TEXT[aux] if 0 <= aux < len(WHY_TEXT) else "cannot execute"
+            if addr >= 0 and aux in (10, 11):
+                why += f" (at position {addr})"
+            return IllegalInstruction(why, **kw)
+        if code == FAULT_DEADLOCK:
+            return Deadlock("every PE that has not halted waits on something no one will signal", **kw)
+        if code == FAULT_TIMEOUT:
+            return LaunchTimeout(f"watchdog: the launch passed {self.config.watchdog_cycles} cycles", **kw)
+        if code == FAULT_RACE:
+            pe2, pc2 = int(fault[F_PE2]), int(fault[F_PC2])
+            other = disassemble_word(int(mod.code[pc2]), pc2) if 0 <= pc2 < len(mod.code) else "?"
+            pe2 = int(pe_ids[pe2]) if 0 <= pe2 < len(pe_ids) else pe2
+            return RaceError(f"race: this access touches bytes that [{other}] (PE {pe2}, pc {pc2}) may still "
+                             f"access; add a wait on its semaphore first", address=addr, **kw)
+        return IllegalInstruction(f"unknown fault code {code}", **kw)
+
+
+def encode_arg(value, spec, sym):
+    """A kernel argument as its register value; checked against the signature."""
+    if spec.kind == "buffer":
+        if hasattr(value, "device_address"):
+            value = value.device_address
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} must be a buffer (device address), "
+                                  f"got {type(value).__name__}")
+        return int(value)
+    if spec.dtype in ("f16", "f32"):
+        if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+            raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} must be a number")
+        return int(np.array([value], dtype=np.float32).view(np.uint32)[0])
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} must be an integer, got {value!r}")
+    info = np.iinfo({"i8": np.int8, "i32": np.int32, "i64": np.int64, "u8": np.uint8, "i16": np.int16,
+                     "u32": np.uint32}[spec.dtype])
+    if not info.min <= int(value) <= info.max:
+        raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} = {value} does not fit {spec.dtype}")
+    return int(value)

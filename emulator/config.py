@@ -1,0 +1,164 @@
+"""Card configuration: YAML, validated against one schema; embedded `reference` and `tiny` cards.
+
+Every key is checked: an unknown key, a wrong type or a value out of range is a ConfigError naming the
+key's dotted path. Overrides come from code (`load_config("tiny", {"matrix.rows": 16})`) or from the
+command line (`--set matrix.rows=16`).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+from types import SimpleNamespace
+
+import yaml
+
+from vnpu.errors import ConfigError
+from vnpu.isa import table as T
+
+# key -> (type, low, high) for numbers, or a tuple of choices for strings.
+SCHEMA = {
+    "name": (str,),
+    "clock_ghz": (float, 0.01, 10.0),
+    "pes": (int, 1, 64),
+    "registers": (int, T.NUM_REGS, T.NUM_REGS),
+    "semaphores": (int, 1, T.NUM_SEMS),
+    "watchdog_cycles": (int, 1000, 1 << 50),
+    "barrier_cycles": (int, 0, 1 << 20),
+    "local_memory": {"bytes": (int, 4096, 1 << 30), "bytes_per_cycle": (float, 1, 1 << 16)},
+    "shared_sram": {"bytes": (int, 0, 1 << 32), "bytes_per_cycle": (float, 1, 1 << 16),
+                    "latency_cycles": (int, 0, 1 << 20)},
+    "dram": {"bytes": (int, 1 << 20, 1 << 36), "gbps": (float, 0.1, 10000.0), "latency_cycles": (int, 0, 1 << 20),
+             "burst_bytes": (int, 8, 4096), "page_bytes": (int, 64, 1 << 20),
+             "random_efficiency": (float, 0.01, 1.0)},
+    "matrix": {"rows": (int, 1, 1024), "cols": (int, 1, 1024), "depth": (int, 1, 64),
+               "dataflow": ("ws", "os"), "int8_rate": (float, 0.01, 64.0), "fp16_rate": (float, 0.01, 64.0)},
+    "vector": {"width_bits": (int, 64, 8192), "latency_cycles": (int, 0, 1 << 10),
+               "transcendental_cycles": (int, 1, 1 << 10)},
+    "dma": {"engines_per_pe": (int, 1, T.NUM_ENGINES), "queue_depth": (int, 1, 1024),
+            "setup_cycles": (int, 0, 1 << 20), "bytes_per_cycle": (float, 1, 1 << 16)},
+    "embedding": {"place": ("card",), "outstanding": (int, 1, 4096), "bytes_per_cycle": (float, 1, 1 << 16)},
+}
+EMBEDDED = ("reference", "tiny")
+
+
+def _check(node, schema, path):
+    if not isinstance(node, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(node).__name__}")
+    for key in node:
+        if key not in schema:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(f"unknown config key {where!r}; known keys here: {', '.join(sorted(schema))}")
+    for key, rule in schema.items():
+        where = f"{path}.{key}" if path else key
+        if key not in node:
+            raise ConfigError(f"missing config key {where!r}")
+        v = node[key]
+        if isinstance(rule, dict):
+            _check(v, rule, where)
+        elif rule[0] is str:
+            if not isinstance(v, str):
+                raise ConfigError(f"config key {where!r} must be a string, got {v!r}")
+        elif isinstance(rule[0], str):
+            if v not in rule:
+                raise ConfigError(f"config key {where!r} must be one of {', '.join(rule)}, got {v!r}")
+        else:
+            typ, lo, hi = rule
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not float(v).is_integer()):
+                raise ConfigError(f"config key {where!r} must be {'an integer' if typ is int else 'a number'}, "
+                                  f"got {v!r}")
+            if not lo <= v <= hi:
+                raise ConfigError(f"config key {where!r} = {v} is out of range [{lo}, {hi}]")
+            node[key] = typ(v)
+
+
+def _parse_value(text):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data, overrides):
+    """Apply {"matrix.rows": 16} or ["matrix.rows=16"] to a config dict (in place)."""
+    if overrides is None:
+        return data
+    if not isinstance(overrides, dict):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like key=value, e.g. matrix.rows=16")
+            k, v = item.split("=", 1)
+            pairs[k.strip()] = _parse_value(v.strip())
+        overrides = pairs
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node, rule = data, SCHEMA
+        for p in parts[:-1]:
+            if not isinstance(rule, dict) or p not in rule or not isinstance(rule[p], dict):
+                raise ConfigError(f"unknown config key {dotted!r}")
+            node, rule = node[p], rule[p]
+        if parts[-1] not in rule or isinstance(rule[parts[-1]], dict):
+            raise ConfigError(f"unknown config key {dotted!r}")
+        node[parts[-1]] = value
+    return data
+
+
+def _ns(d):
+    return SimpleNamespace(**{k: _ns(v) if isinstance(v, dict) else v for k, v in d.items()})
+
+
+class CardConfig:
+    """A validated card configuration. Attribute access (`cfg.matrix.rows`) and `cfg.data` (the dict)."""
+
+    def __init__(self, data: dict):
+        data = copy.deepcopy(data)
+        _check(data, SCHEMA, "")
+        self.data = data
+        self.__dict__.update(vars(_ns(data)))
+
+    def __repr__(self):
+        return f"CardConfig({self.data['name']!r}, {self.pes} PEs, {self.clock_ghz} GHz)"
+
+    @property
+    def dram_bytes_per_cycle(self):
+        return self.dram.gbps / self.clock_ghz
+
+    @property
+    def peak_macs_per_cycle(self):
+        m = self.matrix
+        return m.rows * m.cols * m.depth * m.int8_rate * self.pes
+
+    def with_overrides(self, overrides):
+        return CardConfig(apply_overrides(copy.deepcopy(self.data), overrides))
+
+
+def _read_yaml(text, where):
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    return data
+
+
+def load_config(name_or_path="reference", overrides=None) -> CardConfig:
+    """An embedded config by name (`reference`, `tiny`), a YAML file path, a dict, or a CardConfig."""
+    if isinstance(name_or_path, CardConfig):
+        return name_or_path.with_overrides(overrides) if overrides else name_or_path
+    if isinstance(name_or_path, dict):
+        data = copy.deepcopy(name_or_path)
+    elif name_or_path in EMBEDDED:
+        text = resources.files("vnpu.emulator").joinpath("configs", f"{name_or_path}.yaml").read_text()
+        data = _read_yaml(text, name_or_path)
+    elif isinstance(name_or_path, (str, os.PathLike)) and os.path.exists(name_or_path):
+        with open(name_or_path) as f:
+            data = _read_yaml(f.read(), str(name_or_path))
+    else:
+        raise ConfigError(f"no card config {name_or_path!r}: give one of {', '.join(EMBEDDED)} or a YAML file path")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {name_or_path!r}: expected a mapping at the top level")
+    try:
+        apply_overrides(data, overrides)
+    except (KeyError, TypeError):
+        raise ConfigError(f"bad overrides {overrides!r}") from None
+    return CardConfig(data)

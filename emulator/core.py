@@ -1,0 +1,811 @@
+"""The timed core: one launch, every PE and unit, inside one compiled function (no Python per instruction).
+
+Scheduling: the PE with the smallest cycle count runs. It may run ahead through scalar instructions
+(they touch only its own registers and local memory), but an instruction that touches shared state
+(DMA, embedding, sig, wait, barrier) only issues when no other PE is behind it, so shared resources
+(the DRAM channel, the shared SRAM ring, the embedding unit) are booked in global time order.
+
+Async units (DMA engines, matrix, vector, embedding) compute their result at issue, book their time on
+their own timeline, and deliver a semaphore signal at their completion cycle. A program whose accesses
+are ordered by waits (what the sanitizer enforces) cannot tell the difference from a unit that writes
+at completion; docs/deviations.md says so.
+"""
+import numpy as np
+from numba import njit
+
+from vnpu.isa import table as T
+
+from . import dma as dma_unit
+from . import embedding as emb_unit
+from . import matrix as mat_unit
+from . import sanitizer as san_mod
+from . import vector as vec_unit
+from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES
+from .state import (C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_FP16_RATE, C_INT8_RATE, C_LOCAL_BPC, C_MCOLS,
+                    C_MDATAFLOW, C_MDEPTH, C_MROWS, C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, C_WATCHDOG, C_WBUF_BYTES,
+                    EV_AUX, EV_END, EV_KIND, EV_OP, EV_PC, EV_PE, EV_START, EV_TRACK, F_ADDR, F_AUX, F_CODE,
+                    F_PC, F_PC2, F_PE, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, FAULT_RACE,
+                    FAULT_TIMEOUT, K_MARK, K_OP, K_RUN, K_STALL_BARRIER, K_STALL_QUEUE, K_STALL_SEM, P_DMA,
+                    P_END, P_INSTR, P_ISSUE, P_MACS, P_MATRIX, P_STALL_BARRIER, P_STALL_QUEUE, P_STALL_SEM,
+                    P_VECTOR, P_VOPS, R_EMB, S_CYCLES, S_EMB_BUSY, S_EMB_LOOKUPS, S_EMB_ROWS, S_EV_DROPPED,
+                    TRACK_DMA0, TRACK_EMB, TRACK_MATRIX, TRACK_PE, TRACK_VECTOR, WHY_DMA_SIZE, WHY_DTYPE,
+                    WHY_EMB_DESC, WHY_ENGINE, WHY_NO_WEIGHTS, WHY_SEM_OVERFLOW, WHY_SEMAPHORE, WHY_SIG_PE,
+                    WHY_SIZE, WHY_WEIGHTS)
+
+RUN, HALTED, WAITSEM, BARRIER = 0, 1, 2, 3
+SEMCAP = 256
+INF = np.int64(1) << 62
+Q_SCALAR, Q_MATRIX, Q_VECTOR, Q_EMB, Q_DMA0 = -1, 1, 2, 3, 16
+MAX_ELEMS = 1 << 28
+
+# opcodes, named from the table
+OP_NOP, OP_HALT, OP_LI, OP_LIH, OP_CSRR = T.OP_NOP, T.OP_HALT, T.OP_LI, T.OP_LIH, T.OP_CSRR
+OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_REM = T.OP_ADD, T.OP_SUB, T.OP_MUL, T.OP_DIV, T.OP_REM
+OP_AND, OP_OR, OP_XOR, OP_SHL, OP_SHR, OP_SRA = T.OP_AND, T.OP_OR, T.OP_XOR, T.OP_SHL, T.OP_SHR, T.OP_SRA
+OP_SLT, OP_SLTU, OP_MIN, OP_MAX = T.OP_SLT, T.OP_SLTU, T.OP_MIN, T.OP_MAX
+OP_ADDI, OP_MULI, OP_ANDI, OP_ORI, OP_XORI = T.OP_ADDI, T.OP_MULI, T.OP_ANDI, T.OP_ORI, T.OP_XORI
+OP_SHLI, OP_SHRI, OP_SRAI, OP_SLTI = T.OP_SHLI, T.OP_SHRI, T.OP_SRAI, T.OP_SLTI
+OP_BEQ, OP_BNE, OP_BLT, OP_BGE, OP_BLTU, OP_BGEU = T.OP_BEQ, T.OP_BNE, T.OP_BLT, T.OP_BGE, T.OP_BLTU, T.OP_BGEU
+OP_JMP, OP_LOOP = T.OP_JMP, T.OP_LOOP
+OP_LB, OP_LH, OP_LW, OP_LD, OP_LBU, OP_LHU, OP_LWU = T.OP_LB, T.OP_LH, T.OP_LW, T.OP_LD, T.OP_LBU, T.OP_LHU, T.OP_LWU
+OP_SB, OP_SH, OP_SW, OP_SD = T.OP_SB, T.OP_SH, T.OP_SW, T.OP_SD
+OP_DMA_DIM, OP_DMA, OP_MM_LDW, OP_MM_MUL = T.OP_DMA_DIM, T.OP_DMA, T.OP_MM_LDW, T.OP_MM_MUL
+OP_VADD, OP_VCOPY, OP_VSUM, OP_VRMAX, OP_VCVT = T.OP_VADD, T.OP_VCOPY, T.OP_VSUM, T.OP_VRMAX, T.OP_VCVT
+OP_VRELU = T.OP_VRELU
+OP_EMB, OP_SIG, OP_WAIT, OP_BARRIER, OP_FENCE, OP_MARK = T.OP_EMB, T.OP_SIG, T.OP_WAIT, T.OP_BARRIER, T.OP_FENCE, T.OP_MARK
+RD, RS1, RS2, RS3, IMM, DT, DT2, FLAG, SEM, ENG, SR = T.RD, T.RS1, T.RS2, T.RS3, T.IMM, T.DT, T.DT2, T.FLAG, T.SEM, T.ENG, T.SR
+
+# vector opcodes map onto the vector unit's op numbers in table order: vadd.. vmin, vrelu.. vcopy
+VEC_OP = np.full(256, -1, dtype=np.int64)
+for _i, _mn in enumerate(("vadd", "vsub", "vmul", "vmax", "vmin", "vrelu", "vsigmoid", "vtanh", "vexp", "vgelu",
+                          "vcopy")):
+    VEC_OP[T.BY_MNEMONIC[_mn].opcode] = _i
+ISSUE_CYCLES = np.zeros(256, dtype=np.int64)
+for _ins in T.INSTRUCTIONS:
+    ISSUE_CYCLES[_ins.opcode] = _ins.issue_cycles
+ELEM = np.array([1, 4, 2, 4], dtype=np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _event(events, evn, cstat, track, pe, start, end, pc, op, aux, kind):
+    if evn[0] >= events.shape[0]:
+        cstat[S_EV_DROPPED] += 1
+        return
+    i = evn[0]
+    events[i, EV_TRACK] = track
+    events[i, EV_PE] = pe
+    events[i, EV_START] = start
+    events[i, EV_END] = end
+    events[i, EV_PC] = pc
+    events[i, EV_OP] = op
+    events[i, EV_AUX] = aux
+    events[i, EV_KIND] = kind
+    evn[0] += 1
+
+
+@njit(cache=True, nogil=True)
+def _fault(fault, code, pe, pc, addr, aux):
+    fault[F_CODE] = code
+    fault[F_PE] = pe
+    fault[F_PC] = pc
+    fault[F_ADDR] = addr
+    fault[F_AUX] = aux
+
+
+@njit(cache=True, nogil=True)
+def _local(lay, a, nbytes):
+    """True when [a, a+nbytes) lies inside PE-local memory."""
+    return nbytes >= 0 and 0 <= a and a + nbytes <= lay[L_LOCAL_BYTES]
+
+
+@njit(cache=True, nogil=True)
+def _wake_time(semt, semn, p, s, want):
+    """Cycle at which `want` signals of semaphore s of PE p have arrived (INF if not enough pending)."""
+    n = semn[p, s]
+    if n < want:
+        return INF
+    if want <= 0:
+        return 0
+    times = np.sort(semt[p, s, :n])
+    return times[want - 1]
+
+
+@njit(cache=True, nogil=True)
+def _consume(semt, semn, p, s, want):
+    n = semn[p, s]
+    times = np.sort(semt[p, s, :n])
+    semt[p, s, :n - want] = times[want:]
+    semn[p, s] = n - want
+
+
+@njit(cache=True, nogil=True)
+def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, cstat, res, events, evn,
+               fault, san, sanc, wbuf, ids):
+    """Run one launch to completion or to its first fault. ids: [rodata address, card id, launch id].
+    Returns the launch's end cycle (every PE halted and every async operation done)."""
+    npe = len(pe_ids)
+    ncode = dec.shape[0]
+    nsem = int(cfg[C_NSEM])
+    neng = int(cfg[C_DMA_ENGINES])
+    qdepth = int(cfg[C_DMA_QDEPTH])
+    watchdog = int(cfg[C_WATCHDOG])
+    local_bytes = lay[L_LOCAL_BYTES]
+    pc = np.full(npe, entry, dtype=np.int64)
+    t = np.zeros(npe, dtype=np.int64)
+    status = np.zeros(npe, dtype=np.int64)
+    wake = np.full(npe, INF, dtype=np.int64)
+    want = np.zeros(npe, dtype=np.int64)
+    wait_since = np.zeros(npe, dtype=np.int64)
+    run_ev = np.full(npe, -1, dtype=np.int64)
+    lbase = np.zeros(npe, dtype=np.int64)
+    for p in range(npe):
+        lbase[p] = np.int64(ptab[lay[L_LOCAL_P0] + pe_ids[p] * lay[L_LOCAL_PAGES]]) * 65536
+    semt = np.zeros((npe, nsem, SEMCAP), dtype=np.int64)
+    semn = np.zeros((npe, nsem), dtype=np.int64)
+    dmafree = np.zeros((npe, neng), dtype=np.int64)
+    dmaring = np.zeros((npe, neng, qdepth), dtype=np.int64)
+    dmaring_i = np.zeros((npe, neng), dtype=np.int64)
+    dims = np.zeros((npe, neng, 6), dtype=np.int64)
+    for p in range(npe):
+        for e in range(neng):
+            dims[p, e, 0] = 1
+            dims[p, e, 3] = 1
+    matfree = np.zeros(npe, dtype=np.int64)
+    vecfree = np.zeros(npe, dtype=np.int64)
+    wk = np.full((npe, 3), -1, dtype=np.int64)
+    reads = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
+    barrier_n = 0
+    barrier_t = np.int64(0)
+    last_done = np.int64(0)
+    wbuf_bytes = int(cfg[C_WBUF_BYTES])
+
+    while True:
+        # --- pick the PE that is furthest behind ------------------------------------------------
+        p = -1
+        best = INF
+        for q in range(npe):
+            key = t[q] if status[q] == RUN else (wake[q] if status[q] == WAITSEM else INF)
+            if key < best:
+                best = key
+                p = q
+        if p < 0:
+            stuck = -1
+            for q in range(npe):
+                if status[q] != HALTED:
+                    stuck = q
+                    break
+            if stuck < 0:
+                break
+            _fault(fault, FAULT_DEADLOCK, stuck, pc[stuck], -1, status[stuck])
+            fault[F_PE2] = want[stuck]
+            fault[F_PC2] = dec[pc[stuck], SEM] if status[stuck] == WAITSEM else -1
+            return t.max()
+        if status[p] == WAITSEM:
+            s = dec[pc[p], SEM]
+            _consume(semt, semn, p, s, want[p])
+            if sanitize:
+                san_mod.retire(san, sanc, p, s, want[p])
+            t[p] = max(wait_since[p], wake[p])
+            pstat[p, P_STALL_SEM] += t[p] - wait_since[p]
+            if events.shape[0] > 0 and t[p] > wait_since[p]:
+                _event(events, evn, cstat, TRACK_PE, p, wait_since[p], t[p], pc[p], OP_WAIT, s, K_STALL_SEM)
+            status[p] = RUN
+            wake[p] = INF
+            pc[p] += 1
+        limit = INF
+        for q in range(npe):
+            if q != p:
+                key = t[q] if status[q] == RUN else (wake[q] if status[q] == WAITSEM else INF)
+                limit = min(limit, key)
+        r = regs[p]
+        tp = t[p]
+        cur = pc[p]
+        run_start = tp
+        stalled = np.int64(0)
+        while True:
+            if cur < 0 or cur >= ncode:
+                _fault(fault, FAULT_INSTRUCTION, p, cur, -1, -1)
+                return tp
+            ins = dec[cur]
+            op = ins[0]
+            tp += ISSUE_CYCLES[op]
+            pstat[p, P_INSTR] += 1
+            nxt = cur + 1
+            # --- scalar ALU (most frequent first) ----------------------------------------------------
+            if op == OP_ADDI:
+                r[ins[RD]] = r[ins[RS1]] + ins[IMM]
+            elif op == OP_ADD:
+                r[ins[RD]] = r[ins[RS1]] + r[ins[RS2]]
+            elif op == OP_LOOP:
+                v = r[ins[RS1]] - 1
+                r[ins[RS1]] = v
+                if v != 0:
+                    nxt = ins[IMM]
+                    tp += 2
+                    if tp > watchdog:
+                        _fault(fault, FAULT_TIMEOUT, p, cur, -1, tp)
+                        return tp
+            elif op >= OP_BEQ and op <= OP_BGEU:
+                a = r[ins[RS1]]
+                b = r[ins[RS2]]
+                if op == OP_BEQ:
+                    taken = a == b
+                elif op == OP_BNE:
+                    taken = a != b
+                elif op == OP_BLT:
+                    taken = a < b
+                elif op == OP_BGE:
+                    taken = a >= b
+                elif op == OP_BLTU:
+                    taken = np.uint64(a) < np.uint64(b)
+                else:
+                    taken = np.uint64(a) >= np.uint64(b)
+                if taken:
+                    nxt = ins[IMM]
+                    tp += 2
+                    if tp > watchdog:
+                        _fault(fault, FAULT_TIMEOUT, p, cur, -1, tp)
+                        return tp
+            elif op == OP_JMP:
+                nxt = ins[IMM]
+                tp += 2
+                if tp > watchdog:
+                    _fault(fault, FAULT_TIMEOUT, p, cur, -1, tp)
+                    return tp
+            elif op == OP_SUB:
+                r[ins[RD]] = r[ins[RS1]] - r[ins[RS2]]
+            elif op == OP_LI:
+                r[ins[RD]] = ins[IMM]
+            elif op == OP_MUL:
+                r[ins[RD]] = r[ins[RS1]] * r[ins[RS2]]
+            elif op == OP_MULI:
+                r[ins[RD]] = r[ins[RS1]] * ins[IMM]
+            elif op == OP_AND:
+                r[ins[RD]] = r[ins[RS1]] & r[ins[RS2]]
+            elif op == OP_OR:
+                r[ins[RD]] = r[ins[RS1]] | r[ins[RS2]]
+            elif op == OP_XOR:
+                r[ins[RD]] = r[ins[RS1]] ^ r[ins[RS2]]
+            elif op == OP_ANDI:
+                r[ins[RD]] = r[ins[RS1]] & ins[IMM]
+            elif op == OP_ORI:
+                r[ins[RD]] = r[ins[RS1]] | ins[IMM]
+            elif op == OP_XORI:
+                r[ins[RD]] = r[ins[RS1]] ^ ins[IMM]
+            elif op == OP_SHL or op == OP_SHLI:
+                sh = (r[ins[RS2]] if op == OP_SHL else ins[IMM]) & 63
+                r[ins[RD]] = np.int64(np.uint64(r[ins[RS1]]) << np.uint64(sh))
+            elif op == OP_SHR or op == OP_SHRI:
+                sh = (r[ins[RS2]] if op == OP_SHR else ins[IMM]) & 63
+                r[ins[RD]] = np.int64(np.uint64(r[ins[RS1]]) >> np.uint64(sh))
+            elif op == OP_SRA or op == OP_SRAI:
+                sh = (r[ins[RS2]] if op == OP_SRA else ins[IMM]) & 63
+                r[ins[RD]] = r[ins[RS1]] >> sh
+            elif op == OP_SLT:
+                r[ins[RD]] = 1 if r[ins[RS1]] < r[ins[RS2]] else 0
+            elif op == OP_SLTI:
+                r[ins[RD]] = 1 if r[ins[RS1]] < ins[IMM] else 0
+            elif op == OP_SLTU:
+                r[ins[RD]] = 1 if np.uint64(r[ins[RS1]]) < np.uint64(r[ins[RS2]]) else 0
+            elif op == OP_MIN:
+                r[ins[RD]] = min(r[ins[RS1]], r[ins[RS2]])
+            elif op == OP_MAX:
+                r[ins[RD]] = max(r[ins[RS1]], r[ins[RS2]])
+            elif op == OP_DIV or op == OP_REM:
+                a = r[ins[RS1]]
+                b = r[ins[RS2]]
+                if b == 0:
+                    q = np.int64(-1)
+                    rm = a
+                elif b == -1:
+                    q = -a
+                    rm = np.int64(0)
+                else:
+                    q = abs(a) // abs(b)
+                    if (a < 0) != (b < 0):
+                        q = -q
+                    rm = a - b * q
+                r[ins[RD]] = q if op == OP_DIV else rm
+            elif op == OP_LIH:
+                r[ins[RD]] = (ins[IMM] << 32) | (r[ins[RD]] & 0xFFFFFFFF)
+            elif op == OP_CSRR:
+                sr = ins[SR]
+                if sr == 0:
+                    v = p
+                elif sr == 1:
+                    v = npe
+                elif sr == 2:
+                    v = tp
+                elif sr == 3:
+                    v = ids[0]
+                elif sr == 4:
+                    v = ids[1]
+                else:
+                    v = ids[2]
+                r[ins[RD]] = v
+            elif op >= OP_LB and op <= OP_SD:
+                a = r[ins[RS1]] + ins[IMM]
+                if op == OP_LB or op == OP_LBU or op == OP_SB:
+                    nb = 1
+                elif op == OP_LH or op == OP_LHU or op == OP_SH:
+                    nb = 2
+                elif op == OP_LW or op == OP_LWU or op == OP_SW:
+                    nb = 4
+                else:
+                    nb = 8
+                if not _local(lay, a, nb):
+                    _fault(fault, FAULT_ADDRESS, p, cur, a, nb)
+                    return tp
+                store = op >= OP_SB
+                if sanitize and sanc[0] > 0:
+                    k = san_mod.key(local_bytes, pe_ids[p], a)
+                    reads[:, :] = 0
+                    if store:
+                        hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, k, k + nb)
+                    else:
+                        reads[0, 0] = k
+                        reads[0, 1] = k + nb
+                        hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, 0, 0)
+                    if hit >= 0:
+                        _fault(fault, FAULT_RACE, p, cur, a, hit)
+                        fault[F_PE2] = san[hit, san_mod.Z_PE]
+                        fault[F_PC2] = san[hit, san_mod.Z_PC]
+                        return tp
+                o = lbase[p] + a
+                if store:
+                    v = r[ins[RS2]]
+                    if nb == 1:
+                        pool[o] = np.uint8(v & 0xFF)
+                    elif nb == 2:
+                        pool[o:o + 2].view(np.int16)[0] = np.int16(((v + 32768) & 0xFFFF) - 32768)
+                    elif nb == 4:
+                        pool[o:o + 4].view(np.int32)[0] = np.int32(((v + 2147483648) & 0xFFFFFFFF) - 2147483648)
+                    else:
+                        pool[o:o + 8].view(np.int64)[0] = v
+                else:
+                    if op == OP_LB:
+                        v = np.int64(pool[o:o + 1].view(np.int8)[0])
+                    elif op == OP_LBU:
+                        v = np.int64(pool[o])
+                    elif op == OP_LH:
+                        v = np.int64(pool[o:o + 2].view(np.int16)[0])
+                    elif op == OP_LHU:
+                        v = np.int64(pool[o:o + 2].view(np.uint16)[0])
+                    elif op == OP_LW:
+                        v = np.int64(pool[o:o + 4].view(np.int32)[0])
+                    elif op == OP_LWU:
+                        v = np.int64(pool[o:o + 4].view(np.uint32)[0])
+                    else:
+                        v = pool[o:o + 8].view(np.int64)[0]
+                    r[ins[RD]] = v
+            elif op == OP_NOP:
+                pass
+            elif op == OP_HALT:
+                status[p] = HALTED
+                pstat[p, P_END] = tp
+                break
+            elif op == OP_MARK:
+                if events.shape[0] > 0:
+                    _event(events, evn, cstat, TRACK_PE, p, tp, tp, cur, op, ins[IMM], K_MARK)
+            # --- async units: vector and matrix are private to the PE, so they issue at once ----------
+            elif (op >= OP_VADD and op <= OP_VCOPY) or op == OP_VSUM or op == OP_VRMAX or op == OP_VCVT:
+                s = ins[SEM]
+                if s >= nsem:
+                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                    return tp
+                dt = ins[DT]
+                n = r[ins[RS3]]
+                if n < 0 or n > MAX_ELEMS:
+                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
+                    return tp
+                dst = r[ins[RD]]
+                a = r[ins[RS1]]
+                b = r[ins[RS2]]
+                binary = op >= OP_VADD and op < OP_VRELU
+                if op == OP_VSUM or op == OP_VRMAX:
+                    dst_bytes = 4
+                elif op == OP_VCVT:
+                    dst_bytes = n * ELEM[ins[DT2]]
+                else:
+                    dst_bytes = n * ELEM[dt]
+                src_bytes = n * ELEM[dt]
+                if not _local(lay, a, src_bytes):
+                    _fault(fault, FAULT_ADDRESS, p, cur, a, src_bytes)
+                    return tp
+                if binary and not _local(lay, b, src_bytes):
+                    _fault(fault, FAULT_ADDRESS, p, cur, b, src_bytes)
+                    return tp
+                if not _local(lay, dst, dst_bytes):
+                    _fault(fault, FAULT_ADDRESS, p, cur, dst, dst_bytes)
+                    return tp
+                if sanitize:
+                    reads[:, :] = 0
+                    ka = san_mod.key(local_bytes, pe_ids[p], a)
+                    reads[0, 0] = ka
+                    reads[0, 1] = ka + src_bytes
+                    if binary:
+                        kb = san_mod.key(local_bytes, pe_ids[p], b)
+                        reads[1, 0] = kb
+                        reads[1, 1] = kb + src_bytes
+                    kd = san_mod.key(local_bytes, pe_ids[p], dst)
+                    hit = san_mod.check(san, sanc, p, Q_VECTOR, reads, kd, kd + dst_bytes)
+                    if hit >= 0:
+                        _fault(fault, FAULT_RACE, p, cur, dst, hit)
+                        fault[F_PE2] = san[hit, san_mod.Z_PE]
+                        fault[F_PC2] = san[hit, san_mod.Z_PC]
+                        return tp
+                lb = lbase[p]
+                width = int(cfg[C_VWIDTH])
+                if op == OP_VSUM or op == OP_VRMAX:
+                    vec_unit.reduce(pool, op == OP_VRMAX, dt, lb + dst, lb + a, n)
+                    cyc = vec_unit.reduce_cycles(n, dt, width, int(cfg[C_VLAT]))
+                elif op == OP_VCVT:
+                    q = r[ins[RS2]]
+                    scale = np.array([np.uint32(q & 0xFFFFFFFF)], dtype=np.uint32).view(np.float32)[0]
+                    zp = ((q >> 32) + 2147483648) % 4294967296 - 2147483648
+                    vec_unit.convert(pool, dt, ins[DT2], lb + dst, lb + a, n, np.float64(scale), np.float64(zp))
+                    wide = dt if ELEM[dt] >= ELEM[ins[DT2]] else ins[DT2]
+                    cyc = vec_unit.elementwise_cycles(n, wide, False, width, int(cfg[C_VLAT]), 1)
+                else:
+                    vop = VEC_OP[op]
+                    if not vec_unit.elementwise(pool, vop, dt, lb + dst, lb + a, lb + b, n):
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
+                        return tp
+                    trans = vop >= vec_unit.V_SIGMOID and vop <= vec_unit.V_GELU
+                    cyc = vec_unit.elementwise_cycles(n, dt, trans, width, int(cfg[C_VLAT]), int(cfg[C_VTRANS]))
+                start = max(tp, vecfree[p])
+                done = start + cyc
+                vecfree[p] = done
+                pstat[p, P_VECTOR] += cyc
+                pstat[p, P_VOPS] += n
+                if semn[p, s] >= SEMCAP:
+                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                    return tp
+                semt[p, s, semn[p, s]] = done
+                semn[p, s] += 1
+                last_done = max(last_done, done)
+                if sanitize:
+                    san_mod.add(san, sanc, p, Q_VECTOR, s, cur, reads, kd, kd + dst_bytes)
+                if events.shape[0] > 0:
+                    _event(events, evn, cstat, TRACK_VECTOR, p, start, done, cur, op, n, K_OP)
+            elif op == OP_MM_LDW or op == OP_MM_MUL:
+                s = ins[SEM]
+                if s >= nsem:
+                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                    return tp
+                dt = ins[DT]
+                eb = ELEM[dt]
+                lb = lbase[p]
+                reads[:, :] = 0
+                if op == OP_MM_LDW:
+                    a = r[ins[RS1]]
+                    K = r[ins[RS2]]
+                    N = r[ins[RS3]]
+                    if K <= 0 or N <= 0 or K * N * eb > wbuf_bytes:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_WEIGHTS)
+                        return tp
+                    nbytes = K * N * eb
+                    if not _local(lay, a, nbytes):
+                        _fault(fault, FAULT_ADDRESS, p, cur, a, nbytes)
+                        return tp
+                    ka = san_mod.key(local_bytes, pe_ids[p], a)
+                    reads[0, 0] = ka
+                    reads[0, 1] = ka + nbytes
+                    wlo = np.int64(0)
+                    whi = np.int64(0)
+                else:
+                    dst = r[ins[RD]]
+                    a = r[ins[RS1]]
+                    M = r[ins[RS2]]
+                    if wk[p, 0] < 0:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_NO_WEIGHTS)
+                        return tp
+                    if wk[p, 2] != dt:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
+                        return tp
+                    K = wk[p, 0]
+                    N = wk[p, 1]
+                    if M < 0 or M > MAX_ELEMS:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
+                        return tp
+                    if not _local(lay, a, M * K * eb):
+                        _fault(fault, FAULT_ADDRESS, p, cur, a, M * K * eb)
+                        return tp
+                    if not _local(lay, dst, M * N * 4):
+                        _fault(fault, FAULT_ADDRESS, p, cur, dst, M * N * 4)
+                        return tp
+                    ka = san_mod.key(local_bytes, pe_ids[p], a)
+                    reads[0, 0] = ka
+                    reads[0, 1] = ka + M * K * eb
+                    wlo = san_mod.key(local_bytes, pe_ids[p], dst)
+                    whi = wlo + M * N * 4
+                if sanitize:
+                    hit = san_mod.check(san, sanc, p, Q_MATRIX, reads, wlo, whi)
+                    if hit >= 0:
+                        _fault(fault, FAULT_RACE, p, cur, a, hit)
+                        fault[F_PE2] = san[hit, san_mod.Z_PE]
+                        fault[F_PC2] = san[hit, san_mod.Z_PC]
+                        return tp
+                if op == OP_MM_LDW:
+                    wbuf[p, :nbytes] = pool[lb + a:lb + a + nbytes]
+                    wk[p, 0] = K
+                    wk[p, 1] = N
+                    wk[p, 2] = dt
+                    cyc = mat_unit.load_weights_cycles(K, N, eb, cfg[C_LOCAL_BPC])
+                    aux = K * N
+                else:
+                    if dt == 0:
+                        mat_unit.multiply_int8(pool, lb + a, wbuf[p], lb + dst, M, K, N, ins[T.FLAG] == 1)
+                        rate = cfg[C_INT8_RATE]
+                    else:
+                        mat_unit.multiply_fp16(pool, lb + a, wbuf[p], lb + dst, M, K, N, ins[T.FLAG] == 1)
+                        rate = cfg[C_FP16_RATE]
+                    cyc = mat_unit.multiply_cycles(M, N, K, int(cfg[C_MROWS]), int(cfg[C_MCOLS]), int(cfg[C_MDEPTH]),
+                                                   int(cfg[C_MDATAFLOW]), rate)
+                    pstat[p, P_MACS] += M * N * K
+                    aux = M * N * K
+                start = max(tp, matfree[p])
+                done = start + cyc
+                matfree[p] = done
+                pstat[p, P_MATRIX] += cyc
+                if semn[p, s] >= SEMCAP:
+                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                    return tp
+                semt[p, s, semn[p, s]] = done
+                semn[p, s] += 1
+                last_done = max(last_done, done)
+                if sanitize:
+                    san_mod.add(san, sanc, p, Q_MATRIX, s, cur, reads, wlo, whi)
+                if events.shape[0] > 0:
+                    _event(events, evn, cstat, TRACK_MATRIX, p, start, done, cur, op, aux, K_OP)
+            elif op == OP_DMA_DIM:
+                e = ins[ENG]
+                if e >= neng:
+                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
+                    return tp
+                base = 3 * ins[FLAG]
+                dims[p, e, base] = r[ins[RS1]]
+                dims[p, e, base + 1] = r[ins[RS2]]
+                dims[p, e, base + 2] = r[ins[RS3]]
+            else:
+                # --- everything below touches shared state: issue only in global time order -------------
+                if tp - ISSUE_CYCLES[op] > limit:
+                    tp -= ISSUE_CYCLES[op]
+                    pstat[p, P_INSTR] -= 1
+                    break
+                if op == OP_DMA:
+                    e = ins[ENG]
+                    s = ins[SEM]
+                    if e >= neng:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
+                        return tp
+                    if s >= nsem:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                        return tp
+                    dst = r[ins[RD]]
+                    src = r[ins[RS1]]
+                    nbytes = r[ins[RS2]]
+                    c1 = dims[p, e, 0]
+                    ss1 = dims[p, e, 1]
+                    ds1 = dims[p, e, 2]
+                    c2 = dims[p, e, 3]
+                    ss2 = dims[p, e, 4]
+                    ds2 = dims[p, e, 5]
+                    dims[p, e, 0] = 1
+                    dims[p, e, 1] = 0
+                    dims[p, e, 2] = 0
+                    dims[p, e, 3] = 1
+                    dims[p, e, 4] = 0
+                    dims[p, e, 5] = 0
+                    if nbytes < 0 or nbytes > (1 << 32) or c1 < 0 or c2 < 0 or c1 * c2 > dma_unit.MAX_ROWS:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DMA_SIZE)
+                        return tp
+                    # the engine's queue: a full queue stalls the PE until its oldest descriptor is done
+                    slot = dmaring_i[p, e] % qdepth
+                    if dmaring[p, e, slot] > tp:
+                        stall = dmaring[p, e, slot] - tp
+                        pstat[p, P_STALL_QUEUE] += stall
+                        if events.shape[0] > 0:
+                            _event(events, evn, cstat, TRACK_PE, p, tp, tp + stall, cur, op, e, K_STALL_QUEUE)
+                        tp += stall
+                        stalled += stall
+                    if sanitize:
+                        reads[:, :] = 0
+                        lo_s = src + min(0, (c1 - 1) * ss1) + min(0, (c2 - 1) * ss2)
+                        hi_s = src + max(0, (c1 - 1) * ss1) + max(0, (c2 - 1) * ss2) + nbytes
+                        lo_d = dst + min(0, (c1 - 1) * ds1) + min(0, (c2 - 1) * ds2)
+                        hi_d = dst + max(0, (c1 - 1) * ds1) + max(0, (c2 - 1) * ds2) + nbytes
+                        if c1 * c2 * nbytes > 0:
+                            ks = san_mod.key(local_bytes, pe_ids[p], lo_s)
+                            reads[0, 0] = ks
+                            reads[0, 1] = ks + (hi_s - lo_s)
+                            wlo = san_mod.key(local_bytes, pe_ids[p], lo_d)
+                            whi = wlo + (hi_d - lo_d)
+                        else:
+                            wlo = np.int64(0)
+                            whi = np.int64(0)
+                        hit = san_mod.check(san, sanc, p, Q_DMA0 + e, reads, wlo, whi)
+                        if hit >= 0:
+                            _fault(fault, FAULT_RACE, p, cur, dst, hit)
+                            fault[F_PE2] = san[hit, san_mod.Z_PE]
+                            fault[F_PC2] = san[hit, san_mod.Z_PC]
+                            return tp
+                    start = max(tp, dmafree[p, e])
+                    st, done, bad = dma_unit.transfer(pool, ptab, lay, pe_ids[p], dst, src, nbytes, c1, ss1, ds1,
+                                                      c2, ss2, ds2, start, cfg, res, cstat)
+                    if st != 0:
+                        _fault(fault, FAULT_ADDRESS, p, cur, bad, st)
+                        return tp
+                    dmafree[p, e] = done
+                    dmaring[p, e, slot] = done
+                    dmaring_i[p, e] += 1
+                    pstat[p, P_DMA] += done - start
+                    if semn[p, s] >= SEMCAP:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                        return tp
+                    semt[p, s, semn[p, s]] = done
+                    semn[p, s] += 1
+                    last_done = max(last_done, done)
+                    if sanitize:
+                        san_mod.add(san, sanc, p, Q_DMA0 + e, s, cur, reads, wlo, whi)
+                    if events.shape[0] > 0:
+                        _event(events, evn, cstat, TRACK_DMA0 + e, p, start, done, cur, op, c1 * c2 * nbytes, K_OP)
+                elif op == OP_EMB:
+                    s = ins[SEM]
+                    if s >= nsem:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                        return tp
+                    d = r[ins[RS1]]
+                    if not _local(lay, d, 8 * T.EMB_DESC_WORDS):
+                        _fault(fault, FAULT_ADDRESS, p, cur, d, 8 * T.EMB_DESC_WORDS)
+                        return tp
+                    desc = pool[lbase[p] + d:lbase[p] + d + 8 * T.EMB_DESC_WORDS].view(np.int64).copy()
+                    if sanitize:
+                        nr = emb_unit.ranges(desc, reads)
+                        if nr < 0:
+                            _fault(fault, FAULT_INSTRUCTION, p, cur, d, WHY_EMB_DESC)
+                            return tp
+                        kd = san_mod.key(local_bytes, pe_ids[p], d)
+                        for k in range(san_mod.NREAD):
+                            if reads[k, 1] > reads[k, 0]:
+                                lo = san_mod.key(local_bytes, pe_ids[p], reads[k, 0])
+                                reads[k, 1] = lo + reads[k, 1] - reads[k, 0]
+                                reads[k, 0] = lo
+                        wlo = san_mod.key(local_bytes, pe_ids[p], emb_unit.output_address(desc))
+                        whi = wlo + emb_unit.output_bytes(desc)
+                        hit = san_mod.check(san, sanc, p, Q_EMB, reads, wlo, whi)
+                        if hit < 0:  # the descriptor itself is read at issue
+                            tmp = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
+                            tmp[0, 0] = kd
+                            tmp[0, 1] = kd + 8 * T.EMB_DESC_WORDS
+                            hit = san_mod.check(san, sanc, p, Q_SCALAR, tmp, 0, 0)
+                        if hit >= 0:
+                            _fault(fault, FAULT_RACE, p, cur, d, hit)
+                            fault[F_PE2] = san[hit, san_mod.Z_PE]
+                            fault[F_PC2] = san[hit, san_mod.Z_PC]
+                            return tp
+                    start = max(tp, res[R_EMB])
+                    st, done, bad, why = emb_unit.lookup(pool, ptab, lay, pe_ids[p], desc, start, cfg, res, cstat)
+                    if st != 0:
+                        if st == 1:
+                            _fault(fault, FAULT_ADDRESS, p, cur, bad, -1)
+                        else:
+                            _fault(fault, FAULT_INSTRUCTION, p, cur, bad, why)
+                        return tp
+                    res[R_EMB] = done
+                    cstat[S_EMB_BUSY] += done - start
+                    cstat[S_EMB_LOOKUPS] += desc[emb_unit.D_NUM_BAGS]
+                    cstat[S_EMB_ROWS] += desc[emb_unit.D_NUM_INDICES]
+                    if semn[p, s] >= SEMCAP:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                        return tp
+                    semt[p, s, semn[p, s]] = done
+                    semn[p, s] += 1
+                    last_done = max(last_done, done)
+                    if sanitize:
+                        san_mod.add(san, sanc, p, Q_EMB, s, cur, reads, wlo, whi)
+                    if events.shape[0] > 0:
+                        _event(events, evn, cstat, TRACK_EMB, p, start, done, cur, op,
+                               desc[emb_unit.D_NUM_INDICES], K_OP)
+                elif op == OP_SIG:
+                    s = ins[SEM]
+                    target = r[ins[RS1]]
+                    if s >= nsem:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                        return tp
+                    if target < 0 or target >= npe:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIG_PE)
+                        return tp
+                    if semn[target, s] >= SEMCAP:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                        return tp
+                    arrive = tp + int(cfg[C_BARRIER])
+                    semt[target, s, semn[target, s]] = arrive
+                    semn[target, s] += 1
+                    if status[target] == WAITSEM and dec[pc[target], SEM] == s:
+                        wake[target] = _wake_time(semt, semn, target, s, want[target])
+                        limit = min(limit, wake[target])
+                elif op == OP_WAIT:
+                    s = ins[SEM]
+                    if s >= nsem:
+                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                        return tp
+                    need = ins[IMM]
+                    w = _wake_time(semt, semn, p, s, need)
+                    if w <= tp:
+                        _consume(semt, semn, p, s, need)
+                        if sanitize:
+                            san_mod.retire(san, sanc, p, s, need)
+                    else:
+                        # block; the scheduler resumes this PE at its wake cycle (or when a sig arrives)
+                        status[p] = WAITSEM
+                        want[p] = need
+                        wait_since[p] = tp
+                        wake[p] = w
+                        break
+                elif op == OP_FENCE:
+                    tdone = tp
+                    for s in range(nsem):
+                        for k in range(semn[p, s]):
+                            tdone = max(tdone, semt[p, s, k])
+                    tdone = max(tdone, matfree[p], vecfree[p])
+                    for e in range(neng):
+                        tdone = max(tdone, dmafree[p, e])
+                    if tdone > tp:
+                        pstat[p, P_STALL_SEM] += tdone - tp
+                        if events.shape[0] > 0:
+                            _event(events, evn, cstat, TRACK_PE, p, tp, tdone, cur, op, 0, K_STALL_SEM)
+                    stalled += tdone - tp
+                    tp = tdone
+                    if sanitize:
+                        san_mod.retire(san, sanc, p, -1, 1 << 40)
+                elif op == OP_BARRIER:
+                    status[p] = BARRIER
+                    barrier_n += 1
+                    barrier_t = max(barrier_t, tp)
+                    wait_since[p] = tp
+                    if barrier_n == npe:
+                        resume = barrier_t + int(cfg[C_BARRIER])
+                        for q in range(npe):
+                            if status[q] == BARRIER:
+                                pstat[q, P_STALL_BARRIER] += resume - wait_since[q]
+                                if events.shape[0] > 0:
+                                    _event(events, evn, cstat, TRACK_PE, q, wait_since[q], resume, pc[q] if q != p
+                                           else cur, OP_BARRIER, 0, K_STALL_BARRIER)
+                                status[q] = RUN
+                                t[q] = resume
+                                if q != p:
+                                    pc[q] += 1
+                        barrier_n = 0
+                        barrier_t = 0
+                        tp = resume
+                        limit = INF  # recompute on the next pick
+                        nxt = cur + 1
+                        cur = nxt
+                        break
+                    break
+                else:
+                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, -1)
+                    return tp
+            r[0] = 0
+            cur = nxt
+        r[0] = 0
+        # --- PE p stops running: halted, blocked, or yielded to a PE that is behind ----------------------
+        pc[p] = cur
+        t[p] = tp
+        if tp > watchdog:
+            _fault(fault, FAULT_TIMEOUT, p, cur, -1, tp)
+            return tp
+        if events.shape[0] > 0 and tp > run_start:
+            last = run_ev[p]
+            if last >= 0 and events[last, EV_END] == run_start:
+                events[last, EV_END] = tp
+            else:
+                run_ev[p] = evn[0]
+                _event(events, evn, cstat, TRACK_PE, p, run_start, tp, cur, 0, 0, K_RUN)
+        pstat[p, P_ISSUE] += tp - run_start - stalled
+    end = last_done
+    for p in range(npe):
+        end = max(end, t[p])
+    cstat[S_CYCLES] = end
+    return end

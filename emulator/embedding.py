@@ -1,0 +1,290 @@
+"""The embedding-lookup unit: one per card, a gather-and-pool engine for the SparseLengthsSum family.
+
+It reads a descriptor (isa/table.py: EMB_DESC_FIELDS), then indices and lengths or offsets (and optional
+per-sample weights), gathers rows of a table in DRAM or shared SRAM, dequantizes, pools (sum, mean,
+weighted sum) in fp32, and writes fp32 or fp16 rows.
+
+Table formats (row layouts, byte-compatible with PyTorch/FBGEMM's prepacked tables):
+  fp32, fp16                 dim values
+  int8_rowwise               dim uint8, then fp32 scale, fp32 bias   (embedding_bag_byte_prepack)
+  int8_rowwise_fp16          dim uint8, then fp16 scale, fp16 bias
+  int4_rowwise               ceil(dim/2) bytes, element j in the low nibble of byte j/2 when j is even,
+                             then fp16 scale, fp16 bias               (embedding_bag_4bit_prepack)
+Timing (docs/timing.md): gather-bound. Each row costs the DRAM bursts it touches at the efficiency of a
+short run; requests in flight (`outstanding`) hide the DRAM latency up to that bandwidth.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from vnpu.isa import table as T
+
+from .dma import dram_run_cycles
+from .memory import region_of, translate
+from .numerics import f16bits_to_f32bits, f32_to_f16
+from .state import (C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM,
+                    S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR, S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR,
+                    WHY_EMB_DESC, WHY_EMB_INDEX, WHY_EMB_SEGMENTS)
+
+(D_TABLE, D_ROWS, D_DIM, D_FORMAT, D_INDICES, D_NUM_INDICES, D_INDEX_BYTES, D_SEGMENTS, D_NUM_BAGS, D_WEIGHTS,
+ D_OUTPUT, D_OUT_DTYPE, D_MODE, D_SEGMENT_BYTES, D_RES0, D_RES1) = range(T.EMB_DESC_WORDS)
+assert [f[0] for f in T.EMB_DESC_FIELDS][D_SEGMENT_BYTES] == "segment_bytes"
+FMT_FP32, FMT_FP16, FMT_INT8, FMT_INT8_FP16, FMT_INT4 = range(5)
+MODE_SUM, MODE_MEAN, MODE_WEIGHTED = 0, 1, 2
+MODE_OFFSETS = 16
+MODE_INCLUDE_LAST = 32
+SETUP_CYCLES = 16   # [inf] descriptor fetch and start
+MAX_COUNT = 1 << 31
+
+
+@njit(cache=True, nogil=True)
+def row_bytes(fmt, dim):
+    if fmt == FMT_FP32:
+        return 4 * dim
+    if fmt == FMT_FP16:
+        return 2 * dim
+    if fmt == FMT_INT8:
+        return dim + 8
+    if fmt == FMT_INT8_FP16:
+        return dim + 4
+    return (dim + 1) // 2 + 4
+
+
+@njit(cache=True, nogil=True)
+def segment_count(desc):
+    if desc[D_MODE] & MODE_OFFSETS and desc[D_MODE] & MODE_INCLUDE_LAST:
+        return desc[D_NUM_BAGS] + 1
+    return desc[D_NUM_BAGS]
+
+
+@njit(cache=True, nogil=True)
+def valid(desc):
+    if desc[D_FORMAT] < 0 or desc[D_FORMAT] > FMT_INT4 or desc[D_DIM] <= 0 or desc[D_DIM] > 65536:
+        return False
+    if desc[D_ROWS] < 0 or desc[D_ROWS] > MAX_COUNT or desc[D_NUM_INDICES] < 0 or desc[D_NUM_INDICES] > MAX_COUNT:
+        return False
+    if desc[D_NUM_BAGS] < 0 or desc[D_NUM_BAGS] > MAX_COUNT:
+        return False
+    if desc[D_INDEX_BYTES] != 4 and desc[D_INDEX_BYTES] != 8:
+        return False
+    if desc[D_SEGMENT_BYTES] != 4 and desc[D_SEGMENT_BYTES] != 8:
+        return False
+    if desc[D_OUT_DTYPE] != 0 and desc[D_OUT_DTYPE] != 1:
+        return False
+    mode = desc[D_MODE]
+    if (mode & 3) > MODE_WEIGHTED or (mode & ~(3 | MODE_OFFSETS | MODE_INCLUDE_LAST)) != 0:
+        return False
+    if (mode & 3) == MODE_WEIGHTED and desc[D_WEIGHTS] == 0:
+        return False
+    return desc[D_RES0] == 0 and desc[D_RES1] == 0
+
+
+@njit(cache=True, nogil=True)
+def output_address(desc):
+    return desc[D_OUTPUT]
+
+
+@njit(cache=True, nogil=True)
+def output_bytes(desc):
+    return desc[D_NUM_BAGS] * desc[D_DIM] * (4 if desc[D_OUT_DTYPE] == 0 else 2)
+
+
+@njit(cache=True, nogil=True)
+def ranges(desc, reads):
+    """Fill reads[k] = [lo, hi) device addresses the lookup reads; -1 if the descriptor is malformed."""
+    if not valid(desc):
+        return -1
+    reads[:, :] = 0
+    reads[0, 0] = desc[D_TABLE]
+    reads[0, 1] = desc[D_TABLE] + desc[D_ROWS] * row_bytes(desc[D_FORMAT], desc[D_DIM])
+    reads[1, 0] = desc[D_INDICES]
+    reads[1, 1] = desc[D_INDICES] + desc[D_NUM_INDICES] * desc[D_INDEX_BYTES]
+    reads[2, 0] = desc[D_SEGMENTS]
+    reads[2, 1] = desc[D_SEGMENTS] + segment_count(desc) * desc[D_SEGMENT_BYTES]
+    if (desc[D_MODE] & 3) == MODE_WEIGHTED:
+        reads[3, 0] = desc[D_WEIGHTS]
+        reads[3, 1] = desc[D_WEIGHTS] + 4 * desc[D_NUM_INDICES]
+    return 4
+
+
+@njit(cache=True, nogil=True)
+def _f16(b0, b1):
+    bits = f16bits_to_f32bits(np.uint32(b0) | (np.uint32(b1) << 8))
+    return np.array([np.uint32(bits)], dtype=np.uint32).view(np.float32)[0]
+
+
+@njit(cache=True, nogil=True)
+def dequantize_row(pool, off, fmt, dim, out):
+    """out[:dim] = the row at flat pool offset off, as fp32."""
+    if fmt == FMT_FP32:
+        out[:dim] = pool[off:off + 4 * dim].view(np.float32)
+    elif fmt == FMT_FP16:
+        h = pool[off:off + 2 * dim].view(np.uint16)
+        for j in range(dim):
+            out[j] = np.array([np.uint32(f16bits_to_f32bits(np.uint32(h[j])))], dtype=np.uint32).view(np.float32)[0]
+    elif fmt == FMT_INT8 or fmt == FMT_INT8_FP16:
+        if fmt == FMT_INT8:
+            sb = pool[off + dim:off + dim + 8].copy().view(np.float32)
+            scale = sb[0]
+            bias = sb[1]
+        else:
+            scale = _f16(pool[off + dim], pool[off + dim + 1])
+            bias = _f16(pool[off + dim + 2], pool[off + dim + 3])
+        for j in range(dim):
+            out[j] = np.float32(pool[off + j]) * scale + bias
+    else:
+        nb = (dim + 1) // 2
+        scale = _f16(pool[off + nb], pool[off + nb + 1])
+        bias = _f16(pool[off + nb + 2], pool[off + nb + 3])
+        for j in range(dim):
+            byte = pool[off + j // 2]
+            q = (byte & 15) if j % 2 == 0 else (byte >> 4)
+            out[j] = np.float32(q) * scale + bias
+
+
+@njit(cache=True, nogil=True)
+def _read_int(pool, off, nbytes, i):
+    if nbytes == 4:
+        return np.int64(pool[off + 4 * i:off + 4 * i + 4].view(np.int32)[0])
+    return pool[off + 8 * i:off + 8 * i + 8].view(np.int64)[0]
+
+
+@njit(cache=True, nogil=True)
+def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
+    """Run one pooled lookup. Returns (status, done_cycle, bad, why): status 0 ok; 1 bad address (bad is it);
+    2 bad contents (why names it, bad is the first offending position)."""
+    if not valid(desc):
+        return 2, start, 0, WHY_EMB_DESC
+    fmt = desc[D_FORMAT]
+    dim = desc[D_DIM]
+    nrows = desc[D_ROWS]
+    n_idx = desc[D_NUM_INDICES]
+    n_bags = desc[D_NUM_BAGS]
+    rb = row_bytes(fmt, dim)
+    mode = desc[D_MODE]
+    pool_mode = mode & 3
+    nseg = segment_count(desc)
+    ib = desc[D_INDEX_BYTES]
+    sb = desc[D_SEGMENT_BYTES]
+    t_off = translate(ptab, lay, pe, desc[D_TABLE], nrows * rb)
+    if t_off < 0:
+        return 1, start, desc[D_TABLE], 0
+    i_off = translate(ptab, lay, pe, desc[D_INDICES], n_idx * ib)
+    if i_off < 0:
+        return 1, start, desc[D_INDICES], 0
+    s_off = translate(ptab, lay, pe, desc[D_SEGMENTS], nseg * sb)
+    if s_off < 0:
+        return 1, start, desc[D_SEGMENTS], 0
+    w_off = -1
+    if pool_mode == MODE_WEIGHTED:
+        w_off = translate(ptab, lay, pe, desc[D_WEIGHTS], 4 * n_idx)
+        if w_off < 0:
+            return 1, start, desc[D_WEIGHTS], 0
+    ob = output_bytes(desc)
+    o_off = translate(ptab, lay, pe, desc[D_OUTPUT], ob)
+    if o_off < 0:
+        return 1, start, desc[D_OUTPUT], 0
+    # validate segments and indices before writing anything
+    bounds = np.empty(n_bags + 1, dtype=np.int64)
+    if mode & MODE_OFFSETS:
+        for b in range(nseg):
+            v = _read_int(pool, s_off, sb, b)
+            if v < 0 or v > n_idx or (b > 0 and v < bounds[b - 1]) or (b == 0 and v != 0):
+                return 2, start, b, WHY_EMB_SEGMENTS
+            if b <= n_bags:
+                bounds[b] = v
+        if not (mode & MODE_INCLUDE_LAST):
+            bounds[n_bags] = n_idx
+        elif n_bags > 0 and bounds[n_bags] != n_idx:
+            # PyTorch ignores indices past the last offset; we require them to match, like its checks
+            return 2, start, n_bags, WHY_EMB_SEGMENTS
+        if n_bags == 0 and n_idx != 0 and not (mode & MODE_INCLUDE_LAST):
+            return 2, start, 0, WHY_EMB_SEGMENTS
+    else:
+        bounds[0] = 0
+        for b in range(n_bags):
+            v = _read_int(pool, s_off, sb, b)
+            if v < 0 or bounds[b] + v > n_idx:
+                return 2, start, b, WHY_EMB_SEGMENTS
+            bounds[b + 1] = bounds[b] + v
+        if bounds[n_bags] != n_idx:
+            return 2, start, n_bags, WHY_EMB_SEGMENTS
+    for i in range(n_idx):
+        ix = _read_int(pool, i_off, ib, i)
+        if ix < 0 or ix >= nrows:
+            return 2, start, i, WHY_EMB_INDEX
+    # gather, dequantize, pool
+    row = np.empty(dim, dtype=np.float32)
+    acc = np.empty(dim, dtype=np.float32)
+    out32 = np.empty(dim, dtype=np.float32)
+    tab_region = region_of(lay, desc[D_TABLE])
+    dram_busy = 0.0
+    for b in range(n_bags):
+        acc[:] = 0
+        lo = bounds[b]
+        hi = bounds[b + 1]
+        for i in range(lo, hi):
+            ix = _read_int(pool, i_off, ib, i)
+            dequantize_row(pool, t_off + ix * rb, fmt, dim, row)
+            if pool_mode == MODE_WEIGHTED:
+                w = pool[w_off + 4 * i:w_off + 4 * i + 4].view(np.float32)[0]
+                for j in range(dim):
+                    acc[j] += w * row[j]
+            else:
+                for j in range(dim):
+                    acc[j] += row[j]
+            if tab_region == 2:
+                dram_busy += dram_run_cycles(desc[D_TABLE] + ix * rb, rb, cfg)
+        if pool_mode == MODE_MEAN and hi > lo:
+            inv = np.float32(hi - lo)
+            for j in range(dim):
+                acc[j] = acc[j] / inv
+        if desc[D_OUT_DTYPE] == 0:
+            pool[o_off + 4 * b * dim:o_off + 4 * (b + 1) * dim].view(np.float32)[:] = acc
+        else:
+            out32[:] = acc
+            f32_to_f16(out32, pool[o_off + 2 * b * dim:o_off + 2 * (b + 1) * dim].view(np.uint16))
+    # --- timing -------------------------------------------------------------------------------------------
+    gathered = n_idx * rb
+    meta = n_idx * ib + nseg * sb + (4 * n_idx if pool_mode == MODE_WEIGHTED else 0)
+    # index / segment / weight streams and the output are sequential runs
+    for a, nb, rd in ((desc[D_INDICES], n_idx * ib, True), (desc[D_SEGMENTS], nseg * sb, True),
+                      (desc[D_WEIGHTS], 4 * n_idx if pool_mode == MODE_WEIGHTED else 0, True),
+                      (desc[D_OUTPUT], ob, False)):
+        reg = region_of(lay, a) if nb > 0 else -1
+        if reg == 2:
+            dram_busy += dram_run_cycles(a, nb, cfg)
+            cstat[S_DRAM_RD if rd else S_DRAM_WR] += nb
+        elif reg == 1:
+            cstat[S_SRAM_RD if rd else S_SRAM_WR] += nb
+        elif reg == 0:
+            cstat[S_LOCAL_RD if rd else S_LOCAL_WR] += nb
+    begin = start + SETUP_CYCLES
+    compute = int(math.ceil(n_idx * dim * 4 / cfg[C_EMB_BPC]))
+    end = begin + compute
+    if tab_region == 2:
+        cstat[S_DRAM_RD] += gathered
+        latency = cfg[C_DRAM_LAT]
+    elif tab_region == 1:
+        cstat[S_SRAM_RD] += gathered
+        latency = cfg[C_SRAM_LAT]
+    else:
+        cstat[S_LOCAL_RD] += gathered
+        latency = 0.0
+    # Little's law: with `outstanding` row requests in flight, rows complete at most every latency/outstanding
+    little = int(math.ceil(n_idx * latency / cfg[C_EMB_OUTSTANDING]))
+    end = max(end, begin + little)
+    if dram_busy > 0:
+        dc = int(math.ceil(dram_busy))
+        d0 = max(begin, res[R_DRAM])
+        res[R_DRAM] = d0 + dc
+        cstat[S_DRAM_BUSY] += dc
+        end = max(end, d0 + dc)
+    if tab_region == 1 or region_of(lay, desc[D_OUTPUT]) == 1:
+        sc = int(math.ceil((gathered + meta) / cfg[C_SRAM_BPC]))
+        s0 = max(begin, res[R_SRAM])
+        res[R_SRAM] = s0 + sc
+        cstat[S_SRAM_BUSY] += sc
+        end = max(end, s0 + sc)
+    return 0, end + int(latency), -1, 0

@@ -1,0 +1,199 @@
+"""Card memories: DRAM, shared SRAM and each PE's local memory, as pages mapped on demand.
+
+Host memory grows with what is allocated and touched, not with the configured capacity: a page table
+(one int32 per 64 KiB page, 1 MiB for a 16 GB card) maps device pages to pages of one growable pool.
+A mapping is one contiguous run of pool pages, so any access inside one allocation is a plain slice.
+An unmapped page is not part of anything the launch may touch: accessing it is an IllegalAddress.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from vnpu.errors import IllegalAddress, OutOfMemory
+from vnpu.isa import table as T
+
+PAGE_BITS = 16
+PAGE = 1 << PAGE_BITS
+
+# Layout vector passed to compiled code (int64), so address translation needs no Python objects.
+L_DRAM_BASE, L_DRAM_BYTES, L_SHARED_BASE, L_SHARED_BYTES, L_LOCAL_BYTES, L_SHARED_P0, L_LOCAL_P0, \
+    L_LOCAL_PAGES, L_NPAGES = range(9)
+LAYOUT_LEN = 9
+
+
+class CardMemory:
+    def __init__(self, cfg):
+        self.dram_bytes = cfg.dram.bytes
+        self.shared_bytes = cfg.shared_sram.bytes
+        self.local_bytes = cfg.local_memory.bytes
+        self.pes = cfg.pes
+        n_dram = -(-self.dram_bytes // PAGE)
+        n_shared = -(-self.shared_bytes // PAGE)
+        self.local_pages = -(-self.local_bytes // PAGE)
+        total = n_dram + n_shared + self.local_pages * self.pes
+        self.layout = np.array([T.DRAM_BASE, self.dram_bytes, T.SHARED_BASE, self.shared_bytes, self.local_bytes,
+                                n_dram, n_dram + n_shared, self.local_pages, total], dtype=np.int64)
+        self.ptab = np.full(total, -1, dtype=np.int32)
+        self.pool = np.zeros(0, dtype=np.uint8)
+        self.pool_pages = 0          # pages in use at the end of the pool
+        self.free_runs = []          # [(first pool page, count)] returned by unmap
+
+    # --- page management (host side, between launches) -----------------------------------------
+    def gpage(self, address: int) -> int:
+        """The global page number of a device address (DRAM or shared SRAM)."""
+        if T.DRAM_BASE <= address < T.DRAM_BASE + self.dram_bytes:
+            return (address - T.DRAM_BASE) >> PAGE_BITS
+        if T.SHARED_BASE <= address < T.SHARED_BASE + self.shared_bytes:
+            return int(self.layout[L_SHARED_P0]) + ((address - T.SHARED_BASE) >> PAGE_BITS)
+        raise IllegalAddress("address is neither DRAM nor shared SRAM", address=address)
+
+    def _take_pool_run(self, count):
+        for i, (first, n) in enumerate(self.free_runs):
+            if n >= count:
+                self.free_runs[i] = (first + count, n - count)
+                if n == count:
+                    self.free_runs.pop(i)
+                self.pool[first * PAGE:(first + count) * PAGE] = 0
+                return first
+        first = self.pool_pages
+        need = (first + count) * PAGE
+        if need > len(self.pool):
+            # np.zeros is calloc-backed: pages cost host memory only once touched.
+            grown = np.zeros(max(need, 2 * len(self.pool)), dtype=np.uint8)
+            grown[:len(self.pool)] = self.pool
+            self.pool = grown
+        self.pool_pages = first + count
+        return first
+
+    def map(self, first_gpage: int, count: int):
+        if count <= 0:
+            return
+        if np.any(self.ptab[first_gpage:first_gpage + count] >= 0):
+            raise OutOfMemory("device pages already mapped", requested=count * PAGE)
+        run = self._take_pool_run(count)
+        self.ptab[first_gpage:first_gpage + count] = np.arange(run, run + count, dtype=np.int32)
+
+    def unmap(self, first_gpage: int, count: int):
+        pages = self.ptab[first_gpage:first_gpage + count]
+        if count and pages[0] >= 0:
+            self.free_runs.append((int(pages[0]), count))
+        pages[:] = -1
+
+    def map_local(self, pe: int):
+        """Local memory of a PE is materialized the first time a launch uses that PE."""
+        first = int(self.layout[L_LOCAL_P0]) + pe * self.local_pages
+        if self.ptab[first] < 0:
+            self.map(first, self.local_pages)
+
+    def zero_local(self, pe: int):
+        first = int(self.layout[L_LOCAL_P0]) + pe * self.local_pages
+        if self.ptab[first] >= 0:
+            p0 = int(self.ptab[first])
+            self.pool[p0 * PAGE:(p0 + self.local_pages) * PAGE] = 0
+
+    def reset(self):
+        self.ptab[:] = -1
+        self.pool = np.zeros(0, dtype=np.uint8)
+        self.pool_pages = 0
+        self.free_runs = []
+
+    @property
+    def host_bytes(self):
+        return int(self.pool.nbytes + self.ptab.nbytes)
+
+    # --- host access (driver copies and tests) -------------------------------------------------------
+    def write(self, address: int, data, pe: int = -1):
+        src = np.frombuffer(memoryview(np.ascontiguousarray(data)).cast("B"), dtype=np.uint8)
+        if copy_in(self.pool, self.ptab, self.layout, pe, address, src) < 0:
+            raise IllegalAddress(f"host write of {len(src)} bytes touches unmapped memory", pe=pe, address=address)
+
+    def read(self, address: int, nbytes: int, pe: int = -1) -> np.ndarray:
+        out = np.empty(nbytes, dtype=np.uint8)
+        if copy_out(self.pool, self.ptab, self.layout, pe, address, out) < 0:
+            raise IllegalAddress(f"host read of {nbytes} bytes touches unmapped memory", pe=pe, address=address)
+        return out
+
+
+# --- compiled address translation -------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def translate(ptab, lay, pe, address, nbytes):
+    """Flat pool offset of [address, address+nbytes) as seen by PE `pe`, or -1 if any byte is outside
+    a mapped page or the range is not one contiguous run of the pool. pe < 0: no local memory."""
+    if nbytes < 0:
+        return -1
+    if 0 <= address and address + nbytes <= lay[L_LOCAL_BYTES] and pe >= 0:
+        g = lay[L_LOCAL_P0] * 65536 + pe * lay[L_LOCAL_PAGES] * 65536 + address
+    elif lay[L_SHARED_BASE] <= address and address + nbytes <= lay[L_SHARED_BASE] + lay[L_SHARED_BYTES]:
+        g = lay[L_SHARED_P0] * 65536 + (address - lay[L_SHARED_BASE])
+    elif lay[L_DRAM_BASE] <= address and address + nbytes <= lay[L_DRAM_BASE] + lay[L_DRAM_BYTES]:
+        g = address - lay[L_DRAM_BASE]
+    else:
+        return -1
+    first = g >> 16
+    last = (g + max(nbytes, 1) - 1) >> 16
+    p0 = ptab[first]
+    if p0 < 0:
+        return -1
+    for k in range(first + 1, last + 1):
+        if ptab[k] != p0 + (k - first):
+            return -1
+    return p0 * 65536 + (g & 65535)
+
+
+@njit(cache=True, nogil=True)
+def region_of(lay, address):
+    """0 local, 1 shared SRAM, 2 DRAM, -1 none (the region that prices an access)."""
+    if 0 <= address < lay[L_LOCAL_BYTES]:
+        return 0
+    if lay[L_SHARED_BASE] <= address < lay[L_SHARED_BASE] + lay[L_SHARED_BYTES]:
+        return 1
+    if lay[L_DRAM_BASE] <= address < lay[L_DRAM_BASE] + lay[L_DRAM_BYTES]:
+        return 2
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
+    """Copy nbytes between two device ranges seen by PE pe, page run by page run. -1 on a bad address."""
+    done = 0
+    while done < nbytes:
+        chunk = min(nbytes - done, 65536 - ((src + done) & 65535), 65536 - ((dst + done) & 65535))
+        s = translate(ptab, lay, pe, src + done, chunk)
+        d = translate(ptab, lay, pe, dst + done, chunk)
+        if s < 0:
+            return -1
+        if d < 0:
+            return -2
+        pool[d:d + chunk] = pool[s:s + chunk].copy() if (d < s + chunk and s < d + chunk) else pool[s:s + chunk]
+        done += chunk
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def copy_in(pool, ptab, lay, pe, dst, data):
+    done = 0
+    n = len(data)
+    while done < n:
+        chunk = min(n - done, 65536 - ((dst + done) & 65535))
+        d = translate(ptab, lay, pe, dst + done, chunk)
+        if d < 0:
+            return -1
+        pool[d:d + chunk] = data[done:done + chunk]
+        done += chunk
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def copy_out(pool, ptab, lay, pe, src, out):
+    done = 0
+    n = len(out)
+    while done < n:
+        chunk = min(n - done, 65536 - ((src + done) & 65535))
+        s = translate(ptab, lay, pe, src + done, chunk)
+        if s < 0:
+            return -1
+        out[done:done + chunk] = pool[s:s + chunk]
+        done += chunk
+    return 0

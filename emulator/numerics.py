@@ -1,0 +1,78 @@
+"""Number formats the units compute with, bit-exact with numpy.
+
+Numba has no float16 arithmetic, so fp16 values live as their uint16 bits and are converted with the same
+algorithm numpy uses (round to nearest even; subnormals, infinities and NaN kept).
+"""
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def f32bits_to_f16bits(f):
+    """numpy's npy_floatbits_to_halfbits: one float32's bits to float16 bits, round to nearest even."""
+    h_sgn = (f & 0x80000000) >> 16
+    f_exp = f & 0x7F800000
+    if f_exp >= 0x47800000:
+        if f_exp == 0x7F800000:
+            f_sig = f & 0x007FFFFF
+            if f_sig != 0:
+                ret = 0x7C00 + (f_sig >> 13)
+                if ret == 0x7C00:
+                    ret += 1
+                return h_sgn + ret
+            return h_sgn + 0x7C00
+        return h_sgn + 0x7C00
+    if f_exp <= 0x38000000:
+        if f_exp < 0x33000000:
+            return h_sgn
+        e = f_exp >> 23
+        f_sig = 0x00800000 + (f & 0x007FFFFF)
+        f_sig >>= (113 - e)
+        if ((f_sig & 0x00003FFF) != 0x00001000) or (f & 0x000007FF):
+            f_sig += 0x00001000
+        return h_sgn + (f_sig >> 13)
+    h_exp = (f_exp - 0x38000000) >> 13
+    f_sig = f & 0x007FFFFF
+    if (f_sig & 0x00003FFF) != 0x00001000:
+        f_sig += 0x00001000
+    return h_sgn + (f_sig >> 13) + h_exp
+
+
+@njit(cache=True, nogil=True)
+def f16bits_to_f32bits(h):
+    """numpy's npy_halfbits_to_floatbits: exact."""
+    h_exp = h & 0x7C00
+    f_sgn = (h & 0x8000) << 16
+    if h_exp == 0:
+        h_sig = h & 0x03FF
+        if h_sig == 0:
+            return f_sgn
+        h_sig <<= 1
+        while (h_sig & 0x0400) == 0:
+            h_sig <<= 1
+            h_exp += 1
+        f_exp = (127 - 15 - h_exp) << 23
+        f_sig = (h_sig & 0x03FF) << 13
+        return f_sgn + f_exp + f_sig
+    if h_exp == 0x7C00:
+        return f_sgn + 0x7F800000 + ((h & 0x03FF) << 13)
+    return f_sgn + (((h & 0x7FFF) + 0x1C000) << 13)
+
+
+@njit(cache=True, nogil=True)
+def f16_to_f32(src_u16, out_f32):
+    bits = out_f32.view(np.uint32)
+    for i in range(len(src_u16)):
+        bits[i] = f16bits_to_f32bits(np.uint32(src_u16[i]))
+
+
+@njit(cache=True, nogil=True)
+def f32_to_f16(src_f32, out_u16):
+    bits = src_f32.view(np.uint32)
+    for i in range(len(out_u16)):
+        out_u16[i] = f32bits_to_f16bits(np.uint32(bits[i]))
+
+
+@njit(cache=True, nogil=True)
+def round_half_even(x):
+    return np.rint(x)

@@ -1,0 +1,188 @@
+"""The vector unit: elementwise ops, reductions and conversions on PE-local memory.
+
+Arithmetic follows numpy's: integers wrap; fp16 is computed in fp32 and rounded to nearest even;
+exp / sigmoid / tanh / gelu are computed in fp64 and rounded to the element type.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from .numerics import f16_to_f32, f32_to_f16
+
+DT_I8, DT_I32, DT_F16, DT_F32 = 0, 1, 2, 3
+ELEM_BYTES = np.array([1, 4, 2, 4], dtype=np.int64)
+# op codes local to this unit (the core maps opcodes onto them)
+V_ADD, V_SUB, V_MUL, V_MAX, V_MIN, V_RELU, V_SIGMOID, V_TANH, V_EXP, V_GELU, V_COPY = range(11)
+TRANSCENDENTAL = (V_SIGMOID, V_TANH, V_EXP, V_GELU)
+
+
+@njit(cache=True, nogil=True)
+def elementwise_cycles(n, dt, transcendental, width_bits, latency, trans_cycles):
+    lanes = width_bits // (8 * ELEM_BYTES[dt])
+    per = trans_cycles if transcendental else 1
+    return latency + ((n + lanes - 1) // lanes) * per
+
+
+@njit(cache=True, nogil=True)
+def reduce_cycles(n, dt, width_bits, latency):
+    lanes = width_bits // (8 * ELEM_BYTES[dt])
+    return latency + (n + lanes - 1) // lanes + int(math.ceil(math.log2(max(lanes, 2))))
+
+
+@njit(cache=True, nogil=True)
+def load_float(pool, off, n, dt):
+    if dt == DT_F32:
+        return pool[off:off + 4 * n].view(np.float32).copy()
+    x = np.empty(n, dtype=np.float32)
+    f16_to_f32(pool[off:off + 2 * n].view(np.uint16), x)
+    return x
+
+
+@njit(cache=True, nogil=True)
+def store_float(pool, off, x, dt):
+    n = len(x)
+    if dt == DT_F32:
+        pool[off:off + 4 * n].view(np.float32)[:] = x
+    else:
+        f32_to_f16(x, pool[off:off + 2 * n].view(np.uint16))
+
+
+@njit(cache=True, nogil=True)
+def load_int(pool, off, n, dt):
+    if dt == DT_I8:
+        return pool[off:off + n].view(np.int8).astype(np.int64)
+    return pool[off:off + 4 * n].view(np.int32).astype(np.int64)
+
+
+@njit(cache=True, nogil=True)
+def store_int(pool, off, x, dt):
+    """Store with two's-complement wrap to the element width (numpy's astype semantics)."""
+    n = len(x)
+    if dt == DT_I8:
+        d8 = pool[off:off + n].view(np.int8)
+        for i in range(n):
+            d8[i] = np.int8(((x[i] + 128) & 255) - 128)
+    else:
+        d32 = pool[off:off + 4 * n].view(np.int32)
+        for i in range(n):
+            d32[i] = np.int32(((x[i] + 2147483648) & 4294967295) - 2147483648)
+
+
+@njit(cache=True, nogil=True)
+def gelu64(x):
+    return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+@njit(cache=True, nogil=True)
+def elementwise(pool, op, dt, dst, a, b, n):
+    """Returns False when the op is not defined for the dtype (an IllegalInstruction)."""
+    if dt == DT_I8 or dt == DT_I32:
+        if op == V_SIGMOID or op == V_TANH or op == V_EXP or op == V_GELU:
+            return False
+        x = load_int(pool, a, n, dt)
+        if op <= V_MIN:
+            y = load_int(pool, b, n, dt)
+        else:
+            y = x
+        r = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            if op == V_ADD:
+                r[i] = x[i] + y[i]
+            elif op == V_SUB:
+                r[i] = x[i] - y[i]
+            elif op == V_MUL:
+                r[i] = x[i] * y[i]
+            elif op == V_MAX:
+                r[i] = max(x[i], y[i])
+            elif op == V_MIN:
+                r[i] = min(x[i], y[i])
+            elif op == V_RELU:
+                r[i] = max(x[i], 0)
+            else:
+                r[i] = x[i]
+        store_int(pool, dst, r, dt)
+        return True
+    xf = load_float(pool, a, n, dt)
+    if op <= V_MIN:
+        yf = load_float(pool, b, n, dt)
+    else:
+        yf = xf
+    rf = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        if op == V_ADD:
+            rf[i] = xf[i] + yf[i]
+        elif op == V_SUB:
+            rf[i] = xf[i] - yf[i]
+        elif op == V_MUL:
+            rf[i] = xf[i] * yf[i]
+        elif op == V_MAX:
+            rf[i] = np.maximum(xf[i], yf[i])
+        elif op == V_MIN:
+            rf[i] = np.minimum(xf[i], yf[i])
+        elif op == V_RELU:
+            rf[i] = np.maximum(xf[i], np.float32(0.0))
+        elif op == V_SIGMOID:
+            rf[i] = 1.0 / (1.0 + math.exp(-np.float64(xf[i]))) if xf[i] > -700 else 0.0
+        elif op == V_TANH:
+            rf[i] = math.tanh(np.float64(xf[i]))
+        elif op == V_EXP:
+            v = np.float64(xf[i])
+            rf[i] = math.exp(v) if v < 709.0 else np.inf
+        elif op == V_GELU:
+            rf[i] = gelu64(np.float64(xf[i]))
+        else:
+            rf[i] = xf[i]
+    store_float(pool, dst, rf, dt)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def reduce(pool, is_max, dt, dst, a, n):
+    """Sum or max of n elements; the result is i32 for integer inputs, f32 for floats."""
+    if dt == DT_I8 or dt == DT_I32:
+        x = load_int(pool, a, n, dt)
+        acc = np.int64(-2147483648) if is_max else np.int64(0)
+        for i in range(n):
+            acc = max(acc, x[i]) if is_max else acc + x[i]
+        r = np.empty(1, dtype=np.int64)
+        r[0] = acc
+        store_int(pool, dst, r, DT_I32)
+    else:
+        xf = load_float(pool, a, n, dt)
+        accf = -np.inf if is_max else 0.0
+        for i in range(n):
+            if is_max:
+                accf = max(accf, np.float64(xf[i]))
+            else:
+                accf += np.float64(xf[i])
+        pool[dst:dst + 4].view(np.float32)[0] = np.float32(accf)
+
+
+@njit(cache=True, nogil=True)
+def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
+    """vcvt: to integer q = clamp(rint(x * scale) + zp); integer to float (x - zp) * scale; float to
+    float a plain rounding cast. Integer math in fp64; NaN converts to 0 (the card's choice)."""
+    src_int = src_dt == DT_I8 or src_dt == DT_I32
+    dst_int = dst_dt == DT_I8 or dst_dt == DT_I32
+    if src_int:
+        xi = load_int(pool, a, n, src_dt)
+        x = xi.astype(np.float64)
+    else:
+        x = load_float(pool, a, n, src_dt).astype(np.float64)
+    if dst_int:
+        lo, hi = (-128.0, 127.0) if dst_dt == DT_I8 else (-2147483648.0, 2147483647.0)
+        q = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            v = x[i]
+            if v != v:
+                q[i] = 0
+                continue
+            v = np.rint(v * scale) + zero_point
+            q[i] = np.int64(min(max(v, lo), hi))
+        store_int(pool, dst, q, dst_dt)
+    else:
+        y = np.empty(n, dtype=np.float32)
+        for i in range(n):
+            y[i] = (x[i] - zero_point) * scale if src_int else x[i]
+        store_float(pool, dst, y, dst_dt)
