@@ -116,12 +116,20 @@ def elementwise(pool, op, dt, dst, a, b, n):
             rf[i] = xf[i] - yf[i]
         elif op == V_MUL:
             rf[i] = xf[i] * yf[i]
-        elif op == V_MAX:
-            rf[i] = np.maximum(xf[i], yf[i])
-        elif op == V_MIN:
-            rf[i] = np.minimum(xf[i], yf[i])
+        elif op == V_MAX or op == V_MIN:
+            # NaN propagates (the first operand's); equal values, signed zeros included, give a
+            va = xf[i]
+            vb = yf[i]
+            if va != va:
+                rf[i] = va
+            elif vb != vb:
+                rf[i] = vb
+            elif (op == V_MAX and vb > va) or (op == V_MIN and vb < va):
+                rf[i] = vb
+            else:
+                rf[i] = va
         elif op == V_RELU:
-            rf[i] = np.maximum(xf[i], np.float32(0.0))
+            rf[i] = xf[i] if (xf[i] > 0 or xf[i] != xf[i]) else np.float32(0.0)
         elif op == V_SIGMOID:
             rf[i] = 1.0 / (1.0 + math.exp(-np.float64(xf[i]))) if xf[i] > -700 else 0.0
         elif op == V_TANH:
