@@ -15,7 +15,9 @@ def _set_numba_cache_dir():
     for name in sorted(_os.listdir(here)):
         if name.endswith(".py"):
             with open(_os.path.join(here, name), "rb") as f:
-                h.update(name.encode() + f.read())
+                text = f.read()
+            if b"njit" in text:  # only compiled code invalidates the cache
+                h.update(name.encode() + text)
     base = _os.environ.get("XDG_CACHE_HOME") or _os.path.join(_os.path.expanduser("~"), ".cache")
     path = _os.path.join(base, "vnpu", "numba-" + h.hexdigest()[:16])
     import numba

@@ -778,6 +778,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                                     pc[q] += 1
                         barrier_n = 0
                         barrier_t = 0
+                        stalled += resume - wait_since[p]
                         tp = resume
                         limit = INF  # recompute on the next pick
                         nxt = cur + 1
@@ -798,11 +799,13 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
             return tp
         if events.shape[0] > 0 and tp > run_start:
             last = run_ev[p]
-            if last >= 0 and events[last, EV_END] == run_start:
+            if 0 <= last < evn[0] and events[last, EV_END] == run_start:
                 events[last, EV_END] = tp
-            else:
+            elif evn[0] < events.shape[0]:
                 run_ev[p] = evn[0]
                 _event(events, evn, cstat, TRACK_PE, p, run_start, tp, cur, 0, 0, K_RUN)
+            else:
+                cstat[S_EV_DROPPED] += 1
         pstat[p, P_ISSUE] += tp - run_start - stalled
     end = last_done
     for p in range(npe):
