@@ -58,7 +58,7 @@ def cmd_info(args):
 
 def cmd_demo(args):
     from vnpu.demo import run_demo
-    return run_demo(as_json=args.json)
+    return run_demo(as_json=args.json, trace_path=args.trace)
 
 
 def build_parser():
@@ -77,6 +77,7 @@ def build_parser():
     i.set_defaults(func=cmd_info)
     m = sub.add_parser("demo", help="the main job on the embedded default platform")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--trace", default=None, help="where to write the Chrome trace (default: a temp file)")
     m.set_defaults(func=cmd_demo)
     for register in _EXTRA_COMMANDS:
         register(sub)
