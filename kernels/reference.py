@@ -39,9 +39,9 @@ def table_dim(fmt: str, row_bytes: int) -> int:
 def pack_table(weight: np.ndarray, fmt: str) -> np.ndarray:
     """Quantize / pack an fp32 table [rows, dim] into the format's row layout (uint8 [rows, row_bytes]).
 
-    int8_rowwise matches torch.ops.quantized.embedding_bag_byte_prepack: per row, scale = (max - min) / 255,
-    bias = min, q = round((x - bias) / scale). int4_rowwise matches embedding_bag_4bit_prepack: scale and
-    bias in fp16, scale = (max - min) / 15 (1.0 if that is 0), q = round((x - bias) / scale) clamped to 0..15.
+    int8_rowwise is byte-identical to torch.ops.quantized.embedding_bag_byte_prepack: per row, scale =
+    (max - min) / 255, bias = min, q = rint((x - min) * 255 / (range + 1e-8)). int4_rowwise is byte-identical to
+    embedding_bag_4bit_prepack (checked against tests/data/embedding_golden.npz).
     """
     w = np.ascontiguousarray(weight, dtype=np.float32)
     rows, dim = w.shape
@@ -62,15 +62,23 @@ def pack_table(weight: np.ndarray, fmt: str) -> np.ndarray:
         tail = (np.stack([scale, bias], 1).astype(np.float16 if half else np.float32).view(np.uint8))
         return np.concatenate([q, tail.reshape(rows, -1)], axis=1)
     if fmt == "int4_rowwise":
-        scale = ((mx - mn) / np.float32(15.0)).astype(np.float16)
-        scale = np.where(scale == 0, np.float16(1.0), scale)
-        bias = mn.astype(np.float16)
-        q = np.clip(np.rint((w - bias.astype(np.float32)[:, None]) / scale.astype(np.float32)[:, None]), 0, 15)
-        q = q.astype(np.uint8)
+        # FBGEMM's order: bias = fp16(min); the range is taken against that rounded bias; scale = fp16(range / 15),
+        # 1.0 when the range, the fp16 scale or its inverse degenerates; q = rint((x - bias) / scale) in 0..15.
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            bias16 = mn.astype(np.float16)
+            rng_ = (mx - bias16.astype(np.float32)).astype(np.float32)
+            scale16 = (rng_ / np.float32(15.0)).astype(np.float16)
+            inv = np.float32(1.0) / scale16.astype(np.float32)
+        bad = (rng_ == 0) | (scale16 == 0) | ~np.isfinite(inv)
+        scale16 = np.where(bad, np.float16(1.0), scale16)
+        inv = np.where(bad, np.float32(1.0), inv).astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            q = np.clip(np.rint((w - bias16.astype(np.float32)[:, None]) * inv[:, None]), 0, 15)
+            q = np.nan_to_num(q).astype(np.uint8)
         if dim % 2:
             q = np.concatenate([q, np.zeros((rows, 1), np.uint8)], axis=1)
         packed = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
-        tail = np.stack([scale, bias], 1).view(np.uint8).reshape(rows, 4)
+        tail = np.stack([scale16, bias16], 1).view(np.uint8).reshape(rows, 4)
         return np.concatenate([packed, tail], axis=1)
     raise ValueError(f"unknown table format {fmt!r}; one of {', '.join(FORMATS)}")
 
@@ -151,9 +159,9 @@ def embedding_bag_from_bytes(table, fmt, dim, indices, segments, offsets_mode, i
 
 def embedding_bag(weight, indices, offsets=None, lengths=None, per_sample_weights=None, mode="sum",
                   format="fp32", include_last_offset=False, dim=None):
-    """numpy reference of vnpu.ops.embedding_bag. `weight` is an fp32 table [rows, dim] for format fp32 /
-    fp16 (cast as the card stores it) or a packed uint8 table for the rowwise formats."""
-    if format in ("fp32", "fp16") and np.asarray(weight).dtype != np.uint8:
+    """numpy reference of vnpu.ops.embedding_bag. `weight` is a float table [rows, dim], packed to `format`
+    as the card stores it, or an already packed uint8 table."""
+    if np.asarray(weight).dtype != np.uint8:   # a float table: pack it as the card stores it
         w = np.asarray(weight, dtype=np.float32)
         packed, dim = pack_table(w, format), w.shape[1]
     else:
