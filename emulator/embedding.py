@@ -22,8 +22,8 @@ from vnpu.isa import table as T
 
 from .dma import dram_run_cycles
 from .memory import region_of, translate
-from .numerics import f16bits_to_f32bits, f32_to_f16
-from .state import (C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM,
+from .numerics import bits_to_f32, f16bits_to_f32bits, f32_to_f16, load_f16, load_f32
+from .state import (C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM,
                     S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR, S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR,
                     WHY_EMB_DESC, WHY_EMB_INDEX, WHY_EMB_SEGMENTS)
 
@@ -109,38 +109,45 @@ def ranges(desc, reads):
 
 
 @njit(cache=True, nogil=True)
-def _f16(b0, b1):
-    bits = f16bits_to_f32bits(np.uint32(b0) | (np.uint32(b1) << 8))
-    return np.array([np.uint32(bits)], dtype=np.uint32).view(np.float32)[0]
-
-
-@njit(cache=True, nogil=True)
-def dequantize_row(pool, off, fmt, dim, out):
-    """out[:dim] = the row at flat pool offset off, as fp32."""
+def accumulate_row(pool, off, fmt, dim, w, weighted, acc):
+    """acc += w * row (or acc += row): the row at flat pool offset off, dequantized to fp32 first
+    (q * scale + bias, rounded), then weighted (rounded), then added — the unit's order of operations."""
     if fmt == FMT_FP32:
-        out[:dim] = pool[off:off + 4 * dim].view(np.float32)
-    elif fmt == FMT_FP16:
+        v = pool[off:off + 4 * dim].view(np.float32)
+        if weighted:
+            for j in range(dim):
+                acc[j] += w * v[j]
+        else:
+            for j in range(dim):
+                acc[j] += v[j]
+        return
+    if fmt == FMT_FP16:
         h = pool[off:off + 2 * dim].view(np.uint16)
         for j in range(dim):
-            out[j] = np.array([np.uint32(f16bits_to_f32bits(np.uint32(h[j])))], dtype=np.uint32).view(np.float32)[0]
-    elif fmt == FMT_INT8 or fmt == FMT_INT8_FP16:
-        if fmt == FMT_INT8:
-            sb = pool[off + dim:off + dim + 8].copy().view(np.float32)
-            scale = sb[0]
-            bias = sb[1]
-        else:
-            scale = _f16(pool[off + dim], pool[off + dim + 1])
-            bias = _f16(pool[off + dim + 2], pool[off + dim + 3])
-        for j in range(dim):
-            out[j] = np.float32(pool[off + j]) * scale + bias
+            x = bits_to_f32(f16bits_to_f32bits(np.uint32(h[j])))
+            acc[j] += w * x if weighted else x
+        return
+    if fmt == FMT_INT8:
+        scale = load_f32(pool, off + dim)
+        bias = load_f32(pool, off + dim + 4)
+    elif fmt == FMT_INT8_FP16:
+        scale = load_f16(pool, off + dim)
+        bias = load_f16(pool, off + dim + 2)
     else:
         nb = (dim + 1) // 2
-        scale = _f16(pool[off + nb], pool[off + nb + 1])
-        bias = _f16(pool[off + nb + 2], pool[off + nb + 3])
+        scale = load_f16(pool, off + nb)
+        bias = load_f16(pool, off + nb + 2)
         for j in range(dim):
             byte = pool[off + j // 2]
-            q = (byte & 15) if j % 2 == 0 else (byte >> 4)
-            out[j] = np.float32(q) * scale + bias
+            x = np.float32(np.float32((byte & 15) if j % 2 == 0 else (byte >> 4)) * scale) + bias
+            acc[j] += w * x if weighted else x
+        return
+    if weighted:
+        for j in range(dim):
+            acc[j] += w * (np.float32(np.float32(pool[off + j]) * scale) + bias)
+    else:
+        for j in range(dim):
+            acc[j] += np.float32(np.float32(pool[off + j]) * scale) + bias
 
 
 @njit(cache=True, nogil=True)
@@ -210,32 +217,34 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
             bounds[b + 1] = bounds[b] + v
         if bounds[n_bags] != n_idx:
             return 2, start, n_bags, WHY_EMB_SEGMENTS
+    idx = np.empty(n_idx, dtype=np.int64)
+    if ib == 4:
+        idx[:] = pool[i_off:i_off + 4 * n_idx].view(np.int32)
+    else:
+        idx[:] = pool[i_off:i_off + 8 * n_idx].view(np.int64)
     for i in range(n_idx):
-        ix = _read_int(pool, i_off, ib, i)
-        if ix < 0 or ix >= nrows:
+        if idx[i] < 0 or idx[i] >= nrows:
             return 2, start, i, WHY_EMB_INDEX
-    # gather, dequantize, pool
-    row = np.empty(dim, dtype=np.float32)
+    # gather, dequantize, pool: fp32, index order (the numpy reference does the same, bit for bit)
     acc = np.empty(dim, dtype=np.float32)
     out32 = np.empty(dim, dtype=np.float32)
     tab_region = region_of(lay, desc[D_TABLE])
     dram_busy = 0.0
+    wts = pool[w_off:w_off + 4 * n_idx].view(np.float32) if pool_mode == MODE_WEIGHTED else acc
+    burst = int(cfg[C_BURST])
+    k_min = (rb + burst - 1) // burst
+    row_cost = np.array([dram_run_cycles(0, k_min * burst, cfg), dram_run_cycles(0, (k_min + 1) * burst, cfg)])
     for b in range(n_bags):
         acc[:] = 0
         lo = bounds[b]
         hi = bounds[b + 1]
         for i in range(lo, hi):
-            ix = _read_int(pool, i_off, ib, i)
-            dequantize_row(pool, t_off + ix * rb, fmt, dim, row)
-            if pool_mode == MODE_WEIGHTED:
-                w = pool[w_off + 4 * i:w_off + 4 * i + 4].view(np.float32)[0]
-                for j in range(dim):
-                    acc[j] += w * row[j]
-            else:
-                for j in range(dim):
-                    acc[j] += row[j]
+            w = wts[i] if pool_mode == MODE_WEIGHTED else np.float32(1.0)
+            accumulate_row(pool, t_off + idx[i] * rb, fmt, dim, w, pool_mode == MODE_WEIGHTED, acc)
             if tab_region == 2:
-                dram_busy += dram_run_cycles(desc[D_TABLE] + ix * rb, rb, cfg)
+                # a row touches k or k + 1 bursts, by its alignment; both costs are precomputed
+                a = desc[D_TABLE] + idx[i] * rb
+                dram_busy += row_cost[((a + rb - 1) // burst - a // burst + 1) - k_min]
         if pool_mode == MODE_MEAN and hi > lo:
             inv = np.float32(hi - lo)
             for j in range(dim):

@@ -4,7 +4,9 @@ Numba has no float16 arithmetic, so fp16 values live as their uint16 bits and ar
 algorithm numpy uses (round to nearest even; subnormals, infinities and NaN kept).
 """
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core.extending import intrinsic
 
 
 @njit(cache=True, nogil=True)
@@ -76,3 +78,36 @@ def f32_to_f16(src_f32, out_u16):
 @njit(cache=True, nogil=True)
 def round_half_even(x):
     return np.rint(x)
+
+
+@intrinsic
+def _bitcast_u32_to_f32(typingctx, x):
+    """Reinterpret a uint32 as float32 in registers (LLVM bitcast): no array, no allocation."""
+    if x != types.uint32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def bits_to_f32(bits):
+    return _bitcast_u32_to_f32(np.uint32(bits))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def load_u32(pool, off):
+    """A little-endian uint32 from any byte offset."""
+    return (np.uint32(pool[off]) | (np.uint32(pool[off + 1]) << 8) | (np.uint32(pool[off + 2]) << 16)
+            | (np.uint32(pool[off + 3]) << 24))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def load_f32(pool, off):
+    return bits_to_f32(load_u32(pool, off))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def load_f16(pool, off):
+    return bits_to_f32(f16bits_to_f32bits(np.uint32(pool[off]) | (np.uint32(pool[off + 1]) << 8)))
