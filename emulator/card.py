@@ -33,6 +33,7 @@ class LoadedModule:
     rodata_address: int
     card: "Card"
     handle: int
+    ctx: int = 0
 
 
 @dataclass
@@ -74,8 +75,10 @@ class Card:
 
     def _reset_state(self):
         self.memory = CardMemory(self.config)
-        self.allocations = {}          # address -> nbytes (page rounded)
-        self.shared_allocations = {}
+        self.allocations = {}          # address -> nbytes (page rounded), DRAM
+        self.shared_allocations = {}   # the same for shared SRAM
+        self.owner = {}                # address -> context id
+        self._next_ctx = 1
         self.modules = {}
         self._next_handle = 1
         self.res = np.zeros(NRES, dtype=np.int64)
@@ -85,6 +88,22 @@ class Card:
         """Forget everything on the card: memory, modules, timelines."""
         with self.lock:
             self._reset_state()
+
+    # --- contexts: separate page tables over one pool -----------------------------------------------
+    def create_context(self) -> int:
+        with self.lock:
+            ctx = self._next_ctx
+            self._next_ctx += 1
+            self.memory.new_context(ctx)
+            return ctx
+
+    def destroy_context(self, ctx: int):
+        with self.lock:
+            for addr in [a for a, c in self.owner.items() if c == ctx]:
+                self.free(addr, ctx)
+            for h in [h for h, lm in self.modules.items() if lm.ctx == ctx]:
+                self.modules.pop(h)
+            self.memory.drop_context(ctx)
 
     # --- memory -----------------------------------------------------------------------------------
     @property
@@ -105,7 +124,7 @@ class Card:
             return addr
         return None
 
-    def alloc(self, nbytes: int, memory: str = "dram") -> int:
+    def alloc(self, nbytes: int, memory: str = "dram", ctx: int = 0) -> int:
         """Allocate page-aligned device memory; returns its device address."""
         if not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
             raise InvalidArgument(f"allocation size must be a positive integer, got {nbytes!r}")
@@ -123,25 +142,29 @@ class Card:
                 raise OutOfMemory(f"card {self.card_id}: cannot allocate {nbytes} bytes of {memory} "
                                   f"({cap - used} bytes free, allocations are rounded to {PAGE // 1024} KiB pages)",
                                   requested=int(nbytes), free=cap - used)
-            self.memory.map(self.memory.gpage(addr), size // PAGE)
+            if ctx not in self.memory.ptabs:
+                raise InvalidArgument(f"card {self.card_id}: no context {ctx}")
+            self.memory.map(self.memory.gpage(addr), size // PAGE, ctx)
             table[addr] = size
+            self.owner[addr] = ctx
             return addr
 
-    def free(self, address: int):
+    def free(self, address: int, ctx: int = 0):
         with self.lock:
             table = self.allocations if address in self.allocations else self.shared_allocations
-            if address not in table:
-                raise InvalidArgument(f"card {self.card_id}: 0x{address:x} is not an allocation")
+            if address not in table or self.owner.get(address) != ctx:
+                raise InvalidArgument(f"card {self.card_id}: 0x{address:x} is not an allocation of context {ctx}")
             size = table.pop(address)
-            self.memory.unmap(self.memory.gpage(address), size // PAGE)
+            self.owner.pop(address)
+            self.memory.unmap(self.memory.gpage(address), size // PAGE, ctx)
 
-    def write(self, address: int, data):
+    def write(self, address: int, data, ctx: int = 0):
         with self.lock:
-            self.memory.write(address, data)
+            self.memory.write(address, data, ctx=ctx)
 
-    def read(self, address: int, nbytes: int, dtype=np.uint8, shape=None):
+    def read(self, address: int, nbytes: int, dtype=np.uint8, shape=None, ctx: int = 0):
         with self.lock:
-            raw = self.memory.read(address, nbytes)
+            raw = self.memory.read(address, nbytes, ctx=ctx)
         out = raw.view(dtype)
         return out.reshape(shape) if shape is not None else out
 
@@ -156,39 +179,40 @@ class Card:
             return self.memory.read(address, nbytes, pe=pe)
 
     # --- modules -----------------------------------------------------------------------------------
-    def load(self, image) -> LoadedModule:
+    def load(self, image, ctx: int = 0) -> LoadedModule:
         mod = image if isinstance(image, Module) else load_module(image)
         with self.lock:
             ro = 0
             if mod.rodata:
-                ro = self.alloc(len(mod.rodata))
-                self.write(ro, np.frombuffer(mod.rodata, dtype=np.uint8))
+                ro = self.alloc(len(mod.rodata), ctx=ctx)
+                self.write(ro, np.frombuffer(mod.rodata, dtype=np.uint8), ctx=ctx)
             handle = self._next_handle
             self._next_handle += 1
-            lm = LoadedModule(mod, ro, self, handle)
+            lm = LoadedModule(mod, ro, self, handle, ctx)
             self.modules[handle] = lm
             return lm
 
     def unload(self, lm: LoadedModule):
         with self.lock:
             if self.modules.pop(lm.handle, None) is not None and lm.rodata_address:
-                self.free(lm.rodata_address)
+                self.free(lm.rodata_address, lm.ctx)
 
     # --- launches ----------------------------------------------------------------------------------
     def launch(self, module, kernel: str, args=(), pes=None, engine: str = "numba", sanitize: bool = True,
-               trace: bool = False, trace_events: int = DEFAULT_TRACE_EVENTS) -> LaunchResult:
+               trace: bool = False, trace_events: int = DEFAULT_TRACE_EVENTS, ctx: int = None) -> LaunchResult:
         """Run `kernel` of a loaded module (or an image / Module, loaded for this launch) SPMD on `pes`
         (default: every PE). args: integers (device addresses, scalars) or floats (passed as fp32 bits)."""
         temp = None
         if not isinstance(module, LoadedModule):
-            module = temp = self.load(module)
+            module = temp = self.load(module, ctx or 0)
         try:
-            return self._launch(module, kernel, args, pes, engine, sanitize, trace, trace_events)
+            return self._launch(module, kernel, args, pes, engine, sanitize, trace, trace_events,
+                                module.ctx if ctx is None else ctx)
         finally:
             if temp is not None:
                 self.unload(temp)
 
-    def _launch(self, lm, kernel, args, pes, engine, sanitize, trace, trace_events):
+    def _launch(self, lm, kernel, args, pes, engine, sanitize, trace, trace_events, ctx):
         mod = lm.module
         if kernel not in mod.kernels:
             raise InvalidArgument(f"no kernel {kernel!r} in the module; it has {', '.join(sorted(mod.kernels))}")
@@ -222,13 +246,13 @@ class Card:
                 if self.wbuf is None or self.wbuf.shape[0] < self.config.pes:
                     self.wbuf = np.zeros((self.config.pes, WEIGHT_BUFFER_BYTES), dtype=np.uint8)
                 self.res[:] = 0
-                cycles = run_launch(mod.decoded, sym.entry, pe_ids, self.memory.pool, self.memory.ptab,
+                cycles = run_launch(mod.decoded, sym.entry, pe_ids, self.memory.pool, self.memory.ptabs[ctx],
                                     self.memory.layout, self.cfgv, bool(sanitize), regs, pstat, cstat, self.res,
                                     events, evn, fault, san, sanc, self.wbuf, ids)
                 events = events[:evn[0]].copy()
             elif engine == "reference":
                 from .reference import ReferenceInterpreter
-                interp = ReferenceInterpreter(self, mod, pe_ids, regs, ids)
+                interp = ReferenceInterpreter(self, mod, pe_ids, regs, ids, ctx)
                 interp.run(sym.entry)
                 fault = interp.fault
                 cycles, pstat, cstat, events = 0, np.zeros((npe, NPSTAT), np.int64), np.zeros(NCSTAT, np.int64), \

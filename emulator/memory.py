@@ -34,7 +34,10 @@ class CardMemory:
         total = n_dram + n_shared + self.local_pages * self.pes
         self.layout = np.array([T.DRAM_BASE, self.dram_bytes, T.SHARED_BASE, self.shared_bytes, self.local_bytes,
                                 n_dram, n_dram + n_shared, self.local_pages, total], dtype=np.int64)
-        self.ptab = np.full(total, -1, dtype=np.int32)
+        # One page table per context: contexts share the pool and the address allocator, but a context
+        # maps only its own allocations, so another context's bytes are unmapped (IllegalAddress) to it.
+        self.ptabs = {0: np.full(total, -1, dtype=np.int32)}
+        self.local_runs = {}         # pe -> first pool page of its local memory (shared by all contexts)
         self.pool = np.zeros(0, dtype=np.uint8)
         self.pool_pages = 0          # pages in use at the end of the pool
         self.free_runs = []          # [(first pool page, count)] returned by unmap
@@ -66,51 +69,69 @@ class CardMemory:
         self.pool_pages = first + count
         return first
 
-    def map(self, first_gpage: int, count: int):
+    @property
+    def ptab(self):
+        """The default context's page table."""
+        return self.ptabs[0]
+
+    def new_context(self, ctx: int):
+        t = np.full(len(self.ptab), -1, dtype=np.int32)
+        for pe, run in self.local_runs.items():
+            first = int(self.layout[L_LOCAL_P0]) + pe * self.local_pages
+            t[first:first + self.local_pages] = np.arange(run, run + self.local_pages, dtype=np.int32)
+        self.ptabs[ctx] = t
+
+    def drop_context(self, ctx: int):
+        self.ptabs.pop(ctx, None)
+
+    def map(self, first_gpage: int, count: int, ctx: int = 0):
         if count <= 0:
             return
-        if np.any(self.ptab[first_gpage:first_gpage + count] >= 0):
+        ptab = self.ptabs[ctx]
+        if np.any(ptab[first_gpage:first_gpage + count] >= 0):
             raise OutOfMemory("device pages already mapped", requested=count * PAGE)
         run = self._take_pool_run(count)
-        self.ptab[first_gpage:first_gpage + count] = np.arange(run, run + count, dtype=np.int32)
+        ptab[first_gpage:first_gpage + count] = np.arange(run, run + count, dtype=np.int32)
 
-    def unmap(self, first_gpage: int, count: int):
-        pages = self.ptab[first_gpage:first_gpage + count]
+    def unmap(self, first_gpage: int, count: int, ctx: int = 0):
+        pages = self.ptabs[ctx][first_gpage:first_gpage + count]
         if count and pages[0] >= 0:
             self.free_runs.append((int(pages[0]), count))
         pages[:] = -1
 
     def map_local(self, pe: int):
-        """Local memory of a PE is materialized the first time a launch uses that PE."""
+        """Local memory of a PE is materialized the first time a launch uses that PE (in every context)."""
+        if pe in self.local_runs:
+            return
         first = int(self.layout[L_LOCAL_P0]) + pe * self.local_pages
-        if self.ptab[first] < 0:
-            self.map(first, self.local_pages)
-
-    def zero_local(self, pe: int):
-        first = int(self.layout[L_LOCAL_P0]) + pe * self.local_pages
-        if self.ptab[first] >= 0:
-            p0 = int(self.ptab[first])
-            self.pool[p0 * PAGE:(p0 + self.local_pages) * PAGE] = 0
+        run = self._take_pool_run(self.local_pages)
+        self.local_runs[pe] = run
+        for t in self.ptabs.values():
+            t[first:first + self.local_pages] = np.arange(run, run + self.local_pages, dtype=np.int32)
 
     def reset(self):
-        self.ptab[:] = -1
+        for t in self.ptabs.values():
+            t[:] = -1
+        self.ptabs = {0: self.ptabs[0]}
+        self.local_runs = {}
         self.pool = np.zeros(0, dtype=np.uint8)
         self.pool_pages = 0
         self.free_runs = []
 
     @property
     def host_bytes(self):
-        return int(self.pool.nbytes + self.ptab.nbytes)
+        """Host memory this card holds: pool pages touched so far (calloc-backed) and the page tables."""
+        return int(self.pool_pages * PAGE + sum(t.nbytes for t in self.ptabs.values()))
 
     # --- host access (driver copies and tests) -------------------------------------------------------
-    def write(self, address: int, data, pe: int = -1):
+    def write(self, address: int, data, pe: int = -1, ctx: int = 0):
         src = np.frombuffer(memoryview(np.ascontiguousarray(data)).cast("B"), dtype=np.uint8)
-        if copy_in(self.pool, self.ptab, self.layout, pe, address, src) < 0:
+        if copy_in(self.pool, self.ptabs[ctx], self.layout, pe, address, src) < 0:
             raise IllegalAddress(f"host write of {len(src)} bytes touches unmapped memory", pe=pe, address=address)
 
-    def read(self, address: int, nbytes: int, pe: int = -1) -> np.ndarray:
+    def read(self, address: int, nbytes: int, pe: int = -1, ctx: int = 0) -> np.ndarray:
         out = np.empty(nbytes, dtype=np.uint8)
-        if copy_out(self.pool, self.ptab, self.layout, pe, address, out) < 0:
+        if copy_out(self.pool, self.ptabs[ctx], self.layout, pe, address, out) < 0:
             raise IllegalAddress(f"host read of {nbytes} bytes touches unmapped memory", pe=pe, address=address)
         return out
 

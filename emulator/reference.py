@@ -45,9 +45,10 @@ class Fault(Exception):
 
 
 class ReferenceInterpreter:
-    def __init__(self, card, module, pe_ids, regs, ids):
+    def __init__(self, card, module, pe_ids, regs, ids, ctx=0):
         self.card, self.mod, self.pe_ids, self.ids = card, module, [int(p) for p in pe_ids], ids
         self.mem = card.memory
+        self.ptab = card.memory.ptabs[ctx]
         self.lay = self.mem.layout
         self.regs = regs                      # int64[npe, 32], shared with the caller
         self.fault = np.zeros(NFAULT, dtype=np.int64)
@@ -74,7 +75,7 @@ class ReferenceInterpreter:
         while done < n:
             page = (g + done) // PAGE
             chunk = min(n - done, PAGE - (g + done) % PAGE)
-            pp = int(self.mem.ptab[page])
+            pp = int(self.ptab[page])
             if pp < 0:
                 raise Fault(FAULT_ADDRESS, *fault_at, addr + done)
             out.append((pp * PAGE + (g + done) % PAGE, chunk))
