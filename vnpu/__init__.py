@@ -15,10 +15,11 @@ from vnpu.isa.asm import assemble, disassemble  # noqa: E402
 from vnpu.isa.module import Module, load_module  # noqa: E402
 from vnpu.isa.table import ISA_VERSION  # noqa: E402
 from vnpu import ops  # noqa: E402
+from vnpu.driver.platform import Platform  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
-    "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops",
+    "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops", "Platform",
     "VnpuError", "AssemblerError", "ConfigError", "InvalidModule", "InvalidArgument", "InvalidHandle",
     "OutOfMemory", "DeviceLost", "DeviceFault", "IllegalAddress", "IllegalInstruction", "Deadlock",
     "LaunchTimeout", "RaceError",

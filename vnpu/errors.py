@@ -64,7 +64,7 @@ class DeviceFault(VnpuError):
         if instruction:
             where += f" [{instruction}]"
         if address is not None:
-            where += f", address 0x{address:x}"
+            where += f", address {'-' if address < 0 else ''}0x{abs(address):x}"
         super().__init__(f"{message} ({where})")
         self.card, self.pe, self.pc, self.instruction, self.address = card, pe, pc, instruction, address
 

@@ -1,0 +1,258 @@
+"""Devices, contexts, buffers, modules and kernels: the driver API a host runtime calls.
+
+Shaped like CUDA's driver API and Glow's DeviceManager: a device has a primary context (what
+`device.alloc` and `device.load` use) and may create more, each with its own address space. Handles are
+checked on every call: a freed buffer, an unloaded module, a handle of another card or context, or any
+handle from before a `device.reset()` is InvalidHandle. A device fault is sticky: the next call on that
+device raises it until `device.reset()`. A failed call changes nothing.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from vnpu.errors import DeviceLost, InvalidArgument, InvalidHandle, VnpuError
+from vnpu.isa.module import load_module
+
+
+class Device:
+    def __init__(self, platform, index, config):
+        from vnpu.emulator.card import Card
+        self.platform = platform
+        self.index = index
+        self.card = Card(config, card_id=index)
+        self.config = self.card.config
+        self.lock = threading.RLock()
+        self.generation = 0              # bumps on reset: every older handle becomes invalid
+        self.sticky = None               # a device fault, raised by every call until reset
+        self._lost = None
+        self.busy_until_ns = 0.0         # the card runs one launch at a time
+        self.primary = Context(self, 0)
+        self.contexts = {0: self.primary}
+        self._queues = []
+
+    # --- checks every call makes --------------------------------------------------------------------------
+    def check(self):
+        if self._lost:
+            raise DeviceLost(f"card {self.index} is lost: {self._lost}")
+        if self.sticky is not None:
+            raise self.sticky
+
+    def __repr__(self):
+        return f"Device({self.index}, {self.config.data['name']})"
+
+    @property
+    def properties(self) -> dict:
+        """What the config says, plus memory used and free (like cuDeviceGetAttribute / cuMemGetInfo)."""
+        c = self.config
+        return {"index": self.index, "name": c.data["name"], "pes": c.pes, "clock_ghz": c.clock_ghz,
+                "dram_bytes": c.dram.bytes, "dram_used": self.card.dram_used, "dram_free": self.card.dram_free,
+                "shared_sram_bytes": c.shared_sram.bytes, "local_memory_bytes": c.local_memory.bytes,
+                "matrix": dict(c.data["matrix"]), "vector_width_bits": c.vector.width_bits,
+                "dma_engines_per_pe": c.dma.engines_per_pe, "peak_int8_tops": 2 * c.peak_macs_per_cycle * c.clock_ghz
+                / 1e3, "dram_gbps": c.dram.gbps, "link": dict(self.platform.config["link"]),
+                "host_bytes": self.card.memory.host_bytes}
+
+    def memory_info(self):
+        """(free, total) bytes of card DRAM."""
+        return self.card.dram_free, self.config.dram.bytes
+
+    # --- the primary context's conveniences ------------------------------------------------------------
+    def alloc(self, nbytes, memory="dram"):
+        return self.primary.alloc(nbytes, memory)
+
+    def load(self, image):
+        return self.primary.load(image)
+
+    def queue(self):
+        return self.primary.queue()
+
+    def create_context(self):
+        with self.lock:
+            self.check()
+            ctx = Context(self, self.card.create_context())
+            self.contexts[ctx.id] = ctx
+            return ctx
+
+    def reset(self):
+        """Forget everything on the card: memory, modules, contexts, the sticky fault. Handles from before
+        the reset are invalid; queues stay usable and continue from the host's current time."""
+        with self.lock:
+            if self._lost:
+                raise DeviceLost(f"card {self.index} is lost: {self._lost}")
+            self.card.reset()
+            self.generation += 1
+            self.sticky = None
+            self.primary = Context(self, 0)
+            self.contexts = {0: self.primary}
+            for q in self._queues:
+                q.tail_ns = max(q.tail_ns, self.platform.host_ns)
+
+    def synchronize(self):
+        for q in list(self._queues):
+            q.synchronize()
+
+
+class Context:
+    """An address space on a device. Buffers and modules belong to exactly one context."""
+
+    def __init__(self, device, ctx_id):
+        self.device = device
+        self.id = ctx_id
+        self.generation = device.generation
+        self.alive = True
+
+    def check(self):
+        self.device.check()
+        if not self.alive or self.generation != self.device.generation:
+            raise InvalidHandle(f"context {self.id} of card {self.device.index} no longer exists")
+
+    def alloc(self, nbytes, memory="dram"):
+        """Allocate device memory (page-granular); returns a Buffer."""
+        with self.device.lock:
+            self.check()
+            if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
+                raise InvalidArgument(f"alloc: size must be a positive integer, got {nbytes!r}")
+            addr = self.device.card.alloc(int(nbytes), memory=memory, ctx=self.id)
+            return Buffer(self, addr, int(nbytes), memory)
+
+    def load(self, image):
+        """Validate and load a module image (bytes, a path-like to a .vnpu file, or a vnpu.Module)."""
+        if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
+            try:
+                with open(image, "rb") as f:
+                    image = f.read()
+            except OSError as e:
+                raise InvalidArgument(f"load: cannot read module {image}: {e.strerror}") from None
+        mod = load_module(image) if isinstance(image, (bytes, bytearray, memoryview)) else image
+        with self.device.lock:
+            self.check()
+            return Module(self, self.device.card.load(mod, ctx=self.id))
+
+    def queue(self):
+        from .queue import Queue
+        with self.device.lock:
+            self.check()
+            q = Queue(self)
+            self.device._queues.append(q)
+            return q
+
+    def destroy(self):
+        with self.device.lock:
+            self.check()
+            if self.id == 0:
+                raise InvalidArgument("the primary context cannot be destroyed; reset the device instead")
+            self.device.card.destroy_context(self.id)
+            self.alive = False
+            self.device.contexts.pop(self.id, None)
+
+
+class Buffer:
+    """Device memory. `device_address` is what a kernel receives for a buffer argument."""
+
+    def __init__(self, ctx, address, nbytes, memory):
+        self.ctx = ctx
+        self.device = ctx.device
+        self.device_address = address
+        self.nbytes = nbytes
+        self.memory = memory
+        self.generation = self.device.generation
+        self.freed = False
+
+    def __repr__(self):
+        state = "freed" if self.freed else f"{self.nbytes} bytes"
+        return f"Buffer(card {self.device.index}, ctx {self.ctx.id}, 0x{self.device_address:x}, {state})"
+
+    def check(self, ctx=None):
+        """Raise InvalidHandle unless this buffer is live (and in `ctx`, when given)."""
+        if self.freed:
+            raise InvalidHandle(f"buffer 0x{self.device_address:x} of card {self.device.index} was freed")
+        if self.generation != self.device.generation:
+            raise InvalidHandle(f"buffer 0x{self.device_address:x} of card {self.device.index} predates a reset")
+        if ctx is not None:
+            if ctx.device is not self.device:
+                raise InvalidHandle(f"buffer 0x{self.device_address:x} belongs to card {self.device.index}, "
+                                    f"not card {ctx.device.index}")
+            if ctx.id != self.ctx.id:
+                raise InvalidHandle(f"buffer 0x{self.device_address:x} belongs to context {self.ctx.id}, "
+                                    f"not context {ctx.id}")
+
+    def free(self):
+        with self.device.lock:
+            self.device.check()
+            self.check()
+            self.device.card.free(self.device_address, self.ctx.id)
+            self.freed = True
+
+
+class Module:
+    """A loaded module: `module["name"]` is a Kernel."""
+
+    def __init__(self, ctx, loaded):
+        self.ctx = ctx
+        self.device = ctx.device
+        self.loaded = loaded
+        self.generation = self.device.generation
+        self.unloaded = False
+
+    @property
+    def kernels(self):
+        return dict(self.loaded.module.kernels)
+
+    def check(self, ctx=None):
+        if self.unloaded:
+            raise InvalidHandle("the module was unloaded")
+        if self.generation != self.device.generation:
+            raise InvalidHandle(f"the module was loaded on card {self.device.index} before a reset")
+        if ctx is not None and (ctx.device is not self.device or ctx.id != self.ctx.id):
+            raise InvalidHandle(f"the module belongs to card {self.device.index} context {self.ctx.id}, not card "
+                                f"{ctx.device.index} context {ctx.id}")
+
+    def __getitem__(self, name):
+        self.check()
+        if name not in self.loaded.module.kernels:
+            raise InvalidArgument(f"no kernel {name!r} in the module; it has "
+                                  f"{', '.join(sorted(self.loaded.module.kernels))}")
+        return Kernel(self, self.loaded.module.kernels[name])
+
+    def unload(self):
+        with self.device.lock:
+            self.device.check()
+            self.check()
+            self.device.card.unload(self.loaded)
+            self.unloaded = True
+
+
+class Kernel:
+    def __init__(self, module, symbol):
+        self.module = module
+        self.symbol = symbol
+        self.name = symbol.name
+
+    def __repr__(self):
+        return f"Kernel({self.symbol.signature()})"
+
+    def encode_args(self, ctx, args):
+        """Check args against the signature; return what the card takes (addresses for buffers)."""
+        from vnpu.emulator.card import encode_arg
+        sym = self.symbol
+        if len(args) != len(sym.args):
+            raise InvalidArgument(f"{sym.signature()} takes {len(sym.args)} arguments, got {len(args)}")
+        values = []
+        for a, spec in zip(args, sym.args):
+            if spec.kind == "buffer":
+                if not isinstance(a, Buffer):
+                    raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} must be a Buffer, "
+                                          f"got {type(a).__name__}")
+                a.check(ctx)
+                values.append(a.device_address)
+            else:
+                if isinstance(a, Buffer):
+                    raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} is a scalar, got a Buffer")
+                encode_arg(a, spec, sym)   # checks type and range; the card encodes it again at launch
+                values.append(a)
+        return values
+
+
+__all__ = ["Device", "Context", "Buffer", "Module", "Kernel", "VnpuError"]

@@ -1,0 +1,221 @@
+"""Queues and events: asynchronous copies and launches in virtual time.
+
+Every operation gets a start and an end in the platform's virtual nanoseconds: it is ready when its
+queue's previous operation ended, when the events it waits on were reached, and when the host thread
+that issued it had got to (its own clock moves only when it synchronizes); copies then book the PCIe
+segments they cross (driver/pcie.py), launches book the card (one launch at a time per card).
+
+The data is moved (and a kernel run) when the call is made, in the calling thread; launches on different
+cards run in parallel on the host's cores (the Numba core releases the GIL). A device fault in a launch
+does not raise from `launch`: like an asynchronous error on a real device, it is raised by the next call on
+that device and stays until `device.reset()`.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from vnpu.errors import DeviceFault, InvalidArgument, InvalidHandle
+
+from .device import Buffer
+
+_ids = itertools.count()
+
+
+class Event:
+    """A point on a queue's timeline (`queue.record()`)."""
+
+    def __init__(self, queue, time_ns):
+        self.queue = queue
+        self.time_ns = time_ns
+
+    def synchronize(self):
+        """The host waits until the event is reached (virtual time)."""
+        self.queue.device.check()
+        self.queue.platform.advance_host(self.time_ns)
+
+    def query(self):
+        return self.queue.platform.host_ns >= self.time_ns
+
+    def elapsed_ns(self, start: "Event") -> float:
+        """Virtual nanoseconds from `start` to this event (like cuEventElapsedTime, in ns)."""
+        if not isinstance(start, Event):
+            raise InvalidArgument(f"elapsed_ns needs an Event, got {type(start).__name__}")
+        return self.time_ns - start.time_ns
+
+
+class Queue:
+    """An in-order queue of one context of one device (a CUDA stream, an XRT run list)."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self.device = ctx.device
+        self.platform = self.device.platform
+        self.id = next(_ids)
+        self.tail_ns = 0.0
+        self._waits = []
+
+    def __repr__(self):
+        return f"Queue({self.id}, card {self.device.index}, at {self.tail_ns:.0f} ns)"
+
+    @property
+    def ctx(self):
+        """A queue of the primary context survives device.reset() (it follows the new primary context)."""
+        return self.device.primary if self._ctx.id == 0 else self._ctx
+
+    def _check(self):
+        self.ctx.check()
+
+    def _ready(self):
+        t = max(self.tail_ns, self.platform.host_ns)
+        for e in self._waits:
+            t = max(t, e.time_ns)
+        self._waits = []
+        return t
+
+    def wait(self, event: Event):
+        """Later operations on this queue start after `event` (which may be of another queue or card)."""
+        if not isinstance(event, Event):
+            raise InvalidArgument(f"wait needs an Event, got {type(event).__name__}")
+        self._check()
+        self._waits.append(event)
+
+    def record(self) -> Event:
+        self._check()
+        return Event(self, max(self.tail_ns, *(e.time_ns for e in self._waits)) if self._waits else self.tail_ns)
+
+    def synchronize(self):
+        """The host waits for everything on this queue; raises the device's sticky fault, if any."""
+        self.device.check()
+        self.platform.advance_host(self.tail_ns)
+
+    # --- copies ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _host_bytes(array, what):
+        try:
+            a = np.ascontiguousarray(array)
+        except Exception:  # noqa: BLE001
+            raise InvalidArgument(f"{what}: expected an array, got {type(array).__name__}") from None
+        if a.dtype.hasobject:
+            raise InvalidArgument(f"{what}: object arrays cannot be copied to a device")
+        return a
+
+    def _buffer(self, buf, what):
+        if not isinstance(buf, Buffer):
+            raise InvalidArgument(f"{what}: expected a Buffer, got {type(buf).__name__}")
+        buf.check(self.ctx)
+        return buf
+
+    def copy_to_device(self, buf, array, offset: int = 0):
+        """Copy a host array into `buf` at byte `offset` (async in virtual time). Returns the end Event."""
+        a = self._host_bytes(array, "copy_to_device")
+        with self.device.lock:
+            self._check()
+            self._buffer(buf, "copy_to_device")
+            if offset < 0 or offset + a.nbytes > buf.nbytes:
+                raise InvalidArgument(f"copy_to_device: {a.nbytes} bytes at offset {offset} do not fit the "
+                                      f"{buf.nbytes}-byte buffer")
+            if a.nbytes:
+                self.device.card.write(buf.device_address + offset, a.view(np.uint8).reshape(-1), ctx=self.ctx.id)
+            return self._transfer("h2d", a.nbytes, f"copy_to_device {a.nbytes} B")
+
+    def copy_to_host(self, buf, out=None, dtype=None, offset: int = 0):
+        """Copy `buf` (from byte `offset`) into `out`, or into a new array of the buffer's size (uint8, or
+        `dtype`); returns the host array, filled by the time the queue reaches this copy."""
+        with self.device.lock:
+            self._check()
+            self._buffer(buf, "copy_to_host")
+            if out is None:
+                dt = np.dtype(dtype or np.uint8)
+                if (buf.nbytes - offset) % dt.itemsize:
+                    raise InvalidArgument(f"copy_to_host: {buf.nbytes - offset} bytes are not whole {dt} elements")
+                out = np.empty((buf.nbytes - offset) // dt.itemsize, dtype=dt)
+            elif not isinstance(out, np.ndarray) or not out.flags.c_contiguous or not out.flags.writeable:
+                raise InvalidArgument("copy_to_host: out must be a writable C-contiguous numpy array")
+            if offset < 0 or offset + out.nbytes > buf.nbytes:
+                raise InvalidArgument(f"copy_to_host: {out.nbytes} bytes at offset {offset} run past the "
+                                      f"{buf.nbytes}-byte buffer")
+            if out.nbytes:
+                out.view(np.uint8).reshape(-1)[:] = self.device.card.read(buf.device_address + offset, out.nbytes,
+                                                                           ctx=self.ctx.id)
+            self._transfer("d2h", out.nbytes, f"copy_to_host {out.nbytes} B")
+            return out
+
+    def copy_peer(self, dst, src, nbytes=None):
+        """Copy src (on any card) into dst (on this queue's card) through the switch, not the host."""
+        if not isinstance(dst, Buffer) or not isinstance(src, Buffer):
+            raise InvalidArgument("copy_peer needs two Buffers")
+        n = min(dst.nbytes, src.nbytes) if nbytes is None else nbytes
+        first, second = sorted({self.device, src.device}, key=lambda d: d.index)
+        with first.lock, second.lock:
+            self._check()
+            self._buffer(dst, "copy_peer destination")
+            src.device.check()
+            src.check()
+            if n < 0 or n > dst.nbytes or n > src.nbytes:
+                raise InvalidArgument(f"copy_peer: {n} bytes do not fit (source {src.nbytes}, destination "
+                                      f"{dst.nbytes} bytes)")
+            data = src.device.card.read(src.device_address, n, ctx=src.ctx.id)
+            self.device.card.write(dst.device_address, data, ctx=self.ctx.id)
+            if src.device is self.device:   # an on-card copy: DRAM to DRAM
+                ready = self._ready()
+                end = ready + 2 * n / self.device.config.dram.gbps
+                return self._finish("copy_peer (on card)", ready, end, "queue")
+            with self.platform.lock:
+                ready = self._ready()
+                start, end = self.platform.switch.schedule("p2p", src.device.index, n, ready,
+                                                           peer_index=self.device.index)
+                self.platform.trace.link("p2p", src.device.index, start, end, n, peer=self.device.index)
+            return self._finish(f"copy_peer {n} B from card {src.device.index}", ready, end, "queue")
+
+    def _transfer(self, kind, nbytes, name):
+        with self.platform.lock:
+            ready = self._ready()
+            start, end = self.platform.switch.schedule(kind, self.device.index, nbytes, ready)
+            self.platform.trace.link(kind, self.device.index, start, end, nbytes)
+        return self._finish(name, ready, end, "queue")
+
+    def _finish(self, name, ready, end, what, args=None):
+        self.platform.trace.queue_op(self, name, ready, end, args)
+        self.tail_ns = end
+        return Event(self, end)
+
+    # --- launches ------------------------------------------------------------------------------------------
+    def launch(self, kernel, *args, pes=None, sanitize=False):
+        """Run `kernel` on this queue's card with arguments checked against its signature. Returns the end
+        Event; a device fault is raised by the next call on the device (and stays until reset)."""
+        from .device import Kernel
+        if not isinstance(kernel, Kernel):
+            raise InvalidArgument(f"launch needs a Kernel (module['name']), got {type(kernel).__name__}")
+        with self.device.lock:
+            self._check()
+            kernel.module.check(self.ctx)
+            values = kernel.encode_args(self.ctx, args)
+            if pes is not None:
+                try:
+                    ok = len(pes) > 0 and all(0 <= int(p) < self.device.config.pes for p in pes)
+                except TypeError:
+                    ok = False
+                if not ok:
+                    raise InvalidArgument(f"launch: pes must be a non-empty list of PE numbers 0.."
+                                          f"{self.device.config.pes - 1}, got {pes!r}")
+            ready = self._ready()
+            start = max(ready, self.device.busy_until_ns) + self.platform.config["launch_overhead_ns"]
+            trace = self.platform.trace.enabled
+            try:
+                result = self.device.card.launch(kernel.module.loaded, kernel.name, values, pes=pes,
+                                                 sanitize=sanitize, trace=trace, ctx=self.ctx.id)
+            except DeviceFault as fault:
+                self.device.sticky = fault
+                end = start
+                self.device.busy_until_ns = end
+                return self._finish(f"{kernel.name} (faulted: {type(fault).__name__})", ready, end, "launch")
+            end = start + result.cycles / self.device.config.clock_ghz
+            self.device.busy_until_ns = end
+            self.last_result = result
+            self.platform.trace.launch(self, kernel.name, start, result)
+            return self._finish(kernel.name, ready, end, "launch", {"cycles": result.cycles})
+
+
+__all__ = ["Queue", "Event", "InvalidHandle"]

@@ -1,0 +1,104 @@
+"""One Chrome trace for the whole platform: host API calls, queue operations, each PCIe link direction and
+every card's units, on one virtual timeline (Perfetto opens it).
+
+Processes: "host" (pid 0: one track per host thread's calls), "PCIe" (pid 1: one track per link
+direction), and "card N" (pid 10 + N: a track per queue, and the card's PE / unit / DMA tracks of each
+launch, shifted to where the launch ran).
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+from vnpu.errors import VnpuError
+
+HOST_PID, PCIE_PID, CARD_PID0 = 0, 1, 10
+QUEUE_TID0 = 100000
+
+
+class PlatformTrace:
+    def __init__(self, platform):
+        self.platform = platform
+        self.enabled = False
+        self.events = []
+        self.lock = threading.Lock()
+        self._link_tids = {}
+
+    def start(self):
+        with self.lock:
+            self.enabled = True
+            self.events = []
+
+    def stop(self):
+        self.enabled = False
+
+    def _add(self, *events):
+        if self.enabled:
+            with self.lock:
+                self.events.extend(events)
+
+    @staticmethod
+    def _x(name, pid, tid, start_ns, end_ns, args=None, cat="vnpu"):
+        return {"name": name, "ph": "X", "pid": pid, "tid": tid, "ts": start_ns / 1000.0,
+                "dur": max(0.0, (end_ns - start_ns) / 1000.0), "cat": cat, "args": args or {}}
+
+    def link(self, kind, card, start_ns, end_ns, nbytes, peer=None):
+        if not self.enabled:
+            return
+        evs = []
+        for link, direction in self.platform.switch.route(kind, card, peer):
+            key = f"{link.name} {direction}"
+            tid = self._link_tids.setdefault(key, len(self._link_tids) + 1)
+            name = kind if peer is None else f"p2p card {card} -> card {peer}"
+            evs.append(self._x(name, PCIE_PID, tid, start_ns, end_ns, {"bytes": nbytes}, "pcie"))
+        self._add(*evs)
+
+    def queue_op(self, queue, name, start_ns, end_ns, args=None):
+        if self.enabled:
+            self._add(self._x(name, CARD_PID0 + queue.device.index, QUEUE_TID0 + queue.id, start_ns, end_ns,
+                              args, "queue"))
+
+    def launch(self, queue, kernel, start_ns, result):
+        if self.enabled and result.events is not None and len(result.events):
+            trace = result.chrome_trace(card_name=f"card {queue.device.index}",
+                                        pid=CARD_PID0 + queue.device.index, start_ns=start_ns)
+            self._add(*[e for e in trace["traceEvents"] if e.get("name") != "process_name"])
+
+    def api(self, name, t_ns, args=None):
+        if self.enabled:
+            tid = threading.get_ident() % 100000
+            self._add({"name": name, "ph": "i", "s": "t", "pid": HOST_PID, "tid": tid, "ts": t_ns / 1000.0,
+                       "args": args or {}})
+
+    def metadata(self):
+        meta = [{"name": "process_name", "ph": "M", "pid": HOST_PID, "args": {"name": "host"}},
+                {"name": "process_name", "ph": "M", "pid": PCIE_PID, "args": {"name": "PCIe"}}]
+        for key, tid in self._link_tids.items():
+            meta.append({"name": "thread_name", "ph": "M", "pid": PCIE_PID, "tid": tid, "args": {"name": key}})
+        for d in self.platform.devices:
+            pid = CARD_PID0 + d.index
+            meta.append({"name": "process_name", "ph": "M", "pid": pid, "args": {"name": f"card {d.index}"}})
+            meta.append({"name": "process_sort_index", "ph": "M", "pid": pid, "args": {"sort_index": pid}})
+            for q in d._queues:
+                meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": QUEUE_TID0 + q.id,
+                             "args": {"name": f"queue {q.id}"}})
+        return meta
+
+    def to_json(self):
+        with self.lock:
+            seen, events = set(), []
+            for e in self.events:   # launches repeat their track names: keep one of each
+                if e.get("ph") == "M":
+                    key = (e["pid"], e.get("tid"), e["name"])
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                events.append(e)
+            return {"traceEvents": self.metadata() + events, "displayTimeUnit": "ns"}
+
+    def write(self, path):
+        try:
+            with open(path, "w") as f:
+                json.dump(self.to_json(), f)
+        except OSError as e:
+            raise VnpuError(f"cannot write trace {path}: {e.strerror}") from None
