@@ -301,9 +301,10 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     q = -a
                     rm = np.int64(0)
                 else:
-                    q = abs(a) // abs(b)
-                    if (a < 0) != (b < 0):
-                        q = -q
+                    # truncate toward zero; abs() would overflow for INT64_MIN
+                    q = a // b
+                    if q * b != a and ((a < 0) != (b < 0)):
+                        q += 1
                     rm = a - b * q
                 r[ins[RD]] = q if op == OP_DIV else rm
             elif op == OP_LIH:

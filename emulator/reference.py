@@ -324,7 +324,11 @@ class ReferenceInterpreter:
                 self.write(pe, dst, res.astype(np.int64).astype(np.int32), at)
             else:
                 v = x.astype(np.float64)
-                res = (v.max() if n else -np.inf) if name == "vrmax" else math.fsum(v)
+                if name == "vrmax":
+                    nans = np.isnan(v)
+                    res = v[nans][0] if nans.any() else (v.max() if n else -np.inf)
+                else:
+                    res = np.add.accumulate(v)[-1] if n else 0.0   # index order, like the unit
                 self.write(pe, dst, np.array([res], dtype=np.float32), at)
             return
         if is_int:
@@ -381,7 +385,10 @@ class ReferenceInterpreter:
                 prod = prod + self.read(pe, dst, M * N * 4, at, np.int32).reshape(M, N)
             self.write(pe, dst, prod.astype(np.int32), at)
         else:
-            prod = A.astype(np.float32) @ w.astype(np.float32)
+            prod = np.zeros((M, N), dtype=np.float32)
+            A32, W32 = A.astype(np.float32), w.astype(np.float32)
+            for k in range(K):   # fp32 accumulation in K order, like the unit (not BLAS's blocked order)
+                prod += A32[:, k:k + 1] * W32[k]
             if acc:
                 prod = prod + self.read(pe, dst, M * N * 4, at, np.float32).reshape(M, N)
             self.write(pe, dst, prod.astype(np.float32), at)

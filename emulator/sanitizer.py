@@ -3,8 +3,11 @@
 An access (scalar load/store or a new async operation) that reads bytes an in-flight operation may still
 write, or writes bytes it may still read or write, is a race unless both are on the same in-order queue.
 Retirement follows synchronization only: `wait s, n` retires the n oldest in-flight operations of this
-PE that signal s; `fence` retires all of them. So the verdict never depends on timing.
-Ranges of strided transfers are their bounding interval (conservative).
+PE that signal s; `fence` retires all of them. Within one PE the verdict therefore does not depend on
+timing. Limits (docs/deviations.md): if two queues signal one semaphore, "oldest by issue" may not be the
+one that finished; ordering between PEs through barriers and sig is not tracked, so a cross-PE access is
+checked against what the other PE has not yet waited for at that moment; ranges of strided transfers are
+their bounding interval (conservative).
 """
 import numpy as np
 from numba import njit

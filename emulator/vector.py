@@ -159,11 +159,16 @@ def reduce(pool, is_max, dt, dst, a, n):
     else:
         xf = load_float(pool, a, n, dt)
         accf = -np.inf if is_max else 0.0
-        for i in range(n):
+        for i in range(n):      # in index order, in fp64; max propagates the first NaN
+            v = np.float64(xf[i])
             if is_max:
-                accf = max(accf, np.float64(xf[i]))
+                if v != v:
+                    accf = v
+                    break
+                if v > accf:
+                    accf = v
             else:
-                accf += np.float64(xf[i])
+                accf += v
         pool[dst:dst + 4].view(np.float32)[0] = np.float32(accf)
 
 
@@ -182,11 +187,10 @@ def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
         lo, hi = (-128.0, 127.0) if dst_dt == DT_I8 else (-2147483648.0, 2147483647.0)
         q = np.empty(n, dtype=np.int64)
         for i in range(n):
-            v = x[i]
-            if v != v:
+            v = np.rint(x[i] * scale) + zero_point
+            if v != v:          # NaN (also inf * 0) converts to 0
                 q[i] = 0
                 continue
-            v = np.rint(v * scale) + zero_point
             q[i] = np.int64(min(max(v, lo), hi))
         store_int(pool, dst, q, dst_dt)
     else:

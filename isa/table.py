@@ -224,7 +224,7 @@ INSTRUCTIONS = (
     Instr("sig", 0xA0, (RS1_, SEM_), "sync", "1", 1, "semaphore sem of PE rs1 += 1"),
     Instr("wait", 0xA1, (SEM_, UIMM16), "sync", "1 + stall", 1,
           "stall until semaphore sem >= imm, then subtract imm (orders this PE after the signalled work)"),
-    Instr("barrier", 0xA2, (), "sync", "barrier_latency + stall", 1,
+    Instr("barrier", 0xA2, (), "sync", "1 + barrier_cycles + stall", 1,
           "stall until every PE of the launch reaches a barrier"),
     Instr("fence", 0xA3, (), "sync", "1 + stall", 1, "stall until every async operation this PE issued is done"),
     # --- debug -------------------------------------------------------------------------------------
