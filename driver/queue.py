@@ -88,6 +88,8 @@ class Queue:
     def synchronize(self):
         """The host waits for everything on this queue; raises the device's sticky fault, if any."""
         self.device.check()
+        self.platform.trace.api("synchronize", self.platform.host_ns, {"card": self.device.index, "queue": self.id,
+                                                                       "until_ns": self.tail_ns})
         self.platform.advance_host(self.tail_ns)
 
     # --- copies ------------------------------------------------------------------------------------------
@@ -177,6 +179,9 @@ class Queue:
         return self._finish(name, ready, end, "queue")
 
     def _finish(self, name, ready, end, what, args=None):
+        # the host call itself, at the issuing thread's virtual time, then the operation on the queue
+        self.platform.trace.api(f"{what}: {name}", self.platform.host_ns, {"card": self.device.index,
+                                                                            "queue": self.id})
         self.platform.trace.queue_op(self, name, ready, end, args)
         self.tail_ns = end
         return Event(self, end)

@@ -289,6 +289,7 @@ def test_platform_trace_has_host_links_queues_and_units(platform, dev, tmp_path)
     assert {"host", "PCIe", "card 0", "card0 up", "uplink up", "PE 0"} <= names
     assert any(e["name"] == "fill" and e["ph"] == "X" for e in events)
     assert any(e["name"] == "d2h" for e in events)
+    assert any(e["pid"] == 0 and e["ph"] == "i" and "launch: fill" in e["name"] for e in events)   # host calls
 
 
 def test_info_command(capsys):
