@@ -56,10 +56,17 @@ OP_EMB, OP_SIG, OP_WAIT, OP_BARRIER, OP_FENCE, OP_MARK = T.OP_EMB, T.OP_SIG, T.O
 RD, RS1, RS2, RS3, IMM, DT, DT2, FLAG, SEM, ENG, SR = T.RD, T.RS1, T.RS2, T.RS3, T.IMM, T.DT, T.DT2, T.FLAG, T.SEM, T.ENG, T.SR
 
 # vector opcodes map onto the vector unit's op numbers in table order: vadd.. vmin, vrelu.. vcopy
-VEC_OP = np.full(256, -1, dtype=np.int64)
+VEC_OP = np.full(256, -1, dtype=np.int64)     # opcode -> vector unit op
+VEC_BINARY = np.zeros(256, dtype=np.bool_)    # reads a second operand
+VEC_BCAST = np.zeros(256, dtype=np.bool_)     # ... of one element, broadcast
 for _i, _mn in enumerate(("vadd", "vsub", "vmul", "vmax", "vmin", "vrelu", "vsigmoid", "vtanh", "vexp", "vgelu",
-                          "vcopy")):
+                          "vcopy", "vrecip", "vrsqrt")):
     VEC_OP[T.BY_MNEMONIC[_mn].opcode] = _i
+    VEC_BINARY[T.BY_MNEMONIC[_mn].opcode] = _i < 5
+for _i, _mn in enumerate(("vadds", "vsubs", "vmuls", "vmaxs", "vmins")):
+    VEC_OP[T.BY_MNEMONIC[_mn].opcode] = _i
+    VEC_BINARY[T.BY_MNEMONIC[_mn].opcode] = True
+    VEC_BCAST[T.BY_MNEMONIC[_mn].opcode] = True
 ISSUE_CYCLES = np.zeros(256, dtype=np.int64)
 for _ins in T.INSTRUCTIONS:
     ISSUE_CYCLES[_ins.opcode] = _ins.issue_cycles
@@ -389,7 +396,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 if events.shape[0] > 0:
                     _event(events, evn, cstat, TRACK_PE, p, tp, tp, cur, op, ins[IMM], K_MARK)
             # --- async units: vector and matrix are private to the PE, so they issue at once ----------
-            elif (op >= OP_VADD and op <= OP_VCOPY) or op == OP_VSUM or op == OP_VRMAX or op == OP_VCVT:
+            elif VEC_OP[op] >= 0 or op == OP_VSUM or op == OP_VRMAX or op == OP_VCVT:
                 s = ins[SEM]
                 if s >= nsem:
                     _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
@@ -402,7 +409,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 dst = r[ins[RD]]
                 a = r[ins[RS1]]
                 b = r[ins[RS2]]
-                binary = op >= OP_VADD and op < OP_VRELU
+                binary = VEC_BINARY[op]
+                bcast = VEC_BCAST[op]
                 if op == OP_VSUM or op == OP_VRMAX:
                     dst_bytes = 4
                 elif op == OP_VCVT:
@@ -413,8 +421,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 if not _local(lay, a, src_bytes):
                     _fault(fault, FAULT_ADDRESS, p, cur, a, src_bytes)
                     return tp
-                if binary and not _local(lay, b, src_bytes):
-                    _fault(fault, FAULT_ADDRESS, p, cur, b, src_bytes)
+                b_bytes = ELEM[dt] if bcast else src_bytes
+                if binary and not _local(lay, b, b_bytes):
+                    _fault(fault, FAULT_ADDRESS, p, cur, b, b_bytes)
                     return tp
                 if not _local(lay, dst, dst_bytes):
                     _fault(fault, FAULT_ADDRESS, p, cur, dst, dst_bytes)
@@ -427,7 +436,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     if binary:
                         kb = san_mod.key(local_bytes, pe_ids[p], b)
                         reads[1, 0] = kb
-                        reads[1, 1] = kb + src_bytes
+                        reads[1, 1] = kb + b_bytes
                     kd = san_mod.key(local_bytes, pe_ids[p], dst)
                     hit = san_mod.check(san, sanc, p, Q_VECTOR, reads, kd, kd + dst_bytes)
                     if hit >= 0:
@@ -449,10 +458,10 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     cyc = vec_unit.elementwise_cycles(n, wide, False, width, int(cfg[C_VLAT]), 1)
                 else:
                     vop = VEC_OP[op]
-                    if not vec_unit.elementwise(pool, vop, dt, lb + dst, lb + a, lb + b, n):
+                    if not vec_unit.elementwise(pool, vop, dt, lb + dst, lb + a, lb + b, n, bcast):
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
                         return tp
-                    trans = vop >= vec_unit.V_SIGMOID and vop <= vec_unit.V_GELU
+                    trans = (vop >= vec_unit.V_SIGMOID and vop <= vec_unit.V_GELU) or vop >= vec_unit.V_RECIP
                     cyc = vec_unit.elementwise_cycles(n, dt, trans, width, int(cfg[C_VLAT]), int(cfg[C_VTRANS]))
                 start = max(tp, vecfree[p])
                 done = start + cyc

@@ -33,6 +33,16 @@ def wrap64(v):
     return v - (1 << 64) if v >> 63 else v
 
 
+def _recip(x):
+    with np.errstate(divide="ignore"):
+        return 1.0 / x
+
+
+def _rsqrt(x):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 / np.sqrt(x)
+
+
 def _pick(a, b, take_b):
     """max / min as the card defines them: NaN propagates (a's first), ties (signed zeros too) give a."""
     return np.where(np.isnan(a), a, np.where(np.isnan(b) | take_b, b, a))
@@ -286,9 +296,12 @@ class ReferenceInterpreter:
         size = np.dtype(npdt).itemsize
         pe = self.pe_ids[p]
         self.local(p, a, n * size, at)
+        bcast = name in ("vadds", "vsubs", "vmuls", "vmaxs", "vmins")
+        if bcast:
+            name = name[:-1]
         binary = name in ("vadd", "vsub", "vmul", "vmax", "vmin")
         if binary:
-            self.local(p, b, n * size, at)
+            self.local(p, b, (1 if bcast else n) * size, at)
         out_dt = npdt
         if name in ("vsum", "vrmax"):
             out_bytes = 4
@@ -299,7 +312,8 @@ class ReferenceInterpreter:
             out_bytes = n * size
         self.local(p, dst, out_bytes, at)
         x = self.read(pe, a, n * size, at, npdt)
-        y = self.read(pe, b, n * size, at, npdt) if binary else None
+        y = (np.full(n, self.read(pe, b, size, at, npdt)[0]) if bcast else self.read(pe, b, n * size, at, npdt)) \
+            if binary else None
         is_int = dt in (0, 1)
         if name == "vcvt":
             q = int(r[ins[T.RS2]])
@@ -332,7 +346,7 @@ class ReferenceInterpreter:
                 self.write(pe, dst, np.array([res], dtype=np.float32), at)
             return
         if is_int:
-            if name in ("vsigmoid", "vtanh", "vexp", "vgelu"):
+            if name in ("vsigmoid", "vtanh", "vexp", "vgelu", "vrecip", "vrsqrt"):
                 raise Fault(FAULT_INSTRUCTION, *at, -1, WHY_DTYPE)
             xi, yi = x.astype(np.int64), (y.astype(np.int64) if binary else None)
             res = {"vadd": lambda: xi + yi, "vsub": lambda: xi - yi, "vmul": lambda: xi * yi,
@@ -350,6 +364,7 @@ class ReferenceInterpreter:
                    "vrelu": lambda: np.where((xf > 0) | np.isnan(xf), xf, np.float32(0)), "vcopy": lambda: xf,
                    "vsigmoid": lambda: 1.0 / (1.0 + np.exp(-x64)), "vtanh": lambda: np.tanh(x64),
                    "vexp": lambda: np.exp(x64),
+                   "vrecip": lambda: _recip(x64), "vrsqrt": lambda: _rsqrt(x64),
                    "vgelu": lambda: 0.5 * x64 * (1.0 + np.vectorize(math.erf, otypes=[float])(x64 / math.sqrt(2.0)))
                    }[name]()
         self.write(pe, dst, np.asarray(res).astype(np.float32).astype(npdt), at)

@@ -13,8 +13,8 @@ from .numerics import f16_to_f32, f32_to_f16
 DT_I8, DT_I32, DT_F16, DT_F32 = 0, 1, 2, 3
 ELEM_BYTES = np.array([1, 4, 2, 4], dtype=np.int64)
 # op codes local to this unit (the core maps opcodes onto them)
-V_ADD, V_SUB, V_MUL, V_MAX, V_MIN, V_RELU, V_SIGMOID, V_TANH, V_EXP, V_GELU, V_COPY = range(11)
-TRANSCENDENTAL = (V_SIGMOID, V_TANH, V_EXP, V_GELU)
+V_ADD, V_SUB, V_MUL, V_MAX, V_MIN, V_RELU, V_SIGMOID, V_TANH, V_EXP, V_GELU, V_COPY, V_RECIP, V_RSQRT = range(13)
+TRANSCENDENTAL = (V_SIGMOID, V_TANH, V_EXP, V_GELU, V_RECIP, V_RSQRT)
 
 
 @njit(cache=True, nogil=True)
@@ -75,14 +75,15 @@ def gelu64(x):
 
 
 @njit(cache=True, nogil=True)
-def elementwise(pool, op, dt, dst, a, b, n):
-    """Returns False when the op is not defined for the dtype (an IllegalInstruction)."""
+def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
+    """Returns False when the op is not defined for the dtype (an IllegalInstruction). bcast: the second
+    operand is one element, used for every i."""
     if dt == DT_I8 or dt == DT_I32:
-        if op == V_SIGMOID or op == V_TANH or op == V_EXP or op == V_GELU:
+        if (op >= V_SIGMOID and op <= V_GELU) or op >= V_RECIP:
             return False
         x = load_int(pool, a, n, dt)
         if op <= V_MIN:
-            y = load_int(pool, b, n, dt)
+            y = np.full(n, load_int(pool, b, 1, dt)[0]) if bcast else load_int(pool, b, n, dt)
         else:
             y = x
         r = np.empty(n, dtype=np.int64)
@@ -105,7 +106,7 @@ def elementwise(pool, op, dt, dst, a, b, n):
         return True
     xf = load_float(pool, a, n, dt)
     if op <= V_MIN:
-        yf = load_float(pool, b, n, dt)
+        yf = np.full(n, load_float(pool, b, 1, dt)[0]) if bcast else load_float(pool, b, n, dt)
     else:
         yf = xf
     rf = np.empty(n, dtype=np.float32)
@@ -139,6 +140,13 @@ def elementwise(pool, op, dt, dst, a, b, n):
             rf[i] = math.exp(v) if v < 709.0 else np.inf
         elif op == V_GELU:
             rf[i] = gelu64(np.float64(xf[i]))
+        elif op == V_RECIP:
+            v = np.float64(xf[i])
+            rf[i] = 1.0 / v if v != 0 else math.copysign(np.inf, v)
+        elif op == V_RSQRT:
+            v = np.float64(xf[i])
+            rf[i] = (1.0 / math.sqrt(v) if v > 0 else (math.copysign(np.inf, v) if v == 0 else np.nan)) \
+                if v == v else v
         else:
             rf[i] = xf[i]
     store_float(pool, dst, rf, dt)

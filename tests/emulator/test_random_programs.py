@@ -9,7 +9,8 @@ ALU = ["add", "sub", "mul", "div", "rem", "and", "or", "xor", "shl", "shr", "sra
 ALUI = ["addi", "muli", "andi", "ori", "xori", "shli", "shri", "srai", "slti"]
 LOADS = ["lb", "lh", "lw", "ld", "lbu", "lhu", "lwu"]
 STORES = ["sb", "sh", "sw", "sd"]
-VEC = ["vadd", "vsub", "vmul", "vmax", "vmin", "vrelu", "vcopy", "vsum", "vrmax"]
+VEC = ["vadd", "vsub", "vmul", "vmax", "vmin", "vrelu", "vcopy", "vsum", "vrmax", "vadds", "vmuls", "vmins", "vrecip",
+       "vrsqrt"]
 REGS = [f"r{i}" for i in range(2, 16)]      # r1 holds the output buffer
 SCRATCH = 2048                                # local bytes the program plays in
 
@@ -31,7 +32,7 @@ def instruction(draw, label_count):
         n = draw(st.integers(0, 64))
         a, b, d = (draw(st.integers(0, (SCRATCH - 256) // 4)) * 4 for _ in range(3))
         regs = f"li r16, {d}\nli r17, {a}\nli r18, {b}\nli r19, {n}\n"
-        if op in ("vsum", "vrmax", "vrelu", "vcopy"):
+        if op in ("vsum", "vrmax", "vrelu", "vcopy", "vrecip", "vrsqrt"):
             return [regs + f"{op} r16, r17, r19, {dt}, s1\nwait s1, 1"]
         return [regs + f"{op} r16, r17, r18, r19, {dt}, s1\nwait s1, 1"]
     if kind == "dma":  # local -> DRAM scratch -> local, through the second half of the output buffer
