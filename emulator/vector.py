@@ -145,8 +145,8 @@ def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
             rf[i] = 1.0 / v if v != 0 else math.copysign(np.inf, v)
         elif op == V_RSQRT:
             v = np.float64(xf[i])
-            rf[i] = (1.0 / math.sqrt(v) if v > 0 else (math.copysign(np.inf, v) if v == 0 else np.nan)) \
-                if v == v else v
+            # the hardware sqrt gives the same NaN as numpy's for negative inputs
+            rf[i] = 1.0 / math.sqrt(v) if v != 0 else math.copysign(np.inf, v)
         else:
             rf[i] = xf[i]
     store_float(pool, dst, rf, dt)
