@@ -1,0 +1,86 @@
+"""Run a library kernel on a card: place the inputs, allocate the outputs, launch, read back, free.
+
+Built images are cached per (kernel family, parameters) and loaded once per card.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+_images = {}
+_loaded = {}
+_lock = threading.Lock()
+
+
+@dataclass
+class Out:
+    """An output buffer of the given shape and dtype (zero-filled on the card)."""
+    shape: tuple
+    dtype: object
+
+
+@dataclass
+class Scratch:
+    """Device memory a kernel needs for intermediate results (DRAM, or `memory="shared"`)."""
+    nbytes: int
+    memory: str = "dram"
+
+
+def image(key, build):
+    """The module image for `key`, built once by `build()` (a function returning bytes)."""
+    with _lock:
+        if key not in _images:
+            _images[key] = build()
+        return _images[key]
+
+
+def _loaded_module(card, key, img):
+    k = (id(card), card.launch_count if False else 0, key)
+    with _lock:
+        lm = _loaded.get(k)
+        if lm is None or lm.handle not in card.modules:
+            lm = card.load(img)
+            _loaded[k] = lm
+        return lm
+
+
+def run(card, key, build, kernel, args, pes=None, sanitize=True, engine="numba", trace=False):
+    """Launch `kernel` of the image `key` with args (arrays are inputs, Out/Scratch are allocated, numbers
+    are scalars). Returns ([output arrays in order], LaunchResult)."""
+    img = image(key, build)
+    lm = _loaded_module(card, key, img)
+    owned, outs, values = [], [], []
+    try:
+        for a in args:
+            if isinstance(a, Out):
+                nbytes = int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
+                addr = card.alloc(max(1, nbytes))
+                owned.append(addr)
+                outs.append((addr, a))
+                values.append(addr)
+            elif isinstance(a, Scratch):
+                addr = card.alloc(max(1, a.nbytes), memory=a.memory)
+                owned.append(addr)
+                values.append(addr)
+            elif isinstance(a, np.ndarray):
+                raw = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
+                addr = card.alloc(max(1, raw.nbytes))
+                owned.append(addr)
+                if raw.nbytes:
+                    card.write(addr, raw)
+                values.append(addr)
+            else:
+                values.append(a)
+        result = card.launch(lm, kernel, values, pes=pes, sanitize=sanitize, engine=engine, trace=trace)
+        arrays = []
+        for addr, o in outs:
+            n = int(np.prod(o.shape, dtype=np.int64))
+            dt = np.dtype(o.dtype)
+            arrays.append(card.read(addr, n * dt.itemsize).view(dt).reshape(o.shape).copy() if n else
+                          np.zeros(o.shape, dt))
+        return arrays, result
+    finally:
+        for addr in owned:
+            card.free(addr)
