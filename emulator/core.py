@@ -161,6 +161,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
     vecfree = np.zeros(npe, dtype=np.int64)
     wk = np.full((npe, 3), -1, dtype=np.int64)
     reads = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
+    plain = np.zeros(6, dtype=np.int64)        # sanitizer pattern of non-strided accesses: plain intervals
+    pat = np.zeros(6, dtype=np.int64)
     barrier_n = 0
     barrier_t = np.int64(0)
     last_done = np.int64(0)
@@ -349,11 +351,11 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     k = san_mod.key(local_bytes, pe_ids[p], a)
                     reads[:, :] = 0
                     if store:
-                        hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, k, k + nb)
+                        hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, k, k + nb, plain)
                     else:
                         reads[0, 0] = k
                         reads[0, 1] = k + nb
-                        hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, 0, 0)
+                        hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, 0, 0, plain)
                     if hit >= 0:
                         _fault(fault, FAULT_RACE, p, cur, a, hit)
                         fault[F_PE2] = san[hit, san_mod.Z_PE]
@@ -438,7 +440,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         reads[1, 0] = kb
                         reads[1, 1] = kb + b_bytes
                     kd = san_mod.key(local_bytes, pe_ids[p], dst)
-                    hit = san_mod.check(san, sanc, p, Q_VECTOR, reads, kd, kd + dst_bytes)
+                    hit = san_mod.check(san, sanc, p, Q_VECTOR, reads, kd, kd + dst_bytes, plain)
                     if hit >= 0:
                         _fault(fault, FAULT_RACE, p, cur, dst, hit)
                         fault[F_PE2] = san[hit, san_mod.Z_PE]
@@ -475,7 +477,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 semn[p, s] += 1
                 last_done = max(last_done, done)
                 if sanitize:
-                    san_mod.add(san, sanc, p, Q_VECTOR, s, cur, reads, kd, kd + dst_bytes)
+                    san_mod.add(san, sanc, p, Q_VECTOR, s, cur, reads, kd, kd + dst_bytes, plain)
                 if events.shape[0] > 0:
                     _event(events, evn, cstat, TRACK_VECTOR, p, start, done, cur, op, n, K_OP)
             elif op == OP_MM_LDW or op == OP_MM_MUL:
@@ -530,7 +532,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     wlo = san_mod.key(local_bytes, pe_ids[p], dst)
                     whi = wlo + M * N * 4
                 if sanitize:
-                    hit = san_mod.check(san, sanc, p, Q_MATRIX, reads, wlo, whi)
+                    hit = san_mod.check(san, sanc, p, Q_MATRIX, reads, wlo, whi, plain)
                     if hit >= 0:
                         _fault(fault, FAULT_RACE, p, cur, a, hit)
                         fault[F_PE2] = san[hit, san_mod.Z_PE]
@@ -565,7 +567,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 semn[p, s] += 1
                 last_done = max(last_done, done)
                 if sanitize:
-                    san_mod.add(san, sanc, p, Q_MATRIX, s, cur, reads, wlo, whi)
+                    san_mod.add(san, sanc, p, Q_MATRIX, s, cur, reads, wlo, whi, plain)
                 if events.shape[0] > 0:
                     _event(events, evn, cstat, TRACK_MATRIX, p, start, done, cur, op, aux, K_OP)
             elif op == OP_DMA_DIM:
@@ -634,7 +636,20 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         else:
                             wlo = np.int64(0)
                             whi = np.int64(0)
-                        hit = san_mod.check(san, sanc, p, Q_DMA0 + e, reads, wlo, whi)
+                        # 2-D descriptors keep their row pattern (exact checks); 3-D ones their bounding interval
+                        pat[:] = 0
+                        if c2 == 1 and c1 > 1:
+                            pat[0] = nbytes
+                            pat[1] = c1
+                            pat[2] = ss1
+                            pat[3] = nbytes
+                            pat[4] = c1
+                            pat[5] = ds1
+                            if ss1 < 0 or ss1 < nbytes:
+                                pat[1] = 1     # negative or overlapping rows: bounding interval
+                            if ds1 < 0 or ds1 < nbytes:
+                                pat[4] = 1
+                        hit = san_mod.check(san, sanc, p, Q_DMA0 + e, reads, wlo, whi, pat)
                         if hit >= 0:
                             _fault(fault, FAULT_RACE, p, cur, dst, hit)
                             fault[F_PE2] = san[hit, san_mod.Z_PE]
@@ -657,7 +672,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     semn[p, s] += 1
                     last_done = max(last_done, done)
                     if sanitize:
-                        san_mod.add(san, sanc, p, Q_DMA0 + e, s, cur, reads, wlo, whi)
+                        san_mod.add(san, sanc, p, Q_DMA0 + e, s, cur, reads, wlo, whi, pat)
                     if events.shape[0] > 0:
                         _event(events, evn, cstat, TRACK_DMA0 + e, p, start, done, cur, op, c1 * c2 * nbytes, K_OP)
                 elif op == OP_EMB:
@@ -683,12 +698,12 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                                 reads[k, 0] = lo
                         wlo = san_mod.key(local_bytes, pe_ids[p], emb_unit.output_address(desc))
                         whi = wlo + emb_unit.output_bytes(desc)
-                        hit = san_mod.check(san, sanc, p, Q_EMB, reads, wlo, whi)
+                        hit = san_mod.check(san, sanc, p, Q_EMB, reads, wlo, whi, plain)
                         if hit < 0:  # the descriptor itself is read at issue
                             tmp = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
                             tmp[0, 0] = kd
                             tmp[0, 1] = kd + 8 * T.EMB_DESC_WORDS
-                            hit = san_mod.check(san, sanc, p, Q_SCALAR, tmp, 0, 0)
+                            hit = san_mod.check(san, sanc, p, Q_SCALAR, tmp, 0, 0, plain)
                         if hit >= 0:
                             _fault(fault, FAULT_RACE, p, cur, d, hit)
                             fault[F_PE2] = san[hit, san_mod.Z_PE]
@@ -713,7 +728,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     semn[p, s] += 1
                     last_done = max(last_done, done)
                     if sanitize:
-                        san_mod.add(san, sanc, p, Q_EMB, s, cur, reads, wlo, whi)
+                        san_mod.add(san, sanc, p, Q_EMB, s, cur, reads, wlo, whi, plain)
                     if events.shape[0] > 0:
                         _event(events, evn, cstat, TRACK_EMB, p, start, done, cur, op,
                                desc[emb_unit.D_NUM_INDICES], K_OP)

@@ -14,8 +14,9 @@ from numba import njit
 
 SAN_CAP = 4096
 (Z_LIVE, Z_PE, Z_QUEUE, Z_SEM, Z_PC, Z_R0LO, Z_R0HI, Z_R1LO, Z_R1HI, Z_R2LO, Z_R2HI, Z_R3LO, Z_R3HI, Z_WLO,
- Z_WHI, Z_SEQ) = range(16)
-NZ = 16
+ Z_WHI, Z_SEQ, Z_R0ROW, Z_R0CNT, Z_R0STR, Z_WROW, Z_WCNT, Z_WSTR) = range(22)
+NZ = 22
+MAX_EXACT_ROWS = 4096   # 2-D patterns up to this many rows are checked row by row; larger: bounding interval
 NREAD = 4
 LOCAL_KEY = 1 << 62
 
@@ -38,28 +39,67 @@ def _overlap(alo, ahi, blo, bhi):
 
 
 @njit(cache=True, nogil=True)
-def check(san, sanc, pe, queue, reads, wlo, whi):
-    """Index of an in-flight operation this access races with, or -1. reads: int64[NREAD, 2]."""
+def _rows_overlap(alo, ahi, arow, acnt, astr, blo, bhi, brow, bcnt, bstr):
+    """Do two strided patterns (cnt rows of `row` bytes, `str` apart, first at lo; hi bounds them) share
+    a byte? Exact for 2-D patterns (a DMA writing columns of a matrix that another PE also writes)."""
+    if not _overlap(alo, ahi, blo, bhi):
+        return False
+    if acnt <= 1 and bcnt <= 1:
+        return True
+    if acnt <= 1:                     # a plain interval is one row
+        acnt, arow, astr = 1, ahi - alo, 1
+    if bcnt <= 1:
+        bcnt, brow, bstr = 1, bhi - blo, 1
+    if acnt > MAX_EXACT_ROWS or bcnt > MAX_EXACT_ROWS or astr <= 0 or (bcnt > 1 and bstr <= 0):
+        return True   # not a simple positive-stride pattern: the bounding intervals overlap, so say yes
+    for i in range(acnt):
+        x = alo + i * astr
+        if bcnt <= 1:
+            if _overlap(x, x + arow, blo, blo + brow):
+                return True
+            continue
+        # rows j of b with blo + j*bstr < x + arow and blo + j*bstr + brow > x
+        jmin = (x - brow - blo) // bstr + 1
+        jmax = -((blo - x - arow) // bstr) - 1
+        jmin = max(jmin, 0)
+        jmax = min(jmax, bcnt - 1)
+        if jmin <= jmax:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def check(san, sanc, pe, queue, reads, wlo, whi, pat):
+    """Index of an in-flight operation this access races with, or -1. reads: int64[NREAD, 2];
+    pat: [read0 row bytes, rows, stride, write row bytes, rows, stride] (rows 1: a plain interval)."""
     for i in range(sanc[0]):
         if san[i, Z_LIVE] == 0:
             continue
         if san[i, Z_PE] == pe and san[i, Z_QUEUE] == queue:
             continue  # same in-order queue
         olo, ohi = san[i, Z_WLO], san[i, Z_WHI]
+        orow, ocnt, ostr = san[i, Z_WROW], san[i, Z_WCNT], san[i, Z_WSTR]
         for r in range(NREAD):
-            if _overlap(reads[r, 0], reads[r, 1], olo, ohi):
+            if r == 0:
+                if _rows_overlap(reads[0, 0], reads[0, 1], pat[0], pat[1], pat[2], olo, ohi, orow, ocnt, ostr):
+                    return i
+            elif _overlap(reads[r, 0], reads[r, 1], olo, ohi):
                 return i
         if wlo < whi:
-            if _overlap(wlo, whi, olo, ohi):
+            if _rows_overlap(wlo, whi, pat[3], pat[4], pat[5], olo, ohi, orow, ocnt, ostr):
                 return i
             for r in range(NREAD):
-                if _overlap(wlo, whi, san[i, Z_R0LO + 2 * r], san[i, Z_R0HI + 2 * r]):
+                if r == 0:
+                    if _rows_overlap(wlo, whi, pat[3], pat[4], pat[5], san[i, Z_R0LO], san[i, Z_R0HI],
+                                     san[i, Z_R0ROW], san[i, Z_R0CNT], san[i, Z_R0STR]):
+                        return i
+                elif _overlap(wlo, whi, san[i, Z_R0LO + 2 * r], san[i, Z_R0HI + 2 * r]):
                     return i
     return -1
 
 
 @njit(cache=True, nogil=True)
-def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi):
+def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi, pat):
     if sanc[0] >= SAN_CAP:
         _compact(san, sanc)
         if sanc[0] >= SAN_CAP:  # table full of live ops: forget the oldest (detection only weakens)
@@ -76,6 +116,12 @@ def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi):
         san[i, Z_R0HI + 2 * r] = reads[r, 1]
     san[i, Z_WLO] = wlo
     san[i, Z_WHI] = whi
+    san[i, Z_R0ROW] = pat[0]
+    san[i, Z_R0CNT] = pat[1]
+    san[i, Z_R0STR] = pat[2]
+    san[i, Z_WROW] = pat[3]
+    san[i, Z_WCNT] = pat[4]
+    san[i, Z_WSTR] = pat[5]
     san[i, Z_SEQ] = sanc[1]
     sanc[1] += 1
     sanc[0] += 1

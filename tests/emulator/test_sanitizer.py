@@ -59,3 +59,25 @@ def test_sanitizer_can_be_switched_off(card):
     a = put(card, np.zeros(256, np.float32))
     run(card, HEADER + "dma e0, r10, a, r9, s0\n lw r5, 0(r10)\n wait s0, 1\n halt\n", args=(a, card.alloc(1024)),
         sanitize=False)
+
+
+def test_two_pes_writing_interleaved_columns_is_not_a_race(card):
+    """2-D DMAs writing different columns of one matrix overlap only in their bounding intervals."""
+    src = """
+    .kernel k
+    .arg out, buffer, i32
+        csrr r10, pe_id
+        li r5, 16            ; 16 rows
+        li r6, 8             ; local stride: 2 x i32
+        li r7, 16            ; DRAM stride: 4 x i32 per row
+        dma.dim e0, d1, r5, r6, r7
+        shli r8, r10, 3      ; PE p writes columns 2p, 2p+1
+        add r8, out, r8
+        dma e0, r8, zero, r6, s0
+        wait s0, 1
+        halt
+    """
+    run(card, src, args=(card.alloc(16 * 16),), pes=(0, 1))
+    clash = src.replace("shli r8, r10, 3", "shli r8, r10, 2")   # now columns 1..2 are written by both PEs
+    with pytest.raises(vnpu.RaceError):
+        run(card, clash, args=(card.alloc(16 * 16),), pes=(0, 1))

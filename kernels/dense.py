@@ -1,0 +1,384 @@
+"""Dense layers on the matrix unit: matmul, batched matmul, fully connected (int8 and fp16).
+
+One generator, `_gemm`, writes every variant. Work is split into items (batch b, column tile j); PE p
+takes items p, p + P, p + 2P, ... For each item it keeps A_b (all M rows, or M tiles) in local memory,
+streams the weight tile W_b[:, j] in with double buffering (the DMA of the next item's tile is issued
+before this item's multiply), multiplies on the matrix unit, runs the epilogue on the vector unit
+(int8: int32 -> fp32, times the per-column scale, plus bias, optionally requantized to int8) and DMAs the
+tile out while the next one computes. Kernels are specialized to their shapes (like Glow compiles a
+network for its shapes) and cached.
+
+Numerics: int8 x int8 products accumulate exactly in int32; the dequantized output is
+fp32(acc) * f32(x_scale * w_scale[n]) + bias[n], rounded at each step; requantization is
+clamp(rint(y * f32(1 / out_scale)) + zero_point). fp16 x fp16 accumulates in fp32 in K order.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from vnpu.errors import InvalidArgument
+
+from . import runner
+from .builder import KernelBuilder
+from .library import OpSpec
+
+WEIGHT_BUFFER = 1 << 20
+EPILOGUES = ("raw", "dequant", "requant")
+
+
+def _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue):
+    """Tile sizes: a column tile `nt` (a multiple of the array's columns, so PEs get even shares) and a row
+    tile `mt`, as large as local memory allows (double-buffered weights, outputs and epilogue blocks)."""
+    budget = local_bytes - 4096
+    nt = max(1, min(N, cols * math.ceil(math.ceil(N / max(1, pes)) / cols)))
+    while True:
+        wbytes = K * nt * eb
+        mt = M
+        while mt > 1:
+            per_row = K * eb + 2 * nt * 4 + (2 * nt * ob) + (3 * nt * 4 if epilogue != "raw" else 0)
+            if 2 * wbytes + mt * per_row <= budget:
+                break
+            mt = (mt + 1) // 2
+        per_row = K * eb + 2 * nt * 4 + 2 * nt * ob + (3 * nt * 4 if epilogue != "raw" else 0)
+        if wbytes <= WEIGHT_BUFFER and 2 * wbytes + mt * per_row <= budget:
+            return nt, mt
+        if nt == 1:
+            raise InvalidArgument(f"gemm: K = {K} is too large for one weight tile in local memory "
+                                  f"({local_bytes} bytes)")
+        nt = max(1, nt // 2)
+
+
+def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, out_zp=0):
+    """Build the module for one shape. Arguments: a, w, [scale, bias,] out (and requant parameter)."""
+    eb = 1 if dtype == "i8" else 2
+    acc_dt = "i32" if dtype == "i8" else "f32"
+    out_dt = {"raw": acc_dt, "dequant": "f32", "requant": "i8"}[epilogue]
+    ob = 1 if out_dt == "i8" else 4
+    nt, mt = _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue)
+    n_tiles = math.ceil(N / nt)
+    m_tiles = math.ceil(M / mt)
+    items = batch * n_tiles
+    # local memory layout
+    A = 0
+    Wb = [A + mt * K * eb, A + mt * K * eb + K * nt * eb]
+    O = [Wb[1] + K * nt * eb, Wb[1] + K * nt * eb + mt * nt * 4]
+    Y = [O[1] + mt * nt * 4, O[1] + mt * nt * 4 + mt * nt * ob]
+    S = [Y[1] + mt * nt * ob, Y[1] + mt * nt * ob + mt * nt * 4]        # per-column scale, rows broadcast
+    Bz = [S[1] + mt * nt * 4, S[1] + 2 * mt * nt * 4]                     # bias, rows broadcast
+    F = Bz[1] + mt * nt * 4
+    args = dict(a=("buffer", dtype), w=("buffer", dtype))
+    if epilogue != "raw":
+        if dtype == "i8":
+            args.update(scale=("buffer", "f32"))
+        if has_bias:
+            args.update(bias=("buffer", "f32"))
+    args.update(out=("buffer", out_dt))
+    if epilogue == "requant":
+        args.update(qparam=("scalar", "i64"))
+    kb = KernelBuilder()
+    with kb.kernel(name, **args) as k:
+        a = k.args
+        SEM_MAT, SEM_VEC, SEM_A = 1, 2, 3
+        SEM_W = (4, 5)
+        SEM_OUT = (6, 7)
+        pe, npe, item, b, j, cur_b, w, mrow, mcnt, t0, t1, t2, t3 = k.regs(
+            "pe", "npe", "item", "b", "j", "cur_b", "w", "mrow", "mcnt", "t0", "t1", "t2", "t3")
+        buf = k.reg("buf")
+        pend = k.regs("pend0", "pend1")                # a DMA out of O/Y[0] or [1] is in flight
+        k.csrr(pe, "pe_id")
+        k.csrr(npe, "pe_count")
+        k.const(cur_b, -1)
+        k.const(buf, 0)
+        k.const(pend[0], 0)
+        k.const(pend[1], 0)
+
+        def load_tile(item_reg, bsel):
+            """Issue the DMA of item's weight tile (and its scale/bias blocks) into buffer bsel (0/1 reg)."""
+            bi, ji, wi, src = k.regs("bi", "ji", "wi", "src")
+            k.const(t3, n_tiles)
+            k.div(bi, item_reg, t3)
+            k.rem(ji, item_reg, t3)
+            k.muli(ji, ji, nt)                         # n0
+            k.const(wi, N)
+            k.sub(wi, wi, ji)
+            k.const(t3, nt)
+            k.min(wi, wi, t3)                          # tile width
+            # source: w + b*K*N*eb + n0*eb; K rows of wi*eb bytes, stride N*eb -> packed K x wi
+            k.muli(src, bi, K * N * eb)
+            k.add(src, src, a.w)
+            k.muli(t3, ji, eb)
+            k.add(src, src, t3)
+            lw_ = bi                                   # bi is no longer needed
+            k.muli(lw_, wi, eb)
+            local = k.reg("local")
+            for half in (0, 1):
+                with k.if_("eq" if half == 0 else "ne", bsel, k.zero):
+                    k.const(local, Wb[half])
+                    k.copy(0, local, src, lw_, SEM_W[half], rows=K, src_stride=N * eb, dst_stride=lw_)
+            if epilogue != "raw":
+                # scale[n0:n0+w] (and bias) broadcast to mt rows: DMA with a zero source stride
+                k.shli(lw_, wi, 2)
+                blocks_ = (((a.scale, S),) if dtype == "i8" else ()) + (((a.bias, Bz),) if has_bias else ())
+                for arr, blocks in blocks_:
+                    k.shli(t3, ji, 2)
+                    k.add(src, arr, t3)
+                    for half in (0, 1):
+                        with k.if_("eq" if half == 0 else "ne", bsel, k.zero):
+                            k.const(local, blocks[half])
+                            k.copy(0, local, src, lw_, SEM_W[half], rows=mt, src_stride=0, dst_stride=lw_)
+            k.release(bi, ji, wi, src, local)
+
+        n_w_signals = 1 + (1 if (epilogue != "raw" and dtype == "i8") else 0) + (1 if has_bias else 0)
+        # prologue: the first item's tile
+        k.mov(item, pe)
+        k.const(t0, items)
+        with k.if_("lt", item, t0):
+            load_tile(item, buf)
+        with k.for_range(item, pe, items, step=npe):
+            k.const(t0, n_tiles)
+            k.div(b, item, t0)
+            k.rem(j, item, t0)
+            k.muli(j, j, nt)                           # n0
+            k.const(w, N)
+            k.sub(w, w, j)
+            k.const(t0, nt)
+            k.min(w, w, t0)                            # this tile's width
+            # wait for this item's tile; prefetch the next one into the other buffer
+            with k.if_("eq", buf, k.zero):
+                k.wait(SEM_W[0], n_w_signals)
+            with k.if_("ne", buf, k.zero):
+                k.wait(SEM_W[1], n_w_signals)
+            k.add(t2, item, npe)                       # the next item of this PE
+            k.const(t0, items)
+            k.xori(t1, buf, 1)
+            with k.if_("lt", t2, t0):
+                load_tile(t2, t1)
+            # the weight tile goes into the matrix unit
+            k.const(t0, K)
+            with k.if_("eq", buf, k.zero):
+                k.const(t2, Wb[0])
+            with k.if_("ne", buf, k.zero):
+                k.const(t2, Wb[1])
+            k.mm_ldw(t2, t0, w, dtype, SEM_MAT)
+            with k.for_range(mrow, 0, M, step=mt):
+                k.const(mcnt, M)
+                k.sub(mcnt, mcnt, mrow)
+                k.const(t0, mt)
+                k.min(mcnt, mcnt, t0)                  # rows in this M tile
+                # A_b rows [mrow, mrow + mcnt) into local A when b or the M tile changed
+                need = k.reg("need")
+                k.xor(need, b, cur_b)
+                if m_tiles > 1:
+                    k.ori(need, need, 1)               # several M tiles: reload every time
+                with k.if_("ne", need, k.zero):
+                    k.muli(t1, b, M * K * eb)
+                    k.muli(t2, mrow, K * eb)
+                    k.add(t1, t1, t2)
+                    k.add(t1, t1, a.a)
+                    k.muli(t2, mcnt, K * eb)
+                    k.copy(0, k.zero, t1, t2, SEM_A)
+                    k.wait(SEM_A, 1)
+                    k.mov(cur_b, b)
+                k.release(need)
+                # O[buf] / Y[buf] are free once their previous DMA out (an earlier tile) is done
+                for half in (0, 1):
+                    with k.if_("eq" if half == 0 else "ne", buf, k.zero):
+                        k.const(t2, O[half])
+                        k.const(t3, Y[half] if epilogue != "raw" else O[half])
+                        with k.if_("ne", pend[half], k.zero):
+                            k.wait(SEM_OUT[half], 1)
+                            k.const(pend[half], 0)
+                k.mm_mul(t2, k.zero, mcnt, dtype, "set", SEM_MAT)
+                with k.if_("eq", mrow, k.zero):
+                    k.wait(SEM_MAT, 2)                 # this item's mm.ldw and first mm.mul
+                with k.if_("ne", mrow, k.zero):
+                    k.wait(SEM_MAT, 1)
+                cnt = t0
+                k.mul(cnt, mcnt, w)                    # elements in the tile
+                if epilogue != "raw":
+                    # fp32(acc) * scale (+ bias) on the vector unit; int8 output: requantize
+                    dst = t3 if epilogue == "dequant" else k.const(k.reg("f"), F)
+                    k.const(t1, 0x3F800000)            # vcvt parameter: scale 1.0, zero point 0
+                    k.vcvt(dst, t2, cnt, t1, "i32" if dtype == "i8" else "f32", "f32", SEM_VEC)
+                    nvec = 1
+                    for blocks, present in ((S, dtype == "i8"), (Bz, has_bias)):
+                        if not present:
+                            continue
+                        for half in (0, 1):
+                            with k.if_("eq" if half == 0 else "ne", buf, k.zero):
+                                k.const(t1, blocks[half])
+                        if blocks is S:
+                            k.vmul(dst, dst, t1, cnt, "f32", SEM_VEC)
+                        else:
+                            k.vadd(dst, dst, t1, cnt, "f32", SEM_VEC)
+                        nvec += 1
+                    if epilogue == "requant":
+                        k.vcvt(t3, dst, cnt, a.qparam, "f32", "i8", SEM_VEC)
+                        nvec += 1
+                        k.release(dst)
+                    k.wait(SEM_VEC, nvec)
+                # DMA the tile out: mcnt rows of w*ob bytes, local stride w*ob, DRAM stride N*ob
+                k.muli(t0, b, M * N * ob)
+                k.muli(t1, mrow, N * ob)
+                k.add(t0, t0, t1)
+                k.muli(t1, j, ob)
+                k.add(t0, t0, t1)
+                k.add(t0, t0, a.out)
+                k.muli(t1, w, ob)
+                for half in (0, 1):
+                    with k.if_("eq" if half == 0 else "ne", buf, k.zero):
+                        k.copy(0, t0, t3, t1, SEM_OUT[half], rows=mcnt, src_stride=t1, dst_stride=N * ob)
+                        k.const(pend[half], 1)
+            k.xori(buf, buf, 1)
+        k.fence()
+    del out_zp
+    return kb.build(), {"nt": nt, "mt": mt, "items": items}
+
+
+def qparam(scale, zero_point=0):
+    """The vcvt parameter register value: fp32 scale bits low, int32 zero point high, as a signed int64."""
+    from .builder import f32_bits
+    v = f32_bits(scale) | ((int(zero_point) & 0xFFFFFFFF) << 32)
+    return v - (1 << 64) if v >> 63 else v
+
+
+def _config(card):
+    cfg = card.config
+    return cfg.pes, cfg.matrix.cols, cfg.local_memory.bytes
+
+
+def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0, pes=None, trace=False):
+    """out[b] = a[b] @ w[b] on the matrix unit. a: [M, K] or [B, M, K]; w: [K, N] or [B, K, N]; int8 or fp16.
+    int8: raw int32, or with `scale` (per-tensor float or per-column [N]) dequantized fp32 (+ bias [N]),
+    or with `out_scale` requantized to int8. fp16: fp32 output (+ bias)."""
+    a, w = np.asarray(a), np.asarray(w)
+    if a.dtype != w.dtype or a.dtype not in (np.int8, np.float16):
+        raise InvalidArgument(f"gemm: a and w must both be int8 or both fp16, got {a.dtype} and {w.dtype}")
+    batched = a.ndim == 3
+    if a.ndim not in (2, 3) or w.ndim != a.ndim:
+        raise InvalidArgument(f"gemm: expected a [M, K] with w [K, N] or a [B, M, K] with w [B, K, N], got "
+                              f"{a.shape} and {w.shape}")
+    a3 = a if batched else a[None]
+    w3 = w if batched else w[None]
+    B, M, K = a3.shape
+    if w3.shape[0] != B or w3.shape[1] != K:
+        raise InvalidArgument(f"gemm: inner dimensions differ: a {a.shape} and w {w.shape}")
+    N = w3.shape[2]
+    if min(B, M, K, N) == 0:
+        raise InvalidArgument(f"gemm: empty operand: a {a.shape}, w {w.shape}")
+    dtype = "i8" if a.dtype == np.int8 else "f16"
+    if dtype == "f16":
+        epilogue = "dequant" if bias is not None else "raw"
+        col_scale = np.ones(N, np.float32)
+    else:
+        epilogue = "raw" if scale is None else ("requant" if out_scale is not None else "dequant")
+        col_scale = np.broadcast_to(np.asarray(scale if scale is not None else 1.0, np.float32), (N,)).copy()
+    if bias is not None:
+        bias = np.asarray(bias, np.float32)
+        if bias.shape != (N,):
+            raise InvalidArgument(f"gemm: bias must have shape ({N},), got {bias.shape}")
+        if dtype == "i8" and scale is None:
+            raise InvalidArgument("gemm: an int8 bias needs the scale that dequantizes the accumulators")
+    npes, cols, local = _config(card)
+    use = npes if pes is None else len(pes)
+    key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local)
+    built = {}
+
+    def build():
+        img, info = _gemm("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local)
+        built.update(info)
+        return img
+    args = [a3, w3]
+    if epilogue != "raw":
+        if dtype == "i8":
+            args.append(col_scale)
+        if bias is not None:
+            args.append(bias)
+    out_dt = {"raw": np.int32 if dtype == "i8" else np.float32, "dequant": np.float32, "requant": np.int8}[epilogue]
+    args.append(runner.Out((B, M, N), out_dt))
+    if epilogue == "requant":
+        args.append(qparam(np.float32(1.0) / np.float32(out_scale), out_zero_point))
+    (out,), result = runner.run(card, key, build, "gemm", args, pes=pes, trace=trace)
+    return (out if batched else out[0]), result
+
+
+# --- numpy references --------------------------------------------------------------------------------
+def reference_gemm(a, w, scale=None, bias=None, out_scale=None, out_zero_point=0):
+    a, w = np.asarray(a), np.asarray(w)
+    if a.dtype == np.int8:
+        acc = (a.astype(np.int64) @ w.astype(np.int64)).astype(np.int32)
+        if scale is None:
+            return acc
+        y = acc.astype(np.float32) * np.broadcast_to(np.asarray(scale, np.float32), (w.shape[-1],))
+        if bias is not None:
+            y = y + np.asarray(bias, np.float32)
+        if out_scale is None:
+            return y.astype(np.float32)
+        q = np.rint(y.astype(np.float64) * np.float64(np.float32(1.0) / np.float32(out_scale))) + out_zero_point
+        return np.clip(q, -128, 127).astype(np.int8)
+    a32, w32 = a.astype(np.float32), w.astype(np.float32)
+    out = np.zeros(a.shape[:-1] + (w.shape[-1],), np.float32)
+    for k in range(a.shape[-1]):       # fp32 in K order, like the unit
+        out += a32[..., k:k + 1] * w32[..., k:k + 1, :]
+    if bias is not None:
+        out = out + np.asarray(bias, np.float32)
+    return out
+
+
+def linear(card, x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, pes=None):
+    """A fully connected layer y = x @ weight.T + bias (PyTorch's layout: weight [N, K]).
+    int8: x and weight int8 with x_scale (per tensor) and w_scale (per tensor or per output row [N]):
+    y = acc * x_scale * w_scale + bias, fp32, or int8 with out_scale. fp16: x and weight fp16, fp32 y."""
+    x, weight = np.asarray(x), np.asarray(weight)
+    if weight.ndim != 2 or x.ndim != 2 or x.shape[1] != weight.shape[1]:
+        raise InvalidArgument(f"linear: x [M, K] and weight [N, K] expected, got {x.shape} and {weight.shape}")
+    wt = np.ascontiguousarray(weight.T)
+    if x.dtype == np.int8:
+        if x_scale is None or w_scale is None:
+            raise InvalidArgument("linear: int8 inputs need x_scale and w_scale")
+        scale = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
+        return gemm(card, x, wt, scale=scale, bias=bias, out_scale=out_scale, out_zero_point=out_zero_point, pes=pes)
+    return gemm(card, x, wt, bias=bias, pes=pes)
+
+
+# --- the op registry ---------------------------------------------------------------------------------
+def _inputs(rng, p):
+    shape_a = (p["batch"], p["m"], p["k"]) if p["batch"] > 1 else (p["m"], p["k"])
+    shape_w = (p["batch"], p["k"], p["n"]) if p["batch"] > 1 else (p["k"], p["n"])
+    if p["dtype"] == "int8":
+        d = {"a": rng.integers(-128, 128, shape_a).astype(np.int8), "w": rng.integers(-128, 128, shape_w).astype(np.int8)}
+    else:
+        d = {"a": rng.standard_normal(shape_a).astype(np.float16), "w": rng.standard_normal(shape_w).astype(np.float16)}
+    return d
+
+
+def _fc_inputs(rng, p):
+    d = _inputs(rng, dict(p, batch=1))
+    d["scale"] = (rng.random(p["n"]) * 1e-3 + 1e-4).astype(np.float32)
+    d["bias"] = rng.standard_normal(p["n"]).astype(np.float32)
+    return d
+
+
+def _tol(p):
+    return (0, 0) if p["dtype"] == "int8" else (1e-4, 1e-3)
+
+
+OPS = [
+    OpSpec("matmul", dict(m=64, k=256, n=256, dtype="int8", batch=1), _inputs,
+           lambda card, x, p, pes: (lambda o, r: ([o], r))(*gemm(card, x["a"], x["w"], pes=pes)),
+           lambda x, p: [reference_gemm(x["a"], x["w"])], _tol,
+           lambda p: 2 * p["batch"] * p["m"] * p["k"] * p["n"],
+           "a [m, k] @ w [k, n] (batch > 1: batched) on the matrix unit; int8 -> int32, fp16 -> fp32",
+           {"dtype": ("int8", "fp16")}),
+    OpSpec("fc", dict(m=256, k=512, n=512, dtype="int8"), _fc_inputs,
+           lambda card, x, p, pes: (lambda o, r: ([o], r))(*gemm(
+               card, x["a"], x["w"], scale=x["scale"] if p["dtype"] == "int8" else None, bias=x["bias"], pes=pes)),
+           lambda x, p: [reference_gemm(x["a"], x["w"], scale=x["scale"] if p["dtype"] == "int8" else None,
+                                        bias=x["bias"])],
+           lambda p: (1e-5, 1e-4) if p["dtype"] == "int8" else (1e-4, 1e-3),
+           lambda p: 2 * p["m"] * p["k"] * p["n"],
+           "fully connected: int8 with per-column scales and bias (fp32 out), or fp16 with bias",
+           {"dtype": ("int8", "fp16")}),
+]
