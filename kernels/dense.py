@@ -32,7 +32,8 @@ def _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue):
     """Tile sizes: a column tile `nt` (a multiple of the array's columns, so PEs get even shares) and a row
     tile `mt`, as large as local memory allows (double-buffered weights, outputs and epilogue blocks)."""
     budget = local_bytes - 4096
-    nt = max(1, min(N, cols * math.ceil(math.ceil(N / max(1, pes)) / cols)))
+    # several column tiles per PE, so the next tile's DMA and the last tile's epilogue overlap the multiply
+    nt = max(1, min(N, cols * math.ceil(math.ceil(N / (max(1, pes) * 4)) / cols)))
     while True:
         wbytes = K * nt * eb
         mt = M
@@ -50,7 +51,7 @@ def _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue):
         nt = max(1, nt // 2)
 
 
-def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, out_zp=0):
+def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, out_zp=0, stage=False):
     """Build the module for one shape. Arguments: a, w, [scale, bias,] out (and requant parameter)."""
     eb = 1 if dtype == "i8" else 2
     acc_dt = "i32" if dtype == "i8" else "f32"
@@ -77,6 +78,8 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
     args.update(out=("buffer", out_dt))
     if epilogue == "requant":
         args.update(qparam=("scalar", "i64"))
+    if stage:
+        args.update(stage=("buffer", dtype))          # shared SRAM: A, read once from DRAM for every PE
     kb = KernelBuilder()
     with kb.kernel(name, **args) as k:
         a = k.args
@@ -93,6 +96,14 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
         k.const(buf, 0)
         k.const(pend[0], 0)
         k.const(pend[1], 0)
+        src_a = a.a
+        if stage:
+            # PE 0 brings A on chip once; every PE then reads it over the SRAM ring, not from DRAM
+            with k.if_("eq", pe, k.zero):
+                k.copy(0, a.stage, a.a, batch * M * K * eb, SEM_A)
+                k.wait(SEM_A, 1)
+            k.barrier()
+            src_a = a.stage
 
         def load_tile(item_reg, bsel):
             """Issue the DMA of item's weight tile (and its scale/bias blocks) into buffer bsel (0/1 reg)."""
@@ -105,18 +116,19 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
             k.sub(wi, wi, ji)
             k.const(t3, nt)
             k.min(wi, wi, t3)                          # tile width
-            # source: w + b*K*N*eb + n0*eb; K rows of wi*eb bytes, stride N*eb -> packed K x wi
+            # the weights are pre-packed by column tile ([K, w] contiguous per tile, tiles in order, as a
+            # compiler packs constant weights), so a tile is one contiguous DMA: w + (b*K*N + n0*K)*eb
             k.muli(src, bi, K * N * eb)
             k.add(src, src, a.w)
-            k.muli(t3, ji, eb)
+            k.muli(t3, ji, K * eb)
             k.add(src, src, t3)
             lw_ = bi                                   # bi is no longer needed
-            k.muli(lw_, wi, eb)
+            k.muli(lw_, wi, K * eb)
             local = k.reg("local")
             for half in (0, 1):
                 with k.if_("eq" if half == 0 else "ne", bsel, k.zero):
                     k.const(local, Wb[half])
-                    k.copy(0, local, src, lw_, SEM_W[half], rows=K, src_stride=N * eb, dst_stride=lw_)
+                    k.copy(0, local, src, lw_, SEM_W[half])
             if epilogue != "raw":
                 # scale[n0:n0+w] (and bias) broadcast to mt rows: DMA with a zero source stride
                 k.shli(lw_, wi, 2)
@@ -176,7 +188,7 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                     k.muli(t1, b, M * K * eb)
                     k.muli(t2, mrow, K * eb)
                     k.add(t1, t1, t2)
-                    k.add(t1, t1, a.a)
+                    k.add(t1, t1, src_a)
                     k.muli(t2, mcnt, K * eb)
                     k.copy(0, k.zero, t1, t2, SEM_A)
                     k.wait(SEM_A, 1)
@@ -237,6 +249,20 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
     return kb.build(), {"nt": nt, "mt": mt, "items": items}
 
 
+def pack_weights(w3, nt):
+    """[B, K, N] -> the kernel's layout: per batch, column tiles of width nt, each [K, w] contiguous."""
+    B, K, N = w3.shape
+    parts = [np.ascontiguousarray(w3[:, :, n0:n0 + nt]).reshape(B, -1) for n0 in range(0, N, nt)]
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+
+def _plan_for(card, B, M, K, N, dtype, epilogue, use):
+    npes, cols, local = _config(card)
+    eb = 1 if dtype == "i8" else 2
+    ob = 1 if epilogue == "requant" else 4
+    return _plan(M, K, N, eb, ob, use, cols, local, epilogue)
+
+
 def qparam(scale, zero_point=0):
     """The vcvt parameter register value: fp32 scale bits low, int32 zero point high, as a signed int64."""
     from .builder import f32_bits
@@ -283,11 +309,13 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
             raise InvalidArgument("gemm: an int8 bias needs the scale that dequantizes the accumulators")
     npes, cols, local = _config(card)
     use = npes if pes is None else len(pes)
-    key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local)
+    a_bytes = B * M * K * (1 if dtype == "i8" else 2)
+    stage = use > 1 and a_bytes <= card.config.shared_sram.bytes // 2
+    key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage)
     built = {}
 
     def build():
-        img, info = _gemm("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local)
+        img, info = _gemm("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage=stage)
         built.update(info)
         return img
     args = [a3, w3]
@@ -300,6 +328,9 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
     args.append(runner.Out((B, M, N), out_dt))
     if epilogue == "requant":
         args.append(qparam(np.float32(1.0) / np.float32(out_scale), out_zero_point))
+    if stage:
+        args.append(runner.Scratch(a_bytes, memory="shared"))
+    args[1] = pack_weights(w3, built.get("nt") or _plan_for(card, B, M, K, N, dtype, epilogue, use)[0])
     (out,), result = runner.run(card, key, build, "gemm", args, pes=pes, trace=trace)
     return (out if batched else out[0]), result
 
