@@ -51,7 +51,8 @@ def _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue):
         nt = max(1, nt // 2)
 
 
-def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, out_zp=0, stage=False):
+def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, out_zp=0, stage=False,
+          activation=None):
     """Build the module for one shape. Arguments: a, w, [scale, bias,] out (and requant parameter)."""
     eb = 1 if dtype == "i8" else 2
     acc_dt = "i32" if dtype == "i8" else "f32"
@@ -226,6 +227,9 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                         else:
                             k.vadd(dst, dst, t1, cnt, "f32", SEM_VEC)
                         nvec += 1
+                    if activation is not None:          # fused activation: relu or sigmoid
+                        k.emit("v" + activation, dst, dst, cnt, "f32", SEM_VEC)
+                        nvec += 1
                     if epilogue == "requant":
                         k.vcvt(t3, dst, cnt, a.qparam, "f32", "i8", SEM_VEC)
                         nvec += 1
@@ -275,7 +279,8 @@ def _config(card):
     return cfg.pes, cfg.matrix.cols, cfg.local_memory.bytes
 
 
-def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0, pes=None, trace=False):
+def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0, activation=None, pes=None,
+         trace=False):
     """out[b] = a[b] @ w[b] on the matrix unit. a: [M, K] or [B, M, K]; w: [K, N] or [B, K, N]; int8 or fp16.
     int8: raw int32, or with `scale` (per-tensor float or per-column [N]) dequantized fp32 (+ bias [N]),
     or with `out_scale` requantized to int8. fp16: fp32 output (+ bias)."""
@@ -295,8 +300,12 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
     if min(B, M, K, N) == 0:
         raise InvalidArgument(f"gemm: empty operand: a {a.shape}, w {w.shape}")
     dtype = "i8" if a.dtype == np.int8 else "f16"
+    if activation not in (None, "relu", "sigmoid"):
+        raise InvalidArgument(f"gemm: activation must be None, 'relu' or 'sigmoid', got {activation!r}")
+    if activation is not None and dtype == "i8" and scale is None:
+        raise InvalidArgument("gemm: an int8 activation needs the scale that dequantizes the accumulators")
     if dtype == "f16":
-        epilogue = "dequant" if bias is not None else "raw"
+        epilogue = "dequant" if (bias is not None or activation) else "raw"
         col_scale = np.ones(N, np.float32)
     else:
         epilogue = "raw" if scale is None else ("requant" if out_scale is not None else "dequant")
@@ -311,11 +320,12 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
     use = npes if pes is None else len(pes)
     a_bytes = B * M * K * (1 if dtype == "i8" else 2)
     stage = use > 1 and a_bytes <= card.config.shared_sram.bytes // 2
-    key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage)
+    key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage, activation)
     built = {}
 
     def build():
-        img, info = _gemm("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage=stage)
+        img, info = _gemm("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage=stage,
+                          activation=activation)
         built.update(info)
         return img
     args = [a3, w3]
@@ -336,7 +346,15 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
 
 
 # --- numpy references --------------------------------------------------------------------------------
-def reference_gemm(a, w, scale=None, bias=None, out_scale=None, out_zero_point=0):
+def _activate(y, activation):
+    if activation == "relu":
+        return np.where(y > 0, y, np.float32(0)).astype(np.float32)
+    if activation == "sigmoid":
+        return (1.0 / (1.0 + np.exp(-y.astype(np.float64)))).astype(np.float32)
+    return y
+
+
+def reference_gemm(a, w, scale=None, bias=None, out_scale=None, out_zero_point=0, activation=None):
     a, w = np.asarray(a), np.asarray(w)
     if a.dtype == np.int8:
         acc = (a.astype(np.int64) @ w.astype(np.int64)).astype(np.int32)
@@ -345,6 +363,7 @@ def reference_gemm(a, w, scale=None, bias=None, out_scale=None, out_zero_point=0
         y = acc.astype(np.float32) * np.broadcast_to(np.asarray(scale, np.float32), (w.shape[-1],))
         if bias is not None:
             y = y + np.asarray(bias, np.float32)
+        y = _activate(y, activation)
         if out_scale is None:
             return y.astype(np.float32)
         q = np.rint(y.astype(np.float64) * np.float64(np.float32(1.0) / np.float32(out_scale))) + out_zero_point
@@ -355,7 +374,7 @@ def reference_gemm(a, w, scale=None, bias=None, out_scale=None, out_zero_point=0
         out += a32[..., k:k + 1] * w32[..., k:k + 1, :]
     if bias is not None:
         out = out + np.asarray(bias, np.float32)
-    return out
+    return _activate(out, activation)
 
 
 def linear(card, x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, pes=None):

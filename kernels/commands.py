@@ -1,0 +1,131 @@
+"""`vnpu op NAME [--param value ...]`: run one library kernel on random data, check it against its numpy
+reference, and print where the cycles went (JSON with --json)."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from vnpu.cli import extra_command
+from vnpu.errors import InvalidArgument
+
+
+def _parse_params(spec, extra):
+    params = dict(spec.params)
+    i = 0
+    while i < len(extra):
+        tok = extra[i]
+        if not tok.startswith("--"):
+            raise InvalidArgument(f"vnpu op {spec.name}: unexpected argument {tok!r}")
+        key = tok[2:].replace("-", "_")
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra):
+                raise InvalidArgument(f"vnpu op {spec.name}: --{key} needs a value")
+            value = extra[i + 1]
+            i += 2
+        if key not in params:
+            raise InvalidArgument(f"vnpu op {spec.name}: unknown parameter --{key}; it takes "
+                                  f"{', '.join('--' + p for p in params)}")
+        default = params[key]
+        try:
+            params[key] = type(default)(value) if not isinstance(default, bool) else value in ("1", "true", "yes")
+        except ValueError:
+            raise InvalidArgument(f"vnpu op {spec.name}: --{key} must be {type(default).__name__}, got {value!r}") \
+                from None
+        if key in spec.choices and params[key] not in spec.choices[key]:
+            raise InvalidArgument(f"vnpu op {spec.name}: --{key} must be one of {', '.join(map(str, spec.choices[key]))}")
+    return params
+
+
+def run_op(name, extra=(), config="reference", overrides=None, pes=None, trace_path=None, seed=0):
+    """Run library op `name`; returns the report dict `vnpu op` prints."""
+    from vnpu.emulator.card import Card
+    from vnpu.kernels.library import all_ops
+    from vnpu.emulator.trace import summarize, write_chrome_trace
+    ops = all_ops()
+    if name not in ops:
+        raise InvalidArgument(f"no library op {name!r}; there are {', '.join(sorted(ops))}")
+    spec = ops[name]
+    params = _parse_params(spec, list(extra))
+    card = Card(config, overrides)
+    if pes is not None and not 1 <= pes <= card.config.pes:
+        raise InvalidArgument(f"--pes must be 1..{card.config.pes}, got {pes}")
+    pe_list = None if pes is None else list(range(pes))
+    inputs = spec.make_inputs(np.random.default_rng(seed), params)
+    t = time.perf_counter()
+    outputs, result = spec.run(card, inputs, params, pe_list)
+    wall = time.perf_counter() - t
+    refs = spec.reference(inputs, params)
+    err = 0.0
+    ok = True
+    rtol, atol = spec.tolerance(params) if spec.tolerance else (0, 0)
+    for o, r in zip(outputs, refs):
+        o64, r64 = np.asarray(o, np.float64), np.asarray(r, np.float64)
+        if o64.size:
+            err = max(err, float(np.nanmax(np.abs(o64 - r64))))
+        ok = ok and o64.shape == r64.shape and bool(np.allclose(o64, r64, rtol=rtol, atol=atol, equal_nan=True))
+    s = summarize(result)
+    ops_count = spec.ops_per_call(params) if spec.ops_per_call else 2 * s["macs"]
+    cfg = card.config
+    peak_ops = 2 * cfg.matrix.rows * cfg.matrix.cols * cfg.matrix.depth * cfg.matrix.int8_rate * len(result.pes) \
+        * cfg.clock_ghz * 1e9
+    dram = s["bytes"]["dram_read"] + s["bytes"]["dram_write"]
+    report = {"op": name, "params": params, "config": cfg.data["name"], "pes": len(result.pes),
+              "cycles": result.cycles, "time_us": result.seconds * 1e6,
+              "units": s["units"], "bytes": {k: s["bytes"][k] for k in ("dram_read", "dram_write", "sram_read",
+                                                                        "sram_write")},
+              "max_abs_error": err, "matches_reference": ok, "tolerance": {"rtol": rtol, "atol": atol},
+              "wall_s": wall,
+              "roofline": {"ops": ops_count, "achieved_ops_per_s": ops_count / result.seconds if result.seconds else 0,
+                           "peak_ops_per_s": peak_ops,
+                           "achieved_dram_bytes_per_s": dram / result.seconds if result.seconds else 0,
+                           "peak_dram_bytes_per_s": cfg.dram.gbps * 1e9,
+                           "arithmetic_intensity": ops_count / dram if dram else None}}
+    if trace_path:
+        write_chrome_trace(trace_path, [result.chrome_trace(card_name=f"{name} on {cfg.data['name']}")])
+        report["trace"] = trace_path
+    return report
+
+
+def format_report(r):
+    lines = [f"{r['op']} {r['params']} on {r['config']} ({r['pes']} PEs): {r['cycles']} cycles = "
+             f"{r['time_us']:.1f} us; {'matches' if r['matches_reference'] else 'DOES NOT MATCH'} the numpy "
+             f"reference (max abs error {r['max_abs_error']:.3g})",
+             "  unit        busy cycles  utilization"]
+    for unit, u in r["units"].items():
+        lines.append(f"  {unit:<10} {u['busy_cycles']:>12}  {100 * u['utilization']:9.1f}%")
+    b = r["bytes"]
+    lines.append(f"  bytes: DRAM read {b['dram_read']}, write {b['dram_write']}; SRAM read {b['sram_read']}, "
+                 f"write {b['sram_write']}")
+    rf = r["roofline"]
+    lines.append(f"  roofline: {rf['achieved_ops_per_s'] / 1e12:.3f} of {rf['peak_ops_per_s'] / 1e12:.1f} Top/s, "
+                 f"DRAM {rf['achieved_dram_bytes_per_s'] / 1e9:.2f} of {rf['peak_dram_bytes_per_s'] / 1e9:.1f} GB/s")
+    lines.append(f"  wall {r['wall_s']:.3f} s")
+    return "\n".join(lines)
+
+
+@extra_command
+def register(sub):
+    p = sub.add_parser("op", help="run one library kernel on random data and check it against its reference")
+    p.add_argument("name", help="the op (vnpu op list shows them)")
+    p.add_argument("--config", default="reference")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--pes", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--trace", default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+    def cmd(args, extra=()):
+        if args.name == "list":
+            from vnpu.kernels.library import all_ops
+            for name, spec in sorted(all_ops().items()):
+                print(f"{name:<16} {' '.join(f'--{k} {v}' for k, v in spec.params.items())}   {spec.doc}")
+            return 0
+        report = run_op(args.name, extra, args.config, args.set or None, args.pes, args.trace, args.seed)
+        print(json.dumps(report, indent=2, default=float) if args.json else format_report(report))
+        return 0 if report["matches_reference"] else 1
+    p.set_defaults(func=cmd, allow_extra=True)
