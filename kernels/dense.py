@@ -25,7 +25,7 @@ from .builder import KernelBuilder
 from .library import OpSpec
 
 WEIGHT_BUFFER = 1 << 20
-EPILOGUES = ("raw", "dequant", "requant")
+EPILOGUES = ("raw", "dequant", "requant", "half")   # half: the fp32 result (+ bias, activation) as fp16
 
 
 def _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue):
@@ -56,8 +56,8 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
     """Build the module for one shape. Arguments: a, w, [scale, bias,] out (and requant parameter)."""
     eb = 1 if dtype == "i8" else 2
     acc_dt = "i32" if dtype == "i8" else "f32"
-    out_dt = {"raw": acc_dt, "dequant": "f32", "requant": "i8"}[epilogue]
-    ob = 1 if out_dt == "i8" else 4
+    out_dt = {"raw": acc_dt, "dequant": "f32", "requant": "i8", "half": "f16"}[epilogue]
+    ob = {"i8": 1, "f16": 2}.get(out_dt, 4)
     nt, mt = _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue)
     n_tiles = math.ceil(N / nt)
     m_tiles = math.ceil(M / mt)
@@ -212,7 +212,7 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                 k.mul(cnt, mcnt, w)                    # elements in the tile
                 if epilogue != "raw":
                     # fp32(acc) * scale (+ bias) on the vector unit; int8 output: requantize
-                    dst = t3 if epilogue == "dequant" else k.const(k.reg("f"), F)
+                    dst = t3 if epilogue == "dequant" else k.const(k.reg("f"), F)   # requant/half: via F
                     k.const(t1, 0x3F800000)            # vcvt parameter: scale 1.0, zero point 0
                     k.vcvt(dst, t2, cnt, t1, "i32" if dtype == "i8" else "f32", "f32", SEM_VEC)
                     nvec = 1
@@ -230,8 +230,11 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                     if activation is not None:          # fused activation: relu or sigmoid
                         k.emit("v" + activation, dst, dst, cnt, "f32", SEM_VEC)
                         nvec += 1
-                    if epilogue == "requant":
-                        k.vcvt(t3, dst, cnt, a.qparam, "f32", "i8", SEM_VEC)
+                    if epilogue in ("requant", "half"):
+                        if epilogue == "requant":
+                            k.vcvt(t3, dst, cnt, a.qparam, "f32", "i8", SEM_VEC)
+                        else:
+                            k.vcvt(t3, dst, cnt, t1, "f32", "f16", SEM_VEC)
                         nvec += 1
                         k.release(dst)
                     k.wait(SEM_VEC, nvec)
@@ -263,7 +266,7 @@ def pack_weights(w3, nt):
 def _plan_for(card, B, M, K, N, dtype, epilogue, use):
     npes, cols, local = _config(card)
     eb = 1 if dtype == "i8" else 2
-    ob = 1 if epilogue == "requant" else 4
+    ob = {"requant": 1, "half": 2}.get(epilogue, 4)
     return _plan(M, K, N, eb, ob, use, cols, local, epilogue)
 
 
@@ -280,7 +283,7 @@ def _config(card):
 
 
 def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0, activation=None, pes=None,
-         trace=False):
+         trace=False, out_dtype=None):
     """out[b] = a[b] @ w[b] on the matrix unit. a: [M, K] or [B, M, K]; w: [K, N] or [B, K, N]; int8 or fp16.
     int8: raw int32, or with `scale` (per-tensor float or per-column [N]) dequantized fp32 (+ bias [N]),
     or with `out_scale` requantized to int8. fp16: fp32 output (+ bias)."""
@@ -306,6 +309,8 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
         raise InvalidArgument("gemm: an int8 activation needs the scale that dequantizes the accumulators")
     if dtype == "f16":
         epilogue = "dequant" if (bias is not None or activation) else "raw"
+        if out_dtype == "fp16":
+            epilogue = "half"
         col_scale = np.ones(N, np.float32)
     else:
         epilogue = "raw" if scale is None else ("requant" if out_scale is not None else "dequant")
@@ -334,7 +339,8 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
             args.append(col_scale)
         if bias is not None:
             args.append(bias)
-    out_dt = {"raw": np.int32 if dtype == "i8" else np.float32, "dequant": np.float32, "requant": np.int8}[epilogue]
+    out_dt = {"raw": np.int32 if dtype == "i8" else np.float32, "dequant": np.float32, "requant": np.int8,
+              "half": np.float16}[epilogue]
     args.append(runner.Out((B, M, N), out_dt))
     if epilogue == "requant":
         args.append(qparam(np.float32(1.0) / np.float32(out_scale), out_zero_point))
