@@ -144,22 +144,22 @@ class Queue:
             self._transfer("d2h", out.nbytes, f"copy_to_host {out.nbytes} B")
             return out
 
-    def copy_peer(self, dst, src, nbytes=None):
+    def copy_peer(self, dst, src, nbytes=None, dst_offset=0, src_offset=0):
         """Copy src (on any card) into dst (on this queue's card) through the switch, not the host."""
         if not isinstance(dst, Buffer) or not isinstance(src, Buffer):
             raise InvalidArgument("copy_peer needs two Buffers")
-        n = min(dst.nbytes, src.nbytes) if nbytes is None else nbytes
-        first, second = sorted({self.device, src.device}, key=lambda d: d.index)
+        n = min(dst.nbytes - dst_offset, src.nbytes - src_offset) if nbytes is None else nbytes
+        first, second = sorted([self.device, src.device], key=lambda d: d.index)   # lock order: no deadlock
         with first.lock, second.lock:
             self._check()
             self._buffer(dst, "copy_peer destination")
             src.device.check()
             src.check()
-            if n < 0 or n > dst.nbytes or n > src.nbytes:
-                raise InvalidArgument(f"copy_peer: {n} bytes do not fit (source {src.nbytes}, destination "
-                                      f"{dst.nbytes} bytes)")
-            data = src.device.card.read(src.device_address, n, ctx=src.ctx.id)
-            self.device.card.write(dst.device_address, data, ctx=self.ctx.id)
+            if n < 0 or dst_offset < 0 or src_offset < 0 or n + dst_offset > dst.nbytes or n + src_offset > src.nbytes:
+                raise InvalidArgument(f"copy_peer: {n} bytes (at offsets {src_offset} -> {dst_offset}) do not fit "
+                                      f"(source {src.nbytes}, destination {dst.nbytes} bytes)")
+            data = src.device.card.read(src.device_address + src_offset, n, ctx=src.ctx.id)
+            self.device.card.write(dst.device_address + dst_offset, data, ctx=self.ctx.id)
             if src.device is self.device:   # an on-card copy: DRAM to DRAM
                 ready = self._ready()
                 end = ready + 2 * n / self.device.config.dram.gbps

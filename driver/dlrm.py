@@ -1,0 +1,359 @@
+"""Recommendation inference on the platform, the way the seed paper's runtime (Glow) ran it.
+
+A DLRM model (bottom MLP, pooled embedding lookups, dot interaction, top MLP) is partitioned over the
+cards: embedding tables sharded across all cards (balanced by bytes, largest first), the dense part
+replicated on every card. The executor serves requests through the driver API: indices and offsets go
+host to card, each card pools the lookups of its tables, the pooled rows go card to card (through the
+switch) to the request's dense card (round robin), which runs the bottom MLP, assembles the features,
+runs the interaction and the top MLP, and the scores go back to the host. Everything is on the
+platform's virtual timeline, so latency and throughput are modeled figures; the numbers are checked
+against a numpy implementation of the same model (`DLRM.reference`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vnpu.errors import InvalidArgument
+from vnpu.kernels import dense as dense_k
+from vnpu.kernels.builder import KernelBuilder
+from vnpu.kernels.embedding import EmbeddingArgs, descriptor, kernel_image
+from vnpu.kernels.reference import embedding_bag as ref_embedding_bag, pack_table, table_row_bytes
+
+
+@dataclass
+class DLRMConfig:
+    """A DLRM shape. The DeepRecSys presets follow reference-card.md; `scale` shrinks the tables' rows so a
+    demo runs in seconds on a small host (scale=1 is the full size where memory allows)."""
+    name: str = "rm1"
+    dense_features: int = 128
+    bottom: tuple = (128, 64, 32)
+    top: tuple = (256, 64, 1)
+    tables: int = 8
+    rows: int = 4_000_000
+    dim: int = 32
+    pooling: int = 80
+    table_format: str = "int8_rowwise"
+    seed: int = 0
+
+    def scaled(self, rows_scale):
+        return DLRMConfig(**{**self.__dict__, "rows": max(16, int(self.rows * rows_scale))})
+
+    @property
+    def features(self):
+        return self.tables + 1
+
+    @property
+    def interaction_width(self):
+        f = self.features
+        return self.dim + f * (f - 1) // 2
+
+
+PRESETS = {
+    "rm1": DLRMConfig("rm1", 128, (128, 64, 32), (256, 64, 1), 8, 4_000_000, 32, 80),
+    "rm2": DLRMConfig("rm2", 256, (256, 128, 64), (128, 64, 1), 32, 500_000, 64, 120),
+    "rm3": DLRMConfig("rm3", 2560, (2560, 1024, 256, 32), (512, 256, 1), 10, 2_000_000, 32, 20),
+}
+
+
+def preset(name, rows_scale=1.0, table_format="int8_rowwise"):
+    if name not in PRESETS:
+        raise InvalidArgument(f"no model {name!r}; one of {', '.join(PRESETS)}")
+    cfg = PRESETS[name].scaled(rows_scale)
+    cfg.table_format = table_format
+    return cfg
+
+
+class DLRM:
+    """Weights (random, fixed seed) and the numpy implementation of the model."""
+
+    def __init__(self, cfg: DLRMConfig):
+        if cfg.bottom[0] != cfg.dense_features:
+            cfg.bottom = (cfg.dense_features,) + tuple(cfg.bottom[1:])
+        if cfg.bottom[-1] != cfg.dim:
+            raise InvalidArgument(f"the bottom MLP must end at the embedding dim {cfg.dim}, got {cfg.bottom}")
+        self.cfg = cfg
+        rng = np.random.default_rng(cfg.seed)
+        self.bottom = self._mlp(rng, cfg.bottom)
+        top_in = cfg.interaction_width
+        self.top = self._mlp(rng, (top_in,) + tuple(cfg.top[1:]) if cfg.top[0] == top_in else (top_in,) + tuple(cfg.top))
+        self.tables = []
+        for _ in range(cfg.tables):
+            w = (rng.standard_normal((cfg.rows, cfg.dim)) * 0.1).astype(np.float32)
+            self.tables.append(pack_table(w, cfg.table_format))
+
+    @staticmethod
+    def _mlp(rng, sizes):
+        layers = []
+        for k, n in zip(sizes[:-1], sizes[1:]):
+            w = (rng.standard_normal((k, n)) / math.sqrt(k)).astype(np.float16)     # [K, N]: x @ w
+            b = (rng.standard_normal(n) * 0.01).astype(np.float32)
+            layers.append((w, b))
+        return layers
+
+    @property
+    def table_bytes(self):
+        return [t.nbytes for t in self.tables]
+
+    def make_request(self, batch, rng):
+        c = self.cfg
+        dense = rng.standard_normal((batch, c.dense_features)).astype(np.float16)
+        lookups = []
+        for _ in range(c.tables):
+            lengths = rng.integers(max(1, c.pooling // 2), c.pooling + c.pooling // 2 + 1, batch)
+            idx = rng.integers(0, c.rows, int(lengths.sum())).astype(np.int32)
+            offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+            lookups.append((idx, offsets))
+        return dense, lookups
+
+    def reference(self, dense, lookups):
+        """The model in numpy, in the card's order of operations (fp16 activations, fp32 accumulation)."""
+        x = dense
+        for i, (w, b) in enumerate(self.bottom):
+            x = dense_k.reference_gemm(x, w, bias=b, activation="relu").astype(np.float16)
+        pooled = [ref_embedding_bag(t, idx, offsets=off, format=self.cfg.table_format, dim=self.cfg.dim)
+                  .astype(np.float16) for t, (idx, off) in zip(self.tables, lookups)]
+        z = np.stack([x] + pooled, axis=1)                                     # [B, F, D]
+        inter = reference_interaction(z)
+        y = inter
+        for i, (w, b) in enumerate(self.top):
+            last = i == len(self.top) - 1
+            y = dense_k.reference_gemm(y, w, bias=b, activation="sigmoid" if last else "relu")
+            if not last:
+                y = y.astype(np.float16)
+        return y
+
+
+def reference_interaction(z):
+    """[B, F, D] fp16 -> [B, D + F(F-1)/2] fp16: the dense row, then the lower triangle of Z Z^T (i > j)
+    in row-major order; products in fp32 in D order, rounded to fp16."""
+    B, F, D = z.shape
+    z32 = z.astype(np.float32)
+    zz = np.zeros((B, F, F), np.float32)
+    for d in range(D):
+        zz += z32[:, :, d:d + 1] * z32[:, None, :, d]
+    rows, cols = np.tril_indices(F, -1)
+    return np.concatenate([z[:, 0, :], zz[:, rows, cols].astype(np.float16)], axis=1)
+
+
+def interaction_module(B, F, D):
+    """Samples split over the PEs; per sample: Z_b into local memory, its transpose by a 3-D local DMA,
+    Z_b Z_b^T on the matrix unit (fp16 in, fp32 out), to fp16 on the vector unit, then the output row
+    (dense part and the lower triangle, row by row) assembled by local DMAs and written in one copy."""
+    W = D + F * (F - 1) // 2
+    ZB, ZT, P, Q, R = 0, F * D * 2, 2 * F * D * 2, 2 * F * D * 2 + F * F * 4, 2 * F * D * 2 + F * F * 6
+    R = (R + 63) // 64 * 64
+    kb = KernelBuilder()
+    with kb.kernel("interaction", z=("buffer", "f16"), out=("buffer", "f16")) as k:
+        pe, npe, b, t0, t1, t2 = k.regs("pe", "npe", "b", "t0", "t1", "t2")
+        k.csrr(pe, "pe_id")
+        k.csrr(npe, "pe_count")
+        with k.for_range(b, pe, B, step=npe):
+            k.muli(t0, b, F * D * 2)
+            k.add(t0, t0, k.args.z)
+            k.copy(0, k.zero, t0, F * D * 2, 0)
+            k.wait(0, 1)
+            k.const(t1, ZT)
+            # transpose: element (f, d) -> (d, f); rows of one fp16 element
+            k.copy(0, t1, k.zero, 2, 0, rows=F, src_stride=D * 2, dst_stride=2, planes=D, src_plane=2,
+                   dst_plane=F * 2)
+            k.wait(0, 1)
+            k.const(t0, D)
+            k.const(t2, F)
+            k.mm_ldw(t1, t0, t2, "f16", 1)
+            k.const(t0, P)
+            k.mm_mul(t0, k.zero, t2, "f16", "set", 1)
+            k.wait(1, 2)
+            k.const(t1, Q)
+            k.mul(t2, t2, t2)                              # F * F elements
+            one = k.const(k.reg("one"), 0x3F800000)
+            k.vcvt(t1, t0, t2, one, "f32", "f16", 2)
+            k.release(one)
+            k.wait(2, 1)
+            k.const(t0, R)
+            k.copy(0, t0, k.zero, D * 2, 0)                 # the dense row: Z_b[0]
+            nsig = 1
+            for i in range(1, F):
+                k.const(t0, R + (D + i * (i - 1) // 2) * 2)
+                k.const(t1, Q + i * F * 2)
+                k.copy(0, t0, t1, i * 2, 0)
+                nsig += 1
+            k.wait(0, nsig)
+            k.muli(t0, b, W * 2)
+            k.add(t0, t0, k.args.out)
+            k.const(t1, R)
+            k.copy(0, t0, t1, W * 2, 0)
+            k.wait(0, 1)
+    return kb.build()
+
+
+def gather_module(blocks):
+    """A DMA program: for each (dst_off, src_off, row_bytes, rows, src_stride, dst_stride), a 2-D copy from
+    `src` to `dst`; the blocks are split over the PEs."""
+    kb = KernelBuilder()
+    with kb.kernel("gather", src=("buffer", "u8"), dst=("buffer", "u8")) as k:
+        pe, s, d = k.regs("pe", "s", "d")
+        k.csrr(pe, "pe_id")
+        npe = k.reg("npe")
+        k.csrr(npe, "pe_count")
+        for i, (doff, soff, rb, rows, ss, ds) in enumerate(blocks):
+            mine = k.reg("mine")
+            k.const(mine, i)
+            k.rem(mine, mine, npe)
+            with k.if_("eq", mine, pe):
+                k.const(s, soff)
+                k.add(s, s, k.args.src)
+                k.const(d, doff)
+                k.add(d, d, k.args.dst)
+                k.copy(0, d, s, rb, 0, rows=rows, src_stride=ss, dst_stride=ds)
+                k.wait(0, 1)
+            k.release(mine)
+    return kb.build()
+
+
+@dataclass
+class Placement:
+    """Where each table lives (card index) and the bytes per card."""
+    table_card: list
+    card_bytes: list = field(default_factory=list)
+
+
+def partition(table_bytes, cards):
+    """Shard tables across cards, balanced by bytes: largest table first onto the least-loaded card."""
+    load = [0] * cards
+    where = [0] * len(table_bytes)
+    for t in sorted(range(len(table_bytes)), key=lambda t: -table_bytes[t]):
+        c = min(range(cards), key=lambda c: (load[c], c))
+        where[t] = c
+        load[c] += table_bytes[t]
+    return Placement(where, load)
+
+
+class Executor:
+    """Serves DLRM requests on a platform (Glow's HostManager + Executor, for this one model).
+
+    route: "p2p" sends pooled embeddings card to card through the switch; "host" sends them through the
+    host (device to host, then host to device), for comparison.
+    """
+
+    def __init__(self, platform, model: DLRM, batch, inflight=4, route="p2p", pes=None):
+        if route not in ("p2p", "host"):
+            raise InvalidArgument(f"route must be 'p2p' or 'host', got {route!r}")
+        self.platform, self.model, self.batch, self.route = platform, model, batch, route
+        self.cfg = c = model.cfg
+        self.devices = platform.devices
+        self.placement = partition(model.table_bytes, len(self.devices))
+        self.inflight = inflight
+        self.pes = pes
+        self.queues = [[d.queue() for _ in range(inflight)] for d in self.devices]
+        B, F, D = batch, c.features, c.dim
+        self.kernels = {}
+        dev0 = self.devices[0]
+        npes, cols, local = dev0.config.pes, dev0.config.matrix.cols, dev0.config.local_memory.bytes
+        use = npes if pes is None else len(pes)
+        # images: per MLP layer a gemm specialized to (B, K, N); interaction; gathers; the embedding kernel
+        self.layers = {"bottom": [], "top": []}
+        for part, layers in (("bottom", model.bottom), ("top", model.top)):
+            for i, (w, b) in enumerate(layers):
+                K, N = w.shape
+                last = part == "top" and i == len(layers) - 1
+                epi = "dequant" if last else "half"
+                img, info = dense_k._gemm("gemm", 1, B, K, N, "f16", epi, True, use, cols, local,
+                                          activation="sigmoid" if last else "relu")
+                self.layers[part].append((img, dense_k.pack_weights(w[None], info["nt"]), b, K, N, last))
+        self.inter_img = interaction_module(B, F, D)
+        # feature-major staging [F, B, D] -> sample-major Z [B, F, D]
+        self.assemble_img = gather_module([(f * D * 2, f * B * D * 2, D * 2, B, D * 2, F * D * 2) for f in range(F)])
+        self.emb_img = kernel_image()
+        self.loaded = []
+        self._load()
+
+    def _load(self):
+        """Put the model on the cards: tables where the partitioner placed them, dense weights everywhere."""
+        for ci, dev in enumerate(self.devices):
+            q = self.queues[ci][0]
+            per = {"emb": dev.load(self.emb_img)["embedding_bag"], "inter": dev.load(self.inter_img)["interaction"],
+                   "assemble": dev.load(self.assemble_img)["gather"], "bottom": [], "top": [], "tables": {}}
+            for part in ("bottom", "top"):
+                for img, wp, b, K, N, last in self.layers[part]:
+                    kern = dev.load(img)["gemm"]
+                    wb, bb = dev.alloc(wp.nbytes), dev.alloc(b.nbytes)
+                    q.copy_to_device(wb, wp)
+                    q.copy_to_device(bb, b)
+                    per[part].append((kern, wb, bb, K, N, last))
+            for t, card in enumerate(self.placement.table_card):
+                if card == ci:
+                    tb = dev.alloc(self.model.tables[t].nbytes)
+                    q.copy_to_device(tb, self.model.tables[t])
+                    per["tables"][t] = tb
+            q.synchronize()
+            self.loaded.append(per)
+
+    def submit(self, r, dense, lookups, arrival_ns=0.0):
+        """Issue request r (all of it, asynchronously); returns (output host array, start event, end event)."""
+        c, B = self.cfg, self.batch
+        F, D = c.features, c.dim
+        dc = r % len(self.devices)                          # the request's dense card (round robin)
+        slot = r % self.inflight
+        ddev, dq = self.devices[dc], self.queues[dc][slot]
+        self.platform.advance_host(arrival_ns)
+        start = dq.record()
+        ld = self.loaded[dc]
+        zf = ddev.alloc(F * B * D * 2)                      # feature-major staging on the dense card
+        z = ddev.alloc(F * B * D * 2)
+        inter = ddev.alloc(B * c.interaction_width * 2)
+        temps = [(ddev, zf), (ddev, z), (ddev, inter)]
+        # sparse part: every card pools its tables' lookups, then sends them to the dense card
+        arrivals = []
+        for t, card in enumerate(self.placement.table_card):
+            dev, q = self.devices[card], self.queues[card][slot]
+            idx, off = lookups[t]
+            args = EmbeddingArgs(self.model.tables[t], idx, offsets=off, format=c.table_format, out_dtype="fp16",
+                                 dim=c.dim)
+            ib, ob, pb, db = dev.alloc(idx.nbytes), dev.alloc(off.nbytes), dev.alloc(B * D * 2), dev.alloc(128)
+            temps += [(dev, ib), (dev, ob), (dev, pb), (dev, db)]
+            tb = self.loaded[card]["tables"][t]
+            desc = descriptor(args, tb.device_address, ib.device_address, ob.device_address, 0, pb.device_address)
+            q.copy_to_device(ib, idx)
+            q.copy_to_device(ob, off)
+            q.copy_to_device(db, desc)
+            q.launch(self.loaded[card]["emb"], db, pes=[0])
+            if self.route == "p2p":
+                dq.wait(q.record())
+                dq.copy_peer(zf, pb, B * D * 2, dst_offset=(t + 1) * B * D * 2)
+            else:
+                host = q.copy_to_host(pb)
+                dq.wait(q.record())
+                dq.copy_to_device(zf, host, offset=(t + 1) * B * D * 2)
+            arrivals.append(t)
+        # dense part on the dense card
+        xb = ddev.alloc(dense.nbytes)
+        temps.append((ddev, xb))
+        dq.copy_to_device(xb, dense)
+        x = xb
+        for i, (kern, wb, bb, K, N, last) in enumerate(ld["bottom"]):
+            y = zf if i == len(ld["bottom"]) - 1 else ddev.alloc(B * N * 2)   # the last writes Z's row 0
+            if y is not zf:
+                temps.append((ddev, y))
+            dq.launch(kern, x, wb, bb, y, pes=self.pes)
+            x = y
+        dq.launch(ld["assemble"], zf, z, pes=self.pes)
+        dq.launch(ld["inter"], z, inter, pes=self.pes)
+        x = inter
+        for kern, wb, bb, K, N, last in ld["top"]:
+            y = ddev.alloc(B * N * (4 if last else 2))
+            temps.append((ddev, y))
+            dq.launch(kern, x, wb, bb, y, pes=self.pes)
+            x = y
+        out = dq.copy_to_host(x, dtype=np.float32)
+        end = dq.record()
+        self._temps = getattr(self, "_temps", []) + temps
+        return out.reshape(B, 1), start, end
+
+    def release(self):
+        for dev, buf in getattr(self, "_temps", []):
+            if not buf.freed and buf.generation == dev.generation:
+                buf.free()
+        self._temps = []
