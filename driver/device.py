@@ -31,6 +31,7 @@ class Device:
         self.primary = Context(self, 0)
         self.contexts = {0: self.primary}
         self._queues = []
+        self.stats = DeviceStats()
 
     # --- checks every call makes --------------------------------------------------------------------------
     def check(self):
@@ -92,6 +93,29 @@ class Device:
     def synchronize(self):
         for q in list(self._queues):
             q.synchronize()
+
+
+class DeviceStats:
+    """What ran on a card: launches and virtual time per kernel, unit busy cycles, bytes per memory level."""
+
+    UNITS = ("pe", "matrix", "vector", "dma", "embedding")
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.kernels = {}          # name -> [launches, virtual ns]
+        self.busy = dict.fromkeys(self.UNITS, 0)
+        self.bytes = {"dram_read": 0, "dram_write": 0, "sram_read": 0, "sram_write": 0}
+
+    def add(self, name, ns, summary):
+        k = self.kernels.setdefault(name, [0, 0.0])
+        k[0] += 1
+        k[1] += ns
+        for u in self.UNITS:
+            self.busy[u] += summary["units"][u]["busy_cycles"]
+        for b in self.bytes:
+            self.bytes[b] += summary["bytes"][b]
 
 
 class Context:

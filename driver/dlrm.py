@@ -357,3 +357,74 @@ class Executor:
             if not buf.freed and buf.generation == dev.generation:
                 buf.free()
         self._temps = []
+
+
+def _percentile(values, q):
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, int(math.ceil(q / 100 * len(v))) - 1))]
+
+
+def serve(platform, model: DLRM, batch, requests=16, inflight=4, route="p2p", seed=1, trace=False, progress=None):
+    """Serve `requests` requests of `batch` samples; arrivals keep about `inflight` in flight. Returns a
+    report: latency p50/p99 (virtual), throughput, every output checked against the numpy model."""
+    for d in platform.devices:
+        d.stats.reset()
+    platform.switch.reset()
+    ex = Executor(platform, model, batch, inflight=inflight, route=route)
+    for q in [q for qs in ex.queues for q in qs]:
+        q.tail_ns = 0.0
+    for d in platform.devices:
+        d.busy_until_ns = 0.0
+        d.stats.reset()
+    platform.switch.reset()
+    platform._host.now = 0.0
+    if trace:
+        platform.start_trace()
+    rng = np.random.default_rng(seed)
+    reqs = [model.make_request(batch, rng) for _ in range(requests)]
+    # calibrate the arrival interval on one request served alone
+    out, s, e = ex.submit(0, *reqs[0])
+    single = e.time_ns - s.time_ns
+    for q in [q for qs in ex.queues for q in qs]:
+        q.synchronize()
+    base = platform.host_ns
+    interval = single / inflight
+    results = []
+    max_err = 0.0
+    for r, (dense, lookups) in enumerate(reqs):
+        out, s, e = ex.submit(r, dense, lookups, arrival_ns=base + r * interval)
+        results.append((base + r * interval, e.time_ns, out, dense, lookups))
+        if progress:
+            progress(r + 1, requests)
+    for q in [q for qs in ex.queues for q in qs]:
+        q.synchronize()
+    if trace:
+        platform.stop_trace()
+    wrong = 0
+    for arrival, end, out, dense, lookups in results:
+        ref = model.reference(dense, lookups)
+        err = float(np.abs(out - ref).max())
+        max_err = max(max_err, err)
+        wrong += err > 1e-3
+    lat = [end - arrival for arrival, end, *_ in results]
+    span = max(end for _, end, *_ in results) - results[0][0]
+    kernels = {}
+    for d in platform.devices:
+        for name, (n, ns) in d.stats.kernels.items():
+            k = kernels.setdefault(name, [0, 0.0])
+            k[0] += n
+            k[1] += ns
+    cards = []
+    for d in platform.devices:
+        cyc = span * d.config.clock_ghz
+        cards.append({"card": d.index, "tables": [t for t, c in enumerate(ex.placement.table_card) if c == d.index],
+                      "utilization": {u: d.stats.busy[u] / (cyc * (1 if u == "embedding" else d.config.pes)
+                                                            * (d.config.dma.engines_per_pe if u == "dma" else 1))
+                                      for u in d.stats.UNITS},
+                      "bytes": dict(d.stats.bytes)})
+    ex.release()
+    return {"batch": batch, "requests": requests, "route": route, "single_request_us": single / 1e3,
+            "latency_p50_us": _percentile(lat, 50) / 1e3, "latency_p99_us": _percentile(lat, 99) / 1e3,
+            "throughput_samples_per_s": requests * batch / (span / 1e9), "max_abs_error": max_err,
+            "wrong_outputs": wrong, "kernel_time_us": {k: v[1] / 1e3 for k, v in kernels.items()},
+            "cards": cards, "pcie_bytes": platform.switch.bytes_moved(), "span_us": span / 1e3}

@@ -219,6 +219,7 @@ class Queue:
             end = start + result.cycles / self.device.config.clock_ghz
             self.device.busy_until_ns = end
             self.last_result = result
+            self.device.stats.add(kernel.name, end - start, result.summary())
             self.platform.trace.launch(self, kernel.name, start, result)
             return self._finish(kernel.name, ready, end, "launch", {"cycles": result.cycles})
 

@@ -173,3 +173,153 @@ def _module(kind, has_gamma, has_beta):
         tile_loop(k, t, ntiles, body)
         k.fence()
     return kb.build()
+
+
+def block_rows(card, d, n_params=0):
+    """Rows per block: four block buffers (two in, two out) and the parameter rows fit local memory, and a
+    block is at most TILE_CAP bytes (longer blocks only delay the pipeline). 0 if one row does not fit."""
+    local = int(card.config.local_memory.bytes)
+    rowb = 4 * max(1, int(d))
+    budget = local - PARAMS - n_params * _align(rowb) - 5 * ALIGN
+    fit = budget // (4 * rowb)
+    return int(max(0, min(fit, max(1, TILE_CAP // rowb))))
+
+
+def max_row_length(card, n_params=0):
+    """The longest row (elements) layer_norm / softmax can take on this card."""
+    local = int(card.config.local_memory.bytes)
+    return (local - PARAMS - 5 * ALIGN) // (16 + 4 * n_params) // 16 * 16
+
+
+def _check_x(op, x):
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise InvalidArgument(f"{op}: x must be a 2-D array [rows, features], got shape {x.shape}")
+    if x.dtype != np.float32:
+        raise InvalidArgument(f"{op}: x must be float32, got dtype {x.dtype}")
+    return x
+
+
+def _check_param(op, name, p, d):
+    if p is None:
+        return None
+    p = np.asarray(p)
+    if p.dtype != np.float32:
+        raise InvalidArgument(f"{op}: {name} must be float32, got dtype {p.dtype}")
+    if p.shape != (d,):
+        raise InvalidArgument(f"{op}: {name} must have shape ({d},) (the last axis of x), got {p.shape}")
+    return p
+
+
+def _launch(card, kind, x, params, scalars, pes, trace):
+    R, D = x.shape
+    blk = block_rows(card, D, len(params))
+    if D > 0 and blk < 1:
+        raise InvalidArgument(f"{kind}: rows of {D} elements do not fit local memory of {card.config.name} "
+                              f"(at most {max_row_length(card, len(params))} elements)")
+    has_g, has_b = "gamma" in params, "beta" in params
+    key = ("norm", kind, has_g, has_b)
+    args = [np.ascontiguousarray(x)] + [np.ascontiguousarray(params[n]) for n in ("gamma", "beta") if n in params]
+    inv_d = float(np.float32(1.0 / D)) if D else 0.0
+    args += [runner.Out((R, D), np.float32), R if D else 0, D, max(1, blk), inv_d] + list(scalars)
+    (out,), result = runner.run(card, key, lambda: _module(kind, has_g, has_b), kind, args, pes=pes, trace=trace)
+    return out, result
+
+
+def layer_norm(card, x, gamma=None, beta=None, eps=1e-5, pes=None, trace=False):
+    """Layer normalization over the last axis of a 2-D fp32 array, optionally scaled by gamma and shifted by
+    beta ([D] each). Returns (array, LaunchResult); bit-exact with reference_layer_norm."""
+    x = _check_x("layer_norm", x)
+    D = x.shape[1]
+    params = {}
+    g = _check_param("layer_norm", "gamma", gamma, D)
+    b = _check_param("layer_norm", "beta", beta, D)
+    if g is not None:
+        params["gamma"] = g
+    if b is not None:
+        params["beta"] = b
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or \
+            not (np.isfinite(np.float32(eps)) and np.float32(eps) >= 0):
+        raise InvalidArgument(f"layer_norm: eps must be a finite non-negative number, got {eps!r}")
+    return _launch(card, "layer_norm", x, params, [float(np.float32(eps))], pes, trace)
+
+
+def softmax(card, x, pes=None, trace=False):
+    """Softmax over the last axis of a 2-D fp32 array. Returns (array, LaunchResult)."""
+    x = _check_x("softmax", x)
+    return _launch(card, "softmax", x, {}, [], pes, trace)
+
+
+# --- numpy references: the card's steps, in its order ------------------------------------------------------
+def _vsum(v):
+    """vsum: fp32 values added in index order in fp64, rounded to fp32 (one per row)."""
+    if v.shape[-1] == 0:
+        return np.zeros(v.shape[:-1], np.float32)
+    return np.cumsum(v.astype(np.float64), axis=-1)[..., -1].astype(np.float32)
+
+
+def reference_layer_norm(x, gamma=None, beta=None, eps=1e-5):
+    x = np.asarray(x, np.float32)
+    D = x.shape[-1]
+    inv_d = np.float32(1.0 / D) if D else np.float32(0)
+    mean = (_vsum(x) * inv_d)[..., None]
+    xc = x - mean
+    var = _vsum(xc * xc) * inv_d
+    ve = (var + np.float32(eps)).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rstd = np.where(ve != 0, 1.0 / np.sqrt(ve), np.copysign(np.inf, ve)).astype(np.float32)[..., None]
+    y = xc * rstd
+    if gamma is not None:
+        y = y * np.asarray(gamma, np.float32)
+    if beta is not None:
+        y = y + np.asarray(beta, np.float32)
+    return y.astype(np.float32)
+
+
+def reference_softmax(x):
+    x = np.asarray(x, np.float32)
+    if x.shape[-1] == 0:
+        return x.copy()
+    m = x.max(axis=-1, keepdims=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp((x - m).astype(np.float64)).astype(np.float32)
+        s = _vsum(e).astype(np.float64)
+        r = np.where(s != 0, 1.0 / s, np.copysign(np.inf, s)).astype(np.float32)[..., None]
+    return (e * r).astype(np.float32)
+
+
+def tolerance(op):
+    """layer_norm is bit-exact; softmax's exp may differ from numpy's in the last fp64 bit."""
+    return (0.0, 0.0) if op == "layer_norm" else (1e-6, 1e-30)
+
+
+# --- the op registry --------------------------------------------------------------------------------------
+def _ln_inputs(rng, p):
+    d = {"x": (rng.standard_normal((p["rows"], p["d"])) * 2 + 0.5).astype(np.float32)}
+    if p["affine"]:
+        d["gamma"] = rng.standard_normal(p["d"]).astype(np.float32)
+        d["beta"] = rng.standard_normal(p["d"]).astype(np.float32)
+    return d
+
+
+def _ln_run(card, x, p, pes):
+    out, r = layer_norm(card, x["x"], x.get("gamma"), x.get("beta"), eps=p["eps"], pes=pes)
+    return [out], r
+
+
+def _sm_run(card, x, p, pes):
+    out, r = softmax(card, x["x"], pes=pes)
+    return [out], r
+
+
+OPS = [
+    OpSpec("layer_norm", dict(rows=256, d=768, eps=1e-5, affine=1), _ln_inputs, _ln_run,
+           lambda x, p: [reference_layer_norm(x["x"], x.get("gamma"), x.get("beta"), p["eps"])],
+           lambda p: tolerance("layer_norm"), lambda p: 8 * p["rows"] * p["d"],
+           "layer normalization over the last axis of fp32 [rows, d] (affine=1: with gamma and beta)",
+           {"affine": (0, 1)}),
+    OpSpec("softmax", dict(rows=256, d=1000), lambda rng, p: {"x": (rng.standard_normal((p["rows"], p["d"])) * 3)
+                                                               .astype(np.float32)}, _sm_run,
+           lambda x, p: [reference_softmax(x["x"])], lambda p: tolerance("softmax"), lambda p: 5 * p["rows"] * p["d"],
+           "softmax over the last axis of fp32 [rows, d]"),
+]

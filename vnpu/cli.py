@@ -58,7 +58,9 @@ def cmd_info(args):
 
 def cmd_demo(args):
     from vnpu.demo import run_demo
-    return run_demo(as_json=args.json, trace_path=args.trace)
+    batches = tuple(int(b) for b in args.batch.split(","))
+    return run_demo(as_json=args.json, trace_path=args.trace, model=args.model, full=args.full, batches=batches,
+                    requests=args.requests, platform_config=args.config)
 
 
 def build_parser():
@@ -78,6 +80,11 @@ def build_parser():
     m = sub.add_parser("demo", help="the main job on the embedded default platform")
     m.add_argument("--json", action="store_true")
     m.add_argument("--trace", default=None, help="where to write the Chrome trace (default: a temp file)")
+    m.add_argument("--model", default="rm1", choices=("rm1", "rm2", "rm3"), help="DeepRecSys shape (default rm1)")
+    m.add_argument("--full", action="store_true", help="full-size tables (rm1: 8 x 4M rows), where memory allows")
+    m.add_argument("--batch", default="16,64,256", help="batch sizes, comma separated")
+    m.add_argument("--requests", type=int, default=16, help="requests per batch size")
+    m.add_argument("--config", default=None, help="platform YAML (default: the embedded six-card platform)")
     m.set_defaults(func=cmd_demo)
     for register in _EXTRA_COMMANDS:
         register(sub)
@@ -96,9 +103,11 @@ def extra_command(register):
 def main(argv=None):
     _load_extra_commands()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "allow_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        return args.func(args, extra) if getattr(args, "allow_extra", False) else args.func(args)
     except VnpuError as e:
         print(f"vnpu {args.command}: error: {e}", file=sys.stderr)
         return 1

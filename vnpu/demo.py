@@ -1,85 +1,99 @@
-"""`vnpu demo`: the main job on the embedded default platform.
-
-It grows with the project: today it assembles the vector-add kernel, and runs it on a virtual card when the
-emulator is present.
+"""`vnpu demo`: the main job. A DeepRecSys-shaped recommendation model served on the embedded default
+platform (six cards behind a PCIe switch), every output checked against numpy, and where the time went.
 """
 from __future__ import annotations
 
 import json
-
-VECTOR_ADD = """
-; out[i] = a[i] + b[i], split across the PEs of the launch in chunks of CHUNK fp32 elements.
-.const CHUNK = 256
-.kernel vadd
-.arg a, buffer, f32
-.arg b, buffer, f32
-.arg out, buffer, f32
-.arg n, scalar, i32
-    csrr r10, pe_id
-    csrr r11, pe_count
-    li   r12, CHUNK
-    mul  r13, r10, r12
-    mul  r14, r11, r12
-    li   r20, 0
-    li   r21, CHUNK * 4
-    li   r22, CHUNK * 8
-next:
-    bge  r13, n, done
-    sub  r15, n, r13
-    min  r15, r15, r12
-    shli r16, r15, 2
-    shli r17, r13, 2
-    add  r18, a, r17
-    dma  e0, r20, r18, r16, s0
-    add  r18, b, r17
-    dma  e0, r21, r18, r16, s0
-    wait s0, 2
-    vadd r22, r20, r21, r15, f32, s1
-    wait s1, 1
-    add  r18, out, r17
-    dma  e0, r18, r22, r16, s2
-    wait s2, 1
-    add  r13, r13, r14
-    j    next
-done:
-    halt
-"""
+import os
+import sys
+import tempfile
+import time
 
 
-def run_demo(as_json=False, trace_path=None):
-    """Run the vector-add kernel on a reference card, check it against numpy, show where the cycles went."""
-    import os
-    import tempfile
-    import time
+def _bar(label):
+    def progress(done, total):
+        if not sys.stderr.isatty() and done != total:
+            return
+        width = 30
+        fill = int(width * done / total)
+        sys.stderr.write(f"\r{label} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return progress
 
-    import numpy as np
 
+def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(16, 64, 256), requests=16,
+             platform_config=None, rows_scale=None):
     import vnpu
-    from vnpu.emulator.card import Card
-    from vnpu.emulator.trace import format_summary, summarize, write_chrome_trace
+    from vnpu.driver.dlrm import DLRM, preset, serve
 
     t0 = time.perf_counter()
-    image = vnpu.assemble(VECTOR_ADD, source="demo:vadd")
-    card = Card("reference")
-    n = 1 << 20
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
-    pa, pb, po = card.alloc(a.nbytes), card.alloc(b.nbytes), card.alloc(a.nbytes)
-    card.write(pa, a)
-    card.write(pb, b)
-    result = card.launch(image, "vadd", (pa, pb, po, n), trace=True)
-    out = card.read(po, a.nbytes).view(np.float32)
-    ok = bool(np.array_equal(out, a + b))
-    summary = summarize(result)
+    platform = vnpu.Platform.from_yaml(platform_config) if platform_config else vnpu.Platform()
+    scale = 1.0 if full else (rows_scale or 1 / 100)
+    cfg = preset(model, rows_scale=scale)
+    m = DLRM(cfg)
     trace_path = trace_path or os.path.join(tempfile.gettempdir(), "vnpu-demo-trace.json")
-    write_chrome_trace(trace_path, [result.chrome_trace(card_name="card 0 (reference)")])
-    report = {"kernel": "vadd", "elements": n, "matches_numpy": ok, "summary": summary, "trace": trace_path,
+    runs = []
+    for i, b in enumerate(batches):
+        runs.append(serve(platform, m, b, requests=requests, trace=(i == len(batches) // 2),
+                          progress=None if as_json else _bar(f"batch {b:>4}")))
+        if i == len(batches) // 2:
+            platform.write_trace(trace_path)
+    mid = batches[len(batches) // 2]
+    via_host = serve(platform, m, mid, requests=requests, route="host")
+    report = {"model": {"name": cfg.name, "tables": cfg.tables, "rows": cfg.rows, "dim": cfg.dim,
+                        "pooling": cfg.pooling, "format": cfg.table_format, "bottom": list(cfg.bottom),
+                        "top": [cfg.interaction_width] + list(cfg.top[1:]), "rows_scale": scale,
+                        "table_bytes": sum(m.table_bytes)},
+              "platform": {"cards": len(platform.devices), "card": platform.devices[0].config.data["name"],
+                           "link": platform.config["link"], "uplink": platform.config["uplink"]},
+              "runs": runs, "route_via_host": via_host, "trace": trace_path,
               "wall_s": time.perf_counter() - t0}
+    ok = all(r["wrong_outputs"] == 0 for r in runs + [via_host])
+    report["all_outputs_match_numpy"] = ok
     if as_json:
         print(json.dumps(report, indent=2, default=float))
     else:
-        print(f"vadd of {n} fp32 elements on a reference card ({card.config.pes} PEs): "
-              f"{'matches numpy' if ok else 'DOES NOT MATCH numpy'}")
-        print(format_summary(summary))
-        print(f"trace (open in https://ui.perfetto.dev): {trace_path}")
+        print(format_report(report))
     return 0 if ok else 1
+
+
+def format_report(rep):
+    m = rep["model"]
+    lines = [f"{m['name']}: {m['tables']} tables x {m['rows']} rows x dim {m['dim']} ({m['format']}, "
+             f"{m['table_bytes'] / 2**20:.1f} MiB; rows scaled by {m['rows_scale']:g}), pooling ~{m['pooling']}, "
+             f"bottom MLP {m['bottom']}, top MLP {m['top']} (fp16)",
+             f"platform: {rep['platform']['cards']} x {rep['platform']['card']} cards, PCIe Gen"
+             f"{rep['platform']['link']['gen']} x{rep['platform']['link']['lanes']}, uplink Gen"
+             f"{rep['platform']['uplink']['gen']} x{rep['platform']['uplink']['lanes']}",
+             "",
+             " batch  latency p50 (us)  p99 (us)  throughput (samples/s)  outputs vs numpy",
+             ]
+    for r in rep["runs"]:
+        lines.append(f" {r['batch']:>5}  {r['latency_p50_us']:>16.1f}  {r['latency_p99_us']:>8.1f}  "
+                     f"{r['throughput_samples_per_s']:>22,.0f}  {r['requests'] - r['wrong_outputs']}/{r['requests']} "
+                     f"match (max error {r['max_abs_error']:.1e})")
+    mid = rep["runs"][len(rep["runs"]) // 2]
+    lines += ["", f"where the time went at batch {mid['batch']} (card-time summed over the six cards):"]
+    total = sum(mid["kernel_time_us"].values())
+    for k, v in sorted(mid["kernel_time_us"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {k:<14} {v:>10.1f} us  {100 * v / total:5.1f}%")
+    lines += ["", " card  tables      pe   matrix  vector   dma  embedding   DRAM read (MiB)"]
+    for c in mid["cards"]:
+        u = c["utilization"]
+        lines.append(f" {c['card']:>4}  {','.join(map(str, c['tables'])):<9} {100 * u['pe']:5.1f}% {100 * u['matrix']:6.1f}% "
+                     f"{100 * u['vector']:6.1f}% {100 * u['dma']:5.1f}% {100 * u['embedding']:8.1f}%   "
+                     f"{c['bytes']['dram_read'] / 2**20:10.1f}")
+    lines += ["", " PCIe link   down (MiB)   up (MiB)"]
+    for name, b in mid["pcie_bytes"].items():
+        lines.append(f" {name:<9} {b['down'] / 2**20:12.2f} {b['up'] / 2**20:10.2f}")
+    h = rep["route_via_host"]
+    lines += ["", f"card-to-card (p2p through the switch) vs through the host, batch {h['batch']}: latency p50 "
+                  f"{mid['latency_p50_us']:.1f} vs {h['latency_p50_us']:.1f} us, throughput "
+                  f"{mid['throughput_samples_per_s']:,.0f} vs {h['throughput_samples_per_s']:,.0f} samples/s; "
+                  f"uplink bytes {sum(mid['pcie_bytes']['uplink'].values()) / 2**20:.2f} vs "
+                  f"{sum(h['pcie_bytes']['uplink'].values()) / 2**20:.2f} MiB",
+              f"trace (open in https://ui.perfetto.dev): {rep['trace']}",
+              f"all outputs match numpy: {rep['all_outputs_match_numpy']}; wall {rep['wall_s']:.1f} s"]
+    return "\n".join(lines)
