@@ -203,7 +203,7 @@ def stream_tile(card, in_dts, out_dt):
     """Elements per tile of a streaming kernel: double-buffered inputs and output fit local memory, and no
     operand tile exceeds TILE_CAP bytes."""
     per = 2 * (sum(EB[d] for d in in_dts) + EB[out_dt])
-    fit = (_local_bytes(card) - RESERVED - 2 * (len(in_dts) + 1) * ALIGN) // per
+    fit = (_local_bytes(card) - RESERVED) // per   # T is a multiple of ALIGN: the buffers need no padding
     cap = TILE_CAP // max(EB[d] for d in list(in_dts) + [out_dt])
     T = min(fit, cap) // ALIGN * ALIGN
     if T < ALIGN:
