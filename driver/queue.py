@@ -82,8 +82,10 @@ class Queue:
         self._waits.append(event)
 
     def record(self) -> Event:
+        """An event at the point the queue has reached: its last operation's end, or the host's present when
+        the queue is idle (like an event recorded on an idle CUDA stream)."""
         self._check()
-        return Event(self, max(self.tail_ns, *(e.time_ns for e in self._waits)) if self._waits else self.tail_ns)
+        return Event(self, max([self.tail_ns, self.platform.host_ns] + [e.time_ns for e in self._waits]))
 
     def synchronize(self):
         """The host waits for everything on this queue; raises the device's sticky fault, if any."""

@@ -1,0 +1,615 @@
+"""conv2d (NCHW, groups = 1) as im2col + matmul on the matrix unit: fp16 inputs and weights, fp32 output.
+
+The output is tiled by whole output rows: a tile is R output rows of one image (M = R * OW positions);
+tiles are dealt round-robin to the PEs. Per PE, once:
+
+    weights  one DMA of w [OC, C*KH*KW] into local memory, then a strided local DMA (2-byte rows)
+             transposes it to the weight matrix [C*KH*KW, OC] (split by output channels into chunks
+             of at most the 1 MiB weight buffer), loaded with mm.ldw once when it is one chunk
+    staging  zero-filled input bands [C, (R-1)*stride + KH, W + 2*pad] fp16 (two, double-buffered):
+             the border columns are never written, so they stay zero (the padding)
+
+Per tile:
+
+    band     one 3-D DMA copies the input rows the tile needs (clipped to the image) into the staging
+             band; bands clipped at the top or bottom are zero-filled first (vsub i32); the next tile's
+             band is loaded while this tile computes
+    im2col   2-D/3-D local DMAs, each copying KW contiguous fp16 values per row, fill the patch matrix
+             A [M, C*KH*KW] (column order c, kh, kw); the two largest of (OW, R, C, KH) are the DMA's
+             dimensions, the other two are loops
+    matmul   mm.mul A (M rows) by the weight matrix -> [M, OC] fp32 (per weight chunk: mm.ldw, mm.mul)
+    layout   a strided local DMA (4-byte rows) transposes it to [OC, M]; bias: one vadds per channel
+    store    one contiguous DMA, double-buffered: straight into out[n] when a tile is a whole image,
+             else into a scratch [tiles, OC, M] (shared SRAM when it fits, else DRAM)
+
+When tiles are smaller than an image, a second phase (after a barrier) copies the scratch into the NCHW
+output, one (image, channel block) per unit, so that every DMA writes one contiguous block of `out`
+(the race sanitizer checks strided transfers by their bounding interval: two PEs writing different
+positions of the same channels with strided DMAs would be reported as a race).
+
+Numerics: inputs and weights rounded to fp16 (round to nearest even), products exact in fp32, sums in
+fp32 in (c, kh, kw) order, then + bias in fp32: `reference_conv2d` computes exactly that and the card
+matches it bit for bit. Against float64 math on the same fp16 values:
+    |card - f64| <= (C*KH*KW + 1) * 2**-24 * (sum |x w| + |bias|).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from vnpu.errors import InvalidArgument
+
+from .builder import KernelBuilder
+from .library import OpSpec
+from .runner import Out, Scratch, run
+
+WEIGHT_BUFFER = 1 << 20     # the matrix unit's weight buffer (emulator/state.py WEIGHT_BUFFER_BYTES)
+ALIGN = 64
+MIN_POSITIONS = 64          # a tile is at least this many positions (when the image allows) before it is split
+SEM_LOAD, SEM_STORE, SEM_LOC, SEM_MAT, SEM_VEC = 0, 1, 2, 3, 4
+WINDOW = 8
+
+
+def _align(n):
+    return -(-int(n) // ALIGN) * ALIGN
+
+
+def _fits24(c):
+    return -(1 << 23) <= c < (1 << 23)
+
+
+def addc(k, rd, rs, c):
+    if _fits24(c):
+        k.addi(rd, rs, int(c))
+    else:
+        t = k.const(k.reg("c"), c)
+        k.add(rd, rs, t)
+        k.release(t)
+
+
+def mulc(k, rd, rs, c):
+    if _fits24(c):
+        k.muli(rd, rs, int(c))
+    else:
+        t = k.const(k.reg("c"), c)
+        k.mul(rd, rs, t)
+        k.release(t)
+
+
+class Window:
+    """At most WINDOW async operations pending on `sem` (kept well below the 256 a semaphore holds)."""
+
+    def __init__(self, k, sem):
+        self.k, self.sem = k, sem
+        self.cnt = k.reg("pending")
+        k.li(self.cnt, 0)
+
+    def issued(self):
+        k = self.k
+        k.addi(self.cnt, self.cnt, 1)
+        lim = k.const(k.reg("lim"), WINDOW)
+        with k.if_("ge", self.cnt, lim):
+            k.wait(self.sem, 1)
+            k.addi(self.cnt, self.cnt, -1)
+        k.release(lim)
+
+    def drain(self):
+        k = self.k
+        top, end = k.label("drain"), k.label("drained")
+        k.place(top)
+        k.beq(self.cnt, k.zero, end)
+        k.wait(self.sem, 1)
+        k.addi(self.cnt, self.cnt, -1)
+        k.jmp(top)
+        k.place(end)
+        k.release(self.cnt)
+
+
+# --- plan --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    N: int
+    C: int
+    H: int
+    W: int
+    OC: int
+    KH: int
+    KW: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    bias: bool
+    R: int                  # output rows per tile
+    two_engines: bool
+    scratch_shared: bool
+
+    @property
+    def OH(self):
+        return (self.H + 2 * self.ph - self.KH) // self.sh + 1
+
+    @property
+    def OW(self):
+        return (self.W + 2 * self.pw - self.KW) // self.sw + 1
+
+    @property
+    def K(self):
+        return self.C * self.KH * self.KW
+
+    @property
+    def M(self):
+        return self.R * self.OW
+
+    @property
+    def Wp(self):
+        return self.W + 2 * self.pw
+
+    @property
+    def bandH(self):
+        return (self.R - 1) * self.sh + self.KH
+
+    @property
+    def TPI(self):
+        return -(-self.OH // self.R)
+
+    @property
+    def direct(self):
+        return self.TPI == 1
+
+    @property
+    def chunks(self):
+        """Output-channel chunks whose K x n weight tile fits the weight buffer: [(oc0, n)]."""
+        per = max(1, min(self.OC, WEIGHT_BUFFER // (2 * self.K)))
+        return [(o, min(per, self.OC - o)) for o in range(0, self.OC, per)]
+
+    @property
+    def phase2_block(self):
+        """Output channels per phase-2 unit: enough units for every PE when the batch is small."""
+        return -(-self.OC // min(self.OC, max(1, -(-self.pes_hint // self.N))))
+
+    pes_hint: int = 1
+
+    def layout(self):
+        return layout(self, self.R)
+
+    @property
+    def scratch_bytes(self):
+        return self.N * self.TPI * self.OC * self.M * 4
+
+
+def layout(p, R):
+    M = R * p.OW
+    bandH = (R - 1) * p.sh + p.KH
+    lay, off = {}, 0
+    for name, n in (("WM", p.K * p.OC * 2), ("BIAS", p.OC * 4 if p.bias else 0)):
+        lay[name] = off
+        off += _align(n)
+    lay["WORK"] = work = off
+    for name, n in (("STG0", p.C * bandH * p.Wp * 2), ("STG1", p.C * bandH * p.Wp * 2), ("A", M * p.K * 2),
+                    ("RES", M * p.OC * 4), ("OUT0", p.OC * M * 4), ("OUT1", p.OC * M * 4)):
+        lay[name] = off
+        off += _align(n)
+    lay["STG_BYTES"] = _align(p.C * bandH * p.Wp * 2)
+    lay["END"] = max(off, work + _align(p.OC * p.K * 2))     # the raw weights share the work area
+    return lay
+
+
+def make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, npe):
+    cfg = card.config
+    local = cfg.local_memory.bytes
+    base = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, 1, cfg.dma.engines_per_pe >= 2, False, npe)
+    OH, OW = base.OH, base.OW
+    if base.K * 2 > WEIGHT_BUFFER:
+        raise InvalidArgument(f"conv2d: C*KH*KW = {base.K} weights per output channel ({base.K * 2} bytes of fp16) "
+                              f"exceed the matrix unit's {WEIGHT_BUFFER}-byte weight buffer")
+    if layout(base, 1)["END"] > local:
+        raise InvalidArgument(f"conv2d: too large for PE-local memory: weights [{base.K}, {OC}] and one output row "
+                              f"need {layout(base, 1)['END']} bytes, a PE has {local}")
+    lo, hi = 1, OH                       # the largest R that fits (the layout grows with R)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if layout(base, mid)["END"] <= local:
+            lo = mid
+        else:
+            hi = mid - 1
+    r_mem = lo
+    per_image = -(-npe // N)            # tiles per image that give every PE work
+    r = max(-(-OH // per_image), -(-MIN_POSITIONS // OW))
+    R = max(1, min(r_mem, OH, r))
+    plan = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, R, base.two_engines, False, npe)
+    if not plan.direct:
+        free = cfg.shared_sram.bytes - sum(card.shared_allocations.values())
+        shared = -(-plan.scratch_bytes // 65536) * 65536 <= free
+        plan = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, R, base.two_engines, shared, npe)
+    return plan
+
+
+# --- kernel --------------------------------------------------------------------------------------------------
+def build_kernel(p: Plan):
+    L = p.layout()
+    K, OC, M, OW, R = p.K, p.OC, p.M, p.OW, p.R
+    IO, LOC = "e0", ("e1" if p.two_engines else "e0")
+    chunks = p.chunks
+    args = {"x": ("buffer", "f16"), "w": ("buffer", "f16")}
+    if p.bias:
+        args["bias"] = ("buffer", "f32")
+    args["out"] = ("buffer", "f32")
+    if not p.direct:
+        args["scratch"] = ("buffer", "f32")
+    args["batch"] = ("scalar", "i32")
+    kb = KernelBuilder()
+    with kb.kernel("conv2d", **args) as k:
+        a = k.args
+        npe, t, ntiles, kc = k.regs("npe", "t", "ntiles", "kc")
+        sc, sn, oc, on = k.regs("sc", "sn", "oc", "on")
+        k.csrr(npe, "pe_count")
+        tmp, tmp2 = k.regs("tmp", "tmp2")
+        # --- weights: [OC, K] -> [K, OC] per chunk, in local memory -----------------------------------
+        k.const(tmp, L["WORK"])
+        k.const(tmp2, OC * K * 2)
+        k.dma(IO, tmp, a.w, tmp2, SEM_LOAD)
+        k.wait(SEM_LOAD, 1)
+        for o0, n in chunks:
+            k.const(tmp, L["WM"] + o0 * K * 2)
+            k.const(tmp2, L["WORK"] + o0 * K * 2)
+            k.copy(LOC, tmp, tmp2, 2, SEM_LOC, rows=n, src_stride=K * 2, dst_stride=2, planes=K, src_plane=2,
+                   dst_plane=n * 2)
+            k.wait(SEM_LOC, 1)
+        if p.bias:
+            k.const(tmp, L["BIAS"])
+            k.const(tmp2, OC * 4)
+            k.dma(IO, tmp, a.bias, tmp2, SEM_LOAD)
+            k.wait(SEM_LOAD, 1)
+        if p.ph or p.pw:                 # zero both staging bands (the raw weights were there)
+            k.const(tmp2, L["STG_BYTES"] // 4)
+            for name in ("STG0", "STG1"):
+                k.const(tmp, L[name])
+                k.vsub(tmp, tmp, tmp, tmp2, "i32", SEM_VEC)
+            k.wait(SEM_VEC, 2)
+        if len(chunks) == 1:
+            k.const(tmp, L["WM"])
+            k.const(tmp2, K)
+            k.const(sc, OC)
+            k.mm_ldw(tmp, tmp2, sc, "f16", SEM_MAT)
+            k.wait(SEM_MAT, 1)
+        k.release(tmp, tmp2)
+        # --- phase 1: tiles of R output rows ----------------------------------------------------------
+        mulc(k, ntiles, a.batch, p.TPI)
+        k.csrr(t, "pe_id")
+        phase1_end = k.label("p1end")
+        k.bge(t, ntiles, phase1_end)
+        for r, name in ((sc, "STG0"), (sn, "STG1"), (oc, "OUT0"), (on, "OUT1")):
+            k.const(r, L[name])
+
+        def band(tile, stg):
+            """Load the input rows of `tile` into the staging band at `stg` (one DMA on SEM_LOAD)."""
+            n, oh, lo, hi, src = k.regs("n", "oh", "lo", "hi", "src")
+            tp = k.const(k.reg("tpi"), p.TPI)
+            k.div(n, tile, tp)
+            k.mul(oh, n, tp)
+            k.sub(oh, tile, oh)                     # tile row index within the image
+            mulc(k, oh, oh, R * p.sh)
+            addc(k, oh, oh, -p.ph)                  # first input row of the band (may be < 0)
+            k.max(lo, oh, k.zero)
+            addc(k, hi, oh, p.bandH)
+            k.const(tp, p.H)
+            k.min(hi, hi, tp)
+            k.sub(hi, hi, lo)
+            k.max(hi, hi, k.zero)                   # rows to copy
+            k.sub(oh, lo, oh)                       # first band row they go to
+            if p.ph:
+                dozero, skip = k.label("zero"), k.label("nozero")
+                k.bne(oh, k.zero, dozero)
+                k.const(tp, p.bandH)
+                k.beq(hi, tp, skip)
+                k.place(dozero)
+                k.const(tp, L["STG_BYTES"] // 4)
+                k.vsub(stg, stg, stg, tp, "i32", SEM_VEC)
+                k.wait(SEM_VEC, 1)
+                k.place(skip)
+            # src = x + ((n*C*H) + lo) * W * 2
+            mulc(k, src, n, p.C * p.H)
+            k.add(src, src, lo)
+            mulc(k, src, src, p.W * 2)
+            k.add(src, src, a.x)
+            # dst = stg + (band_row * Wp + pw) * 2
+            mulc(k, oh, oh, p.Wp * 2)
+            addc(k, oh, oh, p.pw * 2)
+            k.add(oh, oh, stg)
+            if p.pw == 0:                          # rows are contiguous on both sides: one run per channel
+                mulc(k, hi, hi, p.W * 2)
+                k.copy(IO, oh, src, hi, SEM_LOAD, rows=p.C, src_stride=p.H * p.W * 2,
+                       dst_stride=p.bandH * p.W * 2)
+            else:
+                k.copy(IO, oh, src, p.W * 2, SEM_LOAD, rows=hi, src_stride=p.W * 2, dst_stride=p.Wp * 2,
+                       planes=p.C, src_plane=p.H * p.W * 2, dst_plane=p.bandH * p.Wp * 2)
+            k.release(n, oh, lo, hi, src, tp)
+
+        band(t, sc)
+        k.li(kc, 0)
+        top = k.label("tile")
+        k.place(top)
+        k.wait(SEM_LOAD, 1)
+        # --- im2col: A[(r, ow), (c, kh, kw)] = band[c, r*sh + kh, ow*sw + kw], KW values per DMA row --
+        dims = [(OW, p.sw * 2, K * 2), (R, p.sh * p.Wp * 2, OW * K * 2), (p.C, p.bandH * p.Wp * 2, p.KH * p.KW * 2),
+                (p.KH, p.Wp * 2, p.KW * 2)]
+        dims.sort(key=lambda d: -d[0])
+        (n1, s1, d1), (n2, s2, d2), outer, inner = dims
+        src, dst = k.regs("src", "dst")
+        win = Window(k, SEM_LOC)
+        k.mov(src, sc)
+        k.const(dst, L["A"])
+        loops = [d for d in (outer, inner) if d[0] > 1]
+        counters = []
+
+        def body(level):
+            if level == len(loops):
+                k.copy(LOC, dst, src, p.KW * 2, SEM_LOC, rows=n1, src_stride=s1, dst_stride=d1, planes=n2,
+                       src_plane=s2, dst_plane=d2)
+                win.issued()
+                return
+            cnt, ss, ds = loops[level]
+            i = k.reg("i")
+            counters.append(i)
+            with k.for_range(i, 0, cnt):
+                body(level + 1)
+                addc(k, src, src, ss)
+                addc(k, dst, dst, ds)
+            addc(k, src, src, -cnt * ss)         # back to where this loop started
+            addc(k, dst, dst, -cnt * ds)
+            k.release(i)
+
+        body(0)
+        win.drain()
+        # --- prefetch the next tile's band -------------------------------------------------------------
+        t2 = k.reg("t2")
+        k.add(t2, t, npe)
+        with k.if_("lt", t2, ntiles):
+            band(t2, sn)
+        # --- matmul: [M, K] x [K, OC] -> RES [M, OC] (per chunk: [M, n] at RES + o0*M*4) --------------
+        rm = k.const(k.reg("M"), M)
+        k.const(src, L["A"])
+        if len(chunks) == 1:
+            k.const(dst, L["RES"])
+            k.mm_mul(dst, src, rm, "f16", "set", SEM_MAT)
+        else:
+            rk, rn = k.regs("K", "n")
+            k.const(rk, K)
+            for o0, n in chunks:
+                k.const(dst, L["WM"] + o0 * K * 2)
+                k.const(rn, n)
+                k.mm_ldw(dst, rk, rn, "f16", SEM_MAT)
+                k.const(dst, L["RES"] + o0 * M * 4)
+                k.mm_mul(dst, src, rm, "f16", "set", SEM_MAT)
+            k.release(rk, rn)
+        k.wait(SEM_MAT, 2 * len(chunks) if len(chunks) > 1 else 1)
+        # --- the output buffer of two tiles ago must be stored before it is rewritten -------------------
+        k.li(src, 2)
+        with k.if_("ge", kc, src):
+            k.wait(SEM_STORE, 1)
+        # --- [M, OC] -> [OC, M] (4-byte rows) --------------------------------------------------------------
+        for o0, n in chunks:
+            k.const(src, L["RES"] + o0 * M * 4)
+            addc(k, dst, oc, o0 * M * 4)
+            k.copy(LOC, dst, src, 4, SEM_LOC, rows=n, src_stride=4, dst_stride=M * 4, planes=M, src_plane=n * 4,
+                   dst_plane=4)
+        k.wait(SEM_LOC, len(chunks))
+        # --- bias: out[oc, :] += bias[oc] ----------------------------------------------------------------------
+        if p.bias:
+            i = k.reg("i")
+            win = Window(k, SEM_VEC)
+            k.mov(dst, oc)
+            k.const(src, L["BIAS"])
+            with k.for_range(i, 0, OC):
+                k.vadds(dst, dst, src, rm, "f32", SEM_VEC)
+                win.issued()
+                addc(k, dst, dst, M * 4)
+                k.addi(src, src, 4)
+            win.drain()
+            k.release(i)
+        # --- store: one contiguous block per tile (out[n] when a tile is an image, else scratch[t]) ------
+        mulc(k, dst, t, OC * M * 4)
+        k.add(dst, dst, a.out if p.direct else a.scratch)
+        k.const(src, OC * M * 4)
+        k.dma(IO, dst, oc, src, SEM_STORE)
+        for x, y in ((sc, sn), (oc, on)):
+            k.mov(src, x)
+            k.mov(x, y)
+            k.mov(y, src)
+        k.mov(t, t2)
+        k.addi(kc, kc, 1)
+        k.release(t2, rm, src, dst)
+        k.blt(t, ntiles, top)
+        k.place(phase1_end)
+        k.fence()
+        # --- phase 2: scratch [n, tile, OC, M] -> out [n, OC, OH*OW], one channel block per unit -------------
+        if not p.direct:
+            k.barrier()
+            B2 = p.phase2_block
+            nblk = -(-OC // B2)
+            nfull, rem = p.OH // R, p.OH - (p.OH // R) * R
+            NPOS = p.OH * OW
+            u, units, n, c, occ, src, dst = k.regs("u", "units", "n", "c", "occ", "src", "dst")
+            mulc(k, units, a.batch, nblk)
+            k.csrr(u, "pe_id")
+            done = k.label("p2end")
+            k.bge(u, units, done)
+            loop = k.label("unit")
+            k.place(loop)
+            tb = k.const(k.reg("nblk"), nblk)
+            k.div(n, u, tb)
+            k.mul(c, n, tb)
+            k.sub(c, u, c)
+            mulc(k, c, c, B2)                        # first channel of the block
+            k.const(tb, OC)
+            k.sub(occ, tb, c)
+            k.const(tb, B2)
+            k.min(occ, occ, tb)
+            k.release(tb)
+            mulc(k, src, n, p.TPI * OC)
+            k.add(src, src, c)
+            mulc(k, src, src, M * 4)
+            k.add(src, src, a.scratch)
+            mulc(k, dst, n, OC)
+            k.add(dst, dst, c)
+            mulc(k, dst, dst, NPOS * 4)
+            k.add(dst, dst, a.out)
+            if nfull:
+                k.copy(IO, dst, src, M * 4, SEM_LOAD, rows=nfull, src_stride=OC * M * 4, dst_stride=M * 4,
+                       planes=occ, src_plane=M * 4, dst_plane=NPOS * 4)
+            if rem:
+                addc(k, src, src, nfull * OC * M * 4)
+                addc(k, dst, dst, nfull * M * 4)
+                k.copy(IO, dst, src, rem * OW * 4, SEM_LOAD, rows=occ, src_stride=M * 4, dst_stride=NPOS * 4)
+            k.wait(SEM_LOAD, int(bool(nfull)) + int(bool(rem)))
+            k.add(u, u, npe)
+            k.blt(u, units, loop)
+            k.place(done)
+    return kb.build()
+
+
+# --- host side -------------------------------------------------------------------------------------------------
+def _pair(v, name, minimum):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        v = (int(v), int(v))
+    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(
+            isinstance(e, (int, np.integer)) and not isinstance(e, bool) for e in v):
+        v = (int(v[0]), int(v[1]))
+    else:
+        raise InvalidArgument(f"conv2d: {name} must be an integer or a pair of integers, got {v!r}")
+    if min(v) < minimum:
+        raise InvalidArgument(f"conv2d: {name} must be at least {minimum}, got {v}")
+    return v
+
+
+def _check(x, w, bias, stride, padding):
+    for name, arr, nd, shape in (("x", x, 4, "[N, C, H, W]"), ("w", w, 4, "[OC, C, KH, KW]")):
+        if not isinstance(arr, np.ndarray):
+            raise InvalidArgument(f"conv2d: {name} must be a numpy array, got {type(arr).__name__}")
+        if arr.ndim != nd:
+            raise InvalidArgument(f"conv2d: {name} must be {nd}-D {shape}, got shape {arr.shape}")
+        if arr.dtype not in (np.float16, np.float32):
+            raise InvalidArgument(f"conv2d: {name} must be float16 (or float32, rounded to float16), got {arr.dtype}")
+    N, C, H, W = x.shape
+    OC, Cw, KH, KW = w.shape
+    if min(x.shape) < 1 or min(w.shape) < 1:
+        raise InvalidArgument(f"conv2d: every dimension must be at least 1, got x {x.shape}, w {w.shape}")
+    if Cw != C:
+        extra = " (groups > 1 is not supported)" if C % Cw == 0 else ""
+        raise InvalidArgument(f"conv2d: w has {Cw} input channels, x has {C}{extra}")
+    if bias is not None:
+        if not isinstance(bias, np.ndarray) or bias.ndim != 1 or bias.shape[0] != OC:
+            raise InvalidArgument(f"conv2d: bias must be a 1-D array of {OC} values (one per output channel), got "
+                                  f"{getattr(bias, 'shape', type(bias).__name__)}")
+        if bias.dtype not in (np.float16, np.float32):
+            raise InvalidArgument(f"conv2d: bias must be float32 or float16, got {bias.dtype}")
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    if H + 2 * ph < KH or W + 2 * pw < KW:
+        raise InvalidArgument(f"conv2d: kernel {KH}x{KW} is larger than the padded input "
+                              f"{H + 2 * ph}x{W + 2 * pw}")
+    if N >= 1 << 31:
+        raise InvalidArgument(f"conv2d: batch {N} does not fit a 32-bit argument")
+    return (N, C, H, W, OC, KH, KW, sh, sw, ph, pw)
+
+
+def conv2d(card, x, w, bias=None, stride=1, padding=0, pes=None):
+    """2-D convolution, NCHW, groups = 1: x [N, C, H, W], w [OC, C, KH, KW] (float16; float32 is rounded to
+    float16), optional bias [OC]; stride and padding are ints or (h, w) pairs, zero padding.
+    Returns (out [N, OC, OH, OW] float32, LaunchResult)."""
+    N, C, H, W, OC, KH, KW, sh, sw, ph, pw = _check(x, w, bias, stride, padding)
+    npe = len(set(pes)) if pes is not None else card.config.pes
+    p = make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias is not None, max(1, npe))
+    key = ("conv2d", p)
+    args = [np.ascontiguousarray(x, dtype=np.float16), np.ascontiguousarray(w, dtype=np.float16)]
+    if bias is not None:
+        args.append(np.ascontiguousarray(bias, dtype=np.float32))
+    args.append(Out((N, OC, p.OH, p.OW), np.float32))
+    if not p.direct:
+        args.append(Scratch(p.scratch_bytes, "shared" if p.scratch_shared else "dram"))
+    args.append(N)
+    (out,), result = run(card, key, lambda: build_kernel(p), "conv2d", args, pes=pes)
+    return out, result
+
+
+# --- numpy reference ----------------------------------------------------------------------------------------------
+def reference_conv2d(x, w, bias=None, stride=1, padding=0, exact=True):
+    """exact=True: the card's arithmetic bit for bit (fp16-rounded x and w, fp32 products and sums in (c, kh, kw)
+    order, + bias in fp32). exact=False: float64 math on the same fp16-rounded values."""
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    x = np.asarray(x).astype(np.float16).astype(np.float32)
+    w = np.asarray(w).astype(np.float16).astype(np.float32)
+    N, C, H, W = x.shape
+    OC, _, KH, KW = w.shape
+    OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((N, OH, OW, C, KH, KW), np.float32)
+    for kh in range(KH):
+        for kw in range(KW):
+            v = xp[:, :, kh:kh + sh * (OH - 1) + 1:sh, kw:kw + sw * (OW - 1) + 1:sw]
+            cols[..., kh, kw] = v.transpose(0, 2, 3, 1)
+    A = cols.reshape(N, OH * OW, C * KH * KW)
+    Wm = w.reshape(OC, -1).T
+    if exact:
+        acc = np.zeros((N, OH * OW, OC), np.float32)
+        for kk in range(A.shape[2]):
+            acc += A[:, :, kk, None] * Wm[kk]
+        if bias is not None:
+            acc += np.asarray(bias).astype(np.float32)
+    else:
+        acc = A.astype(np.float64) @ Wm.astype(np.float64)
+        if bias is not None:
+            acc += np.asarray(bias).astype(np.float64)
+    return np.ascontiguousarray(acc.transpose(0, 2, 1).reshape(N, OC, OH, OW).astype(np.float32))
+
+
+def error_bound(x, w, bias=None, stride=1, padding=0):
+    """Per-element bound of |card - reference_conv2d(exact=False)| (see the module doc)."""
+    mag = reference_conv2d(np.abs(np.asarray(x).astype(np.float16)), np.abs(np.asarray(w).astype(np.float16)),
+                           None if bias is None else np.abs(bias), stride, padding, exact=False)
+    K = w.shape[1] * w.shape[2] * w.shape[3]
+    return (K + 1) * 2.0 ** -24 * mag.astype(np.float64) * (1 + 2.0 ** -8)
+
+
+def max_positions(card, C, OC, KH, KW, W=1, stride=1, padding=0, bias=True):
+    """The largest tile (output positions) one PE of `card` holds for this layer, 0 if none."""
+    p = make_plan(card, 1, C, 10 ** 6, W, OC, KH, KW, stride, stride, padding, padding, bias, 1)
+    return p.M
+
+
+# --- registry ------------------------------------------------------------------------------------------------------
+def _make_inputs(rng, p):
+    out = {"x": rng.standard_normal((p["n"], p["c"], p["h"], p["w"])).astype(np.float16),
+           "w": (rng.standard_normal((p["oc"], p["c"], p["kh"], p["kw"])) /
+                 math.sqrt(p["c"] * p["kh"] * p["kw"])).astype(np.float16)}
+    if p["bias"]:
+        out["bias"] = rng.standard_normal(p["oc"]).astype(np.float32)
+    return out
+
+
+def _ops(p):
+    oh = (p["h"] + 2 * p["padding"] - p["kh"]) // p["stride"] + 1
+    ow = (p["w"] + 2 * p["padding"] - p["kw"]) // p["stride"] + 1
+    return 2 * p["n"] * p["oc"] * oh * ow * p["c"] * p["kh"] * p["kw"]
+
+
+def _run(card, inp, p, pes=None):
+    out, res = conv2d(card, inp["x"], inp["w"], inp.get("bias"), p["stride"], p["padding"], pes=pes)
+    return [out], res
+
+
+OPS = [OpSpec(
+    name="conv2d",
+    params={"n": 1, "c": 16, "h": 28, "w": 28, "oc": 32, "kh": 3, "kw": 3, "stride": 1, "padding": 1, "bias": 1},
+    make_inputs=_make_inputs,
+    run=_run,
+    reference=lambda inp, p: [reference_conv2d(inp["x"], inp["w"], inp.get("bias"), p["stride"], p["padding"])],
+    # the reference is the card's arithmetic (fp16 inputs, fp32 sums in (c, kh, kw) order): equal bit for bit
+    tolerance=lambda p: (0.0, 0.0),
+    ops_per_call=_ops,
+    doc="conv2d NCHW (groups=1), fp16 x and w, fp32 output: im2col by DMA, matmul on the matrix unit",
+    choices={"bias": [0, 1]},
+)]
