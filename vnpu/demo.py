@@ -44,7 +44,7 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
     via_host = serve(platform, m, mid, requests=requests, route="host")
     report = {"model": {"name": cfg.name, "tables": cfg.tables, "rows": cfg.rows, "dim": cfg.dim,
                         "pooling": cfg.pooling, "format": cfg.table_format, "bottom": list(cfg.bottom),
-                        "top": [cfg.interaction_width] + list(cfg.top[1:]), "rows_scale": scale,
+                        "top": [m.top[0][0].shape[0]] + [w.shape[1] for w, _ in m.top], "rows_scale": scale,
                         "table_bytes": sum(m.table_bytes)},
               "platform": {"cards": len(platform.devices), "card": platform.devices[0].config.data["name"],
                            "link": platform.config["link"], "uplink": platform.config["uplink"]},
