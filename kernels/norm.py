@@ -255,7 +255,7 @@ def _vsum(v):
     """vsum: fp32 values added in index order in fp64, rounded to fp32 (one per row)."""
     if v.shape[-1] == 0:
         return np.zeros(v.shape[:-1], np.float32)
-    return np.cumsum(v.astype(np.float64), axis=-1)[..., -1].astype(np.float32)
+    return v.astype(np.float64).sum(-1).astype(np.float32)
 
 
 def reference_layer_norm(x, gamma=None, beta=None, eps=1e-5):

@@ -220,6 +220,18 @@ def test_softmax_matches_reference(data):
         np.testing.assert_allclose(out.sum(-1, dtype=np.float64), 1.0, rtol=1e-4)
 
 
+def test_row_sums_run_in_index_order(card):
+    """vsum adds in index order in fp64: 2**60 + 1 loses the 1 before -2**60 cancels, so the row's mean is 0
+    (numpy's pairwise sum would keep the 1). The references follow the card."""
+    x = np.zeros((2, 16), np.float32)
+    x[:, 0], x[:, 1], x[:, 8] = 2.0 ** 60, 1.0, -2.0 ** 60
+    out, _ = N.layer_norm(card, x)
+    same(out, N.reference_layer_norm(x))
+    assert out[0, 2] == 0.0                   # centred on a mean of exactly 0
+    sm, _ = N.softmax(card, np.log(np.abs(x) + 1))
+    np.testing.assert_allclose(sm, N.reference_softmax(np.log(np.abs(x) + 1)), rtol=1e-6)
+
+
 # --- the largest single tile, and the first size that needs two -------------------------------------------------
 @pytest.mark.parametrize("op", ["add", "relu", "quantize", "dequantize"])
 def test_largest_single_tile_fills_local_memory(card, op):
