@@ -38,11 +38,12 @@ def _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue):
         wbytes = K * nt * eb
         mt = M
         while mt > 1:
-            per_row = K * eb + 2 * nt * 4 + (2 * nt * ob) + (3 * nt * 4 if epilogue != "raw" else 0)
+            per_row = K * eb + 2 * nt * 4 + (2 * nt * ob) + (5 * nt * 4 if epilogue != "raw" else 0)
             if 2 * wbytes + mt * per_row <= budget:
                 break
             mt = (mt + 1) // 2
-        per_row = K * eb + 2 * nt * 4 + 2 * nt * ob + (3 * nt * 4 if epilogue != "raw" else 0)
+        # A row, O[2] and Y[2] rows, and the epilogue's S[2], B[2] and F rows
+        per_row = K * eb + 2 * nt * 4 + 2 * nt * ob + (5 * nt * 4 if epilogue != "raw" else 0)
         if wbytes <= WEIGHT_BUFFER and 2 * wbytes + mt * per_row <= budget:
             return nt, mt
         if nt == 1:
@@ -283,8 +284,8 @@ def _config(card):
 
 
 def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0, activation=None, pes=None,
-         trace=False, out_dtype=None):
-    """out[b] = a[b] @ w[b] on the matrix unit. a: [M, K] or [B, M, K]; w: [K, N] or [B, K, N]; int8 or fp16.
+         trace=False, out_dtype=None, weights_on_chip=False):
+    """out[b] = a[b] @ w[b] on the matrix unit (weights_on_chip: w resident in the shared SRAM). a: [M, K] or [B, M, K]; w: [K, N] or [B, K, N]; int8 or fp16.
     int8: raw int32, or with `scale` (per-tensor float or per-column [N]) dequantized fp32 (+ bias [N]),
     or with `out_scale` requantized to int8. fp16: fp32 output (+ bias)."""
     a, w = np.asarray(a), np.asarray(w)
@@ -347,6 +348,8 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
     if stage:
         args.append(runner.Scratch(a_bytes, memory="shared"))
     args[1] = pack_weights(w3, built.get("nt") or _plan_for(card, B, M, K, N, dtype, epilogue, use)[0])
+    if weights_on_chip:      # resident weights in the shared SRAM, as a serving runtime keeps them
+        args[1] = runner.OnChip(args[1])
     (out,), result = runner.run(card, key, build, "gemm", args, pes=pes, trace=trace)
     return (out if batched else out[0]), result
 

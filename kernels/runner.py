@@ -22,6 +22,12 @@ class Out:
 
 
 @dataclass
+class OnChip:
+    """An input array placed in the card's shared SRAM instead of DRAM (e.g. resident weights)."""
+    array: np.ndarray
+
+
+@dataclass
 class Scratch:
     """Device memory a kernel needs for intermediate results (DRAM, or `memory="shared"`)."""
     nbytes: int
@@ -64,9 +70,10 @@ def run(card, key, build, kernel, args, pes=None, sanitize=True, engine="numba",
                 addr = card.alloc(max(1, a.nbytes), memory=a.memory)
                 owned.append(addr)
                 values.append(addr)
-            elif isinstance(a, np.ndarray):
-                raw = np.ascontiguousarray(a).view(np.uint8).reshape(-1)
-                addr = card.alloc(max(1, raw.nbytes))
+            elif isinstance(a, (np.ndarray, OnChip)):
+                memory = "shared" if isinstance(a, OnChip) else "dram"
+                raw = np.ascontiguousarray(a.array if isinstance(a, OnChip) else a).view(np.uint8).reshape(-1)
+                addr = card.alloc(max(1, raw.nbytes), memory=memory)
                 owned.append(addr)
                 if raw.nbytes:
                     card.write(addr, raw)
