@@ -101,3 +101,81 @@ def embedding_bag(weight, indices, offsets=None, lengths=None, per_sample_weight
     _record("embedding_bag", result, lookups=args.n_bags, rows_gathered=len(args.indices), gathered_bytes=gathered,
             lookups_per_s=args.n_bags / result.seconds if result.seconds else 0.0)
     return out
+
+
+def _run(module, fn, op, *args, card=None, **kw):
+    """Call a library host function on the ops card, record its profile, return the output array."""
+    import importlib
+    f = getattr(importlib.import_module(f"vnpu.kernels.{module}"), fn)
+    out, result = f(card or default_card(), *args, **kw)
+    _record(op, result)
+    return out
+
+
+def matmul(a, b, *, card=None, pes=None):
+    """a @ b on the matrix unit: int8 x int8 -> int32, fp16 x fp16 -> fp32; [B, M, K] @ [B, K, N] batched."""
+    return _run("dense", "gemm", "matmul", a, b, card=card, pes=pes)
+
+
+def linear(x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, card=None,
+           pes=None):
+    """A fully connected layer, PyTorch layout (weight [out, in]): y = x @ weight.T + bias. int8 needs x_scale
+    and w_scale (per tensor or per output row) and gives fp32, or int8 with out_scale; fp16 gives fp32."""
+    return _run("dense", "linear", "linear", x, weight, bias, x_scale=x_scale, w_scale=w_scale,
+                out_scale=out_scale, out_zero_point=out_zero_point, card=card, pes=pes)
+
+
+def add(a, b, *, card=None, pes=None):
+    return _run("elementwise", "add", "add", a, b, card=card, pes=pes)
+
+
+def mul(a, b, *, card=None, pes=None):
+    return _run("elementwise", "mul", "mul", a, b, card=card, pes=pes)
+
+
+def relu(x, *, card=None, pes=None):
+    return _run("elementwise", "relu", "relu", x, card=card, pes=pes)
+
+
+def sigmoid(x, *, card=None, pes=None):
+    return _run("elementwise", "sigmoid", "sigmoid", x, card=card, pes=pes)
+
+
+def tanh(x, *, card=None, pes=None):
+    return _run("elementwise", "tanh", "tanh", x, card=card, pes=pes)
+
+
+def gelu(x, *, card=None, pes=None):
+    return _run("elementwise", "gelu", "gelu", x, card=card, pes=pes)
+
+
+def quantize(x, scale, zero_point=0, *, card=None, pes=None):
+    return _run("elementwise", "quantize", "quantize", x, scale, zero_point, card=card, pes=pes)
+
+
+def dequantize(q, scale, zero_point=0, *, card=None, pes=None):
+    return _run("elementwise", "dequantize", "dequantize", q, scale, zero_point, card=card, pes=pes)
+
+
+def concat(arrays, axis=-1, *, card=None, pes=None):
+    return _run("elementwise", "concat", "concat", arrays, axis, card=card, pes=pes)
+
+
+def transpose(x, *, card=None, pes=None):
+    return _run("elementwise", "transpose", "transpose", x, card=card, pes=pes)
+
+
+def layer_norm(x, gamma=None, beta=None, eps=1e-5, *, card=None, pes=None):
+    return _run("norm", "layer_norm", "layer_norm", x, gamma, beta, eps, card=card, pes=pes)
+
+
+def softmax(x, *, card=None, pes=None):
+    return _run("norm", "softmax", "softmax", x, card=card, pes=pes)
+
+
+def conv2d(x, w, bias=None, stride=1, padding=0, *, card=None, pes=None):
+    return _run("conv", "conv2d", "conv2d", x, w, bias=bias, stride=stride, padding=padding, card=card, pes=pes)
+
+
+def dot_interaction(dense, emb, *, card=None, pes=None):
+    return _run("interaction", "dot_interaction", "dot_interaction", dense, emb, card=card, pes=pes)
