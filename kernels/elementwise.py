@@ -125,9 +125,10 @@ def tile_loop(k, t, ntiles, body, epilogue=None):
 
 
 # --- streaming elementwise kernels ---------------------------------------------------------------------
-def _stream_module(name, in_dts, out_dt, T, compute, nops, extra=()):
+def _stream_module(name, in_dts, out_dt, T, compute, nops, extra=(), store_eng=1):
     """A kernel `name(x0, .., out, n, *extra)`: out[i] = f(x0[i], ..) for i < n, double-buffered in tiles of T
-    elements. compute(k, args, src_regs, dst_reg, cnt_reg) issues `nops` vector ops on SEM_VEC."""
+    elements. compute(k, args, src_regs, dst_reg, cnt_reg) issues `nops` vector ops on SEM_VEC. Loads go on
+    engine e0, stores on `store_eng` (e1 when the PE has two engines)."""
     ib = [_align(T * EB[dt]) for dt in in_dts]
     ob = _align(T * EB[out_dt])
     addr = RESERVED
@@ -184,7 +185,7 @@ def _stream_module(name, in_dts, out_dt, T, compute, nops, extra=()):
             scale_reg(k, ga, off, EB[out_dt])
             k.add(ga, ga, A.out)
             scale_reg(k, nb, cnt, EB[out_dt])
-            k.dma(1, ga, dst, nb, SEM_STORE[b])        # the other engine: stores overlap the next loads
+            k.dma(store_eng, ga, dst, nb, SEM_STORE[b])   # the other engine: stores overlap the next loads
             k.mov(off, nxt)
 
         k.mov(off, lo)
@@ -197,6 +198,11 @@ def _stream_module(name, in_dts, out_dt, T, compute, nops, extra=()):
 
 def _local_bytes(card):
     return int(card.config.local_memory.bytes)
+
+
+def store_engine(card):
+    """The engine results leave on: e1 when the PE has a second engine (stores then overlap loads), else e0."""
+    return 1 if card.config.dma.engines_per_pe > 1 else 0
 
 
 def stream_tile(card, in_dts, out_dt):
@@ -237,10 +243,11 @@ def _dt_name(dtype):
 
 def _launch_stream(card, op, in_dts, out_dt, inputs, shape, extra_vals, compute, nops, pes, trace, extra=()):
     T = stream_tile(card, in_dts, out_dt)
-    key = ("elementwise", op, tuple(in_dts), out_dt, T)
+    eng = store_engine(card)
+    key = ("elementwise", op, tuple(in_dts), out_dt, T, eng)
 
     def build():
-        return _stream_module(op, in_dts, out_dt, T, compute, nops, extra)
+        return _stream_module(op, in_dts, out_dt, T, compute, nops, extra, eng)
     n = int(np.prod(shape, dtype=np.int64))
     args = [np.ascontiguousarray(a).reshape(-1) for a in inputs] + [runner.Out((n,), NP[out_dt]), n] + list(extra_vals)
     (out,), result = runner.run(card, key, build, op, args, pes=pes, trace=trace)
@@ -327,7 +334,8 @@ def _qparam(scale_f32, zero_point):
 
 def _quant_scale(scale):
     """The factor the card multiplies by: f32(1 / scale)."""
-    return np.float32(1.0 / np.float64(np.float32(scale)))
+    with np.errstate(over="ignore"):
+        return np.float32(1.0 / np.float64(np.float32(scale)))
 
 
 def quantize(card, x, scale, zero_point=0, pes=None, trace=False):
@@ -438,7 +446,7 @@ def transpose_tile(card, itemsize):
     return min(256, T)
 
 
-def _transpose_module(es, T):
+def _transpose_module(es, T, store_eng=1):
     """transpose(x, out, R, C): out[C, R] = x[R, C]^T for es-byte elements, T x T blocks.
     PE p takes a share of the output rows (input columns), so its writes never meet another PE's."""
     tb = T * T * es
@@ -482,8 +490,8 @@ def _transpose_module(es, T):
             k.add(a1, a1, A.out)
             k.const(a2, B_[b])
             scale_reg(k, rb, pti, es)
-            k.dma_dim(1, "d1", ptj, rb, Rb)
-            k.dma(1, a1, a2, rb, SEM_STORE[b])
+            k.dma_dim(store_eng, "d1", ptj, rb, Rb)
+            k.dma(store_eng, a1, a2, rb, SEM_STORE[b])
 
         def body(b):
             coords()
@@ -528,9 +536,11 @@ def transpose(card, x, pes=None, trace=False):
     es = x.dtype.itemsize
     T = transpose_tile(card, es)
     R, C = x.shape
-    key = ("transpose", es, T)
+    eng = store_engine(card)
+    key = ("transpose", es, T, eng)
     args = [np.ascontiguousarray(x), runner.Out((C, R), x.dtype), R, C]
-    (out,), result = runner.run(card, key, lambda: _transpose_module(es, T), "transpose", args, pes=pes, trace=trace)
+    (out,), result = runner.run(card, key, lambda: _transpose_module(es, T, eng), "transpose", args, pes=pes,
+                                trace=trace)
     return out, result
 
 
@@ -661,5 +671,6 @@ OPS = [_ew_spec(op) for op in ("add", "mul", "relu", "sigmoid", "tanh", "gelu")]
                (p["rows"], p["cols"])).astype(np.float32)},
            lambda card, x, p, pes: (lambda o, r: ([o], r))(*transpose(card, x["x"], pes=pes)),
            lambda x, p: [reference_transpose(x["x"])], lambda p: (0.0, 0.0),
-           lambda p: 0, "2-D transpose by DMA, tiled through local memory (element-size rows, one descriptor per tile)"),
+           lambda p: 0, "2-D transpose by DMA, tiled through local memory (element-size rows, one descriptor per "
+           "tile)"),
 ]

@@ -21,7 +21,8 @@ from vnpu.errors import InvalidArgument
 
 from . import runner
 from .builder import KernelBuilder
-from .elementwise import (ALIGN, RESERVED, SEM_LOAD, SEM_ONCE, SEM_STORE, SEM_VEC, TILE_CAP, pe_share, tile_loop)
+from .elementwise import (ALIGN, RESERVED, SEM_LOAD, SEM_ONCE, SEM_STORE, SEM_VEC, TILE_CAP, pe_share, store_engine,
+                          tile_loop)
 from .library import OpSpec
 
 # scalar slots at the bottom of local memory (f32 each)
@@ -33,7 +34,7 @@ def _align(x, a=ALIGN):
     return (int(x) + a - 1) // a * a
 
 
-def _module(kind, has_gamma, has_beta):
+def _module(kind, has_gamma, has_beta, store_eng=1):
     """kernel kind(x, [gamma], [beta], out, rows, d, blk, inv_d[, eps]): blocks of `blk` rows of d elements."""
     args = dict(x=("buffer", "f32"))
     if has_gamma:
@@ -100,21 +101,19 @@ def _module(kind, has_gamma, has_beta):
             k.const(one, 1)
             buf(xr, b)
             buf(yr, 2 + b)
-
-            def slot(reg, addr):
-                k.const(reg, addr)
-                return reg
             nops = 0
             with k.for_range(r, 0, cnt):
                 if kind == "layer_norm":
-                    k.vsum(slot(sa, S_SUM), xr, A.d, "f32", SEM_VEC)
+                    k.const(sa, S_SUM)
+                    k.vsum(sa, xr, A.d, "f32", SEM_VEC)                  # sum(x)
                     k.const(sa, S_MEAN)
                     k.const(sb, S_SUM)
                     k.const(tmp, C_INVD)
                     k.vmuls(sa, sb, tmp, one, "f32", SEM_VEC)            # mean = sum * (1/D)
                     k.vsubs(yr, xr, sa, A.d, "f32", SEM_VEC)             # xc = x - mean  (into the output row)
                     k.vmul(xr, yr, yr, A.d, "f32", SEM_VEC)              # xc^2 over x (no longer needed)
-                    k.vsum(slot(sa, S_VSUM), xr, A.d, "f32", SEM_VEC)
+                    k.const(sa, S_VSUM)
+                    k.vsum(sa, xr, A.d, "f32", SEM_VEC)                  # sum(xc^2)
                     k.const(sb, S_VAR)
                     k.vmuls(sb, sa, tmp, one, "f32", SEM_VEC)            # var = sum(xc^2) * (1/D)
                     k.const(sa, S_VE)
@@ -164,7 +163,7 @@ def _module(kind, has_gamma, has_beta):
             k.add(ga, ga, A.out)
             k.mul(nb, cnt, rowb)
             buf(la, 2 + b)
-            k.dma(1, ga, la, nb, SEM_STORE[b])
+            k.dma(store_eng, ga, la, nb, SEM_STORE[b])
             k.mov(off, nxt)
 
         k.mov(off, lo)
@@ -218,11 +217,12 @@ def _launch(card, kind, x, params, scalars, pes, trace):
         raise InvalidArgument(f"{kind}: rows of {D} elements do not fit local memory of {card.config.name} "
                               f"(at most {max_row_length(card, len(params))} elements)")
     has_g, has_b = "gamma" in params, "beta" in params
-    key = ("norm", kind, has_g, has_b)
+    eng = store_engine(card)
+    key = ("norm", kind, has_g, has_b, eng)
     args = [np.ascontiguousarray(x)] + [np.ascontiguousarray(params[n]) for n in ("gamma", "beta") if n in params]
     inv_d = float(np.float32(1.0 / D)) if D else 0.0
     args += [runner.Out((R, D), np.float32), R if D else 0, D, max(1, blk), inv_d] + list(scalars)
-    (out,), result = runner.run(card, key, lambda: _module(kind, has_g, has_b), kind, args, pes=pes, trace=trace)
+    (out,), result = runner.run(card, key, lambda: _module(kind, has_g, has_b, eng), kind, args, pes=pes, trace=trace)
     return out, result
 
 
@@ -255,7 +255,7 @@ def _vsum(v):
     """vsum: fp32 values added in index order in fp64, rounded to fp32 (one per row)."""
     if v.shape[-1] == 0:
         return np.zeros(v.shape[:-1], np.float32)
-    return v.astype(np.float64).sum(-1).astype(np.float32)
+    return np.cumsum(v.astype(np.float64), axis=-1)[..., -1].astype(np.float32)
 
 
 def reference_layer_norm(x, gamma=None, beta=None, eps=1e-5):

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 _images = {}
-_loaded = {}
 _lock = threading.Lock()
 
 
@@ -43,12 +42,13 @@ def image(key, build):
 
 
 def _loaded_module(card, key, img):
-    k = (id(card), card.launch_count if False else 0, key)
+    """The image loaded on this card (kept on the card object, so a new card never sees an old load)."""
     with _lock:
-        lm = _loaded.get(k)
+        cache = card.__dict__.setdefault("_library_modules", {})
+        lm = cache.get(key)
         if lm is None or lm.handle not in card.modules:
             lm = card.load(img)
-            _loaded[k] = lm
+            cache[key] = lm
         return lm
 
 

@@ -388,6 +388,21 @@ def test_blocks_are_double_buffered_too(card, op):
         assert overlap(spans(res, pe, [TRACK_VECTOR]), spans(res, pe, [TRACK_DMA0])) > 0
 
 
+def test_one_dma_engine_per_pe(card):
+    """The reference card has one DMA engine per PE: loads and stores then share e0's in-order queue."""
+    one = Card("tiny", overrides={"dma.engines_per_pe": 1})
+    assert E.store_engine(one) == 0 and E.store_engine(card) == 1
+    rng = np.random.default_rng(7)
+    a = floats(rng, 3 * E.tile_elements(one, "add") + 5, np.float32)
+    out, res = E.add(one, a, a, pes=(0,), trace=True)
+    same(out, a + a)
+    assert overlap(spans(res, 0, [TRACK_VECTOR]), spans(res, 0, [TRACK_DMA0])) > 0
+    x = floats(rng, (300, 200), np.float32)
+    same(E.transpose(one, x)[0], x.T)
+    same(N.layer_norm(one, x)[0], N.reference_layer_norm(x))
+    np.testing.assert_allclose(N.softmax(one, x)[0], N.reference_softmax(x), rtol=1e-6)
+
+
 # --- bad input --------------------------------------------------------------------------------------------------------
 f32 = np.zeros((4, 3), np.float32)
 
