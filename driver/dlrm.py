@@ -37,6 +37,7 @@ class DLRMConfig:
     pooling: int = 80
     table_format: str = "int8_rowwise"
     seed: int = 0
+    dense_dtype: str = "fp16"     # or "int8": row-wise (per output column) int8 weights, int8 activations
 
     def scaled(self, rows_scale):
         return DLRMConfig(**{**self.__dict__, "rows": max(16, int(self.rows * rows_scale))})
@@ -58,12 +59,21 @@ PRESETS = {
 }
 
 
-def preset(name, rows_scale=1.0, table_format="int8_rowwise"):
+def preset(name, rows_scale=1.0, table_format="int8_rowwise", dense_dtype="fp16"):
     if name not in PRESETS:
         raise InvalidArgument(f"no model {name!r}; one of {', '.join(PRESETS)}")
+    if dense_dtype not in ("fp16", "int8"):
+        raise InvalidArgument(f"dense_dtype must be 'fp16' or 'int8', got {dense_dtype!r}")
     cfg = PRESETS[name].scaled(rows_scale)
     cfg.table_format = table_format
+    cfg.dense_dtype = dense_dtype
     return cfg
+
+
+def quantize(x, scale):
+    """What the card's vcvt does with parameter f32(1/scale): clamp(rint(x * f32(1/scale)), -128, 127)."""
+    inv = np.float64(np.float32(1.0) / np.float32(scale))
+    return np.clip(np.rint(np.asarray(x, np.float64) * inv), -128, 127).astype(np.int8)
 
 
 class DLRM:
@@ -83,6 +93,30 @@ class DLRM:
         for _ in range(cfg.tables):
             w = (rng.standard_normal((cfg.rows, cfg.dim)) * 0.1).astype(np.float32)
             self.tables.append(pack_table(w, cfg.table_format))
+        if cfg.dense_dtype == "int8":
+            self._quantize_dense(rng)
+
+    def _quantize_dense(self, rng):
+        """Row-wise int8 weights (a scale per output column) and static activation scales calibrated on a
+        batch run through the fp16 model (max |x| / 127 at every layer input)."""
+        dense, lookups = self.make_request(64, rng)
+        acts = []
+        x = dense.astype(np.float32)
+        for w, b in self.bottom:
+            acts.append(np.abs(x).max())
+            x = np.maximum(x @ w.astype(np.float32) + b, 0)
+        pooled = [ref_embedding_bag(t, idx, offsets=off, format=self.cfg.table_format, dim=self.cfg.dim)
+                  for t, (idx, off) in zip(self.tables, lookups)]
+        y = reference_interaction(np.stack([x] + pooled, axis=1).astype(np.float16)).astype(np.float32)
+        for i, (w, b) in enumerate(self.top):
+            acts.append(np.abs(y).max())
+            y = np.maximum(y @ w.astype(np.float32) + b, 0)
+        self.act_scales = [np.float32(max(a, 1e-6) / 127) for a in acts]
+        self.qlayers = []
+        for w, b in self.bottom + self.top:
+            w32 = w.astype(np.float32)
+            ws = (np.maximum(np.abs(w32).max(axis=0), 1e-8) / 127).astype(np.float32)
+            self.qlayers.append((np.clip(np.rint(w32 / ws), -127, 127).astype(np.int8), ws, b))
 
     @staticmethod
     def _mlp(rng, sizes):
@@ -108,8 +142,26 @@ class DLRM:
             lookups.append((idx, offsets))
         return dense, lookups
 
+    def host_input(self, dense):
+        """What the host sends as dense features: fp16, or int8 quantized with the first layer's scale."""
+        return quantize(dense, self.act_scales[0]) if self.cfg.dense_dtype == "int8" else dense
+
+    def layer_args(self, i):
+        """(weights as the card computes with them, per-column scale or None, bias, out_scale or None)."""
+        nb = len(self.bottom)
+        if self.cfg.dense_dtype != "int8":
+            w, b = (self.bottom + self.top)[i]
+            return w, None, b, None
+        wq, ws, b = self.qlayers[i]
+        scale = (np.float32(self.act_scales[i]) * ws).astype(np.float32)
+        last_bottom, last_top = i == nb - 1, i == len(self.qlayers) - 1
+        out_scale = None if (last_bottom or last_top) else self.act_scales[i + 1]
+        return wq, scale, b, out_scale
+
     def reference(self, dense, lookups):
         """The model in numpy, in the card's order of operations (fp16 activations, fp32 accumulation)."""
+        if self.cfg.dense_dtype == "int8":
+            return self._reference_int8(dense, lookups)
         x = dense
         for i, (w, b) in enumerate(self.bottom):
             x = dense_k.reference_gemm(x, w, bias=b, activation="relu").astype(np.float16)
@@ -126,6 +178,27 @@ class DLRM:
         return y
 
 
+def _reference_int8(self, dense, lookups):
+    nb = len(self.bottom)
+    x = self.host_input(dense)
+    for i in range(nb):
+        w, scale, b, out_scale = self.layer_args(i)
+        x = dense_k.reference_gemm(x, w, scale=scale, bias=b, out_scale=out_scale, activation="relu")
+    x = x.astype(np.float16)              # the last bottom layer hands fp16 to the interaction
+    pooled = [ref_embedding_bag(t, idx, offsets=off, format=self.cfg.table_format, dim=self.cfg.dim)
+              .astype(np.float16) for t, (idx, off) in zip(self.tables, lookups)]
+    y = quantize(reference_interaction(np.stack([x] + pooled, axis=1)), self.act_scales[nb])
+    for i in range(nb, len(self.qlayers)):
+        w, scale, b, out_scale = self.layer_args(i)
+        last = i == len(self.qlayers) - 1
+        y = dense_k.reference_gemm(y, w, scale=scale, bias=b, out_scale=out_scale,
+                                   activation="sigmoid" if last else "relu")
+    return y
+
+
+DLRM._reference_int8 = _reference_int8
+
+
 def reference_interaction(z):
     """[B, F, D] fp16 -> [B, D + F(F-1)/2] fp16: the dense row, then the lower triangle of Z Z^T (i > j)
     in row-major order; products in fp32 in D order, rounded to fp16."""
@@ -138,7 +211,7 @@ def reference_interaction(z):
     return np.concatenate([z[:, 0, :], zz[:, rows, cols].astype(np.float16)], axis=1)
 
 
-def interaction_module(B, F, D):
+def interaction_module(B, F, D, out_scale=None):
     """Samples split over the PEs; per sample: Z_b into local memory, its transpose by a 3-D local DMA,
     Z_b Z_b^T on the matrix unit (fp16 in, fp32 out), to fp16 on the vector unit, then the output row
     (dense part and the lower triangle, row by row) assembled by local DMAs and written in one copy."""
@@ -146,7 +219,9 @@ def interaction_module(B, F, D):
     ZB, ZT, P, Q, R = 0, F * D * 2, 2 * F * D * 2, 2 * F * D * 2 + F * F * 4, 2 * F * D * 2 + F * F * 6
     R = (R + 63) // 64 * 64
     kb = KernelBuilder()
-    with kb.kernel("interaction", z=("buffer", "f16"), out=("buffer", "f16")) as k:
+    ob = 1 if out_scale is not None else 2
+    R8 = R + ((W * 2 + 63) // 64) * 64
+    with kb.kernel("interaction", z=("buffer", "f16"), out=("buffer", "i8" if ob == 1 else "f16")) as k:
         pe, npe, b, t0, t1, t2 = k.regs("pe", "npe", "b", "t0", "t1", "t2")
         k.csrr(pe, "pe_id")
         k.csrr(npe, "pe_count")
@@ -181,10 +256,21 @@ def interaction_module(B, F, D):
                 k.copy(0, t0, t1, i * 2, 0)
                 nsig += 1
             k.wait(0, nsig)
-            k.muli(t0, b, W * 2)
+            src = R
+            if out_scale is not None:          # int8 top MLP: quantize the row on the vector unit
+                from vnpu.kernels.dense import qparam
+                q = k.const(k.reg("q"), qparam(np.float32(1.0) / np.float32(out_scale)))
+                k.const(t0, R8)
+                k.const(t1, R)
+                k.const(t2, W)
+                k.vcvt(t0, t1, t2, q, "f16", "i8", 2)
+                k.wait(2, 1)
+                k.release(q)
+                src = R8
+            k.muli(t0, b, W * ob)
             k.add(t0, t0, k.args.out)
-            k.const(t1, R)
-            k.copy(0, t0, t1, W * 2, 0)
+            k.const(t1, src)
+            k.copy(0, t0, t1, W * ob, 0)
             k.wait(0, 1)
     return kb.build()
 
@@ -255,15 +341,23 @@ class Executor:
         use = npes if pes is None else len(pes)
         # images: per MLP layer a gemm specialized to (B, K, N); interaction; gathers; the embedding kernel
         self.layers = {"bottom": [], "top": []}
-        for part, layers in (("bottom", model.bottom), ("top", model.top)):
-            for i, (w, b) in enumerate(layers):
-                K, N = w.shape
-                last = part == "top" and i == len(layers) - 1
+        int8 = c.dense_dtype == "int8"
+        nb = len(model.bottom)
+        for i in range(nb + len(model.top)):
+            part = "bottom" if i < nb else "top"
+            w, scale, b, out_scale = model.layer_args(i)
+            K, N = w.shape
+            last = i == nb + len(model.top) - 1
+            if int8:
+                epi = "dequant" if last else ("half" if i == nb - 1 else "requant")
+            else:
                 epi = "dequant" if last else "half"
-                img, info = dense_k._gemm("gemm", 1, B, K, N, "f16", epi, True, use, cols, local,
-                                          activation="sigmoid" if last else "relu")
-                self.layers[part].append((img, dense_k.pack_weights(w[None], info["nt"]), b, K, N, last))
-        self.inter_img = interaction_module(B, F, D)
+            img, info = dense_k._gemm("gemm", 1, B, K, N, "i8" if int8 else "f16", epi, True, use, cols, local,
+                                      activation="sigmoid" if last else "relu")
+            extra = [scale] if int8 else []
+            q = dense_k.qparam(np.float32(1.0) / np.float32(out_scale)) if epi == "requant" else None
+            self.layers[part].append((img, dense_k.pack_weights(w[None], info["nt"]), extra + [b], K, N, last, q))
+        self.inter_img = interaction_module(B, F, D, model.act_scales[nb] if int8 else None)
         # feature-major staging [F, B, D] -> sample-major Z [B, F, D]
         self.assemble_img = gather_module([(f * D * 2, f * B * D * 2, D * 2, B, D * 2, F * D * 2) for f in range(F)])
         self.emb_img = kernel_image()
@@ -277,12 +371,16 @@ class Executor:
             per = {"emb": dev.load(self.emb_img)["embedding_bag"], "inter": dev.load(self.inter_img)["interaction"],
                    "assemble": dev.load(self.assemble_img)["gather"], "bottom": [], "top": [], "tables": {}}
             for part in ("bottom", "top"):
-                for img, wp, b, K, N, last in self.layers[part]:
+                for img, wp, vecs, K, N, last, qp in self.layers[part]:
                     kern = dev.load(img)["gemm"]
-                    wb, bb = dev.alloc(wp.nbytes), dev.alloc(b.nbytes)
+                    wb = dev.alloc(wp.nbytes)
                     q.copy_to_device(wb, wp)
-                    q.copy_to_device(bb, b)
-                    per[part].append((kern, wb, bb, K, N, last))
+                    bufs = []
+                    for v in vecs:              # [scale,] bias
+                        vb = dev.alloc(v.nbytes)
+                        q.copy_to_device(vb, v)
+                        bufs.append(vb)
+                    per[part].append((kern, wb, bufs, K, N, last, qp))
             for t, card in enumerate(self.placement.table_card):
                 if card == ci:
                     tb = dev.alloc(self.model.tables[t].nbytes)
@@ -329,23 +427,25 @@ class Executor:
                 dq.copy_to_device(zf, host, offset=(t + 1) * B * D * 2)
             arrivals.append(t)
         # dense part on the dense card
-        xb = ddev.alloc(dense.nbytes)
+        host_x = self.model.host_input(dense)
+        xb = ddev.alloc(host_x.nbytes)
         temps.append((ddev, xb))
-        dq.copy_to_device(xb, dense)
+        dq.copy_to_device(xb, host_x)
         x = xb
-        for i, (kern, wb, bb, K, N, last) in enumerate(ld["bottom"]):
-            y = zf if i == len(ld["bottom"]) - 1 else ddev.alloc(B * N * 2)   # the last writes Z's row 0
+        act_bytes = 1 if c.dense_dtype == "int8" else 2
+        for i, (kern, wb, bufs, K, N, last, qp) in enumerate(ld["bottom"]):
+            y = zf if i == len(ld["bottom"]) - 1 else ddev.alloc(B * N * act_bytes)   # the last writes Z row 0
             if y is not zf:
                 temps.append((ddev, y))
-            dq.launch(kern, x, wb, bb, y, pes=self.pes)
+            dq.launch(kern, x, wb, *bufs, y, *([qp] if qp is not None else []), pes=self.pes)
             x = y
         dq.launch(ld["assemble"], zf, z, pes=self.pes)
         dq.launch(ld["inter"], z, inter, pes=self.pes)
         x = inter
-        for kern, wb, bb, K, N, last in ld["top"]:
-            y = ddev.alloc(B * N * (4 if last else 2))
+        for kern, wb, bufs, K, N, last, qp in ld["top"]:
+            y = ddev.alloc(B * N * (4 if last else act_bytes))
             temps.append((ddev, y))
-            dq.launch(kern, x, wb, bb, y, pes=self.pes)
+            dq.launch(kern, x, wb, *bufs, y, *([qp] if qp is not None else []), pes=self.pes)
             x = y
         out = dq.copy_to_host(x, dtype=np.float32)
         end = dq.record()

@@ -315,6 +315,8 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
         col_scale = np.ones(N, np.float32)
     else:
         epilogue = "raw" if scale is None else ("requant" if out_scale is not None else "dequant")
+        if out_dtype == "fp16" and scale is not None:
+            epilogue = "half"
         col_scale = np.broadcast_to(np.asarray(scale if scale is not None else 1.0, np.float32), (N,)).copy()
     if bias is not None:
         bias = np.asarray(bias, np.float32)

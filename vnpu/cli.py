@@ -60,7 +60,8 @@ def cmd_demo(args):
     from vnpu.demo import run_demo
     batches = tuple(int(b) for b in args.batch.split(","))
     return run_demo(as_json=args.json, trace_path=args.trace, model=args.model, full=args.full, batches=batches,
-                    requests=args.requests, platform_config=args.config)
+                    requests=args.requests, platform_config=args.config, table_format=args.tables,
+                    dense_dtype=args.dense)
 
 
 def build_parser():
@@ -85,6 +86,9 @@ def build_parser():
     m.add_argument("--batch", default="16,64,256", help="batch sizes, comma separated")
     m.add_argument("--requests", type=int, default=16, help="requests per batch size")
     m.add_argument("--config", default=None, help="platform YAML (default: the embedded six-card platform)")
+    m.add_argument("--tables", default="int8_rowwise", choices=("int8_rowwise", "int4_rowwise"),
+                   help="embedding table format")
+    m.add_argument("--dense", default="fp16", choices=("fp16", "int8"), help="dense layers' arithmetic")
     m.set_defaults(func=cmd_demo)
     for register in _EXTRA_COMMANDS:
         register(sub)

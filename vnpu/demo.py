@@ -24,14 +24,14 @@ def _bar(label):
 
 
 def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(16, 64, 256), requests=16,
-             platform_config=None, rows_scale=None):
+             platform_config=None, rows_scale=None, table_format="int8_rowwise", dense_dtype="fp16"):
     import vnpu
     from vnpu.driver.dlrm import DLRM, preset, serve
 
     t0 = time.perf_counter()
     platform = vnpu.Platform.from_yaml(platform_config) if platform_config else vnpu.Platform()
     scale = 1.0 if full else (rows_scale or 1 / 100)
-    cfg = preset(model, rows_scale=scale)
+    cfg = preset(model, rows_scale=scale, table_format=table_format, dense_dtype=dense_dtype)
     m = DLRM(cfg)
     trace_path = trace_path or os.path.join(tempfile.gettempdir(), "vnpu-demo-trace.json")
     runs = []
@@ -43,7 +43,7 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
     mid = batches[len(batches) // 2]
     via_host = serve(platform, m, mid, requests=requests, route="host")
     report = {"model": {"name": cfg.name, "tables": cfg.tables, "rows": cfg.rows, "dim": cfg.dim,
-                        "pooling": cfg.pooling, "format": cfg.table_format, "bottom": list(cfg.bottom),
+                        "pooling": cfg.pooling, "format": cfg.table_format, "dense": cfg.dense_dtype, "bottom": list(cfg.bottom),
                         "top": [m.top[0][0].shape[0]] + [w.shape[1] for w, _ in m.top], "rows_scale": scale,
                         "table_bytes": sum(m.table_bytes)},
               "platform": {"cards": len(platform.devices), "card": platform.devices[0].config.data["name"],
@@ -63,7 +63,7 @@ def format_report(rep):
     m = rep["model"]
     lines = [f"{m['name']}: {m['tables']} tables x {m['rows']} rows x dim {m['dim']} ({m['format']}, "
              f"{m['table_bytes'] / 2**20:.1f} MiB; rows scaled by {m['rows_scale']:g}), pooling ~{m['pooling']}, "
-             f"bottom MLP {m['bottom']}, top MLP {m['top']} (fp16)",
+             f"bottom MLP {m['bottom']}, top MLP {m['top']} ({m['dense']})",
              f"platform: {rep['platform']['cards']} x {rep['platform']['card']} cards, PCIe Gen"
              f"{rep['platform']['link']['gen']} x{rep['platform']['link']['lanes']}, uplink Gen"
              f"{rep['platform']['uplink']['gen']} x{rep['platform']['uplink']['lanes']}",

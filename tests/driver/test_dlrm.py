@@ -13,9 +13,11 @@ def platform():
     return vnpu.Platform()
 
 
-@pytest.mark.parametrize("name, fmt", [("rm1", "int8_rowwise"), ("rm2", "int4_rowwise"), ("rm3", "int8_rowwise")])
-def test_models_match_numpy(platform, name, fmt):
-    cfg = preset(name, rows_scale=1e-4, table_format=fmt)
+@pytest.mark.parametrize("name, fmt, dense", [("rm1", "int8_rowwise", "fp16"), ("rm2", "int4_rowwise", "fp16"),
+                                               ("rm3", "int8_rowwise", "fp16"), ("rm1", "int4_rowwise", "int8"),
+                                               ("rm3", "int8_rowwise", "int8")])
+def test_models_match_numpy(platform, name, fmt, dense):
+    cfg = preset(name, rows_scale=1e-4, table_format=fmt, dense_dtype=dense)
     cfg.pooling = min(cfg.pooling, 20)
     m = DLRM(cfg)
     ex = Executor(platform, m, batch=8)
@@ -28,6 +30,21 @@ def test_models_match_numpy(platform, name, fmt):
         # same order of operations as the card: equal bit for bit (the test allows 1e-6 for safety)
         np.testing.assert_allclose(out, m.reference(dense, lookups), rtol=0, atol=1e-6)
         assert end.elapsed_ns(start) > 0
+    ex.release()
+
+
+def test_int8_dense_layers_stay_close_to_the_fp16_model(platform):
+    """int8 weights (a scale per output column) and calibrated int8 activations: the scores move by the
+    quantization error only (the test states 0.05 on sigmoid outputs)."""
+    m8 = DLRM(preset("rm1", rows_scale=1e-4, dense_dtype="int8"))
+    m16 = DLRM(preset("rm1", rows_scale=1e-4))
+    dense, lookups = m16.make_request(16, np.random.default_rng(5))
+    ex = Executor(platform, m8, batch=16)
+    out, _, _ = ex.submit(0, dense, lookups)
+    for d in platform.devices:
+        d.synchronize()
+    assert np.array_equal(out, m8.reference(dense, lookups))
+    assert np.abs(out - m16.reference(dense, lookups)).max() < 0.05
     ex.release()
 
 
