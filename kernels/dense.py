@@ -68,9 +68,13 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
     Wb = [A + mt * K * eb, A + mt * K * eb + K * nt * eb]
     O = [Wb[1] + K * nt * eb, Wb[1] + K * nt * eb + mt * nt * 4]
     Y = [O[1] + mt * nt * 4, O[1] + mt * nt * 4 + mt * nt * ob]
-    S = [Y[1] + mt * nt * ob, Y[1] + mt * nt * ob + mt * nt * 4]        # per-column scale, rows broadcast
-    Bz = [S[1] + mt * nt * 4, S[1] + 2 * mt * nt * 4]                     # bias, rows broadcast
-    F = Bz[1] + mt * nt * 4
+    blk = mt * nt * 4 if epilogue != "raw" else 0                        # the epilogue's fp32 blocks
+    S = [Y[1] + mt * nt * ob, Y[1] + mt * nt * ob + blk]                  # per-column scale, rows broadcast
+    Bz = [S[1] + blk, S[1] + 2 * blk]                                     # bias, rows broadcast
+    F = Bz[1] + blk
+    SAVE = F + blk                            # the deferred tile's description and flags (9 words)
+    nvec = 0 if epilogue == "raw" else (1 + (dtype == "i8") + bool(has_bias) + (activation is not None)
+                                        + (epilogue in ("requant", "half")))
     args = dict(a=("buffer", dtype), w=("buffer", dtype))
     if epilogue != "raw":
         if dtype == "i8":
@@ -88,16 +92,45 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
         SEM_MAT, SEM_VEC, SEM_A = 1, 2, 3
         SEM_W = (4, 5)
         SEM_OUT = (6, 7)
-        pe, npe, item, b, j, cur_b, w, mrow, mcnt, t0, t1, t2, t3 = k.regs(
-            "pe", "npe", "item", "b", "j", "cur_b", "w", "mrow", "mcnt", "t0", "t1", "t2", "t3")
-        buf = k.reg("buf")
-        pend = k.regs("pend0", "pend1")                # a DMA out of O/Y[0] or [1] is in flight
+        # registers are scarce (16 temporaries beside up to 7 arguments): the pending-DMA flags and the
+        # batch whose A is loaded live in the SAVE words 6, 7 and 8 of local memory instead
+        pe, npe, item, b, j, w, mrow, mcnt, t0, t1, t2, t3 = k.regs(
+            "pe", "npe", "item", "b", "j", "w", "mrow", "mcnt", "t0", "t1", "t2", "t3")
+        buf = k.reg("buf")                             # which weight buffer this item uses
+        tpar = k.reg("tpar")                           # which O/Y pair this tile uses
+        PEND = (SAVE + 48, SAVE + 56)                  # a DMA out of O/Y[0] or [1] is in flight
+        CUR_B = SAVE + 64
         k.csrr(pe, "pe_id")
         k.csrr(npe, "pe_count")
-        k.const(cur_b, -1)
         k.const(buf, 0)
-        k.const(pend[0], 0)
-        k.const(pend[1], 0)
+        k.const(tpar, 0)
+        k.const(t0, SAVE)
+        k.sd(k.zero, (t0, 0))                          # no deferred tile yet
+        k.sd(k.zero, (t0, 48))
+        k.sd(k.zero, (t0, 56))
+        k.const(t1, -1)
+        k.sd(t1, (t0, 64))
+
+        def finish_prev():
+            """Wait for the deferred tile's epilogue and send it out (DMA, rows strided into the output)."""
+            sv = k.const(k.reg("save"), SAVE)
+            par = k.reg("par")
+            k.ld(t0, (sv, 0))
+            with k.if_("ne", t0, k.zero):
+                if nvec:
+                    k.wait(SEM_VEC, nvec)
+                k.ld(t0, (sv, 8))
+                k.ld(t1, (sv, 16))
+                k.ld(t2, (sv, 24))
+                k.ld(t3, (sv, 32))
+                k.ld(par, (sv, 40))
+                for half in (0, 1):
+                    with k.if_("eq" if half == 0 else "ne", par, k.zero):
+                        k.copy(0, t0, t3, t2, SEM_OUT[half], rows=t1, src_stride=t2, dst_stride=N * ob)
+                        k.const(t0, 1)
+                        k.sd(t0, (sv, 48 + 8 * half))
+                k.sd(k.zero, (sv, 0))
+            k.release(sv, par)
         src_a = a.a
         if stage:
             # PE 0 brings A on chip once; every PE then reads it over the SRAM ring, not from DRAM
@@ -159,17 +192,11 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
             k.sub(w, w, j)
             k.const(t0, nt)
             k.min(w, w, t0)                            # this tile's width
-            # wait for this item's tile; prefetch the next one into the other buffer
+            # wait for this item's tile; it goes into the matrix unit
             with k.if_("eq", buf, k.zero):
                 k.wait(SEM_W[0], n_w_signals)
             with k.if_("ne", buf, k.zero):
                 k.wait(SEM_W[1], n_w_signals)
-            k.add(t2, item, npe)                       # the next item of this PE
-            k.const(t0, items)
-            k.xori(t1, buf, 1)
-            with k.if_("lt", t2, t0):
-                load_tile(t2, t1)
-            # the weight tile goes into the matrix unit
             k.const(t0, K)
             with k.if_("eq", buf, k.zero):
                 k.const(t2, Wb[0])
@@ -182,8 +209,10 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                 k.const(t0, mt)
                 k.min(mcnt, mcnt, t0)                  # rows in this M tile
                 # A_b rows [mrow, mrow + mcnt) into local A when b or the M tile changed
-                need = k.reg("need")
-                k.xor(need, b, cur_b)
+                need = t3
+                k.const(t1, CUR_B)
+                k.ld(need, (t1, 0))
+                k.xor(need, b, need)
                 if m_tiles > 1:
                     k.ori(need, need, 1)               # several M tiles: reload every time
                 with k.if_("ne", need, k.zero):
@@ -194,29 +223,42 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                     k.muli(t2, mcnt, K * eb)
                     k.copy(0, k.zero, t1, t2, SEM_A)
                     k.wait(SEM_A, 1)
-                    k.mov(cur_b, b)
-                k.release(need)
-                # O[buf] / Y[buf] are free once their previous DMA out (an earlier tile) is done
+                    k.const(t1, CUR_B)
+                    k.sd(b, (t1, 0))
+                # O/Y[tpar] are free once the DMA out of two tiles ago is done
                 for half in (0, 1):
-                    with k.if_("eq" if half == 0 else "ne", buf, k.zero):
-                        k.const(t2, O[half])
-                        k.const(t3, Y[half] if epilogue != "raw" else O[half])
-                        with k.if_("ne", pend[half], k.zero):
+                    with k.if_("eq" if half == 0 else "ne", tpar, k.zero):
+                        k.const(t1, PEND[half])
+                        k.ld(t0, (t1, 0))
+                        with k.if_("ne", t0, k.zero):
                             k.wait(SEM_OUT[half], 1)
-                            k.const(pend[half], 0)
+                            k.sd(k.zero, (t1, 0))
+                        k.const(t2, O[half])
                 k.mm_mul(t2, k.zero, mcnt, dtype, "set", SEM_MAT)
+                # while the matrix unit multiplies: finish the previous tile (its epilogue, its DMA out), and
+                # on an item's first tile prefetch the next item's weights (their buffer is free only now)
+                finish_prev()
+                with k.if_("eq", mrow, k.zero):
+                    k.add(t2, item, npe)
+                    k.const(t0, items)
+                    k.xori(t1, buf, 1)
+                    with k.if_("lt", t2, t0):
+                        load_tile(t2, t1)
                 with k.if_("eq", mrow, k.zero):
                     k.wait(SEM_MAT, 2)                 # this item's mm.ldw and first mm.mul
                 with k.if_("ne", mrow, k.zero):
                     k.wait(SEM_MAT, 1)
+                for half in (0, 1):
+                    with k.if_("eq" if half == 0 else "ne", tpar, k.zero):
+                        k.const(t2, O[half])
+                        k.const(t3, Y[half] if epilogue != "raw" else O[half])
                 cnt = t0
                 k.mul(cnt, mcnt, w)                    # elements in the tile
                 if epilogue != "raw":
-                    # fp32(acc) * scale (+ bias) on the vector unit; int8 output: requantize
+                    # fp32(acc) * scale (+ bias), activation, on the vector unit: issued, not waited for
                     dst = t3 if epilogue == "dequant" else k.const(k.reg("f"), F)   # requant/half: via F
                     k.const(t1, 0x3F800000)            # vcvt parameter: scale 1.0, zero point 0
                     k.vcvt(dst, t2, cnt, t1, "i32" if dtype == "i8" else "f32", "f32", SEM_VEC)
-                    nvec = 1
                     for blocks, present in ((S, dtype == "i8"), (Bz, has_bias)):
                         if not present:
                             continue
@@ -227,19 +269,15 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                             k.vmul(dst, dst, t1, cnt, "f32", SEM_VEC)
                         else:
                             k.vadd(dst, dst, t1, cnt, "f32", SEM_VEC)
-                        nvec += 1
                     if activation is not None:          # fused activation: relu or sigmoid
                         k.emit("v" + activation, dst, dst, cnt, "f32", SEM_VEC)
-                        nvec += 1
                     if epilogue in ("requant", "half"):
                         if epilogue == "requant":
                             k.vcvt(t3, dst, cnt, a.qparam, "f32", "i8", SEM_VEC)
                         else:
                             k.vcvt(t3, dst, cnt, t1, "f32", "f16", SEM_VEC)
-                        nvec += 1
                         k.release(dst)
-                    k.wait(SEM_VEC, nvec)
-                # DMA the tile out: mcnt rows of w*ob bytes, local stride w*ob, DRAM stride N*ob
+                # remember the tile for finish_prev: DRAM address, rows, row bytes, local source, parity
                 k.muli(t0, b, M * N * ob)
                 k.muli(t1, mrow, N * ob)
                 k.add(t0, t0, t1)
@@ -247,11 +285,18 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                 k.add(t0, t0, t1)
                 k.add(t0, t0, a.out)
                 k.muli(t1, w, ob)
-                for half in (0, 1):
-                    with k.if_("eq" if half == 0 else "ne", buf, k.zero):
-                        k.copy(0, t0, t3, t1, SEM_OUT[half], rows=mcnt, src_stride=t1, dst_stride=N * ob)
-                        k.const(pend[half], 1)
+                sv = k.const(k.reg("save"), SAVE)
+                k.const(t2, 1)
+                k.sd(t2, (sv, 0))
+                k.sd(t0, (sv, 8))
+                k.sd(mcnt, (sv, 16))
+                k.sd(t1, (sv, 24))
+                k.sd(t3, (sv, 32))
+                k.sd(tpar, (sv, 40))
+                k.release(sv)
+                k.xori(tpar, tpar, 1)
             k.xori(buf, buf, 1)
+        finish_prev()
         k.fence()
     del out_zp
     return kb.build(), {"nt": nt, "mt": mt, "items": items}
