@@ -100,6 +100,24 @@ def _fault(fault, code, pe, pc, addr, aux):
 
 
 @njit(cache=True, nogil=True)
+def _race(fault, san, pe, pc, addr, hit):
+    """A RaceError: this access (pe, pc, addr) against the in-flight operation `hit` of the sanitizer."""
+    _fault(fault, FAULT_RACE, pe, pc, addr, hit)
+    fault[F_PE2] = san[hit, san_mod.Z_PE]
+    fault[F_PC2] = san[hit, san_mod.Z_PC]
+
+
+@njit(cache=True, nogil=True)
+def _post(semt, semn, pe, s, when):
+    """Deliver one signal to semaphore s of PE pe at cycle `when`; False when too many are pending."""
+    if semn[pe, s] >= SEMCAP:
+        return False
+    semt[pe, s, semn[pe, s]] = when
+    semn[pe, s] += 1
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _local(lay, a, nbytes):
     """True when [a, a+nbytes) lies inside PE-local memory."""
     return nbytes >= 0 and 0 <= a and a + nbytes <= lay[L_LOCAL_BYTES]
@@ -357,9 +375,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         reads[0, 1] = k + nb
                         hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, 0, 0, plain)
                     if hit >= 0:
-                        _fault(fault, FAULT_RACE, p, cur, a, hit)
-                        fault[F_PE2] = san[hit, san_mod.Z_PE]
-                        fault[F_PC2] = san[hit, san_mod.Z_PC]
+                        _race(fault, san, p, cur, a, hit)
                         return tp
                 o = lbase[p] + a
                 if store:
@@ -442,9 +458,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     kd = san_mod.key(local_bytes, pe_ids[p], dst)
                     hit = san_mod.check(san, sanc, p, Q_VECTOR, reads, kd, kd + dst_bytes, plain)
                     if hit >= 0:
-                        _fault(fault, FAULT_RACE, p, cur, dst, hit)
-                        fault[F_PE2] = san[hit, san_mod.Z_PE]
-                        fault[F_PC2] = san[hit, san_mod.Z_PC]
+                        _race(fault, san, p, cur, dst, hit)
                         return tp
                 lb = lbase[p]
                 width = int(cfg[C_VWIDTH])
@@ -470,11 +484,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 vecfree[p] = done
                 pstat[p, P_VECTOR] += cyc
                 pstat[p, P_VOPS] += n
-                if semn[p, s] >= SEMCAP:
+                if not _post(semt, semn, p, s, done):
                     _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
                     return tp
-                semt[p, s, semn[p, s]] = done
-                semn[p, s] += 1
                 last_done = max(last_done, done)
                 if sanitize:
                     san_mod.add(san, sanc, p, Q_VECTOR, s, cur, reads, kd, kd + dst_bytes, plain)
@@ -534,9 +546,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 if sanitize:
                     hit = san_mod.check(san, sanc, p, Q_MATRIX, reads, wlo, whi, plain)
                     if hit >= 0:
-                        _fault(fault, FAULT_RACE, p, cur, a, hit)
-                        fault[F_PE2] = san[hit, san_mod.Z_PE]
-                        fault[F_PC2] = san[hit, san_mod.Z_PC]
+                        _race(fault, san, p, cur, a, hit)
                         return tp
                 if op == OP_MM_LDW:
                     wbuf[p, :nbytes] = pool[lb + a:lb + a + nbytes]
@@ -560,11 +570,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 done = start + cyc
                 matfree[p] = done
                 pstat[p, P_MATRIX] += cyc
-                if semn[p, s] >= SEMCAP:
+                if not _post(semt, semn, p, s, done):
                     _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
                     return tp
-                semt[p, s, semn[p, s]] = done
-                semn[p, s] += 1
                 last_done = max(last_done, done)
                 if sanitize:
                     san_mod.add(san, sanc, p, Q_MATRIX, s, cur, reads, wlo, whi, plain)
@@ -651,9 +659,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                                 pat[4] = 1
                         hit = san_mod.check(san, sanc, p, Q_DMA0 + e, reads, wlo, whi, pat)
                         if hit >= 0:
-                            _fault(fault, FAULT_RACE, p, cur, dst, hit)
-                            fault[F_PE2] = san[hit, san_mod.Z_PE]
-                            fault[F_PC2] = san[hit, san_mod.Z_PC]
+                            _race(fault, san, p, cur, dst, hit)
                             return tp
                     start = max(tp, dmafree[p, e])
                     st, done, bad = dma_unit.transfer(pool, ptab, lay, pe_ids[p], dst, src, nbytes, c1, ss1, ds1,
@@ -665,11 +671,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     dmaring[p, e, slot] = done
                     dmaring_i[p, e] += 1
                     pstat[p, P_DMA] += done - start
-                    if semn[p, s] >= SEMCAP:
+                    if not _post(semt, semn, p, s, done):
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
                         return tp
-                    semt[p, s, semn[p, s]] = done
-                    semn[p, s] += 1
                     last_done = max(last_done, done)
                     if sanitize:
                         san_mod.add(san, sanc, p, Q_DMA0 + e, s, cur, reads, wlo, whi, pat)
@@ -705,9 +709,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                             tmp[0, 1] = kd + 8 * T.EMB_DESC_WORDS
                             hit = san_mod.check(san, sanc, p, Q_SCALAR, tmp, 0, 0, plain)
                         if hit >= 0:
-                            _fault(fault, FAULT_RACE, p, cur, d, hit)
-                            fault[F_PE2] = san[hit, san_mod.Z_PE]
-                            fault[F_PC2] = san[hit, san_mod.Z_PC]
+                            _race(fault, san, p, cur, d, hit)
                             return tp
                     start = max(tp, res[R_EMB])
                     st, done, bad, why = emb_unit.lookup(pool, ptab, lay, pe_ids[p], desc, start, cfg, res, cstat)
@@ -721,11 +723,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     cstat[S_EMB_BUSY] += done - start
                     cstat[S_EMB_LOOKUPS] += desc[emb_unit.D_NUM_BAGS]
                     cstat[S_EMB_ROWS] += desc[emb_unit.D_NUM_INDICES]
-                    if semn[p, s] >= SEMCAP:
+                    if not _post(semt, semn, p, s, done):
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
                         return tp
-                    semt[p, s, semn[p, s]] = done
-                    semn[p, s] += 1
                     last_done = max(last_done, done)
                     if sanitize:
                         san_mod.add(san, sanc, p, Q_EMB, s, cur, reads, wlo, whi, plain)
@@ -741,12 +741,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     if target < 0 or target >= npe:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIG_PE)
                         return tp
-                    if semn[target, s] >= SEMCAP:
+                    if not _post(semt, semn, target, s, tp + int(cfg[C_BARRIER])):
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
                         return tp
-                    arrive = tp + int(cfg[C_BARRIER])
-                    semt[target, s, semn[target, s]] = arrive
-                    semn[target, s] += 1
                     if status[target] == WAITSEM and dec[pc[target], SEM] == s:
                         wake[target] = _wake_time(semt, semn, target, s, want[target])
                         limit = min(limit, wake[target])
