@@ -126,12 +126,14 @@ class CardMemory:
     # --- host access (driver copies and tests) -------------------------------------------------------
     def write(self, address: int, data, pe: int = -1, ctx: int = 0):
         src = np.frombuffer(memoryview(np.ascontiguousarray(data)).cast("B"), dtype=np.uint8)
-        if copy_in(self.pool, self.ptabs[ctx], self.layout, pe, address, src) < 0:
+        if not src.flags.writeable:
+            src = src.copy()   # one compiled signature (a writable array) for both directions
+        if copy_host(self.pool, self.ptabs[ctx], self.layout, pe, address, src, True) < 0:
             raise IllegalAddress(f"host write of {len(src)} bytes touches unmapped memory", pe=pe, address=address)
 
     def read(self, address: int, nbytes: int, pe: int = -1, ctx: int = 0) -> np.ndarray:
         out = np.empty(nbytes, dtype=np.uint8)
-        if copy_out(self.pool, self.ptabs[ctx], self.layout, pe, address, out) < 0:
+        if copy_host(self.pool, self.ptabs[ctx], self.layout, pe, address, out, False) < 0:
             raise IllegalAddress(f"host read of {nbytes} bytes touches unmapped memory", pe=pe, address=address)
         return out
 
@@ -193,28 +195,18 @@ def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
 
 
 @njit(cache=True, nogil=True)
-def copy_in(pool, ptab, lay, pe, dst, data):
+def copy_host(pool, ptab, lay, pe, address, host, to_device):
+    """Copy between a host byte array and device memory, page run by page run; -1 on a bad address."""
     done = 0
-    n = len(data)
+    n = len(host)
     while done < n:
-        chunk = min(n - done, 65536 - ((dst + done) & 65535))
-        d = translate(ptab, lay, pe, dst + done, chunk)
-        if d < 0:
+        chunk = min(n - done, 65536 - ((address + done) & 65535))
+        o = translate(ptab, lay, pe, address + done, chunk)
+        if o < 0:
             return -1
-        pool[d:d + chunk] = data[done:done + chunk]
-        done += chunk
-    return 0
-
-
-@njit(cache=True, nogil=True)
-def copy_out(pool, ptab, lay, pe, src, out):
-    done = 0
-    n = len(out)
-    while done < n:
-        chunk = min(n - done, 65536 - ((src + done) & 65535))
-        s = translate(ptab, lay, pe, src + done, chunk)
-        if s < 0:
-            return -1
-        out[done:done + chunk] = pool[s:s + chunk]
+        if to_device:
+            pool[o:o + chunk] = host[done:done + chunk]
+        else:
+            host[done:done + chunk] = pool[o:o + chunk]
         done += chunk
     return 0
