@@ -1,31 +1,35 @@
-"""conv2d (NCHW, groups = 1) as im2col + matmul on the matrix unit: fp16 inputs and weights, fp32 output.
+"""conv2d (NCHW, groups = 1 only) as im2col + matmul on the matrix unit: fp16 inputs and weights, fp32 output.
 
-The output is tiled by whole output rows: a tile is R output rows of one image (M = R * OW positions);
-tiles are dealt round-robin to the PEs. Per PE, once:
+Work split. The output is tiled by whole output rows: a tile is R output rows of one image (M = R * OW
+positions). The PEs form G groups by output channel (G divides OC; PE p is in group p % G and computes
+channels [g * OC/G, (g+1) * OC/G)); the tiles are dealt round-robin to the PEs of each group. R and G are
+chosen by a cost estimate (`estimate_cycles`) among the plans that fit PE-local memory; G > 1 pays off
+when the weights are large (each PE loads only its channels' weights).
 
-    weights  one DMA of w [OC, C*KH*KW] into local memory, then a strided local DMA (2-byte rows)
-             transposes it to the weight matrix [C*KH*KW, OC] (split by output channels into chunks
-             of at most the 1 MiB weight buffer), loaded with mm.ldw once when it is one chunk
-    staging  zero-filled input bands [C, (R-1)*stride + KH, W + 2*pad] fp16 (two, double-buffered):
-             the border columns are never written, so they stay zero (the padding)
+Per PE, once:
 
-Per tile:
+    weights  one DMA of its rows of w [OC, C*KH*KW] into local memory, then a strided local DMA (2-byte
+             rows) transposes them to the weight matrix [C*KH*KW, OC/G] (in chunks of at most the 1 MiB
+             weight buffer), loaded with mm.ldw once when it is one chunk
+    staging  two zero-filled input bands [C, (R-1)*stride + KH, W + 2*pad] fp16: the border columns are
+             never written, so they stay zero (the padding)
 
-    band     one 3-D DMA copies the input rows the tile needs (clipped to the image) into the staging
-             band; bands clipped at the top or bottom are zero-filled first (vsub i32); the next tile's
-             band is loaded while this tile computes
-    im2col   2-D/3-D local DMAs, each copying KW contiguous fp16 values per row, fill the patch matrix
+Per tile (software-pipelined: the next tile's band, im2col and matmul run while this one finishes):
+
+    band     one 3-D DMA copies the input rows the tile needs (clipped to the image) into a staging band;
+             a band clipped at the top or bottom is zero-filled first (vsub i32)
+    im2col   2-D/3-D local DMAs, each row KW contiguous fp16 values, fill the patch matrix
              A [M, C*KH*KW] (column order c, kh, kw); the two largest of (OW, R, C, KH) are the DMA's
              dimensions, the other two are loops
-    matmul   mm.mul A (M rows) by the weight matrix -> [M, OC] fp32 (per weight chunk: mm.ldw, mm.mul)
-    layout   a strided local DMA (4-byte rows) transposes it to [OC, M]; bias: one vadds per channel
-    store    one contiguous DMA, double-buffered: straight into out[n] when a tile is a whole image,
-             else into a scratch [tiles, OC, M] (shared SRAM when it fits, else DRAM)
+    matmul   mm.mul A (M rows) by the weight matrix -> [M, OC/G] fp32 (per weight chunk: mm.ldw, mm.mul)
+    layout   a strided local DMA (4-byte rows) transposes it to [OC/G, M]; bias: one vadds per channel
+    store    one contiguous DMA: straight into out[n] when a tile is a whole image, else into a scratch
+             [tiles, OC, M] (shared SRAM when it fits, else DRAM)
 
 When tiles are smaller than an image, a second phase (after a barrier) copies the scratch into the NCHW
-output, one (image, channel block) per unit, so that every DMA writes one contiguous block of `out`
-(the race sanitizer checks strided transfers by their bounding interval: two PEs writing different
-positions of the same channels with strided DMAs would be reported as a race).
+output, one (image, channel block) per unit, so that every DMA writes one contiguous block of `out`: the
+race sanitizer checks a strided transfer by its bounding interval, so two PEs writing different positions
+of the same channels with strided DMAs would be reported as racing.
 
 Numerics: inputs and weights rounded to fp16 (round to nearest even), products exact in fp32, sums in
 fp32 in (c, kh, kw) order, then + bias in fp32: `reference_conv2d` computes exactly that and the card
@@ -35,19 +39,19 @@ matches it bit for bit. Against float64 math on the same fp16 values:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from vnpu.emulator.state import WEIGHT_BUFFER_BYTES
 from vnpu.errors import InvalidArgument
 
 from .builder import KernelBuilder
 from .library import OpSpec
 from .runner import Out, Scratch, run
 
-WEIGHT_BUFFER = 1 << 20     # the matrix unit's weight buffer (emulator/state.py WEIGHT_BUFFER_BYTES)
+WEIGHT_BUFFER = WEIGHT_BUFFER_BYTES   # the matrix unit's weight buffer per PE (mm.ldw K x N x 2 bytes at most)
 ALIGN = 64
-MIN_POSITIONS = 64          # a tile is at least this many positions (when the image allows) before it is split
 SEM_LOAD, SEM_STORE, SEM_LOC, SEM_MAT, SEM_VEC = 0, 1, 2, 3, 4
 WINDOW = 8
 
@@ -123,8 +127,10 @@ class Plan:
     pw: int
     bias: bool
     R: int                  # output rows per tile
+    G: int                  # output-channel groups: PE p computes channels of group p % G
+    pes: int                # PEs of the launch (phase-2 blocking)
     two_engines: bool
-    scratch_shared: bool
+    scratch_shared: bool = False
 
     @property
     def OH(self):
@@ -137,6 +143,10 @@ class Plan:
     @property
     def K(self):
         return self.C * self.KH * self.KW
+
+    @property
+    def OCg(self):
+        return self.OC // self.G
 
     @property
     def M(self):
@@ -160,78 +170,161 @@ class Plan:
 
     @property
     def chunks(self):
-        """Output-channel chunks whose K x n weight tile fits the weight buffer: [(oc0, n)]."""
-        per = max(1, min(self.OC, WEIGHT_BUFFER // (2 * self.K)))
-        return [(o, min(per, self.OC - o)) for o in range(0, self.OC, per)]
+        """A group's output channels in chunks whose K x n weight tile fits the weight buffer: [(oc0, n)]."""
+        per = max(1, min(self.OCg, WEIGHT_BUFFER // (2 * self.K)))
+        return [(o, min(per, self.OCg - o)) for o in range(0, self.OCg, per)]
 
     @property
     def phase2_block(self):
         """Output channels per phase-2 unit: enough units for every PE when the batch is small."""
-        return -(-self.OC // min(self.OC, max(1, -(-self.pes_hint // self.N))))
-
-    pes_hint: int = 1
-
-    def layout(self):
-        return layout(self, self.R)
+        return -(-self.OC // min(self.OC, max(1, -(-self.pes // self.N))))
 
     @property
     def scratch_bytes(self):
         return self.N * self.TPI * self.OC * self.M * 4
 
+    def layout(self):
+        return layout(self, self.R)
+
 
 def layout(p, R):
     M = R * p.OW
     bandH = (R - 1) * p.sh + p.KH
+    stg = _align(p.C * bandH * p.Wp * 2)
     lay, off = {}, 0
-    for name, n in (("WM", p.K * p.OC * 2), ("BIAS", p.OC * 4 if p.bias else 0)):
+    for name, n in (("WM", p.K * p.OCg * 2), ("BIAS", p.OCg * 4 if p.bias else 0)):
         lay[name] = off
         off += _align(n)
     lay["WORK"] = work = off
-    for name, n in (("STG0", p.C * bandH * p.Wp * 2), ("STG1", p.C * bandH * p.Wp * 2), ("A", M * p.K * 2),
-                    ("RES", M * p.OC * 4), ("OUT0", p.OC * M * 4), ("OUT1", p.OC * M * 4)):
+    for name, n in (("STG0", stg), ("STG1", stg), ("A0", M * p.K * 2), ("A1", M * p.K * 2),
+                    ("RES0", M * p.OCg * 4), ("RES1", M * p.OCg * 4), ("OUT0", p.OCg * M * 4),
+                    ("OUT1", p.OCg * M * 4)):
         lay[name] = off
         off += _align(n)
-    lay["STG_BYTES"] = _align(p.C * bandH * p.Wp * 2)
-    lay["END"] = max(off, work + _align(p.OC * p.K * 2))     # the raw weights share the work area
+    lay["STG_BYTES"] = stg
+    lay["END"] = max(off, work + _align(p.OCg * p.K * 2))     # the raw weights share the work area
     return lay
 
 
-def make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, npe):
-    cfg = card.config
-    local = cfg.local_memory.bytes
-    base = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, 1, cfg.dma.engines_per_pe >= 2, False, npe)
-    OH, OW = base.OH, base.OW
-    if base.K * 2 > WEIGHT_BUFFER:
-        raise InvalidArgument(f"conv2d: C*KH*KW = {base.K} weights per output channel ({base.K * 2} bytes of fp16) "
-                              f"exceed the matrix unit's {WEIGHT_BUFFER}-byte weight buffer")
-    if layout(base, 1)["END"] > local:
-        raise InvalidArgument(f"conv2d: too large for PE-local memory: weights [{base.K}, {OC}] and one output row "
-                              f"need {layout(base, 1)['END']} bytes, a PE has {local}")
-    lo, hi = 1, OH                       # the largest R that fits (the layout grows with R)
+def _largest_r(p, local):
+    """The largest rows-per-tile whose layout fits `local` bytes (0 if not even one row fits)."""
+    if layout(replace(p, R=1), 1)["END"] > local:
+        return 0
+    lo, hi = 1, p.OH
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if layout(base, mid)["END"] <= local:
+        if layout(p, mid)["END"] <= local:
             lo = mid
         else:
             hi = mid - 1
-    r_mem = lo
-    per_image = -(-npe // N)            # tiles per image that give every PE work
-    r = max(-(-OH // per_image), -(-MIN_POSITIONS // OW))
-    R = max(1, min(r_mem, OH, r))
-    plan = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, R, base.two_engines, False, npe)
-    if not plan.direct:
-        free = cfg.shared_sram.bytes - sum(card.shared_allocations.values())
-        shared = -(-plan.scratch_bytes // 65536) * 65536 <= free
-        plan = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, R, base.two_engines, shared, npe)
-    return plan
+    return lo
+
+
+def _run_cycles(nbytes, cfg):
+    """DRAM cycles of one contiguous run (docs/timing.md section 6, aligned)."""
+    if nbytes <= 0:
+        return 0.0
+    burst = cfg.dram.burst_bytes
+    moved = -(-nbytes // burst) * burst
+    eff = cfg.dram.random_efficiency + (1 - cfg.dram.random_efficiency) * min(1.0, moved / cfg.dram.page_bytes)
+    return moved / (cfg.dram.gbps / cfg.clock_ghz) / eff
+
+
+def estimate_cycles(p, cfg):
+    """A rough cycle estimate of a plan, used only to choose R and G: phase 1 is the slower of the card's
+    DRAM channel (every run at its efficiency) and one PE's pipelined tiles (the DMA work of one tile
+    overlaps the matmul of the next) after its weight set-up; phase 2 is DRAM-bound."""
+    npe = p.pes
+    tiles = p.N * p.TPI
+    per_pe = -(-tiles // max(1, npe // p.G))
+    active = min(npe, p.G * tiles)
+    rows, cols, depth = cfg.matrix.rows, cfg.matrix.cols, cfg.matrix.depth
+    folds = sum(-(-p.K // (rows * depth)) * -(-n // cols) for _, n in p.chunks)
+    mat = folds * (2 * rows + cols + p.M - 2) / cfg.matrix.fp16_rate
+    if len(p.chunks) > 1:
+        mat += p.K * p.OCg * 2 / cfg.local_memory.bytes_per_cycle
+    bpc, setup, lat = cfg.dma.bytes_per_cycle, cfg.dma.setup_cycles, cfg.dram.latency_cycles
+    dims = sorted([p.OW, p.R, p.C, p.KH])
+    nr = min(p.bandH, p.H)
+    local = (p.M * p.K * 2 + p.M * p.OCg * 4) / bpc + (dims[0] * dims[1] + 1) * setup
+    io = (p.C * nr * p.W * 2 + p.OCg * p.M * 4) / bpc + 2 * (setup + lat)
+    eng = max(local, io) if cfg.dma.engines_per_pe >= 2 else local + io
+    wbytes = p.K * p.OCg * 2
+    pe_time = 2 * wbytes / bpc + lat + per_pe * max(eng, mat) + min(eng, mat)
+    if p.pw == 0:
+        band = p.C * _run_cycles(nr * p.W * 2, cfg)
+    else:
+        band = p.C * nr * _run_cycles(p.W * 2, cfg)
+    dram1 = active * _run_cycles(wbytes, cfg) + p.G * tiles * band
+    phase2 = 0.0
+    if p.direct:
+        dram1 += p.G * tiles * _run_cycles(p.OCg * p.M * 4, cfg)
+    else:
+        if not p.scratch_shared:
+            dram1 += p.G * tiles * _run_cycles(p.OCg * p.M * 4, cfg)
+        runs = p.N * p.OC * p.TPI * _run_cycles(p.M * 4, cfg)
+        phase2 = runs * (1 if p.scratch_shared else 2) + cfg.barrier_cycles + setup + lat
+    return max(dram1, pe_time) + phase2
+
+
+def make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, npe, G=None, R=None):
+    """Choose rows per tile R and output-channel groups G (a divisor of OC, at most npe) by estimate_cycles,
+    among the plans that fit PE-local memory; G and R may be forced."""
+    cfg = card.config
+    local = cfg.local_memory.bytes
+    two = cfg.dma.engines_per_pe >= 2
+    base = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, 1, 1, npe, two)
+    if base.K * 2 > WEIGHT_BUFFER:
+        raise InvalidArgument(f"conv2d: C*KH*KW = {base.K} weights per output channel ({base.K * 2} bytes of fp16) "
+                              f"exceed the matrix unit's {WEIGHT_BUFFER}-byte weight buffer")
+    free_shared = cfg.shared_sram.bytes - sum(card.shared_allocations.values())
+    groups = [G] if G else [g for g in range(1, min(OC, npe) + 1) if OC % g == 0]
+    best = None
+    for g in groups:
+        pg = replace(base, G=g)
+        r_mem = _largest_r(pg, local)
+        for r in ([R] if R else range(1, r_mem + 1)):
+            if r > r_mem or r > pg.OH:
+                continue
+            cand = replace(pg, R=r)
+            if not cand.direct:
+                cand = replace(cand, scratch_shared=-(-cand.scratch_bytes // 65536) * 65536 <= free_shared)
+            cost = estimate_cycles(cand, cfg)
+            if best is None or cost < best[0] - 1e-9:
+                best = (cost, cand)
+    if best is None:
+        g = max(groups)
+        need = layout(replace(base, G=g), 1)["END"]
+        raise InvalidArgument(f"conv2d: too large for PE-local memory: weights [{base.K}, {OC // g}] and one output "
+                              f"row need {need} bytes, a PE has {local}")
+    return best[1]
 
 
 # --- kernel --------------------------------------------------------------------------------------------------
-def build_kernel(p: Plan):
+def copy3(k, engine, dst, src, row_bytes, sem, rows=None, src_stride=0, dst_stride=0, planes=None, src_plane=0,
+          dst_plane=0):
+    """k.copy with at most three constant registers live at a time."""
+    def stage(dim, n, ss, ds):
+        regs = [v if not isinstance(v, int) else k.const(k.reg("d"), v) for v in (n, ss, ds)]
+        k.dma_dim(engine, dim, *regs)
+        k.release(*[r for r, v in zip(regs, (n, ss, ds)) if isinstance(v, int)])
+    if rows is not None:
+        stage("d1", rows, src_stride, dst_stride)
+    if planes is not None:
+        stage("d2", planes, src_plane, dst_plane)
+    nb = k.const(k.reg("nb"), row_bytes) if isinstance(row_bytes, int) else row_bytes
+    k.dma(engine, dst, src, nb, sem)
+    if isinstance(row_bytes, int):
+        k.release(nb)
+
+
+def build_kernel(p: Plan, text=False):
+    """The module image (or its assembly text) with kernel `conv2d(x, w, [bias,] out, [scratch,] batch)`."""
     L = p.layout()
-    K, OC, M, OW, R = p.K, p.OC, p.M, p.OW, p.R
+    K, OC, OCg, M, OW, R = p.K, p.OC, p.OCg, p.M, p.OW, p.R
     IO, LOC = "e0", ("e1" if p.two_engines else "e0")
     chunks = p.chunks
+    nmat = 2 * len(chunks) if len(chunks) > 1 else 1        # matrix-unit operations per tile
     args = {"x": ("buffer", "f16"), "w": ("buffer", "f16")}
     if p.bias:
         args["bias"] = ("buffer", "f32")
@@ -242,25 +335,43 @@ def build_kernel(p: Plan):
     kb = KernelBuilder()
     with kb.kernel("conv2d", **args) as k:
         a = k.args
-        npe, t, ntiles, kc = k.regs("npe", "t", "ntiles", "kc")
-        sc, sn, oc, on = k.regs("sc", "sn", "oc", "on")
-        k.csrr(npe, "pe_count")
-        tmp, tmp2 = k.regs("tmp", "tmp2")
-        # --- weights: [OC, K] -> [K, OC] per chunk, in local memory -----------------------------------
+        ntiles = a.batch          # batch * TPI tiles, computed in place (batch is not needed otherwise)
+        obase = a.w               # after the weights are loaded: where my channels of tile 0 are stored
+        step, t, t2, kc, par = k.regs("step", "t", "t2", "kc", "par")
+        tmp, tmp2, oc0 = k.regs("tmp", "tmp2", "oc0")
+        # --- my group g = pe % G (channels oc0 .. oc0 + OCg), my place q = pe / G in it, its size -------
+        k.csrr(tmp, "pe_id")
+        k.csrr(step, "pe_count")
+        k.const(tmp2, p.G)
+        k.div(t, tmp, tmp2)                          # q: my first tile
+        k.mul(oc0, t, tmp2)
+        k.sub(oc0, tmp, oc0)                         # g
+        k.sub(step, step, oc0)
+        k.addi(step, step, p.G - 1)
+        k.div(step, step, tmp2)                      # PEs in my group: my tile step
+        mulc(k, oc0, oc0, OCg)
+        mulc(k, ntiles, ntiles, p.TPI)
+        phase1_end = k.label("p1end")
+        k.bge(t, ntiles, phase1_end)                 # no tile for this PE: no weights either
+        # --- weights of my channels: [OCg, K] -> [K, OCg] per chunk, in local memory ------------------
         k.const(tmp, L["WORK"])
-        k.const(tmp2, OC * K * 2)
-        k.dma(IO, tmp, a.w, tmp2, SEM_LOAD)
+        mulc(k, tmp2, oc0, K * 2)
+        k.add(tmp2, tmp2, a.w)
+        k.const(par, OCg * K * 2)
+        k.dma(IO, tmp, tmp2, par, SEM_LOAD)
         k.wait(SEM_LOAD, 1)
         for o0, n in chunks:
             k.const(tmp, L["WM"] + o0 * K * 2)
             k.const(tmp2, L["WORK"] + o0 * K * 2)
-            k.copy(LOC, tmp, tmp2, 2, SEM_LOC, rows=n, src_stride=K * 2, dst_stride=2, planes=K, src_plane=2,
-                   dst_plane=n * 2)
+            copy3(k, LOC, tmp, tmp2, 2, SEM_LOC, rows=n, src_stride=K * 2, dst_stride=2, planes=K, src_plane=2,
+                  dst_plane=n * 2)
             k.wait(SEM_LOC, 1)
         if p.bias:
             k.const(tmp, L["BIAS"])
-            k.const(tmp2, OC * 4)
-            k.dma(IO, tmp, a.bias, tmp2, SEM_LOAD)
+            mulc(k, tmp2, oc0, 4)
+            k.add(tmp2, tmp2, a.bias)
+            k.const(par, OCg * 4)
+            k.dma(IO, tmp, tmp2, par, SEM_LOAD)
             k.wait(SEM_LOAD, 1)
         if p.ph or p.pw:                 # zero both staging bands (the raw weights were there)
             k.const(tmp2, L["STG_BYTES"] // 4)
@@ -271,20 +382,22 @@ def build_kernel(p: Plan):
         if len(chunks) == 1:
             k.const(tmp, L["WM"])
             k.const(tmp2, K)
-            k.const(sc, OC)
-            k.mm_ldw(tmp, tmp2, sc, "f16", SEM_MAT)
+            k.const(par, OCg)
+            k.mm_ldw(tmp, tmp2, par, "f16", SEM_MAT)
             k.wait(SEM_MAT, 1)
-        k.release(tmp, tmp2)
-        # --- phase 1: tiles of R output rows ----------------------------------------------------------
-        mulc(k, ntiles, a.batch, p.TPI)
-        k.csrr(t, "pe_id")
-        phase1_end = k.label("p1end")
-        k.bge(t, ntiles, phase1_end)
-        for r, name in ((sc, "STG0"), (sn, "STG1"), (oc, "OUT0"), (on, "OUT1")):
-            k.const(r, L[name])
+        mulc(k, obase, oc0, M * 4)
+        k.add(obase, obase, a.out if p.direct else a.scratch)
+        k.release(tmp, tmp2, oc0)
 
-        def band(tile, stg):
-            """Load the input rows of `tile` into the staging band at `stg` (one DMA on SEM_LOAD)."""
+        # --- phase 1: tiles of R output rows, software-pipelined ----------------------------------------
+        def buf(reg, name, nxt=False):
+            """reg = address of buffer `name` (0/1 pair): the current one (par) or the next one (1 - par)."""
+            b0, b1 = L[name + "0"], L[name + "1"]
+            mulc(k, reg, par, (b0 - b1) if nxt else (b1 - b0))
+            addc(k, reg, reg, b1 if nxt else b0)
+
+        def band(tile, nxt):
+            """Load the input rows of `tile` into a staging band (one DMA on SEM_LOAD)."""
             n, oh, lo, hi, src = k.regs("n", "oh", "lo", "hi", "src")
             tp = k.const(k.reg("tpi"), p.TPI)
             k.div(n, tile, tp)
@@ -299,7 +412,9 @@ def build_kernel(p: Plan):
             k.sub(hi, hi, lo)
             k.max(hi, hi, k.zero)                   # rows to copy
             k.sub(oh, lo, oh)                       # first band row they go to
-            if p.ph:
+            stg = k.reg("stg")
+            buf(stg, "STG", nxt)
+            if p.ph:                                # a band clipped at the top or bottom: zero it first
                 dozero, skip = k.label("zero"), k.label("nozero")
                 k.bne(oh, k.zero, dozero)
                 k.const(tp, p.bandH)
@@ -318,109 +433,130 @@ def build_kernel(p: Plan):
             mulc(k, oh, oh, p.Wp * 2)
             addc(k, oh, oh, p.pw * 2)
             k.add(oh, oh, stg)
+            k.release(n, lo, tp, stg)
             if p.pw == 0:                          # rows are contiguous on both sides: one run per channel
                 mulc(k, hi, hi, p.W * 2)
-                k.copy(IO, oh, src, hi, SEM_LOAD, rows=p.C, src_stride=p.H * p.W * 2,
-                       dst_stride=p.bandH * p.W * 2)
+                copy3(k, IO, oh, src, hi, SEM_LOAD, rows=p.C, src_stride=p.H * p.W * 2,
+                      dst_stride=p.bandH * p.W * 2)
             else:
-                k.copy(IO, oh, src, p.W * 2, SEM_LOAD, rows=hi, src_stride=p.W * 2, dst_stride=p.Wp * 2,
-                       planes=p.C, src_plane=p.H * p.W * 2, dst_plane=p.bandH * p.Wp * 2)
-            k.release(n, oh, lo, hi, src, tp)
+                copy3(k, IO, oh, src, p.W * 2, SEM_LOAD, rows=hi, src_stride=p.W * 2, dst_stride=p.Wp * 2,
+                      planes=p.C, src_plane=p.H * p.W * 2, dst_plane=p.bandH * p.Wp * 2)
+            k.release(oh, hi, src)
 
-        band(t, sc)
+        def im2col_and_matmul(nxt):
+            """A = im2col(staging band), then the matmul A x weights -> RES (both of buffer `nxt`)."""
+            # A[(r, ow), (c, kh, kw)] = band[c, r*sh + kh, ow*sw + kw]: KW values per DMA row; the two
+            # largest of (OW, R, C, KH) are the DMA's dimensions, the other two are loops
+            dims = [(OW, p.sw * 2, K * 2), (R, p.sh * p.Wp * 2, OW * K * 2),
+                    (p.C, p.bandH * p.Wp * 2, p.KH * p.KW * 2), (p.KH, p.Wp * 2, p.KW * 2)]
+            dims.sort(key=lambda d: -d[0])
+            (n1, s1, d1), (n2, s2, d2), outer, inner = dims
+            src, dst = k.regs("src", "dst")
+            win = Window(k, SEM_LOC)
+            buf(src, "STG", nxt)
+            buf(dst, "A", nxt)
+            loops = [d for d in (outer, inner) if d[0] > 1]
+
+            def body(level):
+                if level == len(loops):
+                    copy3(k, LOC, dst, src, p.KW * 2, SEM_LOC, rows=n1, src_stride=s1, dst_stride=d1, planes=n2,
+                          src_plane=s2, dst_plane=d2)
+                    win.issued()
+                    return
+                cnt, ss, ds = loops[level]
+                i = k.reg("i")
+                with k.for_range(i, 0, cnt):
+                    body(level + 1)
+                    addc(k, src, src, ss)
+                    addc(k, dst, dst, ds)
+                addc(k, src, src, -cnt * ss)         # back to where this loop started
+                addc(k, dst, dst, -cnt * ds)
+                k.release(i)
+
+            body(0)
+            win.drain()
+            # [M, K] x [K, OCg] -> RES [M, OCg] (per chunk: [M, n] at RES + o0*M*4)
+            rm = k.const(k.reg("M"), M)
+            buf(src, "A", nxt)
+            if len(chunks) == 1:
+                buf(dst, "RES", nxt)
+                k.mm_mul(dst, src, rm, "f16", "set", SEM_MAT)
+            else:
+                rk, rn, res = k.regs("K", "n", "res")
+                k.const(rk, K)
+                buf(res, "RES", nxt)
+                for o0, n in chunks:
+                    k.const(dst, L["WM"] + o0 * K * 2)
+                    k.const(rn, n)
+                    k.mm_ldw(dst, rk, rn, "f16", SEM_MAT)
+                    addc(k, dst, res, o0 * M * 4)
+                    k.mm_mul(dst, src, rm, "f16", "set", SEM_MAT)
+                k.release(rk, rn, res)
+            k.release(src, dst, rm)
+
+        # prologue: tile t's band, A and matmul (buffers 0); the next tile's band loads into buffers 1
+        k.li(par, 0)
+        band(t, False)
+        k.wait(SEM_LOAD, 1)
+        im2col_and_matmul(False)
+        k.add(t2, t, step)
+        with k.if_("lt", t2, ntiles):
+            band(t2, True)
         k.li(kc, 0)
         top = k.label("tile")
         k.place(top)
-        k.wait(SEM_LOAD, 1)
-        # --- im2col: A[(r, ow), (c, kh, kw)] = band[c, r*sh + kh, ow*sw + kw], KW values per DMA row --
-        dims = [(OW, p.sw * 2, K * 2), (R, p.sh * p.Wp * 2, OW * K * 2), (p.C, p.bandH * p.Wp * 2, p.KH * p.KW * 2),
-                (p.KH, p.Wp * 2, p.KW * 2)]
-        dims.sort(key=lambda d: -d[0])
-        (n1, s1, d1), (n2, s2, d2), outer, inner = dims
-        src, dst = k.regs("src", "dst")
-        win = Window(k, SEM_LOC)
-        k.mov(src, sc)
-        k.const(dst, L["A"])
-        loops = [d for d in (outer, inner) if d[0] > 1]
-        counters = []
-
-        def body(level):
-            if level == len(loops):
-                k.copy(LOC, dst, src, p.KW * 2, SEM_LOC, rows=n1, src_stride=s1, dst_stride=d1, planes=n2,
-                       src_plane=s2, dst_plane=d2)
-                win.issued()
-                return
-            cnt, ss, ds = loops[level]
-            i = k.reg("i")
-            counters.append(i)
-            with k.for_range(i, 0, cnt):
-                body(level + 1)
-                addc(k, src, src, ss)
-                addc(k, dst, dst, ds)
-            addc(k, src, src, -cnt * ss)         # back to where this loop started
-            addc(k, dst, dst, -cnt * ds)
-            k.release(i)
-
-        body(0)
-        win.drain()
-        # --- prefetch the next tile's band -------------------------------------------------------------
-        t2 = k.reg("t2")
-        k.add(t2, t, npe)
+        # the next tile: im2col and matmul (DMA engine and matrix unit overlap the current tile's matmul)
         with k.if_("lt", t2, ntiles):
-            band(t2, sn)
-        # --- matmul: [M, K] x [K, OC] -> RES [M, OC] (per chunk: [M, n] at RES + o0*M*4) --------------
-        rm = k.const(k.reg("M"), M)
-        k.const(src, L["A"])
-        if len(chunks) == 1:
-            k.const(dst, L["RES"])
-            k.mm_mul(dst, src, rm, "f16", "set", SEM_MAT)
-        else:
-            rk, rn = k.regs("K", "n")
-            k.const(rk, K)
-            for o0, n in chunks:
-                k.const(dst, L["WM"] + o0 * K * 2)
-                k.const(rn, n)
-                k.mm_ldw(dst, rk, rn, "f16", SEM_MAT)
-                k.const(dst, L["RES"] + o0 * M * 4)
-                k.mm_mul(dst, src, rm, "f16", "set", SEM_MAT)
-            k.release(rk, rn)
-        k.wait(SEM_MAT, 2 * len(chunks) if len(chunks) > 1 else 1)
-        # --- the output buffer of two tiles ago must be stored before it is rewritten -------------------
+            k.wait(SEM_LOAD, 1)
+            im2col_and_matmul(True)
+            t3 = k.reg("t3")
+            k.add(t3, t2, step)
+            with k.if_("lt", t3, ntiles):
+                band(t3, False)                      # the current band was consumed by the current im2col
+            k.release(t3)
+        k.comment("wait: the current tile's matmul")
+        k.wait(SEM_MAT, nmat)                        # the oldest on the matrix unit
+        # the output buffer of two tiles ago must be stored before it is rewritten
+        src, dst = k.regs("src", "dst")
         k.li(src, 2)
         with k.if_("ge", kc, src):
             k.wait(SEM_STORE, 1)
-        # --- [M, OC] -> [OC, M] (4-byte rows) --------------------------------------------------------------
+        # RES [M, OCg] -> OUT [OCg, M] (4-byte rows)
+        res, out = k.regs("res", "out")
+        buf(res, "RES")
+        buf(out, "OUT")
         for o0, n in chunks:
-            k.const(src, L["RES"] + o0 * M * 4)
-            addc(k, dst, oc, o0 * M * 4)
-            k.copy(LOC, dst, src, 4, SEM_LOC, rows=n, src_stride=4, dst_stride=M * 4, planes=M, src_plane=n * 4,
-                   dst_plane=4)
+            addc(k, src, res, o0 * M * 4)
+            addc(k, dst, out, o0 * M * 4)
+            copy3(k, LOC, dst, src, 4, SEM_LOC, rows=n, src_stride=4, dst_stride=M * 4, planes=M, src_plane=n * 4,
+                  dst_plane=4)
         k.wait(SEM_LOC, len(chunks))
-        # --- bias: out[oc, :] += bias[oc] ----------------------------------------------------------------------
+        k.release(res)
+        # bias: out[oc, :] += bias[oc]
         if p.bias:
-            i = k.reg("i")
+            i, rm = k.regs("i", "M")
+            k.const(rm, M)
             win = Window(k, SEM_VEC)
-            k.mov(dst, oc)
+            k.mov(dst, out)
             k.const(src, L["BIAS"])
-            with k.for_range(i, 0, OC):
+            with k.for_range(i, 0, OCg):
                 k.vadds(dst, dst, src, rm, "f32", SEM_VEC)
                 win.issued()
                 addc(k, dst, dst, M * 4)
                 k.addi(src, src, 4)
             win.drain()
-            k.release(i)
-        # --- store: one contiguous block per tile (out[n] when a tile is an image, else scratch[t]) ------
+            k.release(i, rm)
+        # store my channels of the tile as one contiguous block: out[n] (a tile is an image, M = OH*OW) or
+        # scratch[tile] ([OC, M] per tile), at channel oc0
         mulc(k, dst, t, OC * M * 4)
-        k.add(dst, dst, a.out if p.direct else a.scratch)
-        k.const(src, OC * M * 4)
-        k.dma(IO, dst, oc, src, SEM_STORE)
-        for x, y in ((sc, sn), (oc, on)):
-            k.mov(src, x)
-            k.mov(x, y)
-            k.mov(y, src)
+        k.add(dst, dst, obase)
+        k.const(src, OCg * M * 4)
+        k.dma(IO, dst, out, src, SEM_STORE)
+        k.release(src, dst, out)
+        k.xori(par, par, 1)
         k.mov(t, t2)
+        k.add(t2, t2, step)
         k.addi(kc, kc, 1)
-        k.release(t2, rm, src, dst)
         k.blt(t, ntiles, top)
         k.place(phase1_end)
         k.fence()
@@ -432,13 +568,16 @@ def build_kernel(p: Plan):
             nfull, rem = p.OH // R, p.OH - (p.OH // R) * R
             NPOS = p.OH * OW
             u, units, n, c, occ, src, dst = k.regs("u", "units", "n", "c", "occ", "src", "dst")
-            mulc(k, units, a.batch, nblk)
+            tb = k.const(k.reg("tpi"), p.TPI)
+            k.div(units, ntiles, tb)                   # batch
+            mulc(k, units, units, nblk)
             k.csrr(u, "pe_id")
+            k.csrr(step, "pe_count")
             done = k.label("p2end")
             k.bge(u, units, done)
             loop = k.label("unit")
             k.place(loop)
-            tb = k.const(k.reg("nblk"), nblk)
+            k.const(tb, nblk)
             k.div(n, u, tb)
             k.mul(c, n, tb)
             k.sub(c, u, c)
@@ -447,7 +586,6 @@ def build_kernel(p: Plan):
             k.sub(occ, tb, c)
             k.const(tb, B2)
             k.min(occ, occ, tb)
-            k.release(tb)
             mulc(k, src, n, p.TPI * OC)
             k.add(src, src, c)
             mulc(k, src, src, M * 4)
@@ -457,17 +595,17 @@ def build_kernel(p: Plan):
             mulc(k, dst, dst, NPOS * 4)
             k.add(dst, dst, a.out)
             if nfull:
-                k.copy(IO, dst, src, M * 4, SEM_LOAD, rows=nfull, src_stride=OC * M * 4, dst_stride=M * 4,
-                       planes=occ, src_plane=M * 4, dst_plane=NPOS * 4)
+                copy3(k, IO, dst, src, M * 4, SEM_LOAD, rows=nfull, src_stride=OC * M * 4, dst_stride=M * 4,
+                      planes=occ, src_plane=M * 4, dst_plane=NPOS * 4)
             if rem:
                 addc(k, src, src, nfull * OC * M * 4)
                 addc(k, dst, dst, nfull * M * 4)
-                k.copy(IO, dst, src, rem * OW * 4, SEM_LOAD, rows=occ, src_stride=M * 4, dst_stride=NPOS * 4)
+                copy3(k, IO, dst, src, rem * OW * 4, SEM_LOAD, rows=occ, src_stride=M * 4, dst_stride=NPOS * 4)
             k.wait(SEM_LOAD, int(bool(nfull)) + int(bool(rem)))
-            k.add(u, u, npe)
+            k.add(u, u, step)
             k.blt(u, units, loop)
             k.place(done)
-    return kb.build()
+    return kb.text() if text else kb.build()
 
 
 # --- host side -------------------------------------------------------------------------------------------------
@@ -517,12 +655,19 @@ def _check(x, w, bias, stride, padding):
 
 def conv2d(card, x, w, bias=None, stride=1, padding=0, pes=None):
     """2-D convolution, NCHW, groups = 1: x [N, C, H, W], w [OC, C, KH, KW] (float16; float32 is rounded to
-    float16), optional bias [OC]; stride and padding are ints or (h, w) pairs, zero padding.
-    Returns (out [N, OC, OH, OW] float32, LaunchResult)."""
+    float16), optional bias [OC] (float32 or float16); stride and padding are ints or (h, w) pairs, zero
+    padding. Returns (out [N, OC, OH, OW] float32, LaunchResult)."""
+    return launch(card, x, w, bias, stride, padding, pes)
+
+
+def launch(card, x, w, bias=None, stride=1, padding=0, pes=None, G=None, R=None):
+    """conv2d with the plan chosen by the cost estimate, or with output-channel groups G and rows per tile
+    R forced (tests)."""
     N, C, H, W, OC, KH, KW, sh, sw, ph, pw = _check(x, w, bias, stride, padding)
     npe = len(set(pes)) if pes is not None else card.config.pes
-    p = make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias is not None, max(1, npe))
-    key = ("conv2d", p)
+    if G is not None and (G < 1 or OC % G or G > max(1, npe)):
+        raise InvalidArgument(f"conv2d: G = {G} must divide OC = {OC} and be at most the {npe} PEs")
+    p = make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias is not None, max(1, npe), G=G, R=R)
     args = [np.ascontiguousarray(x, dtype=np.float16), np.ascontiguousarray(w, dtype=np.float16)]
     if bias is not None:
         args.append(np.ascontiguousarray(bias, dtype=np.float32))
@@ -530,7 +675,8 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, pes=None):
     if not p.direct:
         args.append(Scratch(p.scratch_bytes, "shared" if p.scratch_shared else "dram"))
     args.append(N)
-    (out,), result = run(card, key, lambda: build_kernel(p), "conv2d", args, pes=pes)
+    (out,), result = run(card, ("conv2d", p, WEIGHT_BUFFER), lambda: build_kernel(p), "conv2d", args, pes=pes)
+    result.plan = p
     return out, result
 
 
@@ -540,8 +686,9 @@ def reference_conv2d(x, w, bias=None, stride=1, padding=0, exact=True):
     order, + bias in fp32). exact=False: float64 math on the same fp16-rounded values."""
     sh, sw = _pair(stride, "stride", 1)
     ph, pw = _pair(padding, "padding", 0)
-    x = np.asarray(x).astype(np.float16).astype(np.float32)
-    w = np.asarray(w).astype(np.float16).astype(np.float32)
+    with np.errstate(over="ignore"):            # beyond fp16's range is inf, as on the card
+        x = np.asarray(x).astype(np.float16).astype(np.float32)
+        w = np.asarray(w).astype(np.float16).astype(np.float32)
     N, C, H, W = x.shape
     OC, _, KH, KW = w.shape
     OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
@@ -574,10 +721,13 @@ def error_bound(x, w, bias=None, stride=1, padding=0):
     return (K + 1) * 2.0 ** -24 * mag.astype(np.float64) * (1 + 2.0 ** -8)
 
 
-def max_positions(card, C, OC, KH, KW, W=1, stride=1, padding=0, bias=True):
-    """The largest tile (output positions) one PE of `card` holds for this layer, 0 if none."""
-    p = make_plan(card, 1, C, 10 ** 6, W, OC, KH, KW, stride, stride, padding, padding, bias, 1)
-    return p.M
+def max_tile_rows(card, C, H, W, OC, KH, KW, stride=1, padding=0, bias=True, groups=1):
+    """The most output rows one tile can have on `card` for this layer (PE-local memory bound; 0: none fits).
+    groups: output-channel groups of PEs (each PE holds OC / groups channels of weights)."""
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    p = Plan(1, C, H, W, OC, KH, KW, sh, sw, ph, pw, bool(bias), 1, groups, 1, card.config.dma.engines_per_pe >= 2)
+    return _largest_r(p, card.config.local_memory.bytes)
 
 
 # --- registry ------------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vnpu.emulator.state import WEIGHT_BUFFER_BYTES
 from vnpu.errors import InvalidArgument
 
 from .builder import KernelBuilder
@@ -34,7 +35,7 @@ from .library import OpSpec
 from .runner import Out, run
 
 S_MAX = 64                  # samples per tile: keeps every semaphore far below its 256 pending arrivals
-WEIGHT_BUFFER = 1 << 20     # the matrix unit's weight buffer (emulator/state.py WEIGHT_BUFFER_BYTES)
+WEIGHT_BUFFER = WEIGHT_BUFFER_BYTES   # the matrix unit's weight buffer per PE (mm.ldw K x N x 2 bytes at most)
 ALIGN = 64
 SEM_LOAD, SEM_STORE, SEM_LOC, SEM_MAT, SEM_VEC = 0, 1, 2, 3, 4
 WINDOW = 8                  # local DMAs in flight before the kernel waits for the oldest
@@ -69,15 +70,6 @@ def mulc(k, rd, rs, c):
 
 
 # --- layout --------------------------------------------------------------------------------------------
-def sample_bytes(D, T, dtype):
-    """PE-local bytes one sample of a tile needs (before alignment)."""
-    F = T + 1
-    W = D + F * (F - 1) // 2
-    eb = 4 if dtype == "f32" else 2
-    conv = F * D * 2 if dtype == "f32" else D * 4          # X16 + E16, or X32
-    return 2 * F * D * eb + conv + 2 * F * D * 2 + F * F * 4 + 2 * W * 4
-
-
 def layout(D, T, dtype, S):
     F = T + 1
     W = D + F * (F - 1) // 2
@@ -106,7 +98,7 @@ def choose_tile(D, T, dtype, batch, npe, local_bytes):
 
 
 # --- kernel --------------------------------------------------------------------------------------------
-def build_kernel(D, T, dtype, S, two_engines):
+def build_kernel(D, T, dtype, S, two_engines, text=False):
     """Module image with kernel `dot_interaction(dense, emb, out, batch)` for fixed D, T, dtype, tile S."""
     F = T + 1
     W = D + F * (F - 1) // 2
@@ -154,6 +146,7 @@ def build_kernel(D, T, dtype, S, two_engines):
         k.place(top)
         row0, ns, tmp = k.regs("row0", "ns", "tmp")
         tile_rows(t, row0, ns)
+        k.comment("wait: this tile's loads")
         k.wait(SEM_LOAD, 2)
         # --- fp16 copies of the tile ---------------------------------------------------------------
         if dtype == "f32":
@@ -252,7 +245,7 @@ def build_kernel(D, T, dtype, S, two_engines):
         k.blt(t, ntiles, top)
         k.place(end)
         k.fence()
-    return kb.build()
+    return kb.text() if text else kb.build()
 
 
 # --- host side -----------------------------------------------------------------------------------------
@@ -285,6 +278,11 @@ def _check(dense, emb):
 def dot_interaction(card, dense, emb, pes=None):
     """DLRM dot interaction of dense [B, D] and pooled embeddings emb [B, T, D] (both float32 or both
     float16) on `card`. Returns (out [B, D + F(F-1)/2] float32 with F = T + 1, LaunchResult)."""
+    return launch(card, dense, emb, pes=pes)
+
+
+def launch(card, dense, emb, pes=None, S=None):
+    """dot_interaction with the tile size S (samples per tile) chosen, or forced (tests)."""
     B, T, D = _check(dense, emb)
     dtype = "f32" if dense.dtype == np.float32 else "f16"
     F = T + 1
@@ -294,8 +292,9 @@ def dot_interaction(card, dense, emb, pes=None):
         raise InvalidArgument(f"dot_interaction: Z^T of dim {D} x {F} rows is {D * F * 2} bytes of fp16, more than "
                               f"the matrix unit's {WEIGHT_BUFFER}-byte weight buffer")
     npe = len(set(pes)) if pes is not None else cfg.pes
-    S = choose_tile(D, T, dtype, B, npe, cfg.local_memory.bytes)
-    if S < 1:
+    if S is None:
+        S = choose_tile(D, T, dtype, B, npe, cfg.local_memory.bytes)
+    if S < 1 or layout(D, T, dtype, S)["END"] > cfg.local_memory.bytes:
         raise InvalidArgument(f"dot_interaction: one sample of dim {D} with {T} tables needs "
                               f"{layout(D, T, dtype, 1)['END']} bytes of PE-local memory, the card has "
                               f"{cfg.local_memory.bytes}")
@@ -324,7 +323,8 @@ def reference_dot_interaction(dense, emb, exact=True):
     F = emb.shape[1] + 1
     z = np.concatenate([dense[:, None, :], emb], axis=1)
     if exact:
-        z = z.astype(np.float16).astype(np.float32)
+        with np.errstate(over="ignore"):        # beyond fp16's range is inf, as on the card
+            z = z.astype(np.float16).astype(np.float32)
         p = np.zeros((B, F, F), np.float32)
         for kk in range(D):
             col = z[:, :, kk]
