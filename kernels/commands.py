@@ -110,7 +110,8 @@ def format_report(r):
 
 @extra_command
 def register(sub):
-    p = sub.add_parser("op", help="run one library kernel on random data and check it against its reference")
+    p = sub.add_parser("op", help="run one library kernel on random data and check it against its reference",
+                       allow_abbrev=False)   # --h is conv2d's height, not --help
     p.add_argument("name", help="the op (vnpu op list shows them)")
     p.add_argument("--config", default="reference")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
