@@ -131,6 +131,24 @@ class DLRM:
     def table_bytes(self):
         return [t.nbytes for t in self.tables]
 
+    def graph(self) -> Graph:
+        """The model as a graph of library ops."""
+        nodes = [Node(f"emb{t}", "embedding_bag", [f"lookups:{t}"], f"pooled{t}", "sharded", self.tables[t].nbytes,
+                      t) for t in range(self.cfg.tables)]
+        x = "dense"
+        nb = len(self.bottom)
+        for i in range(nb):
+            nodes.append(Node(f"bottom{i}", "fc", [x], f"bottom{i}", "replicated", 0, i))
+            x = f"bottom{i}"
+        nodes.append(Node("features", "assemble", [x] + [f"pooled{t}" for t in range(self.cfg.tables)], "z",
+                          "replicated"))
+        nodes.append(Node("interaction", "interaction", ["z"], "inter", "replicated"))
+        x = "inter"
+        for i in range(len(self.top)):
+            nodes.append(Node(f"top{i}", "fc", [x], f"top{i}", "replicated", 0, nb + i))
+            x = f"top{i}"
+        return Graph(nodes, x)
+
     def make_request(self, batch, rng):
         c = self.cfg
         dense = rng.standard_normal((batch, c.dense_features)).astype(np.float16)
@@ -300,8 +318,30 @@ def gather_module(blocks):
 
 
 @dataclass
+class Node:
+    """One library op of a model graph. `sharded` nodes run on the card that holds their weights (an
+    embedding table); `replicated` nodes run on the request's dense card, where their weights are too."""
+    name: str
+    op: str                  # embedding_bag, fc, assemble, interaction
+    inputs: list             # tensor names; "dense" and "lookups:<t>" come with the request
+    output: str
+    placement: str           # sharded | replicated
+    weight_bytes: int = 0
+    index: int = 0           # the table (embedding_bag) or the layer (fc)
+
+
+@dataclass
+class Graph:
+    nodes: list
+    output: str
+
+    def sharded(self):
+        return [n for n in self.nodes if n.placement == "sharded"]
+
+
+@dataclass
 class Placement:
-    """Where each table lives (card index) and the bytes per card."""
+    """Where each sharded node (table) lives (card index) and the bytes per card."""
     table_card: list
     card_bytes: list = field(default_factory=list)
 
@@ -317,6 +357,12 @@ def partition(table_bytes, cards):
     return Placement(where, load)
 
 
+def partition_graph(graph: Graph, cards):
+    """Glow-style placement for recommendation graphs: sharded nodes balanced by weight bytes, the rest
+    replicated on every card."""
+    return partition([n.weight_bytes for n in graph.sharded()], cards)
+
+
 class Executor:
     """Serves DLRM requests on a platform (Glow's HostManager + Executor, for this one model).
 
@@ -330,7 +376,8 @@ class Executor:
         self.platform, self.model, self.batch, self.route = platform, model, batch, route
         self.cfg = c = model.cfg
         self.devices = platform.devices
-        self.placement = partition(model.table_bytes, len(self.devices))
+        self.graph = model.graph()
+        self.placement = partition_graph(self.graph, len(self.devices))
         self.inflight = inflight
         self.pes = pes
         self.queues = [[d.queue() for _ in range(inflight)] for d in self.devices]
@@ -390,7 +437,8 @@ class Executor:
             self.loaded.append(per)
 
     def submit(self, r, dense, lookups, arrival_ns=0.0):
-        """Issue request r (all of it, asynchronously); returns (output host array, start event, end event)."""
+        """Issue request r (all of it, asynchronously) by walking the model graph; returns (output host
+        array, start event, end event)."""
         c, B = self.cfg, self.batch
         F, D = c.features, c.dim
         dc = r % len(self.devices)                          # the request's dense card (round robin)
@@ -399,55 +447,66 @@ class Executor:
         self.platform.advance_host(arrival_ns)
         start = dq.record()
         ld = self.loaded[dc]
-        zf = ddev.alloc(F * B * D * 2)                      # feature-major staging on the dense card
-        z = ddev.alloc(F * B * D * 2)
-        inter = ddev.alloc(B * c.interaction_width * 2)
-        temps = [(ddev, zf), (ddev, z), (ddev, inter)]
-        # sparse part: every card pools its tables' lookups, then sends them to the dense card
-        arrivals = []
-        for t, card in enumerate(self.placement.table_card):
-            dev, q = self.devices[card], self.queues[card][slot]
-            idx, off = lookups[t]
-            args = EmbeddingArgs(self.model.tables[t], idx, offsets=off, format=c.table_format, out_dtype="fp16",
-                                 dim=c.dim)
-            ib, ob, pb, db = dev.alloc(idx.nbytes), dev.alloc(off.nbytes), dev.alloc(B * D * 2), dev.alloc(128)
-            temps += [(dev, ib), (dev, ob), (dev, pb), (dev, db)]
-            tb = self.loaded[card]["tables"][t]
-            desc = descriptor(args, tb.device_address, ib.device_address, ob.device_address, 0, pb.device_address)
-            q.copy_to_device(ib, idx)
-            q.copy_to_device(ob, off)
-            q.copy_to_device(db, desc)
-            q.launch(self.loaded[card]["emb"], db, pes=[0])
-            if self.route == "p2p":
-                dq.wait(q.record())
-                dq.copy_peer(zf, pb, B * D * 2, dst_offset=(t + 1) * B * D * 2)
-            else:
-                host = q.copy_to_host(pb)
-                dq.wait(q.record())
-                dq.copy_to_device(zf, host, offset=(t + 1) * B * D * 2)
-            arrivals.append(t)
-        # dense part on the dense card
-        host_x = self.model.host_input(dense)
-        xb = ddev.alloc(host_x.nbytes)
-        temps.append((ddev, xb))
-        dq.copy_to_device(xb, host_x)
-        x = xb
+        temps = []
+
+        def alloc(dev, nbytes):
+            buf = dev.alloc(nbytes)
+            temps.append((dev, buf))
+            return buf
+        where = {}                                          # tensor -> (card, queue, buffer)
+        zf = alloc(ddev, F * B * D * 2)                     # feature-major staging of `assemble` on the dense card
         act_bytes = 1 if c.dense_dtype == "int8" else 2
-        for i, (kern, wb, bufs, K, N, last, qp) in enumerate(ld["bottom"]):
-            y = zf if i == len(ld["bottom"]) - 1 else ddev.alloc(B * N * act_bytes)   # the last writes Z row 0
-            if y is not zf:
-                temps.append((ddev, y))
-            dq.launch(kern, x, wb, *bufs, y, *([qp] if qp is not None else []), pes=self.pes)
-            x = y
-        dq.launch(ld["assemble"], zf, z, pes=self.pes)
-        dq.launch(ld["inter"], z, inter, pes=self.pes)
-        x = inter
-        for kern, wb, bufs, K, N, last, qp in ld["top"]:
-            y = ddev.alloc(B * N * (4 if last else act_bytes))
-            temps.append((ddev, y))
-            dq.launch(kern, x, wb, *bufs, y, *([qp] if qp is not None else []), pes=self.pes)
-            x = y
-        out = dq.copy_to_host(x, dtype=np.float32)
+        for node in self.graph.nodes:
+            if node.op == "embedding_bag":
+                t = node.index
+                card = self.placement.table_card[t]
+                dev, q = self.devices[card], self.queues[card][slot]
+                idx, off = lookups[t]
+                args = EmbeddingArgs(self.model.tables[t], idx, offsets=off, format=c.table_format,
+                                     out_dtype="fp16", dim=c.dim)
+                ib, ob, pb, db = alloc(dev, idx.nbytes), alloc(dev, off.nbytes), alloc(dev, B * D * 2), alloc(dev, 128)
+                tb = self.loaded[card]["tables"][t]
+                desc = descriptor(args, tb.device_address, ib.device_address, ob.device_address, 0, pb.device_address)
+                q.copy_to_device(ib, idx)
+                q.copy_to_device(ob, off)
+                q.copy_to_device(db, desc)
+                q.launch(self.loaded[card]["emb"], db, pes=[0])
+                where[node.output] = (card, q, pb)
+            elif node.op == "fc":
+                kern, wb, bufs, K, N, last, qp = (ld["bottom"] + ld["top"])[node.index]
+                src = node.inputs[0]
+                if src == "dense":
+                    host_x = self.model.host_input(dense)
+                    x = alloc(ddev, host_x.nbytes)
+                    dq.copy_to_device(x, host_x)
+                else:
+                    x = where[src][2]
+                feeds_assemble = any(n.op == "assemble" and n.inputs[0] == node.output for n in self.graph.nodes)
+                # the layer feeding `assemble` writes straight into its slot 0 of the staging buffer
+                y = zf if feeds_assemble else alloc(ddev, B * N * (4 if last else act_bytes))
+                dq.launch(kern, x, wb, *bufs, y, *([qp] if qp is not None else []), pes=self.pes)
+                where[node.output] = (dc, dq, y)
+            elif node.op == "assemble":
+                # move every pooled input to the dense card, into its slot of the staging buffer
+                for k, name in enumerate(node.inputs[1:], 1):
+                    card, q, buf = where[name]
+                    if self.route == "p2p":
+                        dq.wait(q.record())
+                        dq.copy_peer(zf, buf, B * D * 2, dst_offset=k * B * D * 2)
+                    else:
+                        host = q.copy_to_host(buf)
+                        dq.wait(q.record())
+                        dq.copy_to_device(zf, host, offset=k * B * D * 2)
+                z = alloc(ddev, F * B * D * 2)
+                dq.launch(ld["assemble"], zf, z, pes=self.pes)
+                where[node.output] = (dc, dq, z)
+            elif node.op == "interaction":
+                inter = alloc(ddev, B * c.interaction_width * 2)
+                dq.launch(ld["inter"], where[node.inputs[0]][2], inter, pes=self.pes)
+                where[node.output] = (dc, dq, inter)
+            else:
+                raise InvalidArgument(f"no handler for op {node.op!r} of node {node.name}")
+        out = dq.copy_to_host(where[self.graph.output][2], dtype=np.float32)
         end = dq.record()
         self._temps = getattr(self, "_temps", []) + temps
         return out.reshape(B, 1), start, end

@@ -48,6 +48,17 @@ def test_int8_dense_layers_stay_close_to_the_fp16_model(platform):
     ex.release()
 
 
+def test_model_is_a_graph_of_library_ops():
+    m = DLRM(preset("rm1", rows_scale=1e-4))
+    g = m.graph()
+    ops = [n.op for n in g.nodes]
+    assert ops.count("embedding_bag") == 8 and ops.count("fc") == len(m.bottom) + len(m.top)
+    assert ops.index("assemble") < ops.index("interaction") and g.output == g.nodes[-1].output
+    assert all(n.placement == "sharded" for n in g.nodes if n.op == "embedding_bag")
+    from vnpu.driver.dlrm import partition_graph
+    assert sum(partition_graph(g, 6).card_bytes) == sum(m.table_bytes)
+
+
 def test_tables_are_balanced_by_bytes():
     sizes = [100, 90, 80, 70, 60, 50, 40, 30]
     p = partition(sizes, 3)
