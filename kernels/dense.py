@@ -72,7 +72,8 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
     S = [Y[1] + mt * nt * ob, Y[1] + mt * nt * ob + blk]                  # per-column scale, rows broadcast
     Bz = [S[1] + blk, S[1] + 2 * blk]                                     # bias, rows broadcast
     F = Bz[1] + blk
-    SAVE = F + blk                            # the deferred tile's description and flags (9 words)
+    ROW = [F + blk, F + blk + 2 * nt * 4]      # per buffer: the scale row and the bias row, before broadcast
+    SAVE = F + blk + 4 * nt * 4               # the deferred tile's description and flags (9 words)
     nvec = 0 if epilogue == "raw" else (1 + (dtype == "i8") + bool(has_bias) + (activation is not None)
                                         + (epilogue in ("requant", "half")))
     args = dict(a=("buffer", dtype), w=("buffer", dtype))
@@ -133,9 +134,20 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
             k.release(sv, par)
         src_a = a.a
         if stage:
-            # PE 0 brings A on chip once; every PE then reads it over the SRAM ring, not from DRAM
-            with k.if_("eq", pe, k.zero):
-                k.copy(0, a.stage, a.a, batch * M * K * eb, SEM_A)
+            # the PEs bring A on chip once, each a 1/P slice (in parallel); every PE then reads all of it over
+            # the SRAM ring instead of from DRAM
+            total = batch * M * K * eb
+            share = -(-total // pes)
+            share = -(-share // 64) * 64
+            k.muli(t0, pe, share)                      # my slice: [t0, t0 + t1)
+            k.const(t1, total)
+            k.sub(t1, t1, t0)
+            k.const(t2, share)
+            k.min(t1, t1, t2)
+            with k.if_("lt", k.zero, t1):
+                k.add(t2, a.a, t0)
+                k.add(t3, a.stage, t0)
+                k.copy(0, t3, t2, t1, SEM_A)
                 k.wait(SEM_A, 1)
             k.barrier()
             src_a = a.stage
@@ -165,19 +177,23 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                     k.const(local, Wb[half])
                     k.copy(0, local, src, lw_, SEM_W[half])
             if epilogue != "raw":
-                # scale[n0:n0+w] (and bias) broadcast to mt rows: DMA with a zero source stride
+                # scale[n0:n0+w] (and bias) broadcast to mt rows: one row from DRAM, then replicated inside
+                # local memory by a DMA with a zero source stride (no DRAM traffic per row)
                 k.shli(lw_, wi, 2)
-                blocks_ = (((a.scale, S),) if dtype == "i8" else ()) + (((a.bias, Bz),) if has_bias else ())
-                for arr, blocks in blocks_:
+                blocks_ = (((a.scale, S, 0),) if dtype == "i8" else ()) + (((a.bias, Bz, 1),) if has_bias else ())
+                for arr, blocks, r in blocks_:
                     k.shli(t3, ji, 2)
                     k.add(src, arr, t3)
                     for half in (0, 1):
                         with k.if_("eq" if half == 0 else "ne", bsel, k.zero):
+                            k.const(local, ROW[half] + r * nt * 4)
+                            k.copy(0, local, src, lw_, SEM_W[half])
+                            k.mov(src, local)
                             k.const(local, blocks[half])
                             k.copy(0, local, src, lw_, SEM_W[half], rows=mt, src_stride=0, dst_stride=lw_)
             k.release(bi, ji, wi, src, local)
 
-        n_w_signals = 1 + (1 if (epilogue != "raw" and dtype == "i8") else 0) + (1 if has_bias else 0)
+        n_w_signals = 1 + 2 * ((1 if (epilogue != "raw" and dtype == "i8") else 0) + (1 if has_bias else 0))
         # prologue: the first item's tile
         k.mov(item, pe)
         k.const(t0, items)
