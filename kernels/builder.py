@@ -205,6 +205,31 @@ class KernelWriter:
             self.release(t)
 
 
+def fits24(c):
+    """Does c fit the 24-bit immediate of addi / muli?"""
+    return -(1 << 23) <= c < (1 << 23)
+
+
+def addc(k, rd, rs, c):
+    """rd = rs + c for any integer c (addi when it fits, else a constant in a scratch register)."""
+    if fits24(c):
+        k.addi(rd, rs, int(c))
+    else:
+        t = k.const(k.reg("c"), c)
+        k.add(rd, rs, t)
+        k.release(t)
+
+
+def mulc(k, rd, rs, c):
+    """rd = rs * c for any integer c."""
+    if fits24(c):
+        k.muli(rd, rs, int(c))
+    else:
+        t = k.const(k.reg("c"), c)
+        k.mul(rd, rs, t)
+        k.release(t)
+
+
 class KernelBuilder:
     """Collects kernels (and read-only data) into one module."""
 

@@ -30,7 +30,7 @@ import numpy as np
 from vnpu.emulator.state import WEIGHT_BUFFER_BYTES
 from vnpu.errors import InvalidArgument
 
-from .builder import KernelBuilder
+from .builder import KernelBuilder, addc, mulc
 from .library import OpSpec
 from .runner import Out, run
 
@@ -45,28 +45,7 @@ def _align(n):
     return -(-int(n) // ALIGN) * ALIGN
 
 
-def _fits24(c):
-    return -(1 << 23) <= c < (1 << 23)
 
-
-def addc(k, rd, rs, c):
-    """rd = rs + c for any integer c."""
-    if _fits24(c):
-        k.addi(rd, rs, int(c))
-    else:
-        t = k.const(k.reg("c"), c)
-        k.add(rd, rs, t)
-        k.release(t)
-
-
-def mulc(k, rd, rs, c):
-    """rd = rs * c for any integer c."""
-    if _fits24(c):
-        k.muli(rd, rs, int(c))
-    else:
-        t = k.const(k.reg("c"), c)
-        k.mul(rd, rs, t)
-        k.release(t)
 
 
 # --- layout --------------------------------------------------------------------------------------------
