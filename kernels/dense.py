@@ -21,7 +21,7 @@ import numpy as np
 from vnpu.errors import InvalidArgument
 
 from . import runner
-from .builder import KernelBuilder
+from .builder import KernelBuilder, addc
 from .library import OpSpec
 
 WEIGHT_BUFFER = 1 << 20
@@ -52,16 +52,29 @@ def _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue):
         nt = max(1, nt // 2)
 
 
+def _grid(M, K, N, eb, ob, pes, cols, local_bytes, epilogue, row_groups=True):
+    """A 2-D grid of PEs: pm groups of rows x pn PEs sharing the columns. More row groups when M is large
+    and the weights are on chip: each PE then loads less of A and still streams >= 128 rows per fold,
+    while each weight tile is read by pm PEs (cheap from the SRAM ring, not from DRAM).
+    Returns (pm, pn, Mg, nt, mt)."""
+    pm = max(d for d in range(1, pes + 1) if pes % d == 0 and (d == 1 or (row_groups and M / d >= 128
+                                                                         and N / cols >= pes // d)))
+    pn = pes // pm
+    Mg = math.ceil(M / pm)
+    nt, mt = _plan(Mg, K, N, eb, ob, pn, cols, local_bytes, epilogue)
+    return pm, pn, Mg, nt, mt
+
+
 def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, out_zp=0, stage=False,
-          activation=None):
+          activation=None, row_groups=False):
     """Build the module for one shape. Arguments: a, w, [scale, bias,] out (and requant parameter)."""
     eb = 1 if dtype == "i8" else 2
     acc_dt = "i32" if dtype == "i8" else "f32"
     out_dt = {"raw": acc_dt, "dequant": "f32", "requant": "i8", "half": "f16"}[epilogue]
     ob = {"i8": 1, "f16": 2}.get(out_dt, 4)
-    nt, mt = _plan(M, K, N, eb, ob, pes, cols, local_bytes, epilogue)
+    pm, pn, Mg, nt, mt = _grid(M, K, N, eb, ob, pes, cols, local_bytes, epilogue, row_groups)
     n_tiles = math.ceil(N / nt)
-    m_tiles = math.ceil(M / mt)
+    m_tiles = math.ceil(Mg / mt)
     items = batch * n_tiles
     # local memory layout
     A = 0
@@ -194,6 +207,10 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
             k.release(bi, ji, wi, src, local)
 
         n_w_signals = 1 + 2 * ((1 if (epilogue != "raw" and dtype == "i8") else 0) + (1 if has_bias else 0))
+        # PE p is row group p % pm and column share p // pm (of pn)
+        k.const(t0, pm)
+        k.div(pe, pe, t0)
+        k.div(npe, npe, t0)
         # prologue: the first item's tile
         k.mov(item, pe)
         k.const(t0, items)
@@ -219,9 +236,16 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
             with k.if_("ne", buf, k.zero):
                 k.const(t2, Wb[1])
             k.mm_ldw(t2, t0, w, dtype, SEM_MAT)
-            with k.for_range(mrow, 0, M, step=mt):
-                k.const(mcnt, M)
-                k.sub(mcnt, mcnt, mrow)
+            m_end = k.reg("m_end")
+            k.csrr(t0, "pe_id")
+            k.const(t1, pm)
+            k.rem(t0, t0, t1)
+            k.muli(t0, t0, Mg)                         # this PE's first row
+            addc(k, m_end, t0, Mg)
+            k.const(t1, M)
+            k.min(m_end, m_end, t1)
+            with k.for_range(mrow, t0, m_end, step=mt):
+                k.sub(mcnt, m_end, mrow)
                 k.const(t0, mt)
                 k.min(mcnt, mcnt, t0)                  # rows in this M tile
                 # A_b rows [mrow, mrow + mcnt) into local A when b or the M tile changed
@@ -254,15 +278,23 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                 # while the matrix unit multiplies: finish the previous tile (its epilogue, its DMA out), and
                 # on an item's first tile prefetch the next item's weights (their buffer is free only now)
                 finish_prev()
-                with k.if_("eq", mrow, k.zero):
+                k.csrr(t1, "pe_id")
+                k.const(t0, pm)
+                k.rem(t1, t1, t0)
+                k.muli(t1, t1, Mg)                     # is this the item's first M tile?
+                with k.if_("eq", mrow, t1):
                     k.add(t2, item, npe)
                     k.const(t0, items)
                     k.xori(t1, buf, 1)
                     with k.if_("lt", t2, t0):
                         load_tile(t2, t1)
-                with k.if_("eq", mrow, k.zero):
+                k.csrr(t1, "pe_id")
+                k.const(t0, pm)
+                k.rem(t1, t1, t0)
+                k.muli(t1, t1, Mg)
+                with k.if_("eq", mrow, t1):
                     k.wait(SEM_MAT, 2)                 # this item's mm.ldw and first mm.mul
-                with k.if_("ne", mrow, k.zero):
+                with k.if_("ne", mrow, t1):
                     k.wait(SEM_MAT, 1)
                 for half in (0, 1):
                     with k.if_("eq" if half == 0 else "ne", tpar, k.zero):
@@ -311,11 +343,12 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                 k.sd(tpar, (sv, 40))
                 k.release(sv)
                 k.xori(tpar, tpar, 1)
+            k.release(m_end)
             k.xori(buf, buf, 1)
         finish_prev()
         k.fence()
     del out_zp
-    return kb.build(), {"nt": nt, "mt": mt, "items": items}
+    return kb.build(), {"nt": nt, "mt": mt, "items": items, "grid": (pm, pn)}
 
 
 def pack_weights(w3, nt):
@@ -325,11 +358,11 @@ def pack_weights(w3, nt):
     return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
-def _plan_for(card, B, M, K, N, dtype, epilogue, use):
+def _plan_for(card, B, M, K, N, dtype, epilogue, use, row_groups=False):
     npes, cols, local = _config(card)
     eb = 1 if dtype == "i8" else 2
     ob = {"requant": 1, "half": 2}.get(epilogue, 4)
-    return _plan(M, K, N, eb, ob, use, cols, local, epilogue)
+    return _grid(M, K, N, eb, ob, use, cols, local, epilogue, row_groups)[3:]
 
 
 def qparam(scale, zero_point=0):
@@ -389,12 +422,13 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
     use = npes if pes is None else len(pes)
     a_bytes = B * M * K * (1 if dtype == "i8" else 2)
     stage = use > 1 and a_bytes <= card.config.shared_sram.bytes // 2
-    key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage, activation)
+    key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage, activation,
+           weights_on_chip)
     built = {}
 
     def build():
         img, info = _gemm("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage=stage,
-                          activation=activation)
+                          activation=activation, row_groups=weights_on_chip)
         built.update(info)
         return img
     args = [a3, w3]
@@ -410,7 +444,8 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
         args.append(qparam(np.float32(1.0) / np.float32(out_scale), out_zero_point))
     if stage:
         args.append(runner.Scratch(a_bytes, memory="shared"))
-    args[1] = pack_weights(w3, built.get("nt") or _plan_for(card, B, M, K, N, dtype, epilogue, use)[0])
+    args[1] = pack_weights(w3, built.get("nt") or _plan_for(card, B, M, K, N, dtype, epilogue, use,
+                                                             weights_on_chip)[0])
     if weights_on_chip:      # resident weights in the shared SRAM, as a serving runtime keeps them
         args[1] = runner.OnChip(args[1])
     (out,), result = runner.run(card, key, build, "gemm", args, pes=pes, trace=trace)

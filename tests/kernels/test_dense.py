@@ -86,3 +86,18 @@ def test_dense_runs_race_free_on_every_pe_and_overlaps_dma_with_the_matrix_unit(
     overlap = sum(max(0, min(e1, e2) - max(s1, s2)) for s1, e1 in mm for s2, e2 in dma)
     assert overlap > 0                                      # double buffering: DMA runs under the multiply
     assert res.summary()["units"]["matrix"]["utilization"] > 0.7
+
+
+@pytest.mark.parametrize("M, K, N", [(256, 40, 20), (300, 33, 50), (520, 16, 9)])
+def test_pe_grid_with_resident_weights(card, M, K, N):
+    """Weights in the shared SRAM let the kernel split rows over PE groups too (a 2-D grid of PEs)."""
+    from vnpu.kernels.dense import _grid
+    assert _grid(M, K, N, 1, 4, 4, card.config.matrix.cols, card.config.local_memory.bytes, "raw", True)[0] > 1
+    rng = np.random.default_rng(M)
+    a = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    w = rng.integers(-128, 128, (K, N)).astype(np.int8)
+    s = (rng.random(N) * 1e-3).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    assert np.array_equal(gemm(card, a, w, weights_on_chip=True)[0], reference_gemm(a, w))
+    kw = dict(scale=s, bias=b, out_scale=0.02, activation="relu")
+    assert np.array_equal(gemm(card, a, w, weights_on_chip=True, **kw)[0], reference_gemm(a, w, **kw))
