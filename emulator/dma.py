@@ -33,6 +33,16 @@ def dram_run_cycles(address, nbytes, cfg):
 
 
 @njit(cache=True, nogil=True)
+def book(res, channel, begin, cycles, cstat, busy_stat):
+    """Book `cycles` on a card-wide channel (the DRAM channel, the SRAM ring), first come first served in
+    global time order; returns when this use of it ends."""
+    start = max(begin, res[channel])
+    res[channel] = start + cycles
+    cstat[busy_stat] += cycles
+    return start + cycles
+
+
+@njit(cache=True, nogil=True)
 def check_rows(ptab, lay, pe, base, nbytes, c1, s1, c2, s2):
     """Address of the first row that is not wholly mapped, or -1 when all rows are valid."""
     for k2 in range(c2):
@@ -87,17 +97,9 @@ def transfer(pool, ptab, lay, pe, dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2, 
     if src_region == 0 or dst_region == 0:
         end = max(end, begin + int(math.ceil(total / cfg[C_LOCAL_BPC])))
     if src_region == 1 or dst_region == 1:
-        sram_cyc = int(math.ceil(total / cfg[C_SRAM_BPC]))
-        s0 = max(begin, res[R_SRAM])
-        res[R_SRAM] = s0 + sram_cyc
-        cstat[S_SRAM_BUSY] += sram_cyc
-        end = max(end, s0 + sram_cyc)
+        end = max(end, book(res, R_SRAM, begin, int(math.ceil(total / cfg[C_SRAM_BPC])), cstat, S_SRAM_BUSY))
         latency = max(latency, int(cfg[C_SRAM_LAT]))
     if dram_cyc > 0:
-        dc = int(math.ceil(dram_cyc))
-        d0 = max(begin, res[R_DRAM])
-        res[R_DRAM] = d0 + dc
-        cstat[S_DRAM_BUSY] += dc
-        end = max(end, d0 + dc)
+        end = max(end, book(res, R_DRAM, begin, int(math.ceil(dram_cyc)), cstat, S_DRAM_BUSY))
         latency = max(latency, int(cfg[C_DRAM_LAT]))
     return 0, end + latency, -1

@@ -20,7 +20,7 @@ from numba import njit
 
 from vnpu.isa import table as T
 
-from .dma import dram_run_cycles
+from .dma import book, dram_run_cycles
 from .memory import region_of, translate
 from .numerics import bits_to_f32, f16bits_to_f32bits, f32_to_f16, load_f16, load_f32
 from .state import (C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM,
@@ -285,15 +285,8 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     little = int(math.ceil(n_idx * latency / cfg[C_EMB_OUTSTANDING]))
     end = max(end, begin + little)
     if dram_busy > 0:
-        dc = int(math.ceil(dram_busy))
-        d0 = max(begin, res[R_DRAM])
-        res[R_DRAM] = d0 + dc
-        cstat[S_DRAM_BUSY] += dc
-        end = max(end, d0 + dc)
+        end = max(end, book(res, R_DRAM, begin, int(math.ceil(dram_busy)), cstat, S_DRAM_BUSY))
     if tab_region == 1 or region_of(lay, desc[D_OUTPUT]) == 1:
         sc = int(math.ceil((gathered + meta) / cfg[C_SRAM_BPC]))
-        s0 = max(begin, res[R_SRAM])
-        res[R_SRAM] = s0 + sc
-        cstat[S_SRAM_BUSY] += sc
-        end = max(end, s0 + sc)
+        end = max(end, book(res, R_SRAM, begin, sc, cstat, S_SRAM_BUSY))
     return 0, end + int(latency), -1, 0
