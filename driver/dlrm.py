@@ -20,7 +20,7 @@ from vnpu.errors import InvalidArgument
 from vnpu.kernels import dense as dense_k
 from vnpu.kernels.builder import KernelBuilder
 from vnpu.kernels.embedding import EmbeddingArgs, descriptor, kernel_image
-from vnpu.kernels.reference import embedding_bag as ref_embedding_bag, pack_table, table_row_bytes
+from vnpu.kernels.reference import embedding_bag as ref_embedding_bag, pack_table
 
 
 @dataclass
@@ -234,7 +234,8 @@ def interaction_module(B, F, D, out_scale=None):
     Z_b Z_b^T on the matrix unit (fp16 in, fp32 out), to fp16 on the vector unit, then the output row
     (dense part and the lower triangle, row by row) assembled by local DMAs and written in one copy."""
     W = D + F * (F - 1) // 2
-    ZB, ZT, P, Q, R = 0, F * D * 2, 2 * F * D * 2, 2 * F * D * 2 + F * F * 4, 2 * F * D * 2 + F * F * 6
+    # local layout: Z_b at 0, its transpose, the fp32 product P, its fp16 copy Q, the output row R
+    ZT, P, Q, R = F * D * 2, 2 * F * D * 2, 2 * F * D * 2 + F * F * 4, 2 * F * D * 2 + F * F * 6
     R = (R + 63) // 64 * 64
     kb = KernelBuilder()
     ob = 1 if out_scale is not None else 2

@@ -7,7 +7,6 @@ See docs/timing.md.
 """
 import math
 
-import numpy as np
 from numba import njit
 
 from .memory import copy_bytes, region_of, translate

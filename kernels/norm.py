@@ -21,7 +21,7 @@ from vnpu.errors import InvalidArgument
 
 from . import runner
 from .builder import KernelBuilder
-from .elementwise import (ALIGN, RESERVED, SEM_LOAD, SEM_ONCE, SEM_STORE, SEM_VEC, TILE_CAP, pe_share, store_engine,
+from .elementwise import (ALIGN, SEM_LOAD, SEM_ONCE, SEM_STORE, SEM_VEC, TILE_CAP, pe_share, store_engine,
                           tile_loop)
 from .library import OpSpec
 

@@ -1,5 +1,4 @@
 """Random programs leave identical memory and registers on the reference interpreter and the Numba core."""
-import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import vnpu

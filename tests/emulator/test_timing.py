@@ -7,7 +7,6 @@ import pathlib
 import numpy as np
 import pytest
 
-import vnpu
 from vnpu.emulator.card import Card
 from vnpu.emulator.matrix import multiply_cycles
 from vnpu.emulator.state import P_MACS, S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR
