@@ -32,6 +32,7 @@ class Device:
         self.contexts = {0: self.primary}
         self._queues = []
         self.stats = DeviceStats()
+        self.faults = None               # a FaultInjector when faults are injected into this card
 
     # --- checks every call makes --------------------------------------------------------------------------
     def check(self):
@@ -54,6 +55,25 @@ class Device:
                 "dma_engines_per_pe": c.dma.engines_per_pe, "peak_int8_tops": 2 * c.peak_macs_per_cycle * c.clock_ghz
                 / 1e3, "dram_gbps": c.dram.gbps, "link": dict(self.platform.config["link"]),
                 "host_bytes": self.card.memory.host_bytes}
+
+    def inject_faults(self, config=None, **settings):
+        """Inject faults into this card (driver/faults.py): a FaultConfig, a dict, or keyword settings, e.g.
+        `dev.inject_faults(seed=1, pcie_error_rate=1e-3, dram_dbe_per_mib=0.01)`. None turns them off."""
+        from .faults import FaultConfig, FaultInjector
+        if config is None and not settings:
+            self.faults = None
+            return None
+        cfg = config if isinstance(config, FaultConfig) else FaultConfig.from_dict({**(config or {}), **settings})
+        self.faults = FaultInjector(cfg, self.index)
+        return self.faults
+
+    def health(self) -> dict:
+        """RAS-style counters: faults injected, corrected and reported per kind, the sticky fault, lost."""
+        h = self.faults.health() if self.faults else {"config": None, "injected": {}, "corrected": {},
+                                                      "reported": {}}
+        h.update(sticky=None if self.sticky is None else f"{type(self.sticky).__name__}: {self.sticky}",
+                 lost=self._lost)
+        return h
 
     def memory_info(self):
         """(free, total) bytes of card DRAM."""

@@ -19,7 +19,7 @@ from . import pcie
 from .device import Device
 from .tracing import PlatformTrace
 
-PLATFORM_KEYS = {"name", "cards", "card", "card_overrides", "link", "uplink", "launch_overhead_ns"}
+PLATFORM_KEYS = {"name", "cards", "card", "card_overrides", "link", "uplink", "launch_overhead_ns", "faults"}
 LINK_KEYS = {"gen", "lanes", "max_payload", "max_read_request", "tlp_overhead_bytes", "completion_overhead_bytes",
              "read_completion_boundary", "dllp_overhead", "setup_ns"}
 
@@ -80,6 +80,24 @@ class Platform:
         card_cfg = load_config(self.config["card"], self.config.get("card_overrides") or None)
         self.devices = [Device(self, i, card_cfg) for i in range(self.config["cards"])]
         self.closed = False
+        self._configure_faults(self.config.get("faults"))
+
+    def _configure_faults(self, faults):
+        """`faults:` in the platform YAML: {all: {...settings}} and/or {<card index>: {...settings}}."""
+        if not faults:
+            return
+        if not isinstance(faults, dict):
+            raise ConfigError("platform key 'faults' must map 'all' or card indices to fault settings")
+        for key, settings in faults.items():
+            if key == "all":
+                targets = self.devices
+            elif isinstance(key, int) and 0 <= key < len(self.devices):
+                targets = [self.devices[key]]
+            else:
+                raise ConfigError(f"platform key 'faults.{key}': expected 'all' or a card index 0.."
+                                  f"{len(self.devices) - 1}")
+            for d in targets:
+                d.inject_faults(settings)
 
     @classmethod
     def from_yaml(cls, path):

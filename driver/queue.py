@@ -16,7 +16,8 @@ import itertools
 
 import numpy as np
 
-from vnpu.errors import DeviceFault, InvalidArgument, InvalidHandle
+from vnpu.errors import DeviceFault, DeviceLost, DmaFault, EccUncorrectable, InvalidArgument, InvalidHandle, \
+    LaunchTimeout
 
 from .device import Buffer
 
@@ -66,6 +67,30 @@ class Queue:
 
     def _check(self):
         self.ctx.check()
+
+    # --- injected faults (driver/faults.py): checked before anything moves, so a failed call changes nothing
+    def _faults_before(self, what, nbytes=0, reads_card_dram=False, device=None):
+        """Link down, a DMA engine error, or an uncorrectable DRAM error in what this operation reads: raise
+        the typed error (the last two stay sticky until reset). Returns the extra ns of PCIe replays."""
+        dev = device or self.device
+        inj = dev.faults
+        if inj is None:
+            return 0.0
+        now = max(self.tail_ns, self.platform.host_ns)
+        if inj.link_down(now):
+            inj.report("link_down")
+            dev._lost = f"its PCIe link went down at {inj.config.link_down_at_ns:.0f} ns (injected)"
+            raise DeviceLost(f"card {dev.index} is lost: {dev._lost}")
+        if what != "launch" and inj.dma_error():
+            inj.report("dma_error")
+            dev.sticky = DmaFault(f"DMA engine error during {what} of {nbytes} bytes (injected)", card=dev.index)
+            raise dev.sticky
+        if reads_card_dram and inj.dram_read(nbytes):
+            inj.report("dram_dbe")
+            dev.sticky = EccUncorrectable(f"uncorrectable DRAM error in data read by {what} (injected)",
+                                          card=dev.index)
+            raise dev.sticky
+        return inj.pcie_replays(nbytes) if what != "launch" else 0.0
 
     def _ready(self):
         t = max(self.tail_ns, self.platform.host_ns)
@@ -120,9 +145,10 @@ class Queue:
             if offset < 0 or offset + a.nbytes > buf.nbytes:
                 raise InvalidArgument(f"copy_to_device: {a.nbytes} bytes at offset {offset} do not fit the "
                                       f"{buf.nbytes}-byte buffer")
+            extra = self._faults_before("copy_to_device", a.nbytes)
             if a.nbytes:
                 self.device.card.write(buf.device_address + offset, a.view(np.uint8).reshape(-1), ctx=self.ctx.id)
-            return self._transfer("h2d", a.nbytes, f"copy_to_device {a.nbytes} B")
+            return self._transfer("h2d", a.nbytes, f"copy_to_device {a.nbytes} B", extra)
 
     def copy_to_host(self, buf, out=None, dtype=None, offset: int = 0):
         """Copy `buf` (from byte `offset`) into `out`, or into a new array of the buffer's size (uint8, or
@@ -140,10 +166,11 @@ class Queue:
             if offset < 0 or offset + out.nbytes > buf.nbytes:
                 raise InvalidArgument(f"copy_to_host: {out.nbytes} bytes at offset {offset} run past the "
                                       f"{buf.nbytes}-byte buffer")
+            extra = self._faults_before("copy_to_host", out.nbytes, reads_card_dram=True)
             if out.nbytes:
                 out.view(np.uint8).reshape(-1)[:] = self.device.card.read(buf.device_address + offset, out.nbytes,
                                                                            ctx=self.ctx.id)
-            self._transfer("d2h", out.nbytes, f"copy_to_host {out.nbytes} B")
+            self._transfer("d2h", out.nbytes, f"copy_to_host {out.nbytes} B", extra)
             return out
 
     def copy_peer(self, dst, src, nbytes=None, dst_offset=0, src_offset=0):
@@ -160,6 +187,8 @@ class Queue:
             if n < 0 or dst_offset < 0 or src_offset < 0 or n + dst_offset > dst.nbytes or n + src_offset > src.nbytes:
                 raise InvalidArgument(f"copy_peer: {n} bytes (at offsets {src_offset} -> {dst_offset}) do not fit "
                                       f"(source {src.nbytes}, destination {dst.nbytes} bytes)")
+            extra = self._faults_before("copy_peer", n, reads_card_dram=True, device=src.device)
+            extra += self._faults_before("copy_peer", 0)
             data = src.device.card.read(src.device_address + src_offset, n, ctx=src.ctx.id)
             self.device.card.write(dst.device_address + dst_offset, data, ctx=self.ctx.id)
             if src.device is self.device:   # an on-card copy: DRAM to DRAM
@@ -170,13 +199,15 @@ class Queue:
                 ready = self._ready()
                 start, end = self.platform.switch.schedule("p2p", src.device.index, n, ready,
                                                            peer_index=self.device.index)
+                end += extra
                 self.platform.trace.link("p2p", src.device.index, start, end, n, peer=self.device.index)
             return self._finish(f"copy_peer {n} B from card {src.device.index}", ready, end, "queue")
 
-    def _transfer(self, kind, nbytes, name):
+    def _transfer(self, kind, nbytes, name, extra_ns=0.0):
         with self.platform.lock:
             ready = self._ready()
             start, end = self.platform.switch.schedule(kind, self.device.index, nbytes, ready)
+            end += extra_ns                             # link-layer replays of corrupted packets
             self.platform.trace.link(kind, self.device.index, start, end, nbytes)
         return self._finish(name, ready, end, "queue")
 
@@ -207,9 +238,20 @@ class Queue:
                 if not ok:
                     raise InvalidArgument(f"launch: pes must be a non-empty list of PE numbers 0.."
                                           f"{self.device.config.pes - 1}, got {pes!r}")
+            self._faults_before("launch")
             ready = self._ready()
             start = max(ready, self.device.busy_until_ns) + self.platform.config["launch_overhead_ns"]
             trace = self.platform.trace.enabled
+            inj = self.device.faults
+            if inj is not None and inj.pe_hang():
+                # a PE never halts: the watchdog stops the launch; reported on the next call, like any fault
+                inj.report("pe_hang")
+                cfg = self.device.config
+                self.device.sticky = LaunchTimeout(f"watchdog: {kernel.name} hung past {cfg.watchdog_cycles} "
+                                                   f"cycles (injected PE hang)", card=self.device.index, pe=0)
+                end = start + cfg.watchdog_cycles / cfg.clock_ghz
+                self.device.busy_until_ns = end
+                return self._finish(f"{kernel.name} (hung)", ready, end, "launch")
             try:
                 result = self.device.card.launch(kernel.module.loaded, kernel.name, values, pes=pes,
                                                  sanitize=sanitize, trace=trace, ctx=self.ctx.id)
@@ -221,6 +263,10 @@ class Queue:
             end = start + result.cycles / self.device.config.clock_ghz
             self.device.busy_until_ns = end
             self.last_result = result
+            if inj is not None and inj.dram_read(int(result.card_stats[0])):   # S_DRAM_RD: what it read
+                inj.report("dram_dbe")
+                self.device.sticky = EccUncorrectable(f"uncorrectable DRAM error in data {kernel.name} read "
+                                                      f"(injected)", card=self.device.index)
             self.device.stats.add(kernel.name, end - start, result.summary())
             self.platform.trace.launch(self, kernel.name, start, result)
             return self._finish(kernel.name, ready, end, "launch", {"cycles": result.cycles})

@@ -9,7 +9,8 @@ if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isdir(_o
 
 from vnpu.errors import (  # noqa: E402
     AssemblerError, ConfigError, Deadlock, DeviceFault, DeviceLost, IllegalAddress, IllegalInstruction,
-    InvalidArgument, InvalidHandle, InvalidModule, LaunchTimeout, OutOfMemory, RaceError, VnpuError,
+    DmaFault, EccUncorrectable, InvalidArgument, InvalidHandle, InvalidModule, LaunchTimeout, OutOfMemory, RaceError,
+    VnpuError,
 )
 from vnpu.isa.asm import assemble, disassemble  # noqa: E402
 from vnpu.isa.module import Module, load_module  # noqa: E402
@@ -22,5 +23,5 @@ __all__ = [
     "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops", "Platform",
     "VnpuError", "AssemblerError", "ConfigError", "InvalidModule", "InvalidArgument", "InvalidHandle",
     "OutOfMemory", "DeviceLost", "DeviceFault", "IllegalAddress", "IllegalInstruction", "Deadlock",
-    "LaunchTimeout", "RaceError",
+    "LaunchTimeout", "RaceError", "EccUncorrectable", "DmaFault",
 ]

@@ -48,7 +48,7 @@ class OutOfMemory(VnpuError):
 
 
 class DeviceLost(VnpuError):
-    """The card is no longer reachable (link down); only a reset or re-open brings it back."""
+    """The card is no longer reachable (its link is down); re-opening the platform brings it back."""
 
 
 class DeviceFault(VnpuError):
@@ -87,6 +87,14 @@ class LaunchTimeout(DeviceFault):
 
 class RaceError(DeviceFault):
     """The sanitizer saw two accesses to the same bytes not ordered by a wait."""
+
+
+class EccUncorrectable(DeviceFault):
+    """A double-bit DRAM error in data a copy or launch read (CUDA_ERROR_ECC_UNCORRECTABLE)."""
+
+
+class DmaFault(DeviceFault):
+    """A DMA engine reported an error on a transfer."""
 
 
 __all__ = [n for n, v in dict(globals()).items() if isinstance(v, type) and issubclass(v, VnpuError)]

@@ -1,0 +1,120 @@
+"""Fault injection, seeded and deterministic, per card: what real cards do that is hard to provoke.
+
+| fault | what happens | what the driver reports |
+|---|---|---|
+| PCIe packet error | the TLP is replayed by the link layer: extra time, no corruption | nothing (counted, corrected) |
+| link down | the card's link drops at a virtual time | `DeviceLost` on every later call on that card |
+| DRAM single-bit error | ECC corrects it | nothing (counted, corrected) |
+| DRAM double-bit error | uncorrectable, in data a copy or launch read | `EccUncorrectable`, sticky until reset |
+| PE hang | a launch never finishes; the watchdog stops it | `LaunchTimeout`, sticky until reset |
+| DMA engine error | the transfer fails | `DmaFault`, sticky until reset |
+
+Decisions are drawn from a generator seeded by (seed, card index), one draw sequence per operation in the
+order the card sees operations, so a run is reproducible. Counters follow real cards' RAS counters:
+`device.health()` gives injected, corrected and reported counts per kind.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from vnpu.errors import ConfigError
+
+KINDS = ("pcie_replay", "link_down", "dram_sbe", "dram_dbe", "pe_hang", "dma_error")
+REPLAY_NS = 600.0        # [inf] NAK/replay-timer round trip plus the retransmitted TLP, per replay
+TLP_BYTES = 256          # replays are counted per max-payload TLP
+
+
+@dataclass
+class FaultConfig:
+    seed: int = 0
+    pcie_error_rate: float = 0.0     # probability that one TLP is corrupted and replayed
+    link_down_at_ns: float = -1.0    # the link drops at this virtual time (< 0: never)
+    dram_sbe_per_mib: float = 0.0    # expected single-bit errors per MiB read (corrected)
+    dram_dbe_per_mib: float = 0.0    # expected double-bit errors per MiB read (uncorrectable)
+    pe_hang_rate: float = 0.0        # probability that a launch hangs
+    dma_error_rate: float = 0.0      # probability that a copy's DMA fails
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"fault setting {f.name!r} must be a number, got {v!r}")
+            if f.name.endswith("_rate") and not 0 <= v <= 1:
+                raise ConfigError(f"fault setting {f.name!r} must be a probability in [0, 1], got {v}")
+            if f.name.endswith("_per_mib") and v < 0:
+                raise ConfigError(f"fault setting {f.name!r} must be >= 0, got {v}")
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise ConfigError(f"faults must be a mapping, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        for k in data:
+            if k not in known:
+                raise ConfigError(f"unknown fault setting {k!r}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+class FaultInjector:
+    def __init__(self, config: FaultConfig, card_index: int):
+        self.config = config
+        self.rng = np.random.default_rng([int(config.seed), int(card_index)])
+        self.injected = dict.fromkeys(KINDS, 0)
+        self.corrected = dict.fromkeys(KINDS, 0)
+        self.reported = dict.fromkeys(KINDS, 0)
+
+    @property
+    def active(self):
+        c = self.config
+        return any((c.pcie_error_rate, c.dram_sbe_per_mib, c.dram_dbe_per_mib, c.pe_hang_rate, c.dma_error_rate)) \
+            or c.link_down_at_ns >= 0
+
+    def link_down(self, t_ns):
+        """True once the link is down at virtual time t_ns (counted the first time)."""
+        c = self.config
+        if c.link_down_at_ns >= 0 and t_ns >= c.link_down_at_ns:
+            if not self.injected["link_down"]:
+                self.injected["link_down"] = 1
+            return True
+        return False
+
+    def pcie_replays(self, nbytes):
+        """Extra nanoseconds of link-layer replays for a transfer of nbytes (all corrected)."""
+        if self.config.pcie_error_rate <= 0 or nbytes <= 0:
+            return 0.0
+        n = int(self.rng.binomial(max(1, -(-nbytes // TLP_BYTES)), self.config.pcie_error_rate))
+        self.injected["pcie_replay"] += n
+        self.corrected["pcie_replay"] += n
+        return n * REPLAY_NS
+
+    def dram_read(self, nbytes):
+        """Errors in nbytes read from DRAM: corrects single-bit ones; True if a double-bit one was hit."""
+        mib = nbytes / 2**20
+        sbe = int(self.rng.poisson(self.config.dram_sbe_per_mib * mib)) if self.config.dram_sbe_per_mib else 0
+        dbe = int(self.rng.poisson(self.config.dram_dbe_per_mib * mib)) if self.config.dram_dbe_per_mib else 0
+        self.injected["dram_sbe"] += sbe
+        self.corrected["dram_sbe"] += sbe
+        self.injected["dram_dbe"] += dbe
+        return dbe > 0
+
+    def dma_error(self):
+        if self.config.dma_error_rate and self.rng.random() < self.config.dma_error_rate:
+            self.injected["dma_error"] += 1
+            return True
+        return False
+
+    def pe_hang(self):
+        if self.config.pe_hang_rate and self.rng.random() < self.config.pe_hang_rate:
+            self.injected["pe_hang"] += 1
+            return True
+        return False
+
+    def report(self, kind):
+        self.reported[kind] += 1
+
+    def health(self):
+        return {"config": asdict(self.config), "injected": dict(self.injected), "corrected": dict(self.corrected),
+                "reported": dict(self.reported)}
