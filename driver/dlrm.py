@@ -378,10 +378,11 @@ class Executor:
         self.cfg = c = model.cfg
         self.devices = platform.devices
         self.graph = model.graph()
-        self.placement = partition_graph(self.graph, len(self.devices))
+        self.alive = [i for i, d in enumerate(self.devices) if not d._lost]
+        self._plan()
         self.inflight = inflight
         self.pes = pes
-        self.queues = [[d.queue() for _ in range(inflight)] for d in self.devices]
+        self.queues = [[d.queue() for _ in range(inflight)] if not d._lost else [] for d in self.devices]
         B, F, D = batch, c.features, c.dim
         self.kernels = {}
         dev0 = self.devices[0]
@@ -412,9 +413,40 @@ class Executor:
         self.loaded = []
         self._load()
 
+    def _plan(self):
+        """Place the sharded nodes over the cards that are alive (device indices in the placement)."""
+        p = partition_graph(self.graph, len(self.alive))
+        self.placement = Placement([self.alive[c] for c in p.table_card], p.card_bytes)
+
     def _load(self):
-        """Put the model on the cards: tables where the partitioner placed them, dense weights everywhere."""
-        for ci, dev in enumerate(self.devices):
+        """Put the model on the cards: tables where the partitioner placed them, dense weights everywhere.
+        A card lost on the way is dropped and the tables are placed again over the others."""
+        from vnpu.errors import DeviceLost
+        self.loaded = [None] * len(self.devices)
+        for ci in list(self.alive):
+            try:
+                self._load_card(ci)
+            except DeviceLost:
+                self.lose(ci)
+                return
+
+    def lose(self, ci):
+        """Card ci is gone: re-place its tables over the surviving cards and reload them."""
+        if ci in self.alive:
+            self.alive.remove(ci)
+        if not self.alive:
+            from vnpu.errors import DeviceLost
+            raise DeviceLost("every card of the platform is lost")
+        for d in self.devices:
+            if not d._lost:
+                d.reset()
+        self._plan()
+        self._load()
+
+    def _load_card(self, ci):
+        """Load one card's share of the model (again, after a reset)."""
+        dev = self.devices[ci]
+        if True:
             q = self.queues[ci][0]
             per = {"emb": dev.load(self.emb_img)["embedding_bag"], "inter": dev.load(self.inter_img)["interaction"],
                    "assemble": dev.load(self.assemble_img)["gather"], "bottom": [], "top": [], "tables": {}}
@@ -435,14 +467,14 @@ class Executor:
                     q.copy_to_device(tb, self.model.tables[t])
                     per["tables"][t] = tb
             q.synchronize()
-            self.loaded.append(per)
+            self.loaded[ci] = per
 
     def submit(self, r, dense, lookups, arrival_ns=0.0):
         """Issue request r (all of it, asynchronously) by walking the model graph; returns (output host
         array, start event, end event)."""
         c, B = self.cfg, self.batch
         F, D = c.features, c.dim
-        dc = r % len(self.devices)                          # the request's dense card (round robin)
+        dc = self.alive[r % len(self.alive)]                # the request's dense card (round robin)
         slot = r % self.inflight
         ddev, dq = self.devices[dc], self.queues[dc][slot]
         self.platform.advance_host(arrival_ns)
@@ -512,6 +544,48 @@ class Executor:
         self._temps = getattr(self, "_temps", []) + temps
         return out.reshape(B, 1), start, end
 
+    def serve_one(self, r, dense, lookups, arrival_ns=0.0, policy="retry", max_retries=1):
+        """Run request r to completion, surviving device faults by the runtime's policy: "retry" resets the
+        faulted card, reloads its share of the model and runs the request again (up to max_retries);
+        "fail" reports the error. A lost card (link down) cannot be reset: its requests fail.
+        Returns (status, output or None, start event or None, end event or None, error or None)."""
+        from vnpu.errors import DeviceFault, DeviceLost
+        attempts = 0
+        while True:
+            try:
+                out, start, end = self.submit(r, dense, lookups, arrival_ns)
+                for i in self.alive:
+                    self.queues[i][r % self.inflight].synchronize()   # surfaces faults reported asynchronously
+                return ("retried" if attempts else "ok"), out, start, end, None
+            except DeviceLost as e:
+                # the card is gone: its tables move to the other cards; the request runs again there
+                self._drop_temps()
+                lost = [i for i in self.alive if self.devices[i]._lost]
+                for i in lost:
+                    self.lose(i)
+                if policy != "retry" or attempts >= max_retries or not lost:
+                    return "failed", None, None, None, e
+                attempts += 1
+            except DeviceFault as e:
+                self._drop_temps()
+                faulted = [i for i, d in enumerate(self.devices) if d.sticky is not None]
+                if policy != "retry" or attempts >= max_retries or not faulted:
+                    for i in faulted:                       # leave the cards usable for the next request
+                        self.devices[i].reset()
+                        self._load_card(i)
+                    return "failed", None, None, None, e
+                for i in faulted:
+                    self.devices[i].reset()
+                    self._load_card(i)
+                attempts += 1
+
+    def _drop_temps(self):
+        """Forget this request's temporaries (a reset frees them on the faulted card; free the rest)."""
+        for dev, buf in getattr(self, "_temps", []):
+            if dev.sticky is None and not dev._lost and not buf.freed and buf.generation == dev.generation:
+                buf.free()
+        self._temps = []
+
     def release(self):
         for dev, buf in getattr(self, "_temps", []):
             if not buf.freed and buf.generation == dev.generation:
@@ -519,14 +593,45 @@ class Executor:
         self._temps = []
 
 
+def _serve_with_faults(platform, model, batch, requests, route, seed, policy, progress):
+    ex = Executor(platform, model, batch, inflight=1, route=route)
+    rng = np.random.default_rng(seed)
+    outcomes, errors, lat, wrong, max_err = {"ok": 0, "retried": 0, "failed": 0}, {}, [], 0, 0.0
+    for r in range(requests):
+        dense, lookups = model.make_request(batch, rng)
+        status, out, start, end, err = ex.serve_one(r, dense, lookups, policy=policy)
+        outcomes[status] += 1
+        if err is not None:
+            errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
+        if out is not None:
+            e = float(np.abs(out - model.reference(dense, lookups)).max())
+            max_err = max(max_err, e)
+            wrong += e > 1e-3
+            lat.append(end.time_ns - start.time_ns)
+        if progress:
+            progress(r + 1, requests)
+    ex.release()
+    return {"batch": batch, "requests": requests, "route": route, "fault_policy": policy,
+            "completed": outcomes["ok"] + outcomes["retried"], "retried": outcomes["retried"],
+            "failed": outcomes["failed"], "errors": errors, "wrong_outputs": wrong, "max_abs_error": max_err,
+            "latency_p50_us": _percentile(lat, 50) / 1e3 if lat else None,
+            "latency_p99_us": _percentile(lat, 99) / 1e3 if lat else None,
+            "health": [d.health() for d in platform.devices]}
+
+
 def _percentile(values, q):
     v = sorted(values)
     return v[min(len(v) - 1, max(0, int(math.ceil(q / 100 * len(v))) - 1))]
 
 
-def serve(platform, model: DLRM, batch, requests=16, inflight=4, route="p2p", seed=1, trace=False, progress=None):
+def serve(platform, model: DLRM, batch, requests=16, inflight=4, route="p2p", seed=1, trace=False, progress=None,
+          fault_policy="retry"):
     """Serve `requests` requests of `batch` samples; arrivals keep about `inflight` in flight. Returns a
-    report: latency p50/p99 (virtual), throughput, every output checked against the numpy model."""
+    report: latency p50/p99 (virtual), throughput, every output checked against the numpy model. When
+    faults are injected into a card, requests run one by one under `fault_policy` (Executor.serve_one)
+    and the report counts completed, retried and failed requests."""
+    if any(d.faults is not None and d.faults.active for d in platform.devices):
+        return _serve_with_faults(platform, model, batch, requests, route, seed, fault_policy, progress)
     for d in platform.devices:
         d.stats.reset()
     platform.switch.reset()

@@ -61,7 +61,7 @@ def cmd_demo(args):
     batches = tuple(int(b) for b in args.batch.split(","))
     return run_demo(as_json=args.json, trace_path=args.trace, model=args.model, full=args.full, batches=batches,
                     requests=args.requests, platform_config=args.config, table_format=args.tables,
-                    dense_dtype=args.dense)
+                    dense_dtype=args.dense, inject=args.inject, fault_policy=args.fault_policy)
 
 
 def build_parser():
@@ -89,6 +89,10 @@ def build_parser():
     m.add_argument("--tables", default="int8_rowwise", choices=("int8_rowwise", "int4_rowwise"),
                    help="embedding table format")
     m.add_argument("--dense", default="fp16", choices=("fp16", "int8"), help="dense layers' arithmetic")
+    m.add_argument("--inject", action="append", default=[], metavar="CARD:key=value,...",
+                   help="inject faults into a card, e.g. 2:pe_hang_rate=0.2,dram_dbe_per_mib=1,seed=3")
+    m.add_argument("--fault-policy", default="retry", choices=("retry", "fail"),
+                   help="on a device fault: reset the card and retry the request, or fail it")
     m.set_defaults(func=cmd_demo)
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -24,7 +24,8 @@ def _bar(label):
 
 
 def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(16, 64, 256), requests=16,
-             platform_config=None, rows_scale=None, table_format="int8_rowwise", dense_dtype="fp16"):
+             platform_config=None, rows_scale=None, table_format="int8_rowwise", dense_dtype="fp16",
+             inject=(), fault_policy="retry"):
     import vnpu
     from vnpu.driver.dlrm import DLRM, preset, serve
 
@@ -34,6 +35,8 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
     cfg = preset(model, rows_scale=scale, table_format=table_format, dense_dtype=dense_dtype)
     m = DLRM(cfg)
     trace_path = trace_path or os.path.join(tempfile.gettempdir(), "vnpu-demo-trace.json")
+    if inject:
+        return _fault_demo(platform, m, cfg, batches, requests, inject, fault_policy, as_json, t0)
     runs = []
     for i, b in enumerate(batches):
         runs.append(serve(platform, m, b, requests=requests, trace=(i == len(batches) // 2),
@@ -56,6 +59,52 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
         print(json.dumps(report, indent=2, default=float))
     else:
         print(format_report(report))
+    return 0 if ok else 1
+
+
+def parse_injection(text):
+    """CARD:key=value[,key=value...] -> (card index, settings), e.g. 2:pe_hang_rate=0.2,seed=1."""
+    from vnpu.errors import ConfigError
+    try:
+        card, rest = text.split(":", 1)
+        settings = {}
+        for item in rest.split(","):
+            k, v = item.split("=", 1)
+            settings[k.strip()] = float(v) if "." in v or "e" in v.lower() else int(v)
+        return int(card), settings
+    except ValueError:
+        raise ConfigError(f"--inject {text!r}: expected CARD:key=value[,key=value], e.g. 2:pe_hang_rate=0.2") \
+            from None
+
+
+def _fault_demo(platform, m, cfg, batches, requests, inject, policy, as_json, t0):
+    """The serving demo with faults injected into some cards: every request completes, is retried after a
+    reset, or fails with a typed error; no output is silently wrong."""
+    from vnpu.driver.dlrm import serve
+    from vnpu.errors import ConfigError
+    for spec in inject:
+        card, settings = parse_injection(spec)
+        if not 0 <= card < len(platform.devices):
+            raise ConfigError(f"--inject: no card {card} (the platform has {len(platform.devices)})")
+        platform.devices[card].inject_faults(settings)
+    b = batches[len(batches) // 2]
+    rep = serve(platform, m, b, requests=requests, fault_policy=policy,
+                progress=None if as_json else _bar(f"batch {b:>4}"))
+    rep["wall_s"] = time.perf_counter() - t0
+    ok = rep["wrong_outputs"] == 0
+    if as_json:
+        print(json.dumps(rep, indent=2, default=float))
+        return 0 if ok else 1
+    print(f"{cfg.name} on {len(platform.devices)} cards with faults injected ({', '.join(inject)}), policy "
+          f"{policy}, batch {b}:")
+    print(f"  {rep['completed']}/{rep['requests']} requests completed ({rep['retried']} after a reset and retry), "
+          f"{rep['failed']} failed with typed errors {rep['errors'] or ''}; wrong outputs: {rep['wrong_outputs']}")
+    for h, d in zip(rep["health"], platform.devices):
+        inj = {k: v for k, v in h["injected"].items() if v}
+        if inj or h["lost"]:
+            print(f"  card {d.index}: injected {inj}, corrected "
+                  f"{ {k: v for k, v in h['corrected'].items() if v} }, reported "
+                  f"{ {k: v for k, v in h['reported'].items() if v} }{', LOST' if h['lost'] else ''}")
     return 0 if ok else 1
 
 

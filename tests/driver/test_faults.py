@@ -136,3 +136,27 @@ def test_faults_from_yaml_and_bad_settings(tmp_path):
         f.write_text("card: tiny\n" + text)
         with pytest.raises(vnpu.ConfigError, match=match):
             vnpu.Platform.from_yaml(f)
+
+
+def test_serving_under_faults_never_returns_a_wrong_answer():
+    from vnpu.driver.dlrm import DLRM, preset, serve
+    m = DLRM(preset("rm1", rows_scale=1e-4))
+    p = vnpu.Platform()
+    p.devices[2].inject_faults(seed=3, pe_hang_rate=0.25, dram_dbe_per_mib=0.5, pcie_error_rate=1e-3)
+    retry = serve(p, m, 16, requests=10, fault_policy="retry")
+    assert retry["wrong_outputs"] == 0 and retry["completed"] + retry["failed"] == 10
+    assert set(retry["errors"]) <= {"LaunchTimeout", "EccUncorrectable"}
+    p = vnpu.Platform()
+    p.devices[2].inject_faults(seed=3, pe_hang_rate=0.25, dram_dbe_per_mib=0.5, pcie_error_rate=1e-3)
+    fail = serve(p, m, 16, requests=10, fault_policy="fail")
+    assert fail["wrong_outputs"] == 0 and fail["retried"] == 0 and fail["failed"] >= retry["failed"]
+    assert p.devices[2].health()["reported"]["pe_hang"] > 0
+
+
+def test_a_lost_card_moves_its_tables_to_the_others():
+    from vnpu.driver.dlrm import DLRM, preset, serve
+    m = DLRM(preset("rm1", rows_scale=1e-4))
+    p = vnpu.Platform()
+    p.devices[1].inject_faults(link_down_at_ns=200_000)
+    rep = serve(p, m, 16, requests=8)
+    assert rep["completed"] == 8 and rep["wrong_outputs"] == 0 and rep["health"][1]["lost"]
