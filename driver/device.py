@@ -80,14 +80,20 @@ class Device:
         return self.card.dram_free, self.config.dram.bytes
 
     # --- the primary context's conveniences ------------------------------------------------------------
+    # `self.primary` is read under the lock: a reset on another thread replaces it, and a call that read the
+    # old one first would fail with InvalidHandle although it was made after the reset.
     def alloc(self, nbytes, memory="dram"):
-        return self.primary.alloc(nbytes, memory)
+        with self.lock:
+            return self.primary.alloc(nbytes, memory)
 
     def load(self, image):
-        return self.primary.load(image)
+        mod = _module_of(image)     # parse and validate outside the lock
+        with self.lock:
+            return self.primary.load(mod)
 
     def queue(self):
-        return self.primary.queue()
+        with self.lock:
+            return self.primary.queue()
 
     def create_context(self):
         with self.lock:
@@ -163,13 +169,7 @@ class Context:
 
     def load(self, image):
         """Validate and load a module image (bytes, a path-like to a .vnpu file, or a vnpu.Module)."""
-        if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
-            try:
-                with open(image, "rb") as f:
-                    image = f.read()
-            except OSError as e:
-                raise InvalidArgument(f"load: cannot read module {image}: {e.strerror}") from None
-        mod = load_module(image) if isinstance(image, (bytes, bytearray, memoryview)) else image
+        mod = _module_of(image)
         with self.device.lock:
             self.check()
             return Module(self, self.device.card.load(mod, ctx=self.id))
@@ -190,6 +190,17 @@ class Context:
             self.device.card.destroy_context(self.id)
             self.alive = False
             self.device.contexts.pop(self.id, None)
+
+
+def _module_of(image):
+    """A validated Module from bytes, a path-like to a .vnpu file, or a Module."""
+    if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
+        try:
+            with open(image, "rb") as f:
+                image = f.read()
+        except OSError as e:
+            raise InvalidArgument(f"load: cannot read module {image}: {e.strerror}") from None
+    return load_module(image) if isinstance(image, (bytes, bytearray, memoryview)) else image
 
 
 class Buffer:
@@ -214,6 +225,9 @@ class Buffer:
             raise InvalidHandle(f"buffer 0x{self.device_address:x} of card {self.device.index} was freed")
         if self.generation != self.device.generation:
             raise InvalidHandle(f"buffer 0x{self.device_address:x} of card {self.device.index} predates a reset")
+        if not self.ctx.alive:
+            raise InvalidHandle(f"buffer 0x{self.device_address:x} belongs to context {self.ctx.id} of card "
+                                f"{self.device.index}, which was destroyed")
         if ctx is not None:
             if ctx.device is not self.device:
                 raise InvalidHandle(f"buffer 0x{self.device_address:x} belongs to card {self.device.index}, "
@@ -249,6 +263,9 @@ class Module:
             raise InvalidHandle("the module was unloaded")
         if self.generation != self.device.generation:
             raise InvalidHandle(f"the module was loaded on card {self.device.index} before a reset")
+        if not self.ctx.alive:
+            raise InvalidHandle(f"the module belongs to context {self.ctx.id} of card {self.device.index}, "
+                                f"which was destroyed")
         if ctx is not None and (ctx.device is not self.device or ctx.id != self.ctx.id):
             raise InvalidHandle(f"the module belongs to card {self.device.index} context {self.ctx.id}, not card "
                                 f"{ctx.device.index} context {ctx.id}")

@@ -130,6 +130,13 @@ class Queue:
             raise InvalidArgument(f"{what}: object arrays cannot be copied to a device")
         return a
 
+    @staticmethod
+    def _count(value, what, name):
+        """A byte offset or size: a non-negative Python or numpy integer (not a bool, not a float)."""
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise InvalidArgument(f"{what}: {name} must be a non-negative integer, got {value!r}")
+        return int(value)
+
     def _buffer(self, buf, what):
         if not isinstance(buf, Buffer):
             raise InvalidArgument(f"{what}: expected a Buffer, got {type(buf).__name__}")
@@ -139,6 +146,7 @@ class Queue:
     def copy_to_device(self, buf, array, offset: int = 0):
         """Copy a host array into `buf` at byte `offset` (async in virtual time). Returns the end Event."""
         a = self._host_bytes(array, "copy_to_device")
+        offset = self._count(offset, "copy_to_device", "offset")
         with self.device.lock:
             self._check()
             self._buffer(buf, "copy_to_device")
@@ -153,11 +161,19 @@ class Queue:
     def copy_to_host(self, buf, out=None, dtype=None, offset: int = 0):
         """Copy `buf` (from byte `offset`) into `out`, or into a new array of the buffer's size (uint8, or
         `dtype`); returns the host array, filled by the time the queue reaches this copy."""
+        offset = self._count(offset, "copy_to_host", "offset")
         with self.device.lock:
             self._check()
             self._buffer(buf, "copy_to_host")
+            if offset > buf.nbytes:
+                raise InvalidArgument(f"copy_to_host: offset {offset} is past the end of the {buf.nbytes}-byte buffer")
             if out is None:
-                dt = np.dtype(dtype or np.uint8)
+                try:
+                    dt = np.dtype(dtype or np.uint8)
+                except TypeError:
+                    raise InvalidArgument(f"copy_to_host: {dtype!r} is not a numpy dtype") from None
+                if dt.hasobject or dt.itemsize == 0:
+                    raise InvalidArgument(f"copy_to_host: cannot copy device bytes into {dt} elements")
                 if (buf.nbytes - offset) % dt.itemsize:
                     raise InvalidArgument(f"copy_to_host: {buf.nbytes - offset} bytes are not whole {dt} elements")
                 out = np.empty((buf.nbytes - offset) // dt.itemsize, dtype=dt)
@@ -177,6 +193,10 @@ class Queue:
         """Copy src (on any card) into dst (on this queue's card) through the switch, not the host."""
         if not isinstance(dst, Buffer) or not isinstance(src, Buffer):
             raise InvalidArgument("copy_peer needs two Buffers")
+        dst_offset = self._count(dst_offset, "copy_peer", "dst_offset")
+        src_offset = self._count(src_offset, "copy_peer", "src_offset")
+        if nbytes is not None:
+            nbytes = self._count(nbytes, "copy_peer", "nbytes")
         n = min(dst.nbytes - dst_offset, src.nbytes - src_offset) if nbytes is None else nbytes
         first, second = sorted([self.device, src.device], key=lambda d: d.index)   # lock order: no deadlock
         with first.lock, second.lock:

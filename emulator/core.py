@@ -20,7 +20,7 @@ from . import embedding as emb_unit
 from . import matrix as mat_unit
 from . import sanitizer as san_mod
 from . import vector as vec_unit
-from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES
+from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, in_range
 from .state import (C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_FP16_RATE, C_INT8_RATE, C_LOCAL_BPC, C_MCOLS,
                     C_MDATAFLOW, C_MDEPTH, C_MROWS, C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, C_WATCHDOG, C_WBUF_BYTES,
                     EV_AUX, EV_END, EV_KIND, EV_OP, EV_PC, EV_PE, EV_START, EV_TRACK, F_ADDR, F_AUX, F_CODE,
@@ -119,8 +119,8 @@ def _post(semt, semn, pe, s, when):
 
 @njit(cache=True, nogil=True)
 def _local(lay, a, nbytes):
-    """True when [a, a+nbytes) lies inside PE-local memory."""
-    return nbytes >= 0 and 0 <= a and a + nbytes <= lay[L_LOCAL_BYTES]
+    """True when [a, a+nbytes) lies inside PE-local memory (no `a + nbytes`: it could wrap past 2**63)."""
+    return in_range(a, nbytes, 0, lay[L_LOCAL_BYTES])
 
 
 @njit(cache=True, nogil=True)
@@ -617,7 +617,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     dims[p, e, 3] = 1
                     dims[p, e, 4] = 0
                     dims[p, e, 5] = 0
-                    if nbytes < 0 or nbytes > (1 << 32) or c1 < 0 or c2 < 0 or c1 * c2 > dma_unit.MAX_ROWS:
+                    if nbytes < 0 or nbytes > (1 << 32) or c1 < 0 or c2 < 0 or c1 > dma_unit.MAX_ROWS \
+                            or c2 > dma_unit.MAX_ROWS or c1 * c2 > dma_unit.MAX_ROWS:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DMA_SIZE)
                         return tp
                     # the engine's queue: a full queue stalls the PE until its oldest descriptor is done

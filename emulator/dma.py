@@ -7,6 +7,7 @@ See docs/timing.md.
 """
 import math
 
+import numpy as np
 from numba import njit
 
 from .memory import copy_bytes, region_of, translate
@@ -43,30 +44,34 @@ def book(res, channel, begin, cycles, cstat, busy_stat):
 
 @njit(cache=True, nogil=True)
 def check_rows(ptab, lay, pe, base, nbytes, c1, s1, c2, s2):
-    """Address of the first row that is not wholly mapped, or -1 when all rows are valid."""
+    """(False, first address not mapped) for the first row that is not wholly mapped, (True, 0) when all
+    rows are valid. The flag is separate because any int64, negative ones included, can be the bad address.
+    Zero-byte rows move nothing and are not checked (a no-op, like memcpy of 0 bytes)."""
+    if nbytes <= 0:
+        return True, np.int64(0)
     for k2 in range(c2):
         for k1 in range(c1):
             a = base + k1 * s1 + k2 * s2
-            if nbytes > 0 and translate(ptab, lay, pe, a, nbytes) < 0:
+            if translate(ptab, lay, pe, a, nbytes) < 0:
                 # a row may span two allocations that are each mapped: check page by page
                 done = 0
                 while done < nbytes:
                     chunk = min(nbytes - done, 65536 - ((a + done) & 65535))
                     if translate(ptab, lay, pe, a + done, chunk) < 0:
-                        return a + done
+                        return False, a + done
                     done += chunk
-    return -1
+    return True, np.int64(0)
 
 
 @njit(cache=True, nogil=True)
 def transfer(pool, ptab, lay, pe, dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2, t_start, cfg, res, cstat):
     """Copy and time one descriptor. Returns (status, end_cycle, bad_address);
     status 0 ok, 1 bad source address, 2 bad destination address."""
-    bad = check_rows(ptab, lay, pe, src, nbytes, c1, ss1, c2, ss2)
-    if bad >= 0:
+    ok, bad = check_rows(ptab, lay, pe, src, nbytes, c1, ss1, c2, ss2)
+    if not ok:
         return 1, t_start, bad
-    bad = check_rows(ptab, lay, pe, dst, nbytes, c1, ds1, c2, ds2)
-    if bad >= 0:
+    ok, bad = check_rows(ptab, lay, pe, dst, nbytes, c1, ds1, c2, ds2)
+    if not ok:
         return 2, t_start, bad
     src_region = region_of(lay, src)
     dst_region = region_of(lay, dst)

@@ -141,16 +141,23 @@ class CardMemory:
 # --- compiled address translation -------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
+def in_range(address, nbytes, base, size):
+    """True when [address, address+nbytes) lies inside [base, base+size). Written without
+    `address + nbytes`, which wraps negative for an address near 2**63 and would pass a naive check."""
+    return 0 <= nbytes <= size and address >= base and address - base <= size - nbytes
+
+
+@njit(cache=True, nogil=True)
 def translate(ptab, lay, pe, address, nbytes):
     """Flat pool offset of [address, address+nbytes) as seen by PE `pe`, or -1 if any byte is outside
     a mapped page or the range is not one contiguous run of the pool. pe < 0: no local memory."""
     if nbytes < 0:
         return -1
-    if 0 <= address and address + nbytes <= lay[L_LOCAL_BYTES] and pe >= 0:
+    if pe >= 0 and in_range(address, nbytes, 0, lay[L_LOCAL_BYTES]):
         g = lay[L_LOCAL_P0] * 65536 + pe * lay[L_LOCAL_PAGES] * 65536 + address
-    elif lay[L_SHARED_BASE] <= address and address + nbytes <= lay[L_SHARED_BASE] + lay[L_SHARED_BYTES]:
+    elif in_range(address, nbytes, lay[L_SHARED_BASE], lay[L_SHARED_BYTES]):
         g = lay[L_SHARED_P0] * 65536 + (address - lay[L_SHARED_BASE])
-    elif lay[L_DRAM_BASE] <= address and address + nbytes <= lay[L_DRAM_BASE] + lay[L_DRAM_BYTES]:
+    elif in_range(address, nbytes, lay[L_DRAM_BASE], lay[L_DRAM_BYTES]):
         g = address - lay[L_DRAM_BASE]
     else:
         return -1

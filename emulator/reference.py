@@ -274,10 +274,13 @@ class ReferenceInterpreter:
         dst, src, nbytes = int(r[ins[T.RD]]), int(r[ins[T.RS1]]), int(r[ins[T.RS2]])
         c1, ss1, ds1, c2, ss2, ds2 = self.dims[p][e]
         self.dims[p][e] = [1, 0, 0, 1, 0, 0]
-        if nbytes < 0 or nbytes > (1 << 32) or c1 < 0 or c2 < 0 or c1 * c2 > (1 << 24):
+        if nbytes < 0 or nbytes > (1 << 32) or c1 < 0 or c2 < 0 or c1 > (1 << 24) or c2 > (1 << 24) \
+                or c1 * c2 > (1 << 24):
             raise Fault(FAULT_INSTRUCTION, *at, -1, WHY_DMA_SIZE)
         pe = self.pe_ids[p]
         rows = [(src + k1 * ss1 + k2 * ss2, dst + k1 * ds1 + k2 * ds2) for k2 in range(c2) for k1 in range(c1)]
+        if nbytes == 0:
+            rows = []       # zero-byte rows move nothing and are not checked, like the engine
         for s, _ in rows:  # validate every row before moving anything, like the engine
             self._chunks(pe, s, nbytes, at)
         for _, d in rows:
