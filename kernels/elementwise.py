@@ -262,6 +262,30 @@ def _float_array(op, name, x):
     return x
 
 
+def _elementwise_parts(op, dt):
+    """(input dtypes, compute) of the streaming kernel of add/mul/relu/sigmoid/tanh/gelu in dtype dt."""
+    if op in BINARY:
+        def compute(k, A, srcs, dst, cnt):
+            k.emit(BINARY[op], dst, srcs[0], srcs[1], cnt, dt, SEM_VEC)
+        return [dt, dt], compute
+    if op in UNARY:
+        def compute(k, A, srcs, dst, cnt):
+            k.emit(UNARY[op], dst, srcs[0], cnt, dt, SEM_VEC)
+        return [dt], compute
+    raise InvalidArgument(f"no elementwise kernel {op!r}; there are {', '.join(sorted({**BINARY, **UNARY}))}")
+
+
+def module_image(card, op, dtype="fp32"):
+    """The module image of an elementwise op for the driver (or the C API): one kernel named `op` with the
+    arguments (x0, [x1,] out, n): buffers of n elements of `dtype`, and n. The tile size is the card's."""
+    dt = _dt_name(dtype)
+    in_dts, compute = _elementwise_parts(op, dt)
+    T = stream_tile(card, in_dts, dt)
+    eng = store_engine(card)
+    return runner.image(("elementwise", op, tuple(in_dts), dt, T, eng),
+                        lambda: _stream_module(op, in_dts, dt, T, compute, 1, (), eng))
+
+
 def _binary(op, card, a, b, pes, trace):
     a, b = _float_array(op, "a", a), _float_array(op, "b", b)
     if a.shape != b.shape:
@@ -269,21 +293,15 @@ def _binary(op, card, a, b, pes, trace):
     if a.dtype != b.dtype:
         raise InvalidArgument(f"{op}: a and b must have the same dtype, got {a.dtype} and {b.dtype}")
     dt = FLOAT_DTYPES[a.dtype]
-    mn = BINARY[op]
-
-    def compute(k, A, srcs, dst, cnt):
-        k.emit(mn, dst, srcs[0], srcs[1], cnt, dt, SEM_VEC)
-    return _launch_stream(card, op, [dt, dt], dt, [a, b], a.shape, [], compute, 1, pes, trace)
+    in_dts, compute = _elementwise_parts(op, dt)
+    return _launch_stream(card, op, in_dts, dt, [a, b], a.shape, [], compute, 1, pes, trace)
 
 
 def _unary(op, card, x, pes, trace):
     x = _float_array(op, "x", x)
     dt = FLOAT_DTYPES[x.dtype]
-    mn = UNARY[op]
-
-    def compute(k, A, srcs, dst, cnt):
-        k.emit(mn, dst, srcs[0], cnt, dt, SEM_VEC)
-    return _launch_stream(card, op, [dt], dt, [x], x.shape, [], compute, 1, pes, trace)
+    in_dts, compute = _elementwise_parts(op, dt)
+    return _launch_stream(card, op, in_dts, dt, [x], x.shape, [], compute, 1, pes, trace)
 
 
 def add(card, a, b, pes=None, trace=False):

@@ -1,0 +1,139 @@
+/* vnpu.h: the C API of vnpu, the virtual inference-accelerator platform.
+ *
+ * Shaped like CUDA's driver API: a platform of cards (devices), device memory (buffers), modules and
+ * their kernels, in-order queues with asynchronous copies and launches, events on a queue's timeline.
+ * Every call returns a vnpuStatus; on failure vnpuGetLastErrorMessage() says what was wrong and where,
+ * and the call changed nothing. Handles are opaque 64-bit numbers, checked on every call: a freed, stale
+ * (from before a reset) or wrong-kind handle is VNPU_ERROR_INVALID_HANDLE, never a crash.
+ *
+ * Device faults (a kernel's illegal address, a watchdog timeout, ...) are sticky, as in CUDA: the launch
+ * that faults is accepted, and every later call on that card returns the fault's status until
+ * vnpuDeviceReset(); the other cards keep working.
+ *
+ * Times are the emulator's virtual time. Build the library with `vnpu capi build -o DIR`
+ * (docs/c-api.md); link with -L DIR -lvnpu -Wl,-rpath,DIR.
+ */
+#ifndef VNPU_H
+#define VNPU_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* VNPU_API_BEGIN: the part between the markers is also the declaration cffi compiles the library from */
+#define VNPU_API_VERSION 1
+
+typedef enum {
+    VNPU_SUCCESS = 0,
+    VNPU_ERROR_INVALID_ARGUMENT = 1,     /* wrong size, offset, type, signature, NULL pointer */
+    VNPU_ERROR_INVALID_HANDLE = 2,       /* freed, stale after a reset, another card's, or not that kind */
+    VNPU_ERROR_OUT_OF_MEMORY = 3,        /* an allocation does not fit the card's DRAM */
+    VNPU_ERROR_INVALID_MODULE = 4,       /* a module image failed validation (message has the byte offset) */
+    VNPU_ERROR_ASSEMBLER = 5,            /* assembly text did not assemble (message has line:column) */
+    VNPU_ERROR_CONFIG = 6,               /* a platform or card configuration is invalid */
+    VNPU_ERROR_DEVICE_LOST = 7,          /* the card's link is down, or the platform was closed */
+    VNPU_ERROR_ILLEGAL_ADDRESS = 8,      /* a kernel touched memory it may not (sticky) */
+    VNPU_ERROR_ILLEGAL_INSTRUCTION = 9,  /* a kernel executed an instruction the card cannot (sticky) */
+    VNPU_ERROR_DEADLOCK = 10,            /* every PE waits on a semaphore no one will signal (sticky) */
+    VNPU_ERROR_LAUNCH_TIMEOUT = 11,      /* the watchdog stopped a launch (sticky) */
+    VNPU_ERROR_RACE = 12,                /* the sanitizer saw unordered accesses to the same bytes (sticky) */
+    VNPU_ERROR_ECC_UNCORRECTABLE = 13,   /* a double-bit DRAM error in data read (sticky) */
+    VNPU_ERROR_DMA_FAULT = 14,           /* a DMA engine reported an error (sticky) */
+    VNPU_ERROR_DEVICE_FAULT = 15,        /* another fault on the card (sticky) */
+    VNPU_ERROR_NOT_READY = 16,           /* vnpuEventQuery: the event is not reached yet */
+    VNPU_ERROR_INTERNAL = 99             /* a bug in vnpu: please report the message */
+} vnpuStatus;
+
+typedef uint64_t vnpuPlatform;
+typedef uint64_t vnpuDevice;
+typedef uint64_t vnpuBuffer;
+typedef uint64_t vnpuModule;
+typedef uint64_t vnpuKernel;
+typedef uint64_t vnpuQueue;
+typedef uint64_t vnpuEvent;
+
+typedef struct {
+    char name[64];                 /* the card configuration's name */
+    int32_t index;                 /* position behind the switch */
+    int32_t pes;                   /* processing elements */
+    double clock_ghz;
+    uint64_t dram_bytes;
+    uint64_t shared_sram_bytes;
+    uint64_t local_memory_bytes;   /* per PE */
+    int32_t dma_engines_per_pe;
+    int32_t vector_width_bits;
+    double peak_int8_tops;
+    double dram_gbps;
+    int32_t pcie_gen;
+    int32_t pcie_lanes;
+} vnpuDeviceProperties;
+
+typedef enum { VNPU_ARG_BUFFER = 0, VNPU_ARG_INT = 1, VNPU_ARG_FLOAT = 2 } vnpuArgKind;
+
+typedef struct {
+    int32_t kind;                  /* a vnpuArgKind */
+    vnpuBuffer buffer;             /* VNPU_ARG_BUFFER */
+    int64_t i;                     /* VNPU_ARG_INT (scalars of any integer type) */
+    double f;                      /* VNPU_ARG_FLOAT (f32 scalars) */
+} vnpuArg;
+
+/* errors and versions */
+const char *vnpuGetErrorName(vnpuStatus status);       /* "VNPU_ERROR_OUT_OF_MEMORY"; static storage */
+const char *vnpuGetLastErrorMessage(void);             /* this thread's last failure; "" if none */
+vnpuStatus vnpuGetVersion(int32_t *api_version);
+
+/* platform and devices */
+vnpuStatus vnpuPlatformOpen(const char *yaml_path, vnpuPlatform *platform);   /* NULL: the default platform */
+vnpuStatus vnpuPlatformOpenCards(const char *card, int32_t cards, vnpuPlatform *platform);
+vnpuStatus vnpuPlatformClose(vnpuPlatform platform);
+vnpuStatus vnpuDeviceGetCount(vnpuPlatform platform, int32_t *count);
+vnpuStatus vnpuDeviceGet(vnpuPlatform platform, int32_t index, vnpuDevice *device);
+vnpuStatus vnpuDeviceGetProperties(vnpuDevice device, vnpuDeviceProperties *properties);
+vnpuStatus vnpuDeviceGetStatus(vnpuDevice device);     /* the sticky fault's status, or VNPU_SUCCESS */
+vnpuStatus vnpuDeviceSynchronize(vnpuDevice device);
+vnpuStatus vnpuDeviceReset(vnpuDevice device);         /* frees everything on the card; old handles go stale */
+vnpuStatus vnpuMemGetInfo(vnpuDevice device, uint64_t *free_bytes, uint64_t *total_bytes);
+
+/* memory */
+vnpuStatus vnpuMemAlloc(vnpuDevice device, uint64_t nbytes, vnpuBuffer *buffer);
+vnpuStatus vnpuMemFree(vnpuBuffer buffer);
+vnpuStatus vnpuBufferGetInfo(vnpuBuffer buffer, uint64_t *device_address, uint64_t *nbytes);
+
+/* modules and kernels */
+vnpuStatus vnpuModuleLoadData(vnpuDevice device, const void *image, size_t nbytes, vnpuModule *module);
+vnpuStatus vnpuModuleLoadFile(vnpuDevice device, const char *path, vnpuModule *module);
+vnpuStatus vnpuModuleLoadAssembly(vnpuDevice device, const char *source, vnpuModule *module);
+vnpuStatus vnpuModuleLoadLibrary(vnpuDevice device, const char *op, const char *dtype, vnpuModule *module);
+vnpuStatus vnpuModuleUnload(vnpuModule module);
+vnpuStatus vnpuModuleGetKernel(vnpuModule module, const char *name, vnpuKernel *kernel);
+vnpuStatus vnpuKernelGetArgCount(vnpuKernel kernel, int32_t *count);
+
+/* queues, copies, launches */
+vnpuStatus vnpuQueueCreate(vnpuDevice device, vnpuQueue *queue);
+vnpuStatus vnpuQueueDestroy(vnpuQueue queue);
+vnpuStatus vnpuQueueSynchronize(vnpuQueue queue);
+vnpuStatus vnpuQueueWaitEvent(vnpuQueue queue, vnpuEvent event);
+vnpuStatus vnpuMemcpyHtoDAsync(vnpuBuffer dst, uint64_t dst_offset, const void *src, size_t nbytes,
+                               vnpuQueue queue);
+vnpuStatus vnpuMemcpyDtoHAsync(void *dst, vnpuBuffer src, uint64_t src_offset, size_t nbytes, vnpuQueue queue);
+vnpuStatus vnpuMemcpyPeerAsync(vnpuBuffer dst, uint64_t dst_offset, vnpuBuffer src, uint64_t src_offset,
+                               size_t nbytes, vnpuQueue queue);
+vnpuStatus vnpuLaunchKernel(vnpuQueue queue, vnpuKernel kernel, const vnpuArg *args, int32_t nargs,
+                            uint64_t *cycles);      /* cycles may be NULL */
+
+/* events */
+vnpuStatus vnpuEventRecord(vnpuQueue queue, vnpuEvent *event);
+vnpuStatus vnpuEventSynchronize(vnpuEvent event);
+vnpuStatus vnpuEventQuery(vnpuEvent event);           /* VNPU_SUCCESS or VNPU_ERROR_NOT_READY */
+vnpuStatus vnpuEventElapsedTime(double *ns, vnpuEvent start, vnpuEvent end);
+vnpuStatus vnpuEventDestroy(vnpuEvent event);
+/* VNPU_API_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VNPU_H */
