@@ -6,7 +6,7 @@ NOT imported by vnpu. Run it with the python of a separate venv that has SCALE-S
     python3 -m venv /tmp/scalesim-venv
     /tmp/scalesim-venv/bin/pip install 'numpy<2.4' scalesim     # scalesim 3.0.0
     /tmp/scalesim-venv/bin/python benchmarks/gen_scalesim_reference.py \
-        [-o tests/data/scalesim_gemm.json] [--dataflows ws,os,is]
+        [-o vnpu/bench/data/scalesim_gemm.json] [--dataflows ws,os,is]
 
 Each (array, dataflow, GEMM) point is one SCALE-Sim run in GEMM mode ("-i gemm": topology
 rows "name, M, N, K," with a trailing comma), InterfaceBandwidth=CALC (estimate-bandwidth mode:
@@ -122,7 +122,7 @@ def run_one(rows, cols, df, m, n, k, workdir):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--out", default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "scalesim_gemm.json"))
+        os.path.dirname(os.path.abspath(__file__)), "..", "vnpu", "bench", "data", "scalesim_gemm.json"))
     ap.add_argument("--dataflows", default="ws,os,is")
     args = ap.parse_args()
     rows_out = []

@@ -2,7 +2,7 @@
 
 Numbers: int8 x int8 -> int32 (wrapping), fp16 x fp16 -> fp32 accumulation in K order.
 Cycles: the fill / stream / drain model of SCALE-Sim v3, which it reproduces exactly at depth 1
-(tests/data/scalesim_gemm.json); see docs/timing.md.
+(vnpu/bench/data/scalesim_gemm.json); see docs/timing.md.
 """
 import math
 

@@ -126,7 +126,7 @@ def main(argv=None):
 
 def _load_extra_commands():
     import importlib
-    for name in ("vnpu.emulator.commands", "vnpu.driver.commands", "vnpu.kernels.commands"):
+    for name in ("vnpu.emulator.commands", "vnpu.driver.commands", "vnpu.kernels.commands", "vnpu.bench.commands"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:

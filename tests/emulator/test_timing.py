@@ -2,10 +2,11 @@
 docs/timing.md, and the card's peaks as invariants."""
 import json
 import math
-import pathlib
 
 import numpy as np
 import pytest
+
+from vnpu.bench import DATA as BENCH_DATA
 
 from vnpu.emulator.card import Card
 from vnpu.emulator.matrix import multiply_cycles
@@ -14,7 +15,7 @@ from vnpu.isa import table as T
 
 from conftest import put, run
 
-DATA = json.loads((pathlib.Path(__file__).resolve().parents[1] / "data" / "scalesim_gemm.json").read_text())
+DATA = json.loads((BENCH_DATA / "scalesim_gemm.json").read_text())
 ROWS = [r for r in DATA["rows"] if r["dataflow"] in ("ws", "os")]
 
 MATMUL = """

@@ -1,7 +1,6 @@
 """The embedding unit and vnpu.ops.embedding_bag: PyTorch's numbers (committed golden vectors), the numpy
 reference bit for bit on both engines, table formats byte-compatible with PyTorch, errors, timing."""
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from vnpu.emulator.card import Card
 from vnpu.kernels.embedding import EmbeddingArgs, run_embedding_bag
 from vnpu.kernels.reference import FORMATS, embedding_bag as ref_embedding_bag, pack_table
 
-DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
+from vnpu.bench import DATA
 GOLD = np.load(DATA / "embedding_golden.npz")
 META = json.loads((DATA / "embedding_golden.json").read_text())
 

@@ -1,0 +1,49 @@
+"""`vnpu bench --quick`: the run CI makes. Fidelity figures are deterministic and must be inside their
+bounds; speed figures are wall-clock and only checked to be measured (positive), never compared."""
+import json
+
+import pytest
+
+from vnpu.bench import commands, fidelity
+from vnpu.cli import main
+
+
+@pytest.fixture(scope="module")
+def report():
+    return commands.run_bench(quick=True)
+
+
+def test_fidelity_figures_are_inside_their_bounds(report):
+    f = report["fidelity"]
+    assert report["ok"]
+    assert f["matrix"]["points"] == 80 and f["matrix"]["max_rel_error"] <= 0.05
+    assert f["pcie"]["max_rel_error"] <= 0.02 and len(f["pcie"]["rows"]) == 12
+    assert f["embedding"]["cases"] == 22 and f["embedding"]["ok"]
+    assert 0 < f["peaks"]["max_fraction"] <= 1.0
+
+
+def test_speed_figures_are_measured(report):
+    s = report["speed"]
+    assert s["emulator"]["instructions_per_s"] > 0 and s["emulator"]["card_cycles_per_wall_s"] > 0
+    assert set(s["matmul"]) == {"int8", "fp16"} and all(x["slowdown_vs_numpy"] > 0 for x in s["matmul"].values())
+    assert s["embedding"]["slowdown_vs_native"] > 0 and s["dlrm"]["slowdown_vs_numpy"] > 0
+    assert s["start"]["warm_s"] > 0 and s["start"]["cold_s"] is None      # --quick skips the cold start
+    assert s["memory"]["host_per_written_byte"] > 0
+    text = commands.format_text(report)
+    assert "matrix vs SCALE-Sim v3" in text and "OUT OF BOUND" not in text
+    assert "| array | dataflow |" in commands.format_markdown(report)
+
+
+def test_a_figure_outside_its_bound_fails_the_command(monkeypatch, capsys):
+    monkeypatch.setattr(commands, "run_bench", lambda quick, progress=None: _with_pcie_bound(quick, -1.0))
+    assert main(["bench", "--quick", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["fidelity"]["pcie"]["ok"] is False and out["fidelity"]["matrix"]["ok"] is True
+
+
+def _with_pcie_bound(quick, bound):
+    pcie = fidelity.pcie_vs_spec(quick)
+    pcie["ok"] = pcie["max_rel_error"] <= bound
+    matrix = {"ok": True}
+    return {"quick": quick, "fidelity": {"pcie": pcie, "matrix": matrix}, "speed": {},
+            "ok": pcie["ok"] and matrix["ok"]}

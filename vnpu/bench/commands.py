@@ -1,0 +1,135 @@
+"""`vnpu bench [--quick] [--json] [--markdown]`: speed (ratios measured in this run, printed) and fidelity
+(deterministic virtual-time figures, each checked against its bound: exit 1 when one is outside)."""
+from __future__ import annotations
+
+import json
+import os
+import platform as host_platform
+import sys
+import time
+
+from vnpu.cli import extra_command
+
+
+def run_bench(quick=False, progress=None):
+    from . import emulator, embedding, fidelity, serving
+    steps = [
+        ("speed.emulator", lambda: emulator.bench_control(quick)),
+        ("speed.matmul", lambda: emulator.bench_matmul(quick)),
+        ("speed.embedding", lambda: embedding.speed(quick)),
+        ("speed.dlrm", lambda: serving.bench_dlrm(quick)),
+        ("speed.memory", serving.bench_memory),
+        ("speed.start", lambda: emulator.bench_start(cold=not quick)),
+        ("fidelity.matrix", lambda: fidelity.matrix_vs_scalesim(quick)),
+        ("fidelity.pcie", lambda: fidelity.pcie_vs_spec(quick)),
+        ("fidelity.embedding", lambda: fidelity.embedding_vs_pytorch(quick)),
+        ("fidelity.peaks", lambda: fidelity.peak_invariants(quick)),
+    ]
+    import numba
+    import numpy
+    out = {"quick": quick, "host": {"cpus": os.cpu_count(), "python": host_platform.python_version(),
+                                    "numpy": numpy.__version__, "numba": numba.__version__,
+                                    "machine": host_platform.machine()},
+           "speed": {}, "fidelity": {}}
+    t0 = time.perf_counter()
+    for name, fn in steps:
+        if progress:
+            progress(name)
+        group, key = name.split(".")
+        out[group][key] = fn()
+    out["wall_s"] = time.perf_counter() - t0
+    out["ok"] = all(v["ok"] for v in out["fidelity"].values())
+    return out
+
+
+def _pct(x):
+    return f"{100 * x:.2g}%" if x > 1e-9 else "0%"    # below 1e-9: floating-point rounding, not error
+
+
+def format_text(r) -> str:
+    s, f = r["speed"], r["fidelity"]
+    c, e, d, m, st = s["emulator"], s["embedding"], s["dlrm"], s["memory"], s["start"]
+    h = r["host"]
+    lines = [f"vnpu bench{' --quick' if r['quick'] else ''}: {h['cpus']} CPUs, Python {h['python']}, "
+             f"numpy {h['numpy']}, numba {h['numba']}; {r['wall_s']:.0f} s",
+             "", "speed (wall clock, this run; printed, not asserted)",
+             f"  emulator        {c['instructions_per_s'] / 1e6:7.0f} M instructions/s, "
+             f"{c['card_cycles_per_wall_s'] / 1e6:.0f} M card cycles per wall second (scalar loop, one PE)"]
+    for dt, x in s["matmul"].items():
+        lines.append(f"  matmul {dt:<8} {x['slowdown_vs_numpy']:7.2f}x numpy  ({'x'.join(map(str, x['shape']))} "
+                     f"x{x['reps']} on the matrix unit)")
+    lines += [f"  embedding       {e['slowdown_vs_native']:7.2f}x native Numba  ({e['bags']} bags x {e['pooling']} "
+              f"{e['format']} rows of dim {e['dim']})",
+              f"  DLRM demo       {d['slowdown_vs_numpy']:7.2f}x numpy  ({d['model']}, batch {d['batch']}, "
+              f"{d['cards']} cards); {d['wall_per_virtual_s']:.0f} wall s per modeled second",
+              f"  start           cold {'-' if st['cold_s'] is None else format(st['cold_s'], '.1f') + ' s'}"
+              f"{' (skipped with --quick)' if st['cold_s'] is None else ''}, warm {st['warm_s']:.2f} s "
+              f"(a new process's first launch)",
+              f"  host memory     {m['host_per_card_byte_untouched']:.4f} host bytes per allocated card byte, "
+              f"{m['host_per_written_byte']:.3f} per written byte",
+              "", "fidelity (virtual time, deterministic; checked against bounds)"]
+    fm, fp, fe, fk = f["matrix"], f["pcie"], f["embedding"], f["peaks"]
+    ok = {True: "ok", False: "OUT OF BOUND"}
+    lines += [f"  matrix vs SCALE-Sim v3   {fm['points']} points, {fm['exact']} exact, max error "
+              f"{_pct(fm['max_rel_error'])} (bound {_pct(fm['bound'])})  {ok[fm['ok']]}",
+              f"  PCIe vs spec arithmetic  {len(fp['rows'])} copies ({fp['link']}), max error "
+              f"{_pct(fp['max_rel_error'])} (bound {_pct(fp['bound'])})  {ok[fp['ok']]}",
+              f"  embedding vs PyTorch     {fe['cases']} cases, {fe['exact']} bit-exact, fp16 max "
+              f"{fe['max_fp16_ulps']:.1f} ulp, fp32 within the accumulation-order bound  {ok[fe['ok']]}",
+              f"  peak invariants          largest fraction of a peak {fk['max_fraction']:.3f} (bound "
+              f"{fk['bound']})  {ok[fk['ok']]}"]
+    return "\n".join(lines)
+
+
+def format_markdown(r) -> str:
+    """The tables of docs/validation.md."""
+    f = r["fidelity"]
+    out = ["### Matrix unit against SCALE-Sim v3", "",
+           "| array | dataflow | M | N | K | SCALE-Sim cycles | vnpu cycles | error |", "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {x['array']} | {x['dataflow']} | {x['M']} | {x['N']} | {x['K']} | {x['scalesim']} | {x['vnpu']} | "
+            f"{_pct(x['rel_error'])} |" for x in f["matrix"]["rows"]]
+    out += ["", "### PCIe copies against the spec arithmetic", "",
+            "| bytes | kind | spec µs | vnpu µs | GB/s | error |", "|---|---|---|---|---|---|"]
+    out += [f"| {x['bytes']} | {x['kind']} | {x['spec_us']:.3f} | {x['vnpu_us']:.3f} | {x['gbps']:.3f} | "
+            f"{_pct(x['rel_error'])} |" for x in f["pcie"]["rows"]]
+    out += ["", "### Embedding lookups against PyTorch", "",
+            "| case | format | mode | bags | max abs error | metric | bound |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {x['case']} | {x['format']} | {x['mode']} | {x['bags']} | {x['max_abs_error']:.3g} | "
+            f"{x['metric']:.3g} | {x['bound']:.3g} |" for x in f["embedding"]["rows"]]
+    pk = f["peaks"]
+    keys = [k for k in pk["rows"][0] if k not in ("kernel", "cycles")]
+    out += ["", "### Peak invariants (fraction of the card's peak)", "",
+            "| kernel | cycles | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    out += [f"| {x['kernel']} | {x['cycles']} | " + " | ".join(f"{x[k]:.3f}" for k in keys) + " |"
+            for x in pk["rows"]]
+    lk = pk["link"]
+    out += ["", f"Six cards copying 16 MiB to the host at once: {lk['uplink_gbps']:.2f} GB/s through the "
+            f"uplink (raw {lk['uplink_raw_gbps']:.2f}); one copy {lk['single_gbps']:.2f} GB/s (link raw "
+            f"{lk['link_raw_gbps']:.2f})."]
+    return "\n".join(out)
+
+
+def cmd_bench(args):
+    def progress(name):
+        if not args.json:
+            print(f"  running {name} ...", file=sys.stderr, flush=True)
+    r = run_bench(quick=args.quick, progress=progress)
+    if args.json:
+        print(json.dumps(r, indent=2, default=float))
+    elif args.markdown:
+        print(format_markdown(r))
+    else:
+        print(format_text(r))
+    if not r["ok"]:
+        bad = [k for k, v in r["fidelity"].items() if not v["ok"]]
+        print(f"vnpu bench: fidelity figures outside their bounds: {', '.join(bad)}", file=sys.stderr)
+    return 0 if r["ok"] else 1
+
+
+@extra_command
+def register(sub):
+    b = sub.add_parser("bench", help="speed ratios and fidelity figures (docs/validation.md)")
+    b.add_argument("--quick", action="store_true", help="smaller problems, no cold start (what CI runs)")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--markdown", action="store_true", help="the fidelity tables of docs/validation.md")
+    b.set_defaults(func=cmd_bench)

@@ -1,0 +1,177 @@
+"""Emulator speed, as ratios measured in one run (not a test; wall-clock numbers are printed, not asserted).
+
+    python benchmarks/bench_emulator.py [--quick] [--json]
+
+- control: emulated instructions per second of a loop of scalar ALU ops on one PE;
+- matmul: an int8 and an fp16 matmul-heavy kernel against numpy computing the same products on the host;
+- start: the first launch in a fresh process with a cold JIT cache, and with a warm one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CONTROL = """
+.kernel spin
+.arg out, buffer, i64
+.arg n, scalar, i64
+    li r4, 0
+    li r6, 3
+    mov r5, n
+top:
+    add r4, r4, r5
+    xor r7, r4, r6
+    addi r6, r6, 1
+    loop r5, top
+    sd r4, 0(zero)
+    li r8, 8
+    dma e0, out, zero, r8, s0
+    wait s0, 1
+    halt
+"""
+
+MATMUL = """
+; reps x (M x K) @ (K x N) on the matrix unit, operands already in local memory
+.kernel mm
+.arg m, scalar, i32
+.arg kk, scalar, i32
+.arg n, scalar, i32
+.arg reps, scalar, i32
+.arg fp16, scalar, i32
+    li r10, 0                  ; A
+    li r11, 1048576            ; W
+    li r12, 2097152            ; out
+    bne fp16, zero, half
+    mm.ldw r11, kk, n, i8, s0
+again8:
+    mm.mul r12, r10, m, i8, set, s0
+    loop reps, again8
+    j done
+half:
+    mm.ldw r11, kk, n, f16, s0
+again16:
+    mm.mul r12, r10, m, f16, set, s0
+    loop reps, again16
+done:
+    fence
+    halt
+"""
+
+START = ("import time; t=time.time(); import numpy as np, vnpu; from vnpu.emulator.card import Card; c=Card('tiny'); "
+         "o=c.alloc(8); c.launch(vnpu.assemble(open({path!r}).read()), 'spin', (o, 1000), pes=(0,)); "
+         "print(time.time()-t)")
+
+
+def best_of(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_control(quick):
+    import vnpu
+    from vnpu.emulator.card import Card
+    card = Card("tiny", {"watchdog_cycles": 1 << 40})
+    out = card.alloc(8)
+    image = vnpu.assemble(CONTROL)
+    card.launch(image, "spin", (out, 10), pes=(0,))
+    n = 2_000_000 if quick else 10_000_000
+    res = {}
+
+    def go():
+        res["r"] = card.launch(image, "spin", (out, n), pes=(0,), sanitize=False)
+    wall = best_of(go, 3)
+    instr = int(res["r"].pe_stats[:, 7].sum())
+    return {"instructions": instr, "wall_s": wall, "instructions_per_s": instr / wall,
+            "card_cycles_per_wall_s": res["r"].cycles / wall}
+
+
+def bench_matmul(quick):
+    import vnpu
+    from vnpu.emulator.card import Card
+    card = Card("tiny", {"local_memory.bytes": 4 << 20})
+    image = vnpu.assemble(MATMUL)
+    m, k, n = (128, 256, 256) if quick else (256, 512, 512)
+    reps = 4
+    rng = np.random.default_rng(0)
+    out = {}
+    for dt, flag in (("int8", 0), ("fp16", 1)):
+        if dt == "int8":
+            a = rng.integers(-128, 128, (m, k)).astype(np.int8)
+            w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+        else:
+            a = rng.standard_normal((m, k)).astype(np.float16)
+            w = rng.standard_normal((k, n)).astype(np.float16)
+        card.write_local(0, 0, a)
+        card.write_local(0, 1048576, w)
+        card.launch(image, "mm", (m, k, n, 1, flag), pes=(0,))
+        res = {}
+
+        def emulated():
+            res["r"] = card.launch(image, "mm", (m, k, n, reps, flag), pes=(0,), sanitize=False)
+
+        def native():
+            for _ in range(reps):
+                if dt == "int8":
+                    a.astype(np.int32) @ w.astype(np.int32)
+                else:
+                    a.astype(np.float32) @ w.astype(np.float32)
+        t_emu, t_host = best_of(emulated, 3), best_of(native, 3)
+        out[dt] = {"shape": [m, k, n], "reps": reps, "emulated_s": t_emu, "numpy_s": t_host,
+                   "slowdown_vs_numpy": t_emu / t_host, "card_cycles": res["r"].cycles}
+    return out
+
+
+def bench_start(cold=True):
+    """Wall time of a new process's first launch: with an empty JIT cache (cold; every Numba function of
+    the core compiles) and with the cache it left (warm). cold=False: warm only, on the user's cache."""
+    with tempfile.TemporaryDirectory() as cache, tempfile.NamedTemporaryFile("w", suffix=".s", delete=False) as f:
+        f.write(CONTROL)
+        f.flush()
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache) if cold else dict(os.environ)
+        times = []
+        for _ in range(2 if cold else 1):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", START.format(path=f.name)], env=env, check=True,
+                           capture_output=True)
+            times.append(time.perf_counter() - t)
+    os.unlink(f.name)
+    return {"cold_s": times[0], "warm_s": times[1]} if cold else {"cold_s": None, "warm_s": times[0]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-start", action="store_true", help="skip the cold/warm start measurement")
+    args = ap.parse_args(argv)
+    result = {"control": bench_control(args.quick), "matmul": bench_matmul(args.quick)}
+    if not args.no_start:
+        result["start"] = bench_start()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        c = result["control"]
+        print(f"control loop: {c['instructions_per_s'] / 1e6:.0f} M emulated instructions/s "
+              f"({c['card_cycles_per_wall_s'] / 1e6:.0f} M card cycles per wall second)")
+        for dt, r in result["matmul"].items():
+            print(f"matmul {dt} {r['shape']} x{r['reps']}: emulated {r['emulated_s'] * 1e3:.1f} ms, numpy "
+                  f"{r['numpy_s'] * 1e3:.1f} ms: {r['slowdown_vs_numpy']:.2f}x numpy")
+        if "start" in result:
+            print(f"first launch in a new process: cold JIT cache {result['start']['cold_s']:.1f} s, "
+                  f"warm {result['start']['warm_s']:.2f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()
