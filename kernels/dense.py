@@ -378,10 +378,12 @@ def _config(card):
 
 
 def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0, activation=None, pes=None,
-         trace=False, out_dtype=None, weights_on_chip=False):
+         trace=False, out_dtype=None, weights_on_chip=False, inputs_on_chip=False):
     """out[b] = a[b] @ w[b] on the matrix unit (weights_on_chip: w resident in the shared SRAM). a: [M, K] or [B, M, K]; w: [K, N] or [B, K, N]; int8 or fp16.
     int8: raw int32, or with `scale` (per-tensor float or per-column [N]) dequantized fp32 (+ bias [N]),
-    or with `out_scale` requantized to int8. fp16: fp32 output (+ bias)."""
+    or with `out_scale` requantized to int8. fp16: fp32 output (+ bias).
+    inputs_on_chip: `a` is resident in the shared SRAM (the previous layer's output kept on chip, as a
+    serving runtime chains layers), so the kernel reads it over the SRAM ring without staging it first."""
     a, w = np.asarray(a), np.asarray(w)
     if a.dtype != w.dtype or a.dtype not in (np.int8, np.float16):
         raise InvalidArgument(f"gemm: a and w must both be int8 or both fp16, got {a.dtype} and {w.dtype}")
@@ -421,7 +423,7 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
     npes, cols, local = _config(card)
     use = npes if pes is None else len(pes)
     a_bytes = B * M * K * (1 if dtype == "i8" else 2)
-    stage = use > 1 and a_bytes <= card.config.shared_sram.bytes // 2
+    stage = use > 1 and not inputs_on_chip and a_bytes <= card.config.shared_sram.bytes // 2
     key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage, activation,
            weights_on_chip)
     built = {}
@@ -448,6 +450,8 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
                                                              weights_on_chip)[0])
     if weights_on_chip:      # resident weights in the shared SRAM, as a serving runtime keeps them
         args[1] = runner.OnChip(args[1])
+    if inputs_on_chip:
+        args[0] = runner.OnChip(a3)
     (out,), result = runner.run(card, key, build, "gemm", args, pes=pes, trace=trace)
     return (out if batched else out[0]), result
 
