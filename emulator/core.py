@@ -505,7 +505,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     a = r[ins[RS1]]
                     K = r[ins[RS2]]
                     N = r[ins[RS3]]
-                    if K <= 0 or N <= 0 or K * N * eb > wbuf_bytes:
+                    # K and N bounded before the product, which could wrap in int64
+                    if K <= 0 or N <= 0 or K > wbuf_bytes or N > wbuf_bytes or K * N * eb > wbuf_bytes:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_WEIGHTS)
                         return tp
                     nbytes = K * N * eb

@@ -194,18 +194,18 @@ class ReferenceInterpreter:
         if name in branches:
             return imm if branches[name] else pc + 1
         if name == "loop":
-            r[ins[T.RS1]] = a - 1
-            return imm if a - 1 != 0 else pc + 1
+            r[ins[T.RS1]] = wrap64(a - 1)
+            return imm if wrap64(a - 1) != 0 else pc + 1
         if name in ("lb", "lh", "lw", "ld", "lbu", "lhu", "lwu"):
             dt = {"lb": np.int8, "lh": np.int16, "lw": np.int32, "ld": np.int64, "lbu": np.uint8, "lhu": np.uint16,
                   "lwu": np.uint32}[name]
-            addr = a + imm
+            addr = wrap64(a + imm)      # int64 address arithmetic, as in the core
             self.local(p, addr, np.dtype(dt).itemsize, at)
             r[rd] = int(self.read(self.pe_ids[p], addr, np.dtype(dt).itemsize, at, dt)[0])
             return pc + 1
         if name in ("sb", "sh", "sw", "sd"):
             dt = {"sb": np.uint8, "sh": np.uint16, "sw": np.uint32, "sd": np.uint64}[name]
-            addr = a + imm
+            addr = wrap64(a + imm)
             size = np.dtype(dt).itemsize
             self.local(p, addr, size, at)
             self.write(self.pe_ids[p], addr, np.array([b & ((1 << (8 * size)) - 1)], dtype=dt), at)
@@ -278,7 +278,8 @@ class ReferenceInterpreter:
                 or c1 * c2 > (1 << 24):
             raise Fault(FAULT_INSTRUCTION, *at, -1, WHY_DMA_SIZE)
         pe = self.pe_ids[p]
-        rows = [(src + k1 * ss1 + k2 * ss2, dst + k1 * ds1 + k2 * ds2) for k2 in range(c2) for k1 in range(c1)]
+        rows = [(wrap64(src + k1 * ss1 + k2 * ss2), wrap64(dst + k1 * ds1 + k2 * ds2))    # int64, as in the core
+                for k2 in range(c2) for k1 in range(c1)]
         if nbytes == 0:
             rows = []       # zero-byte rows move nothing and are not checked, like the engine
         for s, _ in rows:  # validate every row before moving anything, like the engine
