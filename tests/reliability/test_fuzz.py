@@ -28,7 +28,6 @@ import tempfile
 import time
 
 import numpy as np
-import pytest
 
 import vnpu
 from vnpu.isa import encoding as E
