@@ -7,20 +7,9 @@ import pytest
 import vnpu
 from vnpu.driver import Buffer, Event
 
-KERNELS = vnpu.assemble(open(__file__.rsplit("/tests/", 1)[0] + "/examples/vector_add.s").read() + """
-.kernel fill
-.arg out, buffer, i64
-.arg value, scalar, i64
-    sd value, 0(zero)
-    li r5, 8
-    dma e0, out, zero, r5, s0
-    wait s0, 1
-    halt
-.kernel crash
-.arg out, buffer, i64
-    li r5, -64
-    lw r6, 0(r5)
-    halt
+ROOT = __file__.rsplit("/tests/", 1)[0]
+KERNELS = vnpu.assemble(open(ROOT + "/examples/vector_add.s").read() + open(ROOT + "/examples/fill_crash.s").read()
+                        + """
 .kernel scale
 .arg buf, buffer, f32
 .arg n, scalar, i32

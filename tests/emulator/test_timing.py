@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vnpu.bench import DATA as BENCH_DATA
+from vnpu.bench.fidelity import MATMUL   # mm.ldw then mm.mul of (m, kk, n): the SCALE-Sim comparison
 
 from vnpu.emulator.card import Card
 from vnpu.emulator.matrix import multiply_cycles
@@ -18,18 +19,6 @@ from conftest import put, run
 DATA = json.loads((BENCH_DATA / "scalesim_gemm.json").read_text())
 ROWS = [r for r in DATA["rows"] if r["dataflow"] in ("ws", "os")]
 
-MATMUL = """
-.kernel k
-.arg m, scalar, i32
-.arg kk, scalar, i32
-.arg n, scalar, i32
-    li r10, 0
-    mm.ldw r10, kk, n, i8, s0
-    wait s0, 1
-    mm.mul r10, r10, m, i8, set, s0
-    wait s0, 1
-    halt
-"""
 
 
 def matrix_card(rows, cols, dataflow, depth=1):

@@ -18,21 +18,7 @@ import vnpu
 
 SCALE = float(os.environ.get("VNPU_FUZZ_SCALE", "1"))
 ROOT = os.path.abspath(__file__).rsplit("/tests/", 1)[0]
-KERNELS = vnpu.assemble(open(ROOT + "/examples/vector_add.s").read() + """
-.kernel fill
-.arg out, buffer, i64
-.arg value, scalar, i64
-    sd value, 0(zero)
-    li r5, 8
-    dma e0, out, zero, r5, s0
-    wait s0, 1
-    halt
-.kernel crash
-.arg out, buffer, i64
-    li r5, -64
-    lw r6, 0(r5)
-    halt
-""")
+KERNELS = vnpu.assemble(open(ROOT + "/examples/vector_add.s").read() + open(ROOT + "/examples/fill_crash.s").read())
 JOIN_SECONDS = 120.0
 
 

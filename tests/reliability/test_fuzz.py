@@ -426,21 +426,7 @@ def test_random_instruction_streams_never_crash_hang_or_break_the_card():
 # ---------------------------------------------------------------------------------------------------------
 # b) random driver call sequences against a model
 # ---------------------------------------------------------------------------------------------------------
-DRIVER_KERNELS = vnpu.assemble("""
-.kernel fill
-.arg out, buffer, i64
-.arg value, scalar, i64
-    sd value, 0(zero)
-    li r5, 8
-    dma e0, out, zero, r5, s0
-    wait s0, 1
-    halt
-.kernel crash
-.arg out, buffer, i64
-    li r5, -64
-    lw r6, 0(r5)
-    halt
-""" + GOOD_SRC.replace(".kernel vadd", ".kernel iadd").replace("f32, s1", "i32, s1"))
+DRIVER_KERNELS = vnpu.assemble(open(os.path.abspath(__file__).rsplit("/tests/", 1)[0] + "/examples/fill_crash.s").read() + GOOD_SRC.replace(".kernel vadd", ".kernel iadd").replace("f32, s1", "i32, s1"))
 
 
 class ModelBuffer:
