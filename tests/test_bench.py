@@ -1,6 +1,8 @@
 """`vnpu bench --quick`: the run CI makes. Fidelity figures are deterministic and must be inside their
 bounds; speed figures are wall-clock and only checked to be measured (positive), never compared."""
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -10,7 +12,12 @@ from vnpu.cli import main
 
 @pytest.fixture(scope="module")
 def report():
-    return commands.run_bench(quick=True)
+    """`vnpu bench --quick --json`, the command itself, in its own process: exit 0 means every fidelity
+    figure is inside its bound."""
+    run = subprocess.run([sys.executable, "-m", "vnpu", "bench", "--quick", "--json"], capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout)
 
 
 def test_fidelity_figures_are_inside_their_bounds(report):

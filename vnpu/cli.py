@@ -135,4 +135,7 @@ def _load_extra_commands():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as `python -m vnpu.cli`: this file is then __main__, and the subcommand modules register with the
+    # module vnpu.cli, a second copy; use that one
+    from vnpu.cli import main as _main
+    sys.exit(_main())
