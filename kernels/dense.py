@@ -25,6 +25,9 @@ from .builder import KernelBuilder, addc
 from .library import OpSpec
 
 WEIGHT_BUFFER = 1 << 20
+BROADCAST_ROWS = 16    # the epilogue's scale and bias rows are replicated this many rows deep, not the tile's
+                       # mt: the vector ops then walk the tile in chunks of this many rows, and the DMA engine
+                       # writes mt / 16 times fewer bytes of replicas (it is the per-PE bottleneck otherwise)
 EPILOGUES = ("raw", "dequant", "requant", "half")   # half: the fp32 result (+ bias, activation) as fp16
 
 
@@ -87,7 +90,9 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
     F = Bz[1] + blk
     ROW = [F + blk, F + blk + 2 * nt * 4]      # per buffer: the scale row and the bias row, before broadcast
     SAVE = F + blk + 4 * nt * 4               # the deferred tile's description and flags (9 words)
-    nvec = 0 if epilogue == "raw" else (1 + (dtype == "i8") + bool(has_bias) + (activation is not None)
+    br = min(mt, BROADCAST_ROWS)
+    chunks = math.ceil(mt / br)                # vector ops per per-column pass (some may be empty)
+    nvec = 0 if epilogue == "raw" else (1 + chunks * ((dtype == "i8") + bool(has_bias)) + (activation is not None)
                                         + (epilogue in ("requant", "half")))
     args = dict(a=("buffer", dtype), w=("buffer", dtype))
     if epilogue != "raw":
@@ -145,6 +150,22 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                         k.sd(t0, (sv, 48 + 8 * half))
                 k.sd(k.zero, (sv, 0))
             k.release(sv, par)
+        def per_column(mnemonic, dst, block, cnt):
+            """dst[r, :] = dst[r, :] (op) block[r mod br, :] over the tile's rows: `chunks` vector ops of br rows
+            each (the last ones empty when the tile has fewer rows), so the count of SEM_VEC signals is fixed."""
+            step, ptr, left, n = k.regs("step", "ptr", "left", "n")
+            k.mul(step, w, k.const(n, br))             # elements per chunk
+            k.mov(ptr, dst)
+            k.mov(left, cnt)
+            for c in range(chunks):
+                k.min(n, left, step)
+                k.emit(mnemonic, ptr, ptr, block, n, "f32", SEM_VEC)
+                if c + 1 < chunks:
+                    k.sub(left, left, n)
+                    k.shli(n, n, 2)
+                    k.add(ptr, ptr, n)
+            k.release(step, ptr, left, n)
+
         src_a = a.a
         if stage:
             # the PEs bring A on chip once, each a 1/P slice (in parallel); every PE then reads all of it over
@@ -203,7 +224,7 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                             k.copy(0, local, src, lw_, SEM_W[half])
                             k.mov(src, local)
                             k.const(local, blocks[half])
-                            k.copy(0, local, src, lw_, SEM_W[half], rows=mt, src_stride=0, dst_stride=lw_)
+                            k.copy(0, local, src, lw_, SEM_W[half], rows=br, src_stride=0, dst_stride=lw_)
             k.release(bi, ji, wi, src, local)
 
         n_w_signals = 1 + 2 * ((1 if (epilogue != "raw" and dtype == "i8") else 0) + (1 if has_bias else 0))
@@ -313,10 +334,7 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
                         for half in (0, 1):
                             with k.if_("eq" if half == 0 else "ne", buf, k.zero):
                                 k.const(t1, blocks[half])
-                        if blocks is S:
-                            k.vmul(dst, dst, t1, cnt, "f32", SEM_VEC)
-                        else:
-                            k.vadd(dst, dst, t1, cnt, "f32", SEM_VEC)
+                        per_column("vmul" if blocks is S else "vadd", dst, t1, cnt)
                     if activation is not None:          # fused activation: relu or sigmoid
                         k.emit("v" + activation, dst, dst, cnt, "f32", SEM_VEC)
                     if epilogue in ("requant", "half"):
