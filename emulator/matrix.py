@@ -44,44 +44,92 @@ def load_weights_cycles(K, N, elem_bytes, local_bytes_per_cycle):
     return max(1, int(math.ceil(K * N * elem_bytes / local_bytes_per_cycle)))
 
 
+INT8_EXACT_K = 1024   # int8 x int8 sums of up to 1024 products stay within 2**24: exact in fp32
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"})
+def _gemm_rows(a, w, acc, M, K, N):
+    """acc[i, :] = sum over k, in K order, of a[i, k] * w[k, :], in fp32.
+
+    Two rows of A and four k at a time: each output element is still summed in K order (the four products
+    are added one after another), so the result equals the plain triple loop bit for bit, but an accumulator
+    is loaded and stored once per four products and a row of w once per two rows of A. Contraction into
+    fused multiply-adds is allowed: the products (fp16 x fp16, or int8 x int8 as floats) are exact in fp32,
+    so an FMA rounds like the separate multiply and add."""
+    K4 = K - K % 4
+    M2 = M - M % 2
+    for i0 in range(0, M, 2):
+        two = i0 < M2
+        r0 = acc[i0]
+        r0[:] = 0
+        r1 = acc[i0 + 1] if two else acc[i0]
+        if two:
+            r1[:] = 0
+        for k in range(0, K4, 4):
+            w0 = w[k]
+            w1 = w[k + 1]
+            w2 = w[k + 2]
+            w3 = w[k + 3]
+            a00 = a[i0, k]
+            a01 = a[i0, k + 1]
+            a02 = a[i0, k + 2]
+            a03 = a[i0, k + 3]
+            if two:
+                a10 = a[i0 + 1, k]
+                a11 = a[i0 + 1, k + 1]
+                a12 = a[i0 + 1, k + 2]
+                a13 = a[i0 + 1, k + 3]
+                for j in range(N):
+                    x0 = w0[j]
+                    x1 = w1[j]
+                    x2 = w2[j]
+                    x3 = w3[j]
+                    r0[j] = (((r0[j] + a00 * x0) + a01 * x1) + a02 * x2) + a03 * x3
+                    r1[j] = (((r1[j] + a10 * x0) + a11 * x1) + a12 * x2) + a13 * x3
+            else:
+                for j in range(N):
+                    r0[j] = (((r0[j] + a00 * w0[j]) + a01 * w1[j]) + a02 * w2[j]) + a03 * w3[j]
+        for k in range(K4, K):
+            wk = w[k]
+            a0 = a[i0, k]
+            for j in range(N):
+                r0[j] += a0 * wk[j]
+            if two:
+                a1 = a[i0 + 1, k]
+                for j in range(N):
+                    r1[j] += a1 * wk[j]
+
+
 @njit(cache=True, nogil=True)
 def multiply_int8(pool, a_off, w, out_off, M, K, N, accumulate):
-    a = pool[a_off:a_off + M * K].view(np.int8)
+    """int8 x int8 -> int32, wrapping. Computed in fp32 on chunks of K small enough to be exact (each chunk's
+    sum is an integer below 2**24), the chunks added as integers."""
+    a = pool[a_off:a_off + M * K].view(np.int8).reshape(M, K).astype(np.float32)
+    wf = w[:K * N].view(np.int8).reshape(K, N).astype(np.float32)
     out = pool[out_off:out_off + 4 * M * N].view(np.int32)
-    wi = w[:K * N].view(np.int8)
-    row = np.empty(N, dtype=np.int32)
-    for i in range(M):
-        row[:] = 0
-        for k in range(K):
-            av = np.int32(a[i * K + k])
-            if av != 0:
-                base = k * N
-                for j in range(N):
-                    row[j] += av * np.int32(wi[base + j])
-        for j in range(N):
-            if accumulate:
-                out[i * N + j] += row[j]
-            else:
-                out[i * N + j] = row[j]
+    part = np.empty((M, N), dtype=np.float32)
+    total = np.zeros(M * N, dtype=np.int64)
+    for k0 in range(0, K, INT8_EXACT_K):
+        k1 = min(K, k0 + INT8_EXACT_K)
+        _gemm_rows(a[:, k0:k1], wf[k0:k1], part, M, k1 - k0, N)
+        total += part.reshape(M * N).astype(np.int64)
+    if accumulate:
+        total += out
+    out[:] = total.astype(np.int32)        # modulo 2**32, as the int32 accumulators wrap
 
 
 @njit(cache=True, nogil=True)
 def multiply_fp16(pool, a_off, w, out_off, M, K, N, accumulate):
+    """fp16 x fp16 -> fp32, accumulated in K order."""
     a = np.empty(M * K, dtype=np.float32)
     f16_to_f32(pool[a_off:a_off + 2 * M * K].view(np.uint16), a)
     wf = np.empty(K * N, dtype=np.float32)
     f16_to_f32(w[:2 * K * N].view(np.uint16), wf)
     out = pool[out_off:out_off + 4 * M * N].view(np.float32)
-    row = np.empty(N, dtype=np.float32)
-    for i in range(M):
-        row[:] = 0
-        for k in range(K):
-            av = a[i * K + k]
-            base = k * N
-            for j in range(N):
-                row[j] += av * wf[base + j]
-        for j in range(N):
-            if accumulate:
-                out[i * N + j] += row[j]
-            else:
-                out[i * N + j] = row[j]
+    acc = np.empty((M, N), dtype=np.float32)
+    _gemm_rows(a.reshape(M, K), wf.reshape(K, N), acc, M, K, N)
+    flat = acc.reshape(M * N)
+    if accumulate:
+        out += flat
+    else:
+        out[:] = flat
