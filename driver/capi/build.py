@@ -4,9 +4,10 @@ cffi turns the declarations of vnpu.h into C functions that start an embedded Py
 and forward to the functions impl.py registers. We emit cffi's C and run the system C compiler ourselves
 (flags from sysconfig) instead of cffi's compile(), which needs setuptools.
 
-The library is tied to the Python that built it: it links that Python's libpython, and the embedded
-interpreter adds that environment's site-packages and sys.path (so a venv or an editable install works
-from C). Rebuild it after changing environments.
+The library is tied to the Python that built it: it links that Python's libpython, starts the embedded
+interpreter with that Python's executable as its program name (so it has that environment's prefix and
+site-packages, a venv's included) and adds that environment's sys.path (so an editable install works from
+C). Rebuild it after changing environments.
 """
 from __future__ import annotations
 
@@ -35,8 +36,34 @@ def declarations() -> str:
     return "\n".join(line for line in body.splitlines()[1:])
 
 
+# Runs when the library is loaded, before any call starts Python. cffi starts the interpreter with
+# Py_InitializeEx and imports _cffi_backend before our init code runs, so the init code cannot be what puts
+# a venv's site-packages on sys.path: without this, a library built in a venv imports _cffi_backend, numpy,
+# numba from the base Python's site-packages (shadowing the venv's), or fails to start if the base has none.
+# Not when Python already runs (a Python process that loads the library keeps its interpreter).
+PROGRAM_NAME_C = r"""
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+__attribute__((constructor)) static void vnpu_python_program_name(void) {
+    static wchar_t *name;
+    if (!Py_IsInitialized() && (name = Py_DecodeLocale("%s", NULL)) != NULL)
+        Py_SetProgramName(name);
+}
+#pragma GCC diagnostic pop
+"""
+
+
+def _source() -> str:
+    """The C source cffi compiles with its generated code: the header, and the interpreter's program name."""
+    if not sys.executable:
+        return '#include "vnpu.h"'
+    exe = "".join(f"\\{b:03o}" for b in os.fsencode(sys.executable))     # any byte, as an octal escape
+    return '#include "vnpu.h"\n' + PROGRAM_NAME_C % exe
+
+
 def _init_code() -> str:
-    site_dirs = [d for d in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(d)]
+    user_site = [site.getusersitepackages()] if site.ENABLE_USER_SITE else []    # a venv has none
+    site_dirs = [d for d in site.getsitepackages() + user_site if os.path.isdir(d)]
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     return f"""
 import site, sys
@@ -69,7 +96,7 @@ def build(out_dir, cc: str | None = None, verbose: bool = False) -> tuple[Path, 
         raise ConfigError("no C compiler found (set CC, or install gcc or clang)")
     ffi = cffi.FFI()
     ffi.embedding_api(declarations())
-    ffi.set_source("_vnpu_capi", '#include "vnpu.h"')
+    ffi.set_source("_vnpu_capi", _source())
     ffi.embedding_init_code(_init_code())
     shutil.copyfile(HEADER, out_dir / "vnpu.h")
     lib = out_dir / "libvnpu.so"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
+import os
+import sys
 import threading
 import traceback
 
@@ -36,6 +39,7 @@ _ERROR_STATUS = [
     (E.EccUncorrectable, 13), (E.DmaFault, 14), (E.DeviceFault, 15),
 ]
 ARG_BUFFER, ARG_INT, ARG_FLOAT = 0, 1, 2
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def status_of(exc: BaseException) -> int:
@@ -49,12 +53,27 @@ class NotReady(Exception):
     """vnpuEventQuery's 'not yet': a status, not an error message."""
 
 
+class Closed:
+    """What the handles of a closed platform point to instead of its objects: the C side cannot free them
+    any more (every call on the platform is DeviceLost), so the table must not keep the cards' memory alive."""
+
+    def __init__(self, message):
+        self.message = message
+
+
+# the platform of what a handle of each kind stands for
+PLATFORM_OF = {"device": lambda d: d.platform, "buffer": lambda b: b.device.platform,
+               "module": lambda m: m.device.platform, "kernel": lambda k: k.module.device.platform,
+               "queue": lambda q: q.platform, "event": lambda e: e.queue.platform}
+
+
 class Handles:
     """Objects the C side holds, by number. The kind lives in the top 16 bits of the number."""
     KINDS = {"platform": 1, "device": 2, "buffer": 3, "module": 4, "kernel": 5, "queue": 6, "event": 7}
 
     def __init__(self):
         self._objects = {}
+        self._named = {}          # owner handle -> {name: handle}: a platform's devices, a module's kernels
         self._serial = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -64,6 +83,16 @@ class Handles:
             self._objects[h] = obj
             return h
 
+    def add_named(self, kind, owner, name, obj) -> int:
+        """The handle of `owner`'s `name` (a platform's device i, a module's kernel): the same number on
+        every call, as cuDeviceGet and cuModuleGetFunction give, not a new table entry per lookup."""
+        with self._lock:
+            named = self._named.setdefault(int(owner), {})
+            if name not in named:
+                named[name] = (self.KINDS[kind] << 48) | next(self._serial)
+                self._objects[named[name]] = obj
+            return named[name]
+
     def get(self, kind, h):
         obj = self._objects.get(int(h))
         if obj is None or int(h) >> 48 != self.KINDS[kind]:
@@ -71,11 +100,28 @@ class Handles:
             if obj is not None and what:
                 raise E.InvalidHandle(f"handle 0x{int(h):x} is a {what}, not a {kind}")
             raise E.InvalidHandle(f"no {kind} has handle 0x{int(h):x} (never created, freed or destroyed)")
+        if isinstance(obj, Closed):
+            raise E.DeviceLost(obj.message)
         return obj
 
     def drop(self, h):
+        """Forget h, and the handles named under it (an unloaded module's kernels)."""
         with self._lock:
             self._objects.pop(int(h), None)
+            for child in self._named.pop(int(h), {}).values():
+                self._objects.pop(child, None)
+
+    def close_platform(self, h, platform):
+        """Forget platform handle h; every handle of its objects now stands for a Closed marker (DeviceLost),
+        so the table no longer keeps its cards, buffers and modules alive."""
+        kind_names = {v: k for k, v in self.KINDS.items()}
+        with self._lock:
+            self._objects.pop(int(h), None)
+            self._named.pop(int(h), None)
+            for other, obj in self._objects.items():
+                kind = kind_names.get(other >> 48)
+                if kind in PLATFORM_OF and not isinstance(obj, Closed) and PLATFORM_OF[kind](obj) is platform:
+                    self._objects[other] = Closed(f"the platform of {kind} 0x{other:x} was closed")
 
 
 def install(ffi):
@@ -108,9 +154,12 @@ def install(ffi):
         ffi.def_extern(name=fn.__name__)(wrapper)
         return wrapper
 
-    def out(ptr, what, value):
+    def need(ptr, what):
         if ptr == ffi.NULL:
             raise E.InvalidArgument(f"{what} is NULL")
+
+    def out(ptr, what, value):
+        need(ptr, what)
         ptr[0] = value
 
     def text(ptr, what):
@@ -118,12 +167,20 @@ def install(ffi):
             raise E.InvalidArgument(f"{what} is NULL")
         return ffi.string(ptr).decode("utf-8", "replace")
 
+    def path(ptr, what):
+        """A file name: bytes as the OS has them (os.fsdecode), so a name that is not UTF-8 still opens."""
+        if ptr == ffi.NULL:
+            raise E.InvalidArgument(f"{what} is NULL")
+        return os.fsdecode(ffi.string(ptr))
+
     def host_bytes(ptr, nbytes, what):
         """A numpy view of C memory (no copy)."""
         if nbytes and ptr == ffi.NULL:
             raise E.InvalidArgument(f"{what} is NULL")
         if nbytes == 0:
             return np.zeros(0, np.uint8)
+        if nbytes > sys.maxsize:     # ffi.buffer would raise OverflowError: no host buffer is that large
+            raise E.InvalidArgument(f"{what}: {nbytes} bytes is more than any host buffer can hold")
         return np.frombuffer(ffi.buffer(ptr, nbytes), dtype=np.uint8)
 
     # --- errors and versions ----------------------------------------------------------------------------
@@ -141,22 +198,28 @@ def install(ffi):
 
     # --- platform and devices ---------------------------------------------------------------------------
     @api
-    def vnpuPlatformOpen(path, platform):
+    def vnpuPlatformOpen(yaml_path, platform):
         if platform == ffi.NULL:
             raise E.InvalidArgument("platform is NULL")
-        p = vnpu.Platform() if path == ffi.NULL else vnpu.Platform.from_yaml(text(path, "yaml_path"))
+        p = vnpu.Platform() if yaml_path == ffi.NULL else vnpu.Platform.from_yaml(path(yaml_path, "yaml_path"))
         platform[0] = handles.add("platform", p)
 
     @api
     def vnpuPlatformOpenCards(card, cards, platform):
         if platform == ffi.NULL:
             raise E.InvalidArgument("platform is NULL")
-        platform[0] = handles.add("platform", vnpu.Platform(card=text(card, "card"), cards=int(cards)))
+        platform[0] = handles.add("platform", vnpu.Platform(card=path(card, "card"), cards=int(cards)))
 
     @api
     def vnpuPlatformClose(platform):
-        handles.get("platform", platform).close()
-        handles.drop(platform)
+        p = handles.get("platform", platform)
+        p.close()
+        # C has no garbage collector: forget the platform's objects and the cards' memory now (CUDA's
+        # cuCtxDestroy frees what the context held); their handles stay DeviceLost
+        handles.close_platform(platform, p)
+        for d in p.devices:
+            with d.lock:
+                d.card.reset()
 
     @api
     def vnpuDeviceGetCount(platform, count):
@@ -171,7 +234,7 @@ def install(ffi):
         if p.closed:
             raise E.DeviceLost("the platform was closed")
         out(device, "device", 0)     # NULL is an error before a handle is made
-        device[0] = handles.add("device", p.devices[index])
+        device[0] = handles.add_named("device", platform, int(index), p.devices[index])
 
     @api
     def vnpuDeviceGetProperties(device, props):
@@ -205,8 +268,9 @@ def install(ffi):
         d = handles.get("device", device)
         d.check()
         free, total = d.memory_info()
-        out(free_bytes, "free_bytes", free)
-        out(total_bytes, "total_bytes", total)
+        need(free_bytes, "free_bytes")      # both checked before either is written
+        need(total_bytes, "total_bytes")
+        free_bytes[0], total_bytes[0] = free, total
 
     # --- memory -----------------------------------------------------------------------------------------
     @api
@@ -225,8 +289,9 @@ def install(ffi):
     def vnpuBufferGetInfo(buffer, device_address, nbytes):
         b = handles.get("buffer", buffer)
         b.check()
-        out(device_address, "device_address", b.device_address)
-        out(nbytes, "nbytes", b.nbytes)
+        need(device_address, "device_address")      # both checked before either is written
+        need(nbytes, "nbytes")
+        device_address[0], nbytes[0] = b.device_address, b.nbytes
 
     # --- modules and kernels ----------------------------------------------------------------------------
     def load(device, module, image):
@@ -240,8 +305,8 @@ def install(ffi):
         load(device, module, bytes(host_bytes(image, nbytes, "image")))
 
     @api
-    def vnpuModuleLoadFile(device, path, module):
-        load(device, module, text(path, "path"))
+    def vnpuModuleLoadFile(device, file_path, module):
+        load(device, module, path(file_path, "path"))
 
     @api
     def vnpuModuleLoadAssembly(device, source, module):
@@ -262,9 +327,10 @@ def install(ffi):
     @api
     def vnpuModuleGetKernel(module, name, kernel):
         m = handles.get("module", module)
-        k = m[text(name, "name")]
+        kernel_name = text(name, "name")
+        k = m[kernel_name]
         out(kernel, "kernel", 0)
-        kernel[0] = handles.add("kernel", k)
+        kernel[0] = handles.add_named("kernel", module, kernel_name, k)
 
     @api
     def vnpuKernelGetArgCount(kernel, count):
@@ -285,6 +351,10 @@ def install(ffi):
         q = handles.get("queue", queue)
         q.synchronize()
         handles.drop(queue)
+        # else the device keeps it, and vnpuDeviceSynchronize visits every queue ever made
+        with q.device.lock:
+            if q in q.device._queues:
+                q.device._queues.remove(q)
 
     @api
     def vnpuQueueSynchronize(queue):
@@ -307,8 +377,13 @@ def install(ffi):
     @api
     def vnpuMemcpyPeerAsync(dst, dst_offset, src, src_offset, nbytes, queue):
         q = handles.get("queue", queue)
-        q.copy_peer(handles.get("buffer", dst), handles.get("buffer", src), nbytes=int(nbytes),
-                    dst_offset=int(dst_offset), src_offset=int(src_offset))
+        d, s = handles.get("buffer", dst), handles.get("buffer", src)
+        if s.device.platform is not q.platform:
+            # the cards of two platforms share no switch; the driver would book the copy on the wrong one
+            # (and two threads copying both ways could deadlock on the cards' locks)
+            raise E.InvalidArgument(f"the source buffer is on card {s.device.index} of another platform; a "
+                                    f"peer copy stays within one platform")
+        q.copy_peer(d, s, nbytes=int(nbytes), dst_offset=int(dst_offset), src_offset=int(src_offset))
 
     @api
     def vnpuLaunchKernel(queue, kernel, args, nargs, cycles):
@@ -323,13 +398,18 @@ def install(ffi):
             elif a.kind == ARG_INT:
                 values.append(int(a.i))
             elif a.kind == ARG_FLOAT:
+                if math.isfinite(a.f) and abs(a.f) > F32_MAX:   # as an int that does not fit its type
+                    raise E.InvalidArgument(f"args[{i}].f = {a.f} does not fit an f32")
                 values.append(float(a.f))
             else:
                 raise E.InvalidArgument(f"args[{i}].kind is {a.kind}: not VNPU_ARG_BUFFER, _INT or _FLOAT")
-        q.last_result = None
-        q.launch(k, *values)
+        # last_result is the queue's: another thread's launch on it must not come between it and the read
+        with q.device.lock:
+            q.last_result = None
+            q.launch(k, *values)
+            result = q.last_result
         if cycles != ffi.NULL:
-            cycles[0] = q.last_result.cycles if q.last_result is not None else 0
+            cycles[0] = result.cycles if result is not None else 0
 
     # --- events -----------------------------------------------------------------------------------------
     @api

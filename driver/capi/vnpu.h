@@ -4,13 +4,15 @@
  * their kernels, in-order queues with asynchronous copies and launches, events on a queue's timeline.
  * Every call returns a vnpuStatus; on failure vnpuGetLastErrorMessage() says what was wrong and where,
  * and the call changed nothing. Handles are opaque 64-bit numbers, checked on every call: a freed, stale
- * (from before a reset) or wrong-kind handle is VNPU_ERROR_INVALID_HANDLE, never a crash.
+ * (a buffer, module or kernel from before a reset) or wrong-kind handle is VNPU_ERROR_INVALID_HANDLE, never
+ * a crash.
  *
  * Device faults (a kernel's illegal address, a watchdog timeout, ...) are sticky, as in CUDA: the launch
  * that faults is accepted, and every later call on that card returns the fault's status until
  * vnpuDeviceReset(); the other cards keep working.
  *
- * Times are the emulator's virtual time. Build the library with `vnpu capi build -o DIR`
+ * Times are the emulator's virtual time; a host thread's clock moves only when it synchronizes, so poll
+ * nothing: wait with the Synchronize calls. Build the library with `vnpu capi build -o DIR`
  * (docs/c-api.md); link with -L DIR -lvnpu -Wl,-rpath,DIR.
  */
 #ifndef VNPU_H
@@ -77,7 +79,7 @@ typedef struct {
     int32_t kind;                  /* a vnpuArgKind */
     vnpuBuffer buffer;             /* VNPU_ARG_BUFFER */
     int64_t i;                     /* VNPU_ARG_INT (scalars of any integer type) */
-    double f;                      /* VNPU_ARG_FLOAT (f32 scalars) */
+    double f;                      /* VNPU_ARG_FLOAT (f32 scalars; beyond the f32 range: INVALID_ARGUMENT) */
 } vnpuArg;
 
 /* errors and versions */
@@ -88,13 +90,14 @@ vnpuStatus vnpuGetVersion(int32_t *api_version);
 /* platform and devices */
 vnpuStatus vnpuPlatformOpen(const char *yaml_path, vnpuPlatform *platform);   /* NULL: the default platform */
 vnpuStatus vnpuPlatformOpenCards(const char *card, int32_t cards, vnpuPlatform *platform);
-vnpuStatus vnpuPlatformClose(vnpuPlatform platform);
+vnpuStatus vnpuPlatformClose(vnpuPlatform platform);   /* frees it all; its handles: DEVICE_LOST */
 vnpuStatus vnpuDeviceGetCount(vnpuPlatform platform, int32_t *count);
-vnpuStatus vnpuDeviceGet(vnpuPlatform platform, int32_t index, vnpuDevice *device);
+vnpuStatus vnpuDeviceGet(vnpuPlatform platform, int32_t index, vnpuDevice *device);   /* one handle per card */
 vnpuStatus vnpuDeviceGetProperties(vnpuDevice device, vnpuDeviceProperties *properties);
 vnpuStatus vnpuDeviceGetStatus(vnpuDevice device);     /* the sticky fault's status, or VNPU_SUCCESS */
 vnpuStatus vnpuDeviceSynchronize(vnpuDevice device);
-vnpuStatus vnpuDeviceReset(vnpuDevice device);         /* frees everything on the card; old handles go stale */
+vnpuStatus vnpuDeviceReset(vnpuDevice device);         /* frees the card's buffers and modules (their handles
+                                                          go stale); the device, queues and events stay */
 vnpuStatus vnpuMemGetInfo(vnpuDevice device, uint64_t *free_bytes, uint64_t *total_bytes);
 
 /* memory */
@@ -108,7 +111,7 @@ vnpuStatus vnpuModuleLoadFile(vnpuDevice device, const char *path, vnpuModule *m
 vnpuStatus vnpuModuleLoadAssembly(vnpuDevice device, const char *source, vnpuModule *module);
 vnpuStatus vnpuModuleLoadLibrary(vnpuDevice device, const char *op, const char *dtype, vnpuModule *module);
 vnpuStatus vnpuModuleUnload(vnpuModule module);
-vnpuStatus vnpuModuleGetKernel(vnpuModule module, const char *name, vnpuKernel *kernel);
+vnpuStatus vnpuModuleGetKernel(vnpuModule module, const char *name, vnpuKernel *kernel);   /* one per name */
 vnpuStatus vnpuKernelGetArgCount(vnpuKernel kernel, int32_t *count);
 
 /* queues, copies, launches */
@@ -127,7 +130,8 @@ vnpuStatus vnpuLaunchKernel(vnpuQueue queue, vnpuKernel kernel, const vnpuArg *a
 /* events */
 vnpuStatus vnpuEventRecord(vnpuQueue queue, vnpuEvent *event);
 vnpuStatus vnpuEventSynchronize(vnpuEvent event);
-vnpuStatus vnpuEventQuery(vnpuEvent event);           /* VNPU_SUCCESS or VNPU_ERROR_NOT_READY */
+vnpuStatus vnpuEventQuery(vnpuEvent event);           /* VNPU_SUCCESS or VNPU_ERROR_NOT_READY (until this
+                                                         thread synchronizes past it: polling never ends) */
 vnpuStatus vnpuEventElapsedTime(double *ns, vnpuEvent start, vnpuEvent end);
 vnpuStatus vnpuEventDestroy(vnpuEvent event);
 /* VNPU_API_END */
