@@ -63,6 +63,9 @@ class Device:
         if config is None and not settings:
             self.faults = None
             return None
+        if config is not None and not isinstance(config, (FaultConfig, dict)):
+            raise InvalidArgument(f"inject_faults: expected a FaultConfig, a mapping of settings or None, got "
+                                  f"{type(config).__name__} {config!r}")
         cfg = config if isinstance(config, FaultConfig) else FaultConfig.from_dict({**(config or {}), **settings})
         self.faults = FaultInjector(cfg, self.index)
         return self.faults

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import threading
 from importlib import resources
 
@@ -53,7 +54,7 @@ def validate_platform(data):
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
         raise ConfigError(f"platform key 'cards' must be an integer in [1, 64], got {n!r}")
     lo = merged["launch_overhead_ns"]
-    if isinstance(lo, bool) or not isinstance(lo, (int, float)) or lo < 0:
+    if isinstance(lo, bool) or not isinstance(lo, (int, float)) or not math.isfinite(lo) or lo < 0:
         raise ConfigError(f"platform key 'launch_overhead_ns' must be a number >= 0, got {lo!r}")
     return merged
 
@@ -89,6 +90,8 @@ class Platform:
         if not isinstance(faults, dict):
             raise ConfigError("platform key 'faults' must map 'all' or card indices to fault settings")
         for key, settings in faults.items():
+            if not isinstance(settings, dict):
+                raise ConfigError(f"platform key 'faults.{key}' must map fault settings to values, got {settings!r}")
             if key == "all":
                 targets = self.devices
             elif isinstance(key, int) and 0 <= key < len(self.devices):
@@ -108,6 +111,11 @@ class Platform:
             raise ConfigError(f"cannot read platform config {path}: {e.strerror}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a platform config is a mapping of keys (cards, card, link, ...), got "
+                              f"{'an empty file' if data is None else type(data).__name__}")
         return cls(data)
 
     # --- the host's virtual clock (one per host thread: what a thread waited for is its own) ------------

@@ -56,6 +56,7 @@ class Queue:
         self.id = next(_ids)
         self.tail_ns = 0.0
         self._waits = []
+        self.destroyed = False
 
     def __repr__(self):
         return f"Queue({self.id}, card {self.device.index}, at {self.tail_ns:.0f} ns)"
@@ -66,6 +67,8 @@ class Queue:
         return self.device.primary if self._ctx.id == 0 else self._ctx
 
     def _check(self):
+        if self.destroyed:
+            raise InvalidHandle(f"queue {self.id} of card {self.device.index} was destroyed")
         self.ctx.check()
 
     # --- injected faults (driver/faults.py): checked before anything moves, so a failed call changes nothing
@@ -118,6 +121,15 @@ class Queue:
         self.platform.trace.api("synchronize", self.platform.host_ns, {"card": self.device.index, "queue": self.id,
                                                                        "until_ns": self.tail_ns})
         self.platform.advance_host(self.tail_ns)
+
+    def destroy(self):
+        """Wait for the queue's work, then forget the queue (like cuStreamDestroy); later calls on it are
+        InvalidHandle. The device's synchronize and reset no longer visit it."""
+        self.synchronize()
+        with self.device.lock:
+            if self in self.device._queues:
+                self.device._queues.remove(self)
+            self.destroyed = True
 
     # --- copies ------------------------------------------------------------------------------------------
     @staticmethod
@@ -197,6 +209,9 @@ class Queue:
         src_offset = self._count(src_offset, "copy_peer", "src_offset")
         if nbytes is not None:
             nbytes = self._count(nbytes, "copy_peer", "nbytes")
+        if src.device.platform is not self.platform:
+            raise InvalidArgument("copy_peer: the source buffer is on another platform (cards of different "
+                                  "platforms share no switch)")
         n = min(dst.nbytes - dst_offset, src.nbytes - src_offset) if nbytes is None else nbytes
         first, second = sorted([self.device, src.device], key=lambda d: d.index)   # lock order: no deadlock
         with first.lock, second.lock:

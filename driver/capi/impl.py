@@ -348,13 +348,8 @@ def install(ffi):
 
     @api
     def vnpuQueueDestroy(queue):
-        q = handles.get("queue", queue)
-        q.synchronize()
+        handles.get("queue", queue).destroy()
         handles.drop(queue)
-        # else the device keeps it, and vnpuDeviceSynchronize visits every queue ever made
-        with q.device.lock:
-            if q in q.device._queues:
-                q.device._queues.remove(q)
 
     @api
     def vnpuQueueSynchronize(queue):

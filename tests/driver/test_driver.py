@@ -290,3 +290,49 @@ def test_info_command(capsys):
     import json
     info = json.loads(capsys.readouterr().out)
     assert len(info["platform"]["cards"]) == 6
+
+
+def test_queue_destroy_forgets_the_queue():
+    p = vnpu.Platform(card="tiny", cards=1)
+    dev = p.devices[0]
+    q = dev.queue()
+    buf = dev.alloc(64)
+    q.copy_to_device(buf, np.zeros(16, np.float32))
+    q.destroy()
+    assert q not in dev._queues
+    with pytest.raises(vnpu.InvalidHandle, match="destroyed"):
+        q.copy_to_device(buf, np.zeros(16, np.float32))
+    dev.synchronize()                     # does not visit the destroyed queue
+
+
+def test_copy_peer_refuses_a_buffer_of_another_platform():
+    p1, p2 = vnpu.Platform(card="tiny", cards=1), vnpu.Platform(card="tiny", cards=1)
+    a, b = p1.devices[0].alloc(64), p2.devices[0].alloc(64)
+    q = p1.devices[0].queue()
+    q.copy_to_device(a, np.arange(64, dtype=np.uint8))
+    with pytest.raises(vnpu.InvalidArgument, match="another platform"):
+        q.copy_peer(a, b)
+    assert np.array_equal(q.copy_to_host(a), np.arange(64, dtype=np.uint8))   # nothing written
+
+
+@pytest.mark.parametrize("text, match", [("", "empty file"), ("5\n", "int"), ("- 1\n- 2\n", "list"),
+                                         ("cards: 2\nfaults: {all: 5}\n", "faults.all"),
+                                         ("launch_overhead_ns: .nan\n", "launch_overhead_ns")])
+def test_platform_yaml_that_is_not_a_config_is_a_config_error(tmp_path, text, match):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(vnpu.ConfigError, match=match):
+        vnpu.Platform.from_yaml(path)
+
+
+def test_platform_yaml_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"cards: 2 # caf\xe9\n")
+    with pytest.raises(vnpu.ConfigError, match="UTF-8"):
+        vnpu.Platform.from_yaml(path)
+
+
+def test_inject_faults_needs_a_mapping():
+    dev = vnpu.Platform(card="tiny", cards=1).devices[0]
+    with pytest.raises(vnpu.InvalidArgument, match="FaultConfig"):
+        dev.inject_faults(5)
