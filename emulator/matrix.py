@@ -103,19 +103,24 @@ def _gemm_rows(a, w, acc, M, K, N):
 @njit(cache=True, nogil=True)
 def multiply_int8(pool, a_off, w, out_off, M, K, N, accumulate):
     """int8 x int8 -> int32, wrapping. Computed in fp32 on chunks of K small enough to be exact (each chunk's
-    sum is an integer below 2**24), the chunks added as integers."""
+    sum is an integer below 2**24), the chunks added into the int32 result (modulo 2**32, as it wraps)."""
     a = pool[a_off:a_off + M * K].view(np.int8).reshape(M, K).astype(np.float32)
     wf = w[:K * N].view(np.int8).reshape(K, N).astype(np.float32)
     out = pool[out_off:out_off + 4 * M * N].view(np.int32)
     part = np.empty((M, N), dtype=np.float32)
-    total = np.zeros(M * N, dtype=np.int64)
+    flat = part.reshape(M * N)
     for k0 in range(0, K, INT8_EXACT_K):
         k1 = min(K, k0 + INT8_EXACT_K)
-        _gemm_rows(a[:, k0:k1], wf[k0:k1], part, M, k1 - k0, N)
-        total += part.reshape(M * N).astype(np.int64)
-    if accumulate:
-        total += out
-    out[:] = total.astype(np.int32)        # modulo 2**32, as the int32 accumulators wrap
+        if k0 == 0 and k1 == K:
+            _gemm_rows(a, wf, part, M, K, N)
+        else:   # contiguous copies: a strided operand would keep the inner loop from vectorizing
+            _gemm_rows(np.ascontiguousarray(a[:, k0:k1]), np.ascontiguousarray(wf[k0:k1]), part, M, k1 - k0, N)
+        if k0 == 0 and not accumulate:
+            for t in range(M * N):
+                out[t] = np.int32(flat[t])
+        else:
+            for t in range(M * N):
+                out[t] += np.int32(flat[t])      # computed wider, stored modulo 2**32
 
 
 @njit(cache=True, nogil=True)
