@@ -20,7 +20,8 @@ from . import pcie
 from .device import Device
 from .tracing import PlatformTrace
 
-PLATFORM_KEYS = {"name", "cards", "card", "card_overrides", "link", "uplink", "launch_overhead_ns", "faults"}
+PLATFORM_KEYS = {"name", "cards", "card", "card_overrides", "link", "uplink", "launch_overhead_ns", "poll_ns",
+                 "faults"}
 LINK_KEYS = {"gen", "lanes", "max_payload", "max_read_request", "tlp_overhead_bytes", "completion_overhead_bytes",
              "read_completion_boundary", "dllp_overhead", "setup_ns"}
 
@@ -56,6 +57,9 @@ def validate_platform(data):
     lo = merged["launch_overhead_ns"]
     if isinstance(lo, bool) or not isinstance(lo, (int, float)) or not math.isfinite(lo) or lo < 0:
         raise ConfigError(f"platform key 'launch_overhead_ns' must be a number >= 0, got {lo!r}")
+    poll = merged["poll_ns"]
+    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not math.isfinite(poll) or poll <= 0:
+        raise ConfigError(f"platform key 'poll_ns' must be a number > 0, got {poll!r}")
     return merged
 
 

@@ -37,7 +37,14 @@ class Event:
         self.queue.platform.advance_host(self.time_ns)
 
     def query(self):
-        return self.queue.platform.host_ns >= self.time_ns
+        """Has the host's virtual clock reached the event? A "no" counts as the host polling: its clock
+        moves on by the platform's `poll_ns` (like the time a CUDA host spends between cuEventQuery calls),
+        so a loop that polls until ready ends, after (event time - now) / poll_ns polls."""
+        platform = self.queue.platform
+        if platform.host_ns >= self.time_ns:
+            return True
+        platform.advance_host(min(self.time_ns, platform.host_ns + platform.config["poll_ns"]))
+        return False
 
     def elapsed_ns(self, start: "Event") -> float:
         """Virtual nanoseconds from `start` to this event (like cuEventElapsedTime, in ns)."""

@@ -11,8 +11,8 @@
  * that faults is accepted, and every later call on that card returns the fault's status until
  * vnpuDeviceReset(); the other cards keep working.
  *
- * Times are the emulator's virtual time; a host thread's clock moves only when it synchronizes, so poll
- * nothing: wait with the Synchronize calls. Build the library with `vnpu capi build -o DIR`
+ * Times are the emulator's virtual time; a host thread's clock moves when it synchronizes, and by poll_ns
+ * (1 us) each time vnpuEventQuery says "not ready". Build the library with `vnpu capi build -o DIR`
  * (docs/c-api.md); link with -L DIR -lvnpu -Wl,-rpath,DIR.
  */
 #ifndef VNPU_H
@@ -130,8 +130,8 @@ vnpuStatus vnpuLaunchKernel(vnpuQueue queue, vnpuKernel kernel, const vnpuArg *a
 /* events */
 vnpuStatus vnpuEventRecord(vnpuQueue queue, vnpuEvent *event);
 vnpuStatus vnpuEventSynchronize(vnpuEvent event);
-vnpuStatus vnpuEventQuery(vnpuEvent event);           /* VNPU_SUCCESS or VNPU_ERROR_NOT_READY (until this
-                                                         thread synchronizes past it: polling never ends) */
+vnpuStatus vnpuEventQuery(vnpuEvent event);           /* VNPU_SUCCESS or VNPU_ERROR_NOT_READY; each "not
+                                                         ready" moves this thread's clock by poll_ns */
 vnpuStatus vnpuEventElapsedTime(double *ns, vnpuEvent start, vnpuEvent end);
 vnpuStatus vnpuEventDestroy(vnpuEvent event);
 /* VNPU_API_END */

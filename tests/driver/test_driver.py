@@ -336,3 +336,19 @@ def test_inject_faults_needs_a_mapping():
     dev = vnpu.Platform(card="tiny", cards=1).devices[0]
     with pytest.raises(vnpu.InvalidArgument, match="FaultConfig"):
         dev.inject_faults(5)
+
+
+def test_polling_an_event_until_ready_ends():
+    """Each 'not ready' moves the host's clock by poll_ns, as the host's own time passes between polls."""
+    p = vnpu.Platform(card="tiny", cards=1, card_overrides=None)
+    dev = p.devices[0]
+    q = dev.queue()
+    buf = dev.alloc(1 << 20)
+    q.copy_to_device(buf, np.zeros(1 << 20, np.uint8))
+    end = q.record()
+    polls = 0
+    while not end.query():
+        polls += 1
+        assert polls < 10_000
+    assert p.host_ns >= end.time_ns
+    assert polls == pytest.approx(end.time_ns / p.config["poll_ns"], abs=1)
