@@ -240,19 +240,23 @@ def test_float_argument_outside_f32_is_invalid_argument(libdir):
     assert out.strip() == "done"
 
 
-@pytest.mark.skipif(sys.prefix != sys.base_prefix,
-                    reason="makes a venv over this Python: run from a base Python")
 def test_a_library_built_in_a_venv_runs_the_venvs_python(tmp_path):
     """The embedded interpreter started as the base Python (its prefix, its site-packages first), so a venv's
     packages were shadowed by the base's, and a venv over a base without cffi could not start at all (every
     call then returned 0 without doing anything). A .pth file in the venv records sys.prefix as seen by the
-    interpreter that processes it; with the library built in the venv, that must be the venv."""
+    interpreter that processes it; with the library built in the venv, that must be the venv.
+    The venv is made from the base Python (a venv cannot be made over a venv, and CI runs in one) and sees
+    this environment's packages through a .pth file that adds its site-packages."""
+    import site
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
-                   check=True, timeout=120)
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
     site_packages = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                    check=True, capture_output=True, text=True).stdout.strip()
+    ours = [d for d in site.getsitepackages() if os.path.isdir(d)]
+    Path(site_packages, "vnpu_capi_outer.pth").write_text(
+        "".join(f"import site; site.addsitedir({d!r})\n" for d in ours))
     marker = tmp_path / "prefix.txt"
     Path(site_packages, "vnpu_capi_probe.pth").write_text(
         f"import sys; open({str(marker)!r}, 'a').write(sys.prefix + '\\n')\n")
