@@ -194,8 +194,9 @@ class ReferenceInterpreter:
         if name in branches:
             return imm if branches[name] else pc + 1
         if name == "loop":
-            r[ins[T.RS1]] = wrap64(a - 1)
-            return imm if wrap64(a - 1) != 0 else pc + 1
+            left = wrap64(a - 1)
+            r[ins[T.RS1]] = left
+            return imm if left != 0 else pc + 1
         if name in ("lb", "lh", "lw", "ld", "lbu", "lhu", "lwu"):
             dt = {"lb": np.int8, "lh": np.int16, "lw": np.int32, "ld": np.int64, "lbu": np.uint8, "lhu": np.uint16,
                   "lwu": np.uint32}[name]

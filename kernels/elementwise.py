@@ -241,13 +241,16 @@ def _dt_name(dtype):
         raise InvalidArgument(f"dtype must be fp32 or fp16, got {dtype!r}") from None
 
 
-def _launch_stream(card, op, in_dts, out_dt, inputs, shape, extra_vals, compute, nops, pes, trace, extra=()):
+def _stream_kernel(card, op, in_dts, out_dt, compute, nops, extra=()):
+    """(cache key, build) of the streaming kernel `op` tiled for this card, for runner.run / runner.image."""
     T = stream_tile(card, in_dts, out_dt)
     eng = store_engine(card)
-    key = ("elementwise", op, tuple(in_dts), out_dt, T, eng)
+    return (("elementwise", op, tuple(in_dts), out_dt, T, eng),
+            lambda: _stream_module(op, in_dts, out_dt, T, compute, nops, extra, eng))
 
-    def build():
-        return _stream_module(op, in_dts, out_dt, T, compute, nops, extra, eng)
+
+def _launch_stream(card, op, in_dts, out_dt, inputs, shape, extra_vals, compute, nops, pes, trace, extra=()):
+    key, build = _stream_kernel(card, op, in_dts, out_dt, compute, nops, extra)
     n = int(np.prod(shape, dtype=np.int64))
     args = [np.ascontiguousarray(a).reshape(-1) for a in inputs] + [runner.Out((n,), NP[out_dt]), n] + list(extra_vals)
     (out,), result = runner.run(card, key, build, op, args, pes=pes, trace=trace)
@@ -280,10 +283,7 @@ def module_image(card, op, dtype="fp32"):
     arguments (x0, [x1,] out, n): buffers of n elements of `dtype`, and n. The tile size is the card's."""
     dt = _dt_name(dtype)
     in_dts, compute = _elementwise_parts(op, dt)
-    T = stream_tile(card, in_dts, dt)
-    eng = store_engine(card)
-    return runner.image(("elementwise", op, tuple(in_dts), dt, T, eng),
-                        lambda: _stream_module(op, in_dts, dt, T, compute, 1, (), eng))
+    return runner.image(*_stream_kernel(card, op, in_dts, dt, compute, 1))
 
 
 def _binary(op, card, a, b, pes, trace):

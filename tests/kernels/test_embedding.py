@@ -12,6 +12,7 @@ from vnpu.kernels.embedding import EmbeddingArgs, run_embedding_bag
 from vnpu.kernels.reference import FORMATS, embedding_bag as ref_embedding_bag, pack_table
 
 from vnpu.bench import DATA
+from vnpu.bench.fidelity import golden_case
 GOLD = np.load(DATA / "embedding_golden.npz")
 META = json.loads((DATA / "embedding_golden.json").read_text())
 
@@ -23,14 +24,8 @@ def card():
 
 @pytest.mark.parametrize("case", META["cases"], ids=lambda c: f"{c['id']}-{c['format']}-{c['mode']}")
 def test_matches_pytorch_golden(case):
-    i, fmt = case["id"], case["format"]
-    table = GOLD[f"c{i}_packed"] if f"c{i}_packed" in GOLD.files else GOLD[f"c{i}_weight"]
-    psw = GOLD[f"c{i}_per_sample_weights"] if case["has_weights"] else None
-    out = vnpu.ops.embedding_bag(table, GOLD[f"c{i}_indices"], offsets=GOLD[f"c{i}_offsets"],
-                                 per_sample_weights=psw, mode=case["mode"], format=fmt,
-                                 include_last_offset=case["include_last_offset"], dim=case["dim"],
-                                 out_dtype="fp16" if fmt == "fp16" else "fp32")
-    ref = GOLD[f"c{i}_out"]
+    fmt = case["format"]
+    out, ref = golden_case(GOLD, case)
     assert out.shape == ref.shape
     if fmt == "fp16":
         # PyTorch rounds the fp16 sum before dividing for mean: one fp16 ulp apart at most

@@ -426,7 +426,9 @@ def test_random_instruction_streams_never_crash_hang_or_break_the_card():
 # ---------------------------------------------------------------------------------------------------------
 # b) random driver call sequences against a model
 # ---------------------------------------------------------------------------------------------------------
-DRIVER_KERNELS = vnpu.assemble(open(os.path.abspath(__file__).rsplit("/tests/", 1)[0] + "/examples/fill_crash.s").read() + GOOD_SRC.replace(".kernel vadd", ".kernel iadd").replace("f32, s1", "i32, s1"))
+DRIVER_KERNELS = vnpu.assemble(
+    open(os.path.abspath(__file__).rsplit("/tests/", 1)[0] + "/examples/fill_crash.s").read()
+    + GOOD_SRC.replace(".kernel vadd", ".kernel iadd").replace("f32, s1", "i32, s1"))
 
 
 class ModelBuffer:
@@ -868,6 +870,18 @@ def test_numba_core_rejects_a_dma_whose_row_count_overflows():
     assert result[0] == "IllegalInstruction", result
 
 
+def _outcomes(calls):
+    """{name: the class name of what fn() raised, or "no error"} for (name, fn) pairs."""
+    outcomes = {}
+    for name, fn in calls:
+        try:
+            fn()
+            outcomes[name] = "no error"
+        except Exception as e:  # noqa: BLE001 - what escapes is what the test looks at
+            outcomes[name] = type(e).__name__
+    return outcomes
+
+
 def test_buffers_of_a_destroyed_context_are_invalid_handles():
     """After Context.destroy(), the context's buffers and modules are InvalidHandle: copy_peer from them (to
     another card or the same one), free, a kernel of its module, unload. Found by fuzzing (bug 4, fixed):
@@ -880,16 +894,10 @@ def test_buffers_of_a_destroyed_context_are_invalid_handles():
     mod = ctx.load(DRIVER_KERNELS)
     ctx.destroy()
     dst = d1.alloc(4096)
-    outcomes = {}
-    for name, fn in [("copy_peer to another card", lambda: d1.queue().copy_peer(dst, theirs)),
-                     ("copy_peer on the same card", lambda: d0.queue().copy_peer(d0.alloc(4096), theirs)),
-                     ("free", lambda: theirs.free()), ("module['fill']", lambda: mod["fill"]),
-                     ("module.unload", lambda: mod.unload())]:
-        try:
-            fn()
-            outcomes[name] = "no error"
-        except Exception as e:  # noqa: BLE001
-            outcomes[name] = type(e).__name__
+    outcomes = _outcomes([("copy_peer to another card", lambda: d1.queue().copy_peer(dst, theirs)),
+                          ("copy_peer on the same card", lambda: d0.queue().copy_peer(d0.alloc(4096), theirs)),
+                          ("free", lambda: theirs.free()), ("module['fill']", lambda: mod["fill"]),
+                          ("module.unload", lambda: mod.unload())])
     print(f"\n[destroyed context's handles] {outcomes}")
     assert set(outcomes.values()) == {"InvalidHandle"}, outcomes
 
@@ -906,28 +914,24 @@ def test_copy_arguments_out_of_range_or_not_integers_are_invalid_argument():
     for b, data in before.items():
         q.copy_to_device(b, data)
     zeros = np.zeros(4, np.uint8)
-    outcomes = {}
-    for name, fn in [("copy_to_host offset 20 of 16", lambda: q.copy_to_host(buf, offset=20)),
-                     ("copy_to_host offset 20 of 16 as int32", lambda: q.copy_to_host(buf, offset=20, dtype=np.int32)),
-                     ("copy_to_host offset -1", lambda: q.copy_to_host(buf, offset=-1)),
-                     ("copy_to_host offset True", lambda: q.copy_to_host(buf, offset=True)),
-                     ("copy_to_host dtype 'no such dtype'", lambda: q.copy_to_host(buf, dtype="no such dtype")),
-                     ("copy_to_host dtype object", lambda: q.copy_to_host(buf, dtype=object)),
-                     ("copy_to_device offset 1.5", lambda: q.copy_to_device(buf, zeros, offset=1.5)),
-                     ("copy_to_device offset 2.0", lambda: q.copy_to_device(buf, zeros, offset=2.0)),
-                     ("copy_to_device offset np.float64(2)", lambda: q.copy_to_device(buf, zeros, offset=np.float64(2))),
-                     ("copy_to_device offset -4", lambda: q.copy_to_device(buf, zeros, offset=-4)),
-                     ("copy_to_host out= offset 1.5",
-                      lambda: q.copy_to_host(buf, out=np.empty(4, np.uint8), offset=1.5)),
-                     ("copy_peer nbytes 1.5", lambda: q.copy_peer(other, buf, nbytes=1.5)),
-                     ("copy_peer nbytes -1", lambda: q.copy_peer(other, buf, nbytes=-1)),
-                     ("copy_peer dst_offset 1.0", lambda: q.copy_peer(other, buf, nbytes=4, dst_offset=1.0)),
-                     ("copy_peer src_offset -8", lambda: q.copy_peer(other, buf, nbytes=4, src_offset=-8))]:
-        try:
-            fn()
-            outcomes[name] = "no error"
-        except Exception as e:  # noqa: BLE001
-            outcomes[name] = type(e).__name__
+    outcomes = _outcomes([("copy_to_host offset 20 of 16", lambda: q.copy_to_host(buf, offset=20)),
+                          ("copy_to_host offset 20 of 16 as int32",
+                           lambda: q.copy_to_host(buf, offset=20, dtype=np.int32)),
+                          ("copy_to_host offset -1", lambda: q.copy_to_host(buf, offset=-1)),
+                          ("copy_to_host offset True", lambda: q.copy_to_host(buf, offset=True)),
+                          ("copy_to_host dtype 'no such dtype'", lambda: q.copy_to_host(buf, dtype="no such dtype")),
+                          ("copy_to_host dtype object", lambda: q.copy_to_host(buf, dtype=object)),
+                          ("copy_to_device offset 1.5", lambda: q.copy_to_device(buf, zeros, offset=1.5)),
+                          ("copy_to_device offset 2.0", lambda: q.copy_to_device(buf, zeros, offset=2.0)),
+                          ("copy_to_device offset np.float64(2)",
+                           lambda: q.copy_to_device(buf, zeros, offset=np.float64(2))),
+                          ("copy_to_device offset -4", lambda: q.copy_to_device(buf, zeros, offset=-4)),
+                          ("copy_to_host out= offset 1.5",
+                           lambda: q.copy_to_host(buf, out=np.empty(4, np.uint8), offset=1.5)),
+                          ("copy_peer nbytes 1.5", lambda: q.copy_peer(other, buf, nbytes=1.5)),
+                          ("copy_peer nbytes -1", lambda: q.copy_peer(other, buf, nbytes=-1)),
+                          ("copy_peer dst_offset 1.0", lambda: q.copy_peer(other, buf, nbytes=4, dst_offset=1.0)),
+                          ("copy_peer src_offset -8", lambda: q.copy_peer(other, buf, nbytes=4, src_offset=-8))])
     print(f"\n[copy argument checks] {outcomes}")
     assert set(outcomes.values()) == {"InvalidArgument"}, outcomes
     for b, data in before.items():                          # a failed call changes nothing

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 from numba import njit
 
 from vnpu.emulator.card import Card
 from vnpu.kernels.embedding import EmbeddingArgs, descriptor, kernel_image
+
+from . import best_of
 
 
 @njit(cache=True)
@@ -55,15 +56,6 @@ class Resident:
         return self.card.launch(self.image, "embedding_bag", (self.desc,), pes=(0,), sanitize=False)
 
 
-def best(fn, repeat=5):
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
-
-
 def speed(quick):
     rng = np.random.default_rng(0)
     rows, dim, bags, pooling = (100_000, 64, 256, 80) if not quick else (20_000, 64, 128, 40)
@@ -76,8 +68,8 @@ def speed(quick):
     res.run()
     out = np.empty((bags, dim), np.float32)
     native_int8_sum(args.table, dim, idx, lengths, out)
-    t_emu = best(res.run, 20)           # best of many: millisecond runs on a shared machine are noisy
-    t_nat = best(lambda: native_int8_sum(args.table, dim, idx, lengths, out), 20)
+    t_emu = best_of(res.run, 20)           # best of many: millisecond runs on a shared machine are noisy
+    t_nat = best_of(lambda: native_int8_sum(args.table, dim, idx, lengths, out), 20)
     return {"rows": rows, "dim": dim, "bags": bags, "pooling": pooling, "format": "int8_rowwise",
             "emulated_s": t_emu, "native_numba_s": t_nat, "slowdown_vs_native": t_emu / t_nat,
             "emulated_lookups_per_wall_s": bags * pooling / t_emu}

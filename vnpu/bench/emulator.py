@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from . import best_of
+
 CONTROL = """
 .kernel spin
 .arg out, buffer, i64
@@ -67,15 +69,6 @@ done:
 START = ("import time; t=time.time(); import numpy as np, vnpu; from vnpu.emulator.card import Card; c=Card('tiny'); "
          "o=c.alloc(8); c.launch(vnpu.assemble(open({path!r}).read()), 'spin', (o, 1000), pes=(0,)); "
          "print(time.time()-t)")
-
-
-def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def bench_control(quick):

@@ -120,22 +120,29 @@ def pcie_vs_spec(quick=False):
             "command": "vnpu bench --json (fidelity.pcie)"}
 
 
+def golden_case(gold, case):
+    """One committed PyTorch case run through vnpu.ops.embedding_bag: (vnpu's output, PyTorch's)."""
+    import vnpu
+    i, fmt = case["id"], case["format"]
+    table = gold[f"c{i}_packed"] if f"c{i}_packed" in gold.files else gold[f"c{i}_weight"]
+    psw = gold[f"c{i}_per_sample_weights"] if case["has_weights"] else None
+    out = vnpu.ops.embedding_bag(table, gold[f"c{i}_indices"], offsets=gold[f"c{i}_offsets"],
+                                 per_sample_weights=psw, mode=case["mode"], format=fmt,
+                                 include_last_offset=case["include_last_offset"], dim=case["dim"],
+                                 out_dtype="fp16" if fmt == "fp16" else "fp32")
+    return out, gold[f"c{i}_out"]
+
+
 def embedding_vs_pytorch(quick=False):
     """vnpu.ops.embedding_bag on every committed PyTorch case. fp16 outputs: error in fp16 ulps of the
     reference; fp32: error relative to the largest output, the accumulation-order bound of the tests."""
-    import vnpu
     gold = np.load(DATA / "embedding_golden.npz")
     meta = json.loads((DATA / "embedding_golden.json").read_text())
     rows = []
     for case in meta["cases"]:
         i, fmt = case["id"], case["format"]
-        table = gold[f"c{i}_packed"] if f"c{i}_packed" in gold.files else gold[f"c{i}_weight"]
-        psw = gold[f"c{i}_per_sample_weights"] if case["has_weights"] else None
-        out = vnpu.ops.embedding_bag(table, gold[f"c{i}_indices"], offsets=gold[f"c{i}_offsets"],
-                                     per_sample_weights=psw, mode=case["mode"], format=fmt,
-                                     include_last_offset=case["include_last_offset"], dim=case["dim"],
-                                     out_dtype="fp16" if fmt == "fp16" else "fp32")
-        ref = gold[f"c{i}_out"].astype(np.float32)
+        out, ref = golden_case(gold, case)
+        ref = ref.astype(np.float32)
         err = np.abs(out.astype(np.float32) - ref)
         if fmt == "fp16":
             ulp = np.spacing(np.abs(ref).astype(np.float16)).astype(np.float32)

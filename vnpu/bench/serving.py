@@ -18,17 +18,15 @@ def bench_dlrm(quick):
     rng = np.random.default_rng(0)
     reqs = [model.make_request(batch, rng) for _ in range(requests)]
     ex.submit(0, *reqs[0])                     # first request: loads, compiles nothing new, warms caches
-    for qs in ex.queues:
-        for q in qs:
-            q.synchronize()
+    for d in platform.devices:
+        d.synchronize()
     t = time.perf_counter()
     spans = []
     for r, req in enumerate(reqs):
         out, s, e = ex.submit(r, *req)
         spans.append(e.time_ns - s.time_ns)
-        for qs in ex.queues:
-            for q in qs:
-                q.synchronize()
+        for d in platform.devices:
+            d.synchronize()
     emulated = time.perf_counter() - t
     t = time.perf_counter()
     for dense, lookups in reqs:
