@@ -24,6 +24,9 @@ SCHEMA = {
     "registers": (int, T.NUM_REGS, T.NUM_REGS),
     "semaphores": (int, 1, T.NUM_SEMS),
     "watchdog_cycles": (int, 1000, 1 << 50),
+    # optional keys (a fourth element is the default a YAML may leave out)
+    "watchdog_instructions": (int, 1000, 1 << 50, 200_000_000),
+    "reference_timeout_s": (float, 0.1, 1e6, 10.0),
     "barrier_cycles": (int, 0, 1 << 20),
     "local_memory": {"bytes": (int, 4096, 1 << 30), "bytes_per_cycle": (float, 1, 1 << 16)},
     "shared_sram": {"bytes": (int, 0, 1 << 32), "bytes_per_cycle": (float, 1, 1 << 16),
@@ -32,7 +35,8 @@ SCHEMA = {
              "burst_bytes": (int, 8, 4096), "page_bytes": (int, 64, 1 << 20),
              "random_efficiency": (float, 0.01, 1.0)},
     "matrix": {"rows": (int, 1, 1024), "cols": (int, 1, 1024), "depth": (int, 1, 64),
-               "dataflow": ("ws", "os"), "int8_rate": (float, 0.01, 64.0), "fp16_rate": (float, 0.01, 64.0)},
+               "dataflow": ("ws", "os"), "int8_rate": (float, 0.01, 64.0), "fp16_rate": (float, 0.01, 64.0),
+               "fp32_rate": (float, 0.001, 64.0, 0.125)},
     "vector": {"width_bits": (int, 64, 8192), "latency_cycles": (int, 0, 1 << 10),
                "transcendental_cycles": (int, 1, 1 << 10)},
     "dma": {"engines_per_pe": (int, 1, T.NUM_ENGINES), "queue_depth": (int, 1, 1024),
@@ -52,6 +56,9 @@ def _check(node, schema, path):
     for key, rule in schema.items():
         where = f"{path}.{key}" if path else key
         if key not in node:
+            if not isinstance(rule, dict) and len(rule) == 4:
+                node[key] = rule[3]
+                continue
             raise ConfigError(f"missing config key {where!r}")
         v = node[key]
         if isinstance(rule, dict):
@@ -63,12 +70,15 @@ def _check(node, schema, path):
             if v not in rule:
                 raise ConfigError(f"config key {where!r} must be one of {', '.join(rule)}, got {v!r}")
         else:
-            typ, lo, hi = rule
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not float(v).is_integer()):
+            typ, lo, hi = rule[:3]
+            # no float(v) on an int: a 400-digit integer would overflow it
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                    (typ is int and isinstance(v, float) and not v.is_integer()) or (isinstance(v, float) and v != v):
                 raise ConfigError(f"config key {where!r} must be {'an integer' if typ is int else 'a number'}, "
                                   f"got {v!r}")
             if not lo <= v <= hi:
-                raise ConfigError(f"config key {where!r} = {v} is out of range [{lo}, {hi}]")
+                shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+                raise ConfigError(f"config key {where!r} = {shown} is out of range [{lo}, {hi}]")
             node[key] = typ(v)
 
 
@@ -137,7 +147,10 @@ def _read_yaml(text, where):
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at}: {what}") from None
     return data
 
 
@@ -151,8 +164,16 @@ def load_config(name_or_path="reference", overrides=None) -> CardConfig:
         text = resources.files("vnpu.emulator").joinpath("configs", f"{name_or_path}.yaml").read_text()
         data = _read_yaml(text, name_or_path)
     elif isinstance(name_or_path, (str, os.PathLike)) and os.path.exists(name_or_path):
-        with open(name_or_path) as f:
-            data = _read_yaml(f.read(), str(name_or_path))
+        if os.path.isdir(name_or_path):
+            raise ConfigError(f"card config {str(name_or_path)!r} is a directory, not a YAML file")
+        try:
+            with open(name_or_path, "rb") as f:
+                text = f.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"card config {str(name_or_path)!r} is not UTF-8 text (byte {e.start})") from None
+        except OSError as e:
+            raise ConfigError(f"card config {str(name_or_path)!r} cannot be read: {e.strerror}") from None
+        data = _read_yaml(text, str(name_or_path))
     else:
         raise ConfigError(f"no card config {name_or_path!r}: give one of {', '.join(EMBEDDED)} or a YAML file path")
     if not isinstance(data, dict):

@@ -21,7 +21,7 @@ from . import matrix as mat_unit
 from . import sanitizer as san_mod
 from . import vector as vec_unit
 from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, in_range
-from .state import (C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_FP16_RATE, C_INT8_RATE, C_LOCAL_BPC, C_MCOLS,
+from .state import (C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_FP16_RATE, C_FP32_RATE, C_INT8_RATE, C_LOCAL_BPC, C_MCOLS,
                     C_MDATAFLOW, C_MDEPTH, C_MROWS, C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, C_WATCHDOG, C_WBUF_BYTES,
                     EV_AUX, EV_END, EV_KIND, EV_OP, EV_PC, EV_PE, EV_START, EV_TRACK, F_ADDR, F_AUX, F_CODE,
                     F_PC, F_PC2, F_PE, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, FAULT_RACE,
@@ -560,9 +560,12 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     if dt == 0:
                         mat_unit.multiply_int8(pool, lb + a, wbuf[p], lb + dst, M, K, N, ins[T.FLAG] == 1)
                         rate = cfg[C_INT8_RATE]
-                    else:
+                    elif dt == 2:
                         mat_unit.multiply_fp16(pool, lb + a, wbuf[p], lb + dst, M, K, N, ins[T.FLAG] == 1)
                         rate = cfg[C_FP16_RATE]
+                    else:
+                        mat_unit.multiply_fp32(pool, lb + a, wbuf[p], lb + dst, M, K, N, ins[T.FLAG] == 1)
+                        rate = cfg[C_FP32_RATE]
                     cyc = mat_unit.multiply_cycles(M, N, K, int(cfg[C_MROWS]), int(cfg[C_MCOLS]), int(cfg[C_MDEPTH]),
                                                    int(cfg[C_MDATAFLOW]), rate)
                     pstat[p, P_MACS] += M * N * K

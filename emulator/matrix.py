@@ -1,6 +1,8 @@
 """The matrix unit: a rows x cols systolic array, `depth` independent slices along K.
 
-Numbers: int8 x int8 -> int32 (wrapping), fp16 x fp16 -> fp32 accumulation in K order.
+Numbers: int8 x int8 -> int32 (wrapping), fp16 x fp16 -> fp32 accumulation in K order, fp32 x fp32 -> exact
+products summed in fp64 in K order and rounded once into the fp32 accumulator. A NaN in a float result is
+the canonical quiet NaN (0x7fc00000): the unit does not carry NaN payloads through its adder tree.
 Cycles: the fill / stream / drain model of SCALE-Sim v3, which it reproduces exactly at depth 1
 (vnpu/bench/data/scalesim_gemm.json); see docs/timing.md.
 """
@@ -123,6 +125,37 @@ def multiply_int8(pool, a_off, w, out_off, M, K, N, accumulate):
                 out[t] += np.int32(flat[t])      # computed wider, stored modulo 2**32
 
 
+CANONICAL_NAN = np.uint32(0x7FC00000)
+
+
+@njit(cache=True, nogil=True)
+def _store_float_result(out, flat, accumulate):
+    """out (=|+=) flat, then every NaN made the canonical quiet NaN (the engines agree on NaN bits)."""
+    if accumulate:
+        out += flat
+    else:
+        out[:] = flat
+    bits = out.view(np.uint32)
+    for t in range(len(out)):
+        if out[t] != out[t]:
+            bits[t] = CANONICAL_NAN
+
+
+@njit(cache=True, nogil=True)
+def multiply_fp32(pool, a_off, w, out_off, M, K, N, accumulate):
+    """fp32 x fp32: products exact in fp64, summed in fp64 in K order, rounded once into the fp32 result
+    (with accumulate, the fp32 accumulator is added in fp64 before that one rounding)."""
+    a = pool[a_off:a_off + 4 * M * K].view(np.float32).astype(np.float64).reshape(M, K)
+    wf = w[:4 * K * N].view(np.float32).astype(np.float64).reshape(K, N)
+    out = pool[out_off:out_off + 4 * M * N].view(np.float32)
+    acc = np.empty((M, N), dtype=np.float64)
+    _gemm_rows(a, wf, acc, M, K, N)
+    flat = acc.reshape(M * N)
+    if accumulate:
+        flat += out.astype(np.float64)
+    _store_float_result(out, flat.astype(np.float32), False)
+
+
 @njit(cache=True, nogil=True)
 def multiply_fp16(pool, a_off, w, out_off, M, K, N, accumulate):
     """fp16 x fp16 -> fp32, accumulated in K order."""
@@ -133,8 +166,4 @@ def multiply_fp16(pool, a_off, w, out_off, M, K, N, accumulate):
     out = pool[out_off:out_off + 4 * M * N].view(np.float32)
     acc = np.empty((M, N), dtype=np.float32)
     _gemm_rows(a.reshape(M, K), wf.reshape(K, N), acc, M, K, N)
-    flat = acc.reshape(M * N)
-    if accumulate:
-        out += flat
-    else:
-        out[:] = flat
+    _store_float_result(out, acc.reshape(M * N), accumulate)

@@ -3,6 +3,8 @@
 Numba has no float16 arithmetic, so fp16 values live as their uint16 bits and are converted with the same
 algorithm numpy uses (round to nearest even; subnormals, infinities and NaN kept).
 """
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -111,3 +113,60 @@ def load_f32(pool, off):
 @njit(cache=True, nogil=True, inline="always")
 def load_f16(pool, off):
     return bits_to_f32(f16bits_to_f32bits(np.uint32(pool[off]) | (np.uint32(pool[off + 1]) << 8)))
+
+
+@intrinsic
+def _bitcast_f32_to_u32(typingctx, x):
+    """Reinterpret a float32 as uint32 in registers (LLVM bitcast)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.uint32(types.float32), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def f32_bits(x):
+    return _bitcast_f32_to_u32(np.float32(x))
+
+
+@njit(cache=True, nogil=True)
+def quiet_nan_f32(x):
+    """A NaN with its quiet bit set, sign and payload kept (what an IEEE operation returns for a NaN input)."""
+    return bits_to_f32(f32_bits(x) | np.uint32(0x00400000))
+
+
+@njit(cache=True, nogil=True)
+def _next_f32_toward(r, target):
+    """The float32 next to r in the direction of the float64 `target` (r != target, both finite)."""
+    if r == 0:
+        return bits_to_f32(np.uint32(1) | (np.uint32(0x80000000) if target < 0 else np.uint32(0)))
+    b = f32_bits(r)
+    if (np.float64(r) < target) == (r > 0):
+        return bits_to_f32(b + np.uint32(1))     # away from zero
+    return bits_to_f32(b - np.uint32(1))
+
+
+@njit(cache=True, nogil=True)
+def fma_f32(x, s, c):
+    """x * s + c for float32 x, s, c rounded once to float32 (round to nearest even), like a fused
+    multiply-add. The product is exact in float64 (24 + 24 bits); the sum is exact as the pair S + err
+    (TwoSum); S rounds to the right float32 unless it lies exactly halfway between two floats32, where the
+    sign of err breaks the tie."""
+    p = np.float64(x) * np.float64(s)
+    cc = np.float64(c)
+    S = p + cc
+    r = np.float32(S)
+    if S != S or math.isinf(S) or math.isinf(np.float64(r)):
+        return r
+    bb = S - p
+    err = (p - (S - bb)) + (cc - bb)
+    if err == 0.0 or np.float64(r) == S:
+        return r
+    other = _next_f32_toward(r, S)
+    if S != (np.float64(r) + np.float64(other)) * 0.5:
+        return r
+    if (err > 0) == (np.float64(other) > np.float64(r)):
+        return other
+    return r

@@ -43,6 +43,32 @@ def _rsqrt(x):
         return 1.0 / np.sqrt(x)
 
 
+def _quiet(v):
+    """Every NaN in a float32 array gets its quiet bit (sign and payload kept), as IEEE operations return."""
+    v = np.asarray(v, dtype=np.float32).copy()
+    bits = v.view(np.uint32)
+    bits[np.isnan(v)] |= np.uint32(0x00400000)
+    return v
+
+
+def fma_f32(x, s, c):
+    """x * s + c on float32 arrays, rounded ONCE to float32 (a fused multiply-add): the product is exact in
+    float64; TwoSum gives the float64 sum S and its error; S rounds to the right float32 except exactly
+    halfway between two of them, where the error's sign decides."""
+    x, s, c = (np.asarray(v, dtype=np.float32).astype(np.float64) for v in (x, s, c))
+    with np.errstate(over="ignore", invalid="ignore"):
+        p = x * s
+        S = p + c
+        bb = S - p
+        err = (p - (S - bb)) + (c - bb)
+        r = S.astype(np.float32)
+        other = np.nextafter(r, np.where(S > r, np.float32(np.inf), np.float32(-np.inf)).astype(np.float32))
+        tie = np.isfinite(S) & np.isfinite(r) & (err != 0) & (r.astype(np.float64) != S) & \
+            (S == (r.astype(np.float64) + other.astype(np.float64)) * 0.5)
+        pick_other = tie & ((err > 0) == (other.astype(np.float64) > r.astype(np.float64)))
+    return np.where(pick_other, other, r).astype(np.float32)
+
+
 def _pick(a, b, take_b):
     """max / min as the card defines them: NaN propagates (a's first), ties (signed zeros too) give a."""
     return np.where(np.isnan(a), a, np.where(np.isnan(b) | take_b, b, a))
@@ -293,6 +319,10 @@ class ReferenceInterpreter:
         return pc + 1
 
     def vector(self, p, name, ins, r, at):
+        with np.errstate(all="ignore"):     # IEEE specials are values here, not warnings
+            self._vector(p, name, ins, r, at)
+
+    def _vector(self, p, name, ins, r, at):
         dt, n = int(ins[T.DT]), int(r[ins[T.RS3]])
         if n < 0 or n > (1 << 28):
             raise Fault(FAULT_INSTRUCTION, *at, -1, WHY_SIZE)
@@ -324,16 +354,17 @@ class ReferenceInterpreter:
             q = int(r[ins[T.RS2]])
             scale = float(np.array([q & 0xFFFFFFFF], dtype=np.uint32).view(np.float32)[0])
             zp = ((q >> 32) + 2**31) % 2**32 - 2**31
-            xf = x.astype(np.float64)
             if np.issubdtype(out_dt, np.integer):
                 info = np.iinfo(out_dt)
-                v = np.rint(xf * scale) + zp
+                s32 = np.float32(scale)
+                v = np.rint(fma_f32(x.astype(np.float32), s32, np.float32(zp)).astype(np.float64))
                 v = np.where(np.isnan(v), 0, np.clip(v, info.min, info.max))
                 res = v.astype(np.int64).astype(out_dt)
             elif is_int:
-                res = ((xf - zp) * scale).astype(np.float32).astype(out_dt)
+                with np.errstate(invalid="ignore"):
+                    res = _quiet(((x.astype(np.float64) - zp) * scale).astype(np.float32)).astype(out_dt)
             else:
-                res = x.astype(np.float32).astype(out_dt)
+                res = _quiet(x.astype(np.float32)).astype(out_dt)
             self.write(pe, dst, res, at)
             return
         if name in ("vsum", "vrmax"):
@@ -363,7 +394,7 @@ class ReferenceInterpreter:
         xf = x.astype(np.float32)
         yf = y.astype(np.float32) if binary else None
         x64 = xf.astype(np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             res = {"vadd": lambda: xf + yf, "vsub": lambda: xf - yf, "vmul": lambda: xf * yf,
                    "vmax": lambda: _pick(xf, yf, yf > xf), "vmin": lambda: _pick(xf, yf, yf < xf),
                    "vrelu": lambda: np.where((xf > 0) | np.isnan(xf), xf, np.float32(0)), "vcopy": lambda: xf,
@@ -372,7 +403,12 @@ class ReferenceInterpreter:
                    "vrecip": lambda: _recip(x64), "vrsqrt": lambda: _rsqrt(x64),
                    "vgelu": lambda: 0.5 * x64 * (1.0 + np.vectorize(math.erf, otypes=[float])(x64 / math.sqrt(2.0)))
                    }[name]()
-        self.write(pe, dst, np.asarray(res).astype(np.float32).astype(npdt), at)
+        res = np.asarray(res).astype(np.float32)
+        if name in ("vsigmoid", "vtanh", "vexp", "vgelu", "vrecip", "vrsqrt"):
+            res = np.where(np.isnan(xf), xf, res)      # a NaN input passes through (sign and payload kept)
+        if name != "vcopy":
+            res = _quiet(res)
+        self.write(pe, dst, res.astype(npdt), at)
 
     def matrix(self, p, name, ins, r, at):
         dt = int(ins[T.DT])
@@ -405,13 +441,19 @@ class ReferenceInterpreter:
                 prod = prod + self.read(pe, dst, M * N * 4, at, np.int32).reshape(M, N)
             self.write(pe, dst, prod.astype(np.int32), at)
         else:
-            prod = np.zeros((M, N), dtype=np.float32)
-            A32, W32 = A.astype(np.float32), w.astype(np.float32)
-            for k in range(K):   # fp32 accumulation in K order, like the unit (not BLAS's blocked order)
-                prod += A32[:, k:k + 1] * W32[k]
-            if acc:
-                prod = prod + self.read(pe, dst, M * N * 4, at, np.float32).reshape(M, N)
-            self.write(pe, dst, prod.astype(np.float32), at)
+            # fp16: exact products summed in fp32; fp32: exact products summed in fp64, rounded once.
+            # K order, like the unit (not BLAS's blocked order).
+            wide = np.float32 if dt == 2 else np.float64
+            prod = np.zeros((M, N), dtype=wide)
+            Aw, Ww = A.astype(wide), w.astype(wide)
+            with np.errstate(over="ignore", invalid="ignore"):
+                for k in range(K):
+                    prod += Aw[:, k:k + 1] * Ww[k]
+                if acc:
+                    prod = prod + self.read(pe, dst, M * N * 4, at, np.float32).reshape(M, N).astype(wide)
+                prod = prod.astype(np.float32)
+            prod.view(np.uint32)[np.isnan(prod)] = 0x7FC00000    # the unit's canonical NaN
+            self.write(pe, dst, prod, at)
 
     def embedding(self, p, daddr, at):
         from vnpu.kernels.reference import embedding_bag_from_bytes

@@ -5,8 +5,8 @@ import numpy as np
 (C_CLOCK, C_PES, C_NSEM, C_WATCHDOG, C_BARRIER, C_LOCAL_BPC, C_SRAM_BPC, C_SRAM_LAT, C_DRAM_BPC, C_DRAM_LAT,
  C_BURST, C_PAGE_BYTES, C_RAND_EFF, C_MROWS, C_MCOLS, C_MDEPTH, C_MDATAFLOW, C_INT8_RATE, C_FP16_RATE,
  C_VWIDTH, C_VLAT, C_VTRANS, C_DMA_ENGINES, C_DMA_QDEPTH, C_DMA_SETUP, C_DMA_BPC, C_EMB_OUTSTANDING,
- C_EMB_BPC, C_WBUF_BYTES) = range(29)
-NCFG = 29
+ C_EMB_BPC, C_WBUF_BYTES, C_FP32_RATE, C_WATCHDOG_INSTR) = range(31)
+NCFG = 31
 WEIGHT_BUFFER_BYTES = 1 << 20   # [inf] the matrix unit's weight buffer per PE
 
 # --- per-PE statistics (int64[npe, NPSTAT]) -------------------------------------------------------------
@@ -75,4 +75,6 @@ def config_vector(cfg):
     c[C_EMB_OUTSTANDING] = cfg.embedding.outstanding
     c[C_EMB_BPC] = cfg.embedding.bytes_per_cycle
     c[C_WBUF_BYTES] = WEIGHT_BUFFER_BYTES
+    c[C_FP32_RATE] = cfg.matrix.fp32_rate
+    c[C_WATCHDOG_INSTR] = cfg.watchdog_instructions
     return c

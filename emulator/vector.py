@@ -2,13 +2,18 @@
 
 Arithmetic follows numpy's: integers wrap; fp16 is computed in fp32 and rounded to nearest even;
 exp / sigmoid / tanh / gelu are computed in fp64 and rounded to the element type.
+
+NaN (IEEE 754, as PyTorch): a NaN input gives a NaN output in every float op. The NaN a float op writes is
+quiet: an op whose input is NaN returns that input (its sign and payload) with the quiet bit set; max and
+min return the first NaN operand; a NaN made from numbers (inf - inf, 0 * inf, sqrt(-1)) is the host's
+default NaN. `vcopy` moves bits unchanged. The reference interpreter defines the same (docs/isa.md).
 """
 import math
 
 import numpy as np
 from numba import njit
 
-from .numerics import f16_to_f32, f32_to_f16
+from .numerics import f16_to_f32, f32_to_f16, fma_f32, quiet_nan_f32
 
 DT_I8, DT_I32, DT_F16, DT_F32 = 0, 1, 2, 3
 ELEM_BYTES = np.array([1, 4, 2, 4], dtype=np.int64)
@@ -131,8 +136,14 @@ def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
                 rf[i] = va
         elif op == V_RELU:
             rf[i] = xf[i] if (xf[i] > 0 or xf[i] != xf[i]) else np.float32(0.0)
+        elif op == V_COPY:
+            rf[i] = xf[i]
+        elif xf[i] != xf[i]:
+            rf[i] = xf[i]       # a NaN input passes through every transcendental (quieted below)
         elif op == V_SIGMOID:
-            rf[i] = 1.0 / (1.0 + math.exp(-np.float64(xf[i]))) if xf[i] > -700 else 0.0
+            v = np.float64(xf[i])
+            # exp(-v) overflows to inf for v < -709: 1 / (1 + inf) = 0, the correctly rounded result
+            rf[i] = 1.0 / (1.0 + math.exp(-v)) if v > -745.0 else 0.0
         elif op == V_TANH:
             rf[i] = math.tanh(np.float64(xf[i]))
         elif op == V_EXP:
@@ -147,8 +158,8 @@ def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
             v = np.float64(xf[i])
             # the hardware sqrt gives the same NaN as numpy's for negative inputs
             rf[i] = 1.0 / math.sqrt(v) if v != 0 else math.copysign(np.inf, v)
-        else:
-            rf[i] = xf[i]
+        if op != V_COPY and rf[i] != rf[i]:
+            rf[i] = quiet_nan_f32(rf[i])
     store_float(pool, dst, rf, dt)
     return True
 
@@ -182,20 +193,23 @@ def reduce(pool, is_max, dt, dst, a, n):
 
 @njit(cache=True, nogil=True)
 def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
-    """vcvt: to integer q = clamp(rint(x * scale) + zp); integer to float (x - zp) * scale; float to
-    float a plain rounding cast. Integer math in fp64; NaN converts to 0 (the card's choice)."""
+    """vcvt. Float to integer: q = clamp(round_half_even(fma(x, scale, zp))), x * scale + zp rounded ONCE to
+    fp32 (PyTorch's quantize_per_tensor with scale = fp32(1 / its scale), bit for bit); NaN converts to 0
+    (the card's choice). Integer to float: y = (x - zp) * scale in fp64, rounded to the element type.
+    Float to float: a rounding cast; a NaN stays NaN, quieted."""
     src_int = src_dt == DT_I8 or src_dt == DT_I32
     dst_int = dst_dt == DT_I8 or dst_dt == DT_I32
     if src_int:
-        xi = load_int(pool, a, n, src_dt)
-        x = xi.astype(np.float64)
+        x = load_int(pool, a, n, src_dt).astype(np.float64)
     else:
         x = load_float(pool, a, n, src_dt).astype(np.float64)
     if dst_int:
         lo, hi = (-128.0, 127.0) if dst_dt == DT_I8 else (-2147483648.0, 2147483647.0)
+        s32 = np.float32(scale)
+        z32 = np.float32(zero_point)
         q = np.empty(n, dtype=np.int64)
         for i in range(n):
-            v = np.rint(x[i] * scale) + zero_point
+            v = np.rint(np.float64(fma_f32(np.float32(x[i]), s32, z32)))
             if v != v:          # NaN (also inf * 0) converts to 0
                 q[i] = 0
                 continue
@@ -205,4 +219,6 @@ def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
         y = np.empty(n, dtype=np.float32)
         for i in range(n):
             y[i] = (x[i] - zero_point) * scale if src_int else x[i]
+            if y[i] != y[i]:
+                y[i] = quiet_nan_f32(y[i])
         store_float(pool, dst, y, dst_dt)

@@ -65,8 +65,9 @@ def decode_one(word: int, pc: int, ncode: int | None = None) -> tuple:
                 raise DecodeError(f"{ins.mnemonic}: branch target {raw} outside the code (0..{ncode - 1}) "
                                   f"in instruction {pc}", pc)
         vals[f.name] = raw
-    if ins.unit == "matrix" and T.VDTYPES[vals["dt"]] not in ("i8", "f16"):
-        raise DecodeError(f"{ins.mnemonic}: matrix dtype must be i8 or f16 in instruction {pc}", pc)
+    if ins.unit == "matrix" and T.VDTYPES[vals["dt"]] not in T.MATRIX_DTYPES:
+        raise DecodeError(f"{ins.mnemonic}: matrix dtype must be one of {', '.join(T.MATRIX_DTYPES)} "
+                          f"in instruction {pc}", pc)
     if ins.mnemonic == "loop" and vals["rs1"] == 0:
         raise DecodeError(f"loop: counter register must not be r0 in instruction {pc}", pc)
     return ins, vals

@@ -34,6 +34,7 @@ DRAM_BASE = 0x10_0000_0000       # card DRAM, [DRAM_BASE, DRAM_BASE + capacity)
 
 # Element types the vector and matrix units understand (2-bit dt fields).
 VDTYPES = ("i8", "i32", "f16", "f32")
+MATRIX_DTYPES = ("i8", "f16", "f32")   # the matrix unit's operand types (i32 is IllegalInstruction at load)
 # Kernel argument dtypes (module signatures).
 ARG_DTYPES = ("i8", "i32", "f16", "f32", "i64", "u8", "i16", "u32")
 ARG_KINDS = ("buffer", "scalar")
@@ -78,7 +79,7 @@ UIMM16 = Field("imm", "uimm", 16)
 TARGET = Field("imm", "target", 24)
 DT_ = Field("dt", "enum", 2, VDTYPES)
 DT2_ = Field("dt2", "enum", 2, VDTYPES)
-MDT = Field("dt", "enum", 2, VDTYPES)  # matrix accepts i8 and f16; others are IllegalInstruction at load
+MDT = Field("dt", "enum", 2, VDTYPES)  # matrix accepts MATRIX_DTYPES; i32 is IllegalInstruction at load
 SEM_ = Field("sem", "sem", 5)
 ENG_ = Field("eng", "eng", 4)
 SR_ = Field("sr", "enum", 4, SPECIAL_REGS)
@@ -194,8 +195,9 @@ INSTRUCTIONS = (
     Instr("mm.ldw", 0x60, (RS1_, RS2_, RS3_, MDT, SEM_), "matrix", "matrix_load_weights", 1,
           "load a K=rs2 x N=rs3 weight tile (row-major, dt) from local[rs1] into the matrix unit; then signal sem"),
     Instr("mm.mul", 0x61, (RD_, RS1_, RS2_, MDT, ACC_, SEM_), "matrix", "matrix_multiply", 1,
-          "local_acc[rd] (=|+=) A(M=rs2 x K, row-major, dt, at local[rs1]) @ W; acc is i32 for i8, f32 for f16; "
-          "then signal sem"),
+          "local_acc[rd] (=|+=) A(M=rs2 x K, row-major, dt, at local[rs1]) @ W; acc is i32 for i8 (wrapping), "
+          "f32 for f16 (exact products, f32 sums in K order) and for f32 (exact products summed in f64 in K order, "
+          "rounded once); a NaN result is the canonical quiet NaN; then signal sem"),
     # --- vector unit -------------------------------------------------------------------------------
     _vbin("vadd", 0x70, "a[i] + b[i]"),
     _vbin("vsub", 0x71, "a[i] - b[i]"),
@@ -221,8 +223,9 @@ INSTRUCTIONS = (
           "local_acc[rd] = max(a[0:rs3]) (acc dtype: i32 for integers, f32 for floats); then signal sem"),
     Instr("vcvt", 0x82, (RD_, RS1_, RS3_, RS2_, DT_, DT2_, SEM_), "vector", "vector_elementwise", 1,
           "convert rs3 elements from dt to dt2 with scale = f32(low 32 bits of rs2), zero point = int32(high 32): "
-          "to integer q = clamp(round_even(x * scale) + zp), to float y = (x - zp) * scale from integers, "
-          "float to float y = x; then signal sem"),
+          "to integer q = clamp(round_even(fma(x, scale, f32(zp)))) with x * scale + zp rounded once to f32 "
+          "(NaN gives 0), to float y = (x - zp) * scale from integers, float to float y = x (NaN quieted); "
+          "then signal sem"),
     # --- embedding unit ----------------------------------------------------------------------------
     Instr("emb", 0x90, (RS1_, SEM_), "embedding", "embedding_lookup", 1,
           "start the pooled lookup described by the descriptor at local[rs1] on the card's embedding unit; "
