@@ -5,7 +5,7 @@ The text format is documented in docs/assembly.md. `assemble(text) -> bytes` giv
 """
 from __future__ import annotations
 
-import ast
+import os
 import re
 import struct
 
@@ -14,14 +14,14 @@ import numpy as np
 from vnpu.errors import AssemblerError
 
 from . import encoding, table as T
-from .module import KernelArg, KernelSymbol, build_image, load_module
+from .module import HEADER_SIZE, MAX_IMAGE, KernelArg, KernelSymbol, build_image, load_module
 
 _DATA_DIRECTIVES = {  # directive -> (struct code, size)
     ".byte": ("<B", 1), ".u8": ("<B", 1), ".i8": ("<b", 1), ".i16": ("<h", 2), ".u16": ("<H", 2),
     ".i32": ("<i", 4), ".u32": ("<I", 4), ".i64": ("<q", 8), ".u64": ("<Q", 8),
     ".f16": ("<e", 2), ".f32": ("<f", 4), ".f64": ("<d", 8),
 }
-_LABEL_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*:")
+_LABEL_RE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.]*)\s*:", re.ASCII)
 _REG_ALIASES = {"zero": 0}
 PSEUDO = {"mov": "addi rd, rs, 0", "j": "jmp target"}
 
@@ -34,13 +34,195 @@ def _f16_bits(x):
     return struct.unpack("<H", struct.pack("<e", float(x)))[0]
 
 
-_FUNCS = {"f32": _f32_bits, "f16": _f16_bits}
-_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.FloorDiv: lambda a, b: a // b, ast.Div: lambda a, b: a // b if isinstance(a, int)
-           and isinstance(b, int) else a / b, ast.Mod: lambda a, b: a % b,
-           ast.LShift: lambda a, b: a << b, ast.RShift: lambda a, b: a >> b, ast.BitAnd: lambda a, b: a & b,
-           ast.BitOr: lambda a, b: a | b, ast.BitXor: lambda a, b: a ^ b}
-_UNOPS = {ast.USub: lambda a: -a, ast.UAdd: lambda a: a, ast.Invert: lambda a: ~a}
+_FUNCS = {"f32": ("<f", "f32"), "f16": ("<e", "f16")}
+
+# --- expressions ------------------------------------------------------------------------------------------
+# A parser of its own, not Python's ast: chains of operators are evaluated with explicit stacks, so a
+# 100,000-term sum or 1,000 `~` cost no recursion; parentheses and calls nest at most MAX_NESTING deep;
+# every value is bounded by MAX_VALUE_BITS, checked before a shift could build a huge integer.
+MAX_NESTING = 64
+MAX_VALUE_BITS = 128
+_MAX_MAGNITUDE = 1 << MAX_VALUE_BITS
+_MAX_LITERAL_CHARS = 200
+_TOKEN_RE = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<num>(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9][0-9_]*)(?:[eE][+-]?[0-9_]*)?[0-9A-Za-z_]*)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_.]*)
+  | (?P<op>//|<<|>>|[-+*/%&|^~(),])
+""", re.VERBOSE | re.ASCII)
+_INT_RE = re.compile(r"0[xX](?:_?[0-9a-fA-F])+|0[bB](?:_?[01])+|0[oO](?:_?[0-7])+|[1-9](?:_?[0-9])*|0(?:_?0)*",
+                     re.ASCII)
+_FLOAT_RE = re.compile(r"(?:[0-9](?:_?[0-9])*)?(?:\.(?:[0-9](?:_?[0-9])*)?)?(?:[eE][+-]?[0-9](?:_?[0-9])*)?",
+                       re.ASCII)
+_BIN_PREC = {"|": 1, "^": 2, "&": 3, "<<": 4, ">>": 4, "+": 5, "-": 5, "*": 6, "/": 6, "//": 6, "%": 6}
+
+
+class _ExprError(Exception):
+    def __init__(self, message, offset):
+        super().__init__(message)
+        self.offset = offset
+
+
+def _number(text, at):
+    if len(text) > _MAX_LITERAL_CHARS:
+        raise _ExprError(f"number literal of {len(text)} characters (at most {_MAX_LITERAL_CHARS})", at)
+    if _INT_RE.fullmatch(text):
+        return _bounded(int(text, 0), at)
+    if _FLOAT_RE.fullmatch(text) and any(c in text for c in ".eE") and any(c.isdigit() for c in text):
+        return float(text)
+    raise _ExprError(f"bad number {text!r}", at)
+
+
+def _bounded(v, at):
+    if isinstance(v, int) and not -_MAX_MAGNITUDE < v < _MAX_MAGNITUDE:
+        raise _ExprError(f"value out of range (more than {MAX_VALUE_BITS} bits)", at)
+    return v
+
+
+def _ints(op, a, b, at):
+    if not (isinstance(a, int) and isinstance(b, int)):
+        raise _ExprError(f"{op} needs integer operands", at)
+
+
+def _binary(op, a, b, at):
+    if op in ("+", "-", "*"):
+        v = a + b if op == "+" else a - b if op == "-" else a * b
+    elif op in ("/", "//", "%"):
+        if b == 0:
+            raise _ExprError("division by zero", at)
+        if op == "%":
+            v = a % b
+        elif op == "//" or (isinstance(a, int) and isinstance(b, int)):
+            v = a // b
+        else:
+            v = a / b
+    elif op in ("<<", ">>"):
+        _ints(op, a, b, at)
+        if b < 0:
+            raise _ExprError(f"negative shift count {b}", at)
+        if op == ">>":
+            v = a >> min(b, MAX_VALUE_BITS + 1)
+        elif a != 0 and b > MAX_VALUE_BITS:
+            raise _ExprError(f"value out of range (more than {MAX_VALUE_BITS} bits)", at)
+        else:
+            v = a << b
+    else:
+        _ints(op, a, b, at)
+        v = a & b if op == "&" else a | b if op == "|" else a ^ b
+    return _bounded(v, at)
+
+
+def evaluate(expr: str, names) -> int | float:
+    """Evaluate an assembler expression; `names` maps a name to its value. Raises _ExprError(msg, offset)."""
+    toks, pos = [], 0
+    while pos < len(expr):
+        m = _TOKEN_RE.match(expr, pos)
+        if m is None:
+            raise _ExprError(f"unexpected character {expr[pos]!r}", pos)
+        if m.lastgroup != "ws":
+            toks.append((m.lastgroup, m.group(), pos))
+        pos = m.end()
+    toks.append(("end", "", len(expr)))
+    i = 0
+    depth = 0
+
+    def peek():
+        return toks[i]
+
+    def take(what):
+        nonlocal i
+        t = toks[i]
+        if t[1] != what:
+            raise _ExprError(f"expected {what!r}, got {t[1] or 'the end'!r}", t[2])
+        i += 1
+
+    def unary():
+        nonlocal i
+        prefixes = []
+        while peek()[0] == "op" and peek()[1] in "-+~":
+            prefixes.append(toks[i])
+            i += 1
+        v = primary()
+        for _, op, at in reversed(prefixes):
+            if op == "-":
+                v = -v
+            elif op == "~":
+                if not isinstance(v, int):
+                    raise _ExprError("~ needs an integer operand", at)
+                v = ~v
+            v = _bounded(v, at)
+        return v
+
+    def primary():
+        nonlocal i, depth
+        kind, text, at = toks[i]
+        if kind == "num":
+            i += 1
+            return _number(text, at)
+        if kind == "name":
+            i += 1
+            if peek()[1] == "(" and text in _FUNCS:
+                fmt, fname = _FUNCS[text]
+                v = nested()
+                try:
+                    return struct.unpack("<I" if fmt == "<f" else "<H", struct.pack(fmt, float(v)))[0]
+                except (OverflowError, struct.error):
+                    raise _ExprError(f"{v} does not fit {fname}", at) from None
+            if text not in names:
+                raise _ExprError(f"unknown name {text!r}", at)
+            return names[text]
+        if text == "(":
+            return nested()
+        raise _ExprError(f"expected a number, a name or '(', got {text or 'the end'!r}", at)
+
+    def nested():
+        nonlocal depth
+        depth += 1
+        if depth > MAX_NESTING:
+            raise _ExprError(f"expression nested more than {MAX_NESTING} deep", toks[i][2])
+        take("(")
+        v = binary()
+        take(")")
+        depth -= 1
+        return v
+
+    def binary():
+        nonlocal i
+        vals, ops = [unary()], []
+
+        def reduce():
+            op, at = ops.pop()
+            b = vals.pop()
+            vals.append(_binary(op, vals.pop(), b, at))
+        while peek()[0] == "op" and peek()[1] in _BIN_PREC:
+            _, op, at = toks[i]
+            i += 1
+            while ops and _BIN_PREC[ops[-1][0]] >= _BIN_PREC[op]:
+                reduce()
+            ops.append((op, at))
+            vals.append(unary())
+        while ops:
+            reduce()
+        return vals[0]
+
+    v = binary()
+    kind, text, at = peek()
+    if kind != "end":
+        raise _ExprError(f"unexpected {text!r}", at)
+    return v
+
+
+class _Names:
+    """The names an expression may use: constants, then labels (their index or offset)."""
+
+    def __init__(self, consts, labels):
+        self.consts, self.labels = consts, labels
+
+    def __contains__(self, name):
+        return name in self.consts or name in self.labels
+
+    def __getitem__(self, name):
+        return self.consts[name] if name in self.consts else self.labels[name][1]
 
 
 class _Source:
@@ -48,6 +230,8 @@ class _Source:
         self.name = name
 
     def error(self, msg, line, col):
+        if len(msg) > 240:      # a message quotes the offending text: keep a huge token from flooding it
+            msg = msg[:200] + " ... " + msg[-35:]
         return AssemblerError(msg, line, col, self.name)
 
 
@@ -76,44 +260,21 @@ class Assembler:
         self.src = _Source(source)
         self.consts: dict = {}
         self.labels: dict = {}      # name -> ("text", pc) or ("rodata", offset)
+        self.ncode = 0              # instructions in the code, known after pass 1
 
     # --- expressions -------------------------------------------------------------------------------
     def eval(self, expr, line, col, allow_float=False):
+        names = _Names(self.consts, self.labels)
         try:
-            tree = ast.parse(expr.strip(), mode="eval")
-        except SyntaxError:
-            raise self.src.error(f"cannot parse expression {expr.strip()!r}", line, col) from None
-
-        def ev(n):
-            if isinstance(n, ast.Expression):
-                return ev(n.body)
-            if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)) and not isinstance(n.value, bool):
-                return n.value
-            if isinstance(n, ast.Name):
-                if n.id in self.consts:
-                    return self.consts[n.id]
-                if n.id in self.labels:
-                    return self.labels[n.id][1]
-                raise self.src.error(f"unknown name {n.id!r}", line, col)
-            if isinstance(n, ast.BinOp) and type(n.op) in _BINOPS:
-                return _BINOPS[type(n.op)](ev(n.left), ev(n.right))
-            if isinstance(n, ast.UnaryOp) and type(n.op) in _UNOPS:
-                return _UNOPS[type(n.op)](ev(n.operand))
-            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in _FUNCS
-                    and len(n.args) == 1 and not n.keywords):
-                return _FUNCS[n.func.id](ev(n.args[0]))
-            raise self.src.error(f"unsupported expression {expr.strip()!r}", line, col)
-
-        try:
-            v = ev(tree)
-        except ZeroDivisionError:
-            raise self.src.error(f"division by zero in {expr.strip()!r}", line, col) from None
-        except (OverflowError, TypeError, ValueError) as e:
-            raise self.src.error(f"bad expression {expr.strip()!r}: {e}", line, col) from None
+            v = evaluate(expr, names)
+        except _ExprError as e:
+            raise self.src.error(f"{e} in {expr.strip()!r}", line, col + e.offset) from None
         if isinstance(v, float) and not allow_float:
             if not v.is_integer():
                 raise self.src.error(f"expected an integer, got {v}", line, col)
             v = int(v)
+            if not -_MAX_MAGNITUDE < v < _MAX_MAGNITUDE:
+                raise self.src.error(f"value out of range (more than {MAX_VALUE_BITS} bits)", line, col)
         return v
 
     # --- operands ----------------------------------------------------------------------------------
@@ -123,13 +284,13 @@ class Assembler:
             return _REG_ALIASES[t]
         if t in argregs:
             return argregs[t]
-        m = re.fullmatch(r"r(\d+)", t)
+        m = re.fullmatch(r"r([0-9]{1,3})", t)
         if not m or int(m.group(1)) >= T.NUM_REGS:
             raise self.src.error(f"expected a register r0..r{T.NUM_REGS - 1}, got {t!r}", line, col)
         return int(m.group(1))
 
     def prefixed(self, tok, prefix, limit, what, line, col):
-        m = re.fullmatch(prefix + r"(\d+)", tok.strip())
+        m = re.fullmatch(prefix + r"([0-9]{1,3})", tok.strip())
         if not m or int(m.group(1)) >= limit:
             raise self.src.error(f"expected a {what} {prefix}0..{prefix}{limit - 1}, got {tok.strip()!r}", line, col)
         return int(m.group(1))
@@ -145,9 +306,9 @@ class Assembler:
             if tok not in f.choices:
                 raise self.src.error(f"expected one of {', '.join(f.choices)}, got {tok!r}", line, col)
             return f.choices.index(tok)
-        v = self.eval(tok, line, col)
         if f.kind == "target":
-            return v
+            return self.target(tok, line, col)
+        v = self.eval(tok, line, col)
         lo, hi = f.lo_hi()
         if f.kind == "imm" and f.width == 32 and hi < v <= 0xFFFFFFFF:
             v -= 1 << 32  # allow unsigned spelling of 32-bit patterns, e.g. li r1, 0xffffffff
@@ -155,44 +316,58 @@ class Assembler:
             raise self.src.error(f"immediate {v} outside [{lo}, {hi}]", line, col)
         return v
 
+    def target(self, tok, line, col):
+        """A branch target: a code label or an instruction index, inside the code [0, ncode)."""
+        name = tok.strip()
+        if self.labels.get(name, ("text",))[0] == "rodata":
+            raise self.src.error(f"branch target {name!r} is a .rodata label, not an instruction", line, col)
+        v = self.eval(tok, line, col)
+        if not 0 <= v < self.ncode:
+            where = f"0..{self.ncode - 1}" if self.ncode else "there are no instructions"
+            raise self.src.error(f"branch target {v} is outside the code ({where})", line, col)
+        return v
+
     # --- the two passes ----------------------------------------------------------------------------
     def _lines(self):
         for ln, raw in enumerate(self.text.splitlines(), 1):
             code = re.split(r"[;#]", raw, maxsplit=1)[0].rstrip()
-            col = 1
-            m = _LABEL_RE.match(code)
+            pos = 0
+            m = _LABEL_RE.match(code, pos)
             labels = []
             while m:
-                labels.append((m.group(1), col + m.start(1)))
-                col += m.end()
-                code_rest = code[m.end():]
-                code = code_rest
-                m = _LABEL_RE.match(code)
-            lead = len(code) - len(code.lstrip())
-            yield ln, labels, code.strip(), col + lead
+                labels.append((m.group(1), 1 + m.start(1)))
+                pos = m.end()
+                m = _LABEL_RE.match(code, pos)
+            rest = code[pos:]
+            lead = len(rest) - len(rest.lstrip())
+            yield ln, labels, rest.strip(), 1 + pos + lead
 
     def _data_size(self, word, rest, ln, col):
         if word in _DATA_DIRECTIVES:
             return len(_split_operands(rest, col)) * _DATA_DIRECTIVES[word][1]
-        if word == ".zero":
+        if word in (".zero", ".space"):
             n = self.eval(rest, ln, col)
-            if n < 0:
-                raise self.src.error(".zero needs a non-negative size", ln, col)
+            if not 0 <= n <= MAX_IMAGE:
+                raise self.src.error(f"{word} needs a size in [0, {MAX_IMAGE}], got {n}", ln, col)
             return n
         raise AssertionError(word)
 
     def assemble(self) -> bytes:
         items = list(self._lines())
-        # Pass 1: constants and label addresses.
+        # Pass 1: constants, label addresses and the sizes of code and rodata (bounded before pass 2
+        # allocates anything: the whole image must fit MAX_IMAGE bytes, the module format's limit).
         section, pc, ro = "text", 0, 0
         for ln, labels, code, col in items:
+            if HEADER_SIZE + 8 * pc + ro > MAX_IMAGE:
+                raise self.src.error(f"the module would exceed {MAX_IMAGE} bytes ({pc} instructions, {ro} bytes "
+                                     f"of rodata)", ln, col)
             for name, lcol in labels:
                 if name in self.labels or name in self.consts:
                     raise self.src.error(f"label {name!r} defined twice", ln, lcol)
                 self.labels[name] = (section, pc if section == "text" else ro)
             if not code:
                 continue
-            word, _, rest = code.partition(" ")
+            word, rest = _split_word(code)
             rcol = col + len(word) + 1
             if word in (".const", ".equ"):
                 m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*=\s*(.+)", rest)
@@ -207,10 +382,10 @@ class Assembler:
                 if section != "rodata":
                     raise self.src.error(".align is only meaningful in .rodata", ln, col)
                 a = self.eval(rest, ln, rcol)
-                if a <= 0 or a & (a - 1):
-                    raise self.src.error(f".align needs a power of two, got {a}", ln, rcol)
+                if a <= 0 or a & (a - 1) or a > MAX_IMAGE:
+                    raise self.src.error(f".align needs a power of two up to {MAX_IMAGE}, got {a}", ln, rcol)
                 ro = (ro + a - 1) // a * a
-            elif word in _DATA_DIRECTIVES or word == ".zero":
+            elif word in _DATA_DIRECTIVES or word in (".zero", ".space"):
                 if section != "rodata":
                     raise self.src.error(f"data directive {word} outside .rodata", ln, col)
                 ro += self._data_size(word, rest, ln, rcol)
@@ -220,13 +395,17 @@ class Assembler:
                 if section != "text":
                     raise self.src.error(f"instruction {word!r} in .rodata", ln, col)
                 pc += 1
+        if HEADER_SIZE + 8 * pc + ro > MAX_IMAGE:
+            raise self.src.error(f"the module would exceed {MAX_IMAGE} bytes ({pc} instructions, {ro} bytes "
+                                 f"of rodata)", len(items), 1)
+        self.ncode = pc
         # Pass 2: encode.
         section, words, rodata = "text", [], bytearray()
         kernels, cur = [], None
         for ln, labels, code, col in items:
             if not code:
                 continue
-            word, _, rest = code.partition(" ")
+            word, rest = _split_word(code)
             rcol = col + len(word) + 1
             if word in (".const", ".equ"):
                 continue
@@ -255,7 +434,8 @@ class Assembler:
                 if len(ops) != 3:
                     raise self.src.error(".arg needs NAME, buffer|scalar, DTYPE", ln, rcol)
                 (an, ac), (kind, kc), (dt, dc) = ops
-                if not an.isidentifier() or not an.isascii() or an in {a.name for a in cur["args"]}:
+                if (not an.isidentifier() or not an.isascii() or len(an) > 255
+                        or an in {a.name for a in cur["args"]}):
                     raise self.src.error(f"bad or repeated argument name {an!r}", ln, ac)
                 if kind not in T.ARG_KINDS:
                     raise self.src.error(f"argument kind must be buffer or scalar, got {kind!r}", ln, kc)
@@ -267,7 +447,7 @@ class Assembler:
             elif word == ".align":
                 a = self.eval(rest, ln, rcol)
                 rodata += bytes((-len(rodata)) % a)
-            elif word == ".zero":
+            elif word in (".zero", ".space"):
                 rodata += bytes(self._data_size(word, rest, ln, rcol))
             elif word in _DATA_DIRECTIVES:
                 fmt, _size = _DATA_DIRECTIVES[word]
@@ -284,11 +464,16 @@ class Assembler:
                 words.append(self.instruction(word, rest, ln, col, rcol, len(words), argregs))
         if cur is not None and cur["end"] is None:
             cur["end"] = len(words)
+        if not kernels:
+            raise self.src.error("no .kernel in the text: a module needs at least one kernel", 1, 1)
         syms = []
         for k in kernels:
             if k["end"] <= k["entry"]:
                 raise self.src.error(f"kernel {k['name']!r} has no instructions", k["line"], 1)
             syms.append(KernelSymbol(k["name"], k["entry"], k["end"], tuple(k["args"])))
+        sym_bytes = 4 + sum(11 + len(k.name) + sum(3 + len(a.name) for a in k.args) for k in syms)
+        if HEADER_SIZE + 8 * len(words) + len(rodata) + sym_bytes + 24 > MAX_IMAGE:
+            raise self.src.error(f"the module would exceed {MAX_IMAGE} bytes", len(items), 1)
         return build_image(words, bytes(rodata), syms)
 
     def instruction(self, mn, rest, ln, col, rcol, pc, argregs):
@@ -324,8 +509,27 @@ class Assembler:
         return word
 
 
+def _split_word(code):
+    """'add r1, r2' -> ('add', 'r1, r2'): the mnemonic or directive, then the rest after one space or tab."""
+    for i, ch in enumerate(code):
+        if ch.isspace():
+            return code[:i], code[i + 1:]
+    return code, ""
+
+
 def assemble(text: str, source: str = "<asm>") -> bytes:
-    """Assemble text to a module image (bytes). Errors are AssemblerError naming line and column."""
+    """Assemble text to a module image (bytes).
+
+    Total: any failure, whatever the input, is an AssemblerError naming source, line and column (line 0,
+    column 0 when `text` is not a str), and every image it returns loads with `load_module`. Limits
+    (docs/assembly.md): the image at most MAX_IMAGE bytes, values at most MAX_VALUE_BITS bits, expressions
+    nested at most MAX_NESTING deep."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        source = repr(source)
+    if not isinstance(text, str):
+        raise AssemblerError(f"assembly text must be a str, not {type(text).__name__}", 0, 0, source)
     return Assembler(text, source).assemble()
 
 

@@ -25,7 +25,7 @@ def asm_error(text):
     (".kernel k\n.arg a, pointer, f32\nhalt\n", 2, 9, "buffer or scalar"),
     (".bogus\n", 1, 1, "unknown directive"),
     (".kernel k\nlw r1, 4[r2]\n", 2, 8, "memory operand"),
-    (".kernel k\nmm.mul r1, r2, r3, f32, set, s0\n", 2, 1, "matrix dtype"),
+    (".kernel k\nmm.mul r1, r2, r3, i32, set, s0\n", 2, 1, "matrix dtype"),
     (".rodata\n.i8 300\n", 2, 5, "does not fit"),
     (".kernel k\n.end\n", 1, 1, "no instructions"),
 ])
