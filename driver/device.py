@@ -13,7 +13,10 @@ import threading
 import numpy as np
 
 from vnpu.errors import DeviceLost, InvalidArgument, InvalidHandle, VnpuError
+from vnpu.isa.module import Module as IsaModule
 from vnpu.isa.module import load_module
+
+from . import validate
 
 
 class Device:
@@ -59,14 +62,19 @@ class Device:
     def inject_faults(self, config=None, **settings):
         """Inject faults into this card (driver/faults.py): a FaultConfig, a dict, or keyword settings, e.g.
         `dev.inject_faults(seed=1, pcie_error_rate=1e-3, dram_dbe_per_mib=0.01)`. None turns them off."""
+        from dataclasses import asdict
+
         from .faults import FaultConfig, FaultInjector
         if config is None and not settings:
             self.faults = None
             return None
         if config is not None and not isinstance(config, (FaultConfig, dict)):
             raise InvalidArgument(f"inject_faults: expected a FaultConfig, a mapping of settings or None, got "
-                                  f"{type(config).__name__} {config!r}")
-        cfg = config if isinstance(config, FaultConfig) else FaultConfig.from_dict({**(config or {}), **settings})
+                                  f"{type(config).__name__} {validate.show(config)}")
+        if isinstance(config, FaultConfig):
+            cfg = FaultConfig.from_dict({**asdict(config), **settings}) if settings else config
+        else:
+            cfg = FaultConfig.from_dict({**(config or {}), **settings})
         self.faults = FaultInjector(cfg, self.index)
         return self.faults
 
@@ -94,9 +102,11 @@ class Device:
         with self.lock:
             return self.primary.load(mod)
 
-    def queue(self):
+    def queue(self, sanitize=None):
+        """A new queue of the primary context. `sanitize`: the race sanitizer's default for launches on it
+        (None: the platform's default, `platform.sanitize`); `queue.launch(..., sanitize=...)` overrides it."""
         with self.lock:
-            return self.primary.queue()
+            return self.primary.queue(sanitize=sanitize)
 
     def create_context(self):
         with self.lock:
@@ -177,11 +187,13 @@ class Context:
             self.check()
             return Module(self, self.device.card.load(mod, ctx=self.id))
 
-    def queue(self):
+    def queue(self, sanitize=None):
+        """A new queue of this context; `sanitize` as in Device.queue."""
         from .queue import Queue
+        sanitize = validate.flag(sanitize, "queue: sanitize", allow_none=True)
         with self.device.lock:
             self.check()
-            q = Queue(self)
+            q = Queue(self, sanitize=sanitize)
             self.device._queues.append(q)
             return q
 
@@ -196,14 +208,21 @@ class Context:
 
 
 def _module_of(image):
-    """A validated Module from bytes, a path-like to a .vnpu file, or a Module."""
-    if isinstance(image, (str,)) or hasattr(image, "__fspath__"):
+    """A validated Module from bytes (bytearray, memoryview), a path (str or os.PathLike) of a .vnpu file, or
+    a vnpu Module (vnpu.load_module / vnpu.isa.module.Module); anything else is InvalidArgument."""
+    if isinstance(image, str) or hasattr(image, "__fspath__"):
+        path = validate.file_path(image, "load: module path", what="module file")
         try:
-            with open(image, "rb") as f:
+            with open(path, "rb") as f:
                 image = f.read()
         except OSError as e:
-            raise InvalidArgument(f"load: cannot read module {image}: {e.strerror}") from None
-    return load_module(image) if isinstance(image, (bytes, bytearray, memoryview)) else image
+            raise InvalidArgument(f"load: cannot read module {path}: {e.strerror}") from None
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return load_module(bytes(image))
+    if not isinstance(image, IsaModule):
+        raise InvalidArgument(f"load: expected a module image (bytes), a path of a .vnpu file or a vnpu Module, "
+                              f"got {type(image).__name__} {validate.show(image)}")
+    return image
 
 
 class Buffer:
@@ -274,6 +293,8 @@ class Module:
                                 f"{ctx.device.index} context {ctx.id}")
 
     def __getitem__(self, name):
+        if not isinstance(name, str):
+            raise InvalidArgument(f"a kernel name is a str, got {type(name).__name__} {validate.show(name)}")
         self.check()
         if name not in self.loaded.module.kernels:
             raise InvalidArgument(f"no kernel {name!r} in the module; it has "
@@ -299,7 +320,6 @@ class Kernel:
 
     def encode_args(self, ctx, args):
         """Check args against the signature; return what the card takes (addresses for buffers)."""
-        from vnpu.emulator.card import encode_arg
         sym = self.symbol
         if len(args) != len(sym.args):
             raise InvalidArgument(f"{sym.signature()} takes {len(sym.args)} arguments, got {len(args)}")
@@ -314,8 +334,7 @@ class Kernel:
             else:
                 if isinstance(a, Buffer):
                     raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} is a scalar, got a Buffer")
-                encode_arg(a, spec, sym)   # checks type and range; the card encodes it again at launch
-                values.append(a)
+                values.append(validate.kernel_scalar(a, spec, sym.signature()))   # type and range
         return values
 
 

@@ -15,12 +15,11 @@ order the card sees operations, so a run is reproducible. Counters follow real c
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from vnpu.errors import ConfigError
+from . import validate
 
 KINDS = ("pcie_replay", "link_down", "dram_sbe", "dram_dbe", "pe_hang", "dma_error")
 REPLAY_NS = 600.0        # [inf] NAK/replay-timer round trip plus the retransmitted TLP, per replay
@@ -38,24 +37,13 @@ class FaultConfig:
     dma_error_rate: float = 0.0      # probability that a copy's DMA fails
 
     def __post_init__(self):
+        # the rules live in driver/validate.py (FAULT_RULES), shared with the platform YAML and the C API
         for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"fault setting {f.name!r} must be a number, got {v!r}")
-            if f.name.endswith("_rate") and not 0 <= v <= 1:
-                raise ConfigError(f"fault setting {f.name!r} must be a probability in [0, 1], got {v}")
-            if f.name.endswith("_per_mib") and v < 0:
-                raise ConfigError(f"fault setting {f.name!r} must be >= 0, got {v}")
+            object.__setattr__(self, f.name, validate.fault_setting(f.name, getattr(self, f.name)))
 
     @classmethod
     def from_dict(cls, data):
-        if not isinstance(data, dict):
-            raise ConfigError(f"faults must be a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        for k in data:
-            if k not in known:
-                raise ConfigError(f"unknown fault setting {k!r}; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return cls(**validate.fault_settings(data))
 
 
 class FaultInjector:

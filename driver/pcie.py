@@ -63,7 +63,7 @@ class LinkConfig:
             rcb, mps = self.read_completion_boundary, self.max_payload
             _int("completion_bytes", self.completion_bytes, lambda v: rcb <= v <= mps and v % rcb == 0,
                  f"None or a multiple of read_completion_boundary ({rcb}) up to max_payload ({mps})")
-        for name, lo, hi in (("dllp_overhead", 0.0, 0.5), ("setup_ns", 0.0, math.inf)):
+        for name, lo, hi in (("dllp_overhead", 0.0, 0.5), ("setup_ns", 0.0, 2.0**63)):   # 2**63 ns: 292 years
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v < hi):
                 raise ValueError(f"LinkConfig.{name} must be a number in [{lo}, {hi}), got {v!r}")

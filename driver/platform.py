@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import copy
 import json
-import math
+import os
 import threading
 from importlib import resources
 
 import yaml
 
-from vnpu.errors import ConfigError, VnpuError
+from vnpu.errors import ConfigError, InvalidArgument, VnpuError
 
-from . import pcie
+from . import pcie, validate
 from .device import Device
 from .tracing import PlatformTrace
 
 PLATFORM_KEYS = {"name", "cards", "card", "card_overrides", "link", "uplink", "launch_overhead_ns", "poll_ns",
-                 "faults"}
+                 "faults", "sanitize"}
 LINK_KEYS = {"gen", "lanes", "max_payload", "max_read_request", "tlp_overhead_bytes", "completion_overhead_bytes",
              "read_completion_boundary", "dllp_overhead", "setup_ns"}
+SANITIZE_ENV = "VNPU_SANITIZE"
 
 
 def _default_data():
@@ -43,31 +44,85 @@ def _link(data, where):
         raise ConfigError(f"platform key {where!r}: {e}") from None
 
 
+def _card_source(card):
+    """The `card` key: an embedded card name, a path of a card YAML file, a mapping or a CardConfig."""
+    from vnpu.emulator.config import EMBEDDED, CardConfig
+    if isinstance(card, (dict, CardConfig)):
+        return card
+    if isinstance(card, str) and card in EMBEDDED:
+        return card
+    if isinstance(card, str) and not os.path.lexists(card):
+        raise ConfigError(f"no card config {card!r}: give one of {', '.join(EMBEDDED)} or a YAML file path")
+    return validate.file_path(card, "platform key 'card' (a card config)", what="card config YAML file",
+                              error=ConfigError)
+
+
 def validate_platform(data):
+    """Check a platform mapping (the YAML's keys) and fill in the defaults; ConfigError names the key."""
     if not isinstance(data, dict):
-        raise ConfigError("platform config must be a mapping")
+        raise ConfigError(f"platform config must be a mapping, got {type(data).__name__}")
     for k in data:
         if k not in PLATFORM_KEYS:
-            raise ConfigError(f"unknown platform key {k!r}; known: {', '.join(sorted(PLATFORM_KEYS))}")
+            raise ConfigError(f"unknown platform key {validate.show(k)}; known: {', '.join(sorted(PLATFORM_KEYS))}")
     merged = _default_data()
     merged.update(data)
-    n = merged["cards"]
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 64:
-        raise ConfigError(f"platform key 'cards' must be an integer in [1, 64], got {n!r}")
-    lo = merged["launch_overhead_ns"]
-    if isinstance(lo, bool) or not isinstance(lo, (int, float)) or not math.isfinite(lo) or lo < 0:
-        raise ConfigError(f"platform key 'launch_overhead_ns' must be a number >= 0, got {lo!r}")
-    poll = merged["poll_ns"]
-    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not math.isfinite(poll) or poll <= 0:
-        raise ConfigError(f"platform key 'poll_ns' must be a number > 0, got {poll!r}")
+    for key in ("link", "uplink", "faults", "card_overrides"):
+        validate.config_numbers(merged.get(key), key, label="platform key")
+    if not isinstance(merged["name"], str):
+        raise ConfigError(f"platform key 'name' must be a string, got {validate.show(merged['name'])}")
+    validate.integer(merged["cards"], "platform key 'cards'", 1, 64, error=ConfigError)
+    merged["launch_overhead_ns"] = validate.time_ns(merged["launch_overhead_ns"], "platform key 'launch_overhead_ns'")
+    merged["poll_ns"] = validate.time_ns(merged["poll_ns"], "platform key 'poll_ns'", positive=True)
+    merged["card"] = _card_source(merged["card"])
+    merged["card_overrides"] = validate.card_overrides(merged.get("card_overrides"))
+    if merged.get("sanitize") is not None:
+        merged["sanitize"] = validate.flag(merged["sanitize"], "platform key 'sanitize'", error=ConfigError)
+    faults = merged.get("faults")
+    if faults:
+        if not isinstance(faults, dict):
+            raise ConfigError("platform key 'faults' must map 'all' or card indices to fault settings")
+        for key, settings in faults.items():
+            if not (key == "all" or (validate._is_int(key) and 0 <= key < merged["cards"])):
+                raise ConfigError(f"platform key 'faults.{key}': expected 'all' or a card index 0.."
+                                  f"{merged['cards'] - 1}")
+            if not isinstance(settings, dict):
+                raise ConfigError(f"platform key 'faults.{key}' must map fault settings to values, got "
+                                  f"{validate.show(settings)}")
+            try:
+                validate.fault_settings(settings)
+            except ConfigError as e:
+                raise ConfigError(f"platform key 'faults.{key}': {e}") from None
     return merged
 
 
-class Platform:
-    """A host and its cards. `platform.devices` lists the cards (vnpu.driver.Device)."""
+def _read_platform_yaml(path):
+    data = validate.read_yaml_file(path, "platform config", error=ConfigError)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{os.fspath(path)}: a platform config is a mapping of keys (cards, card, link, ...), got "
+                          f"{'an empty file' if data is None else type(data).__name__}")
+    return data
 
-    def __init__(self, config=None, *, card=None, cards=None, card_overrides=None):
-        data = copy.deepcopy(config) if isinstance(config, dict) else {}
+
+class Platform:
+    """A host and its cards. `platform.devices` lists the cards (vnpu.driver.Device).
+
+    `config` is a platform YAML path (str or os.PathLike) or a mapping of its keys (None: the embedded
+    default); `card`, `cards`, `card_overrides` override those keys. `sanitize` is the default of the race
+    sanitizer for every launch on the platform's queues (`device.queue(sanitize=...)` and
+    `queue.launch(..., sanitize=...)` override it); when None it comes from the environment variable
+    VNPU_SANITIZE (1/0, true/false, yes/no, on/off), then from the platform YAML key `sanitize`, else off."""
+
+    def __init__(self, config=None, *, card=None, cards=None, card_overrides=None, sanitize=None):
+        if config is None:
+            data = {}
+        elif isinstance(config, dict):
+            data = copy.deepcopy(config)
+        elif isinstance(config, str) or hasattr(config, "__fspath__"):
+            data = _read_platform_yaml(config)
+        else:
+            raise ConfigError(f"Platform(config): expected a platform YAML path, a mapping of platform keys or "
+                              f"None, got {type(config).__name__} {validate.show(config)}")
+        sanitize = validate.flag(sanitize, "Platform(sanitize)", allow_none=True)
         if card is not None:
             data["card"] = card
         if cards is not None:
@@ -75,6 +130,9 @@ class Platform:
         if card_overrides is not None:
             data["card_overrides"] = card_overrides
         self.config = validate_platform(data)
+        env = validate.env_flag(SANITIZE_ENV)
+        #: the race sanitizer's default for launches on this platform's queues
+        self.sanitize = next((v for v in (sanitize, env, self.config.get("sanitize")) if v is not None), False)
         link = _link(self.config["link"], "link")
         uplink = _link(self.config["uplink"], "uplink")
         self.switch = pcie.Switch([link] * self.config["cards"], uplink)
@@ -82,45 +140,31 @@ class Platform:
         self.trace = PlatformTrace(self)
         self._host = threading.local()
         from vnpu.emulator.config import load_config
-        card_cfg = load_config(self.config["card"], self.config.get("card_overrides") or None)
+        try:
+            card_cfg = load_config(self.config["card"], self.config["card_overrides"] or None)
+        except ConfigError:
+            raise
+        except (OSError, UnicodeError, OverflowError, ValueError, TypeError, AttributeError, KeyError,
+                RecursionError) as e:   # a safety net: the card config loader should raise ConfigError itself
+            raise ConfigError(f"card config {validate.show(self.config['card'])}: {type(e).__name__}: {e}") from None
         self.devices = [Device(self, i, card_cfg) for i in range(self.config["cards"])]
         self.closed = False
         self._configure_faults(self.config.get("faults"))
 
     def _configure_faults(self, faults):
-        """`faults:` in the platform YAML: {all: {...settings}} and/or {<card index>: {...settings}}."""
-        if not faults:
-            return
-        if not isinstance(faults, dict):
-            raise ConfigError("platform key 'faults' must map 'all' or card indices to fault settings")
-        for key, settings in faults.items():
-            if not isinstance(settings, dict):
-                raise ConfigError(f"platform key 'faults.{key}' must map fault settings to values, got {settings!r}")
-            if key == "all":
-                targets = self.devices
-            elif isinstance(key, int) and 0 <= key < len(self.devices):
-                targets = [self.devices[key]]
-            else:
-                raise ConfigError(f"platform key 'faults.{key}': expected 'all' or a card index 0.."
-                                  f"{len(self.devices) - 1}")
-            for d in targets:
+        """`faults:` in the platform YAML: {all: {...settings}} and/or {<card index>: {...settings}} (checked
+        by validate_platform)."""
+        for key, settings in (faults or {}).items():
+            for d in self.devices if key == "all" else [self.devices[key]]:
                 d.inject_faults(settings)
 
     @classmethod
-    def from_yaml(cls, path):
-        try:
-            with open(path) as f:
-                data = yaml.safe_load(f)
-        except OSError as e:
-            raise ConfigError(f"cannot read platform config {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a platform config is a mapping of keys (cards, card, link, ...), got "
-                              f"{'an empty file' if data is None else type(data).__name__}")
-        return cls(data)
+    def from_yaml(cls, path, **overrides):
+        """Open the platform a YAML file describes (the same as `Platform(path, ...)`)."""
+        if not (isinstance(path, str) or hasattr(path, "__fspath__")):
+            raise ConfigError(f"Platform.from_yaml: expected a path (str or os.PathLike), got "
+                              f"{type(path).__name__} {validate.show(path)}")
+        return cls(path, **overrides)
 
     # --- the host's virtual clock (one per host thread: what a thread waited for is its own) ------------
     @property
@@ -159,6 +203,9 @@ class Platform:
         self.trace.stop()
 
     def write_trace(self, path):
+        if not (isinstance(path, str) or hasattr(path, "__fspath__")):
+            raise InvalidArgument(f"write_trace: expected a path (str or os.PathLike), got {type(path).__name__} "
+                                  f"{validate.show(path)}")
         self.trace.write(path)
         return path
 

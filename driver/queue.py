@@ -19,6 +19,7 @@ import numpy as np
 from vnpu.errors import DeviceFault, DeviceLost, DmaFault, EccUncorrectable, InvalidArgument, InvalidHandle, \
     LaunchTimeout
 
+from . import validate
 from .device import Buffer
 
 _ids = itertools.count()
@@ -30,6 +31,14 @@ class Event:
     def __init__(self, queue, time_ns):
         self.queue = queue
         self.time_ns = time_ns
+
+    def _same_platform(self, other, what):
+        if not isinstance(other, Event):
+            raise InvalidArgument(f"{what} needs an Event, got {type(other).__name__}")
+        if other.queue.platform is not self.queue.platform:
+            raise InvalidHandle(f"{what}: the event belongs to another platform (its virtual clock is not this "
+                                f"platform's)")
+        return other
 
     def synchronize(self):
         """The host waits until the event is reached (virtual time)."""
@@ -48,16 +57,16 @@ class Event:
 
     def elapsed_ns(self, start: "Event") -> float:
         """Virtual nanoseconds from `start` to this event (like cuEventElapsedTime, in ns)."""
-        if not isinstance(start, Event):
-            raise InvalidArgument(f"elapsed_ns needs an Event, got {type(start).__name__}")
+        self._same_platform(start, "elapsed_ns")
         return self.time_ns - start.time_ns
 
 
 class Queue:
     """An in-order queue of one context of one device (a CUDA stream, an XRT run list)."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, sanitize=None):
         self._ctx = ctx
+        self._sanitize = sanitize        # None: follow the platform's default
         self.device = ctx.device
         self.platform = self.device.platform
         self.id = next(_ids)
@@ -67,6 +76,12 @@ class Queue:
 
     def __repr__(self):
         return f"Queue({self.id}, card {self.device.index}, at {self.tail_ns:.0f} ns)"
+
+    @property
+    def sanitize(self) -> bool:
+        """Whether launches on this queue run under the race sanitizer unless `launch(sanitize=...)` says
+        otherwise: the queue's own setting (`device.queue(sanitize=...)`), else the platform's default."""
+        return self.platform.sanitize if self._sanitize is None else self._sanitize
 
     @property
     def ctx(self):
@@ -113,6 +128,9 @@ class Queue:
         """Later operations on this queue start after `event` (which may be of another queue or card)."""
         if not isinstance(event, Event):
             raise InvalidArgument(f"wait needs an Event, got {type(event).__name__}")
+        if event.queue.platform is not self.platform:
+            raise InvalidHandle("wait: the event belongs to another platform (its virtual clock is not this "
+                                "platform's)")
         self._check()
         self._waits.append(event)
 
@@ -124,6 +142,8 @@ class Queue:
 
     def synchronize(self):
         """The host waits for everything on this queue; raises the device's sticky fault, if any."""
+        if self.destroyed:
+            raise InvalidHandle(f"queue {self.id} of card {self.device.index} was destroyed")
         self.device.check()
         self.platform.trace.api("synchronize", self.platform.host_ns, {"card": self.device.index, "queue": self.id,
                                                                        "until_ns": self.tail_ns})
@@ -141,20 +161,12 @@ class Queue:
     # --- copies ------------------------------------------------------------------------------------------
     @staticmethod
     def _host_bytes(array, what):
-        try:
-            a = np.ascontiguousarray(array)
-        except Exception:  # noqa: BLE001
-            raise InvalidArgument(f"{what}: expected an array, got {type(array).__name__}") from None
-        if a.dtype.hasobject:
-            raise InvalidArgument(f"{what}: object arrays cannot be copied to a device")
-        return a
+        return validate.host_array(array, what)
 
     @staticmethod
     def _count(value, what, name):
         """A byte offset or size: a non-negative Python or numpy integer (not a bool, not a float)."""
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise InvalidArgument(f"{what}: {name} must be a non-negative integer, got {value!r}")
-        return int(value)
+        return validate.count(value, f"{what}: {name}")
 
     def _buffer(self, buf, what):
         if not isinstance(buf, Buffer):
@@ -181,23 +193,22 @@ class Queue:
         """Copy `buf` (from byte `offset`) into `out`, or into a new array of the buffer's size (uint8, or
         `dtype`); returns the host array, filled by the time the queue reaches this copy."""
         offset = self._count(offset, "copy_to_host", "offset")
+        if out is None:
+            dt = validate.host_dtype(np.uint8 if dtype is None else dtype, "copy_to_host: dtype")
+        else:
+            out = validate.out_array(out, "copy_to_host: out")
+            if dtype is not None and validate.host_dtype(dtype, "copy_to_host: dtype") != out.dtype:
+                raise InvalidArgument(f"copy_to_host: dtype {validate.show(dtype)} disagrees with out's dtype "
+                                      f"{out.dtype} (give one of them)")
         with self.device.lock:
             self._check()
             self._buffer(buf, "copy_to_host")
             if offset > buf.nbytes:
                 raise InvalidArgument(f"copy_to_host: offset {offset} is past the end of the {buf.nbytes}-byte buffer")
             if out is None:
-                try:
-                    dt = np.dtype(dtype or np.uint8)
-                except TypeError:
-                    raise InvalidArgument(f"copy_to_host: {dtype!r} is not a numpy dtype") from None
-                if dt.hasobject or dt.itemsize == 0:
-                    raise InvalidArgument(f"copy_to_host: cannot copy device bytes into {dt} elements")
                 if (buf.nbytes - offset) % dt.itemsize:
                     raise InvalidArgument(f"copy_to_host: {buf.nbytes - offset} bytes are not whole {dt} elements")
                 out = np.empty((buf.nbytes - offset) // dt.itemsize, dtype=dt)
-            elif not isinstance(out, np.ndarray) or not out.flags.c_contiguous or not out.flags.writeable:
-                raise InvalidArgument("copy_to_host: out must be a writable C-contiguous numpy array")
             if offset < 0 or offset + out.nbytes > buf.nbytes:
                 raise InvalidArgument(f"copy_to_host: {out.nbytes} bytes at offset {offset} run past the "
                                       f"{buf.nbytes}-byte buffer")
@@ -262,24 +273,23 @@ class Queue:
         return Event(self, end)
 
     # --- launches ------------------------------------------------------------------------------------------
-    def launch(self, kernel, *args, pes=None, sanitize=False):
+    def launch(self, kernel, *args, pes=None, sanitize=None):
         """Run `kernel` on this queue's card with arguments checked against its signature. Returns the end
-        Event; a device fault is raised by the next call on the device (and stays until reset)."""
+        Event; a device fault is raised by the next call on the device (and stays until reset).
+
+        pes: the PEs to run on (distinct PE numbers; None: every PE). sanitize: run under the race sanitizer
+        (a race is RaceError, sticky like any device fault); None: the queue's default (`queue.sanitize`)."""
         from .device import Kernel
         if not isinstance(kernel, Kernel):
             raise InvalidArgument(f"launch needs a Kernel (module['name']), got {type(kernel).__name__}")
+        sanitize = validate.flag(sanitize, "launch: sanitize", allow_none=True)
+        pes = validate.pes(pes, self.device.config.pes, name="launch: pes")
         with self.device.lock:
             self._check()
             kernel.module.check(self.ctx)
             values = kernel.encode_args(self.ctx, args)
-            if pes is not None:
-                try:
-                    ok = len(pes) > 0 and all(0 <= int(p) < self.device.config.pes for p in pes)
-                except TypeError:
-                    ok = False
-                if not ok:
-                    raise InvalidArgument(f"launch: pes must be a non-empty list of PE numbers 0.."
-                                          f"{self.device.config.pes - 1}, got {pes!r}")
+            if sanitize is None:
+                sanitize = self.sanitize
             self._faults_before("launch")
             ready = self._ready()
             start = max(ready, self.device.busy_until_ns) + self.platform.config["launch_overhead_ns"]
