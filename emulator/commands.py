@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from vnpu.cli import _read, extra_command
+from vnpu.cli import _read, extra_command, make_card
 from vnpu.errors import InvalidArgument, VnpuError
 
 USAGE = ("vnpu run MODULE.vnpu --kernel NAME [--config NAME|FILE] [--set KEY=VALUE ...] "
@@ -35,9 +35,12 @@ def _pairs(items, what):
 
 def _load_npy(path):
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
         raise VnpuError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(arr, np.ndarray):     # an .npz archive
+        raise InvalidArgument(f"{path} is not a .npy array file")
+    return arr
 
 
 def _bind(card, sym, given):
@@ -56,24 +59,33 @@ def _bind(card, sym, given):
         dtype = np.dtype(DTYPES[a.dtype])
         if a.kind == "buffer":
             if text.startswith("zeros:"):
+                size = text[6:].strip()
                 try:
-                    nbytes = int(text[6:], 0)
+                    nbytes = int(size, 0) if len(size) <= 30 else -1
                 except ValueError:
                     raise InvalidArgument(f"argument {a.name!r}: zeros:NBYTES needs an integer, got {text!r}") from None
-                data = np.zeros(max(nbytes, 0), dtype=np.uint8)
-                shape = (max(nbytes, 0) // dtype.itemsize,)
+                dram = card.config.dram.bytes
+                if not 1 <= nbytes <= dram:
+                    raise InvalidArgument(f"argument {a.name!r}: zeros:NBYTES needs 1..{dram} bytes (the card's "
+                                          f"DRAM), got {size[:30]}")
+                address = card.alloc(nbytes)    # zero-filled device memory; OutOfMemory before any host copy
+                shape = (nbytes // dtype.itemsize,)
             else:
                 arr = _load_npy(text)
                 if arr.dtype != dtype:
                     raise InvalidArgument(f"argument {a.name!r} is {a.kind} {a.dtype} but {text} holds {arr.dtype}; "
                                           f"save it as {dtype.name}")
+                if arr.nbytes == 0:
+                    raise InvalidArgument(f"argument {a.name!r}: {text} holds no data")
                 data, nbytes, shape = np.ascontiguousarray(arr).view(np.uint8).reshape(-1), arr.nbytes, arr.shape
-            address = card.alloc(nbytes)
-            card.write(address, data)
+                address = card.alloc(nbytes)
+                card.write(address, data)
             buffers[a.name] = (address, nbytes, shape, dtype)
             values.append(address)
         else:
             try:
+                if len(text) > 64:
+                    raise ValueError(text)
                 values.append(float(text) if a.dtype in ("f16", "f32") else int(text, 0))
             except ValueError:
                 raise InvalidArgument(f"argument {a.name!r} ({a.kind} {a.dtype}) must be a number, "
@@ -83,7 +95,6 @@ def _bind(card, sym, given):
 
 def cmd_run(args):
     import vnpu
-    from vnpu.emulator.card import Card
 
     from .trace import format_summary, summarize, write_chrome_trace
 
@@ -97,11 +108,13 @@ def cmd_run(args):
         raise InvalidArgument(f"no kernel {args.kernel!r} in {args.module}; it has {', '.join(sorted(module.kernels))}")
     given = _pairs(args.arg, "--arg")
     outs = _pairs(args.out, "--out")
-    card = Card(args.config, args.set or None)
-    values, buffers = _bind(card, sym, given)
-    bad = [n for n in outs if n not in buffers]
+    card = make_card(args.config, args.set)
+    if args.pes is not None and not 1 <= args.pes <= card.config.pes:
+        raise InvalidArgument(f"--pes must be 1..{card.config.pes}, got {args.pes}")
+    bad = [n for n in outs if n not in {a.name for a in sym.args if a.kind == "buffer"}]
     if bad:
         raise InvalidArgument(f"--out {', '.join(bad)}: not a buffer argument of {sym.signature()}")
+    values, buffers = _bind(card, sym, given)
     pes = None if args.pes is None else range(args.pes)
     try:
         result = card.launch(module, args.kernel, values, pes=pes, engine=args.engine,

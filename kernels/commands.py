@@ -3,12 +3,74 @@ reference, and print where the cycles went (JSON with --json)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
 
-from vnpu.cli import extra_command
+from vnpu.cli import extra_command, make_card
 from vnpu.errors import InvalidArgument
+
+# Ranges of the integer parameters; any other integer parameter is a size, 1..MAX_SIZE.
+MAX_SIZE = 1 << 24
+INT_RANGES = {"zero_point": (-128, 127), "padding": (0, 64), "stride": (1, 64), "index64": (0, 1), "bias": (0, 1),
+              "affine": (0, 1)}
+# Float parameters are finite; these have a tighter range.
+FLOAT_RANGES = {"scale": (1e-30, 1e30), "eps": (0.0, 1e6)}
+# Elements of the operands an op makes (inputs and output) from its parameters; the op runs only when they
+# fit MAX_ELEMENTS, so a typo'd size is an error instead of hours of emulation or host memory running out.
+MAX_ELEMENTS = 1 << 28
+
+
+def _padded(p):
+    return (p["h"] + 2 * p["padding"]) * (p["w"] + 2 * p["padding"])
+
+
+ELEMENTS = {
+    "matmul": lambda p: p["batch"] * (p["m"] * p["k"] + p["k"] * p["n"] + p["m"] * p["n"]),
+    "fc": lambda p: p["m"] * p["k"] + p["k"] * p["n"] + p["m"] * p["n"],
+    "conv2d": lambda p: p["n"] * p["c"] * _padded(p) + p["oc"] * p["c"] * p["kh"] * p["kw"] + p["n"] * p["oc"] *
+    _padded(p),
+    "embedding_bag": lambda p: p["rows"] * p["dim"] + p["bags"] * p["pooling"] + p["bags"] * p["dim"],
+    "dot_interaction": lambda p: p["batch"] * p["tables"] * (p["dim"] + p["tables"]),
+    "concat": lambda p: 2 * p["rows"] * (p["w0"] + p["w1"] + p["w2"]),
+    "transpose": lambda p: 2 * p["rows"] * p["cols"],
+    "layer_norm": lambda p: 2 * p["rows"] * p["d"],
+    "softmax": lambda p: 2 * p["rows"] * p["d"],
+}
+
+
+def _elements(name, params):
+    """Operand elements of op `name`; for an op without a formula, the product of its size parameters."""
+    if name in ELEMENTS:
+        return ELEMENTS[name](params)
+    sizes = [v for k, v in params.items() if isinstance(v, int) and not isinstance(v, bool) and k not in INT_RANGES]
+    return 3 * math.prod(sizes)
+
+
+def check_params(spec, params):
+    """Every parameter in its range, and the operands within MAX_ELEMENTS; InvalidArgument otherwise."""
+    where = spec.name
+    for key, v in params.items():
+        if isinstance(v, bool) or isinstance(v, str):
+            continue
+        if isinstance(v, int):
+            lo, hi = INT_RANGES.get(key, (1, MAX_SIZE))
+            if not lo <= v <= hi:
+                raise InvalidArgument(f"{where}: --{key} must be {lo}..{hi}, got {v}")
+        elif isinstance(v, float):
+            lo, hi = FLOAT_RANGES.get(key, (-1e30, 1e30))
+            if not (math.isfinite(v) and lo <= v <= hi):
+                raise InvalidArgument(f"{where}: --{key} must be a finite number in [{lo:g}, {hi:g}], got {v}")
+    if spec.name == "conv2d":
+        for side, k in (("h", "kh"), ("w", "kw")):
+            if params[k] > params[side] + 2 * params["padding"]:
+                raise InvalidArgument(f"{where}: --{k} {params[k]} is larger than the padded input "
+                                      f"(--{side} {params[side]} + 2 x --padding {params['padding']})")
+    n = _elements(spec.name, params)
+    if n > MAX_ELEMENTS:
+        raise InvalidArgument(f"{where}: these parameters make {n} operand elements; vnpu op runs up to "
+                              f"{MAX_ELEMENTS}")
 
 
 def _parse_params(spec, extra):
@@ -17,33 +79,50 @@ def _parse_params(spec, extra):
     while i < len(extra):
         tok = extra[i]
         if not tok.startswith("--"):
-            raise InvalidArgument(f"vnpu op {spec.name}: unexpected argument {tok!r}")
+            raise InvalidArgument(f"{spec.name}: unexpected argument {tok!r}")
         key = tok[2:].replace("-", "_")
         if "=" in key:
             key, value = key.split("=", 1)
             i += 1
         else:
             if i + 1 >= len(extra):
-                raise InvalidArgument(f"vnpu op {spec.name}: --{key} needs a value")
+                raise InvalidArgument(f"{spec.name}: --{key} needs a value")
             value = extra[i + 1]
             i += 2
         if key not in params:
-            raise InvalidArgument(f"vnpu op {spec.name}: unknown parameter --{key}; it takes "
+            raise InvalidArgument(f"{spec.name}: unknown parameter --{key}; it takes "
                                   f"{', '.join('--' + p for p in params)}")
         default = params[key]
         try:
+            if len(value) > 64:
+                raise ValueError(value)
             params[key] = type(default)(value) if not isinstance(default, bool) else value in ("1", "true", "yes")
         except ValueError:
-            raise InvalidArgument(f"vnpu op {spec.name}: --{key} must be {type(default).__name__}, got {value!r}") \
+            raise InvalidArgument(f"{spec.name}: --{key} must be {type(default).__name__}, got {value!r}") \
                 from None
         if key in spec.choices and params[key] not in spec.choices[key]:
-            raise InvalidArgument(f"vnpu op {spec.name}: --{key} must be one of {', '.join(map(str, spec.choices[key]))}")
+            raise InvalidArgument(f"{spec.name}: --{key} must be one of {', '.join(map(str, spec.choices[key]))}")
+    check_params(spec, params)
     return params
+
+
+def _trace_every_launch(card):
+    """Make every launch on `card` record trace events (the library's run functions leave tracing off, and
+    some launch the card directly), and collect the LaunchResults in order."""
+    results = []
+    launch = card.launch
+
+    def traced(*args, **kw):
+        kw["trace"] = True
+        r = launch(*args, **kw)
+        results.append(r)
+        return r
+    card.launch = traced
+    return results
 
 
 def run_op(name, extra=(), config="reference", overrides=None, pes=None, trace_path=None, seed=0):
     """Run library op `name`; returns the report dict `vnpu op` prints."""
-    from vnpu.emulator.card import Card
     from vnpu.kernels.library import all_ops
     from vnpu.emulator.trace import summarize, write_chrome_trace
     ops = all_ops()
@@ -51,7 +130,8 @@ def run_op(name, extra=(), config="reference", overrides=None, pes=None, trace_p
         raise InvalidArgument(f"no library op {name!r}; there are {', '.join(sorted(ops))}")
     spec = ops[name]
     params = _parse_params(spec, list(extra))
-    card = Card(config, overrides)
+    card = make_card(config, overrides)
+    launches = _trace_every_launch(card) if trace_path else None
     if pes is not None and not 1 <= pes <= card.config.pes:
         raise InvalidArgument(f"--pes must be 1..{card.config.pes}, got {pes}")
     pe_list = None if pes is None else list(range(pes))
@@ -86,7 +166,12 @@ def run_op(name, extra=(), config="reference", overrides=None, pes=None, trace_p
                            "peak_dram_bytes_per_s": cfg.dram.gbps * 1e9,
                            "arithmetic_intensity": ops_count / dram if dram else None}}
     if trace_path:
-        write_chrome_trace(trace_path, [result.chrome_trace(card_name=f"{name} on {cfg.data['name']}")])
+        # every launch the op made, one after the other on the card's timeline
+        traces, start_ns = [], 0.0
+        for r in launches or [result]:
+            traces.append(r.chrome_trace(card_name=f"{name} on {cfg.data['name']}", start_ns=start_ns))
+            start_ns += r.seconds * 1e9
+        write_chrome_trace(trace_path, traces)
         report["trace"] = trace_path
     return report
 

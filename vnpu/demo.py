@@ -23,6 +23,24 @@ def _bar(label):
     return progress
 
 
+MAX_DEMO_BATCH = 4096
+
+
+def parse_batches(text):
+    """--batch: comma-separated batch sizes, each an integer in 1..MAX_DEMO_BATCH (at most 16 of them)."""
+    from vnpu.errors import InvalidArgument
+    parts = [p.strip() for p in str(text).split(",")]
+    if not 1 <= len(parts) <= 16:
+        raise InvalidArgument(f"--batch takes 1 to 16 comma-separated sizes, got {len(parts)}")
+    out = []
+    for p in parts:
+        if not p.isascii() or not p.isdigit() or len(p) > 6 or not 1 <= int(p) <= MAX_DEMO_BATCH:
+            raise InvalidArgument(f"--batch {text!r}: each batch size must be an integer 1..{MAX_DEMO_BATCH}, "
+                                  f"got {p!r}")
+        out.append(int(p))
+    return tuple(out)
+
+
 def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(16, 64, 256), requests=16,
              platform_config=None, rows_scale=None, table_format="int8_rowwise", dense_dtype="fp16",
              inject=(), fault_policy="retry"):
@@ -70,7 +88,11 @@ def parse_injection(text):
         settings = {}
         for item in rest.split(","):
             k, v = item.split("=", 1)
+            if len(v) > 64:
+                raise ValueError(v)
             settings[k.strip()] = float(v) if "." in v or "e" in v.lower() else int(v)
+        if len(card) > 6:
+            raise ValueError(card)
         return int(card), settings
     except ValueError:
         raise ConfigError(f"--inject {text!r}: expected CARD:key=value[,key=value], e.g. 2:pe_hang_rate=0.2") \
