@@ -20,7 +20,9 @@ from vnpu.isa.module import Module, load_module
 from . import sanitizer
 from .config import CardConfig, load_config
 from .memory import PAGE, CardMemory
-from .state import (F_ADDR, F_AUX, F_CODE, F_PC, F_PC2, F_PE, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK,
+from .sanitizer import NWHERE, W_BYTE, W_OTHER_HI, W_OTHER_LO, W_OTHER_WRITES, W_THIS_HI, W_THIS_LO, \
+    W_THIS_WRITES, unkey
+from .state import (F_ADDR, F_RACE, F_AUX, F_CODE, F_PC, F_PC2, F_PE, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK,
                     FAULT_INSTRUCTION, FAULT_NONE, FAULT_RACE, FAULT_TIMEOUT, NCSTAT, NEV, NFAULT, NPSTAT, NRES,
                     WEIGHT_BUFFER_BYTES, WHY_TEXT, config_vector)
 
@@ -264,6 +266,22 @@ class Card:
         return LaunchResult(kernel, int(cycles), tuple(int(p) for p in pe_ids), pstat, cstat, events,
                             self.config.clock_ghz, self.config, engine, regs)
 
+    def _race_error(self, mod, fault, pe_ids, kw):
+        """Name the first byte two unordered accesses share, and both accesses (PE, pc, instruction, range)."""
+        pe2, pc2 = int(fault[F_PE2]), int(fault[F_PC2])
+        other = disassemble_word(int(mod.code[pc2]), pc2) if 0 <= pc2 < len(mod.code) else "?"
+        pe2 = int(pe_ids[pe2]) if 0 <= pe2 < len(pe_ids) else pe2
+        w = [int(v) for v in fault[F_RACE:F_RACE + NWHERE]]
+        lb = self.config.local_memory.bytes
+        where, byte = _memory_name(w[W_BYTE], lb)
+        this_does = "writes" if w[W_THIS_WRITES] else "reads"
+        other_does = "write" if w[W_OTHER_WRITES] else "read"
+        kw["address"] = byte
+        return RaceError(f"race on byte 0x{byte:x} of {where}: this instruction {this_does} "
+                         f"{_range_text(w[W_THIS_LO], w[W_THIS_HI], lb)} while [{other}] (PE {pe2}, pc {pc2}) may "
+                         f"still {other_does} {_range_text(w[W_OTHER_LO], w[W_OTHER_HI], lb)}; add a wait on its "
+                         f"semaphore first", **kw)
+
     def _fault_error(self, mod, fault, pe_ids):
         code, lpe, pc, addr, aux = (int(fault[i]) for i in (F_CODE, F_PE, F_PC, F_ADDR, F_AUX))
         pe = int(pe_ids[lpe]) if 0 <= lpe < len(pe_ids) else lpe
@@ -283,14 +301,34 @@ class Card:
         if code == FAULT_DEADLOCK:
             return Deadlock("every PE that has not halted waits on something no one will signal", **kw)
         if code == FAULT_TIMEOUT:
-            return LaunchTimeout(f"watchdog: the launch passed {self.config.watchdog_cycles} cycles", **kw)
+            kind = int(fault[F_PC2])
+            if kind == 1:
+                why = (f"the launch executed more than watchdog_instructions = "
+                       f"{self.config.watchdog_instructions} instructions")
+            elif kind == 2:
+                why = (f"the reference engine ran longer than reference_timeout_s = "
+                       f"{self.config.reference_timeout_s} s of host time")
+            else:
+                why = f"the launch passed watchdog_cycles = {self.config.watchdog_cycles} cycles"
+            return LaunchTimeout(f"watchdog: {why} (card config keys; raise them for a longer kernel)", **kw)
         if code == FAULT_RACE:
-            pe2, pc2 = int(fault[F_PE2]), int(fault[F_PC2])
-            other = disassemble_word(int(mod.code[pc2]), pc2) if 0 <= pc2 < len(mod.code) else "?"
-            pe2 = int(pe_ids[pe2]) if 0 <= pe2 < len(pe_ids) else pe2
-            return RaceError(f"race: this access touches bytes that [{other}] (PE {pe2}, pc {pc2}) may still "
-                             f"access; add a wait on its semaphore first", address=addr, **kw)
+            return self._race_error(mod, fault, pe_ids, kw)
         return IllegalInstruction(f"unknown fault code {code}", **kw)
+
+
+def _memory_name(key, local_bytes):
+    """Where a sanitizer key points, in the words of the address map: (text, device address)."""
+    pe, address = unkey(int(key), local_bytes)
+    if pe >= 0:
+        return f"local memory of PE {pe}", address
+    if address >= T.DRAM_BASE:
+        return "DRAM", address
+    return "shared SRAM", address
+
+
+def _range_text(lo, hi, local_bytes):
+    where, a = _memory_name(lo, local_bytes)
+    return f"{where} [0x{a:x}, 0x{a + (hi - lo):x})"
 
 
 def encode_arg(value, spec, sym):

@@ -20,11 +20,12 @@ from . import embedding as emb_unit
 from . import matrix as mat_unit
 from . import sanitizer as san_mod
 from . import vector as vec_unit
-from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, in_range
-from .state import (C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_FP16_RATE, C_FP32_RATE, C_INT8_RATE, C_LOCAL_BPC, C_MCOLS,
-                    C_MDATAFLOW, C_MDEPTH, C_MROWS, C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, C_WATCHDOG, C_WBUF_BYTES,
+from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local, in_range
+from .state import (C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_FP16_RATE, C_FP32_RATE, C_INT8_RATE, C_LOCAL_BPC,
+                    C_MCOLS, C_MDATAFLOW, C_MDEPTH, C_MROWS, C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, C_WATCHDOG,
+                    C_WATCHDOG_INSTR, C_WBUF_BYTES,
                     EV_AUX, EV_END, EV_KIND, EV_OP, EV_PC, EV_PE, EV_START, EV_TRACK, F_ADDR, F_AUX, F_CODE,
-                    F_PC, F_PC2, F_PE, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, FAULT_RACE,
+                    F_PC, F_PC2, F_PE, F_PE2, F_RACE, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, FAULT_RACE,
                     FAULT_TIMEOUT, K_MARK, K_OP, K_RUN, K_STALL_BARRIER, K_STALL_QUEUE, K_STALL_SEM, P_DMA,
                     P_END, P_INSTR, P_ISSUE, P_MACS, P_MATRIX, P_STALL_BARRIER, P_STALL_QUEUE, P_STALL_SEM,
                     P_VECTOR, P_VOPS, R_EMB, S_CYCLES, S_EMB_BUSY, S_EMB_LOOKUPS, S_EMB_ROWS, S_EV_DROPPED,
@@ -100,9 +101,18 @@ def _fault(fault, code, pe, pc, addr, aux):
 
 
 @njit(cache=True, nogil=True)
-def _race(fault, san, pe, pc, addr, hit):
-    """A RaceError: this access (pe, pc, addr) against the in-flight operation `hit` of the sanitizer."""
-    _fault(fault, FAULT_RACE, pe, pc, addr, hit)
+def _timeout(fault, pe, pc, tp, by_instructions):
+    """LaunchTimeout: the card-time watchdog (cycles) or the executed-instruction budget of the launch."""
+    _fault(fault, FAULT_TIMEOUT, pe, pc, -1, tp)
+    fault[F_PC2] = 1 if by_instructions else 0
+
+
+@njit(cache=True, nogil=True)
+def _race(fault, san, where, pe, pc, hit):
+    """A RaceError: this access (pe, pc) against the in-flight operation `hit` of the sanitizer; `where`
+    (the sanitizer's record) names the first byte they share and both ranges."""
+    _fault(fault, FAULT_RACE, pe, pc, where[san_mod.W_BYTE], hit)
+    fault[F_RACE:F_RACE + san_mod.NWHERE] = where
     fault[F_PE2] = san[hit, san_mod.Z_PE]
     fault[F_PC2] = san[hit, san_mod.Z_PC]
 
@@ -154,6 +164,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
     neng = int(cfg[C_DMA_ENGINES])
     qdepth = int(cfg[C_DMA_QDEPTH])
     watchdog = int(cfg[C_WATCHDOG])
+    max_instr = int(cfg[C_WATCHDOG_INSTR])    # a runaway launch ends within seconds, whatever its cycles
+    executed = np.int64(0)
     local_bytes = lay[L_LOCAL_BYTES]
     pc = np.full(npe, entry, dtype=np.int64)
     t = np.zeros(npe, dtype=np.int64)
@@ -179,6 +191,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
     vecfree = np.zeros(npe, dtype=np.int64)
     wk = np.full((npe, 3), -1, dtype=np.int64)
     reads = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
+    where = np.zeros(san_mod.NWHERE, dtype=np.int64)
     plain = np.zeros(6, dtype=np.int64)        # sanitizer pattern of non-strided accesses: plain intervals
     pat = np.zeros(6, dtype=np.int64)
     barrier_n = 0
@@ -237,6 +250,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
             op = ins[0]
             tp += ISSUE_CYCLES[op]
             pstat[p, P_INSTR] += 1
+            executed += 1
             nxt = cur + 1
             # --- scalar ALU (most frequent first) ----------------------------------------------------
             if op == OP_ADDI:
@@ -249,8 +263,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 if v != 0:
                     nxt = ins[IMM]
                     tp += 2
-                    if tp > watchdog:
-                        _fault(fault, FAULT_TIMEOUT, p, cur, -1, tp)
+                    if tp > watchdog or executed > max_instr:
+                        _timeout(fault, p, cur, tp, executed > max_instr)
                         return tp
             elif op >= OP_BEQ and op <= OP_BGEU:
                 a = r[ins[RS1]]
@@ -270,14 +284,14 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 if taken:
                     nxt = ins[IMM]
                     tp += 2
-                    if tp > watchdog:
-                        _fault(fault, FAULT_TIMEOUT, p, cur, -1, tp)
+                    if tp > watchdog or executed > max_instr:
+                        _timeout(fault, p, cur, tp, executed > max_instr)
                         return tp
             elif op == OP_JMP:
                 nxt = ins[IMM]
                 tp += 2
-                if tp > watchdog:
-                    _fault(fault, FAULT_TIMEOUT, p, cur, -1, tp)
+                if tp > watchdog or executed > max_instr:
+                    _timeout(fault, p, cur, tp, executed > max_instr)
                     return tp
             elif op == OP_SUB:
                 r[ins[RD]] = r[ins[RS1]] - r[ins[RS2]]
@@ -362,20 +376,20 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 else:
                     nb = 8
                 if not _local(lay, a, nb):
-                    _fault(fault, FAULT_ADDRESS, p, cur, a, nb)
+                    _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nb), nb)
                     return tp
                 store = op >= OP_SB
                 if sanitize and sanc[0] > 0:
                     k = san_mod.key(local_bytes, pe_ids[p], a)
                     reads[:, :] = 0
                     if store:
-                        hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, k, k + nb, plain)
+                        hit = san_mod.check(san, sanc, where, p, Q_SCALAR, reads, k, k + nb, plain)
                     else:
                         reads[0, 0] = k
                         reads[0, 1] = k + nb
-                        hit = san_mod.check(san, sanc, p, Q_SCALAR, reads, 0, 0, plain)
+                        hit = san_mod.check(san, sanc, where, p, Q_SCALAR, reads, 0, 0, plain)
                     if hit >= 0:
-                        _race(fault, san, p, cur, a, hit)
+                        _race(fault, san, where, p, cur, hit)
                         return tp
                 o = lbase[p] + a
                 if store:
@@ -437,14 +451,14 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     dst_bytes = n * ELEM[dt]
                 src_bytes = n * ELEM[dt]
                 if not _local(lay, a, src_bytes):
-                    _fault(fault, FAULT_ADDRESS, p, cur, a, src_bytes)
+                    _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, src_bytes), src_bytes)
                     return tp
                 b_bytes = ELEM[dt] if bcast else src_bytes
                 if binary and not _local(lay, b, b_bytes):
-                    _fault(fault, FAULT_ADDRESS, p, cur, b, b_bytes)
+                    _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, b, b_bytes), b_bytes)
                     return tp
                 if not _local(lay, dst, dst_bytes):
-                    _fault(fault, FAULT_ADDRESS, p, cur, dst, dst_bytes)
+                    _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, dst, dst_bytes), dst_bytes)
                     return tp
                 if sanitize:
                     reads[:, :] = 0
@@ -456,9 +470,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         reads[1, 0] = kb
                         reads[1, 1] = kb + b_bytes
                     kd = san_mod.key(local_bytes, pe_ids[p], dst)
-                    hit = san_mod.check(san, sanc, p, Q_VECTOR, reads, kd, kd + dst_bytes, plain)
+                    hit = san_mod.check(san, sanc, where, p, Q_VECTOR, reads, kd, kd + dst_bytes, plain)
                     if hit >= 0:
-                        _race(fault, san, p, cur, dst, hit)
+                        _race(fault, san, where, p, cur, hit)
                         return tp
                 lb = lbase[p]
                 width = int(cfg[C_VWIDTH])
@@ -511,7 +525,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         return tp
                     nbytes = K * N * eb
                     if not _local(lay, a, nbytes):
-                        _fault(fault, FAULT_ADDRESS, p, cur, a, nbytes)
+                        _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nbytes), nbytes)
                         return tp
                     ka = san_mod.key(local_bytes, pe_ids[p], a)
                     reads[0, 0] = ka
@@ -534,10 +548,10 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
                         return tp
                     if not _local(lay, a, M * K * eb):
-                        _fault(fault, FAULT_ADDRESS, p, cur, a, M * K * eb)
+                        _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, M * K * eb), M * K * eb)
                         return tp
                     if not _local(lay, dst, M * N * 4):
-                        _fault(fault, FAULT_ADDRESS, p, cur, dst, M * N * 4)
+                        _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, dst, M * N * 4), M * N * 4)
                         return tp
                     ka = san_mod.key(local_bytes, pe_ids[p], a)
                     reads[0, 0] = ka
@@ -545,9 +559,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     wlo = san_mod.key(local_bytes, pe_ids[p], dst)
                     whi = wlo + M * N * 4
                 if sanitize:
-                    hit = san_mod.check(san, sanc, p, Q_MATRIX, reads, wlo, whi, plain)
+                    hit = san_mod.check(san, sanc, where, p, Q_MATRIX, reads, wlo, whi, plain)
                     if hit >= 0:
-                        _race(fault, san, p, cur, a, hit)
+                        _race(fault, san, where, p, cur, hit)
                         return tp
                 if op == OP_MM_LDW:
                     wbuf[p, :nbytes] = pool[lb + a:lb + a + nbytes]
@@ -662,9 +676,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                                 pat[1] = 1     # negative or overlapping rows: bounding interval
                             if ds1 < 0 or ds1 < nbytes:
                                 pat[4] = 1
-                        hit = san_mod.check(san, sanc, p, Q_DMA0 + e, reads, wlo, whi, pat)
+                        hit = san_mod.check(san, sanc, where, p, Q_DMA0 + e, reads, wlo, whi, pat)
                         if hit >= 0:
-                            _race(fault, san, p, cur, dst, hit)
+                            _race(fault, san, where, p, cur, hit)
                             return tp
                     start = max(tp, dmafree[p, e])
                     st, done, bad = dma_unit.transfer(pool, ptab, lay, pe_ids[p], dst, src, nbytes, c1, ss1, ds1,
@@ -691,7 +705,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         return tp
                     d = r[ins[RS1]]
                     if not _local(lay, d, 8 * T.EMB_DESC_WORDS):
-                        _fault(fault, FAULT_ADDRESS, p, cur, d, 8 * T.EMB_DESC_WORDS)
+                        nd = 8 * T.EMB_DESC_WORDS
+                        _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, d, nd), nd)
                         return tp
                     desc = pool[lbase[p] + d:lbase[p] + d + 8 * T.EMB_DESC_WORDS].view(np.int64).copy()
                     if sanitize:
@@ -707,14 +722,14 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                                 reads[k, 0] = lo
                         wlo = san_mod.key(local_bytes, pe_ids[p], emb_unit.output_address(desc))
                         whi = wlo + emb_unit.output_bytes(desc)
-                        hit = san_mod.check(san, sanc, p, Q_EMB, reads, wlo, whi, plain)
+                        hit = san_mod.check(san, sanc, where, p, Q_EMB, reads, wlo, whi, plain)
                         if hit < 0:  # the descriptor itself is read at issue
                             tmp = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
                             tmp[0, 0] = kd
                             tmp[0, 1] = kd + 8 * T.EMB_DESC_WORDS
-                            hit = san_mod.check(san, sanc, p, Q_SCALAR, tmp, 0, 0, plain)
+                            hit = san_mod.check(san, sanc, where, p, Q_SCALAR, tmp, 0, 0, plain)
                         if hit >= 0:
-                            _race(fault, san, p, cur, d, hit)
+                            _race(fault, san, where, p, cur, hit)
                             return tp
                     start = max(tp, res[R_EMB])
                     st, done, bad, why = emb_unit.lookup(pool, ptab, lay, pe_ids[p], desc, start, cfg, res, cstat)
@@ -821,8 +836,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
         # --- PE p stops running: halted, blocked, or yielded to a PE that is behind ----------------------
         pc[p] = cur
         t[p] = tp
-        if tp > watchdog:
-            _fault(fault, FAULT_TIMEOUT, p, cur, -1, tp)
+        if tp > watchdog or executed > max_instr:
+            _timeout(fault, p, cur, tp, executed > max_instr)
             return tp
         if events.shape[0] > 0 and tp > run_start:
             last = run_ev[p]

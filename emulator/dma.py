@@ -10,7 +10,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .memory import copy_bytes, region_of, translate
+from .memory import copy_bytes, first_bad_byte, region_of, translate
 from .state import (C_BURST, C_DMA_BPC, C_DMA_SETUP, C_DRAM_BPC, C_DRAM_LAT, C_LOCAL_BPC, C_PAGE_BYTES,
                     C_RAND_EFF, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM, S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR,
                     S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR)
@@ -54,11 +54,12 @@ def check_rows(ptab, lay, pe, base, nbytes, c1, s1, c2, s2):
             a = base + k1 * s1 + k2 * s2
             if translate(ptab, lay, pe, a, nbytes) < 0:
                 # a row may span two allocations that are each mapped: check page by page
+                bad = first_bad_byte(ptab, lay, pe, a, nbytes)
                 done = 0
                 while done < nbytes:
                     chunk = min(nbytes - done, 65536 - ((a + done) & 65535))
                     if translate(ptab, lay, pe, a + done, chunk) < 0:
-                        return False, a + done
+                        return False, bad
                     done += chunk
     return True, np.int64(0)
 

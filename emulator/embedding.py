@@ -21,7 +21,7 @@ from numba import njit
 from vnpu.isa import table as T
 
 from .dma import book, dram_run_cycles
-from .memory import region_of, translate
+from .memory import first_bad_byte, region_of, translate
 from .numerics import bits_to_f32, f16bits_to_f32bits, f32_to_f16, load_f16, load_f32
 from .state import (C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM,
                     S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR, S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR,
@@ -176,22 +176,22 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     sb = desc[D_SEGMENT_BYTES]
     t_off = translate(ptab, lay, pe, desc[D_TABLE], nrows * rb)
     if t_off < 0:
-        return 1, start, desc[D_TABLE], 0
+        return 1, start, first_bad_byte(ptab, lay, pe, desc[D_TABLE], nrows * rb), 0
     i_off = translate(ptab, lay, pe, desc[D_INDICES], n_idx * ib)
     if i_off < 0:
-        return 1, start, desc[D_INDICES], 0
+        return 1, start, first_bad_byte(ptab, lay, pe, desc[D_INDICES], n_idx * ib), 0
     s_off = translate(ptab, lay, pe, desc[D_SEGMENTS], nseg * sb)
     if s_off < 0:
-        return 1, start, desc[D_SEGMENTS], 0
+        return 1, start, first_bad_byte(ptab, lay, pe, desc[D_SEGMENTS], nseg * sb), 0
     w_off = -1
     if pool_mode == MODE_WEIGHTED:
         w_off = translate(ptab, lay, pe, desc[D_WEIGHTS], 4 * n_idx)
         if w_off < 0:
-            return 1, start, desc[D_WEIGHTS], 0
+            return 1, start, first_bad_byte(ptab, lay, pe, desc[D_WEIGHTS], 4 * n_idx), 0
     ob = output_bytes(desc)
     o_off = translate(ptab, lay, pe, desc[D_OUTPUT], ob)
     if o_off < 0:
-        return 1, start, desc[D_OUTPUT], 0
+        return 1, start, first_bad_byte(ptab, lay, pe, desc[D_OUTPUT], ob), 0
     # validate segments and indices before writing anything
     bounds = np.empty(n_bags + 1, dtype=np.int64)
     if mode & MODE_OFFSETS:
@@ -234,6 +234,9 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     burst = int(cfg[C_BURST])
     k_min = (rb + burst - 1) // burst
     row_cost = np.array([dram_run_cycles(0, k_min * burst, cfg), dram_run_cycles(0, (k_min + 1) * burst, cfg)])
+    # the pooled rows go to a staging buffer and are written after every read: an output that overlaps the
+    # table, the indices or the weights reads their values from before the lookup (the reference's order)
+    staged = np.empty(ob, dtype=np.uint8)
     for b in range(n_bags):
         acc[:] = 0
         lo = bounds[b]
@@ -250,10 +253,11 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
             for j in range(dim):
                 acc[j] = acc[j] / inv
         if desc[D_OUT_DTYPE] == 0:
-            pool[o_off + 4 * b * dim:o_off + 4 * (b + 1) * dim].view(np.float32)[:] = acc
+            staged[4 * b * dim:4 * (b + 1) * dim].view(np.float32)[:] = acc
         else:
             out32[:] = acc
-            f32_to_f16(out32, pool[o_off + 2 * b * dim:o_off + 2 * (b + 1) * dim].view(np.uint16))
+            f32_to_f16(out32, staged[2 * b * dim:2 * (b + 1) * dim].view(np.uint16))
+    pool[o_off:o_off + ob] = staged
     # --- timing -------------------------------------------------------------------------------------------
     gathered = n_idx * rb
     meta = n_idx * ib + nseg * sb + (4 * n_idx if pool_mode == MODE_WEIGHTED else 0)

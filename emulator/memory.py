@@ -1,11 +1,17 @@
 """Card memories: DRAM, shared SRAM and each PE's local memory, as pages mapped on demand.
 
-Host memory grows with what is allocated and touched, not with the configured capacity: a page table
-(one int32 per 64 KiB page, 1 MiB for a 16 GB card) maps device pages to pages of one growable pool.
+Host memory grows with what is written, not with the configured capacity nor with what is allocated: a
+page table (one int32 per 64 KiB page, 1 MiB for a 16 GB card) maps device pages to pages of one pool. The
+pool is one anonymous mapping reserved once for the card's whole capacity (MAP_NORESERVE: address space,
+not memory), so it never moves or copies; the kernel backs a page with memory when it is first written, and
+freed pages are handed back (MADV_DONTNEED). Where the reservation is refused (strict overcommit), the pool
+grows by doubling and copies only the pages in use that hold data.
 A mapping is one contiguous run of pool pages, so any access inside one allocation is a plain slice.
 An unmapped page is not part of anything the launch may touch: accessing it is an IllegalAddress.
 """
 from __future__ import annotations
+
+import mmap
 
 import numpy as np
 from numba import njit
@@ -38,9 +44,30 @@ class CardMemory:
         # maps only its own allocations, so another context's bytes are unmapped (IllegalAddress) to it.
         self.ptabs = {0: np.full(total, -1, dtype=np.int32)}
         self.local_runs = {}         # pe -> first pool page of its local memory (shared by all contexts)
-        self.pool = np.zeros(0, dtype=np.uint8)
+        self.total_pages = total
+        self._new_pool()
         self.pool_pages = 0          # pages in use at the end of the pool
         self.free_runs = []          # [(first pool page, count)] returned by unmap
+
+    def _new_pool(self):
+        """Reserve the whole capacity as address space; fall back to a growable array if refused."""
+        self._map = None
+        try:
+            self._map = mmap.mmap(-1, self.total_pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                                  | getattr(mmap, "MAP_NORESERVE", 0))
+            self.pool = np.frombuffer(self._map, dtype=np.uint8)
+        except (OSError, ValueError, OverflowError):
+            self._map = None
+            self.pool = np.zeros(0, dtype=np.uint8)
+
+    def _release(self, first, count):
+        """Give pool pages back to the host; they read as zeros afterwards."""
+        if count <= 0:
+            return
+        if self._map is not None and hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_DONTNEED, first * PAGE, count * PAGE)
+        else:
+            self.pool[first * PAGE:(first + count) * PAGE] = 0
 
     # --- page management (host side, between launches) -----------------------------------------
     def gpage(self, address: int) -> int:
@@ -57,14 +84,21 @@ class CardMemory:
                 self.free_runs[i] = (first + count, n - count)
                 if n == count:
                     self.free_runs.pop(i)
-                self.pool[first * PAGE:(first + count) * PAGE] = 0
-                return first
+                if self._map is None:
+                    self.pool[first * PAGE:(first + count) * PAGE] = 0
+                return first      # (a reserved pool's free runs were released, so they read as zeros)
         first = self.pool_pages
         need = (first + count) * PAGE
         if need > len(self.pool):
-            # np.zeros is calloc-backed: pages cost host memory only once touched.
+            if self._map is not None:
+                raise OutOfMemory("card memory pool exhausted", requested=count * PAGE)
+            # np.zeros is calloc-backed: pages cost host memory only once touched; copy only the pages that
+            # hold data (an allocated page never written is still the kernel's shared zero page)
             grown = np.zeros(max(need, 2 * len(self.pool)), dtype=np.uint8)
-            grown[:len(self.pool)] = self.pool
+            for pg in range(self.pool_pages):
+                chunk = self.pool[pg * PAGE:(pg + 1) * PAGE]
+                if chunk.any():
+                    grown[pg * PAGE:(pg + 1) * PAGE] = chunk
             self.pool = grown
         self.pool_pages = first + count
         return first
@@ -97,6 +131,8 @@ class CardMemory:
         pages = self.ptabs[ctx][first_gpage:first_gpage + count]
         if count and pages[0] >= 0:
             self.free_runs.append((int(pages[0]), count))
+            if self._map is not None:
+                self._release(int(pages[0]), count)
         pages[:] = -1
 
     def map_local(self, pe: int):
@@ -114,13 +150,17 @@ class CardMemory:
             t[:] = -1
         self.ptabs = {0: self.ptabs[0]}
         self.local_runs = {}
-        self.pool = np.zeros(0, dtype=np.uint8)
+        if self._map is not None:
+            self._release(0, self.pool_pages)
+        else:
+            self.pool = np.zeros(0, dtype=np.uint8)
         self.pool_pages = 0
         self.free_runs = []
 
     @property
     def host_bytes(self):
-        """Host memory this card holds: pool pages touched so far (calloc-backed) and the page tables."""
+        """Host memory this card may hold: pool pages in use (backed by memory only where written) and the
+        page tables."""
         return int(self.pool_pages * PAGE + sum(t.nbytes for t in self.ptabs.values()))
 
     # --- host access (driver copies and tests) -------------------------------------------------------
@@ -173,6 +213,41 @@ def translate(ptab, lay, pe, address, nbytes):
 
 
 @njit(cache=True, nogil=True)
+def first_bad_byte(ptab, lay, pe, address, nbytes):
+    """The first byte of [address, address+nbytes) that PE pe may not touch (the address a fault names, on
+    both engines: like a CPU's faulting address, the first byte of the access that is not mapped).
+    Returns `address` when the whole range is fine (callers only ask after a failed check)."""
+    if nbytes <= 0:
+        return address
+    done = 0
+    while done < nbytes:
+        x = address + done
+        chunk = min(nbytes - done, 65536 - (x & 65535))
+        if translate(ptab, lay, pe, x, chunk) < 0:
+            if translate(ptab, lay, pe, x, 1) < 0:
+                return x
+            lo = 1            # translate(x, lo) is fine, translate(x, hi) is not: the range leaves its region
+            hi = chunk
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if translate(ptab, lay, pe, x, mid) >= 0:
+                    lo = mid
+                else:
+                    hi = mid
+            return x + lo
+        done += chunk
+    return address
+
+
+@njit(cache=True, nogil=True)
+def first_bad_local(lay, address, nbytes):
+    """first_bad_byte for an access that must lie in PE-local memory."""
+    if nbytes <= 0 or address < 0 or address >= lay[L_LOCAL_BYTES]:
+        return address
+    return lay[L_LOCAL_BYTES]
+
+
+@njit(cache=True, nogil=True)
 def region_of(lay, address):
     """0 local, 1 shared SRAM, 2 DRAM, -1 none (the region that prices an access)."""
     if 0 <= address < lay[L_LOCAL_BYTES]:
@@ -186,7 +261,22 @@ def region_of(lay, address):
 
 @njit(cache=True, nogil=True)
 def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
-    """Copy nbytes between two device ranges seen by PE pe, page run by page run. -1 on a bad address."""
+    """Copy nbytes between two device ranges seen by PE pe, page run by page run. -1 on a bad source
+    address, -2 on a bad destination. Overlapping ranges copy like memmove (every byte read before any is
+    written), whichever page runs they span."""
+    if dst < src + nbytes and src < dst + nbytes and dst != src:
+        tmp = np.empty(nbytes, dtype=np.uint8)
+        if _gather(pool, ptab, lay, pe, src, tmp) < 0:
+            return -1
+        done = 0
+        while done < nbytes:
+            chunk = min(nbytes - done, 65536 - ((dst + done) & 65535))
+            d = translate(ptab, lay, pe, dst + done, chunk)
+            if d < 0:
+                return -2
+            pool[d:d + chunk] = tmp[done:done + chunk]
+            done += chunk
+        return 0
     done = 0
     while done < nbytes:
         chunk = min(nbytes - done, 65536 - ((src + done) & 65535), 65536 - ((dst + done) & 65535))
@@ -196,7 +286,21 @@ def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
             return -1
         if d < 0:
             return -2
-        pool[d:d + chunk] = pool[s:s + chunk].copy() if (d < s + chunk and s < d + chunk) else pool[s:s + chunk]
+        pool[d:d + chunk] = pool[s:s + chunk]
+        done += chunk
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _gather(pool, ptab, lay, pe, src, out):
+    done = 0
+    n = len(out)
+    while done < n:
+        chunk = min(n - done, 65536 - ((src + done) & 65535))
+        s = translate(ptab, lay, pe, src + done, chunk)
+        if s < 0:
+            return -1
+        out[done:done + chunk] = pool[s:s + chunk]
         done += chunk
     return 0
 

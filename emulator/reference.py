@@ -8,6 +8,7 @@ of instructions this PE has executed.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from .embedding import (D_DIM, D_FORMAT, D_INDEX_BYTES, D_INDICES, D_MODE, D_NUM
                         MODE_OFFSETS, MODE_WEIGHTED)
 from .memory import L_DRAM_BASE, L_DRAM_BYTES, L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, L_SHARED_BASE, \
     L_SHARED_BYTES, L_SHARED_P0, PAGE
-from .state import (F_ADDR, F_AUX, F_CODE, F_PC, F_PE, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION,
+from .state import (F_ADDR, F_AUX, F_CODE, F_PC, F_PC2, F_PE, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION,
                     FAULT_TIMEOUT, NFAULT, WEIGHT_BUFFER_BYTES, WHY_DMA_SIZE, WHY_DTYPE, WHY_EMB_DESC,
                     WHY_EMB_INDEX, WHY_EMB_SEGMENTS, WHY_ENGINE, WHY_NO_WEIGHTS, WHY_SEMAPHORE, WHY_SIG_PE,
                     WHY_SIZE, WHY_WEIGHTS)
@@ -75,9 +76,13 @@ def _pick(a, b, take_b):
 
 
 class Fault(Exception):
-    def __init__(self, code, pe, pc, addr=-1, aux=-1):
+    def __init__(self, code, pe, pc, addr=-1, aux=-1, kind=-1):
         super().__init__(code)
-        self.code, self.pe, self.pc, self.addr, self.aux = code, pe, pc, addr, aux
+        self.code, self.pe, self.pc, self.addr, self.aux, self.kind = code, pe, pc, addr, aux, kind
+
+
+# LaunchTimeout kinds (fault[F_PC2]): the card-time watchdog, the instruction budget, the wall-clock limit
+TIMEOUT_CYCLES, TIMEOUT_INSTRUCTIONS, TIMEOUT_WALL = 0, 1, 2
 
 
 class ReferenceInterpreter:
@@ -90,7 +95,9 @@ class ReferenceInterpreter:
         self.fault = np.zeros(NFAULT, dtype=np.int64)
         cfg = card.config
         self.nsem, self.neng = cfg.semaphores, cfg.dma.engines_per_pe
-        self.max_steps = cfg.watchdog_cycles
+        self.max_steps = cfg.watchdog_cycles           # the reference's clock is instructions per PE
+        self.max_instr = cfg.watchdog_instructions     # executed instructions per launch, as on the core
+        self.timeout_s = cfg.reference_timeout_s       # wall clock: this engine runs ~100x slower
 
     # --- memory, resolved page by page in Python ---------------------------------------------------------
     def _global(self, pe, addr, n):
@@ -103,19 +110,42 @@ class ReferenceInterpreter:
             return addr - int(lay[L_DRAM_BASE])
         return None
 
+    def _region_end(self, pe, addr):
+        """End of the memory region holding addr (as PE pe sees it), or None when addr is in none."""
+        lay = self.lay
+        for ok, end in ((pe >= 0 and 0 <= addr < lay[L_LOCAL_BYTES], lay[L_LOCAL_BYTES]),
+                        (lay[L_SHARED_BASE] <= addr < lay[L_SHARED_BASE] + lay[L_SHARED_BYTES],
+                         lay[L_SHARED_BASE] + lay[L_SHARED_BYTES]),
+                        (lay[L_DRAM_BASE] <= addr < lay[L_DRAM_BASE] + lay[L_DRAM_BYTES],
+                         lay[L_DRAM_BASE] + lay[L_DRAM_BYTES])):
+            if ok:
+                return int(end)
+        return None
+
     def _chunks(self, pe, addr, n, fault_at):
-        g = self._global(pe, addr, n)
-        if g is None or n < 0:
+        """The pool pieces of [addr, addr+n). A fault names the first byte that may not be touched."""
+        if n < 0:
             raise Fault(FAULT_ADDRESS, *fault_at, addr)
+        if n == 0:
+            if self._global(pe, addr, 0) is None:
+                raise Fault(FAULT_ADDRESS, *fault_at, addr)
+            return []
+        end = self._region_end(pe, addr)
+        if end is None:
+            raise Fault(FAULT_ADDRESS, *fault_at, addr)
+        valid = min(n, end - addr)
+        g = self._global(pe, addr, valid)
         out, done = [], 0
-        while done < n:
+        while done < valid:
             page = (g + done) // PAGE
-            chunk = min(n - done, PAGE - (g + done) % PAGE)
+            chunk = min(valid - done, PAGE - (g + done) % PAGE)
             pp = int(self.ptab[page])
             if pp < 0:
                 raise Fault(FAULT_ADDRESS, *fault_at, addr + done)
             out.append((pp * PAGE + (g + done) % PAGE, chunk))
             done += chunk
+        if valid < n:
+            raise Fault(FAULT_ADDRESS, *fault_at, addr + valid)
         return out
 
     def read(self, pe, addr, n, at, dtype=np.uint8):
@@ -131,8 +161,11 @@ class ReferenceInterpreter:
             done += c
 
     def local(self, p, addr, n, at):
-        if not (n >= 0 and 0 <= addr and addr + n <= self.lay[L_LOCAL_BYTES]):
-            raise Fault(FAULT_ADDRESS, *at, addr)
+        """[addr, addr+n) must lie in PE-local memory; a fault names its first byte outside."""
+        size = int(self.lay[L_LOCAL_BYTES])
+        if not (n >= 0 and 0 <= addr and addr + n <= size):
+            inside = n > 0 and 0 <= addr < size
+            raise Fault(FAULT_ADDRESS, *at, size if inside else addr)
 
     # --- the run loop ---------------------------------------------------------------------------------------
     def run(self, entry):
@@ -143,6 +176,8 @@ class ReferenceInterpreter:
         self.sem = np.zeros((npe, self.nsem), dtype=np.int64)
         self.dims = [[[1, 0, 0, 1, 0, 0] for _ in range(self.neng)] for _ in range(npe)]
         self.weights = [None] * npe
+        self.executed = 0
+        self.deadline = time.monotonic() + self.timeout_s
         try:
             while True:
                 progressed = False
@@ -164,6 +199,8 @@ class ReferenceInterpreter:
         except Fault as f:
             self.fault[F_CODE], self.fault[F_PE], self.fault[F_PC] = f.code, f.pe, f.pc
             self.fault[F_ADDR], self.fault[F_AUX] = f.addr, f.aux
+            if f.code == FAULT_TIMEOUT:
+                self.fault[F_PC2] = f.kind
 
     def _run_pe(self, p):
         dec = self.mod.decoded
@@ -173,11 +210,17 @@ class ReferenceInterpreter:
             if not 0 <= pc < len(dec):
                 raise Fault(FAULT_INSTRUCTION, p, pc)
             self.steps[p] += 1
+            self.executed += 1
             if self.steps[p] > self.max_steps:
-                raise Fault(FAULT_TIMEOUT, p, pc)
+                raise Fault(FAULT_TIMEOUT, p, pc, kind=TIMEOUT_CYCLES)
+            if not self.executed & 0xFFFF and time.monotonic() > self.deadline:
+                raise Fault(FAULT_TIMEOUT, p, pc, kind=TIMEOUT_WALL)
             ins = dec[pc]
             name = T.BY_OPCODE[int(ins[T.OP])].mnemonic
             nxt = self.execute(p, pc, name, ins, r)
+            if nxt is not None and nxt <= pc and self.executed > self.max_instr:
+                # checked where the core checks it: at a branch taken backwards or to itself
+                raise Fault(FAULT_TIMEOUT, p, pc, kind=TIMEOUT_INSTRUCTIONS)
             r[0] = 0
             if nxt is not None:
                 self.pc[p] = nxt

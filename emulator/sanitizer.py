@@ -19,6 +19,18 @@ NZ = 22
 MAX_EXACT_ROWS = 4096   # 2-D patterns up to this many rows are checked row by row; larger: bounding interval
 NREAD = 4
 LOCAL_KEY = 1 << 62
+# what `check` records about a race it finds (int64[NWHERE]): the first shared byte (a key), whether this
+# access writes it and whether the other operation writes it, and both ranges (keys, [lo, hi))
+W_BYTE, W_THIS_WRITES, W_OTHER_WRITES, W_THIS_LO, W_THIS_HI, W_OTHER_LO, W_OTHER_HI = range(7)
+NWHERE = 7
+
+
+def unkey(k, local_bytes):
+    """(pe, address) of a key: pe >= 0 for a PE's local memory, -1 for shared SRAM and DRAM."""
+    if k >= LOCAL_KEY:
+        k -= LOCAL_KEY
+        return k >> 40, k & ((1 << 40) - 1)
+    return -1, k
 
 
 def new_table():
@@ -39,24 +51,29 @@ def _overlap(alo, ahi, blo, bhi):
 
 
 @njit(cache=True, nogil=True)
-def _rows_overlap(alo, ahi, arow, acnt, astr, blo, bhi, brow, bcnt, bstr):
-    """Do two strided patterns (cnt rows of `row` bytes, `str` apart, first at lo; hi bounds them) share
-    a byte? Exact for 2-D patterns (a DMA writing columns of a matrix that another PE also writes)."""
+def _rows_first(alo, ahi, arow, acnt, astr, blo, bhi, brow, bcnt, bstr):
+    """The first byte two strided patterns share (cnt rows of `row` bytes, `str` apart, first at lo; hi
+    bounds them), or -1. Exact for 2-D patterns (a DMA writing columns of a matrix that another PE also
+    writes); beyond that, the bounding intervals decide (conservative)."""
     if not _overlap(alo, ahi, blo, bhi):
-        return False
+        return -1
     if acnt <= 1 and bcnt <= 1:
-        return True
+        return max(alo, blo)
     if acnt <= 1:                     # a plain interval is one row
         acnt, arow, astr = 1, ahi - alo, 1
     if bcnt <= 1:
         bcnt, brow, bstr = 1, bhi - blo, 1
     if acnt > MAX_EXACT_ROWS or bcnt > MAX_EXACT_ROWS or astr <= 0 or (bcnt > 1 and bstr <= 0):
-        return True   # not a simple positive-stride pattern: the bounding intervals overlap, so say yes
+        return max(alo, blo)   # not a simple positive-stride pattern: the bounding intervals overlap
+    first = np.int64(-1)
     for i in range(acnt):
         x = alo + i * astr
+        if first >= 0 and x >= first:
+            break
         if bcnt <= 1:
             if _overlap(x, x + arow, blo, blo + brow):
-                return True
+                y = max(x, blo)
+                first = y if first < 0 else min(first, y)
             continue
         # rows j of b with blo + j*bstr < x + arow and blo + j*bstr + brow > x
         jmin = (x - brow - blo) // bstr + 1
@@ -64,14 +81,27 @@ def _rows_overlap(alo, ahi, arow, acnt, astr, blo, bhi, brow, bcnt, bstr):
         jmin = max(jmin, 0)
         jmax = min(jmax, bcnt - 1)
         if jmin <= jmax:
-            return True
-    return False
+            y = max(x, blo + jmin * bstr)
+            first = y if first < 0 else min(first, y)
+    return first
 
 
 @njit(cache=True, nogil=True)
-def check(san, sanc, pe, queue, reads, wlo, whi, pat):
-    """Index of an in-flight operation this access races with, or -1. reads: int64[NREAD, 2];
-    pat: [read0 row bytes, rows, stride, write row bytes, rows, stride] (rows 1: a plain interval)."""
+def _note(where, byte, this_writes, other_writes, tlo, thi, olo, ohi):
+    where[W_BYTE] = byte
+    where[W_THIS_WRITES] = this_writes
+    where[W_OTHER_WRITES] = other_writes
+    where[W_THIS_LO] = tlo
+    where[W_THIS_HI] = thi
+    where[W_OTHER_LO] = olo
+    where[W_OTHER_HI] = ohi
+
+
+@njit(cache=True, nogil=True)
+def check(san, sanc, where, pe, queue, reads, wlo, whi, pat):
+    """Index of an in-flight operation this access races with, or -1 (then `where` tells the first shared
+    byte and both ranges). reads: int64[NREAD, 2]; pat: [read0 row bytes, rows, stride, write row bytes,
+    rows, stride] (rows 1: a plain interval)."""
     for i in range(sanc[0]):
         if san[i, Z_LIVE] == 0:
             continue
@@ -79,21 +109,28 @@ def check(san, sanc, pe, queue, reads, wlo, whi, pat):
             continue  # same in-order queue
         olo, ohi = san[i, Z_WLO], san[i, Z_WHI]
         orow, ocnt, ostr = san[i, Z_WROW], san[i, Z_WCNT], san[i, Z_WSTR]
-        for r in range(NREAD):
+        for r in range(NREAD):       # this access reads what the other may still write
             if r == 0:
-                if _rows_overlap(reads[0, 0], reads[0, 1], pat[0], pat[1], pat[2], olo, ohi, orow, ocnt, ostr):
-                    return i
-            elif _overlap(reads[r, 0], reads[r, 1], olo, ohi):
+                b = _rows_first(reads[0, 0], reads[0, 1], pat[0], pat[1], pat[2], olo, ohi, orow, ocnt, ostr)
+            else:
+                b = max(reads[r, 0], olo) if _overlap(reads[r, 0], reads[r, 1], olo, ohi) else -1
+            if b >= 0:
+                _note(where, b, 0, 1, reads[r, 0], reads[r, 1], olo, ohi)
                 return i
-        if wlo < whi:
-            if _rows_overlap(wlo, whi, pat[3], pat[4], pat[5], olo, ohi, orow, ocnt, ostr):
+        if wlo < whi:                # this access writes what the other may still write or read
+            b = _rows_first(wlo, whi, pat[3], pat[4], pat[5], olo, ohi, orow, ocnt, ostr)
+            if b >= 0:
+                _note(where, b, 1, 1, wlo, whi, olo, ohi)
                 return i
             for r in range(NREAD):
+                rlo, rhi = san[i, Z_R0LO + 2 * r], san[i, Z_R0HI + 2 * r]
                 if r == 0:
-                    if _rows_overlap(wlo, whi, pat[3], pat[4], pat[5], san[i, Z_R0LO], san[i, Z_R0HI],
-                                     san[i, Z_R0ROW], san[i, Z_R0CNT], san[i, Z_R0STR]):
-                        return i
-                elif _overlap(wlo, whi, san[i, Z_R0LO + 2 * r], san[i, Z_R0HI + 2 * r]):
+                    b = _rows_first(wlo, whi, pat[3], pat[4], pat[5], rlo, rhi,
+                                    san[i, Z_R0ROW], san[i, Z_R0CNT], san[i, Z_R0STR])
+                else:
+                    b = max(wlo, rlo) if _overlap(wlo, whi, rlo, rhi) else -1
+                if b >= 0:
+                    _note(where, b, 1, 0, wlo, whi, rlo, rhi)
                     return i
     return -1
 

@@ -30,8 +30,8 @@ TRACK_PE, TRACK_MATRIX, TRACK_VECTOR, TRACK_EMB, TRACK_DMA0 = 0, 1, 2, 3, 4   # 
 K_OP, K_STALL_SEM, K_STALL_BARRIER, K_STALL_QUEUE, K_MARK, K_RUN = range(6)
 
 # --- faults (int64[NFAULT]) -----------------------------------------------------------------------------------
-F_CODE, F_PE, F_PC, F_ADDR, F_PE2, F_PC2, F_AUX = range(7)
-NFAULT = 7
+F_CODE, F_PE, F_PC, F_ADDR, F_PE2, F_PC2, F_AUX, F_RACE = range(8)
+NFAULT = 8 + 7      # F_RACE starts the sanitizer's record of a race (sanitizer.NWHERE words)
 FAULT_NONE, FAULT_ADDRESS, FAULT_INSTRUCTION, FAULT_DEADLOCK, FAULT_TIMEOUT, FAULT_RACE = range(6)
 # F_AUX reasons for FAULT_INSTRUCTION
 (WHY_SEMAPHORE, WHY_ENGINE, WHY_DTYPE, WHY_SIG_PE, WHY_SEM_OVERFLOW, WHY_DMA_SIZE, WHY_WEIGHTS, WHY_SIZE,
