@@ -19,6 +19,14 @@ from vnpu.isa.module import load_module
 from . import validate
 
 
+MEMORIES = ("dram", "shared")     # what device.alloc(nbytes, memory) can allocate
+
+
+def _context_arg(ctx):
+    if ctx is not None and not isinstance(ctx, Context):
+        raise InvalidArgument(f"check: ctx must be a Context or None, got {type(ctx).__name__}")
+
+
 class Device:
     def __init__(self, platform, index, config):
         from vnpu.emulator.card import Card
@@ -176,7 +184,8 @@ class Context:
         with self.device.lock:
             self.check()
             if isinstance(nbytes, bool) or not isinstance(nbytes, (int, np.integer)) or nbytes <= 0:
-                raise InvalidArgument(f"alloc: size must be a positive integer, got {nbytes!r}")
+                raise InvalidArgument(f"alloc: size must be a positive integer, got {validate.show(nbytes)}")
+            validate.choice(memory, "alloc: memory", MEMORIES)
             addr = self.device.card.alloc(int(nbytes), memory=memory, ctx=self.id)
             return Buffer(self, addr, int(nbytes), memory)
 
@@ -243,6 +252,7 @@ class Buffer:
 
     def check(self, ctx=None):
         """Raise InvalidHandle unless this buffer is live (and in `ctx`, when given)."""
+        _context_arg(ctx)
         if self.freed:
             raise InvalidHandle(f"buffer 0x{self.device_address:x} of card {self.device.index} was freed")
         if self.generation != self.device.generation:
@@ -281,6 +291,7 @@ class Module:
         return dict(self.loaded.module.kernels)
 
     def check(self, ctx=None):
+        _context_arg(ctx)
         if self.unloaded:
             raise InvalidHandle("the module was unloaded")
         if self.generation != self.device.generation:

@@ -70,7 +70,7 @@ def validate_platform(data):
         validate.config_numbers(merged.get(key), key, label="platform key")
     if not isinstance(merged["name"], str):
         raise ConfigError(f"platform key 'name' must be a string, got {validate.show(merged['name'])}")
-    validate.integer(merged["cards"], "platform key 'cards'", 1, 64, error=ConfigError)
+    merged["cards"] = validate.integer(merged["cards"], "platform key 'cards'", 1, 64, error=ConfigError)
     merged["launch_overhead_ns"] = validate.time_ns(merged["launch_overhead_ns"], "platform key 'launch_overhead_ns'")
     merged["poll_ns"] = validate.time_ns(merged["poll_ns"], "platform key 'poll_ns'", positive=True)
     merged["card"] = _card_source(merged["card"])
@@ -122,7 +122,7 @@ class Platform:
         else:
             raise ConfigError(f"Platform(config): expected a platform YAML path, a mapping of platform keys or "
                               f"None, got {type(config).__name__} {validate.show(config)}")
-        sanitize = validate.flag(sanitize, "Platform(sanitize)", allow_none=True)
+        sanitize = validate.flag(sanitize, "Platform(sanitize)", allow_none=True, error=ConfigError)
         if card is not None:
             data["card"] = card
         if cards is not None:
@@ -172,7 +172,9 @@ class Platform:
         return getattr(self._host, "now", 0.0)
 
     def advance_host(self, t_ns: float):
-        self._host.now = max(self.host_ns, t_ns)
+        """Move this host thread's virtual clock to t_ns (never backwards)."""
+        t = validate.number(t_ns, "advance_host: t_ns", 0.0)
+        self._host.now = max(self.host_ns, t)
 
     def close(self):
         """Close the platform: every device is lost to later calls."""

@@ -24,13 +24,13 @@ What each check accepts (anything else is refused):
 | `kernel_scalar(v, spec, sig)` | integer dtypes (i8 i16 i32 i64 u8 u32): `integer` in the dtype's range; f16 / f32: `number` (int or float, not bool) whose magnitude is at most the f32 maximum (3.4028235e38) or that is +-inf or NaN, which pass as they are (the card receives fp32 bits for both float dtypes; the C API's VNPU_ARG_FLOAT follows the same rule) |
 | `card_overrides(v)` | None, a mapping of dotted key strings to values, or a list of "key=value" strings (values parsed as YAML); no integer beyond +-2**63 anywhere |
 | `config_numbers(data, where)` | any YAML-shaped data without an integer beyond +-2**63 (bigger ones cannot become a float or an int64) |
+| `choice(v, name, choices)` | one of the strings `choices` (`alloc`'s memory: 'dram' or 'shared') |
 | `fault_settings(d)` | a mapping of known fault settings: `seed` an `integer` in [0, 2**63); `*_rate` a `number` in [0, 1]; `*_per_mib` a `number` in [0, 8 * 2**20] (at most one error per bit); `link_down_at_ns` a finite `number` in (-2**63, 2**63) (< 0: never) |
 | `env_flag(name)` | an environment variable that is unset or empty (None: not set) or one of 1/0, true/false, yes/no, on/off (any case) |
 """
 from __future__ import annotations
 
 import math
-import operator
 import os
 
 import numpy as np
@@ -198,9 +198,9 @@ def file_path(value, name, *, what="file", error=InvalidArgument):
         if not isinstance(p, str):
             raise TypeError
         if os.path.isdir(p):
-            raise error(f"cannot read {name} {p!r}: it is a directory, not a {what}")
+            raise error(f"cannot read {name} {show(p)}: it is a directory, not a {what}")
         if not os.path.exists(p):
-            raise error(f"cannot read {name} {p!r}: no such file")
+            raise error(f"cannot read {name} {show(p)}: no such file")
     except (TypeError, ValueError):   # __fspath__ returning bytes or garbage, a NUL in the name
         raise error(f"{name} must be a path (str or os.PathLike) of a {what}, got {show(value)}") from None
     return p
@@ -322,11 +322,8 @@ def fault_settings(data) -> dict:
     return out
 
 
-def index(value, name, n):
-    """An index into a sequence of n things (operator.index semantics, no bools)."""
-    if not _is_int(value):
-        raise InvalidArgument(f"{name} must be an integer, got {type(value).__name__} {show(value)}")
-    i = operator.index(value)
-    if not 0 <= i < n:
-        raise InvalidArgument(f"{name} = {show(i)} is not in 0..{n - 1}")
-    return i
+def choice(value, name, choices, *, error=InvalidArgument):
+    """One of the strings `choices`."""
+    if not isinstance(value, str) or value not in choices:
+        raise error(f"{name} must be one of {', '.join(map(repr, choices))}, got {show(value)}")
+    return value
