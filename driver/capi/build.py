@@ -52,13 +52,130 @@ __attribute__((constructor)) static void vnpu_python_program_name(void) {
 #pragma GCC diagnostic pop
 """
 
+# Every exported function of the library goes through vnpu_call_python (cffi's generated functions call
+# `_cffi_call_python`, which this defines to be vnpu_call_python; the pointer cffi switches to its fast path
+# after starting is still read through vnpu_cffi_call). The first call starts the embedded Python here, not
+# inside cffi's path, so that
+# - the host keeps its process-wide state: Python is pre-initialized without touching the locale
+#   (configure_locale=0; UTF-8 mode, so its text and file names are UTF-8 whatever the locale), and every
+#   signal disposition and the locale (all categories) saved before the start are put back after it
+#   (importing Python's signal module installs a SIGINT handler when SIGINT is at its default, which would
+#   turn the host's Ctrl-C into a KeyboardInterrupt inside the next vnpu call);
+# - a start that fails makes every call return VNPU_ERROR_INTERNAL (cffi would return 0, VNPU_SUCCESS, for
+#   work not done), with vnpuGetLastErrorMessage saying why.
+START_C = r"""
+#include <errno.h>
+#include <locale.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#ifndef NSIG
+#define NSIG 65
+#endif
+
+static _cffi_call_python_fnptr *const vnpu_cffi_call = &_cffi_call_python;
+static pthread_mutex_t vnpu_start_lock = PTHREAD_MUTEX_INITIALIZER;
+static int vnpu_started;                       /* 0: not yet, 1: running, -1: the start failed */
+static struct sigaction vnpu_host_signals[NSIG];
+static int vnpu_host_signal_saved[NSIG];
+
+static void vnpu_save_host(char **locale) {
+    const char *l = setlocale(LC_ALL, NULL);
+    *locale = l ? strdup(l) : NULL;
+    for (int s = 1; s < NSIG; s++)
+        vnpu_host_signal_saved[s] = sigaction(s, NULL, &vnpu_host_signals[s]) == 0;
+}
+
+static void vnpu_restore_host(char *locale) {
+    for (int s = 1; s < NSIG; s++) {
+        struct sigaction now;
+        if (!vnpu_host_signal_saved[s] || sigaction(s, NULL, &now) != 0)
+            continue;
+        if (now.sa_handler != vnpu_host_signals[s].sa_handler || now.sa_flags != vnpu_host_signals[s].sa_flags)
+            sigaction(s, &vnpu_host_signals[s], NULL);
+    }
+    if (locale) {
+        const char *l = setlocale(LC_ALL, NULL);
+        if (!l || strcmp(l, locale) != 0)
+            setlocale(LC_ALL, locale);
+        free(locale);
+    }
+}
+
+static void vnpu_preinitialize_python(void) {
+#if PY_VERSION_HEX >= 0x03080000
+    if (!Py_IsInitialized()) {
+        PyPreConfig pre;
+        PyPreConfig_InitPythonConfig(&pre);
+        pre.parse_argv = 0;
+        pre.configure_locale = 0;      /* leave LC_CTYPE as the host has it */
+        pre.coerce_c_locale = 0;
+        pre.utf8_mode = 1;
+        Py_PreInitialize(&pre);        /* a failure shows when cffi initializes */
+    }
+#endif
+}
+
+static int vnpu_start(void) {
+    int started = __atomic_load_n(&vnpu_started, __ATOMIC_ACQUIRE);
+    if (started)
+        return started;
+    pthread_mutex_lock(&vnpu_start_lock);
+    if (!vnpu_started) {
+        char *locale = NULL;
+        int saved_errno = errno;
+        vnpu_save_host(&locale);
+        vnpu_preinitialize_python();
+        started = cffi_start_python() == 0 ? 1 : -1;
+        vnpu_restore_host(locale);
+        errno = saved_errno;
+        __atomic_store_n(&vnpu_started, started, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&vnpu_start_lock);
+    return vnpu_started;
+}
+
+static const char *vnpu_status_name(int status) {
+    switch (status) {
+%(names)s
+    default: return "VNPU_ERROR_UNKNOWN";
+    }
+}
+
+static int vnpu_named(const struct _cffi_externpy_s *externpy, const char *name) {
+    size_t n = strlen(externpy->name), m = strlen(name);
+    return n >= m && strcmp(externpy->name + n - m, name) == 0 && (n == m || externpy->name[n - m - 1] == '.');
+}
+
+static void vnpu_call_python(struct _cffi_externpy_s *externpy, char *args) {
+    if (vnpu_start() > 0) {
+        (*vnpu_cffi_call)(externpy, args);
+        return;
+    }
+    /* the embedded Python did not start (cffi printed why on stderr): nothing can run */
+    if (vnpu_named(externpy, "vnpuGetErrorName"))
+        *(const char **)args = vnpu_status_name(*(vnpuStatus *)args);
+    else if (vnpu_named(externpy, "vnpuGetLastErrorMessage"))
+        *(const char **)args = "the embedded Python of libvnpu could not start (the reason is on stderr; is "
+                               "the Python environment that built the library still there, with vnpu?)";
+    else
+        *(vnpuStatus *)args = VNPU_ERROR_INTERNAL;
+}
+#define _cffi_call_python vnpu_call_python
+"""
+
 
 def _source() -> str:
-    """The C source cffi compiles with its generated code: the header, and the interpreter's program name."""
+    """The C source cffi compiles with its generated code: the header, the interpreter's program name and the
+    start of the embedded Python."""
+    from .impl import STATUS
+    names = "\n".join(f'    case {code}: return "{name}";' for name, code in STATUS.items())
+    source = '#include "vnpu.h"\n' + START_C.replace("%(names)s", names)
     if not sys.executable:
-        return '#include "vnpu.h"'
+        return source
     exe = "".join(f"\\{b:03o}" for b in os.fsencode(sys.executable))     # any byte, as an octal escape
-    return '#include "vnpu.h"\n' + PROGRAM_NAME_C % exe
+    return source + PROGRAM_NAME_C % exe
 
 
 def _init_code() -> str:
@@ -66,6 +183,7 @@ def _init_code() -> str:
     site_dirs = [d for d in site.getsitepackages() + user_site if os.path.isdir(d)]
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     return f"""
+import signal    # now: it installs a SIGINT handler, which the start undoes (imported later, it would stay)
 import site, sys
 for _d in {site_dirs!r}:
     site.addsitedir(_d)        # runs .pth files: venvs and editable installs

@@ -1,15 +1,17 @@
 """The C API's functions, written in Python over the driver (vnpu.h declares them; build.py compiles them).
 
-Each function is registered with cffi's `def_extern` and wrapped by `_api`: the Python driver raises a
-VnpuError, the C caller gets its status code and vnpuGetLastErrorMessage() gets its message. Handles are
-numbers in a table (kind in the top 16 bits), never pointers, so a C program that passes a freed, made-up
-or wrong-kind handle gets VNPU_ERROR_INVALID_HANDLE instead of a crash.
+Each function is registered with cffi's `def_extern` and wrapped by `api`: the Python driver raises a
+VnpuError, the C caller gets its status code and vnpuGetLastErrorMessage() gets its message; any other
+exception, KeyboardInterrupt included, is VNPU_ERROR_INTERNAL (and cffi's `error` value is INTERNAL too), so
+no call returns VNPU_SUCCESS for work it did not do. Handles are numbers in a table (kind in the top 16
+bits), typed as opaque pointers in C but never dereferenced, so a C program that passes a freed, made-up or
+wrong-kind handle gets VNPU_ERROR_INVALID_HANDLE instead of a crash. Argument values are checked by the
+Python driver (driver/validate.py), so the two APIs accept and refuse the same values.
 """
 from __future__ import annotations
 
 import functools
 import itertools
-import math
 import os
 import sys
 import threading
@@ -20,7 +22,7 @@ import numpy as np
 import vnpu
 from vnpu import errors as E
 
-API_VERSION = 1
+API_VERSION = 2
 
 # status codes: the same numbers as the enum in vnpu.h (test_capi checks they agree)
 STATUS = {
@@ -39,7 +41,8 @@ _ERROR_STATUS = [
     (E.EccUncorrectable, 13), (E.DmaFault, 14), (E.DeviceFault, 15),
 ]
 ARG_BUFFER, ARG_INT, ARG_FLOAT = 0, 1, 2
-F32_MAX = float(np.finfo(np.float32).max)
+QUEUE_SANITIZE = 1                 # vnpuQueueFlags
+QUEUE_FLAGS = QUEUE_SANITIZE
 
 
 def status_of(exc: BaseException) -> int:
@@ -55,16 +58,30 @@ class NotReady(Exception):
 
 class Closed:
     """What the handles of a closed platform point to instead of its objects: the C side cannot free them
-    any more (every call on the platform is DeviceLost), so the table must not keep the cards' memory alive."""
+    any more (every call on them is DeviceLost), so the table must not keep the cards' memory alive. The
+    platform handle itself is `invalid` (InvalidHandle: it was closed, as a freed buffer was freed)."""
 
-    def __init__(self, message):
+    def __init__(self, message, invalid=False):
         self.message = message
+        self.invalid = invalid
 
 
-# the platform of what a handle of each kind stands for
+# the platform and the device of what a handle of each kind stands for
 PLATFORM_OF = {"device": lambda d: d.platform, "buffer": lambda b: b.device.platform,
                "module": lambda m: m.device.platform, "kernel": lambda k: k.module.device.platform,
                "queue": lambda q: q.platform, "event": lambda e: e.queue.platform}
+DEVICE_OF = {"device": lambda d: d, "buffer": lambda b: b.device, "module": lambda m: m.device,
+             "kernel": lambda k: k.module.device, "queue": lambda q: q.device, "event": lambda e: e.queue.device}
+
+
+def number_of(h) -> int:
+    """The table number of a handle: a C pointer (cffi cdata) or an int."""
+    if isinstance(h, int):
+        return h
+    return int(_ffi.cast("uintptr_t", h))
+
+
+_ffi = None      # set by install()
 
 
 class Handles:
@@ -87,37 +104,41 @@ class Handles:
         """The handle of `owner`'s `name` (a platform's device i, a module's kernel): the same number on
         every call, as cuDeviceGet and cuModuleGetFunction give, not a new table entry per lookup."""
         with self._lock:
-            named = self._named.setdefault(int(owner), {})
+            named = self._named.setdefault(number_of(owner), {})
             if name not in named:
                 named[name] = (self.KINDS[kind] << 48) | next(self._serial)
                 self._objects[named[name]] = obj
             return named[name]
 
     def get(self, kind, h):
-        obj = self._objects.get(int(h))
-        if obj is None or int(h) >> 48 != self.KINDS[kind]:
-            what = next((k for k, v in self.KINDS.items() if v == int(h) >> 48), None)
+        h = number_of(h)
+        obj = self._objects.get(h)
+        if obj is None or h >> 48 != self.KINDS[kind]:
+            what = next((k for k, v in self.KINDS.items() if v == h >> 48), None)
             if obj is not None and what:
-                raise E.InvalidHandle(f"handle 0x{int(h):x} is a {what}, not a {kind}")
-            raise E.InvalidHandle(f"no {kind} has handle 0x{int(h):x} (never created, freed or destroyed)")
+                raise E.InvalidHandle(f"handle 0x{h:x} is a {what}, not a {kind}")
+            if h == 0:
+                raise E.InvalidHandle(f"the {kind} handle is NULL")
+            raise E.InvalidHandle(f"no {kind} has handle 0x{h:x} (never created, freed or destroyed)")
         if isinstance(obj, Closed):
-            raise E.DeviceLost(obj.message)
+            raise (E.InvalidHandle if obj.invalid else E.DeviceLost)(obj.message)
         return obj
 
     def drop(self, h):
         """Forget h, and the handles named under it (an unloaded module's kernels)."""
         with self._lock:
-            self._objects.pop(int(h), None)
-            for child in self._named.pop(int(h), {}).values():
+            self._objects.pop(number_of(h), None)
+            for child in self._named.pop(number_of(h), {}).values():
                 self._objects.pop(child, None)
 
     def close_platform(self, h, platform):
-        """Forget platform handle h; every handle of its objects now stands for a Closed marker (DeviceLost),
-        so the table no longer keeps its cards, buffers and modules alive."""
+        """Platform handle h is closed (InvalidHandle from now on); every handle of its objects now stands for
+        a Closed marker (DeviceLost), so the table no longer keeps its cards, buffers and modules alive."""
         kind_names = {v: k for k, v in self.KINDS.items()}
+        h = number_of(h)
         with self._lock:
-            self._objects.pop(int(h), None)
-            self._named.pop(int(h), None)
+            self._objects[h] = Closed(f"platform 0x{h:x} was closed", invalid=True)
+            self._named.pop(h, None)
             for other, obj in self._objects.items():
                 kind = kind_names.get(other >> 48)
                 if kind in PLATFORM_OF and not isinstance(obj, Closed) and PLATFORM_OF[kind](obj) is platform:
@@ -126,15 +147,29 @@ class Handles:
 
 def install(ffi):
     """Define every function of vnpu.h on `ffi` (the embedded module's FFI)."""
+    global _ffi
+    _ffi = ffi
     handles = Handles()
     local = threading.local()
     names = {code: ffi.new("char[]", name.encode()) for name, code in STATUS.items()}
     unknown_name = ffi.new("char[]", b"VNPU_ERROR_UNKNOWN")
     empty = ffi.new("char[]", b"")
+    interrupted = ffi.new("char[]", b"a vnpu call was interrupted before it finished (its effect is unknown)")
+    queue_flags = {}          # queue handle -> the vnpuQueueFlags it was created with
+    INTERNAL = STATUS["VNPU_ERROR_INTERNAL"]
 
     def fail(code, message):
         local.message = ffi.new("char[]", message.encode("utf-8", "replace"))
         return code
+
+    def last_resort(exc_type, exc, tb):
+        """cffi's onerror: an exception escaped the wrapper itself (e.g. KeyboardInterrupt inside its except
+        clause). The status is then `error`, VNPU_ERROR_INTERNAL, never VNPU_SUCCESS."""
+        try:
+            local.message = interrupted
+        except BaseException:  # noqa: BLE001 - nothing may unwind into C
+            pass
+        return None
 
     def api(fn):
         """Register fn as the C function of the same name; exceptions become status codes."""
@@ -149,9 +184,25 @@ def install(ffi):
                 return fail(status_of(e), f"{fn.__name__}: {type(e).__name__}: {e}")
             except Exception as e:   # noqa: BLE001 - never unwind into C; a bug, reported with where it was
                 where = traceback.extract_tb(e.__traceback__)[-1]
-                return fail(STATUS["VNPU_ERROR_INTERNAL"], f"{fn.__name__}: internal error {type(e).__name__}: "
+                return fail(INTERNAL, f"{fn.__name__}: internal error {type(e).__name__}: "
                             f"{e} ({where.filename}:{where.lineno}); please report it")
-        ffi.def_extern(name=fn.__name__)(wrapper)
+            except BaseException as e:  # noqa: BLE001 - KeyboardInterrupt, SystemExit: not done, not success
+                return fail(INTERNAL, f"{fn.__name__}: interrupted by {type(e).__name__} before it finished; "
+                            f"its effect is unknown")
+        ffi.def_extern(name=fn.__name__, error=INTERNAL, onerror=last_resort)(wrapper)
+        return wrapper
+
+    def text_api(fn):
+        """Register fn, which returns a C string, with a static string if it fails."""
+        fallback = {"vnpuGetErrorName": unknown_name, "vnpuGetLastErrorMessage": interrupted}[fn.__name__]
+
+        @functools.wraps(fn)
+        def wrapper(*args):
+            try:
+                return fn(*args)
+            except BaseException:  # noqa: BLE001 - nothing may unwind into C
+                return fallback
+        ffi.def_extern(name=fn.__name__, onerror=lambda *exc: fallback)(wrapper)
         return wrapper
 
     def need(ptr, what):
@@ -161,6 +212,26 @@ def install(ffi):
     def out(ptr, what, value):
         need(ptr, what)
         ptr[0] = value
+
+    def out_handle(ptr, number):
+        ptr[0] = ffi.cast(ffi.typeof(ptr).item, number)
+
+    def look(*pairs):
+        """The objects of (kind, handle) pairs, checked in order: each handle is live (InvalidHandle,
+        DeviceLost), all belong to one platform (another platform's handle is InvalidHandle), and no card
+        they are on holds a sticky fault (its status: every call naming a faulted card returns the fault)."""
+        objs = [handles.get(kind, h) for kind, h in pairs]
+        platform = None
+        for (kind, h), obj in zip(pairs, objs):
+            pl = PLATFORM_OF[kind](obj)
+            if platform is None:
+                platform = pl
+            elif pl is not platform:
+                raise E.InvalidHandle(f"{kind} 0x{number_of(h):x} belongs to another platform than "
+                                      f"{pairs[0][0]} 0x{number_of(pairs[0][1]):x}")
+        for (kind, _), obj in zip(pairs, objs):
+            DEVICE_OF[kind](obj).check()
+        return objs[0] if len(objs) == 1 else objs
 
     def text(ptr, what):
         if ptr == ffi.NULL:
@@ -183,12 +254,27 @@ def install(ffi):
             raise E.InvalidArgument(f"{what}: {nbytes} bytes is more than any host buffer can hold")
         return np.frombuffer(ffi.buffer(ptr, nbytes), dtype=np.uint8)
 
-    # --- errors and versions ----------------------------------------------------------------------------
-    @ffi.def_extern()
+    def open_platform(make, what):
+        """A new platform; a card or platform config the driver cannot read (a folder, not UTF-8, ...) is a
+        config error whatever exception the reading raised."""
+        try:
+            return make()
+        except E.VnpuError:
+            raise
+        except (OSError, UnicodeError, ValueError, OverflowError, RecursionError) as e:
+            raise E.ConfigError(f"{what}: {type(e).__name__}: {e}") from None
+
+    # --- initialization, errors and versions ------------------------------------------------------------
+    @api
+    def vnpuInit(flags):
+        if flags != 0:
+            raise E.InvalidArgument(f"flags must be 0, got {flags}")
+
+    @text_api
     def vnpuGetErrorName(status):
         return names.get(int(status), unknown_name)
 
-    @ffi.def_extern()
+    @text_api
     def vnpuGetLastErrorMessage():
         return getattr(local, "message", empty)
 
@@ -199,16 +285,20 @@ def install(ffi):
     # --- platform and devices ---------------------------------------------------------------------------
     @api
     def vnpuPlatformOpen(yaml_path, platform):
-        if platform == ffi.NULL:
-            raise E.InvalidArgument("platform is NULL")
-        p = vnpu.Platform() if yaml_path == ffi.NULL else vnpu.Platform.from_yaml(path(yaml_path, "yaml_path"))
-        platform[0] = handles.add("platform", p)
+        need(platform, "platform")
+        if yaml_path == ffi.NULL:
+            p = vnpu.Platform()
+        else:
+            file = path(yaml_path, "yaml_path")
+            p = open_platform(lambda: vnpu.Platform.from_yaml(file), f"platform config {file}")
+        out_handle(platform, handles.add("platform", p))
 
     @api
     def vnpuPlatformOpenCards(card, cards, platform):
-        if platform == ffi.NULL:
-            raise E.InvalidArgument("platform is NULL")
-        platform[0] = handles.add("platform", vnpu.Platform(card=path(card, "card"), cards=int(cards)))
+        need(platform, "platform")
+        name = path(card, "card")
+        p = open_platform(lambda: vnpu.Platform(card=name, cards=int(cards)), f"card config {name}")
+        out_handle(platform, handles.add("platform", p))
 
     @api
     def vnpuPlatformClose(platform):
@@ -229,20 +319,20 @@ def install(ffi):
     @api
     def vnpuDeviceGet(platform, index, device):
         p = handles.get("platform", platform)
-        if not 0 <= index < len(p.devices):
-            raise E.InvalidArgument(f"device index {index} is not in 0..{len(p.devices) - 1}")
+        i = int(index)
+        if not 0 <= i < len(p.devices):
+            raise E.InvalidArgument(f"device index {i} is not in 0..{len(p.devices) - 1}")
         if p.closed:
             raise E.DeviceLost("the platform was closed")
-        out(device, "device", 0)     # NULL is an error before a handle is made
-        device[0] = handles.add_named("device", platform, int(index), p.devices[index])
+        need(device, "device")     # NULL is an error before a handle is made
+        out_handle(device, handles.add_named("device", platform, i, p.devices[i]))
 
     @api
     def vnpuDeviceGetProperties(device, props):
-        d = handles.get("device", device)
-        if props == ffi.NULL:
-            raise E.InvalidArgument("properties is NULL")
+        d = look(("device", device))
+        need(props, "properties")
         pr = d.properties
-        name = pr["name"].encode()[:63]
+        name = pr["name"].encode("utf-8")[:63].decode("utf-8", "ignore").encode("utf-8")  # whole characters
         ffi.memmove(props.name, name + b"\0", len(name) + 1)
         props.index, props.pes, props.clock_ghz = pr["index"], pr["pes"], pr["clock_ghz"]
         props.dram_bytes, props.shared_sram_bytes = pr["dram_bytes"], pr["shared_sram_bytes"]
@@ -253,149 +343,166 @@ def install(ffi):
 
     @api
     def vnpuDeviceGetStatus(device):
-        handles.get("device", device).check()
+        look(("device", device))
 
     @api
     def vnpuDeviceSynchronize(device):
-        handles.get("device", device).synchronize()
+        look(("device", device)).synchronize()
 
     @api
     def vnpuDeviceReset(device):
-        handles.get("device", device).reset()
+        handles.get("device", device).reset()     # the one call a sticky fault does not refuse
 
     @api
     def vnpuMemGetInfo(device, free_bytes, total_bytes):
-        d = handles.get("device", device)
-        d.check()
-        free, total = d.memory_info()
+        d = look(("device", device))
         need(free_bytes, "free_bytes")      # both checked before either is written
         need(total_bytes, "total_bytes")
+        free, total = d.memory_info()
         free_bytes[0], total_bytes[0] = free, total
 
     # --- memory -----------------------------------------------------------------------------------------
     @api
     def vnpuMemAlloc(device, nbytes, buffer):
-        d = handles.get("device", device)
-        if buffer == ffi.NULL:
-            raise E.InvalidArgument("buffer is NULL")
-        buffer[0] = handles.add("buffer", d.alloc(int(nbytes)))
+        d = look(("device", device))
+        need(buffer, "buffer")
+        out_handle(buffer, handles.add("buffer", d.alloc(int(nbytes))))
 
     @api
     def vnpuMemFree(buffer):
-        handles.get("buffer", buffer).free()
+        look(("buffer", buffer)).free()
         handles.drop(buffer)
 
     @api
     def vnpuBufferGetInfo(buffer, device_address, nbytes):
-        b = handles.get("buffer", buffer)
+        b = look(("buffer", buffer))
         b.check()
         need(device_address, "device_address")      # both checked before either is written
         need(nbytes, "nbytes")
         device_address[0], nbytes[0] = b.device_address, b.nbytes
 
     # --- modules and kernels ----------------------------------------------------------------------------
-    def load(device, module, image):
-        d = handles.get("device", device)
-        if module == ffi.NULL:
-            raise E.InvalidArgument("module is NULL")
-        module[0] = handles.add("module", d.load(image))
+    def loader(device, module):
+        """The device of a module load, after the checks every load makes first."""
+        d = look(("device", device))
+        need(module, "module")
+        return d
+
+    def loaded(d, module, image):
+        out_handle(module, handles.add("module", d.load(image)))
 
     @api
     def vnpuModuleLoadData(device, image, nbytes, module):
-        load(device, module, bytes(host_bytes(image, nbytes, "image")))
+        d = loader(device, module)
+        loaded(d, module, bytes(host_bytes(image, nbytes, "image")))
 
     @api
     def vnpuModuleLoadFile(device, file_path, module):
-        load(device, module, path(file_path, "path"))
+        d = loader(device, module)
+        loaded(d, module, path(file_path, "path"))
 
     @api
     def vnpuModuleLoadAssembly(device, source, module):
-        load(device, module, vnpu.assemble(text(source, "source"), source="<vnpuModuleLoadAssembly>"))
+        d = loader(device, module)
+        loaded(d, module, vnpu.assemble(text(source, "source"), source="<vnpuModuleLoadAssembly>"))
 
     @api
     def vnpuModuleLoadLibrary(device, op, dtype, module):
         from vnpu.kernels.elementwise import module_image
-        d = handles.get("device", device)
-        d.check()
-        load(device, module, module_image(d.card, text(op, "op"), "fp32" if dtype == ffi.NULL else text(dtype, "dtype")))
+        d = loader(device, module)
+        name, kind = text(op, "op"), "fp32" if dtype == ffi.NULL else text(dtype, "dtype")
+        loaded(d, module, module_image(d.card, name, kind))
 
     @api
     def vnpuModuleUnload(module):
-        handles.get("module", module).unload()
+        look(("module", module)).unload()
         handles.drop(module)
 
     @api
     def vnpuModuleGetKernel(module, name, kernel):
-        m = handles.get("module", module)
+        m = look(("module", module))
         kernel_name = text(name, "name")
+        need(kernel, "kernel")
         k = m[kernel_name]
-        out(kernel, "kernel", 0)
-        kernel[0] = handles.add_named("kernel", module, kernel_name, k)
+        out_handle(kernel, handles.add_named("kernel", module, kernel_name, k))
 
     @api
     def vnpuKernelGetArgCount(kernel, count):
-        k = handles.get("kernel", kernel)
+        k = look(("kernel", kernel))
         k.module.check()
         out(count, "count", len(k.symbol.args))
 
     # --- queues, copies, launches -----------------------------------------------------------------------
+    def create_queue(device, flags, queue):
+        d = look(("device", device))
+        if flags & ~QUEUE_FLAGS:
+            raise E.InvalidArgument(f"flags 0x{flags:x} has bits that are no vnpuQueueFlags (known: "
+                                    f"VNPU_QUEUE_SANITIZE = 0x{QUEUE_SANITIZE:x})")
+        need(queue, "queue")
+        q = d.queue(sanitize=True) if flags & QUEUE_SANITIZE else d.queue()
+        h = handles.add("queue", q)
+        queue_flags[h] = int(flags)
+        out_handle(queue, h)
+
     @api
     def vnpuQueueCreate(device, queue):
-        d = handles.get("device", device)
-        if queue == ffi.NULL:
-            raise E.InvalidArgument("queue is NULL")
-        queue[0] = handles.add("queue", d.queue())
+        create_queue(device, 0, queue)
+
+    @api
+    def vnpuQueueCreateWithFlags(device, flags, queue):
+        create_queue(device, int(flags), queue)
+
+    @api
+    def vnpuQueueGetFlags(queue, flags):
+        look(("queue", queue))
+        out(flags, "flags", queue_flags.get(number_of(queue), 0))
 
     @api
     def vnpuQueueDestroy(queue):
-        handles.get("queue", queue).destroy()
+        look(("queue", queue)).destroy()
         handles.drop(queue)
+        queue_flags.pop(number_of(queue), None)
 
     @api
     def vnpuQueueSynchronize(queue):
-        handles.get("queue", queue).synchronize()
+        look(("queue", queue)).synchronize()
 
     @api
     def vnpuQueueWaitEvent(queue, event):
-        handles.get("queue", queue).wait(handles.get("event", event))
+        q, e = look(("queue", queue), ("event", event))
+        q.wait(e)
 
     @api
     def vnpuMemcpyHtoDAsync(dst, dst_offset, src, nbytes, queue):
-        q, b = handles.get("queue", queue), handles.get("buffer", dst)
+        q, b = look(("queue", queue), ("buffer", dst))
         q.copy_to_device(b, host_bytes(src, nbytes, "src"), offset=int(dst_offset))
 
     @api
     def vnpuMemcpyDtoHAsync(dst, src, src_offset, nbytes, queue):
-        q, b = handles.get("queue", queue), handles.get("buffer", src)
+        q, b = look(("queue", queue), ("buffer", src))
         q.copy_to_host(b, out=host_bytes(dst, nbytes, "dst"), offset=int(src_offset))
 
     @api
     def vnpuMemcpyPeerAsync(dst, dst_offset, src, src_offset, nbytes, queue):
-        q = handles.get("queue", queue)
-        d, s = handles.get("buffer", dst), handles.get("buffer", src)
-        if s.device.platform is not q.platform:
-            # the cards of two platforms share no switch; the driver would book the copy on the wrong one
-            # (and two threads copying both ways could deadlock on the cards' locks)
-            raise E.InvalidArgument(f"the source buffer is on card {s.device.index} of another platform; a "
-                                    f"peer copy stays within one platform")
+        # another platform's source is InvalidHandle here, before the driver could book the copy on the wrong
+        # switch (or two threads copying both ways deadlock on the cards' locks)
+        q, d, s = look(("queue", queue), ("buffer", dst), ("buffer", src))
         q.copy_peer(d, s, nbytes=int(nbytes), dst_offset=int(dst_offset), src_offset=int(src_offset))
 
     @api
     def vnpuLaunchKernel(queue, kernel, args, nargs, cycles):
-        q, k = handles.get("queue", queue), handles.get("kernel", kernel)
+        q, k = look(("queue", queue), ("kernel", kernel))
         if nargs < 0 or (nargs > 0 and args == ffi.NULL):
             raise E.InvalidArgument(f"args is NULL or nargs ({nargs}) is negative")
         values = []
         for i in range(nargs):
             a = args[i]
             if a.kind == ARG_BUFFER:
-                values.append(handles.get("buffer", a.buffer))
+                values.append(look(("queue", queue), ("buffer", a.buffer))[1])
             elif a.kind == ARG_INT:
                 values.append(int(a.i))
             elif a.kind == ARG_FLOAT:
-                if math.isfinite(a.f) and abs(a.f) > F32_MAX:   # as an int that does not fit its type
-                    raise E.InvalidArgument(f"args[{i}].f = {a.f} does not fit an f32")
-                values.append(float(a.f))
+                values.append(float(a.f))   # the driver checks it against the argument's type (f32 range)
             else:
                 raise E.InvalidArgument(f"args[{i}].kind is {a.kind}: not VNPU_ARG_BUFFER, _INT or _FLOAT")
         # last_result is the queue's: another thread's launch on it must not come between it and the read
@@ -409,28 +516,31 @@ def install(ffi):
     # --- events -----------------------------------------------------------------------------------------
     @api
     def vnpuEventRecord(queue, event):
-        q = handles.get("queue", queue)
-        if event == ffi.NULL:
-            raise E.InvalidArgument("event is NULL")
-        event[0] = handles.add("event", q.record())
+        q = look(("queue", queue))
+        need(event, "event")
+        out_handle(event, handles.add("event", q.record()))
 
     @api
     def vnpuEventSynchronize(event):
-        handles.get("event", event).synchronize()
+        look(("event", event)).synchronize()
 
     @api
     def vnpuEventQuery(event):
-        if not handles.get("event", event).query():
+        if not look(("event", event)).query():
             raise NotReady
 
     @api
     def vnpuEventElapsedTime(ns, start, end):
-        e0, e1 = handles.get("event", start), handles.get("event", end)
-        out(ns, "ns", e1.elapsed_ns(e0))
+        e0, e1 = look(("event", start), ("event", end))
+        need(ns, "ns")
+        later = e0 if e0.time_ns > e1.time_ns else e1
+        if not later.query():       # as cuEventElapsedTime: not before both are reached; counts as a poll
+            raise NotReady
+        ns[0] = e1.elapsed_ns(e0)
 
     @api
     def vnpuEventDestroy(event):
-        handles.get("event", event)
+        look(("event", event))
         handles.drop(event)
 
     return handles

@@ -3,17 +3,27 @@
  * Shaped like CUDA's driver API: a platform of cards (devices), device memory (buffers), modules and
  * their kernels, in-order queues with asynchronous copies and launches, events on a queue's timeline.
  * Every call returns a vnpuStatus; on failure vnpuGetLastErrorMessage() says what was wrong and where,
- * and the call changed nothing. Handles are opaque 64-bit numbers, checked on every call: a freed, stale
- * (a buffer, module or kernel from before a reset) or wrong-kind handle is VNPU_ERROR_INVALID_HANDLE, never
- * a crash.
+ * the call changed nothing and wrote no out-pointer. No function returns VNPU_SUCCESS for work it did not
+ * do: if the embedded Python cannot start, or a call is interrupted, the status is VNPU_ERROR_INTERNAL.
  *
- * Device faults (a kernel's illegal address, a watchdog timeout, ...) are sticky, as in CUDA: the launch
- * that faults is accepted, and every later call on that card returns the fault's status until
- * vnpuDeviceReset(); the other cards keep working.
+ * Handles are opaque pointers of a distinct type per kind (vnpuQueue, vnpuBuffer, ...), so the compiler
+ * catches a queue passed as a buffer; the library never dereferences them but looks them up in a table on
+ * every call: a freed, destroyed, stale (a buffer, module or kernel from before a reset), made-up or
+ * wrong-kind handle, or a handle of another platform where two must belong together, is
+ * VNPU_ERROR_INVALID_HANDLE, never a crash.
+ *
+ * Device faults (a kernel's illegal address, a race seen by the sanitizer, a watchdog timeout, ...) are
+ * sticky, as in CUDA: the launch that faults is accepted, and from then on every call that names the card
+ * or anything on it (its device handle, buffers, modules, kernels, queues, events) returns the fault's
+ * status, vnpuDeviceGetStatus and vnpuEventQuery included, until vnpuDeviceReset(); the other cards keep
+ * working. After vnpuPlatformClose, the platform handle is VNPU_ERROR_INVALID_HANDLE (it was closed, like
+ * a freed buffer) and every handle of its devices and their objects is VNPU_ERROR_DEVICE_LOST.
  *
  * Times are the emulator's virtual time; a host thread's clock moves when it synchronizes, and by poll_ns
- * (1 us) each time vnpuEventQuery says "not ready". Build the library with `vnpu capi build -o DIR`
- * (docs/c-api.md); link with -L DIR -lvnpu -Wl,-rpath,DIR.
+ * (1 us) each time vnpuEventQuery or vnpuEventElapsedTime says "not ready". The first call starts an
+ * embedded Python; the host's signal dispositions (SIGINT stays as the host left it) and locale are as they
+ * were before that call. Build the library with `vnpu capi build -o DIR` (docs/c-api.md); link with
+ * -L DIR -lvnpu -Wl,-rpath,DIR.
  */
 #ifndef VNPU_H
 #define VNPU_H
@@ -26,7 +36,7 @@ extern "C" {
 #endif
 
 /* VNPU_API_BEGIN: the part between the markers is also the declaration cffi compiles the library from */
-#define VNPU_API_VERSION 1
+#define VNPU_API_VERSION 2
 
 typedef enum {
     VNPU_SUCCESS = 0,
@@ -45,20 +55,28 @@ typedef enum {
     VNPU_ERROR_ECC_UNCORRECTABLE = 13,   /* a double-bit DRAM error in data read (sticky) */
     VNPU_ERROR_DMA_FAULT = 14,           /* a DMA engine reported an error (sticky) */
     VNPU_ERROR_DEVICE_FAULT = 15,        /* another fault on the card (sticky) */
-    VNPU_ERROR_NOT_READY = 16,           /* vnpuEventQuery: the event is not reached yet */
-    VNPU_ERROR_INTERNAL = 99             /* a bug in vnpu: please report the message */
+    VNPU_ERROR_NOT_READY = 16,           /* vnpuEventQuery, vnpuEventElapsedTime: an event is not reached yet */
+    VNPU_ERROR_INTERNAL = 99             /* a bug in vnpu, or its embedded Python could not start or was
+                                            interrupted: the message says which */
 } vnpuStatus;
 
-typedef uint64_t vnpuPlatform;
-typedef uint64_t vnpuDevice;
-typedef uint64_t vnpuBuffer;
-typedef uint64_t vnpuModule;
-typedef uint64_t vnpuKernel;
-typedef uint64_t vnpuQueue;
-typedef uint64_t vnpuEvent;
+/* opaque handles, one type per kind (as CUDA's CUstream, OpenCL's cl_mem); NULL is never a valid handle */
+typedef struct vnpuPlatform_st *vnpuPlatform;
+typedef struct vnpuDevice_st *vnpuDevice;
+typedef struct vnpuBuffer_st *vnpuBuffer;
+typedef struct vnpuModule_st *vnpuModule;
+typedef struct vnpuKernel_st *vnpuKernel;
+typedef struct vnpuQueue_st *vnpuQueue;
+typedef struct vnpuEvent_st *vnpuEvent;
+
+/* vnpuQueueCreateWithFlags: VNPU_QUEUE_SANITIZE runs every launch on the queue under the race sanitizer
+   (unordered accesses to the same bytes are VNPU_ERROR_RACE, sticky like any fault); slower, for kernel
+   development. Without it a queue follows the platform's `sanitize:` setting (off by default). */
+typedef enum { VNPU_QUEUE_DEFAULT = 0, VNPU_QUEUE_SANITIZE = 1 } vnpuQueueFlags;
 
 typedef struct {
-    char name[64];                 /* the card configuration's name */
+    char name[64];                 /* the card configuration's name, NUL-terminated UTF-8 (a longer name is
+                                      cut at a character boundary) */
     int32_t index;                 /* position behind the switch */
     int32_t pes;                   /* processing elements */
     double clock_ghz;
@@ -82,7 +100,9 @@ typedef struct {
     double f;                      /* VNPU_ARG_FLOAT (f32 scalars; beyond the f32 range: INVALID_ARGUMENT) */
 } vnpuArg;
 
-/* errors and versions */
+/* initialization, errors and versions */
+vnpuStatus vnpuInit(uint32_t flags);                   /* optional (any first call initializes): starts the
+                                                          embedded Python now; flags must be 0 */
 const char *vnpuGetErrorName(vnpuStatus status);       /* "VNPU_ERROR_OUT_OF_MEMORY"; static storage */
 const char *vnpuGetLastErrorMessage(void);             /* this thread's last failure; "" if none */
 vnpuStatus vnpuGetVersion(int32_t *api_version);
@@ -90,14 +110,17 @@ vnpuStatus vnpuGetVersion(int32_t *api_version);
 /* platform and devices */
 vnpuStatus vnpuPlatformOpen(const char *yaml_path, vnpuPlatform *platform);   /* NULL: the default platform */
 vnpuStatus vnpuPlatformOpenCards(const char *card, int32_t cards, vnpuPlatform *platform);
-vnpuStatus vnpuPlatformClose(vnpuPlatform platform);   /* frees it all; its handles: DEVICE_LOST */
+vnpuStatus vnpuPlatformClose(vnpuPlatform platform);   /* frees it all; the platform handle is then
+                                                          INVALID_HANDLE, its objects' handles DEVICE_LOST */
 vnpuStatus vnpuDeviceGetCount(vnpuPlatform platform, int32_t *count);
 vnpuStatus vnpuDeviceGet(vnpuPlatform platform, int32_t index, vnpuDevice *device);   /* one handle per card */
 vnpuStatus vnpuDeviceGetProperties(vnpuDevice device, vnpuDeviceProperties *properties);
-vnpuStatus vnpuDeviceGetStatus(vnpuDevice device);     /* the sticky fault's status, or VNPU_SUCCESS */
+vnpuStatus vnpuDeviceGetStatus(vnpuDevice device);     /* the sticky fault's status, or VNPU_SUCCESS (no
+                                                          side effects) */
 vnpuStatus vnpuDeviceSynchronize(vnpuDevice device);
-vnpuStatus vnpuDeviceReset(vnpuDevice device);         /* frees the card's buffers and modules (their handles
-                                                          go stale); the device, queues and events stay */
+vnpuStatus vnpuDeviceReset(vnpuDevice device);         /* clears the sticky fault; frees the card's buffers
+                                                          and modules (their handles go stale); the device,
+                                                          queues and events stay */
 vnpuStatus vnpuMemGetInfo(vnpuDevice device, uint64_t *free_bytes, uint64_t *total_bytes);
 
 /* memory */
@@ -115,13 +138,18 @@ vnpuStatus vnpuModuleGetKernel(vnpuModule module, const char *name, vnpuKernel *
 vnpuStatus vnpuKernelGetArgCount(vnpuKernel kernel, int32_t *count);
 
 /* queues, copies, launches */
-vnpuStatus vnpuQueueCreate(vnpuDevice device, vnpuQueue *queue);
+vnpuStatus vnpuQueueCreate(vnpuDevice device, vnpuQueue *queue);   /* flags VNPU_QUEUE_DEFAULT */
+vnpuStatus vnpuQueueCreateWithFlags(vnpuDevice device, uint32_t flags, vnpuQueue *queue);  /* vnpuQueueFlags */
+vnpuStatus vnpuQueueGetFlags(vnpuQueue queue, uint32_t *flags);
 vnpuStatus vnpuQueueDestroy(vnpuQueue queue);
 vnpuStatus vnpuQueueSynchronize(vnpuQueue queue);
-vnpuStatus vnpuQueueWaitEvent(vnpuQueue queue, vnpuEvent event);
+vnpuStatus vnpuQueueWaitEvent(vnpuQueue queue, vnpuEvent event);   /* the event may be of any card of the
+                                                                      queue's platform */
 vnpuStatus vnpuMemcpyHtoDAsync(vnpuBuffer dst, uint64_t dst_offset, const void *src, size_t nbytes,
                                vnpuQueue queue);
 vnpuStatus vnpuMemcpyDtoHAsync(void *dst, vnpuBuffer src, uint64_t src_offset, size_t nbytes, vnpuQueue queue);
+/* card to card through the platform's switch: `queue` must be a queue of dst's card (the copy is ordered
+   on it and its waits; src may be on any card of the same platform, or the same card) */
 vnpuStatus vnpuMemcpyPeerAsync(vnpuBuffer dst, uint64_t dst_offset, vnpuBuffer src, uint64_t src_offset,
                                size_t nbytes, vnpuQueue queue);
 vnpuStatus vnpuLaunchKernel(vnpuQueue queue, vnpuKernel kernel, const vnpuArg *args, int32_t nargs,
@@ -130,9 +158,12 @@ vnpuStatus vnpuLaunchKernel(vnpuQueue queue, vnpuKernel kernel, const vnpuArg *a
 /* events */
 vnpuStatus vnpuEventRecord(vnpuQueue queue, vnpuEvent *event);
 vnpuStatus vnpuEventSynchronize(vnpuEvent event);
-vnpuStatus vnpuEventQuery(vnpuEvent event);           /* VNPU_SUCCESS or VNPU_ERROR_NOT_READY; each "not
-                                                         ready" moves this thread's clock by poll_ns */
-vnpuStatus vnpuEventElapsedTime(double *ns, vnpuEvent start, vnpuEvent end);
+vnpuStatus vnpuEventQuery(vnpuEvent event);           /* VNPU_SUCCESS or VNPU_ERROR_NOT_READY (or the card's
+                                                         sticky fault); each "not ready" moves this thread's
+                                                         clock by poll_ns */
+vnpuStatus vnpuEventElapsedTime(double *ns, vnpuEvent start, vnpuEvent end);   /* virtual ns; both events of
+                                   one platform; VNPU_ERROR_NOT_READY (and *ns unwritten) until this thread
+                                   has reached both, each time moving its clock by poll_ns as EventQuery */
 vnpuStatus vnpuEventDestroy(vnpuEvent event);
 /* VNPU_API_END */
 

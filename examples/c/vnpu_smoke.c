@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     OK(vnpuMemFree(buf));
     EXPECT(VNPU_ERROR_INVALID_HANDLE, vnpuMemFree(buf));
     EXPECT(VNPU_ERROR_INVALID_HANDLE, vnpuMemcpyHtoDAsync(buf, 0, a, 16, q));
-    EXPECT(VNPU_ERROR_INVALID_HANDLE, vnpuMemFree((vnpuBuffer)12345));
+    EXPECT(VNPU_ERROR_INVALID_HANDLE, vnpuMemFree((vnpuBuffer)(uintptr_t)12345));
     EXPECT(VNPU_ERROR_INVALID_HANDLE, vnpuMemFree((vnpuBuffer)q));
 
     /* 3. bad arguments: the call changes nothing */

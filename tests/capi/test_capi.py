@@ -82,7 +82,7 @@ def test_every_function_with_made_up_handles_and_null_pointers_returns_a_status(
         d = ffi.new("vnpuDevice *"); assert lib.vnpuDeviceGet(p[0], 0, d) == 0
         q = ffi.new("vnpuQueue *"); assert lib.vnpuQueueCreate(d[0], q) == 0
         rng = random.Random(7)
-        real = [p[0], d[0], q[0]]       # real handles, of the right kind for some functions only
+        real = [int(ffi.cast("uintptr_t", x)) for x in (p[0], d[0], q[0])]   # of the right kind for some only
         bad = [0, 1, 12345, 2**64 - 1, 2**63, 0x3000000000001] + [rng.getrandbits(64) for _ in range(8)] + real
         calls = 0
         for name in re.findall(r"vnpuStatus (vnpu\\w+)\\(", decls):
@@ -91,15 +91,22 @@ def test_every_function_with_made_up_handles_and_null_pointers_returns_a_status(
             for h in bad:
                 args = []
                 for t in ftype.args:
-                    if t.kind == "pointer":
+                    if t.kind == "pointer" and t.cname.endswith("_st *"):     # a handle: opaque pointer type
+                        args.append(ffi.cast(t, h))
+                    elif t.kind == "pointer":
                         args.append(ffi.NULL)
                     elif t.kind == "primitive" and t.cname in ("double", "float"):
                         args.append(1.0)
                     else:
                         args.append(h if t.cname == "uint64_t" else 1)
+                if name == "vnpuInit":
+                    args = [h % 2]
                 st = fn(*args)
                 calls += 1
                 msg = ffi.string(lib.vnpuGetLastErrorMessage()).decode()
+                if name in ("vnpuInit",):
+                    assert st == (0 if h % 2 == 0 else STATUS["VNPU_ERROR_INVALID_ARGUMENT"]), (name, h, st, msg)
+                    continue
                 if name in ("vnpuGetVersion",):
                     assert st == STATUS["VNPU_ERROR_INVALID_ARGUMENT"], (name, st, msg)
                     continue

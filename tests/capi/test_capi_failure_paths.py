@@ -91,21 +91,22 @@ def test_sizes_no_host_buffer_can_have_are_invalid_argument_not_internal(libdir)
 
 def test_peer_copy_across_platforms_is_refused_and_changes_nothing(libdir):
     """A peer copy between cards of two platforms was VNPU_ERROR_INTERNAL after writing the destination
-    (same card index), or booked on the wrong switch; two threads copying both ways deadlocked."""
+    (same card index), or booked on the wrong switch; two threads copying both ways deadlocked. Another
+    platform's handle is VNPU_ERROR_INVALID_HANDLE, as everywhere in the C API."""
     run_abi(libdir, """
         import threading
         p1, (a,) = platform(); p2, (b,) = platform()
         qa, qb = queue(a), queue(b)
         ba, bb = alloc(a, 4096), alloc(b, 4096)
         ok(lib.vnpuMemcpyHtoDAsync(bb, 0, new("unsigned char[4096]", [1] * 4096), 4096, qb))
-        assert lib.vnpuMemcpyPeerAsync(ba, 0, bb, 0, 4096, qa) == INVALID_ARGUMENT, msg()
+        assert lib.vnpuMemcpyPeerAsync(ba, 0, bb, 0, 4096, qa) == INVALID_HANDLE, msg()
         assert "another platform" in msg()
         out = new("unsigned char[4096]", [9] * 4096); ok(lib.vnpuMemcpyDtoHAsync(out, ba, 0, 4096, qa))
         assert set(out) == {0}                          # the destination is as it was
         sys.setswitchinterval(1e-6)
         def both_ways(q, dst, src):
             for _ in range(200):
-                assert lib.vnpuMemcpyPeerAsync(dst, 0, src, 0, 4096, q) == INVALID_ARGUMENT
+                assert lib.vnpuMemcpyPeerAsync(dst, 0, src, 0, 4096, q) == INVALID_HANDLE
         ts = [threading.Thread(target=both_ways, args=args, daemon=True)
               for args in ((qa, ba, bb), (qb, bb, ba))]
         [t.start() for t in ts]; [t.join(30) for t in ts]
@@ -270,7 +271,7 @@ def test_a_library_built_in_a_venv_runs_the_venvs_python(tmp_path):
     exe = tmp_path / "version"
     subprocess.run([CC, str(prog), "-o", str(exe), *link_flags(out).split()], check=True, timeout=120)
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0 and run.stdout.split() == ["0", "1"], run.stdout + run.stderr
+    assert run.returncode == 0 and run.stdout.split() == ["0", "2"], run.stdout + run.stderr
     assert os.path.realpath(marker.read_text().splitlines()[0]) == os.path.realpath(venv)
 
 
@@ -392,3 +393,82 @@ def test_threads_on_two_cards_one_card_and_a_reset_during_copies(libdir, tmp_pat
     assert run.returncode == 0, run.stdout + run.stderr
     copied = int(run.stdout.split()[3])
     assert copied > 0, run.stdout
+
+
+def test_a_card_config_that_cannot_be_read_is_config_not_internal(libdir, tmp_path):
+    """A card config that is a folder or not UTF-8 was VNPU_ERROR_INTERNAL (IsADirectoryError,
+    UnicodeDecodeError), directly or named by a platform YAML."""
+    latin1 = tmp_path / "card-latin1.yaml"
+    latin1.write_bytes(b"name: caf\xe9\npes: 2\n")
+    platform_yaml = tmp_path / "platform.yaml"
+    platform_yaml.write_text(f"card: {tmp_path}\ncards: 1\n")
+    run_abi(libdir, f"""
+        CONFIG = 6
+        for card in ({str(tmp_path).encode()!r}, {str(latin1).encode()!r}):
+            p = new("vnpuPlatform *", ffi.cast("vnpuPlatform", 777))
+            assert lib.vnpuPlatformOpenCards(card, 1, p) == CONFIG, msg()
+            assert int(ffi.cast("uintptr_t", p[0])) == 777
+        assert lib.vnpuPlatformOpen({str(platform_yaml).encode()!r}, new("vnpuPlatform *")) == CONFIG, msg()
+        assert lib.vnpuPlatformOpen({str(tmp_path).encode()!r}, new("vnpuPlatform *")) == CONFIG, msg()
+    """)
+
+
+def test_device_name_is_cut_at_a_character_boundary(libdir, tmp_path):
+    """vnpuDeviceProperties.name (64 bytes) was cut inside a UTF-8 character."""
+    from importlib import resources
+    text = resources.files("vnpu.emulator").joinpath("configs", "tiny.yaml").read_text()
+    name = "\u00e9" * 40                                      # 80 bytes of two-byte characters
+    lines = [f"name: {name}" if line.startswith("name:") else line for line in text.splitlines()]
+    card = tmp_path / "long-name.yaml"
+    card.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run_abi(libdir, f"""
+        p = new("vnpuPlatform *"); ok(lib.vnpuPlatformOpenCards({str(card).encode()!r}, 1, p))
+        d = new("vnpuDevice *"); ok(lib.vnpuDeviceGet(p[0], 0, d))
+        props = new("vnpuDeviceProperties *"); ok(lib.vnpuDeviceGetProperties(d[0], props))
+        got = ffi.string(props.name)
+        assert got.decode("utf-8") == {name!r}[:31], got      # 62 bytes: whole characters only
+    """)
+
+
+def test_elapsed_time_before_the_events_are_reached_is_not_ready(libdir):
+    """vnpuEventElapsedTime gave a value for an event the host had not reached yet (CUDA: NOT_READY)."""
+    run_abi(libdir, """
+        NOT_READY = 16
+        p, (d,) = platform()
+        q = queue(d); b = alloc(d, 1 << 20)
+        e0, e1 = new("vnpuEvent *"), new("vnpuEvent *")
+        ok(lib.vnpuEventRecord(q, e0))
+        ok(lib.vnpuMemcpyHtoDAsync(b, 0, new("char[]", 1 << 20), 1 << 20, q))
+        ok(lib.vnpuEventRecord(q, e1))
+        ns = new("double *", -1.0)
+        assert lib.vnpuEventElapsedTime(ns, e0[0], e1[0]) == NOT_READY and ns[0] == -1.0
+        assert lib.vnpuEventElapsedTime(ns, e1[0], e0[0]) == NOT_READY and ns[0] == -1.0
+        polls = 0
+        while lib.vnpuEventElapsedTime(ns, e0[0], e1[0]) == NOT_READY:    # a polling loop ends
+            polls += 1
+            assert polls < 10**6
+        assert ns[0] > 0 and polls > 0
+        ok(lib.vnpuEventElapsedTime(ns, e1[0], e0[0])); assert ns[0] < 0
+    """)
+
+
+def test_an_interrupted_call_is_an_error_not_success(libdir):
+    """The wrapper caught only Exception: a KeyboardInterrupt inside a call escaped to cffi, which returned
+    0 (VNPU_SUCCESS) although vnpuMemcpyDtoHAsync copied nothing and vnpuMemAlloc wrote no buffer."""
+    run_abi(libdir, """
+        p, (d,) = platform()
+        q = queue(d); b = alloc(d, 64)
+        from vnpu.driver.device import Device
+        from vnpu.driver.queue import Queue
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        alloc_, copy_ = Device.alloc, Queue.copy_to_host
+        Device.alloc, Queue.copy_to_host = interrupted, interrupted
+        out = new("vnpuBuffer *", ffi.cast("vnpuBuffer", 777))
+        assert lib.vnpuMemAlloc(d, 64, out) == INTERNAL and int(ffi.cast("uintptr_t", out[0])) == 777
+        assert "KeyboardInterrupt" in msg(), msg()
+        host = new("unsigned char[64]")
+        assert lib.vnpuMemcpyDtoHAsync(host, b, 0, 64, q) == INTERNAL
+        Device.alloc, Queue.copy_to_host = alloc_, copy_
+        ok(lib.vnpuMemAlloc(d, 64, out))
+    """)
