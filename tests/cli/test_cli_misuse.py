@@ -143,3 +143,26 @@ def test_python_m_vnpu_has_no_traceback(files, argv):
     argv = [str(files / "latin1.s") if a == "LATIN1" else str(files / "k.s") if a == "K" else a for a in argv]
     r = subprocess.run([sys.executable, "-m", "vnpu", *argv], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_an_unexpected_exception_is_one_line_internal_error(monkeypatch, capsys):
+    import vnpu.cli as cli
+
+    def boom(args):
+        raise RuntimeError("multi\nline\nfailure")
+    monkeypatch.setattr(cli, "cmd_info", boom)
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: RuntimeError: multi line failure" in err
+
+
+def test_space_is_zero():
+    img = vnpu.assemble(".kernel k\nhalt\n.rodata\n.byte 1\n.space 3\n")
+    assert vnpu.load_module(img).rodata == b"\x01\0\0\0"
+
+
+@pytest.mark.xfail(reason="driver/capi/build.py (not this suite's files): an output path under a file raises "
+                          "NotADirectoryError instead of a VnpuError", strict=False)
+def test_capi_build_into_an_impossible_folder(capsys):
+    assert main(["capi", "build", "-o", "/dev/null/x"]) == 1
+    assert "internal error" not in capsys.readouterr().err
