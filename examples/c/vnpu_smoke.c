@@ -1,6 +1,6 @@
 /* A host program in C on vnpu: allocate, copy a tensor in, run a library kernel, check the result, read
  * the cycles, then provoke and report errors (bad handles, out of memory, a bad module, a faulting kernel
- * and the reset that recovers from it) while the other card keeps working.
+ * and the reset that recovers from it, a race caught by the sanitizer) while the other card keeps working.
  *
  *   vnpu capi build -o build/capi
  *   cc examples/c/vnpu_smoke.c -I build/capi -L build/capi -lvnpu -Wl,-rpath,build/capi -o vnpu_smoke
@@ -99,7 +99,8 @@ static void check_add(const float *a, const float *b, const float *out, int n) {
 
 int main(int argc, char **argv) {
     vnpuPlatform platform;
-    int32_t version, count;
+    int32_t version = 0, count;
+    OK(vnpuInit(0));   /* optional: starts the embedded Python now (any first call would) */
     if (argc > 1)
         OK(vnpuPlatformOpenCards(argv[1], 2, &platform));
     else
@@ -186,7 +187,28 @@ int main(int argc, char **argv) {
     check_add(a, b, out, n);
     printf("card 0 computes again after its reset\n");
 
-    /* 7. a closed platform: every device is lost */
+    /* 7. the race sanitizer, on for one queue: a kernel reads local memory a DMA is still writing */
+    static const char racy_source[] = ".kernel racy\n.arg a, buffer, f32\n  li r9, 1024\n  li r10, 4096\n"
+                                      "  dma e0, r10, a, r9, s0\n  lw r5, 0(r10)\n  wait s0, 1\n  halt\n";
+    vnpuQueue checked;
+    vnpuKernel racy;
+    uint32_t flags = 0;
+    OK(vnpuQueueCreateWithFlags(dev, VNPU_QUEUE_SANITIZE, &checked));
+    OK(vnpuQueueGetFlags(checked, &flags));
+    CHECK(flags == VNPU_QUEUE_SANITIZE, "queue flags %u", (unsigned)flags);
+    OK(vnpuModuleLoadAssembly(dev, racy_source, &mod));
+    OK(vnpuModuleGetKernel(mod, "racy", &racy));
+    OK(vnpuMemAlloc(dev, 4096, &buf));
+    vnpuArg racy_args[1] = {{VNPU_ARG_BUFFER, buf, 0, 0}};
+    OK(vnpuLaunchKernel(q, racy, racy_args, 1, NULL));           /* no sanitizer on q: it runs */
+    OK(vnpuQueueSynchronize(q));
+    OK(vnpuLaunchKernel(checked, racy, racy_args, 1, NULL));     /* accepted; the race is sticky */
+    EXPECT(VNPU_ERROR_RACE, vnpuQueueSynchronize(checked));
+    EXPECT(VNPU_ERROR_RACE, vnpuMemFree(buf));
+    OK(vnpuDeviceReset(dev));
+    OK(vnpuQueueDestroy(checked));
+
+    /* 8. a closed platform: the platform handle is closed, every device is lost */
     OK(vnpuPlatformClose(platform));
     EXPECT(VNPU_ERROR_DEVICE_LOST, vnpuMemAlloc(dev, 4096, &buf));
     EXPECT(VNPU_ERROR_INVALID_HANDLE, vnpuDeviceGetCount(platform, &count));

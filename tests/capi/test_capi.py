@@ -60,7 +60,7 @@ def test_c_program_allocates_copies_runs_a_library_kernel_and_reports_errors(lib
     assert "result checked against the host: 10000 elements equal" in out
     assert re.search(r"add of 10000 floats: [1-9]\d* card cycles", out)
     for status in ("INVALID_HANDLE", "INVALID_ARGUMENT", "OUT_OF_MEMORY", "INVALID_MODULE", "ASSEMBLER",
-                   "ILLEGAL_ADDRESS", "DEVICE_LOST"):
+                   "ILLEGAL_ADDRESS", "RACE", "DEVICE_LOST"):
         assert f"expected VNPU_ERROR_{status}" in out
     assert "card 1 still computes while card 0 is faulted" in out
     assert "card 0 computes again after its reset" in out
