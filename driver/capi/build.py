@@ -205,7 +205,12 @@ def build(out_dir, cc: str | None = None, verbose: bool = False) -> tuple[Path, 
     """Write out_dir/libvnpu.so and out_dir/vnpu.h; returns their paths."""
     import cffi
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(out_dir, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise ConfigError(f"cannot write the C API into {out_dir}: {e.strerror or e}") from None
     if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
         raise ConfigError(f"this Python ({sys.executable}) was built without a shared libpython; cffi's "
                           f"embedding mode needs one (e.g. pyenv with PYTHON_CONFIGURE_OPTS=--enable-shared)")
@@ -216,7 +221,10 @@ def build(out_dir, cc: str | None = None, verbose: bool = False) -> tuple[Path, 
     ffi.embedding_api(declarations())
     ffi.set_source("_vnpu_capi", _source())
     ffi.embedding_init_code(_init_code())
-    shutil.copyfile(HEADER, out_dir / "vnpu.h")
+    try:
+        shutil.copyfile(HEADER, out_dir / "vnpu.h")
+    except OSError as e:
+        raise ConfigError(f"cannot write {out_dir / 'vnpu.h'}: {e.strerror or e}") from None
     lib = out_dir / "libvnpu.so"
     ver = sysconfig.get_config_var("LDVERSION") or sysconfig.get_config_var("VERSION")
     libdir = sysconfig.get_config_var("LIBDIR")

@@ -120,3 +120,11 @@ def test_every_function_with_made_up_handles_and_null_pointers_returns_a_status(
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert int(run.stdout.split()[-1]) >= 35 * 16
+
+
+def test_build_into_a_folder_that_cannot_exist_is_a_config_error(tmp_path):
+    """An output path under a file raised NotADirectoryError (an internal error in `vnpu capi build`)."""
+    from vnpu.errors import ConfigError
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot write the C API"):
+        build(tmp_path / "file" / "capi")
