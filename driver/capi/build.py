@@ -211,6 +211,9 @@ def build(out_dir, cc: str | None = None, verbose: bool = False) -> tuple[Path, 
             raise PermissionError(13, "Permission denied")
     except OSError as e:
         raise ConfigError(f"cannot write the C API into {out_dir}: {e.strerror or e}") from None
+    if sys.maxsize < 2**63 - 1:
+        raise ConfigError("the C API needs a 64-bit platform (its handles carry their kind in the top 16 bits "
+                          "of a 64-bit pointer value)")
     if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
         raise ConfigError(f"this Python ({sys.executable}) was built without a shared libpython; cffi's "
                           f"embedding mode needs one (e.g. pyenv with PYTHON_CONFIGURE_OPTS=--enable-shared)")
