@@ -52,6 +52,21 @@ def _quiet(v):
     return v
 
 
+CANONICAL_NAN = np.array([0x7FC00000], np.uint32).view(np.float32)[0]
+
+
+def _nan_result(res, a, b=None):
+    """The NaN a float op writes: its first NaN operand quieted (sign and payload kept); a NaN made from
+    numbers (inf - inf, 0 * inf, sqrt(-1)) is the canonical quiet NaN 0x7fc00000."""
+    nan = np.isnan(res)
+    if not nan.any():
+        return res
+    out = np.where(nan, CANONICAL_NAN, res).astype(np.float32)
+    if b is not None:
+        out = np.where(nan & np.isnan(b), _quiet(b), out)
+    return np.where(nan & np.isnan(a), _quiet(a), out).astype(np.float32)
+
+
 def fma_f32(x, s, c):
     """x * s + c on float32 arrays, rounded ONCE to float32 (a fused multiply-add): the product is exact in
     float64; TwoSum gives the float64 sum S and its error; S rounds to the right float32 except exactly
@@ -404,8 +419,8 @@ class ReferenceInterpreter:
                 v = np.where(np.isnan(v), 0, np.clip(v, info.min, info.max))
                 res = v.astype(np.int64).astype(out_dt)
             elif is_int:
-                with np.errstate(invalid="ignore"):
-                    res = _quiet(((x.astype(np.float64) - zp) * scale).astype(np.float32)).astype(out_dt)
+                res = ((x.astype(np.float64) - zp) * scale).astype(np.float32)
+                res = _nan_result(res, np.zeros_like(res)).astype(out_dt)
             else:
                 res = _quiet(x.astype(np.float32)).astype(out_dt)
             self.write(pe, dst, res, at)
@@ -417,12 +432,16 @@ class ReferenceInterpreter:
                 self.write(pe, dst, res.astype(np.int64).astype(np.int32), at)
             else:
                 v = x.astype(np.float64)
-                if name == "vrmax":
-                    nans = np.isnan(v)
-                    res = v[nans][0] if nans.any() else (v.max() if n else -np.inf)
+                nans = np.isnan(v)
+                if nans.any():         # the first NaN input, quieted
+                    res = _quiet(x.astype(np.float32)[nans][:1])
                 else:
-                    res = np.add.accumulate(v)[-1] if n else 0.0   # index order, like the unit
-                self.write(pe, dst, np.array([res], dtype=np.float32), at)
+                    if name == "vrmax":
+                        res = v.max() if n else -np.inf
+                    else:
+                        res = np.add.accumulate(v)[-1] if n else 0.0   # index order, like the unit
+                    res = _nan_result(np.array([res], dtype=np.float32), np.zeros(1, np.float32))
+                self.write(pe, dst, np.asarray(res, dtype=np.float32), at)
             return
         if is_int:
             if name in ("vsigmoid", "vtanh", "vexp", "vgelu", "vrecip", "vrsqrt"):
@@ -447,10 +466,8 @@ class ReferenceInterpreter:
                    "vgelu": lambda: 0.5 * x64 * (1.0 + np.vectorize(math.erf, otypes=[float])(x64 / math.sqrt(2.0)))
                    }[name]()
         res = np.asarray(res).astype(np.float32)
-        if name in ("vsigmoid", "vtanh", "vexp", "vgelu", "vrecip", "vrsqrt"):
-            res = np.where(np.isnan(xf), xf, res)      # a NaN input passes through (sign and payload kept)
         if name != "vcopy":
-            res = _quiet(res)
+            res = _nan_result(res, xf, yf if binary else None)
         self.write(pe, dst, res.astype(npdt), at)
 
     def matrix(self, p, name, ins, r, at):
@@ -488,8 +505,8 @@ class ReferenceInterpreter:
             # K order, like the unit (not BLAS's blocked order).
             wide = np.float32 if dt == 2 else np.float64
             prod = np.zeros((M, N), dtype=wide)
-            Aw, Ww = A.astype(wide), w.astype(wide)
             with np.errstate(over="ignore", invalid="ignore"):
+                Aw, Ww = A.astype(wide), w.astype(wide)
                 for k in range(K):
                     prod += Aw[:, k:k + 1] * Ww[k]
                 if acc:

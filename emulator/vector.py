@@ -13,13 +13,14 @@ import math
 import numpy as np
 from numba import njit
 
-from .numerics import f16_to_f32, f32_to_f16, fma_f32, quiet_nan_f32
+from .numerics import bits_to_f32, f16_to_f32, f32_to_f16, fma_f32, quiet_nan_f32
 
 DT_I8, DT_I32, DT_F16, DT_F32 = 0, 1, 2, 3
 ELEM_BYTES = np.array([1, 4, 2, 4], dtype=np.int64)
 # op codes local to this unit (the core maps opcodes onto them)
 V_ADD, V_SUB, V_MUL, V_MAX, V_MIN, V_RELU, V_SIGMOID, V_TANH, V_EXP, V_GELU, V_COPY, V_RECIP, V_RSQRT = range(13)
 TRANSCENDENTAL = (V_SIGMOID, V_TANH, V_EXP, V_GELU, V_RECIP, V_RSQRT)
+CANONICAL_NAN = np.uint32(0x7FC00000)
 
 
 @njit(cache=True, nogil=True)
@@ -77,6 +78,18 @@ def store_int(pool, off, x, dt):
 @njit(cache=True, nogil=True)
 def gelu64(x):
     return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+@njit(cache=True, nogil=True)
+def nan_result(a, b, binary):
+    """The NaN a float op writes: its first NaN operand, quieted (sign and payload kept); a NaN made from
+    numbers (inf - inf, 0 * inf, sqrt(-1)) is the canonical quiet NaN. Defined here, not left to the host's
+    SIMD unit, so both engines write the same bits on every host."""
+    if a != a:
+        return quiet_nan_f32(a)
+    if binary and b != b:
+        return quiet_nan_f32(b)
+    return bits_to_f32(CANONICAL_NAN)
 
 
 @njit(cache=True, nogil=True)
@@ -159,7 +172,7 @@ def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
             # the hardware sqrt gives the same NaN as numpy's for negative inputs
             rf[i] = 1.0 / math.sqrt(v) if v != 0 else math.copysign(np.inf, v)
         if op != V_COPY and rf[i] != rf[i]:
-            rf[i] = quiet_nan_f32(rf[i])
+            rf[i] = nan_result(xf[i], yf[i], op <= V_MIN)
     store_float(pool, dst, rf, dt)
     return True
 
@@ -178,17 +191,23 @@ def reduce(pool, is_max, dt, dst, a, n):
     else:
         xf = load_float(pool, a, n, dt)
         accf = -np.inf if is_max else 0.0
-        for i in range(n):      # in index order, in fp64; max propagates the first NaN
+        first_nan = -1
+        for i in range(n):      # in index order, in fp64; a NaN input makes the result that NaN, quieted
             v = np.float64(xf[i])
+            if v != v:
+                first_nan = i
+                break
             if is_max:
-                if v != v:
-                    accf = v
-                    break
                 if v > accf:
                     accf = v
             else:
                 accf += v
-        pool[dst:dst + 4].view(np.float32)[0] = np.float32(accf)
+        r = np.float32(accf)
+        if first_nan >= 0:
+            r = quiet_nan_f32(xf[first_nan])
+        elif r != r:
+            r = bits_to_f32(CANONICAL_NAN)     # inf + -inf
+        pool[dst:dst + 4].view(np.float32)[0] = r
 
 
 @njit(cache=True, nogil=True)
@@ -220,5 +239,5 @@ def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
         for i in range(n):
             y[i] = (x[i] - zero_point) * scale if src_int else x[i]
             if y[i] != y[i]:
-                y[i] = quiet_nan_f32(y[i])
+                y[i] = bits_to_f32(CANONICAL_NAN) if src_int else quiet_nan_f32(y[i])
         store_float(pool, dst, y, dst_dt)
