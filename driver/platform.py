@@ -173,7 +173,7 @@ class Platform:
 
     def advance_host(self, t_ns: float):
         """Move this host thread's virtual clock to t_ns (never backwards)."""
-        t = validate.number(t_ns, "advance_host: t_ns", 0.0)
+        t = validate.time_ns(t_ns, "advance_host: t_ns", error=InvalidArgument)
         self._host.now = max(self.host_ns, t)
 
     def close(self):

@@ -17,7 +17,7 @@ What each check accepts (anything else is refused):
 | `time_ns(v, name)` | `number` in [0, 2**63) ns (about 292 years of virtual time); `positive=True`: (0, 2**63) |
 | `flag(v, name)` | True or False (a Python or numpy bool); None too when `allow_none` (meaning "use the default") |
 | `pes(v, npes)` | None (every PE), or a non-empty list / tuple / range / set / 1-D integer numpy array of distinct `integer` PE numbers in [0, npes) |
-| `host_dtype(v, name)` | anything numpy accepts as a dtype (a parse error of any kind is refused) with itemsize > 0 and no Python objects |
+| `host_dtype(v, name)` | a str, a type, a numpy dtype or a structured spec (list / tuple / dict) that numpy accepts as a dtype (a parse error of any kind is refused; so are negative field offsets) with itemsize > 0 and no Python objects; never a number, bytes or a numpy scalar |
 | `host_array(v, name)` | a numpy array, bytes / bytearray / memoryview, or a (nested) list or scalar numpy turns into a numeric array; never a str (its encoding is ambiguous), None or an object array |
 | `out_array(v, name)` | a writable C-contiguous numpy array without Python objects |
 | `file_path(v, name)` | a str or os.PathLike naming an existing regular file (never an int: that is a file descriptor to open(), nor bytes) |
@@ -153,6 +153,9 @@ def pes(value, npes, *, name="pes"):
 
 
 def host_dtype(value, name="dtype") -> np.dtype:
+    if not isinstance(value, (str, np.dtype, type, list, tuple, dict)):
+        # numpy also takes a numpy scalar (its type), bytes or an object with .dtype: a mistake, not a dtype
+        raise InvalidArgument(f"{name}: {show(value)} is not a numpy dtype (give a str, a type or a numpy dtype)")
     try:
         dt = np.dtype(value)
     except Exception:  # noqa: BLE001 - numpy's dtype parser raises TypeError, ValueError, SyntaxError, ...
