@@ -179,7 +179,7 @@ def build_parser():
     m.add_argument("--trace", default=None, help="where to write the Chrome trace (default: a temp file)")
     m.add_argument("--model", default="rm1", choices=("rm1", "rm2", "rm3"), help="DeepRecSys shape (default rm1)")
     m.add_argument("--full", action="store_true", help="full-size tables (rm1: 8 x 4M rows), where memory allows")
-    m.add_argument("--batch", default="16,64,256", help="batch sizes, comma separated (each 1..4096)")
+    m.add_argument("--batch", default="16,64,256", help="batch sizes, comma separated (each 1..1024)")
     m.add_argument("--requests", type=int, default=16, help=f"requests per batch size (1..{MAX_DEMO_REQUESTS})")
     m.add_argument("--config", default=None, help="platform YAML (default: the embedded six-card platform)")
     m.add_argument("--tables", default="int8_rowwise", choices=("int8_rowwise", "int4_rowwise"),

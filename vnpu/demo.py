@@ -23,7 +23,7 @@ def _bar(label):
     return progress
 
 
-MAX_DEMO_BATCH = 4096
+MAX_DEMO_BATCH = 1024
 
 
 def parse_batches(text):
