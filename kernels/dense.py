@@ -10,7 +10,7 @@ network for its shapes) and cached.
 
 Numerics: int8 x int8 products accumulate exactly in int32; the dequantized output is
 fp32(acc) * f32(x_scale * w_scale[n]) + bias[n], rounded at each step; requantization is
-clamp(rint(y * f32(1 / out_scale)) + zero_point). fp16 x fp16 accumulates in fp32 in K order.
+clamp(round_half_even(fma(y, f32(1 / out_scale), zero_point))), rounded once to fp32 (vcvt). fp16 x fp16 accumulates in fp32 in K order.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from vnpu.errors import InvalidArgument
 from . import runner
 from .builder import KernelBuilder, addc
 from .library import OpSpec
+from .reference import vcvt_to_int
 
 WEIGHT_BUFFER = 1 << 20
 BROADCAST_ROWS = 16    # the epilogue's scale and bias rows are replicated this many rows deep, not the tile's
@@ -476,10 +477,11 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
 
 # --- numpy references --------------------------------------------------------------------------------
 def _activate(y, activation):
-    if activation == "relu":
-        return np.where(y > 0, y, np.float32(0)).astype(np.float32)
+    if activation == "relu":              # vrelu: NaN passes through
+        return np.where((y > 0) | np.isnan(y), y, np.float32(0)).astype(np.float32)
     if activation == "sigmoid":
-        return (1.0 / (1.0 + np.exp(-y.astype(np.float64)))).astype(np.float32)
+        with np.errstate(over="ignore"):
+            return (1.0 / (1.0 + np.exp(-y.astype(np.float64)))).astype(np.float32)
     return y
 
 
@@ -495,15 +497,18 @@ def reference_gemm(a, w, scale=None, bias=None, out_scale=None, out_zero_point=0
         y = _activate(y, activation)
         if out_scale is None:
             return y.astype(np.float32)
-        q = np.rint(y.astype(np.float64) * np.float64(np.float32(1.0) / np.float32(out_scale))) + out_zero_point
-        return np.clip(q, -128, 127).astype(np.int8)
+        return vcvt_to_int(y, np.float32(1.0) / np.float32(out_scale), out_zero_point)
     a32, w32 = a.astype(np.float32), w.astype(np.float32)
     out = np.zeros(a.shape[:-1] + (w.shape[-1],), np.float32)
-    for k in range(a.shape[-1]):       # fp32 in K order, like the unit
-        out += a32[..., k:k + 1] * w32[..., k:k + 1, :]
+    with np.errstate(invalid="ignore", over="ignore"):
+        for k in range(a.shape[-1]):       # fp32 in K order, like the unit
+            out += a32[..., k:k + 1] * w32[..., k:k + 1, :]
     if bias is not None:
         out = out + np.asarray(bias, np.float32)
-    return _activate(out, activation)
+    out = _activate(out, activation)
+    if out_scale is not None:          # the fp16 layer's fp32 result requantized to int8 (vcvt)
+        return vcvt_to_int(out, np.float32(1.0) / np.float32(out_scale), out_zero_point)
+    return out
 
 
 def linear(card, x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, pes=None):

@@ -10,8 +10,10 @@ Numerics are the card's, and each `reference_*` function does exactly what the c
 - add/mul: fp32 in fp32; fp16 computed in fp32 and rounded to fp16 (numpy's fp16 arithmetic does the same).
 - relu: exact. sigmoid/tanh/gelu: computed in fp64 and rounded to fp32 (then to fp16 for fp16 data); the
   references use the same fp64 formulas, libm versions may differ in the last fp64 bit (tolerances below).
-- quantize: q = clamp(rint(f64(x) * f64(f32(1/scale))) + zero_point, -128, 127); NaN -> 0. The card's vcvt
-  multiplies by its scale, so the kernel gets f32(1/scale).
+- quantize: q = clamp(round_half_even(fma(x, inv, f32(zero_point))), -128, 127) with inv = 1.0f / f32(scale)
+  and x * inv + zero_point rounded ONCE to fp32 (the card's vcvt); NaN -> 0. That is PyTorch's
+  quantize_per_tensor bit for bit (it computes the same inverse in fp32 and the same fused rounding), except
+  NaN, which PyTorch turns into an arbitrary code (127 on x86) and the card into 0.
 - dequantize: y = f32((f64(q) - zero_point) * f64(f32(scale))).
 - concat and transpose move bytes: exact for any dtype.
 
@@ -31,6 +33,7 @@ from vnpu.errors import InvalidArgument
 from . import runner
 from .builder import KernelBuilder, f32_bits
 from .library import OpSpec
+from .reference import torch_inverse_scale, vcvt_to_int
 
 RESERVED = 1024        # bytes at local address 0 kept for constants and per-row scalars
 TILE_CAP = 65536       # at most this many bytes per operand tile: longer tiles only delay the pipeline
@@ -351,13 +354,15 @@ def _qparam(scale_f32, zero_point):
 
 
 def _quant_scale(scale):
-    """The factor the card multiplies by: f32(1 / scale)."""
-    with np.errstate(over="ignore"):
-        return np.float32(1.0 / np.float64(np.float32(scale)))
+    """The factor the card multiplies by: 1.0f / f32(scale) in fp32, as PyTorch computes it (not f32(1 / scale)
+    of the float64 scale: for scales that fp32 cannot hold exactly the two differ in the last bit, and so do
+    the codes of values near a tie)."""
+    return torch_inverse_scale(scale)
 
 
 def quantize(card, x, scale, zero_point=0, pes=None, trace=False):
-    """fp32 -> int8: q = clamp(rint(x / scale) + zero_point), computed as x * f32(1/scale) like the card."""
+    """fp32 -> int8: q = clamp(round_half_even(fma(x, 1.0f / f32(scale), zero_point)), -128, 127), x * inv +
+    zero_point rounded once to fp32 (torch.quantize_per_tensor bit for bit); NaN -> 0."""
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise InvalidArgument(f"quantize: x must be a float32 array, got dtype {x.dtype}")
@@ -584,7 +589,7 @@ def reference_relu(x):
 def reference_sigmoid(x):
     v = x.astype(np.float64)
     with np.errstate(over="ignore"):
-        y = np.where(v > -700, 1.0 / (1.0 + np.exp(-v)), 0.0)
+        y = 1.0 / (1.0 + np.exp(-v))          # exp overflows to inf below -709: 1 / inf = 0; NaN stays NaN
     return _via_f32(y, x.dtype)
 
 
@@ -602,12 +607,7 @@ def reference_gelu(x):
 
 
 def reference_quantize(x, scale, zero_point=0):
-    inv = np.float64(_quant_scale(scale))
-    with np.errstate(invalid="ignore", over="ignore"):
-        v = np.rint(x.astype(np.float64) * inv) + zero_point
-        q = np.clip(v, -128, 127)
-    q = np.where(np.isnan(q), 0, q)
-    return q.astype(np.int8)
+    return vcvt_to_int(x, _quant_scale(scale), zero_point)
 
 
 def reference_dequantize(q, scale, zero_point=0):
@@ -675,7 +675,7 @@ OPS = [_ew_spec(op) for op in ("add", "mul", "relu", "sigmoid", "tanh", "gelu")]
            lambda card, x, p, pes: (lambda o, r: ([o], r))(*quantize(card, x["x"], p["scale"], int(p["zero_point"]),
                                                                       pes=pes)),
            lambda x, p: [reference_quantize(x["x"], p["scale"], int(p["zero_point"]))], lambda p: (0.0, 0.0),
-           lambda p: p["n"], "fp32 -> int8: clamp(rint(x * f32(1/scale)) + zero_point) with vcvt"),
+           lambda p: p["n"], "fp32 -> int8: clamp(rint(fma(x, 1/scale, zero_point))) with vcvt (torch.quantize_per_tensor)"),
     OpSpec("dequantize", dict(n=65536, scale=0.05, zero_point=3), _dq_inputs,
            lambda card, x, p, pes: (lambda o, r: ([o], r))(*dequantize(card, x["q"], p["scale"],
                                                                         int(p["zero_point"]), pes=pes)),

@@ -174,3 +174,42 @@ def embedding_bag(weight, indices, offsets=None, lengths=None, per_sample_weight
         n_bags = len(seg) - 1 if include_last_offset else len(seg)
     return embedding_bag_from_bytes(packed, format, dim, indices, seg, offsets_mode, include_last_offset, n_bags,
                                     per_sample_weights, mode)
+
+
+# --- the vector unit's float -> integer conversion (vcvt), for every reference that quantizes ----------------
+def fma_f32(x, s, c):
+    """x * s + c on float32 values rounded ONCE to float32 (round to nearest even), elementwise, like a fused
+    multiply-add: the product is exact in float64 (24 + 24 bits), the sum exact as the pair S + err (TwoSum);
+    S rounds to the right float32 unless it lies exactly halfway between two float32s, where err decides."""
+    x = np.asarray(x, np.float32).astype(np.float64)
+    s = np.float64(np.float32(s))
+    c = np.float64(np.float32(c))
+    with np.errstate(invalid="ignore", over="ignore"):
+        p = x * s
+        S = p + c
+        r = S.astype(np.float32)
+        bb = S - p
+        err = (p - (S - bb)) + (c - bb)
+        toward = np.where(S > r.astype(np.float64), np.float32(np.inf), np.float32(-np.inf)).astype(np.float32)
+        other = np.nextafter(r, toward)
+        mid = (r.astype(np.float64) + other.astype(np.float64)) * 0.5
+        fix = (np.isfinite(S) & np.isfinite(r) & (err != 0) & (r.astype(np.float64) != S) & (S == mid)
+               & ((err > 0) == (other.astype(np.float64) > r.astype(np.float64))))
+    return np.where(fix, other, r).astype(np.float32)
+
+
+def vcvt_to_int(x, scale, zero_point=0, lo=-128, hi=127, dtype=np.int8):
+    """The card's vcvt float -> integer: q = clamp(round_half_even(fma(x, f32(scale), f32(zero_point))), lo,
+    hi), x * scale + zero_point rounded once to fp32; NaN converts to 0. PyTorch's quantize_per_tensor(x, s,
+    zp) equals it bit for bit with scale = 1.0f / f32(s) (fp32 division, as PyTorch computes it)."""
+    v = np.rint(fma_f32(x, scale, np.float32(zero_point)).astype(np.float64))
+    with np.errstate(invalid="ignore"):
+        q = np.clip(v, lo, hi)
+    return np.where(np.isnan(q), 0, q).astype(dtype)
+
+
+def torch_inverse_scale(scale):
+    """The factor PyTorch's quantize_per_tensor multiplies by: 1.0f / f32(scale), fp32 division (equal to
+    f32(1 / f64(f32(scale))): a quotient of two fp32 values is never close enough to a tie to round twice)."""
+    with np.errstate(over="ignore", divide="ignore"):
+        return np.float32(1.0 / np.float64(np.float32(scale)))
