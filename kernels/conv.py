@@ -48,7 +48,7 @@ from vnpu.errors import InvalidArgument
 
 from .builder import KernelBuilder, addc, mulc
 from .library import OpSpec
-from .runner import Out, Scratch, run
+from .runner import Out, Scratch, nothing, run
 
 WEIGHT_BUFFER = WEIGHT_BUFFER_BYTES   # the matrix unit's weight buffer per PE (mm.ldw K x N x 2 bytes at most)
 ALIGN = 64
@@ -613,8 +613,9 @@ def _check(x, w, bias, stride, padding):
             raise InvalidArgument(f"conv2d: {name} must be float16 (or float32, rounded to float16), got {arr.dtype}")
     N, C, H, W = x.shape
     OC, Cw, KH, KW = w.shape
-    if min(x.shape) < 1 or min(w.shape) < 1:
-        raise InvalidArgument(f"conv2d: every dimension must be at least 1, got x {x.shape}, w {w.shape}")
+    if min(H, W, KH, KW) < 1:
+        raise InvalidArgument(f"conv2d: height, width and kernel size must be at least 1, got x {x.shape}, "
+                              f"w {w.shape}")
     if Cw != C:
         extra = " (groups > 1 is not supported)" if C % Cw == 0 else ""
         raise InvalidArgument(f"conv2d: w has {Cw} input channels, x has {C}{extra}")
@@ -645,6 +646,13 @@ def launch(card, x, w, bias=None, stride=1, padding=0, pes=None, G=None, R=None)
     """conv2d with the plan chosen by the cost estimate, or with output-channel groups G and rows per tile
     R forced (tests)."""
     N, C, H, W, OC, KH, KW, sh, sw, ph, pw = _check(x, w, bias, stride, padding)
+    if N == 0 or OC == 0:       # an empty result: nothing to compute
+        OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
+        return np.zeros((N, OC, OH, OW), np.float32), nothing(card, "conv2d", pes)
+    if C == 0:                  # an empty sum over (c, kh, kw): each output is its bias; one zero channel
+        x = np.zeros((N, 1, H, W), x.dtype)
+        w = np.zeros((OC, 1, KH, KW), w.dtype)
+        C = 1
     npe = len(set(pes)) if pes is not None else card.config.pes
     if G is not None and (G < 1 or OC % G or G > max(1, npe)):
         raise InvalidArgument(f"conv2d: G = {G} must divide OC = {OC} and be at most the {npe} PEs")

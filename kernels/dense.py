@@ -416,8 +416,6 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
     if w3.shape[0] != B or w3.shape[1] != K:
         raise InvalidArgument(f"gemm: inner dimensions differ: a {a.shape} and w {w.shape}")
     N = w3.shape[2]
-    if min(B, M, K, N) == 0:
-        raise InvalidArgument(f"gemm: empty operand: a {a.shape}, w {w.shape}")
     dtype = "i8" if a.dtype == np.int8 else "f16"
     if activation not in (None, "relu", "sigmoid"):
         raise InvalidArgument(f"gemm: activation must be None, 'relu' or 'sigmoid', got {activation!r}")
@@ -439,6 +437,17 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
             raise InvalidArgument(f"gemm: bias must have shape ({N},), got {bias.shape}")
         if dtype == "i8" and scale is None:
             raise InvalidArgument("gemm: an int8 bias needs the scale that dequantizes the accumulators")
+    out_dt = {"raw": np.int32 if dtype == "i8" else np.float32, "dequant": np.float32, "requant": np.int8,
+              "half": np.float16}[epilogue]
+    if min(B, M, N) == 0:                 # an empty result (PyTorch returns it too): nothing to compute
+        out = np.zeros((B, M, N), out_dt)
+        return (out if batched else out[0]), runner.nothing(card, "gemm", pes)
+    if K == 0:
+        # an empty sum: every accumulator is 0 (then scale, bias, activation, requantization as usual, like
+        # PyTorch's linear with in_features = 0 gives the bias): one zero term computes exactly that
+        a3 = np.zeros((B, M, 1), a3.dtype)
+        w3 = np.zeros((B, 1, N), w3.dtype)
+        K = 1
     npes, cols, local = _config(card)
     use = npes if pes is None else len(pes)
     a_bytes = B * M * K * (1 if dtype == "i8" else 2)
@@ -458,8 +467,6 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
             args.append(col_scale)
         if bias is not None:
             args.append(bias)
-    out_dt = {"raw": np.int32 if dtype == "i8" else np.float32, "dequant": np.float32, "requant": np.int8,
-              "half": np.float16}[epilogue]
     args.append(runner.Out((B, M, N), out_dt))
     if epilogue == "requant":
         args.append(qparam(np.float32(1.0) / np.float32(out_scale), out_zero_point))

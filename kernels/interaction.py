@@ -32,7 +32,7 @@ from vnpu.errors import InvalidArgument
 
 from .builder import KernelBuilder, addc, mulc
 from .library import OpSpec
-from .runner import Out, run
+from .runner import Out, nothing, run
 
 S_MAX = 64                  # samples per tile: keeps every semaphore far below its 256 pending arrivals
 WEIGHT_BUFFER = WEIGHT_BUFFER_BYTES   # the matrix unit's weight buffer per PE (mm.ldw K x N x 2 bytes at most)
@@ -246,9 +246,6 @@ def _check(dense, emb):
         raise InvalidArgument(f"dot_interaction: emb shape {emb.shape} does not match dense shape {dense.shape}: "
                               f"expected [{B}, tables, {D}]")
     T = emb.shape[1]
-    if B < 1 or D < 1 or T < 1:
-        raise InvalidArgument(f"dot_interaction: batch, tables and dim must be at least 1, got batch {B}, "
-                              f"tables {T}, dim {D}")
     if B >= 1 << 31:
         raise InvalidArgument(f"dot_interaction: batch {B} does not fit a 32-bit argument")
     return B, T, D
@@ -261,8 +258,24 @@ def dot_interaction(card, dense, emb, pes=None):
 
 
 def launch(card, dense, emb, pes=None, S=None):
-    """dot_interaction with the tile size S (samples per tile) chosen, or forced (tests)."""
+    """dot_interaction with the tile size S (samples per tile) chosen, or forced (tests).
+
+    Empty operands give PyTorch's results: batch 0 an empty [0, W]; no tables (F = 1) the dense rows alone;
+    dim 0 zeros (every dot product is an empty sum). The card computes the last two on one zero table /
+    one zero feature, which adds only exact zeros, and the host drops those columns."""
     B, T, D = _check(dense, emb)
+    if B == 0:
+        F = T + 1
+        return np.zeros((0, D + F * (F - 1) // 2), np.float32), nothing(card, "dot_interaction", pes)
+    if T == 0 or D == 0:
+        Tp, Dp = max(T, 1), max(D, 1)
+        dp = np.zeros((B, Dp), dense.dtype)
+        dp[:, Dp - D:] = dense
+        ep = np.zeros((B, Tp, Dp), emb.dtype)
+        ep[:, :T, Dp - D:] = emb
+        out, result = launch(card, dp, ep, pes=pes, S=S)
+        keep = out[:, Dp - D:Dp] if T == 0 else np.concatenate([out[:, Dp - D:Dp], out[:, Dp:]], axis=1)
+        return np.ascontiguousarray(keep), result
     dtype = "f32" if dense.dtype == np.float32 else "f16"
     F = T + 1
     W = D + F * (F - 1) // 2

@@ -60,7 +60,7 @@ def pack_table(weight: np.ndarray, fmt: str) -> np.ndarray:
         inv = np.float32(255.0) / (mx - mn + np.float32(1e-8))  # FBGEMM's kEpsilon
         q = np.clip(np.rint((w - bias[:, None]) * inv[:, None]), 0, 255).astype(np.uint8)
         tail = (np.stack([scale, bias], 1).astype(np.float16 if half else np.float32).view(np.uint8))
-        return np.concatenate([q, tail.reshape(rows, -1)], axis=1)
+        return np.concatenate([q, tail.reshape(rows, 8 if not half else 4)], axis=1)
     if fmt == "int4_rowwise":
         # FBGEMM's order: bias = fp16(min); the range is taken against that rounded bias; scale = fp16(range / 15),
         # 1.0 when the range, the fp16 scale or its inverse degenerates; q = rint((x - bias) / scale) in 0..15.

@@ -91,3 +91,18 @@ def run(card, key, build, kernel, args, pes=None, sanitize=True, engine="numba",
     finally:
         for addr in owned:
             card.free(addr)
+
+
+def nothing(card, kernel, pes=None):
+    """Launch a kernel named `kernel` that does no work, for an op whose result is empty (a dimension is 0):
+    the op still returns a real LaunchResult (its few cycles are the launch itself), and never refuses an
+    empty but well-formed shape."""
+    from .builder import KernelBuilder
+
+    def build():
+        kb = KernelBuilder()
+        with kb.kernel(kernel):
+            pass
+        return kb.build()
+    _, result = run(card, ("nothing", kernel), build, kernel, [], pes=pes)
+    return result
