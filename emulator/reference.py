@@ -459,11 +459,13 @@ class ReferenceInterpreter:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             res = {"vadd": lambda: xf + yf, "vsub": lambda: xf - yf, "vmul": lambda: xf * yf,
                    "vmax": lambda: _pick(xf, yf, yf > xf), "vmin": lambda: _pick(xf, yf, yf < xf),
-                   "vrelu": lambda: np.where((xf > 0) | np.isnan(xf), xf, np.float32(0)), "vcopy": lambda: xf,
+                   "vrelu": lambda: np.where(xf < 0, np.float32(0), xf), "vcopy": lambda: xf,
                    "vsigmoid": lambda: 1.0 / (1.0 + np.exp(-x64)), "vtanh": lambda: np.tanh(x64),
                    "vexp": lambda: np.exp(x64),
                    "vrecip": lambda: _recip(x64), "vrsqrt": lambda: _rsqrt(x64),
-                   "vgelu": lambda: 0.5 * x64 * (1.0 + np.vectorize(math.erf, otypes=[float])(x64 / math.sqrt(2.0)))
+                   "vgelu": lambda: np.where(np.isinf(x64), np.where(x64 > 0, x64, -0.0),   # the limits at +-inf
+                                             0.5 * x64 * (1.0 + np.vectorize(math.erf, otypes=[float])(
+                                                 x64 / math.sqrt(2.0))))
                    }[name]()
         res = np.asarray(res).astype(np.float32)
         if name != "vcopy":

@@ -77,6 +77,8 @@ def store_int(pool, off, x, dt):
 
 @njit(cache=True, nogil=True)
 def gelu64(x):
+    if math.isinf(x):        # the limits (PyTorch's fp32 formula gives NaN at both infinities)
+        return x if x > 0 else -0.0
     return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
@@ -148,7 +150,7 @@ def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
             else:
                 rf[i] = va
         elif op == V_RELU:
-            rf[i] = xf[i] if (xf[i] > 0 or xf[i] != xf[i]) else np.float32(0.0)
+            rf[i] = np.float32(0.0) if xf[i] < 0 else xf[i]     # -0.0 and NaN pass, as in PyTorch
         elif op == V_COPY:
             rf[i] = xf[i]
         elif xf[i] != xf[i]:
