@@ -332,6 +332,9 @@ class Kernel:
     def encode_args(self, ctx, args):
         """Check args against the signature; return what the card takes (addresses for buffers)."""
         sym = self.symbol
+        if not isinstance(args, (list, tuple)):
+            raise InvalidArgument(f"{sym.signature()}: arguments must be a list or tuple, got {type(args).__name__}")
+        _context_arg(ctx)
         if len(args) != len(sym.args):
             raise InvalidArgument(f"{sym.signature()} takes {len(sym.args)} arguments, got {len(args)}")
         values = []

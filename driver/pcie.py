@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .validate import show
+
 GT_PER_S = {3: 8.0, 4: 16.0, 5: 32.0}  # GT/s per lane (PCIe Base Spec 3.0 / 4.0 / 5.0)
 ENCODING = 128 / 130  # 128b/130b line code, used by Gen3, Gen4 and Gen5
 LANES = (1, 2, 4, 8, 16)
@@ -22,7 +24,7 @@ KINDS = ("h2d", "d2h", "p2p")
 
 def _int(name, value, ok, what):
     if isinstance(value, bool) or not isinstance(value, int) or not ok(value):
-        raise ValueError(f"LinkConfig.{name} must be {what}, got {value!r}")
+        raise ValueError(f"LinkConfig.{name} must be {what}, got {show(value)}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class LinkConfig:
         for name, lo, hi in (("dllp_overhead", 0.0, 0.5), ("setup_ns", 0.0, 2.0**63)):   # 2**63 ns: 292 years
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v < hi):
-                raise ValueError(f"LinkConfig.{name} must be a number in [{lo}, {hi}), got {v!r}")
+                raise ValueError(f"LinkConfig.{name} must be a number in [{lo}, {hi:g}), got {show(v)}")
 
     # -- derived quantities (from first principles, never stored) --------------------------------------
     @property

@@ -78,7 +78,7 @@ def validate_platform(data):
     if merged.get("sanitize") is not None:
         merged["sanitize"] = validate.flag(merged["sanitize"], "platform key 'sanitize'", error=ConfigError)
     faults = merged.get("faults")
-    if faults:
+    if faults is not None:
         if not isinstance(faults, dict):
             raise ConfigError("platform key 'faults' must map 'all' or card indices to fault settings")
         for key, settings in faults.items():
@@ -205,9 +205,7 @@ class Platform:
         self.trace.stop()
 
     def write_trace(self, path):
-        if not (isinstance(path, str) or hasattr(path, "__fspath__")):
-            raise InvalidArgument(f"write_trace: expected a path (str or os.PathLike), got {type(path).__name__} "
-                                  f"{validate.show(path)}")
+        path = validate.path_name(path, "write_trace: path")
         self.trace.write(path)
         return path
 

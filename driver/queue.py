@@ -214,7 +214,7 @@ class Queue:
                                       f"{buf.nbytes}-byte buffer")
             extra = self._faults_before("copy_to_host", out.nbytes, reads_card_dram=True)
             if out.nbytes:
-                out.view(np.uint8).reshape(-1)[:] = self.device.card.read(buf.device_address + offset, out.nbytes,
+                out.reshape(-1).view(np.uint8)[:] = self.device.card.read(buf.device_address + offset, out.nbytes,
                                                                            ctx=self.ctx.id)
             self._transfer("d2h", out.nbytes, f"copy_to_host {out.nbytes} B", extra)
             return out

@@ -7,6 +7,9 @@ accept and refuse the same values. A refusal is a typed vnpu error whose message
 what was wrong: InvalidArgument for call arguments, ConfigError for platform / card / fault settings,
 InvalidHandle for a handle that is dead or belongs elsewhere (those checks live on the handles).
 
+An exception raised by the caller's own object while it is inspected (its `__fspath__`, `__len__` or
+`__repr__` raising) propagates unchanged, as it would from any Python function.
+
 What each check accepts (anything else is refused):
 
 | check | accepts |
@@ -17,9 +20,10 @@ What each check accepts (anything else is refused):
 | `time_ns(v, name)` | `number` in [0, 2**63) ns (about 292 years of virtual time); `positive=True`: (0, 2**63) |
 | `flag(v, name)` | True or False (a Python or numpy bool); None too when `allow_none` (meaning "use the default") |
 | `pes(v, npes)` | None (every PE), or a non-empty list / tuple / range / set / 1-D integer numpy array of distinct `integer` PE numbers in [0, npes) |
-| `host_dtype(v, name)` | a str, a type, a numpy dtype or a structured spec (list / tuple / dict) that numpy accepts as a dtype (a parse error of any kind is refused; so are negative field offsets) with itemsize > 0 and no Python objects; never a number, bytes or a numpy scalar |
+| `host_dtype(v, name)` | a str, a type, a numpy dtype or a structured spec (list / tuple / dict) that numpy accepts as a dtype (a parse error of any kind is refused; so are negative field offsets) with itemsize > 0, no Python objects and no unicode text (arbitrary device bytes are not valid code points); never a number, bytes or a numpy scalar |
 | `host_array(v, name)` | a numpy array, bytes / bytearray / memoryview, or a (nested) list or scalar numpy turns into a numeric array; never a str (its encoding is ambiguous), None or an object array |
-| `out_array(v, name)` | a writable C-contiguous numpy array without Python objects |
+| `out_array(v, name)` | a writable C-contiguous numpy array (0-d too) without Python objects or unicode text |
+| `path_name(v, name)` | a non-empty str or os.PathLike (its os.fspath a str without NUL) of a file to write |
 | `file_path(v, name)` | a str or os.PathLike naming an existing regular file (never an int: that is a file descriptor to open(), nor bytes) |
 | `kernel_scalar(v, spec, sig)` | integer dtypes (i8 i16 i32 i64 u8 u32): `integer` in the dtype's range; f16 / f32: `number` (int or float, not bool) whose magnitude is at most the f32 maximum (3.4028235e38) or that is +-inf or NaN, which pass as they are (the card receives fp32 bits for both float dtypes; the C API's VNPU_ARG_FLOAT follows the same rule) |
 | `card_overrides(v)` | None, a mapping of dotted key strings to values, or a list of "key=value" strings (values parsed as YAML); no integer beyond +-2**63 anywhere |
@@ -160,9 +164,20 @@ def host_dtype(value, name="dtype") -> np.dtype:
         dt = np.dtype(value)
     except Exception:  # noqa: BLE001 - numpy's dtype parser raises TypeError, ValueError, SyntaxError, ...
         raise InvalidArgument(f"{name}: {show(value)} is not a numpy dtype") from None
-    if dt.hasobject or dt.itemsize == 0:
-        raise InvalidArgument(f"{name}: cannot copy device bytes into {dt} elements (Python objects or no size)")
+    if dt.hasobject or dt.itemsize == 0 or _has_unicode(dt):
+        raise InvalidArgument(f"{name}: cannot copy device bytes into {dt} elements (Python objects, unicode text "
+                              f"or no size)")
     return dt
+
+
+def _has_unicode(dt) -> bool:
+    """Unicode ('U') anywhere in a dtype: arbitrary device bytes are not valid code points (numpy then fails
+    on reading them with SystemError)."""
+    if dt.kind == "U":
+        return True
+    if dt.subdtype is not None:
+        return _has_unicode(dt.subdtype[0])
+    return any(_has_unicode(dt.fields[n][0]) for n in dt.names or ())
 
 
 def host_array(value, name) -> np.ndarray:
@@ -185,10 +200,24 @@ def host_array(value, name) -> np.ndarray:
 
 def out_array(value, name) -> np.ndarray:
     if not isinstance(value, np.ndarray) or not value.flags.c_contiguous or not value.flags.writeable \
-            or value.dtype.hasobject:
-        raise InvalidArgument(f"{name} must be a writable C-contiguous numpy array without Python objects, got "
-                              f"{type(value).__name__}")
+            or value.dtype.hasobject or _has_unicode(value.dtype):
+        raise InvalidArgument(f"{name} must be a writable C-contiguous numpy array without Python objects or "
+                              f"unicode text, got {type(value).__name__}"
+                              f"{' of ' + str(value.dtype) if isinstance(value, np.ndarray) else ''}")
     return value
+
+
+def path_name(value, name, *, error=InvalidArgument) -> str:
+    """A str or os.PathLike whose os.fspath is a str without NUL (a file to write: it need not exist)."""
+    p = None
+    if isinstance(value, str) or (hasattr(value, "__fspath__") and not isinstance(value, bytes)):
+        try:
+            p = os.fspath(value)
+        except TypeError:
+            p = None
+    if not isinstance(p, str) or not p or "\0" in p:
+        raise error(f"{name} must be a path (str or os.PathLike), got {type(value).__name__} {show(value)}")
+    return p
 
 
 def file_path(value, name, *, what="file", error=InvalidArgument):

@@ -480,3 +480,29 @@ def test_platform_settings(data):
     except Exception as e:  # noqa: BLE001
         pytest.fail(f"untyped {type(e).__name__}: {e}")
     assert 1 <= len(p.devices) <= 64
+
+
+def test_more_cases_found_by_probing(rig, tmp_path):
+    """Found while probing the calls above with odd objects."""
+    class IntPath:
+        def __fspath__(self):
+            return 5
+    check_refused(rig, lambda: rig.p.write_trace(IntPath()), IA)          # os.fspath -> TypeError before
+    check_refused(rig, lambda: vnpu.Platform.from_yaml(IntPath()), CE)
+    check_refused(rig, lambda: rig.d0.load(IntPath()), IA)
+    # device bytes are not valid code points: a unicode array filled from the card breaks numpy later
+    check_refused(rig, lambda: rig.q0.copy_to_host(rig.a, out=np.zeros(4, "U1")), IA)
+    check_refused(rig, lambda: rig.q0.copy_to_host(rig.a, dtype="U1"), IA)
+    check_refused(rig, lambda: rig.q0.copy_to_host(rig.a, dtype=[("x", "U1"), ("y", "i4")]), IA)
+    check_refused(rig, lambda: rig.q0.copy_to_host(rig.a, dtype=np.float32(1)), IA)   # numpy takes its type
+    check_refused(rig, lambda: rig.q0.copy_to_host(rig.a, out=np.zeros(4, np.uint8), dtype="f4"), IA)
+    check_refused(rig, lambda: rig.k["fill"].encode_args(rig.d0.primary, 5), IA)
+    check_refused(rig, lambda: rig.k["fill"].encode_args("ctx", (rig.a, 1)), IA)
+    for faults in ([], 0, "", False):
+        check_refused(rig, lambda: vnpu.Platform({"card": "tiny", "faults": faults}), CE)
+    one = np.zeros((), np.int32)                                       # a 0-d out array is filled in place
+    assert rig.q0.copy_to_host(rig.a, out=one, offset=4) is one and int(one) == int.from_bytes(bytes(range(4, 8)),
+                                                                                               "little")
+    path = tmp_path / "trace.json"
+    rig.p.write_trace(path)
+    assert path.exists()
