@@ -1,4 +1,5 @@
 """The driver test suite: every call's success and error paths, on a small platform."""
+import os
 import threading
 
 import numpy as np
@@ -352,3 +353,29 @@ def test_polling_an_event_until_ready_ends():
         assert polls < 10_000
     assert p.host_ns >= end.time_ns
     assert polls == pytest.approx(end.time_ns / p.config["poll_ns"], abs=1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc")
+@pytest.mark.parametrize("sizes", [(1 << 30, 4096), (4096, 1 << 30), (1 << 30, 1 << 30, 4096)])
+def test_host_memory_follows_bytes_written_not_bytes_allocated(sizes):
+    """Issue 13 item 9 through the driver: a large allocation, then a small one (or the other way round),
+    must not cost the large one's size in host RAM; only the bytes written do."""
+    def rss_mib():
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    dev = vnpu.Platform(card="reference", cards=1).devices[0]
+    q = dev.queue()
+    page = np.ones(4096, np.uint8)
+    warm = dev.alloc(4096)                       # compiled copy paths and first-use costs out of the way
+    q.copy_to_device(warm, page)
+    q.copy_to_host(warm)
+    before = rss_mib()
+    bufs = [dev.alloc(n) for n in sizes]
+    for b in bufs:                               # write the first and the last page of each
+        q.copy_to_device(b, page)
+        q.copy_to_device(b, page, offset=b.nbytes - 4096)
+        assert np.array_equal(q.copy_to_host(b, offset=b.nbytes - 4096), page)
+    q.synchronize()
+    grown = rss_mib() - before
+    assert grown < 64, f"{grown:.0f} MiB of host memory for {8 * len(sizes)} KiB written"
+    for b in bufs:
+        b.free()
