@@ -81,15 +81,28 @@ def test_interaction_many_tiles_per_pe(card, S, pes):
 
 
 def test_interaction_fp16_rounding_and_overflow_follow_the_reference(card):
-    """Values that round in fp16, and one that overflows to inf, give the reference's numbers."""
-    dense = np.array([[1 + 2 ** -12, 3.0, 70000.0], [0.1, -0.2, 0.3]], np.float32)
-    emb = np.array([[[1.0, 2.0, 1e-3]], [[0.5, 0.25, -1 / 3]]], np.float32)
+    """fp16 inputs (the caller's choice): sums in fp32 in K order, the reference's numbers bit for bit."""
+    dense = np.array([[1 + 2 ** -10, 3.0, 60000.0], [0.1, -0.2, 0.3]], np.float16)
+    emb = np.array([[[1.0, 2.0, 10.0]], [[0.5, 0.25, -1 / 3]]], np.float16)
     out, _ = di.dot_interaction(card, dense, emb)
     assert np.array_equal(out, di.reference_dot_interaction(dense, emb))
-    assert np.isinf(out[0, 3])                               # 70000 is inf in fp16
     h = lambda v: np.float32(np.float16(v))                  # noqa: E731
     expect = (h(0.1) * h(0.5) + h(-0.2) * h(0.25)) + h(0.3) * h(-1 / 3)
-    assert out[1, 3] == expect and out[1, 0] == np.float32(0.1)
+    assert out[1, 3] == expect and out[1, 0] == h(0.1)
+    assert out[0, 3] == np.float32(np.float32(1 + 2 ** -10) + 6.0 + 600000.0)   # past fp16's range: fp32
+
+
+def test_interaction_fp32_inputs_compute_in_fp32(card):
+    """fp32 inputs are never rounded to fp16: 7e4 stays finite, 1e-8 x 1e8 is 1, products are exact and the
+    sum is rounded once (the matrix unit's fp32 mode)."""
+    dense = np.array([[1e-8, 2e-8, 7e4], [1 + 2 ** -20, 3.0, 1e-30]], np.float32)
+    emb = np.array([[[1e8, 1e8, 1.0]], [[1 - 2 ** -20, 1.0, 1e30]]], np.float32)
+    out, _ = di.dot_interaction(card, dense, emb)
+    assert np.array_equal(out, di.reference_dot_interaction(dense, emb))
+    exact = [1e-8 * 1e8 + 2e-8 * 1e8 + 7e4, (1 + 2 ** -20) * (1 - 2 ** -20) + 3.0 + 1.0]
+    assert out[0, 3] == np.float32(np.float64(np.float32(1e-8)) * 1e8 + np.float64(np.float32(2e-8)) * 1e8 + 7e4)
+    np.testing.assert_allclose(out[:, 3], exact, rtol=2 ** -23)
+    assert np.isfinite(out).all()
 
 
 def test_interaction_time_is_split_across_pes():
