@@ -113,69 +113,115 @@ def _run(module, fn, op, *args, card=None, **kw):
 
 
 def matmul(a, b, *, card=None, pes=None):
-    """a @ b on the matrix unit: int8 x int8 -> int32, fp16 x fp16 -> fp32; [B, M, K] @ [B, K, N] batched."""
+    """a @ b on the matrix unit: a [M, K] @ b [K, N], or batched [B, M, K] @ [B, K, N]; both int8 (-> int32,
+    exact, wrapping modulo 2**32) or both float16 (-> float32: products exact, sums in fp32 in K order; NaN
+    and inf propagate, a NaN made by the unit is the canonical quiet NaN). M, N or B = 0 give an empty result,
+    K = 0 zeros (as PyTorch)."""
     return _run("dense", "gemm", "matmul", a, b, card=card, pes=pes)
 
 
 def linear(x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, card=None,
            pes=None):
-    """A fully connected layer, PyTorch layout (weight [out, in]): y = x @ weight.T + bias. int8 needs x_scale
-    and w_scale (per tensor or per output row) and gives fp32, or int8 with out_scale; fp16 gives fp32."""
+    """A fully connected layer, PyTorch layout (x [M, K], weight [N, K]): y = x @ weight.T + bias (bias float32
+    [N]). int8 x and weight need x_scale and w_scale (per tensor or per output row): y = fp32(acc) *
+    f32(x_scale * w_scale[n]) + bias[n], each step rounded to fp32 (acc exact in int32); with out_scale the
+    result is requantized to int8 like `quantize`. fp16 x and weight: fp32 sums in K order, + bias in fp32.
+    K = 0 gives the bias (as PyTorch), M or N = 0 an empty result."""
     return _run("dense", "linear", "linear", x, weight, bias, x_scale=x_scale, w_scale=w_scale,
                 out_scale=out_scale, out_zero_point=out_zero_point, card=card, pes=pes)
 
 
 def add(a, b, *, card=None, pes=None):
+    """a + b elementwise on the vector unit. a, b: same shape, both float32 or both float16 (any layout, read
+    flat, C order). fp32 in fp32; fp16 computed in fp32 and rounded to fp16 (nearest even). IEEE: NaN
+    propagates, inf - inf is NaN, signed zeros as PyTorch. Returns the same shape and dtype."""
     return _run("elementwise", "add", "add", a, b, card=card, pes=pes)
 
 
 def mul(a, b, *, card=None, pes=None):
+    """a * b elementwise on the vector unit; dtypes, layout and numerics as `add` (0 * inf is NaN)."""
     return _run("elementwise", "mul", "mul", a, b, card=card, pes=pes)
 
 
 def relu(x, *, card=None, pes=None):
+    """max(x, 0) elementwise (float32 or float16, any shape). Exact; NaN passes through. -0.0 gives +0.0
+    (PyTorch keeps -0.0; the values compare equal)."""
     return _run("elementwise", "relu", "relu", x, card=card, pes=pes)
 
 
 def sigmoid(x, *, card=None, pes=None):
+    """1 / (1 + exp(-x)) elementwise (float32 or float16, any shape), computed in fp64 and rounded once to the
+    element type (within one ulp of PyTorch). sigmoid(NaN) = NaN, sigmoid(+inf) = 1, sigmoid(-inf) = 0."""
     return _run("elementwise", "sigmoid", "sigmoid", x, card=card, pes=pes)
 
 
 def tanh(x, *, card=None, pes=None):
+    """tanh(x) elementwise (float32 or float16, any shape), fp64 then rounded once; NaN -> NaN, +-inf -> +-1."""
     return _run("elementwise", "tanh", "tanh", x, card=card, pes=pes)
 
 
 def gelu(x, *, card=None, pes=None):
+    """The exact (erf) GELU, 0.5 x (1 + erf(x / sqrt 2)), elementwise (float32 or float16, any shape), fp64 then
+    rounded once. NaN -> NaN, +inf -> +inf, -inf -> -0.0 (the limits; PyTorch gives NaN at -inf, and at
+    +inf on its vectorized fp32 path)."""
     return _run("elementwise", "gelu", "gelu", x, card=card, pes=pes)
 
 
 def quantize(x, scale, zero_point=0, *, card=None, pes=None):
+    """float32 (any shape) -> int8: q = clamp(round_half_even(fma(x, 1.0f / f32(scale), zero_point)), -128,
+    127), x * inv + zero_point rounded ONCE to fp32 (the card's vcvt): torch.quantize_per_tensor(x, scale,
+    zero_point, torch.qint8) bit for bit, ties included. +-inf clamp to 127 / -128; NaN gives 0 (PyTorch
+    gives an arbitrary code). scale: a positive finite number; zero_point: an int in [-128, 127]."""
     return _run("elementwise", "quantize", "quantize", x, scale, zero_point, card=card, pes=pes)
 
 
 def dequantize(q, scale, zero_point=0, *, card=None, pes=None):
+    """int8 (any shape) -> float32: y = (q - zero_point) * f32(scale), one fp32 rounding (torch.dequantize
+    bit for bit)."""
     return _run("elementwise", "dequantize", "dequantize", q, scale, zero_point, card=card, pes=pes)
 
 
 def concat(arrays, axis=-1, *, card=None, pes=None):
+    """Concatenate 2-D arrays (any plain dtype, same dtype and row count, at most 13) along the last axis by
+    DMA, DRAM to DRAM. Moves bits: exact for every value, NaN payloads included. Empty inputs allowed."""
     return _run("elementwise", "concat", "concat", arrays, axis, card=card, pes=pes)
 
 
 def transpose(x, *, card=None, pes=None):
+    """x.T of a 2-D array of any plain dtype by DMA through local memory. Moves bits: exact."""
     return _run("elementwise", "transpose", "transpose", x, card=card, pes=pes)
 
 
 def layer_norm(x, gamma=None, beta=None, eps=1e-5, *, card=None, pes=None):
+    """Layer normalization over the last axis of a 2-D float32 array [rows, D]; gamma, beta: float32 [D] or
+    None; eps >= 0. Per row, every step in fp32 (sums added in index order in fp64, rounded once): the row is
+    shifted by its first element, mean and variance of the shifted row, rstd = 1/sqrt(var + eps) (fp64,
+    rounded), y = (x - mean) * rstd * gamma + beta. A constant row gives exactly beta (as PyTorch); against
+    float64 math the error is at most 1e-5 * (1 + |gamma|) plus fp32 rounding of the result. A row holding
+    NaN or +-inf is NaN in every element (as PyTorch). Returns float32 [rows, D]."""
     return _run("norm", "layer_norm", "layer_norm", x, gamma, beta, eps, card=card, pes=pes)
 
 
 def softmax(x, *, card=None, pes=None):
+    """Softmax over the last axis of a 2-D float32 array: exp(x - max) / sum, fp32 steps, exp in fp64 rounded
+    once (within 4e-6 relative of float64 math). A row holding NaN or +inf, or all -inf, is all NaN (as
+    PyTorch); -inf elements of an otherwise finite row give 0."""
     return _run("norm", "softmax", "softmax", x, card=card, pes=pes)
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, *, card=None, pes=None):
+    """2-D convolution, NCHW, groups = 1: x [N, C, H, W], w [OC, C, KH, KW], bias [OC] or None, stride and
+    padding ints or (h, w) pairs (zero padding). Computes on the matrix unit in fp16: x and w are rounded to
+    fp16 (nearest even; float32 inputs too, which is issue 13 item 6, still open), products exact, sums in
+    fp32 in (c, kh, kw) order, + bias in fp32. Returns float32 [N, OC, OH, OW]. NaN and inf propagate as
+    in IEEE arithmetic. N = 0 or OC = 0 gives an empty result, C = 0 the bias."""
     return _run("conv", "conv2d", "conv2d", x, w, bias=bias, stride=stride, padding=padding, card=card, pes=pes)
 
 
 def dot_interaction(dense, emb, *, card=None, pes=None):
+    """DLRM dot interaction: dense [B, D] and pooled embeddings emb [B, T, D], both float32 or both float16.
+    Returns float32 [B, D + F(F-1)/2] (F = T + 1): the dense row, then the lower triangle (i > j, row-major)
+    of Z Z^T with Z = [dense; emb]. fp32 inputs multiply in fp32 on the matrix unit (exact products summed
+    in fp64 in D order, rounded once); fp16 inputs in fp16 with fp32 sums in D order. NaN and inf
+    propagate as in IEEE (PyTorch's NaN positions). B = 0, T = 0 and D = 0 give PyTorch's results."""
     return _run("interaction", "dot_interaction", "dot_interaction", dense, emb, card=card, pes=pes)
