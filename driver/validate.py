@@ -12,25 +12,39 @@ An exception raised by the caller's own object while it is inspected (its `__fsp
 
 What each check accepts (anything else is refused):
 
-| check | accepts |
-|---|---|
-| `integer(v, name, lo, hi)` | a Python or numpy integer (never a bool, a float, even a whole one, or a string) with lo <= v <= hi |
-| `count(v, name)` | `integer` >= 0 (byte offsets, sizes) |
-| `number(v, name, lo, hi)` | a Python or numpy integer or float (never a bool or a string) that converts to a float (so not 10**400), finite unless `finite=False`, in [lo, hi] (or (lo, ...) / (..., hi) with `lo_open` / `hi_open`) |
-| `time_ns(v, name)` | `number` in [0, 2**63) ns (about 292 years of virtual time); `positive=True`: (0, 2**63) |
-| `flag(v, name)` | True or False (a Python or numpy bool); None too when `allow_none` (meaning "use the default") |
-| `pes(v, npes)` | None (every PE), or a non-empty list / tuple / range / set / 1-D integer numpy array of distinct `integer` PE numbers in [0, npes) |
-| `host_dtype(v, name)` | a str, a type, a numpy dtype or a structured spec (list / tuple / dict) that numpy accepts as a dtype (a parse error of any kind is refused; so are negative field offsets) with itemsize > 0, no Python objects and no unicode text (arbitrary device bytes are not valid code points); never a number, bytes or a numpy scalar |
-| `host_array(v, name)` | a numpy array, bytes / bytearray / memoryview, or a (nested) list or scalar numpy turns into a numeric array; never a str (its encoding is ambiguous), None or an object array |
-| `out_array(v, name)` | a writable C-contiguous numpy array (0-d too) without Python objects or unicode text |
-| `path_name(v, name)` | a non-empty str or os.PathLike (its os.fspath a str without NUL) of a file to write |
-| `file_path(v, name)` | a str or os.PathLike naming an existing regular file (never an int: that is a file descriptor to open(), nor bytes) |
-| `kernel_scalar(v, spec, sig)` | integer dtypes (i8 i16 i32 i64 u8 u32): `integer` in the dtype's range; f16 / f32: `number` (int or float, not bool) whose magnitude is at most the f32 maximum (3.4028235e38) or that is +-inf or NaN, which pass as they are (the card receives fp32 bits for both float dtypes; the C API's VNPU_ARG_FLOAT follows the same rule) |
-| `card_overrides(v)` | None, a mapping of dotted key strings to values, or a list of "key=value" strings (values parsed as YAML); no integer beyond +-2**63 anywhere |
-| `config_numbers(data, where)` | any YAML-shaped data without an integer beyond +-2**63 (bigger ones cannot become a float or an int64) |
-| `choice(v, name, choices)` | one of the strings `choices` (`alloc`'s memory: 'dram' or 'shared') |
-| `fault_settings(d)` | a mapping of known fault settings: `seed` an `integer` in [0, 2**63); `*_rate` a `number` in [0, 1]; `*_per_mib` a `number` in [0, 8 * 2**20] (at most one error per bit); `link_down_at_ns` a finite `number` in (-2**63, 2**63) (< 0: never) |
-| `env_flag(name)` | an environment variable that is unset or empty (None: not set) or one of 1/0, true/false, yes/no, on/off (any case) |
+- `integer(v, name, lo, hi)`: a Python or numpy integer (never a bool, a float, even a whole one, or a
+  string) with lo <= v <= hi.
+- `count(v, name)`: an `integer` >= 0 (byte offsets and sizes).
+- `number(v, name, lo, hi)`: a Python or numpy integer or float (never a bool or a string) that converts to
+  a float (so not 10**400), finite unless `finite=False`, in [lo, hi] (open ends with `lo_open`/`hi_open`).
+- `time_ns(v, name)`: a `number` in [0, 2**63) ns (292 years of virtual time); `positive=True`: (0, 2**63).
+- `flag(v, name)`: True or False (Python or numpy bool); also None with `allow_none` ("use the default").
+- `choice(v, name, choices)`: one of the strings `choices` (`alloc`'s memory: 'dram' or 'shared').
+- `pes(v, npes)`: None (every PE), or a non-empty list / tuple / range / set / 1-D integer numpy array of
+  distinct `integer` PE numbers in [0, npes).
+- `host_dtype(v, name)`: a str, a type, a numpy dtype or a structured spec (list / tuple / dict) numpy
+  parses (a parse error of any kind is refused, so are negative field offsets), itemsize > 0, no Python
+  objects, no unicode text (device bytes are not valid code points); never a number, bytes or a numpy scalar.
+- `host_array(v, name)`: a numpy array, bytes / bytearray / memoryview, or a (nested) list or scalar numpy
+  turns into a numeric array; never a str (its encoding is ambiguous), None or an object array.
+- `out_array(v, name)`: a writable C-contiguous numpy array (0-d too) without Python objects or unicode text.
+- `path_name(v, name)`: a non-empty str or os.PathLike (its os.fspath a str without NUL), a file to write.
+- `file_path(v, name)`: a str or os.PathLike naming an existing regular file (never an int, which open()
+  would take as a file descriptor, nor bytes).
+- `kernel_scalar(v, spec, signature)`: integer dtypes (i8 i16 i32 i64 u8 u32): an `integer` in the dtype's
+  range; f16 / f32: a `number` (int or float, not bool) of magnitude at most the f32 maximum
+  (3.4028235e38), or +-inf or NaN, which pass as they are (the card receives fp32 bits for both float
+  dtypes; the C API's VNPU_ARG_FLOAT has the same rule).
+- `card_overrides(v)`: None, a mapping of dotted key strings to values, or a list of "key=value" strings
+  (values parsed as YAML); no integer beyond +-2**63 anywhere.
+- `config_numbers(data, where)`: YAML-shaped data without an integer beyond +-2**63 (a bigger one becomes
+  neither a float nor an int64).
+- `fault_settings(d)` / `fault_setting(key, v)`: known settings only: `seed` an `integer` in [0, 2**63);
+  `*_rate` a `number` in [0, 1]; `*_per_mib` a `number` in [0, 8 * 2**20] (at most one error per bit);
+  `link_down_at_ns` a finite `number` in (-2**63, 2**63) (< 0: never).
+- `env_flag(var)`: an environment variable that is unset or empty (None), or one of 1/0, true/false,
+  yes/no, on/off (any case).
+- `read_yaml_file(path, name)`: a `file_path` of UTF-8 YAML text.
 """
 from __future__ import annotations
 
@@ -97,8 +111,8 @@ def number(value, name, lo=-math.inf, hi=math.inf, *, lo_open=False, hi_open=Fal
     if finite and math.isinf(v):
         raise error(f"{name} must be a finite number, got {v}")
     if (v < lo or (lo_open and v == lo)) or (v > hi or (hi_open and v == hi)):
-        raise error(f"{name} must be {kind + ' ' if kind else ''}in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, "
-                    f"got {show(value)}")
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise error(f"{name} must be {kind + ' ' if kind else ''}in {interval}, got {show(value)}")
     return v
 
 
