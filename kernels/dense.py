@@ -485,7 +485,7 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
 # --- numpy references --------------------------------------------------------------------------------
 def _activate(y, activation):
     if activation == "relu":              # vrelu: NaN passes through
-        return np.where((y > 0) | np.isnan(y), y, np.float32(0)).astype(np.float32)
+        return np.where(y < 0, np.float32(0), y).astype(np.float32)
     if activation == "sigmoid":
         with np.errstate(over="ignore"):
             return (1.0 / (1.0 + np.exp(-y.astype(np.float64)))).astype(np.float32)

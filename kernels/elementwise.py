@@ -583,7 +583,7 @@ def reference_mul(a, b):
 
 def reference_relu(x):
     x32 = x.astype(np.float32)
-    return np.where((x32 > 0) | np.isnan(x32), x32, np.float32(0)).astype(x.dtype)
+    return np.where(x32 < 0, np.float32(0), x32).astype(x.dtype)     # NaN and -0.0 pass through (as PyTorch)
 
 
 def reference_sigmoid(x):
@@ -602,7 +602,9 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 def reference_gelu(x):
     v = x.astype(np.float64)
-    y = 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0))) if v.size else v
+    with np.errstate(invalid="ignore"):
+        y = 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0))) if v.size else v
+    y = np.where(np.isneginf(v), -0.0, y)      # the limit at -inf (the formula's -inf * 0 is NaN)
     return _via_f32(y, x.dtype)
 
 

@@ -144,8 +144,7 @@ def mul(a, b, *, card=None, pes=None):
 
 
 def relu(x, *, card=None, pes=None):
-    """max(x, 0) elementwise (float32 or float16, any shape). Exact; NaN passes through. -0.0 gives +0.0
-    (PyTorch keeps -0.0; the values compare equal)."""
+    """max(x, 0) elementwise (float32 or float16, any shape). Exact; NaN and -0.0 pass through (as PyTorch)."""
     return _run("elementwise", "relu", "relu", x, card=card, pes=pes)
 
 
