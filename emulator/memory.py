@@ -266,17 +266,9 @@ def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
     written), whichever page runs they span."""
     if dst < src + nbytes and src < dst + nbytes and dst != src:
         tmp = np.empty(nbytes, dtype=np.uint8)
-        if _gather(pool, ptab, lay, pe, src, tmp) < 0:
+        if copy_host(pool, ptab, lay, pe, src, tmp, False) < 0:
             return -1
-        done = 0
-        while done < nbytes:
-            chunk = min(nbytes - done, 65536 - ((dst + done) & 65535))
-            d = translate(ptab, lay, pe, dst + done, chunk)
-            if d < 0:
-                return -2
-            pool[d:d + chunk] = tmp[done:done + chunk]
-            done += chunk
-        return 0
+        return -2 if copy_host(pool, ptab, lay, pe, dst, tmp, True) < 0 else 0
     done = 0
     while done < nbytes:
         chunk = min(nbytes - done, 65536 - ((src + done) & 65535), 65536 - ((dst + done) & 65535))
@@ -287,20 +279,6 @@ def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
         if d < 0:
             return -2
         pool[d:d + chunk] = pool[s:s + chunk]
-        done += chunk
-    return 0
-
-
-@njit(cache=True, nogil=True)
-def _gather(pool, ptab, lay, pe, src, out):
-    done = 0
-    n = len(out)
-    while done < n:
-        chunk = min(n - done, 65536 - ((src + done) & 65535))
-        s = translate(ptab, lay, pe, src + done, chunk)
-        if s < 0:
-            return -1
-        out[done:done + chunk] = pool[s:s + chunk]
         done += chunk
     return 0
 
