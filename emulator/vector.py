@@ -215,7 +215,7 @@ def reduce(pool, is_max, dt, dst, a, n):
 @njit(cache=True, nogil=True)
 def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
     """vcvt. Float to integer: q = clamp(round_half_even(fma(x, scale, zp))), x * scale + zp rounded ONCE to
-    fp32 (PyTorch's quantize_per_tensor with scale = fp32(1 / its scale), bit for bit); NaN converts to 0
+    fp32 (PyTorch's quantize_per_tensor with scale = 1.0f / fp32(its scale), bit for bit); NaN converts to 0
     (the card's choice). Integer to float: y = (x - zp) * scale in fp64, rounded to the element type.
     Float to float: a rounding cast; a NaN stays NaN, quieted."""
     src_int = src_dt == DT_I8 or src_dt == DT_I32
