@@ -82,16 +82,17 @@ def validate_platform(data):
         if not isinstance(faults, dict):
             raise ConfigError("platform key 'faults' must map 'all' or card indices to fault settings")
         for key, settings in faults.items():
-            if not (key == "all" or (validate._is_int(key) and 0 <= key < merged["cards"])):
-                raise ConfigError(f"platform key 'faults.{key}': expected 'all' or a card index 0.."
+            name = key if isinstance(key, str) else validate.show(key)
+            if not (key == "all" or (validate.is_int(key) and 0 <= key < merged["cards"])):
+                raise ConfigError(f"platform key 'faults.{name}': expected 'all' or a card index 0.."
                                   f"{merged['cards'] - 1}")
             if not isinstance(settings, dict):
-                raise ConfigError(f"platform key 'faults.{key}' must map fault settings to values, got "
+                raise ConfigError(f"platform key 'faults.{name}' must map fault settings to values, got "
                                   f"{validate.show(settings)}")
             try:
                 validate.fault_settings(settings)
             except ConfigError as e:
-                raise ConfigError(f"platform key 'faults.{key}': {e}") from None
+                raise ConfigError(f"platform key 'faults.{name}': {e}") from None
     return merged
 
 

@@ -73,12 +73,12 @@ def show(value) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def integer(value, name, lo=None, hi=None, *, error=InvalidArgument) -> int:
-    if not _is_int(value):
+    if not is_int(value):
         raise error(f"{name} must be an integer, got {type(value).__name__} {show(value)}")
     v = int(value)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
@@ -90,7 +90,7 @@ def integer(value, name, lo=None, hi=None, *, error=InvalidArgument) -> int:
 
 def count(value, name, *, error=InvalidArgument) -> int:
     """A byte offset or size."""
-    if not _is_int(value) or int(value) < 0:
+    if not is_int(value) or int(value) < 0:
         raise error(f"{name} must be a non-negative integer, got {show(value)}")
     return int(value)
 
@@ -159,7 +159,7 @@ def pes(value, npes, *, name="pes"):
         raise InvalidArgument(f"{name} must name at least one PE (0..{npes - 1}), got an empty {type(value).__name__}")
     seen = set()
     for i, p in enumerate(items):
-        if not _is_int(p):
+        if not is_int(p):
             raise InvalidArgument(f"{name}[{i}] must be an integer PE number 0..{npes - 1}, got "
                                   f"{type(p).__name__} {show(p)}")
         if not 0 <= int(p) < npes:
@@ -285,7 +285,7 @@ def config_numbers(data, where, *, label="config key", error=ConfigError, depth=
     elif isinstance(data, (list, tuple)):
         for i, v in enumerate(data):
             config_numbers(v, f"{where}[{i}]", label=label, error=error, depth=depth + 1)
-    elif _is_int(data) and not -I64 < int(data) < I64:
+    elif is_int(data) and not -I64 < int(data) < I64:
         raise error(f"{label} {where!r} = {show(int(data))} is out of range (beyond +-2**63)")
     return data
 
@@ -325,9 +325,9 @@ def kernel_scalar(value, spec, signature):
         v = number(value, what, finite=False)
         if math.isfinite(v) and abs(v) > F32_MAX:
             raise InvalidArgument(f"{what} = {show(value)} does not fit an f32 (largest {F32_MAX:.8g})")
-        return value if _is_int(value) else v
+        return value if is_int(value) else v
     info = np.iinfo(INT_DTYPES[spec.dtype])
-    if not _is_int(value):
+    if not is_int(value):
         raise InvalidArgument(f"{what} must be an integer ({spec.dtype}), got {type(value).__name__} {show(value)}")
     if not info.min <= int(value) <= info.max:
         raise InvalidArgument(f"{what} = {show(int(value))} does not fit {spec.dtype} "
