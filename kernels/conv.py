@@ -1,4 +1,6 @@
-"""conv2d (NCHW, groups = 1 only) as im2col + matmul on the matrix unit: fp16 inputs and weights, fp32 output.
+"""conv2d (NCHW, groups = 1 only) as im2col + matmul on the matrix unit: fp16 or fp32 inputs and weights (the
+matrix unit computes in the input dtype: fp32 when x or w is fp32), fp32 output. Every element size below
+("eb": 2 for fp16, 4 for fp32) follows the input dtype.
 
 Work split. The output is tiled by whole output rows: a tile is R output rows of one image (M = R * OW
 positions). The PEs form G groups by output channel (G divides OC; PE p is in group p % G and computes
@@ -8,20 +10,21 @@ when the weights are large (each PE loads only its channels' weights).
 
 Per PE, once:
 
-    weights  one DMA of its rows of w [OC, C*KH*KW] into local memory, then a strided local DMA (2-byte
-             rows) transposes them to the weight matrix [C*KH*KW, OC/G] (in chunks of at most the 1 MiB
-             weight buffer), loaded with mm.ldw once when it is one chunk
-    staging  two zero-filled input bands [C, (R-1)*stride + KH, W + 2*pad] fp16: the border columns are
-             never written, so they stay zero (the padding)
+    weights  one DMA of its rows of w [OC, C*KH*KW] into local memory, then a strided local DMA (eb-byte
+             rows) transposes them to the weight matrix [C*KH*KW, OC/G] (in chunks of K x n x eb bytes, at
+             most the 1 MiB weight buffer), loaded with mm.ldw once when it is one chunk
+    staging  two zero-filled input bands [C, (R-1)*stride + KH, W + 2*pad] of the input dtype: the border
+             columns are never written, so they stay zero (the padding)
 
 Per tile (software-pipelined: the next tile's band, im2col and matmul run while this one finishes):
 
     band     one 3-D DMA copies the input rows the tile needs (clipped to the image) into a staging band;
              a band clipped at the top or bottom is zero-filled first (vsub i32)
-    im2col   2-D/3-D local DMAs, each row KW contiguous fp16 values, fill the patch matrix
+    im2col   2-D/3-D local DMAs, each row KW contiguous input values, fill the patch matrix
              A [M, C*KH*KW] (column order c, kh, kw); the two largest of (OW, R, C, KH) are the DMA's
              dimensions, the other two are loops
-    matmul   mm.mul A (M rows) by the weight matrix -> [M, OC/G] fp32 (per weight chunk: mm.ldw, mm.mul)
+    matmul   mm.mul A (M rows) by the weight matrix -> [M, OC/G] fp32 (per weight chunk: mm.ldw, mm.mul),
+             dt f16 or f32 as the inputs
     layout   a strided local DMA (4-byte rows) transposes it to [OC/G, M]; bias: one vadds per channel
     store    one contiguous DMA: straight into out[n] when a tile is a whole image, else into a scratch
              [tiles, OC, M] (shared SRAM when it fits, else DRAM)
@@ -31,10 +34,18 @@ output, one (image, channel block) per unit, so that every DMA writes one contig
 race sanitizer checks a strided transfer by its bounding interval, so two PEs writing different positions
 of the same channels with strided DMAs would be reported as racing.
 
-Numerics: inputs and weights rounded to fp16 (round to nearest even), products exact in fp32, sums in
-fp32 in (c, kh, kw) order, then + bias in fp32: `reference_conv2d` computes exactly that and the card
-matches it bit for bit. Against float64 math on the same fp16 values:
+Numerics (what `reference_conv2d` computes; the card matches it bit for bit). An fp32 conv computes in
+fp32, never silently in fp16; fp16 is a dtype the caller chooses.
+- fp32 x or w (a fp16 operand is widened exactly): products exact in fp64, summed in fp64 in (c, kh, kw)
+  order, rounded once to fp32 (a NaN made there is the canonical quiet NaN), then + bias in fp32. So 7e4
+  stays 7e4 and 1e-8 x 1e8 + 7e4 gives 70001 (in fp16: inf, and NaN). Against float64 math (PyTorch's float64 conv):
+    |card - f64| <= (2 * 2**-24 + C*KH*KW * 2**-53) * (sum |x w| + |bias|) + 2**-148.
+  The matrix unit's fp32 rate is lower than its fp16 rate, and fp32 operands take twice the local memory
+  (fewer output rows per tile fit).
+- fp16 x and w: products exact in fp32, sums in fp32 in (c, kh, kw) order, then + bias in fp32. Against
+  float64 math on the same fp16 values:
     |card - f64| <= (C*KH*KW + 1) * 2**-24 * (sum |x w| + |bias|).
+NaN and inf propagate as in IEEE arithmetic.
 """
 from __future__ import annotations
 
@@ -50,7 +61,7 @@ from .builder import KernelBuilder, addc, mulc
 from .library import OpSpec
 from .runner import Out, Scratch, nothing, run
 
-WEIGHT_BUFFER = WEIGHT_BUFFER_BYTES   # the matrix unit's weight buffer per PE (mm.ldw K x N x 2 bytes at most)
+WEIGHT_BUFFER = WEIGHT_BUFFER_BYTES   # the matrix unit's weight buffer per PE (mm.ldw K x N x eb bytes at most)
 ALIGN = 64
 SEM_LOAD, SEM_STORE, SEM_LOC, SEM_MAT, SEM_VEC = 0, 1, 2, 3, 4
 WINDOW = 8
@@ -112,6 +123,11 @@ class Plan:
     pes: int                # PEs of the launch (phase-2 blocking)
     two_engines: bool
     scratch_shared: bool = False
+    eb: int = 2             # bytes per input element: 2 (fp16 inputs, dt f16) or 4 (fp32 inputs, dt f32)
+
+    @property
+    def dt(self):
+        return "f32" if self.eb == 4 else "f16"
 
     @property
     def OH(self):
@@ -152,7 +168,7 @@ class Plan:
     @property
     def chunks(self):
         """A group's output channels in chunks whose K x n weight tile fits the weight buffer: [(oc0, n)]."""
-        per = max(1, min(self.OCg, WEIGHT_BUFFER // (2 * self.K)))
+        per = max(1, min(self.OCg, WEIGHT_BUFFER // (self.eb * self.K)))
         return [(o, min(per, self.OCg - o)) for o in range(0, self.OCg, per)]
 
     @property
@@ -171,19 +187,20 @@ class Plan:
 def layout(p, R):
     M = R * p.OW
     bandH = (R - 1) * p.sh + p.KH
-    stg = _align(p.C * bandH * p.Wp * 2)
+    eb = p.eb
+    stg = _align(p.C * bandH * p.Wp * eb)
     lay, off = {}, 0
-    for name, n in (("WM", p.K * p.OCg * 2), ("BIAS", p.OCg * 4 if p.bias else 0)):
+    for name, n in (("WM", p.K * p.OCg * eb), ("BIAS", p.OCg * 4 if p.bias else 0)):
         lay[name] = off
         off += _align(n)
     lay["WORK"] = work = off
-    for name, n in (("STG0", stg), ("STG1", stg), ("A0", M * p.K * 2), ("A1", M * p.K * 2),
+    for name, n in (("STG0", stg), ("STG1", stg), ("A0", M * p.K * eb), ("A1", M * p.K * eb),
                     ("RES0", M * p.OCg * 4), ("RES1", M * p.OCg * 4), ("OUT0", p.OCg * M * 4),
                     ("OUT1", p.OCg * M * 4)):
         lay[name] = off
         off += _align(n)
     lay["STG_BYTES"] = stg
-    lay["END"] = max(off, work + _align(p.OCg * p.K * 2))     # the raw weights share the work area
+    lay["END"] = max(off, work + _align(p.OCg * p.K * eb))     # the raw weights share the work area
     return lay
 
 
@@ -221,21 +238,23 @@ def estimate_cycles(p, cfg):
     active = min(npe, p.G * tiles)
     rows, cols, depth = cfg.matrix.rows, cfg.matrix.cols, cfg.matrix.depth
     folds = sum(-(-p.K // (rows * depth)) * -(-n // cols) for _, n in p.chunks)
-    mat = folds * (2 * rows + cols + p.M - 2) / cfg.matrix.fp16_rate
+    eb = p.eb
+    rate = cfg.matrix.fp32_rate if eb == 4 else cfg.matrix.fp16_rate
+    mat = folds * (2 * rows + cols + p.M - 2) / rate
     if len(p.chunks) > 1:
-        mat += p.K * p.OCg * 2 / cfg.local_memory.bytes_per_cycle
+        mat += p.K * p.OCg * eb / cfg.local_memory.bytes_per_cycle
     bpc, setup, lat = cfg.dma.bytes_per_cycle, cfg.dma.setup_cycles, cfg.dram.latency_cycles
     dims = sorted([p.OW, p.R, p.C, p.KH])
     nr = min(p.bandH, p.H)
-    local = (p.M * p.K * 2 + p.M * p.OCg * 4) / bpc + (dims[0] * dims[1] + 1) * setup
-    io = (p.C * nr * p.W * 2 + p.OCg * p.M * 4) / bpc + 2 * (setup + lat)
+    local = (p.M * p.K * eb + p.M * p.OCg * 4) / bpc + (dims[0] * dims[1] + 1) * setup
+    io = (p.C * nr * p.W * eb + p.OCg * p.M * 4) / bpc + 2 * (setup + lat)
     eng = max(local, io) if cfg.dma.engines_per_pe >= 2 else local + io
-    wbytes = p.K * p.OCg * 2
+    wbytes = p.K * p.OCg * eb
     pe_time = 2 * wbytes / bpc + lat + per_pe * max(eng, mat) + min(eng, mat)
     if p.pw == 0:
-        band = p.C * _run_cycles(nr * p.W * 2, cfg)
+        band = p.C * _run_cycles(nr * p.W * eb, cfg)
     else:
-        band = p.C * nr * _run_cycles(p.W * 2, cfg)
+        band = p.C * nr * _run_cycles(p.W * eb, cfg)
     dram1 = active * _run_cycles(wbytes, cfg) + p.G * tiles * band
     phase2 = 0.0
     if p.direct:
@@ -248,15 +267,17 @@ def estimate_cycles(p, cfg):
     return max(dram1, pe_time) + phase2
 
 
-def make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, npe, G=None, R=None):
+def make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, npe, G=None, R=None, eb=2):
     """Choose rows per tile R and output-channel groups G (a divisor of OC, at most npe) by estimate_cycles,
-    among the plans that fit PE-local memory; G and R may be forced."""
+    among the plans that fit PE-local memory; G and R may be forced. eb: bytes per input element (2: fp16,
+    4: fp32)."""
     cfg = card.config
     local = cfg.local_memory.bytes
     two = cfg.dma.engines_per_pe >= 2
-    base = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, 1, 1, npe, two)
-    if base.K * 2 > WEIGHT_BUFFER:
-        raise InvalidArgument(f"conv2d: C*KH*KW = {base.K} weights per output channel ({base.K * 2} bytes of fp16) "
+    base = Plan(N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias, 1, 1, npe, two, eb=eb)
+    if base.K * eb > WEIGHT_BUFFER:
+        raise InvalidArgument(f"conv2d: C*KH*KW = {base.K} weights per output channel ({base.K * eb} bytes of "
+                              f"{'fp32' if eb == 4 else 'fp16'}) "
                               f"exceed the matrix unit's {WEIGHT_BUFFER}-byte weight buffer")
     free_shared = cfg.shared_sram.bytes - sum(card.shared_allocations.values())
     groups = [G] if G else [g for g in range(1, min(OC, npe) + 1) if OC % g == 0]
@@ -306,7 +327,8 @@ def build_kernel(p: Plan, text=False):
     IO, LOC = "e0", ("e1" if p.two_engines else "e0")
     chunks = p.chunks
     nmat = 2 * len(chunks) if len(chunks) > 1 else 1        # matrix-unit operations per tile
-    args = {"x": ("buffer", "f16"), "w": ("buffer", "f16")}
+    eb, dt = p.eb, p.dt                                     # the input element: its bytes and matrix dtype
+    args = {"x": ("buffer", dt), "w": ("buffer", dt)}
     if p.bias:
         args["bias"] = ("buffer", "f32")
     args["out"] = ("buffer", "f32")
@@ -336,16 +358,16 @@ def build_kernel(p: Plan, text=False):
         k.bge(t, ntiles, phase1_end)                 # no tile for this PE: no weights either
         # --- weights of my channels: [OCg, K] -> [K, OCg] per chunk, in local memory ------------------
         k.const(tmp, L["WORK"])
-        mulc(k, tmp2, oc0, K * 2)
+        mulc(k, tmp2, oc0, K * eb)
         k.add(tmp2, tmp2, a.w)
-        k.const(par, OCg * K * 2)
+        k.const(par, OCg * K * eb)
         k.dma(IO, tmp, tmp2, par, SEM_LOAD)
         k.wait(SEM_LOAD, 1)
         for o0, n in chunks:
-            k.const(tmp, L["WM"] + o0 * K * 2)
-            k.const(tmp2, L["WORK"] + o0 * K * 2)
-            copy3(k, LOC, tmp, tmp2, 2, SEM_LOC, rows=n, src_stride=K * 2, dst_stride=2, planes=K, src_plane=2,
-                  dst_plane=n * 2)
+            k.const(tmp, L["WM"] + o0 * K * eb)
+            k.const(tmp2, L["WORK"] + o0 * K * eb)
+            copy3(k, LOC, tmp, tmp2, eb, SEM_LOC, rows=n, src_stride=K * eb, dst_stride=eb, planes=K, src_plane=eb,
+                  dst_plane=n * eb)
             k.wait(SEM_LOC, 1)
         if p.bias:
             k.const(tmp, L["BIAS"])
@@ -364,7 +386,7 @@ def build_kernel(p: Plan, text=False):
             k.const(tmp, L["WM"])
             k.const(tmp2, K)
             k.const(par, OCg)
-            k.mm_ldw(tmp, tmp2, par, "f16", SEM_MAT)
+            k.mm_ldw(tmp, tmp2, par, dt, SEM_MAT)
             k.wait(SEM_MAT, 1)
         mulc(k, obase, oc0, M * 4)
         k.add(obase, obase, a.out if p.direct else a.scratch)
@@ -405,31 +427,31 @@ def build_kernel(p: Plan, text=False):
                 k.vsub(stg, stg, stg, tp, "i32", SEM_VEC)
                 k.wait(SEM_VEC, 1)
                 k.place(skip)
-            # src = x + ((n*C*H) + lo) * W * 2
+            # src = x + ((n*C*H) + lo) * W * eb
             mulc(k, src, n, p.C * p.H)
             k.add(src, src, lo)
-            mulc(k, src, src, p.W * 2)
+            mulc(k, src, src, p.W * eb)
             k.add(src, src, a.x)
-            # dst = stg + (band_row * Wp + pw) * 2
-            mulc(k, oh, oh, p.Wp * 2)
-            addc(k, oh, oh, p.pw * 2)
+            # dst = stg + (band_row * Wp + pw) * eb
+            mulc(k, oh, oh, p.Wp * eb)
+            addc(k, oh, oh, p.pw * eb)
             k.add(oh, oh, stg)
             k.release(n, lo, tp, stg)
             if p.pw == 0:                          # rows are contiguous on both sides: one run per channel
-                mulc(k, hi, hi, p.W * 2)
-                copy3(k, IO, oh, src, hi, SEM_LOAD, rows=p.C, src_stride=p.H * p.W * 2,
-                      dst_stride=p.bandH * p.W * 2)
+                mulc(k, hi, hi, p.W * eb)
+                copy3(k, IO, oh, src, hi, SEM_LOAD, rows=p.C, src_stride=p.H * p.W * eb,
+                      dst_stride=p.bandH * p.W * eb)
             else:
-                copy3(k, IO, oh, src, p.W * 2, SEM_LOAD, rows=hi, src_stride=p.W * 2, dst_stride=p.Wp * 2,
-                      planes=p.C, src_plane=p.H * p.W * 2, dst_plane=p.bandH * p.Wp * 2)
+                copy3(k, IO, oh, src, p.W * eb, SEM_LOAD, rows=hi, src_stride=p.W * eb, dst_stride=p.Wp * eb,
+                      planes=p.C, src_plane=p.H * p.W * eb, dst_plane=p.bandH * p.Wp * eb)
             k.release(oh, hi, src)
 
         def im2col_and_matmul(nxt):
             """A = im2col(staging band), then the matmul A x weights -> RES (both of buffer `nxt`)."""
             # A[(r, ow), (c, kh, kw)] = band[c, r*sh + kh, ow*sw + kw]: KW values per DMA row; the two
             # largest of (OW, R, C, KH) are the DMA's dimensions, the other two are loops
-            dims = [(OW, p.sw * 2, K * 2), (R, p.sh * p.Wp * 2, OW * K * 2),
-                    (p.C, p.bandH * p.Wp * 2, p.KH * p.KW * 2), (p.KH, p.Wp * 2, p.KW * 2)]
+            dims = [(OW, p.sw * eb, K * eb), (R, p.sh * p.Wp * eb, OW * K * eb),
+                    (p.C, p.bandH * p.Wp * eb, p.KH * p.KW * eb), (p.KH, p.Wp * eb, p.KW * eb)]
             dims.sort(key=lambda d: -d[0])
             (n1, s1, d1), (n2, s2, d2), outer, inner = dims
             src, dst = k.regs("src", "dst")
@@ -440,7 +462,7 @@ def build_kernel(p: Plan, text=False):
 
             def body(level):
                 if level == len(loops):
-                    copy3(k, LOC, dst, src, p.KW * 2, SEM_LOC, rows=n1, src_stride=s1, dst_stride=d1, planes=n2,
+                    copy3(k, LOC, dst, src, p.KW * eb, SEM_LOC, rows=n1, src_stride=s1, dst_stride=d1, planes=n2,
                           src_plane=s2, dst_plane=d2)
                     win.issued()
                     return
@@ -461,17 +483,17 @@ def build_kernel(p: Plan, text=False):
             buf(src, "A", nxt)
             if len(chunks) == 1:
                 buf(dst, "RES", nxt)
-                k.mm_mul(dst, src, rm, "f16", "set", SEM_MAT)
+                k.mm_mul(dst, src, rm, dt, "set", SEM_MAT)
             else:
                 rk, rn, res = k.regs("K", "n", "res")
                 k.const(rk, K)
                 buf(res, "RES", nxt)
                 for o0, n in chunks:
-                    k.const(dst, L["WM"] + o0 * K * 2)
+                    k.const(dst, L["WM"] + o0 * K * eb)
                     k.const(rn, n)
-                    k.mm_ldw(dst, rk, rn, "f16", SEM_MAT)
+                    k.mm_ldw(dst, rk, rn, dt, SEM_MAT)
                     addc(k, dst, res, o0 * M * 4)
-                    k.mm_mul(dst, src, rm, "f16", "set", SEM_MAT)
+                    k.mm_mul(dst, src, rm, dt, "set", SEM_MAT)
                 k.release(rk, rn, res)
             k.release(src, dst, rm)
 
@@ -610,7 +632,7 @@ def _check(x, w, bias, stride, padding):
         if arr.ndim != nd:
             raise InvalidArgument(f"conv2d: {name} must be {nd}-D {shape}, got shape {arr.shape}")
         if arr.dtype not in (np.float16, np.float32):
-            raise InvalidArgument(f"conv2d: {name} must be float16 (or float32, rounded to float16), got {arr.dtype}")
+            raise InvalidArgument(f"conv2d: {name} must be float16 or float32, got {arr.dtype}")
     N, C, H, W = x.shape
     OC, Cw, KH, KW = w.shape
     if min(H, W, KH, KW) < 1:
@@ -635,10 +657,17 @@ def _check(x, w, bias, stride, padding):
     return (N, C, H, W, OC, KH, KW, sh, sw, ph, pw)
 
 
+def _elem_bytes(x, w):
+    """Bytes per element the matrix unit computes in: 4 (fp32) when x or w is float32 (a float16 operand is
+    widened exactly), else 2 (fp16)."""
+    return 4 if np.float32 in (np.asarray(x).dtype, np.asarray(w).dtype) else 2
+
+
 def conv2d(card, x, w, bias=None, stride=1, padding=0, pes=None):
-    """2-D convolution, NCHW, groups = 1: x [N, C, H, W], w [OC, C, KH, KW] (float16; float32 is rounded to
-    float16), optional bias [OC] (float32 or float16); stride and padding are ints or (h, w) pairs, zero
-    padding. Returns (out [N, OC, OH, OW] float32, LaunchResult)."""
+    """2-D convolution, NCHW, groups = 1: x [N, C, H, W], w [OC, C, KH, KW] (both float16: computed in fp16;
+    float32 (either): computed in fp32, a float16 operand widened exactly), optional bias [OC] (float32 or
+    float16); stride and padding are ints or (h, w) pairs, zero padding. Returns (out [N, OC, OH, OW]
+    float32, LaunchResult)."""
     return launch(card, x, w, bias, stride, padding, pes)
 
 
@@ -646,18 +675,21 @@ def launch(card, x, w, bias=None, stride=1, padding=0, pes=None, G=None, R=None)
     """conv2d with the plan chosen by the cost estimate, or with output-channel groups G and rows per tile
     R forced (tests)."""
     N, C, H, W, OC, KH, KW, sh, sw, ph, pw = _check(x, w, bias, stride, padding)
+    eb = _elem_bytes(x, w)
+    ndt = np.float32 if eb == 4 else np.float16
     if N == 0 or OC == 0:       # an empty result: nothing to compute
         OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
         return np.zeros((N, OC, OH, OW), np.float32), nothing(card, "conv2d", pes)
     if C == 0:                  # an empty sum over (c, kh, kw): each output is its bias; one zero channel
-        x = np.zeros((N, 1, H, W), x.dtype)
-        w = np.zeros((OC, 1, KH, KW), w.dtype)
+        x = np.zeros((N, 1, H, W), ndt)
+        w = np.zeros((OC, 1, KH, KW), ndt)
         C = 1
     npe = len(set(pes)) if pes is not None else card.config.pes
     if G is not None and (G < 1 or OC % G or G > max(1, npe)):
         raise InvalidArgument(f"conv2d: G = {G} must divide OC = {OC} and be at most the {npe} PEs")
-    p = make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias is not None, max(1, npe), G=G, R=R)
-    args = [np.ascontiguousarray(x, dtype=np.float16), np.ascontiguousarray(w, dtype=np.float16)]
+    p = make_plan(card, N, C, H, W, OC, KH, KW, sh, sw, ph, pw, bias is not None, max(1, npe), G=G, R=R,
+                  eb=eb)
+    args = [np.ascontiguousarray(x, dtype=ndt), np.ascontiguousarray(w, dtype=ndt)]
     if bias is not None:
         args.append(np.ascontiguousarray(bias, dtype=np.float32))
     args.append(Out((N, OC, p.OH, p.OW), np.float32))
@@ -671,51 +703,66 @@ def launch(card, x, w, bias=None, stride=1, padding=0, pes=None, G=None, R=None)
 
 # --- numpy reference ----------------------------------------------------------------------------------------------
 def reference_conv2d(x, w, bias=None, stride=1, padding=0, exact=True):
-    """exact=True: the card's arithmetic bit for bit (fp16-rounded x and w, fp32 products and sums in (c, kh, kw)
-    order, + bias in fp32). exact=False: float64 math on the same fp16-rounded values."""
+    """exact=True: the card's arithmetic bit for bit. fp16 x and w: fp32 products and sums in (c, kh, kw)
+    order, + bias in fp32. fp32 x or w (the other widened exactly): products exact in float64, summed in
+    float64 in (c, kh, kw) order, rounded once to fp32 (a NaN as the canonical quiet NaN), + bias in fp32.
+    exact=False: float64 math on the same input values."""
     sh, sw = _pair(stride, "stride", 1)
     ph, pw = _pair(padding, "padding", 0)
-    with np.errstate(over="ignore"):            # beyond fp16's range is inf, as on the card
-        x = np.asarray(x).astype(np.float16).astype(np.float32)
-        w = np.asarray(w).astype(np.float16).astype(np.float32)
+    f32 = _elem_bytes(x, w) == 4
+    work = np.float64 if f32 else np.float32
+    x = np.asarray(x).astype(work)
+    w = np.asarray(w).astype(work)
     N, C, H, W = x.shape
     OC, _, KH, KW = w.shape
     OH, OW = (H + 2 * ph - KH) // sh + 1, (W + 2 * pw - KW) // sw + 1
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cols = np.empty((N, OH, OW, C, KH, KW), np.float32)
+    cols = np.empty((N, OH, OW, C, KH, KW), work)
     for kh in range(KH):
         for kw in range(KW):
             v = xp[:, :, kh:kh + sh * (OH - 1) + 1:sh, kw:kw + sw * (OW - 1) + 1:sw]
             cols[..., kh, kw] = v.transpose(0, 2, 3, 1)
     A = cols.reshape(N, OH * OW, C * KH * KW)
     Wm = w.reshape(OC, -1).T
-    if exact:
-        acc = np.zeros((N, OH * OW, OC), np.float32)
-        for kk in range(A.shape[2]):
-            acc += A[:, :, kk, None] * Wm[kk]
-        if bias is not None:
-            acc += np.asarray(bias).astype(np.float32)
-    else:
-        acc = A.astype(np.float64) @ Wm.astype(np.float64)
-        if bias is not None:
-            acc += np.asarray(bias).astype(np.float64)
-    return np.ascontiguousarray(acc.transpose(0, 2, 1).reshape(N, OC, OH, OW).astype(np.float32))
+    with np.errstate(invalid="ignore", over="ignore"):
+        if exact:
+            acc = np.zeros((N, OH * OW, OC), work)
+            for kk in range(A.shape[2]):
+                acc += A[:, :, kk, None] * Wm[kk]
+            if f32:
+                acc = acc.astype(np.float32)
+                acc.view(np.uint32)[np.isnan(acc)] = 0x7FC00000     # the matrix unit's canonical NaN
+            if bias is not None:
+                acc += np.asarray(bias).astype(np.float32)
+        else:
+            acc = A.astype(np.float64) @ Wm.astype(np.float64)
+            if bias is not None:
+                acc += np.asarray(bias).astype(np.float64)
+        return np.ascontiguousarray(acc.transpose(0, 2, 1).reshape(N, OC, OH, OW).astype(np.float32))
 
 
 def error_bound(x, w, bias=None, stride=1, padding=0):
     """Per-element bound of |card - reference_conv2d(exact=False)| (see the module doc)."""
-    mag = reference_conv2d(np.abs(np.asarray(x).astype(np.float16)), np.abs(np.asarray(w).astype(np.float16)),
-                           None if bias is None else np.abs(bias), stride, padding, exact=False)
+    f32 = _elem_bytes(x, w) == 4
+    xa, wa = np.abs(np.asarray(x)), np.abs(np.asarray(w))
+    if f32:
+        xa, wa = xa.astype(np.float32), wa.astype(np.float32)
+    mag = reference_conv2d(xa, wa, None if bias is None else np.abs(bias), stride, padding,
+                           exact=False).astype(np.float64)
     K = w.shape[1] * w.shape[2] * w.shape[3]
-    return (K + 1) * 2.0 ** -24 * mag.astype(np.float64) * (1 + 2.0 ** -8)
+    if f32:     # two fp32 roundings (the sum, + bias), the fp64 sums, and fp32's subnormal spacing
+        return (2 * 2.0 ** -24 + K * 2.0 ** -53) * mag * (1 + 2.0 ** -8) + 2.0 ** -148
+    return (K + 1) * 2.0 ** -24 * mag * (1 + 2.0 ** -8)
 
 
-def max_tile_rows(card, C, H, W, OC, KH, KW, stride=1, padding=0, bias=True, groups=1):
+def max_tile_rows(card, C, H, W, OC, KH, KW, stride=1, padding=0, bias=True, groups=1, dtype=np.float16):
     """The most output rows one tile can have on `card` for this layer (PE-local memory bound; 0: none fits).
-    groups: output-channel groups of PEs (each PE holds OC / groups channels of weights)."""
+    groups: output-channel groups of PEs (each PE holds OC / groups channels of weights); dtype: the inputs'
+    (float16 or float32)."""
     sh, sw = _pair(stride, "stride", 1)
     ph, pw = _pair(padding, "padding", 0)
-    p = Plan(1, C, H, W, OC, KH, KW, sh, sw, ph, pw, bool(bias), 1, groups, 1, card.config.dma.engines_per_pe >= 2)
+    p = Plan(1, C, H, W, OC, KH, KW, sh, sw, ph, pw, bool(bias), 1, groups, 1, card.config.dma.engines_per_pe >= 2,
+             eb=np.dtype(dtype).itemsize)
     return _largest_r(p, card.config.local_memory.bytes)
 
 
@@ -746,7 +793,7 @@ OPS = [OpSpec(
     make_inputs=_make_inputs,
     run=_run,
     reference=lambda inp, p: [reference_conv2d(inp["x"], inp["w"], inp.get("bias"), p["stride"], p["padding"])],
-    # the reference is the card's arithmetic (fp16 inputs, fp32 sums in (c, kh, kw) order): equal bit for bit
+    # the reference is the card's arithmetic (here fp16 inputs, fp32 sums in (c, kh, kw) order): bit for bit
     tolerance=lambda p: (0.0, 0.0),
     ops_per_call=_ops,
     doc="conv2d NCHW (groups=1), fp16 x and w, fp32 output: im2col by DMA, matmul on the matrix unit",

@@ -1,6 +1,9 @@
-"""DLRM dot interaction and conv2d kernels: the card equals the numpy references bit for bit (fp16-rounded
-inputs, fp32 sums in K order) over many shapes, and stays within the stated bound of plain fp32 / float64
-math; every launch runs under the race sanitizer on several PEs; bad input raises InvalidArgument."""
+"""DLRM dot interaction and conv2d kernels: the card equals the numpy references bit for bit (fp16 inputs:
+fp32 sums in K order; fp32 inputs: exact products, fp64 sums in K order, one rounding) over many shapes,
+and stays within the stated bound of plain fp32 / float64 math; every launch runs under the race sanitizer
+on several PEs; bad input raises InvalidArgument."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -153,7 +156,7 @@ def test_conv_matches_reference(case, pes, kind):
     c = card_of(kind)
     try:
         cv.make_plan(c, *x.shape, w.shape[0], *w.shape[2:], *cv._pair(case["stride"], "", 1),
-                     *cv._pair(case["padding"], "", 0), bias is not None, 4)
+                     *cv._pair(case["padding"], "", 0), bias is not None, 4, eb=x.itemsize)
     except vnpu.InvalidArgument:      # does not fit the small local memory of this card
         c = card_of("tiny")
     check_conv(c, x, w, bias, case["stride"], case["padding"], pes=pes)
@@ -194,15 +197,17 @@ def test_conv_forced_plans(G, R, pes, kind):
         assert not res.plan.scratch_shared
 
 
-def test_conv_weight_chunks(monkeypatch, card):
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_conv_weight_chunks(monkeypatch, card, dtype):
     """Weights larger than the weight buffer are split by output channel (one mm.ldw per chunk and tile);
-    the buffer is shrunk here so that small shapes need chunks."""
-    monkeypatch.setattr(cv, "WEIGHT_BUFFER", 2 * 27 * 2)           # two channels of 3x3x3 per chunk
+    the buffer is shrunk here so that small shapes need chunks (K x n x element-size bytes each)."""
+    eb = np.dtype(dtype).itemsize
+    monkeypatch.setattr(cv, "WEIGHT_BUFFER", 2 * 27 * eb)          # two channels of 3x3x3 per chunk
     rng = np.random.default_rng(7)
-    x, w = data(rng, (2, 3, 9, 8), np.float16), data(rng, (7, 3, 3, 3), np.float16)
+    x, w = data(rng, (2, 3, 9, 8), dtype), data(rng, (7, 3, 3, 3), dtype)
     for G, R in ((1, 2), (1, 9)):
         _, res = check_conv(card, x, w, data(rng, 7, np.float32), 1, 1, G=G, R=R)
-        assert len(res.plan.chunks) == 4
+        assert len(res.plan.chunks) == 4 and res.plan.eb == eb
 
 
 def test_conv_reference_card_layer():
@@ -217,12 +222,58 @@ def test_conv_reference_card_layer():
     assert s["macs"] >= 28 * 28 * 64 * 32 * 9 and s["stalls"]["barrier"] >= 0
 
 
-def test_conv_float32_inputs_are_rounded_to_fp16(card):
+def test_conv_float32_inputs_compute_in_fp32(card):
+    """fp32 x or w: the matrix unit multiplies in fp32 (exact products, fp64 sums, one rounding), never in
+    fp16: beyond fp16's range and precision the result is fp32's, within a few fp32 ulps of float64 math."""
+    torch = pytest.importorskip("torch")
+    x = np.array([[[[1e-8, 7e4], [1.0, 2.0]]]], np.float32)
+    w = np.array([[[[1e8, 1.0], [0.0, 0.0]]]], np.float32)
+    out, res = check_conv(card, x, w, None, 1, 0)
+    assert res.plan.eb == 4 and out[0, 0, 0, 0] == np.float32(np.float64(np.float32(1e-8)) * np.float64(1e8) + 7e4)
     rng = np.random.default_rng(11)
-    x, w = data(rng, (1, 2, 5, 5), np.float32), data(rng, (3, 2, 3, 3), np.float32)
-    out32, _ = cv.conv2d(card, x, w)
-    out16, _ = cv.conv2d(card, x.astype(np.float16), w.astype(np.float16))
-    assert np.array_equal(out32, out16)
+    for shape, kw in (((2, 3, 9, 8, 5, 3, 3), dict(stride=1, padding=1)),
+                      ((1, 4, 12, 10, 6, 3, 2), dict(stride=(2, 1), padding=(1, 0)))):
+        N, C, H, W, OC, KH, KW = shape
+        x = data(rng, (N, C, H, W), np.float32, 1e5)          # far beyond fp16's range
+        w = data(rng, (OC, C, KH, KW), np.float32, 1e-6)      # below fp16's smallest subnormal
+        bias = data(rng, OC, np.float32)
+        for G, R in ((None, None), (1, 1), (2 if OC % 2 == 0 else 1, 3)):
+            out, res = check_conv(card, x, w, bias, pes=None, G=G, R=R, **kw)
+            f64 = torch.nn.functional.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                                             torch.from_numpy(bias).double(), **kw).numpy()
+            mag = torch.nn.functional.conv2d(torch.from_numpy(np.abs(x)).double(),
+                                             torch.from_numpy(np.abs(w)).double(),
+                                             torch.from_numpy(np.abs(bias)).double(), **kw).numpy()
+            assert np.all(np.abs(out - f64) <= 2 ** -23 * mag + 2 ** -148)
+            with np.errstate(over="ignore"):
+                x16, w16 = x.astype(np.float16), w.astype(np.float16)
+            assert not np.array_equal(out, cv.conv2d(card, x16, w16, bias, **kw)[0])
+
+
+def test_conv_mixed_dtypes_compute_in_fp32(card):
+    """One float32 operand makes the conv fp32 (the float16 one is widened exactly), as PyTorch promotes."""
+    rng = np.random.default_rng(12)
+    x, w = data(rng, (1, 2, 6, 5), np.float16), data(rng, (3, 2, 3, 3), np.float16)
+    both, _ = cv.conv2d(card, x.astype(np.float32), w.astype(np.float32), None, 1, 1)
+    for a, b in ((x, w.astype(np.float32)), (x.astype(np.float32), w)):
+        out, res = check_conv(card, a, b, None, 1, 1)
+        assert res.plan.eb == 4 and np.array_equal(out.view(np.uint32), both.view(np.uint32))
+
+
+def test_conv_fp32_layers_plan_within_local_memory(card):
+    """The plan and its cost estimate count 4-byte elements for fp32 (fewer rows per tile fit, slower rate)."""
+    r16 = cv.max_tile_rows(card, 8, 20, 20, 8, 3, 3, 1, 1)
+    r32 = cv.max_tile_rows(card, 8, 20, 20, 8, 3, 3, 1, 1, dtype=np.float32)
+    assert 0 < r32 < r16
+    p16 = cv.make_plan(card, 1, 8, 20, 20, 8, 3, 3, 1, 1, 1, 1, True, 4, G=1, R=r32)
+    p32 = cv.make_plan(card, 1, 8, 20, 20, 8, 3, 3, 1, 1, 1, 1, True, 4, G=1, R=r32, eb=4)
+    assert p32.layout()["END"] <= card.config.local_memory.bytes < replace(p32, R=r32 + 1).layout()["END"]
+    assert cv.estimate_cycles(p16, card.config) < cv.estimate_cycles(p32, card.config)
+    with pytest.raises(vnpu.InvalidArgument, match="PE-local memory"):
+        cv.make_plan(card, 1, 8, 20, 20, 8, 3, 3, 1, 1, 1, 1, True, 4, G=1, R=r32 + 1, eb=4)
+    x = data(np.random.default_rng(13), (1, 8, 20, 20), np.float32)
+    w = data(np.random.default_rng(14), (8, 8, 3, 3), np.float32, 0.1)
+    check_conv(card, x, w, None, 1, 1, G=1, R=r32)
 
 
 # --- the sanitizer is on and would see a missing wait ------------------------------------------------------------

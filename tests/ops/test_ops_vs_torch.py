@@ -213,7 +213,6 @@ def test_conv2d_fp16_against_float64_and_special_values():
                   atol=28 * 2.0 ** -24 * mag)
 
 
-@pytest.mark.xfail(strict=True, reason="conv2d still rounds fp32 inputs to fp16 (issue 13 item 6, open)")
 def test_conv2d_fp32_inputs_compute_in_fp32():
     x = np.array([[[[1e-8, 7e4], [1.0, 2.0]]]], np.float32)
     w = np.array([[[[1e8, 1.0], [0.0, 0.0]]]], np.float32)
