@@ -6,6 +6,7 @@ statistics and the trace events, all from the same run that produced the numbers
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -331,6 +332,9 @@ def _range_text(lo, hi, local_bytes):
     return f"{where} [0x{a:x}, 0x{a + (hi - lo):x})"
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
 def encode_arg(value, spec, sym):
     """A kernel argument as its register value; checked against the signature."""
     if spec.kind == "buffer":
@@ -343,7 +347,16 @@ def encode_arg(value, spec, sym):
     if spec.dtype in ("f16", "f32"):
         if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
             raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} must be a number")
-        return int(np.array([value], dtype=np.float32).view(np.uint32)[0])
+        try:
+            f = float(value)
+        except OverflowError:
+            raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} is an integer outside the f32 "
+                                  f"range") from None
+        # the driver's and the C API's rule: +-inf and NaN pass as they are, a finite value must fit f32
+        if math.isfinite(f) and abs(f) > F32_MAX:
+            raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} = {f:g} is outside the f32 range "
+                                  f"(|x| <= {F32_MAX:g})")
+        return int(np.array([f], dtype=np.float32).view(np.uint32)[0])
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidArgument(f"{sym.signature()}: argument {spec.name!r} must be an integer, got {value!r}")
     info = np.iinfo({"i8": np.int8, "i32": np.int32, "i64": np.int64, "u8": np.uint8, "i16": np.int16,

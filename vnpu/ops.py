@@ -210,9 +210,10 @@ def softmax(x, *, card=None, pes=None):
 
 def conv2d(x, w, bias=None, stride=1, padding=0, *, card=None, pes=None):
     """2-D convolution, NCHW, groups = 1: x [N, C, H, W], w [OC, C, KH, KW], bias [OC] or None, stride and
-    padding ints or (h, w) pairs (zero padding). Computes on the matrix unit in fp16: x and w are rounded to
-    fp16 (nearest even; float32 inputs too, which is issue 13 item 6, still open), products exact, sums in
-    fp32 in (c, kh, kw) order, + bias in fp32. Returns float32 [N, OC, OH, OW]. NaN and inf propagate as
+    padding ints or (h, w) pairs (zero padding). Computes on the matrix unit in the inputs' precision: float16
+    x and w: products exact, sums in fp32 in (c, kh, kw) order; float32 x or w (either promotes both, as
+    PyTorch does): products exact, sums in fp64 in (c, kh, kw) order, rounded once to fp32; then + bias in
+    fp32. Returns float32 [N, OC, OH, OW]. NaN and inf propagate as
     in IEEE arithmetic. N = 0 or OC = 0 gives an empty result, C = 0 the bias."""
     return _run("conv", "conv2d", "conv2d", x, w, bias=bias, stride=stride, padding=padding, card=card, pes=pes)
 
