@@ -14,11 +14,9 @@ import numpy as np
 
 from vnpu.isa import table as T
 
-from .embedding import (D_DIM, D_FORMAT, D_INDEX_BYTES, D_INDICES, D_MODE, D_NUM_BAGS, D_NUM_INDICES, D_OUT_DTYPE,
-                        D_OUTPUT, D_ROWS, D_SEGMENT_BYTES, D_SEGMENTS, D_TABLE, D_WEIGHTS, MODE_INCLUDE_LAST,
-                        MODE_OFFSETS, MODE_WEIGHTED)
 from .memory import L_DRAM_BASE, L_DRAM_BYTES, L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, L_SHARED_BASE, \
     L_SHARED_BYTES, L_SHARED_P0, PAGE
+from .tables import embedding_bag_from_bytes, table_row_bytes
 from .state import (F_ADDR, F_AUX, F_CODE, F_PC, F_PC2, F_PE, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION,
                     FAULT_TIMEOUT, NFAULT, WEIGHT_BUFFER_BYTES, WHY_DMA_SIZE, WHY_DTYPE, WHY_EMB_DESC,
                     WHY_EMB_INDEX, WHY_EMB_SEGMENTS, WHY_ENGINE, WHY_NO_WEIGHTS, WHY_SEMAPHORE, WHY_SIG_PE,
@@ -518,36 +516,36 @@ class ReferenceInterpreter:
             self.write(pe, dst, prod, at)
 
     def embedding(self, p, daddr, at):
-        from vnpu.kernels.reference import embedding_bag_from_bytes
         pe = self.pe_ids[p]
         self.local(p, daddr, 8 * T.EMB_DESC_WORDS, at)
         d = [int(v) for v in self.read(pe, daddr, 8 * T.EMB_DESC_WORDS, at, np.int64)]
-        fmt, dim, rows, n_idx, n_bags, mode = d[D_FORMAT], d[D_DIM], d[D_ROWS], d[D_NUM_INDICES], d[D_NUM_BAGS], d[D_MODE]
+        fmt, dim, rows, mode = d[T.EMB_FORMAT], d[T.EMB_DIM], d[T.EMB_ROWS], d[T.EMB_MODE]
+        n_idx, n_bags = d[T.EMB_NUM_INDICES], d[T.EMB_NUM_BAGS]
         ok = (0 <= fmt < len(T.EMB_FORMATS) and 0 < dim <= 65536 and 0 <= rows <= 2**31 and 0 <= n_idx <= 2**31
-              and 0 <= n_bags <= 2**31 and d[D_INDEX_BYTES] in (4, 8) and d[D_SEGMENT_BYTES] in (4, 8)
-              and d[D_OUT_DTYPE] in (0, 1) and (mode & 3) <= MODE_WEIGHTED
-              and mode & ~(3 | MODE_OFFSETS | MODE_INCLUDE_LAST) == 0
-              and not ((mode & 3) == MODE_WEIGHTED and d[D_WEIGHTS] == 0) and d[14] == 0 and d[15] == 0)
+              and 0 <= n_bags <= 2**31 and d[T.EMB_INDEX_BYTES] in (4, 8) and d[T.EMB_SEGMENT_BYTES] in (4, 8)
+              and d[T.EMB_OUT_DTYPE] in (0, 1) and (mode & 3) <= T.EMB_MODE_WEIGHTED
+              and mode & ~(3 | T.EMB_MODE_OFFSETS | T.EMB_MODE_INCLUDE_LAST) == 0
+              and not ((mode & 3) == T.EMB_MODE_WEIGHTED and d[T.EMB_WEIGHTS] == 0) and d[T.EMB_RESERVED0] == 0
+              and d[T.EMB_RESERVED1] == 0)
         if not ok:
             raise Fault(FAULT_INSTRUCTION, *at, 0, WHY_EMB_DESC)
         fmt_name = T.EMB_FORMATS[fmt]
-        from vnpu.kernels.reference import table_row_bytes
         rb = table_row_bytes(fmt_name, dim)
-        idt = np.int32 if d[D_INDEX_BYTES] == 4 else np.int64
-        sdt = np.int32 if d[D_SEGMENT_BYTES] == 4 else np.int64
-        offsets_mode = bool(mode & MODE_OFFSETS)
-        include_last = bool(mode & MODE_INCLUDE_LAST)
+        idt = np.int32 if d[T.EMB_INDEX_BYTES] == 4 else np.int64
+        sdt = np.int32 if d[T.EMB_SEGMENT_BYTES] == 4 else np.int64
+        offsets_mode = bool(mode & T.EMB_MODE_OFFSETS)
+        include_last = bool(mode & T.EMB_MODE_INCLUDE_LAST)
         nseg = n_bags + 1 if (offsets_mode and include_last) else n_bags
-        table = self.read(pe, d[D_TABLE], rows * rb, at).reshape(rows, rb) if rows else np.zeros((0, rb), np.uint8)
-        idx = self.read(pe, d[D_INDICES], n_idx * d[D_INDEX_BYTES], at, idt)
-        seg = self.read(pe, d[D_SEGMENTS], nseg * d[D_SEGMENT_BYTES], at, sdt)
-        w = self.read(pe, d[D_WEIGHTS], 4 * n_idx, at, np.float32) if (mode & 3) == MODE_WEIGHTED else None
-        out_bytes = n_bags * dim * (4 if d[D_OUT_DTYPE] == 0 else 2)
-        self._chunks(pe, d[D_OUTPUT], out_bytes, at)
+        table = self.read(pe, d[T.EMB_TABLE], rows * rb, at).reshape(rows, rb) if rows else np.zeros((0, rb), np.uint8)
+        idx = self.read(pe, d[T.EMB_INDICES], n_idx * d[T.EMB_INDEX_BYTES], at, idt)
+        seg = self.read(pe, d[T.EMB_SEGMENTS], nseg * d[T.EMB_SEGMENT_BYTES], at, sdt)
+        w = self.read(pe, d[T.EMB_WEIGHTS], 4 * n_idx, at, np.float32) if (mode & 3) == T.EMB_MODE_WEIGHTED else None
+        out_bytes = n_bags * dim * (4 if d[T.EMB_OUT_DTYPE] == 0 else 2)
+        self._chunks(pe, d[T.EMB_OUTPUT], out_bytes, at)
         try:
             out = embedding_bag_from_bytes(table, fmt_name, dim, idx, seg, offsets_mode, include_last, n_bags,
                                            w, {0: "sum", 1: "mean", 2: "sum"}[mode & 3])
         except ValueError as e:
             why, pos = e.args
             raise Fault(FAULT_INSTRUCTION, *at, pos, WHY_EMB_INDEX if why == "index" else WHY_EMB_SEGMENTS) from None
-        self.write(pe, d[D_OUTPUT], out.astype(np.float32 if d[D_OUT_DTYPE] == 0 else np.float16), at)
+        self.write(pe, d[T.EMB_OUTPUT], out.astype(np.float32 if d[T.EMB_OUT_DTYPE] == 0 else np.float16), at)

@@ -287,4 +287,9 @@ EMB_DESC_FIELDS = (
     ("reserved1", "must be 0"),
 )
 EMB_DESC_WORDS = len(EMB_DESC_FIELDS)
+# word indices EMB_TABLE, EMB_ROWS, ... EMB_RESERVED1, derived from the list above
+globals().update({"EMB_" + _name.upper(): _i for _i, (_name, _) in enumerate(EMB_DESC_FIELDS)})
 EMB_FORMATS = ("fp32", "fp16", "int8_rowwise", "int8_rowwise_fp16", "int4_rowwise")
+EMB_MODE_SUM, EMB_MODE_MEAN, EMB_MODE_WEIGHTED = 0, 1, 2     # bits 0-1 of `mode`
+EMB_MODE_OFFSETS = 16                                          # bit 4
+EMB_MODE_INCLUDE_LAST = 32                                     # bit 5

@@ -9,31 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-FORMATS = ("fp32", "fp16", "int8_rowwise", "int8_rowwise_fp16", "int4_rowwise")
+# the table formats and the pooled lookup are the embedding unit's definition (emulator/tables.py); the
+# single-rounding x * scale + zp is the vector unit's (emulator/reference.py)
+from vnpu.emulator.reference import fma_f32  # noqa: F401 (re-exported)
+from vnpu.emulator.tables import (FORMATS, bag_bounds, embedding_bag_from_bytes,  # noqa: F401 (re-exported)
+                                  table_dim, table_row_bytes, unpack_rows)
 
-
-def table_row_bytes(fmt: str, dim: int) -> int:
-    return {"fp32": 4 * dim, "fp16": 2 * dim, "int8_rowwise": dim + 8, "int8_rowwise_fp16": dim + 4,
-            "int4_rowwise": (dim + 1) // 2 + 4}[fmt]
-
-
-def table_dim(fmt: str, row_bytes: int) -> int:
-    """The embedding dimension of a packed row of row_bytes (ValueError if no dim gives that size)."""
-    if fmt == "fp32":
-        dim, ok = row_bytes // 4, row_bytes % 4 == 0
-    elif fmt == "fp16":
-        dim, ok = row_bytes // 2, row_bytes % 2 == 0
-    elif fmt == "int8_rowwise":
-        dim, ok = row_bytes - 8, row_bytes > 8
-    elif fmt == "int8_rowwise_fp16":
-        dim, ok = row_bytes - 4, row_bytes > 4
-    elif fmt == "int4_rowwise":
-        dim, ok = 2 * (row_bytes - 4), row_bytes > 4  # an odd dim packs like dim + 1
-    else:
-        raise ValueError(f"unknown table format {fmt!r}; one of {', '.join(FORMATS)}")
-    if not ok or dim <= 0:
-        raise ValueError(f"a row of {row_bytes} bytes does not fit format {fmt}")
-    return dim
 
 
 def pack_table(weight: np.ndarray, fmt: str) -> np.ndarray:
@@ -83,80 +64,6 @@ def pack_table(weight: np.ndarray, fmt: str) -> np.ndarray:
     raise ValueError(f"unknown table format {fmt!r}; one of {', '.join(FORMATS)}")
 
 
-def unpack_rows(table: np.ndarray, fmt: str, dim: int) -> np.ndarray:
-    """Dequantize packed rows [n, row_bytes] to fp32 [n, dim] the way the card does (q * scale + bias)."""
-    t = np.ascontiguousarray(table, dtype=np.uint8)
-    n = t.shape[0]
-    if fmt == "fp32":
-        return t[:, :4 * dim].copy().view(np.float32).reshape(n, dim)
-    if fmt == "fp16":
-        return t[:, :2 * dim].copy().view(np.float16).astype(np.float32).reshape(n, dim)
-    if fmt == "int8_rowwise":
-        sb = t[:, dim:dim + 8].copy().view(np.float32).reshape(n, 2)
-        return t[:, :dim].astype(np.float32) * sb[:, :1] + sb[:, 1:]
-    if fmt == "int8_rowwise_fp16":
-        sb = t[:, dim:dim + 4].copy().view(np.float16).astype(np.float32).reshape(n, 2)
-        return t[:, :dim].astype(np.float32) * sb[:, :1] + sb[:, 1:]
-    if fmt == "int4_rowwise":
-        nb = (dim + 1) // 2
-        sb = t[:, nb:nb + 4].copy().view(np.float16).astype(np.float32).reshape(n, 2)
-        q = np.empty((n, 2 * nb), np.uint8)
-        q[:, 0::2] = t[:, :nb] & 15
-        q[:, 1::2] = t[:, :nb] >> 4
-        return q[:, :dim].astype(np.float32) * sb[:, :1] + sb[:, 1:]
-    raise ValueError(f"unknown table format {fmt!r}")
-
-
-def bag_bounds(n_idx, segments, offsets_mode, include_last, n_bags):
-    """[n_bags + 1] start positions; ValueError(("segments", position)) on inconsistent input."""
-    seg = [int(v) for v in segments]
-    bounds = [0] * (n_bags + 1)
-    if offsets_mode:
-        for b, v in enumerate(seg):
-            if v < 0 or v > n_idx or (b > 0 and v < seg[b - 1]) or (b == 0 and v != 0):
-                raise ValueError("segments", b)
-            if b <= n_bags:
-                bounds[b] = v
-        if not include_last:
-            bounds[n_bags] = n_idx
-            if n_bags == 0 and n_idx != 0:
-                raise ValueError("segments", 0)
-        elif n_bags > 0 and bounds[n_bags] != n_idx:
-            raise ValueError("segments", n_bags)
-    else:
-        for b in range(n_bags):
-            if seg[b] < 0 or bounds[b] + seg[b] > n_idx:
-                raise ValueError("segments", b)
-            bounds[b + 1] = bounds[b] + seg[b]
-        if bounds[n_bags] != n_idx:
-            raise ValueError("segments", n_bags)
-    return bounds
-
-
-def embedding_bag_from_bytes(table, fmt, dim, indices, segments, offsets_mode, include_last, n_bags,
-                             weights=None, mode="sum"):
-    """The card's pooled lookup on a packed table. Raises ValueError(("index" | "segments", position))."""
-    idx = np.asarray(indices).astype(np.int64)
-    rows = table.shape[0]
-    bounds = bag_bounds(len(idx), segments, offsets_mode, include_last, n_bags)
-    bad = np.nonzero((idx < 0) | (idx >= rows))[0]
-    if len(bad):
-        raise ValueError("index", int(bad[0]))
-    out = np.zeros((n_bags, dim), dtype=np.float32)
-    for b in range(n_bags):
-        lo, hi = bounds[b], bounds[b + 1]
-        if hi == lo:
-            continue
-        vals = unpack_rows(table[idx[lo:hi]], fmt, dim)
-        acc = np.zeros(dim, dtype=np.float32)
-        for k in range(hi - lo):   # index order, fp32, like the unit
-            acc += (np.float32(weights[lo + k]) * vals[k]) if weights is not None else vals[k]
-        if mode == "mean":
-            acc = acc / np.float32(hi - lo)
-        out[b] = acc
-    return out
-
-
 def embedding_bag(weight, indices, offsets=None, lengths=None, per_sample_weights=None, mode="sum",
                   format="fp32", include_last_offset=False, dim=None):
     """numpy reference of vnpu.ops.embedding_bag. `weight` is a float table [rows, dim], packed to `format`
@@ -177,27 +84,6 @@ def embedding_bag(weight, indices, offsets=None, lengths=None, per_sample_weight
 
 
 # --- the vector unit's float -> integer conversion (vcvt), for every reference that quantizes ----------------
-def fma_f32(x, s, c):
-    """x * s + c on float32 values rounded ONCE to float32 (round to nearest even), elementwise, like a fused
-    multiply-add: the product is exact in float64 (24 + 24 bits), the sum exact as the pair S + err (TwoSum);
-    S rounds to the right float32 unless it lies exactly halfway between two float32s, where err decides."""
-    x = np.asarray(x, np.float32).astype(np.float64)
-    s = np.float64(np.float32(s))
-    c = np.float64(np.float32(c))
-    with np.errstate(invalid="ignore", over="ignore"):
-        p = x * s
-        S = p + c
-        r = S.astype(np.float32)
-        bb = S - p
-        err = (p - (S - bb)) + (c - bb)
-        toward = np.where(S > r.astype(np.float64), np.float32(np.inf), np.float32(-np.inf)).astype(np.float32)
-        other = np.nextafter(r, toward)
-        mid = (r.astype(np.float64) + other.astype(np.float64)) * 0.5
-        fix = (np.isfinite(S) & np.isfinite(r) & (err != 0) & (r.astype(np.float64) != S) & (S == mid)
-               & ((err > 0) == (other.astype(np.float64) > r.astype(np.float64))))
-    return np.where(fix, other, r).astype(np.float32)
-
-
 def vcvt_to_int(x, scale, zero_point=0, lo=-128, hi=127, dtype=np.int8):
     """The card's vcvt float -> integer: q = clamp(round_half_even(fma(x, f32(scale), f32(zero_point))), lo,
     hi), x * scale + zero_point rounded once to fp32; NaN converts to 0. PyTorch's quantize_per_tensor(x, s,

@@ -1,27 +1,48 @@
-"""vnpu: a virtual inference-accelerator card."""
-import os as _os
+"""vnpu: a virtual inference-accelerator card.
 
-# In a source checkout the design's folders (isa/, emulator/, driver/, kernels/) sit beside this one;
-# an installed wheel maps them under vnpu/. Either way `vnpu.isa` resolves.
-_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isdir(_os.path.join(_root, "isa")):
-    __path__.append(_root)  # noqa: F821 (package __path__)
-
-from vnpu.errors import (  # noqa: E402
-    AssemblerError, ConfigError, Deadlock, DeviceFault, DeviceLost, IllegalAddress, IllegalInstruction,
-    DmaFault, EccUncorrectable, InvalidArgument, InvalidHandle, InvalidModule, LaunchTimeout, OutOfMemory, RaceError,
+The package's parts are the design's folders (isa/, emulator/, driver/, kernels/, runtime/), mapped under
+`vnpu` by pyproject.toml. Importing `vnpu` loads only the error classes; the rest of the public API is
+imported on first use (PEP 562), so `import vnpu` is fast and `import vnpu.isa` loads neither the driver
+nor yaml nor numba.
+"""
+from vnpu.errors import (
+    AssemblerError, ConfigError, Deadlock, DeviceFault, DeviceLost, DmaFault, EccUncorrectable, IllegalAddress,
+    IllegalInstruction, InvalidArgument, InvalidHandle, InvalidModule, LaunchTimeout, OutOfMemory, RaceError,
     VnpuError,
 )
-from vnpu.isa.asm import assemble, disassemble  # noqa: E402
-from vnpu.isa.module import Module, load_module  # noqa: E402
-from vnpu.isa.table import ISA_VERSION  # noqa: E402
-from vnpu import ops  # noqa: E402
-from vnpu.driver.platform import Platform  # noqa: E402
 
 __version__ = "0.1.0"
+
+# public name -> (module, attribute); attribute None means the module itself
+_LAZY = {
+    "assemble": ("vnpu.isa.asm", "assemble"),
+    "disassemble": ("vnpu.isa.asm", "disassemble"),
+    "load_module": ("vnpu.isa.module", "load_module"),
+    "Module": ("vnpu.isa.module", "Module"),
+    "ISA_VERSION": ("vnpu.isa.table", "ISA_VERSION"),
+    "Platform": ("vnpu.driver.platform", "Platform"),
+    "ops": ("vnpu.ops", None),
+    "testing": ("vnpu.testing", None),
+}
+
 __all__ = [
-    "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops", "Platform",
+    "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops", "Platform", "testing",
     "VnpuError", "AssemblerError", "ConfigError", "InvalidModule", "InvalidArgument", "InvalidHandle",
     "OutOfMemory", "DeviceLost", "DeviceFault", "IllegalAddress", "IllegalInstruction", "Deadlock",
     "LaunchTimeout", "RaceError", "EccUncorrectable", "DmaFault",
 ]
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'vnpu' has no attribute {name!r}")
+    import importlib
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
