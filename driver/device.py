@@ -36,21 +36,83 @@ class Device:
         self.config = self.card.config
         self.lock = threading.RLock()
         self.generation = 0              # bumps on reset: every older handle becomes invalid
-        self.sticky = None               # a device fault, raised by every call until reset
-        self._lost = None
-        self.busy_until_ns = 0.0         # the card runs one launch at a time
+        self._fault = None               # a device fault, raised by every call until reset (set_fault)
+        self._lost = None                # why the card is lost (lose), or None
+        self._busy_until_ns = 0.0        # the card runs one launch at a time (book_launch)
         self.primary = Context(self, 0)
         self.contexts = {0: self.primary}
         self._queues = []
         self.stats = DeviceStats()
         self.faults = None               # a FaultInjector when faults are injected into this card
 
+    # --- the device's state: changed only through these methods ---------------------------------------------
+    @property
+    def is_lost(self) -> bool:
+        """True once the card is lost (its link went down, the platform was closed): every later call on it
+        is DeviceLost, and reset() cannot bring it back."""
+        return bool(self._lost)
+
+    @property
+    def lost_reason(self):
+        """Why the card is lost (a str), or None."""
+        return self._lost or None
+
+    @property
+    def fault(self):
+        """The sticky device fault (a VnpuError raised by every call on the device until reset()), or None."""
+        return self._fault
+
+    @property
+    def sticky(self):
+        """The old name of `fault` (read-only)."""
+        return self._fault
+
+    @property
+    def busy_until_ns(self) -> float:
+        """When the card's last booked launch ends (virtual ns): the next launch starts no earlier."""
+        return self._busy_until_ns
+
+    @busy_until_ns.setter
+    def busy_until_ns(self, t_ns):
+        # kept only while driver/dlrm.py still rewinds clocks by hand; use Platform.reset_clock()
+        self._busy_until_ns = float(t_ns)
+
+    def lose(self, reason: str):
+        """Mark the card lost: every later call on it raises DeviceLost naming `reason`. Returns the
+        DeviceLost to raise."""
+        if not isinstance(reason, str) or not reason:
+            raise InvalidArgument(f"lose: reason must be a non-empty str, got {validate.show(reason)}")
+        self._lost = reason             # one assignment: no lock, so close() never waits for a launch
+        return DeviceLost(f"card {self.index} is lost: {reason}")
+
+    def set_fault(self, error):
+        """Make `error` (a VnpuError) the device's sticky fault: every later call on the device raises it until
+        reset(). Returns `error` (so `raise dev.set_fault(e)` reads well)."""
+        if not isinstance(error, VnpuError):
+            raise InvalidArgument(f"set_fault: expected a VnpuError, got {type(error).__name__} "
+                                  f"{validate.show(error)}")
+        self._fault = error
+        return error
+
+    def book_launch(self, start_ns: float, end_ns: float) -> float:
+        """Book the card for a launch from start_ns to end_ns (virtual ns); returns end_ns. The card runs one
+        launch at a time: the next launch starts at busy_until_ns or later."""
+        self._busy_until_ns = float(end_ns)
+        return end_ns
+
+    def _reset_clock(self):
+        """Platform.reset_clock(): the card and its queues back to virtual time 0."""
+        with self.lock:
+            self._busy_until_ns = 0.0
+            for q in self._queues:
+                q._rewind_clock()
+
     # --- checks every call makes --------------------------------------------------------------------------
     def check(self):
         if self._lost:
             raise DeviceLost(f"card {self.index} is lost: {self._lost}")
-        if self.sticky is not None:
-            raise self.sticky
+        if self._fault is not None:
+            raise self._fault
 
     def __repr__(self):
         return f"Device({self.index}, {self.config.data['name']})"
@@ -90,7 +152,7 @@ class Device:
         """RAS-style counters: faults injected, corrected and reported per kind, the sticky fault, lost."""
         h = self.faults.health() if self.faults else {"config": None, "injected": {}, "corrected": {},
                                                       "reported": {}}
-        h.update(sticky=None if self.sticky is None else f"{type(self.sticky).__name__}: {self.sticky}",
+        h.update(sticky=None if self._fault is None else f"{type(self._fault).__name__}: {self._fault}",
                  lost=self._lost)
         return h
 
@@ -131,11 +193,11 @@ class Device:
                 raise DeviceLost(f"card {self.index} is lost: {self._lost}")
             self.card.reset()
             self.generation += 1
-            self.sticky = None
+            self._fault = None
             self.primary = Context(self, 0)
             self.contexts = {0: self.primary}
             for q in self._queues:
-                q.tail_ns = max(q.tail_ns, self.platform.host_ns)
+                q._catch_up(self.platform.host_ns)
 
     def synchronize(self):
         for q in list(self._queues):

@@ -151,9 +151,13 @@ class Link:
         self.reset()
 
     def reset(self) -> None:
-        self.busy_until = {"up": 0.0, "down": 0.0}
+        self.reset_clock()
         self.bytes_moved = {"up": 0, "down": 0}  # payload bytes
         self.wire_bytes = {"up": 0, "down": 0}  # payload + TLP overhead (+ read requests)
+
+    def reset_clock(self) -> None:
+        """Both directions free from virtual time 0 (the byte counters stay)."""
+        self.busy_until = {"up": 0.0, "down": 0.0}
 
     def __repr__(self):
         return f"Link({self.name}, Gen{self.config.gen} x{self.config.lanes}, busy_until={self.busy_until})"
@@ -186,6 +190,11 @@ class Switch:
         """Forget all bookings and counters (a new run starts at virtual time 0)."""
         for link in (self.uplink, *self.cards):
             link.reset()
+
+    def reset_clock(self) -> None:
+        """Forget the bookings (every link free from virtual time 0), keep the byte counters."""
+        for link in (self.uplink, *self.cards):
+            link.reset_clock()
 
     def bytes_moved(self) -> dict:
         """{link name: {"up": payload bytes, "down": payload bytes}} for reporting."""

@@ -177,10 +177,21 @@ class Platform:
         t = validate.time_ns(t_ns, "advance_host: t_ns", error=InvalidArgument)
         self._host.now = max(self.host_ns, t)
 
+    def reset_clock(self):
+        """Start virtual time again at 0: the host clock (of every host thread), every queue of every device,
+        every card's launch booking and the PCIe links' bookings. Events recorded before are of the old
+        timeline (a queue forgets the ones it was told to wait for). Counters (device stats, bytes moved) are
+        not touched: `device.stats.reset()` and `platform.switch.reset()` clear those."""
+        self._host = threading.local()
+        for d in self.devices:          # each under its own lock (never inside self.lock: copies take the
+            d._reset_clock()            # device's lock, then the platform's)
+        with self.lock:
+            self.switch.reset_clock()
+
     def close(self):
         """Close the platform: every device is lost to later calls."""
         for d in self.devices:
-            d._lost = "the platform was closed"
+            d.lose("the platform was closed")
         self.closed = True
 
     def __enter__(self):

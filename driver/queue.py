@@ -70,12 +70,31 @@ class Queue:
         self.device = ctx.device
         self.platform = self.device.platform
         self.id = next(_ids)
-        self.tail_ns = 0.0
+        self._tail_ns = 0.0
         self._waits = []
         self.destroyed = False
 
     def __repr__(self):
         return f"Queue({self.id}, card {self.device.index}, at {self.tail_ns:.0f} ns)"
+
+    @property
+    def tail_ns(self) -> float:
+        """When the queue's last operation ends (virtual ns)."""
+        return self._tail_ns
+
+    @tail_ns.setter
+    def tail_ns(self, t_ns):
+        # kept only while driver/dlrm.py still rewinds clocks by hand; use Platform.reset_clock()
+        self._tail_ns = float(t_ns)
+
+    def _catch_up(self, t_ns):
+        """Device.reset(): the queue continues from t_ns (the host's present) or later."""
+        self._tail_ns = max(self._tail_ns, t_ns)
+
+    def _rewind_clock(self):
+        """Platform.reset_clock(): back to virtual time 0, forgetting pending waits on older events."""
+        self._tail_ns = 0.0
+        self._waits = []
 
     @property
     def sanitize(self) -> bool:
@@ -104,17 +123,15 @@ class Queue:
         now = max(self.tail_ns, self.platform.host_ns)
         if inj.link_down(now):
             inj.report("link_down")
-            dev._lost = f"its PCIe link went down at {inj.config.link_down_at_ns:.0f} ns (injected)"
-            raise DeviceLost(f"card {dev.index} is lost: {dev._lost}")
+            raise dev.lose(f"its PCIe link went down at {inj.config.link_down_at_ns:.0f} ns (injected)")
         if what != "launch" and inj.dma_error():
             inj.report("dma_error")
-            dev.sticky = DmaFault(f"DMA engine error during {what} of {nbytes} bytes (injected)", card=dev.index)
-            raise dev.sticky
+            raise dev.set_fault(DmaFault(f"DMA engine error during {what} of {nbytes} bytes (injected)",
+                                         card=dev.index))
         if reads_card_dram and inj.dram_read(nbytes):
             inj.report("dram_dbe")
-            dev.sticky = EccUncorrectable(f"uncorrectable DRAM error in data read by {what} (injected)",
-                                          card=dev.index)
-            raise dev.sticky
+            raise dev.set_fault(EccUncorrectable(f"uncorrectable DRAM error in data read by {what} (injected)",
+                                                 card=dev.index))
         return inj.pcie_replays(nbytes) if what != "launch" else 0.0
 
     def _ready(self):
@@ -269,7 +286,7 @@ class Queue:
         self.platform.trace.api(f"{what}: {name}", self.platform.host_ns, {"card": self.device.index,
                                                                             "queue": self.id})
         self.platform.trace.queue_op(self, name, ready, end, args)
-        self.tail_ns = end
+        self._tail_ns = end
         return Event(self, end)
 
     # --- launches ------------------------------------------------------------------------------------------
@@ -299,26 +316,23 @@ class Queue:
                 # a PE never halts: the watchdog stops the launch; reported on the next call, like any fault
                 inj.report("pe_hang")
                 cfg = self.device.config
-                self.device.sticky = LaunchTimeout(f"watchdog: {kernel.name} hung past {cfg.watchdog_cycles} "
-                                                   f"cycles (injected PE hang)", card=self.device.index, pe=0)
-                end = start + cfg.watchdog_cycles / cfg.clock_ghz
-                self.device.busy_until_ns = end
+                self.device.set_fault(LaunchTimeout(f"watchdog: {kernel.name} hung past {cfg.watchdog_cycles} "
+                                                    f"cycles (injected PE hang)", card=self.device.index, pe=0))
+                end = self.device.book_launch(start, start + cfg.watchdog_cycles / cfg.clock_ghz)
                 return self._finish(f"{kernel.name} (hung)", ready, end, "launch")
             try:
                 result = self.device.card.launch(kernel.module.loaded, kernel.name, values, pes=pes,
                                                  sanitize=sanitize, trace=trace, ctx=self.ctx.id)
             except DeviceFault as fault:
-                self.device.sticky = fault
-                end = start
-                self.device.busy_until_ns = end
+                self.device.set_fault(fault)
+                end = self.device.book_launch(start, start)
                 return self._finish(f"{kernel.name} (faulted: {type(fault).__name__})", ready, end, "launch")
-            end = start + result.cycles / self.device.config.clock_ghz
-            self.device.busy_until_ns = end
+            end = self.device.book_launch(start, start + result.cycles / self.device.config.clock_ghz)
             self.last_result = result
             if inj is not None and inj.dram_read(int(result.card_stats[0])):   # S_DRAM_RD: what it read
                 inj.report("dram_dbe")
-                self.device.sticky = EccUncorrectable(f"uncorrectable DRAM error in data {kernel.name} read "
-                                                      f"(injected)", card=self.device.index)
+                self.device.set_fault(EccUncorrectable(f"uncorrectable DRAM error in data {kernel.name} read "
+                                                       f"(injected)", card=self.device.index))
             self.device.stats.add(kernel.name, end - start, result.summary())
             self.platform.trace.launch(self, kernel.name, start, result)
             return self._finish(kernel.name, ready, end, "launch", {"cycles": result.cycles})

@@ -379,3 +379,59 @@ def test_host_memory_follows_bytes_written_not_bytes_allocated(sizes):
     assert grown < 64, f"{grown:.0f} MiB of host memory for {8 * len(sizes)} KiB written"
     for b in bufs:
         b.free()
+
+
+def test_device_state_through_its_methods(platform, dev):
+    """is_lost / fault are read-only; lose, set_fault and reset are the only ways to change them."""
+    assert dev.is_lost is False and dev.fault is None and dev.lost_reason is None
+    for name in ("is_lost", "fault", "sticky"):
+        with pytest.raises(AttributeError):
+            setattr(dev, name, None)
+    err = vnpu.DmaFault("test fault", card=dev.index)
+    assert dev.set_fault(err) is err and dev.fault is err and dev.sticky is err
+    with pytest.raises(vnpu.DmaFault):
+        dev.alloc(8)
+    assert dev.health()["sticky"].startswith("DmaFault: test fault")
+    with pytest.raises(vnpu.InvalidArgument):
+        dev.set_fault("not an error")
+    dev.reset()
+    assert dev.fault is None and dev.alloc(8) is not None
+    other = platform.devices[1]
+    lost = other.lose("unplugged")
+    assert isinstance(lost, vnpu.DeviceLost) and other.is_lost and other.lost_reason == "unplugged"
+    with pytest.raises(vnpu.DeviceLost, match="unplugged"):
+        other.alloc(8)
+    with pytest.raises(vnpu.DeviceLost):
+        other.reset()
+    with pytest.raises(vnpu.InvalidArgument):
+        dev.lose("")
+    assert not dev.is_lost and platform.devices[2].health()["lost"] is None
+
+
+def test_platform_reset_clock_rewinds_every_clock(platform, dev):
+    q = dev.queue()
+    mod = dev.load(KERNELS)
+    out = dev.alloc(8)
+    q.copy_to_device(out, np.zeros(2, np.int32))
+    q.launch(mod["fill"], out, 5)
+    q2 = platform.devices[1].queue()
+    q2.copy_to_device(platform.devices[1].alloc(4096), np.zeros(1024, np.int32))
+    q.synchronize()
+    assert platform.host_ns > 0 and q.tail_ns > 0 and dev.busy_until_ns > 0 and q2.tail_ns > 0
+    moved = platform.switch.bytes_moved()
+    platform.reset_clock()
+    assert platform.host_ns == 0 and q.tail_ns == 0 and q2.tail_ns == 0 and dev.busy_until_ns == 0
+    assert all(link.busy_until == {"up": 0.0, "down": 0.0} for link in (platform.switch.uplink,
+                                                                         *platform.switch.cards))
+    assert platform.switch.bytes_moved() == moved          # counters are not clocks
+    with pytest.raises(AttributeError):
+        platform.host_ns = 1.0
+    # the same work from 0 takes the same virtual time as on a fresh platform
+    fresh = vnpu.Platform(card="tiny", cards=3)
+    fd = fresh.devices[0]
+    fq, fo = fd.queue(), fd.alloc(8)
+    fmod = fd.load(KERNELS)
+    for qq, o, m in ((q, out, mod), (fq, fo, fmod)):
+        qq.copy_to_device(o, np.zeros(2, np.int32))
+        qq.launch(m["fill"], o, 5)
+    assert q.record().time_ns == fq.record().time_ns
