@@ -20,6 +20,8 @@ from . import embedding as emb_unit
 from . import matrix as mat_unit
 from . import sanitizer as san_mod
 from . import vector as vec_unit
+from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, IS_VECTOR, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED,
+                       MEM_STORE, VEC_BCAST, VEC_BINARY, VEC_FLOAT_ONLY, VEC_FN, VEC_TRANS)
 from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local, in_range
 from .state import (C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_FP16_RATE, C_FP32_RATE, C_INT8_RATE, C_LOCAL_BPC,
                     C_MCOLS, C_MDATAFLOW, C_MDEPTH, C_MROWS, C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, C_WATCHDOG,
@@ -46,31 +48,13 @@ OP_AND, OP_OR, OP_XOR, OP_SHL, OP_SHR, OP_SRA = T.OP_AND, T.OP_OR, T.OP_XOR, T.O
 OP_SLT, OP_SLTU, OP_MIN, OP_MAX = T.OP_SLT, T.OP_SLTU, T.OP_MIN, T.OP_MAX
 OP_ADDI, OP_MULI, OP_ANDI, OP_ORI, OP_XORI = T.OP_ADDI, T.OP_MULI, T.OP_ANDI, T.OP_ORI, T.OP_XORI
 OP_SHLI, OP_SHRI, OP_SRAI, OP_SLTI = T.OP_SHLI, T.OP_SHRI, T.OP_SRAI, T.OP_SLTI
-OP_BEQ, OP_BNE, OP_BLT, OP_BGE, OP_BLTU, OP_BGEU = T.OP_BEQ, T.OP_BNE, T.OP_BLT, T.OP_BGE, T.OP_BLTU, T.OP_BGEU
-OP_JMP, OP_LOOP = T.OP_JMP, T.OP_LOOP
-OP_LB, OP_LH, OP_LW, OP_LD, OP_LBU, OP_LHU, OP_LWU = T.OP_LB, T.OP_LH, T.OP_LW, T.OP_LD, T.OP_LBU, T.OP_LHU, T.OP_LWU
-OP_SB, OP_SH, OP_SW, OP_SD = T.OP_SB, T.OP_SH, T.OP_SW, T.OP_SD
+OP_LOOP = T.OP_LOOP
 OP_DMA_DIM, OP_DMA, OP_MM_LDW, OP_MM_MUL = T.OP_DMA_DIM, T.OP_DMA, T.OP_MM_LDW, T.OP_MM_MUL
 OP_VADD, OP_VCOPY, OP_VSUM, OP_VRMAX, OP_VCVT = T.OP_VADD, T.OP_VCOPY, T.OP_VSUM, T.OP_VRMAX, T.OP_VCVT
 OP_VRELU = T.OP_VRELU
 OP_EMB, OP_SIG, OP_WAIT, OP_BARRIER, OP_FENCE, OP_MARK = T.OP_EMB, T.OP_SIG, T.OP_WAIT, T.OP_BARRIER, T.OP_FENCE, T.OP_MARK
 RD, RS1, RS2, RS3, IMM, DT, DT2, FLAG, SEM, ENG, SR = T.RD, T.RS1, T.RS2, T.RS3, T.IMM, T.DT, T.DT2, T.FLAG, T.SEM, T.ENG, T.SR
 
-# vector opcodes map onto the vector unit's op numbers in table order: vadd.. vmin, vrelu.. vcopy
-VEC_OP = np.full(256, -1, dtype=np.int64)     # opcode -> vector unit op
-VEC_BINARY = np.zeros(256, dtype=np.bool_)    # reads a second operand
-VEC_BCAST = np.zeros(256, dtype=np.bool_)     # ... of one element, broadcast
-for _i, _mn in enumerate(("vadd", "vsub", "vmul", "vmax", "vmin", "vrelu", "vsigmoid", "vtanh", "vexp", "vgelu",
-                          "vcopy", "vrecip", "vrsqrt")):
-    VEC_OP[T.BY_MNEMONIC[_mn].opcode] = _i
-    VEC_BINARY[T.BY_MNEMONIC[_mn].opcode] = _i < 5
-for _i, _mn in enumerate(("vadds", "vsubs", "vmuls", "vmaxs", "vmins")):
-    VEC_OP[T.BY_MNEMONIC[_mn].opcode] = _i
-    VEC_BINARY[T.BY_MNEMONIC[_mn].opcode] = True
-    VEC_BCAST[T.BY_MNEMONIC[_mn].opcode] = True
-ISSUE_CYCLES = np.zeros(256, dtype=np.int64)
-for _ins in T.INSTRUCTIONS:
-    ISSUE_CYCLES[_ins.opcode] = _ins.issue_cycles
 ELEM = np.array([1, 4, 2, 4], dtype=np.int64)
 
 
@@ -266,33 +250,30 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     if tp > watchdog or executed > max_instr:
                         _timeout(fault, p, cur, tp, executed > max_instr)
                         return tp
-            elif op >= OP_BEQ and op <= OP_BGEU:
+            elif BRANCH[op] != 0:
+                cond = BRANCH[op]
                 a = r[ins[RS1]]
                 b = r[ins[RS2]]
-                if op == OP_BEQ:
+                if cond == B_EQ:
                     taken = a == b
-                elif op == OP_BNE:
+                elif cond == B_NE:
                     taken = a != b
-                elif op == OP_BLT:
+                elif cond == B_LT:
                     taken = a < b
-                elif op == OP_BGE:
+                elif cond == B_GE:
                     taken = a >= b
-                elif op == OP_BLTU:
+                elif cond == B_LTU:
                     taken = np.uint64(a) < np.uint64(b)
-                else:
+                elif cond == B_GEU:
                     taken = np.uint64(a) >= np.uint64(b)
+                else:
+                    taken = True
                 if taken:
                     nxt = ins[IMM]
                     tp += 2
                     if tp > watchdog or executed > max_instr:
                         _timeout(fault, p, cur, tp, executed > max_instr)
                         return tp
-            elif op == OP_JMP:
-                nxt = ins[IMM]
-                tp += 2
-                if tp > watchdog or executed > max_instr:
-                    _timeout(fault, p, cur, tp, executed > max_instr)
-                    return tp
             elif op == OP_SUB:
                 r[ins[RD]] = r[ins[RS1]] - r[ins[RS2]]
             elif op == OP_LI:
@@ -365,20 +346,13 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 else:
                     v = ids[2]
                 r[ins[RD]] = v
-            elif op >= OP_LB and op <= OP_SD:
+            elif MEM_BYTES[op] > 0:
                 a = r[ins[RS1]] + ins[IMM]
-                if op == OP_LB or op == OP_LBU or op == OP_SB:
-                    nb = 1
-                elif op == OP_LH or op == OP_LHU or op == OP_SH:
-                    nb = 2
-                elif op == OP_LW or op == OP_LWU or op == OP_SW:
-                    nb = 4
-                else:
-                    nb = 8
+                nb = MEM_BYTES[op]
                 if not _local(lay, a, nb):
                     _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nb), nb)
                     return tp
-                store = op >= OP_SB
+                store = MEM_STORE[op]
                 if sanitize and sanc[0] > 0:
                     k = san_mod.key(local_bytes, pe_ids[p], a)
                     reads[:, :] = 0
@@ -403,18 +377,15 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     else:
                         pool[o:o + 8].view(np.int64)[0] = v
                 else:
-                    if op == OP_LB:
-                        v = np.int64(pool[o:o + 1].view(np.int8)[0])
-                    elif op == OP_LBU:
-                        v = np.int64(pool[o])
-                    elif op == OP_LH:
-                        v = np.int64(pool[o:o + 2].view(np.int16)[0])
-                    elif op == OP_LHU:
-                        v = np.int64(pool[o:o + 2].view(np.uint16)[0])
-                    elif op == OP_LW:
-                        v = np.int64(pool[o:o + 4].view(np.int32)[0])
-                    elif op == OP_LWU:
-                        v = np.int64(pool[o:o + 4].view(np.uint32)[0])
+                    signed = MEM_SIGNED[op]
+                    if nb == 1:
+                        v = np.int64(pool[o:o + 1].view(np.int8)[0]) if signed else np.int64(pool[o])
+                    elif nb == 2:
+                        v = np.int64(pool[o:o + 2].view(np.int16)[0]) if signed else \
+                            np.int64(pool[o:o + 2].view(np.uint16)[0])
+                    elif nb == 4:
+                        v = np.int64(pool[o:o + 4].view(np.int32)[0]) if signed else \
+                            np.int64(pool[o:o + 4].view(np.uint32)[0])
                     else:
                         v = pool[o:o + 8].view(np.int64)[0]
                     r[ins[RD]] = v
@@ -428,7 +399,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 if events.shape[0] > 0:
                     _event(events, evn, cstat, TRACK_PE, p, tp, tp, cur, op, ins[IMM], K_MARK)
             # --- async units: vector and matrix are private to the PE, so they issue at once ----------
-            elif VEC_OP[op] >= 0 or op == OP_VSUM or op == OP_VRMAX or op == OP_VCVT:
+            elif IS_VECTOR[op]:
                 s = ins[SEM]
                 if s >= nsem:
                     _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
@@ -487,12 +458,12 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     wide = dt if ELEM[dt] >= ELEM[ins[DT2]] else ins[DT2]
                     cyc = vec_unit.elementwise_cycles(n, wide, False, width, int(cfg[C_VLAT]), 1)
                 else:
-                    vop = VEC_OP[op]
-                    if not vec_unit.elementwise(pool, vop, dt, lb + dst, lb + a, lb + b, n, bcast):
+                    if not vec_unit.elementwise(pool, VEC_FN[op], dt, lb + dst, lb + a, lb + b, n, binary, bcast,
+                                                VEC_FLOAT_ONLY[op]):
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
                         return tp
-                    trans = (vop >= vec_unit.V_SIGMOID and vop <= vec_unit.V_GELU) or vop >= vec_unit.V_RECIP
-                    cyc = vec_unit.elementwise_cycles(n, dt, trans, width, int(cfg[C_VLAT]), int(cfg[C_VTRANS]))
+                    cyc = vec_unit.elementwise_cycles(n, dt, VEC_TRANS[op], width, int(cfg[C_VLAT]),
+                                                      int(cfg[C_VTRANS]))
                 start = max(tp, vecfree[p])
                 done = start + cyc
                 vecfree[p] = done

@@ -271,27 +271,28 @@ class ReferenceInterpreter:
             r[rd] = {"pe_id": p, "pe_count": len(self.pe_ids), "cycle": self.steps[p], "rodata": int(self.ids[0]),
                      "card_id": int(self.ids[1]), "launch_id": int(self.ids[2])}[sr]
             return pc + 1
-        branches = {"beq": a == b, "bne": a != b, "blt": a < b, "bge": a >= b, "bltu": (a & M64) < (b & M64),
-                    "bgeu": (a & M64) >= (b & M64), "jmp": True}
-        if name in branches:
-            return imm if branches[name] else pc + 1
+        info = T.BY_MNEMONIC[name]
+        if info.branch:
+            taken = {"eq": a == b, "ne": a != b, "lt": a < b, "ge": a >= b, "ltu": (a & M64) < (b & M64),
+                     "geu": (a & M64) >= (b & M64), "always": True}[info.branch]
+            return imm if taken else pc + 1
         if name == "loop":
             left = wrap64(a - 1)
             r[ins[T.RS1]] = left
             return imm if left != 0 else pc + 1
-        if name in ("lb", "lh", "lw", "ld", "lbu", "lhu", "lwu"):
-            dt = {"lb": np.int8, "lh": np.int16, "lw": np.int32, "ld": np.int64, "lbu": np.uint8, "lhu": np.uint16,
-                  "lwu": np.uint32}[name]
+        if info.mem_bytes and not info.mem_store:      # a load: sign- or zero-extended
+            size = info.mem_bytes
+            dt = np.dtype(f"{'i' if info.mem_signed else 'u'}{size}")
             addr = wrap64(a + imm)      # int64 address arithmetic, as in the core
-            self.local(p, addr, np.dtype(dt).itemsize, at)
-            r[rd] = int(self.read(self.pe_ids[p], addr, np.dtype(dt).itemsize, at, dt)[0])
-            return pc + 1
-        if name in ("sb", "sh", "sw", "sd"):
-            dt = {"sb": np.uint8, "sh": np.uint16, "sw": np.uint32, "sd": np.uint64}[name]
-            addr = wrap64(a + imm)
-            size = np.dtype(dt).itemsize
             self.local(p, addr, size, at)
-            self.write(self.pe_ids[p], addr, np.array([b & ((1 << (8 * size)) - 1)], dtype=dt), at)
+            r[rd] = wrap64(int(self.read(self.pe_ids[p], addr, size, at, dt)[0]))
+            return pc + 1
+        if info.mem_store:                              # a store: the low bytes of rs2
+            size = info.mem_bytes
+            addr = wrap64(a + imm)
+            self.local(p, addr, size, at)
+            self.write(self.pe_ids[p], addr, np.array([b & ((1 << (8 * size)) - 1)], dtype=np.dtype(f"u{size}")),
+                       at)
             return pc + 1
         if name == "nop":
             return pc + 1
@@ -387,10 +388,9 @@ class ReferenceInterpreter:
         size = np.dtype(npdt).itemsize
         pe = self.pe_ids[p]
         self.local(p, a, n * size, at)
-        bcast = name in ("vadds", "vsubs", "vmuls", "vmaxs", "vmins")
-        if bcast:
-            name = name[:-1]
-        binary = name in ("vadd", "vsub", "vmul", "vmax", "vmin")
+        info = T.BY_MNEMONIC[name]
+        bcast = info.broadcast
+        binary = info.vec_operands == 2
         if binary:
             self.local(p, b, (1 if bcast else n) * size, at)
         out_dt = npdt
@@ -441,13 +441,14 @@ class ReferenceInterpreter:
                     res = _nan_result(np.array([res], dtype=np.float32), np.zeros(1, np.float32))
                 self.write(pe, dst, np.asarray(res, dtype=np.float32), at)
             return
+        fn = info.vec_fn          # the unit's function: vadd and vadds are both "add"
         if is_int:
-            if name in ("vsigmoid", "vtanh", "vexp", "vgelu", "vrecip", "vrsqrt"):
+            if info.float_only:
                 raise Fault(FAULT_INSTRUCTION, *at, -1, WHY_DTYPE)
             xi, yi = x.astype(np.int64), (y.astype(np.int64) if binary else None)
-            res = {"vadd": lambda: xi + yi, "vsub": lambda: xi - yi, "vmul": lambda: xi * yi,
-                   "vmax": lambda: np.maximum(xi, yi), "vmin": lambda: np.minimum(xi, yi),
-                   "vrelu": lambda: np.maximum(xi, 0), "vcopy": lambda: xi}[name]()
+            res = {"add": lambda: xi + yi, "sub": lambda: xi - yi, "mul": lambda: xi * yi,
+                   "max": lambda: np.maximum(xi, yi), "min": lambda: np.minimum(xi, yi),
+                   "relu": lambda: np.maximum(xi, 0), "copy": lambda: xi}[fn]()
             self.write(pe, dst, res.astype(npdt), at)
             return
         # floats: fp16 computes in fp32 and rounds, as numpy does; transcendentals in fp64
@@ -455,18 +456,18 @@ class ReferenceInterpreter:
         yf = y.astype(np.float32) if binary else None
         x64 = xf.astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            res = {"vadd": lambda: xf + yf, "vsub": lambda: xf - yf, "vmul": lambda: xf * yf,
-                   "vmax": lambda: _pick(xf, yf, yf > xf), "vmin": lambda: _pick(xf, yf, yf < xf),
-                   "vrelu": lambda: np.where(xf < 0, np.float32(0), xf), "vcopy": lambda: xf,
-                   "vsigmoid": lambda: 1.0 / (1.0 + np.exp(-x64)), "vtanh": lambda: np.tanh(x64),
-                   "vexp": lambda: np.exp(x64),
-                   "vrecip": lambda: _recip(x64), "vrsqrt": lambda: _rsqrt(x64),
-                   "vgelu": lambda: np.where(np.isinf(x64), np.where(x64 > 0, x64, -0.0),   # the limits at +-inf
+            res = {"add": lambda: xf + yf, "sub": lambda: xf - yf, "mul": lambda: xf * yf,
+                   "max": lambda: _pick(xf, yf, yf > xf), "min": lambda: _pick(xf, yf, yf < xf),
+                   "relu": lambda: np.where(xf < 0, np.float32(0), xf), "copy": lambda: xf,
+                   "sigmoid": lambda: 1.0 / (1.0 + np.exp(-x64)), "tanh": lambda: np.tanh(x64),
+                   "exp": lambda: np.exp(x64),
+                   "recip": lambda: _recip(x64), "rsqrt": lambda: _rsqrt(x64),
+                   "gelu": lambda: np.where(np.isinf(x64), np.where(x64 > 0, x64, -0.0),   # the limits at +-inf
                                              0.5 * x64 * (1.0 + np.vectorize(math.erf, otypes=[float])(
                                                  x64 / math.sqrt(2.0))))
-                   }[name]()
+                   }[fn]()
         res = np.asarray(res).astype(np.float32)
-        if name != "vcopy":
+        if fn != "copy":
             res = _nan_result(res, xf, yf if binary else None)
         self.write(pe, dst, res.astype(npdt), at)
 

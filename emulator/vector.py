@@ -13,13 +13,17 @@ import math
 import numpy as np
 from numba import njit
 
+from vnpu.isa import table as T
+
 from .numerics import bits_to_f32, f16_to_f32, f32_to_f16, fma_f32, quiet_nan_f32
 
 DT_I8, DT_I32, DT_F16, DT_F32 = 0, 1, 2, 3
 ELEM_BYTES = np.array([1, 4, 2, 4], dtype=np.int64)
-# op codes local to this unit (the core maps opcodes onto them)
-V_ADD, V_SUB, V_MUL, V_MAX, V_MIN, V_RELU, V_SIGMOID, V_TANH, V_EXP, V_GELU, V_COPY, V_RECIP, V_RSQRT = range(13)
-TRANSCENDENTAL = (V_SIGMOID, V_TANH, V_EXP, V_GELU, V_RECIP, V_RSQRT)
+# the unit's functions, numbered as the ISA table lists them (isa/table.py: VECTOR_FUNCTIONS); the core
+# passes the number and the instruction's attributes (binary, broadcast, float only) from emulator/dispatch.py
+V_ADD, V_SUB, V_MUL, V_MAX, V_MIN, V_RELU, V_SIGMOID, V_TANH, V_EXP, V_GELU, V_COPY, V_RECIP, V_RSQRT = (
+    T.VECTOR_FUNCTIONS.index(f) for f in ("add", "sub", "mul", "max", "min", "relu", "sigmoid", "tanh", "exp",
+                                          "gelu", "copy", "recip", "rsqrt"))
 CANONICAL_NAN = np.uint32(0x7FC00000)
 
 
@@ -95,14 +99,14 @@ def nan_result(a, b, binary):
 
 
 @njit(cache=True, nogil=True)
-def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
-    """Returns False when the op is not defined for the dtype (an IllegalInstruction). bcast: the second
-    operand is one element, used for every i."""
+def elementwise(pool, op, dt, dst, a, b, n, binary, bcast, float_only):
+    """Returns False when the op is not defined for the dtype (an IllegalInstruction). binary: reads a
+    second operand b; bcast: b is one element, used for every i; float_only: undefined for integers."""
     if dt == DT_I8 or dt == DT_I32:
-        if (op >= V_SIGMOID and op <= V_GELU) or op >= V_RECIP:
+        if float_only:
             return False
         x = load_int(pool, a, n, dt)
-        if op <= V_MIN:
+        if binary:
             y = np.full(n, load_int(pool, b, 1, dt)[0]) if bcast else load_int(pool, b, n, dt)
         else:
             y = x
@@ -125,7 +129,7 @@ def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
         store_int(pool, dst, r, dt)
         return True
     xf = load_float(pool, a, n, dt)
-    if op <= V_MIN:
+    if binary:
         yf = np.full(n, load_float(pool, b, 1, dt)[0]) if bcast else load_float(pool, b, n, dt)
     else:
         yf = xf
@@ -174,7 +178,7 @@ def elementwise(pool, op, dt, dst, a, b, n, bcast=False):
             # the hardware sqrt gives the same NaN as numpy's for negative inputs
             rf[i] = 1.0 / math.sqrt(v) if v != 0 else math.copysign(np.inf, v)
         if op != V_COPY and rf[i] != rf[i]:
-            rf[i] = nan_result(xf[i], yf[i], op <= V_MIN)
+            rf[i] = nan_result(xf[i], yf[i], binary)
     store_float(pool, dst, rf, dt)
     return True
 

@@ -97,6 +97,16 @@ class Instr:
     cost: str              # issue cycles on the scalar core, or the name of the unit's timing formula
     issue_cycles: int      # cycles the PE spends issuing it
     semantics: str         # one line, reads like the spec
+    # --- attributes both engines dispatch on (no opcode ranges anywhere; see emulator/dispatch.py) ---------
+    mem_bytes: int = 0     # scalar load / store: bytes moved (0: not a scalar memory access)
+    mem_signed: bool = False   # a load that sign-extends
+    mem_store: bool = False    # a store (writes local memory) rather than a load
+    branch: str = ""       # a conditional or unconditional branch: its condition (eq, ne, lt, ge, ltu, geu, always)
+    vec_fn: str = ""       # vector elementwise: the unit's function (add, sub, ..., rsqrt); "" for others
+    vec_operands: int = 0  # elementwise inputs: 1 (a) or 2 (a and b)
+    broadcast: bool = False    # b is one element, used for every i
+    float_only: bool = False   # undefined for integer element types (IllegalInstruction)
+    transcendental: bool = False   # priced at vector.transcendental_cycles per vector
 
     def encoding_fields(self):
         out = []
@@ -117,27 +127,31 @@ def _alui(mn, op, sem):
 
 
 def _br(mn, op, cond):
-    return Instr(mn, op, (RS1_, RS2_, TARGET), "control", "1 (+2 taken)", 1, f"if {cond}: pc = target")
+    return Instr(mn, op, (RS1_, RS2_, TARGET), "control", "1 (+2 taken)", 1, f"if {cond}: pc = target",
+                 branch=mn[1:])
 
 
 def _ld(mn, op, nbytes, signed):
     ext = "sign" if signed else "zero"
     return Instr(mn, op, (RD_, MEM), "memory", "2", 2,
-                 f"rd = {ext}-extend(local[rs1 + imm : +{nbytes}])")
+                 f"rd = {ext}-extend(local[rs1 + imm : +{nbytes}])", mem_bytes=nbytes, mem_signed=signed)
 
 
 def _st(mn, op, nbytes):
-    return Instr(mn, op, (RS2_, MEM), "memory", "1", 1, f"local[rs1 + imm : +{nbytes}] = low {nbytes} bytes of rs2")
+    return Instr(mn, op, (RS2_, MEM), "memory", "1", 1, f"local[rs1 + imm : +{nbytes}] = low {nbytes} bytes of rs2",
+                 mem_bytes=nbytes, mem_store=True)
 
 
-def _vbin(mn, op, expr):
+def _vbin(mn, op, expr, broadcast=False):
     return Instr(mn, op, (RD_, RS1_, RS2_, RS3_, DT_, SEM_), "vector", "vector_elementwise", 1,
-                 f"for i < rs3: local_dt[rd+i] = {expr}; then signal sem")
+                 f"for i < rs3: local_dt[rd+i] = {expr}; then signal sem",
+                 vec_fn=mn[1:-1] if broadcast else mn[1:], vec_operands=2, broadcast=broadcast)
 
 
-def _vun(mn, op, expr):
+def _vun(mn, op, expr, float_only=False, transcendental=False):
     return Instr(mn, op, (RD_, RS1_, RS3_, DT_, SEM_), "vector", "vector_elementwise", 1,
-                 f"for i < rs3: local_dt[rd+i] = {expr}; then signal sem")
+                 f"for i < rs3: local_dt[rd+i] = {expr}; then signal sem",
+                 vec_fn=mn[1:], vec_operands=1, float_only=float_only, transcendental=transcendental)
 
 
 INSTRUCTIONS = (
@@ -177,7 +191,7 @@ INSTRUCTIONS = (
     _br("bge", 0x33, "rs1 >= rs2 (signed)"),
     _br("bltu", 0x34, "rs1 < rs2 (unsigned)"),
     _br("bgeu", 0x35, "rs1 >= rs2 (unsigned)"),
-    Instr("jmp", 0x36, (TARGET,), "control", "1 (+2 taken)", 1, "pc = target"),
+    Instr("jmp", 0x36, (TARGET,), "control", "1 (+2 taken)", 1, "pc = target", branch="always"),
     Instr("loop", 0x37, (RS1_, TARGET), "control", "1 (+2 taken)", 1,
           "rs1 = rs1 - 1; if rs1 != 0: pc = target (a counted loop; rs1 must not be r0)"),
     # --- scalar memory: PE-local memory only ------------------------------------------------------
@@ -205,18 +219,18 @@ INSTRUCTIONS = (
     _vbin("vmax", 0x73, "max(a[i], b[i])"),
     _vbin("vmin", 0x74, "min(a[i], b[i])"),
     _vun("vrelu", 0x78, "max(a[i], 0)"),
-    _vun("vsigmoid", 0x79, "1 / (1 + exp(-a[i]))"),
-    _vun("vtanh", 0x7A, "tanh(a[i])"),
-    _vun("vexp", 0x7B, "exp(a[i])"),
-    _vun("vgelu", 0x7C, "0.5 a (1 + erf(a / sqrt 2))"),
+    _vun("vsigmoid", 0x79, "1 / (1 + exp(-a[i]))", float_only=True, transcendental=True),
+    _vun("vtanh", 0x7A, "tanh(a[i])", float_only=True, transcendental=True),
+    _vun("vexp", 0x7B, "exp(a[i])", float_only=True, transcendental=True),
+    _vun("vgelu", 0x7C, "0.5 a (1 + erf(a / sqrt 2))", float_only=True, transcendental=True),
     _vun("vcopy", 0x7D, "a[i]"),
-    _vun("vrecip", 0x7E, "1 / a[i] (floats only)"),
-    _vun("vrsqrt", 0x7F, "1 / sqrt(a[i]) (floats only)"),
-    _vbin("vadds", 0x85, "a[i] + b[0] (b: one element, broadcast)"),
-    _vbin("vsubs", 0x86, "a[i] - b[0] (b: one element, broadcast)"),
-    _vbin("vmuls", 0x87, "a[i] * b[0] (b: one element, broadcast)"),
-    _vbin("vmaxs", 0x88, "max(a[i], b[0]) (b: one element, broadcast)"),
-    _vbin("vmins", 0x89, "min(a[i], b[0]) (b: one element, broadcast)"),
+    _vun("vrecip", 0x7E, "1 / a[i] (floats only)", float_only=True, transcendental=True),
+    _vun("vrsqrt", 0x7F, "1 / sqrt(a[i]) (floats only)", float_only=True, transcendental=True),
+    _vbin("vadds", 0x85, "a[i] + b[0] (b: one element, broadcast)", broadcast=True),
+    _vbin("vsubs", 0x86, "a[i] - b[0] (b: one element, broadcast)", broadcast=True),
+    _vbin("vmuls", 0x87, "a[i] * b[0] (b: one element, broadcast)", broadcast=True),
+    _vbin("vmaxs", 0x88, "max(a[i], b[0]) (b: one element, broadcast)", broadcast=True),
+    _vbin("vmins", 0x89, "min(a[i], b[0]) (b: one element, broadcast)", broadcast=True),
     Instr("vsum", 0x80, (RD_, RS1_, RS3_, DT_, SEM_), "vector", "vector_reduce", 1,
           "local_acc[rd] = sum(a[0:rs3]) (acc dtype: i32 for integers, f32 for floats); then signal sem"),
     Instr("vrmax", 0x81, (RD_, RS1_, RS3_, DT_, SEM_), "vector", "vector_reduce", 1,
@@ -242,6 +256,9 @@ INSTRUCTIONS = (
 )
 
 BY_MNEMONIC = {i.mnemonic: i for i in INSTRUCTIONS}
+# the vector unit's elementwise functions, numbered in table order (vadd and vadds share "add")
+VECTOR_FUNCTIONS = tuple(dict.fromkeys(i.vec_fn for i in INSTRUCTIONS if i.vec_fn))
+BRANCH_CONDITIONS = ("eq", "ne", "lt", "ge", "ltu", "geu", "always")
 BY_OPCODE = {i.opcode: i for i in INSTRUCTIONS}
 UNITS = ("scalar", "control", "memory", "dma", "matrix", "vector", "embedding", "sync", "debug")
 
@@ -261,6 +278,9 @@ def _check_table():
         assert bits <= WORD_BITS - OPCODE_BITS, (ins.mnemonic, bits)
         cols = [f.name for f in ins.encoding_fields()]
         assert len(cols) == len(set(cols)) and all(c in COLUMNS for c in cols), ins.mnemonic
+        assert (ins.mem_bytes > 0) == (ins.unit == "memory"), ins.mnemonic
+        assert (ins.vec_fn != "") == (ins.cost == "vector_elementwise" and ins.mnemonic != "vcvt"), ins.mnemonic
+        assert ins.branch in BRANCH_CONDITIONS + ("",), ins.mnemonic
 
 
 _check_table()
