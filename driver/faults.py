@@ -12,6 +12,10 @@
 Decisions are drawn from a generator seeded by (seed, card index), one draw sequence per operation in the
 order the card sees operations, so a run is reproducible. Counters follow real cards' RAS counters:
 `device.health()` gives injected, corrected and reported counts per kind.
+
+The queue asks `before_copy`, `before_launch`, `launch_hangs` and `after_launch` (below); they change the
+device only through its methods (`Device.lose`, `Device.set_fault`). What a replay costs in time is
+driver/pcie.py's (`pcie.replay_ns`), like every other host-side time.
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from vnpu.errors import DmaFault, EccUncorrectable, LaunchTimeout
+
 from . import validate
+from .pcie import REPLAY_NS, REPLAY_TLP_BYTES as TLP_BYTES, replay_tlps  # noqa: F401  (REPLAY_NS: old name)
 
 KINDS = ("pcie_replay", "link_down", "dram_sbe", "dram_dbe", "pe_hang", "dma_error")
-REPLAY_NS = 600.0        # [inf] NAK/replay-timer round trip plus the retransmitted TLP, per replay
-TLP_BYTES = 256          # replays are counted per max-payload TLP
 
 
 @dataclass
@@ -70,13 +75,14 @@ class FaultInjector:
         return False
 
     def pcie_replays(self, nbytes):
-        """Extra nanoseconds of link-layer replays for a transfer of nbytes (all corrected)."""
+        """How many TLPs of a transfer of nbytes are corrupted and replayed by the link layer (all corrected);
+        their time is pcie.replay_ns(count)."""
         if self.config.pcie_error_rate <= 0 or nbytes <= 0:
-            return 0.0
-        n = int(self.rng.binomial(max(1, -(-nbytes // TLP_BYTES)), self.config.pcie_error_rate))
+            return 0
+        n = int(self.rng.binomial(replay_tlps(nbytes), self.config.pcie_error_rate))
         self.injected["pcie_replay"] += n
         self.corrected["pcie_replay"] += n
-        return n * REPLAY_NS
+        return n
 
     def dram_read(self, nbytes):
         """Errors in nbytes read from DRAM: corrects single-bit ones; True if a double-bit one was hit."""
@@ -106,3 +112,56 @@ class FaultInjector:
     def health(self):
         return {"config": asdict(self.config), "injected": dict(self.injected), "corrected": dict(self.corrected),
                 "reported": dict(self.reported)}
+
+
+# --- what the driver asks before and after an operation: faults reach the device through its methods ------
+def before_copy(dev, what, nbytes, now_ns, reads_card_dram=False):
+    """Link down, a DMA engine error, or an uncorrectable DRAM error in what the copy reads: raise the typed
+    error (DeviceLost, or a sticky DmaFault / EccUncorrectable). Otherwise return how many TLPs the link
+    layer replays (0 without faults). Checked before anything moves, so a failed copy changes nothing."""
+    inj = dev.faults
+    if inj is None:
+        return 0
+    _check_link(dev, inj, now_ns)
+    if inj.dma_error():
+        inj.report("dma_error")
+        raise dev.set_fault(DmaFault(f"DMA engine error during {what} of {nbytes} bytes (injected)", card=dev.index))
+    if reads_card_dram and inj.dram_read(nbytes):
+        inj.report("dram_dbe")
+        raise dev.set_fault(EccUncorrectable(f"uncorrectable DRAM error in data read by {what} (injected)",
+                                             card=dev.index))
+    return inj.pcie_replays(nbytes)
+
+
+def before_launch(dev, now_ns):
+    """A launch on a card whose link is down is DeviceLost."""
+    if dev.faults is not None:
+        _check_link(dev, dev.faults, now_ns)
+
+
+def launch_hangs(dev, kernel_name):
+    """Does this launch hang (a PE never halts)? If so the watchdog's LaunchTimeout becomes the device's
+    sticky fault (reported on the next call, like any device fault) and the caller books the watchdog's time."""
+    inj = dev.faults
+    if inj is None or not inj.pe_hang():
+        return False
+    inj.report("pe_hang")
+    cfg = dev.config
+    dev.set_fault(LaunchTimeout(f"watchdog: {kernel_name} hung past {cfg.watchdog_cycles} cycles (injected PE "
+                                f"hang)", card=dev.index, pe=0))
+    return True
+
+
+def after_launch(dev, kernel_name, dram_read_bytes):
+    """An uncorrectable DRAM error in the data a finished launch read becomes the device's sticky fault."""
+    inj = dev.faults
+    if inj is not None and inj.dram_read(int(dram_read_bytes)):
+        inj.report("dram_dbe")
+        dev.set_fault(EccUncorrectable(f"uncorrectable DRAM error in data {kernel_name} read (injected)",
+                                       card=dev.index))
+
+
+def _check_link(dev, inj, now_ns):
+    if inj.link_down(now_ns):
+        inj.report("link_down")
+        raise dev.lose(f"its PCIe link went down at {inj.config.link_down_at_ns:.0f} ns (injected)")

@@ -7,6 +7,11 @@ derived from PCIe facts (GT/s, 128b/130b, TLP/DLLP sizes); the inferred ones are
 sources are in docs/pcie.md; `python -m vnpu.driver.pcie` prints the worked table.
 
 Units: bytes, nanoseconds, GB/s (1 GB/s == 1 byte/ns). "up" = towards the host, "down" = towards the card.
+
+This module is the one place where the host side's copy times are computed: host<->card and card<->card
+copies (Switch.copy / Switch.schedule), the link layer's replays of corrupted TLPs (replay_ns), and a
+copy_peer between two buffers of the same card (on_card_copy_ns). Launch times are the card's (cycles from
+the emulator, booked by Device.book_launch).
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ ENCODING = 128 / 130  # 128b/130b line code, used by Gen3, Gen4 and Gen5
 LANES = (1, 2, 4, 8, 16)
 SIZES = (128, 256, 512, 1024, 2048, 4096)  # legal Max_Payload_Size / Max_Read_Request_Size encodings
 KINDS = ("h2d", "d2h", "p2p")
+REPLAY_NS = 600.0        # [inferred] NAK/replay-timer round trip plus the retransmitted TLP, per replay
+REPLAY_TLP_BYTES = 256   # injected replays are counted per max-payload TLP of the default link
 
 
 def _int(name, value, ok, what):
@@ -140,6 +147,25 @@ def _nbytes(nbytes):
     return nbytes
 
 
+def replay_tlps(nbytes: int) -> int:
+    """How many TLPs a copy of nbytes is counted as when drawing corrupted ones (at least 1)."""
+    return max(1, -(-nbytes // REPLAY_TLP_BYTES))
+
+
+def replay_ns(replays: int) -> float:
+    """Time the link layer spends replaying `replays` corrupted TLPs (they are corrected: data unchanged)."""
+    return replays * REPLAY_NS
+
+
+def on_card_copy_ns(nbytes: int, card_config) -> float:
+    """A copy_peer whose source and destination are on the same card: DRAM to DRAM, no PCIe. Each byte is
+    read and written once at the card's DRAM bandwidth (`dram.gbps` of the card config); no setup.
+
+    Not yet the emulator's DMA formula (emulator/dma.py: setup + the slower of the engine's stream and the
+    DRAM channel's burst time, + DRAM latency, in cycles): that needs a Python-callable cost function there."""
+    return 2 * nbytes / card_config.dram.gbps
+
+
 class Link:
     """One full-duplex link segment: independent "busy until" timelines for "up" and "down".
 
@@ -245,6 +271,16 @@ class Switch:
             link.wire_bytes["up" if direction == "down" else "down"] += req_wire
             end, lone = max(end, seg_end), max(lone, service)
         return end - lone - cfg.setup_ns, end
+
+
+    def copy(self, kind: str, card_index: int, nbytes: int, ready_ns: float, peer_index: int | None = None,
+             replays: int = 0) -> tuple[float, float]:
+        """Book one DMA copy (schedule) whose link layer replays `replays` corrupted TLPs: the replays add
+        replay_ns(replays) to its end (after the booking: they do not hold the links). Returns (start, end)."""
+        start, end = self.schedule(kind, card_index, nbytes, ready_ns, peer_index=peer_index)
+        if replays:
+            end += replay_ns(replays)
+        return start, end
 
 
 def format_table(sizes=(4 << 10, 64 << 10, 1 << 20, 64 << 20)) -> str:

@@ -16,49 +16,12 @@ import itertools
 
 import numpy as np
 
-from vnpu.errors import DeviceFault, DeviceLost, DmaFault, EccUncorrectable, InvalidArgument, InvalidHandle, \
-    LaunchTimeout
+from vnpu.errors import DeviceFault, InvalidArgument, InvalidHandle
 
-from . import validate
-from .device import Buffer
+from . import faults, pcie, validate
+from .handles import Buffer, Event, Kernel
 
 _ids = itertools.count()
-
-
-class Event:
-    """A point on a queue's timeline (`queue.record()`)."""
-
-    def __init__(self, queue, time_ns):
-        self.queue = queue
-        self.time_ns = time_ns
-
-    def _same_platform(self, other, what):
-        if not isinstance(other, Event):
-            raise InvalidArgument(f"{what} needs an Event, got {type(other).__name__}")
-        if other.queue.platform is not self.queue.platform:
-            raise InvalidHandle(f"{what}: the event belongs to another platform (its virtual clock is not this "
-                                f"platform's)")
-        return other
-
-    def synchronize(self):
-        """The host waits until the event is reached (virtual time)."""
-        self.queue.device.check()
-        self.queue.platform.advance_host(self.time_ns)
-
-    def query(self):
-        """Has the host's virtual clock reached the event? A "no" counts as the host polling: its clock
-        moves on by the platform's `poll_ns` (like the time a CUDA host spends between cuEventQuery calls),
-        so a loop that polls until ready ends, after (event time - now) / poll_ns polls."""
-        platform = self.queue.platform
-        if platform.host_ns >= self.time_ns:
-            return True
-        platform.advance_host(min(self.time_ns, platform.host_ns + platform.config["poll_ns"]))
-        return False
-
-    def elapsed_ns(self, start: "Event") -> float:
-        """Virtual nanoseconds from `start` to this event (like cuEventElapsedTime, in ns)."""
-        self._same_platform(start, "elapsed_ns")
-        return self.time_ns - start.time_ns
 
 
 class Queue:
@@ -73,6 +36,7 @@ class Queue:
         self._tail_ns = 0.0
         self._waits = []
         self.destroyed = False
+        self.last_result = None          # the last successful launch's result (None after a failed one)
 
     def __repr__(self):
         return f"Queue({self.id}, card {self.device.index}, at {self.tail_ns:.0f} ns)"
@@ -112,27 +76,9 @@ class Queue:
             raise InvalidHandle(f"queue {self.id} of card {self.device.index} was destroyed")
         self.ctx.check()
 
-    # --- injected faults (driver/faults.py): checked before anything moves, so a failed call changes nothing
-    def _faults_before(self, what, nbytes=0, reads_card_dram=False, device=None):
-        """Link down, a DMA engine error, or an uncorrectable DRAM error in what this operation reads: raise
-        the typed error (the last two stay sticky until reset). Returns the extra ns of PCIe replays."""
-        dev = device or self.device
-        inj = dev.faults
-        if inj is None:
-            return 0.0
-        now = max(self.tail_ns, self.platform.host_ns)
-        if inj.link_down(now):
-            inj.report("link_down")
-            raise dev.lose(f"its PCIe link went down at {inj.config.link_down_at_ns:.0f} ns (injected)")
-        if what != "launch" and inj.dma_error():
-            inj.report("dma_error")
-            raise dev.set_fault(DmaFault(f"DMA engine error during {what} of {nbytes} bytes (injected)",
-                                         card=dev.index))
-        if reads_card_dram and inj.dram_read(nbytes):
-            inj.report("dram_dbe")
-            raise dev.set_fault(EccUncorrectable(f"uncorrectable DRAM error in data read by {what} (injected)",
-                                                 card=dev.index))
-        return inj.pcie_replays(nbytes) if what != "launch" else 0.0
+    def _now(self):
+        """Where this queue is: its last operation's end or the issuing host thread's present."""
+        return max(self._tail_ns, self.platform.host_ns)
 
     def _ready(self):
         t = max(self.tail_ns, self.platform.host_ns)
@@ -171,8 +117,7 @@ class Queue:
         InvalidHandle. The device's synchronize and reset no longer visit it."""
         self.synchronize()
         with self.device.lock:
-            if self in self.device._queues:
-                self.device._queues.remove(self)
+            self.device._forget_queue(self)
             self.destroyed = True
 
     # --- copies ------------------------------------------------------------------------------------------
@@ -201,10 +146,10 @@ class Queue:
             if offset < 0 or offset + a.nbytes > buf.nbytes:
                 raise InvalidArgument(f"copy_to_device: {a.nbytes} bytes at offset {offset} do not fit the "
                                       f"{buf.nbytes}-byte buffer")
-            extra = self._faults_before("copy_to_device", a.nbytes)
+            replays = faults.before_copy(self.device, "copy_to_device", a.nbytes, self._now())
             if a.nbytes:
                 self.device.card.write(buf.device_address + offset, a.view(np.uint8).reshape(-1), ctx=self.ctx.id)
-            return self._transfer("h2d", a.nbytes, f"copy_to_device {a.nbytes} B", extra)
+            return self._transfer("h2d", a.nbytes, f"copy_to_device {a.nbytes} B", replays)
 
     def copy_to_host(self, buf, out=None, dtype=None, offset: int = 0):
         """Copy `buf` (from byte `offset`) into `out`, or into a new array of the buffer's size (uint8, or
@@ -229,11 +174,11 @@ class Queue:
             if offset < 0 or offset + out.nbytes > buf.nbytes:
                 raise InvalidArgument(f"copy_to_host: {out.nbytes} bytes at offset {offset} run past the "
                                       f"{buf.nbytes}-byte buffer")
-            extra = self._faults_before("copy_to_host", out.nbytes, reads_card_dram=True)
+            replays = faults.before_copy(self.device, "copy_to_host", out.nbytes, self._now(), reads_card_dram=True)
             if out.nbytes:
                 out.reshape(-1).view(np.uint8)[:] = self.device.card.read(buf.device_address + offset, out.nbytes,
                                                                            ctx=self.ctx.id)
-            self._transfer("d2h", out.nbytes, f"copy_to_host {out.nbytes} B", extra)
+            self._transfer("d2h", out.nbytes, f"copy_to_host {out.nbytes} B", replays)
             return out
 
     def copy_peer(self, dst, src, nbytes=None, dst_offset=0, src_offset=0):
@@ -257,28 +202,24 @@ class Queue:
             if n < 0 or dst_offset < 0 or src_offset < 0 or n + dst_offset > dst.nbytes or n + src_offset > src.nbytes:
                 raise InvalidArgument(f"copy_peer: {n} bytes (at offsets {src_offset} -> {dst_offset}) do not fit "
                                       f"(source {src.nbytes}, destination {dst.nbytes} bytes)")
-            extra = self._faults_before("copy_peer", n, reads_card_dram=True, device=src.device)
-            extra += self._faults_before("copy_peer", 0)
+            replays = faults.before_copy(src.device, "copy_peer", n, self._now(), reads_card_dram=True)
+            replays += faults.before_copy(self.device, "copy_peer", 0, self._now())
             data = src.device.card.read(src.device_address + src_offset, n, ctx=src.ctx.id)
             self.device.card.write(dst.device_address + dst_offset, data, ctx=self.ctx.id)
-            if src.device is self.device:   # an on-card copy: DRAM to DRAM
+            if src.device is self.device:   # an on-card copy: DRAM to DRAM, no PCIe (so no replays)
                 ready = self._ready()
-                end = ready + 2 * n / self.device.config.dram.gbps
+                end = ready + pcie.on_card_copy_ns(n, self.device.config)
                 return self._finish("copy_peer (on card)", ready, end, "queue")
-            with self.platform.lock:
-                ready = self._ready()
-                start, end = self.platform.switch.schedule("p2p", src.device.index, n, ready,
-                                                           peer_index=self.device.index)
-                end += extra
-                self.platform.trace.link("p2p", src.device.index, start, end, n, peer=self.device.index)
-            return self._finish(f"copy_peer {n} B from card {src.device.index}", ready, end, "queue")
+            return self._transfer("p2p", n, f"copy_peer {n} B from card {src.device.index}", replays,
+                                  card=src.device.index, peer=self.device.index)
 
-    def _transfer(self, kind, nbytes, name, extra_ns=0.0):
+    def _transfer(self, kind, nbytes, name, replays=0, card=None, peer=None):
+        """Book a PCIe copy on the switch (driver/pcie.py times it, link-layer replays included)."""
+        card = self.device.index if card is None else card
         with self.platform.lock:
             ready = self._ready()
-            start, end = self.platform.switch.schedule(kind, self.device.index, nbytes, ready)
-            end += extra_ns                             # link-layer replays of corrupted packets
-            self.platform.trace.link(kind, self.device.index, start, end, nbytes)
+            start, end = self.platform.switch.copy(kind, card, nbytes, ready, peer_index=peer, replays=replays)
+            self.platform.trace.link(kind, card, start, end, nbytes, peer=peer)
         return self._finish(name, ready, end, "queue")
 
     def _finish(self, name, ready, end, what, args=None):
@@ -296,7 +237,6 @@ class Queue:
 
         pes: the PEs to run on (distinct PE numbers; None: every PE). sanitize: run under the race sanitizer
         (a race is RaceError, sticky like any device fault); None: the queue's default (`queue.sanitize`)."""
-        from .device import Kernel
         if not isinstance(kernel, Kernel):
             raise InvalidArgument(f"launch needs a Kernel (module['name']), got {type(kernel).__name__}")
         sanitize = validate.flag(sanitize, "launch: sanitize", allow_none=True)
@@ -307,32 +247,24 @@ class Queue:
             values = kernel.encode_args(self.ctx, args)
             if sanitize is None:
                 sanitize = self.sanitize
-            self._faults_before("launch")
+            faults.before_launch(self.device, self._now())
+            self.last_result = None
             ready = self._ready()
-            start = max(ready, self.device.busy_until_ns) + self.platform.config["launch_overhead_ns"]
             trace = self.platform.trace.enabled
-            inj = self.device.faults
-            if inj is not None and inj.pe_hang():
+            if faults.launch_hangs(self.device, kernel.name):
                 # a PE never halts: the watchdog stops the launch; reported on the next call, like any fault
-                inj.report("pe_hang")
-                cfg = self.device.config
-                self.device.set_fault(LaunchTimeout(f"watchdog: {kernel.name} hung past {cfg.watchdog_cycles} "
-                                                    f"cycles (injected PE hang)", card=self.device.index, pe=0))
-                end = self.device.book_launch(start, start + cfg.watchdog_cycles / cfg.clock_ghz)
+                _, end = self.device.book_launch(ready, self.device.config.watchdog_cycles)
                 return self._finish(f"{kernel.name} (hung)", ready, end, "launch")
             try:
                 result = self.device.card.launch(kernel.module.loaded, kernel.name, values, pes=pes,
                                                  sanitize=sanitize, trace=trace, ctx=self.ctx.id)
             except DeviceFault as fault:
                 self.device.set_fault(fault)
-                end = self.device.book_launch(start, start)
+                _, end = self.device.book_launch(ready, 0)
                 return self._finish(f"{kernel.name} (faulted: {type(fault).__name__})", ready, end, "launch")
-            end = self.device.book_launch(start, start + result.cycles / self.device.config.clock_ghz)
+            start, end = self.device.book_launch(ready, result.cycles)
             self.last_result = result
-            if inj is not None and inj.dram_read(int(result.card_stats[0])):   # S_DRAM_RD: what it read
-                inj.report("dram_dbe")
-                self.device.set_fault(EccUncorrectable(f"uncorrectable DRAM error in data {kernel.name} read "
-                                                       f"(injected)", card=self.device.index))
+            faults.after_launch(self.device, kernel.name, result.card_stats[0])   # S_DRAM_RD: what it read
             self.device.stats.add(kernel.name, end - start, result.summary())
             self.platform.trace.launch(self, kernel.name, start, result)
             return self._finish(kernel.name, ready, end, "launch", {"cycles": result.cycles})

@@ -79,7 +79,7 @@ class PlatformTrace:
             pid = CARD_PID0 + d.index
             meta.append({"name": "process_name", "ph": "M", "pid": pid, "args": {"name": f"card {d.index}"}})
             meta.append({"name": "process_sort_index", "ph": "M", "pid": pid, "args": {"sort_index": pid}})
-            for q in d._queues:
+            for q in d.queues:
                 meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": QUEUE_TID0 + q.id,
                              "args": {"name": f"queue {q.id}"}})
         return meta

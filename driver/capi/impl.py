@@ -308,8 +308,7 @@ def install(ffi):
         # cuCtxDestroy frees what the context held); their handles stay DeviceLost
         handles.close_platform(platform, p)
         for d in p.devices:
-            with d.lock:
-                d.card.reset()
+            d.release_memory()
 
     @api
     def vnpuDeviceGetCount(platform, count):
@@ -505,9 +504,9 @@ def install(ffi):
                 values.append(float(a.f))   # the driver checks it against the argument's type (f32 range)
             else:
                 raise E.InvalidArgument(f"args[{i}].kind is {a.kind}: not VNPU_ARG_BUFFER, _INT or _FLOAT")
-        # last_result is the queue's: another thread's launch on it must not come between it and the read
+        # last_result is the queue's (None after a failed launch): another thread's launch on it must not come
+        # between it and the read
         with q.device.lock:
-            q.last_result = None
             q.launch(k, *values)
             result = q.last_result
         if cycles != ffi.NULL:
