@@ -160,3 +160,22 @@ def test_a_lost_card_moves_its_tables_to_the_others():
     p.devices[1].inject_faults(link_down_at_ns=200_000)
     rep = serve(p, m, 16, requests=8)
     assert rep["completed"] == 8 and rep["wrong_outputs"] == 0 and rep["health"][1]["lost"]
+
+
+def test_faults_reach_the_device_through_its_methods(platform, monkeypatch):
+    """Fault injection marks a card lost or faulted only with Device.lose / Device.set_fault."""
+    from vnpu.driver.device import Device
+    calls = []
+    lose, set_fault = Device.lose, Device.set_fault
+    monkeypatch.setattr(Device, "lose", lambda self, reason: calls.append(("lose", self.index)) or lose(self, reason))
+    monkeypatch.setattr(Device, "set_fault", lambda self, e: calls.append(("set_fault", type(e).__name__))
+                        or set_fault(self, e))
+    d0, d1 = platform.devices[0], platform.devices[1]
+    d0.inject_faults(seed=1, dma_error_rate=1.0)
+    with pytest.raises(vnpu.DmaFault):
+        d0.queue().copy_to_device(d0.alloc(64), np.zeros(64, np.uint8))
+    assert d0.fault is not None and calls == [("set_fault", "DmaFault")]
+    d1.inject_faults(link_down_at_ns=0.0)
+    with pytest.raises(vnpu.DeviceLost):
+        d1.queue().copy_to_device(d1.alloc(64), np.zeros(64, np.uint8))
+    assert d1.is_lost and calls[-1] == ("lose", 1)

@@ -149,3 +149,28 @@ def test_bad_schedule_arguments():
         with pytest.raises(ValueError, match=word):
             sw.schedule(*args, **kw)
     assert sw.schedule("h2d", 0, 0, 7.0) == (7.0, 7.0)
+
+
+def test_copy_adds_replays_after_booking_and_reset_clock_keeps_counters():
+    """Switch.copy = Switch.schedule + 600 ns per replayed TLP (replays do not hold the links)."""
+    from vnpu.driver import pcie
+    a, b = Switch(2), Switch(2)
+    assert a.copy("h2d", 0, MiB, 0.0) == b.schedule("h2d", 0, MiB, 0.0)
+    start, end = a.copy("p2p", 0, MiB, 0.0, peer_index=1, replays=3)
+    assert (start, end - 3 * 600.0) == b.schedule("p2p", 0, MiB, 0.0, peer_index=1)
+    assert a.cards[1].busy_until == b.cards[1].busy_until          # the replays booked nothing
+    assert pcie.replay_ns(0) == 0.0 and pcie.replay_ns(5) == 3000.0
+    assert pcie.replay_tlps(0) == 1 and pcie.replay_tlps(256) == 1 and pcie.replay_tlps(257) == 2
+    moved = a.bytes_moved()
+    a.reset_clock()
+    assert all(link.busy_until == {"up": 0.0, "down": 0.0} for link in (a.uplink, *a.cards))
+    assert a.bytes_moved() == moved
+    assert a.copy("h2d", 0, MiB, 0.0) == Switch(2).schedule("h2d", 0, MiB, 0.0)
+
+
+def test_on_card_copy_reads_and_writes_each_byte_at_dram_bandwidth():
+    from vnpu.driver.pcie import on_card_copy_ns
+    from vnpu.emulator.config import load_config
+    cfg = load_config("tiny")
+    assert on_card_copy_ns(0, cfg) == 0.0
+    assert on_card_copy_ns(MiB, cfg) == pytest.approx(2 * MiB / cfg.dram.gbps)
