@@ -6,7 +6,7 @@ NOT imported by vnpu. Run it with the python of a separate venv that has PyTorch
     python3 -m venv /tmp/torch-venv
     /tmp/torch-venv/bin/pip install torch==2.13.0 numpy
     /tmp/torch-venv/bin/python benchmarks/gen_embedding_golden.py \
-        [-o vnpu/bench/data/embedding_golden]      # writes <o>.npz and <o>.json
+        [-o vnpu/validation/data/embedding_golden]      # writes <o>.npz and <o>.json
 
 Formats and the torch call used for each:
   fp32          torch.nn.functional.embedding_bag(indices, weight, offsets, mode=...)
@@ -188,7 +188,7 @@ def probe_tables(rng):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-o", "--out", default="vnpu/bench/data/embedding_golden",
+    ap.add_argument("-o", "--out", default="vnpu/validation/data/embedding_golden",
                     help="output path stem (writes .npz and .json)")
     args = ap.parse_args()
     torch.manual_seed(SEED)

@@ -6,7 +6,7 @@ NOT imported by vnpu. Run it with the python of a separate venv that has SCALE-S
     python3 -m venv /tmp/scalesim-venv
     /tmp/scalesim-venv/bin/pip install 'numpy<2.4' scalesim     # scalesim 3.0.0
     /tmp/scalesim-venv/bin/python benchmarks/gen_scalesim_reference.py \
-        [-o vnpu/bench/data/scalesim_gemm.json] [--dataflows ws,os,is]
+        [-o vnpu/validation/data/scalesim_gemm.json] [--dataflows ws,os,is]
 
 Each (array, dataflow, GEMM) point is one SCALE-Sim run in GEMM mode ("-i gemm": topology
 rows "name, M, N, K," with a trailing comma), InterfaceBandwidth=CALC (estimate-bandwidth mode:

@@ -5,7 +5,7 @@
 import numpy as np
 
 import vnpu
-from vnpu.driver.dlrm import DLRM, Executor, preset
+from vnpu.runtime import DLRM, Executor, preset
 
 platform = vnpu.Platform()                       # six reference cards behind a PCIe switch
 model = DLRM(preset("rm1", rows_scale=1 / 100))  # DeepRecSys RM1, tables scaled down 100x

@@ -1,12 +1,13 @@
 """Dense layers on the matrix unit: matmul, batched matmul, fully connected (int8 and fp16).
 
-One generator, `_gemm`, writes every variant. Work is split into items (batch b, column tile j); PE p
-takes items p, p + P, p + 2P, ... For each item it keeps A_b (all M rows, or M tiles) in local memory,
-streams the weight tile W_b[:, j] in with double buffering (the DMA of the next item's tile is issued
-before this item's multiply), multiplies on the matrix unit, runs the epilogue on the vector unit
-(int8: int32 -> fp32, times the per-column scale, plus bias, optionally requantized to int8) and DMAs the
-tile out while the next one computes. Kernels are specialized to their shapes (like Glow compiles a
-network for its shapes) and cached.
+One generator, `_gemm`, writes every variant; `build_gemm` is its public form (a runtime that launches the
+kernels itself builds them with it; `gemm` builds, runs and caches them for one call). Work is split into
+items (batch b, column tile j); PE p takes items p, p + P, p + 2P, ... For each item it keeps A_b (all M
+rows, or M tiles) in local memory, streams the weight tile W_b[:, j] in with double buffering (the DMA of
+the next item's tile is issued before this item's multiply), multiplies on the matrix unit, runs the
+epilogue on the vector unit (int8: int32 -> fp32, times the per-column scale, plus bias, optionally
+requantized to int8) and DMAs the tile out while the next one computes. Kernels are specialized to their
+shapes (like Glow compiles a network for its shapes) and cached.
 
 Numerics: int8 x int8 products accumulate exactly in int32; the dequantized output is
 fp32(acc) * f32(x_scale * w_scale[n]) + bias[n], rounded at each step; requantization is
@@ -368,6 +369,43 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
         k.fence()
     del out_zp
     return kb.build(), {"nt": nt, "mt": mt, "items": items, "grid": (pm, pn)}
+
+
+def build_gemm(M, K, N, *, dtype="f16", epilogue="dequant", bias=True, activation=None, batch=1, pes=None,
+               config=None, cols=None, local_bytes=None, stage=False, row_groups=False, name="gemm"):
+    """Build the gemm module for one shape, for a caller that launches it itself (a serving runtime keeps
+    its layers' kernels loaded and chains them on a queue). Returns (image, info); info["nt"] is the column
+    tile the weights must be packed with (`pack_weights(w3, info["nt"])`), info["mt"] the row tile,
+    info["grid"] the PE grid.
+
+    Shape: out[b] = a[b] @ w[b], a [batch, M, K], w [batch, K, N]; dtype "i8" or "f16" (both operands).
+    Epilogue: "raw" (int32 / fp32 accumulators), "dequant" (fp32: accumulators x per-column scale for i8,
+    + bias, activation), "requant" (as dequant, then to int8 by the `qparam` argument: see `qparam`),
+    "half" (as dequant, then rounded to fp16). activation: None, "relu" or "sigmoid" (not with "raw").
+    The card: `config` (a card config: its PEs, matrix columns and local memory), or `cols` and
+    `local_bytes` given; `pes` is how many PEs the kernel is launched on (all the card's by default).
+    stage: A is first brought into the shared SRAM (then the `stage` argument is a shared buffer of
+    batch*M*K elements); row_groups: PEs also split the rows (weights resident on chip).
+
+    The kernel's arguments, in order: a, w (packed), [scale (i8, f32 [N])], [bias (f32 [N])], out
+    ([batch, M, N] of int32/fp32, fp32, int8 or fp16 by epilogue), [qparam (requant)], [stage]."""
+    if dtype not in ("i8", "f16"):
+        raise InvalidArgument(f"build_gemm: dtype must be 'i8' or 'f16', got {dtype!r}")
+    if epilogue not in EPILOGUES:
+        raise InvalidArgument(f"build_gemm: epilogue must be one of {', '.join(EPILOGUES)}, got {epilogue!r}")
+    if activation not in (None, "relu", "sigmoid") or (activation is not None and epilogue == "raw"):
+        raise InvalidArgument(f"build_gemm: activation must be None, 'relu' or 'sigmoid' (not with a raw "
+                              f"epilogue), got {activation!r} with {epilogue!r}")
+    if config is not None:
+        pes = config.pes if pes is None else pes
+        cols = config.matrix.cols if cols is None else cols
+        local_bytes = config.local_memory.bytes if local_bytes is None else local_bytes
+    for what, v in (("M", M), ("K", K), ("N", N), ("batch", batch), ("pes", pes), ("cols", cols),
+                    ("local_bytes", local_bytes)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise InvalidArgument(f"build_gemm: {what} must be a positive int (or come from config), got {v!r}")
+    return _gemm(name, int(batch), int(M), int(K), int(N), dtype, epilogue, bool(bias), int(pes), int(cols),
+                 int(local_bytes), stage=stage, activation=activation, row_groups=row_groups)
 
 
 def pack_weights(w3, nt):

@@ -51,15 +51,24 @@ def _align(n):
 
 
 # --- layout --------------------------------------------------------------------------------------------
-def layout(D, T, dtype, S):
+OUT_DTYPES = ("f32", "f16", "i8")
+
+
+def layout(D, T, dtype, S, out="f32"):
+    """Byte offsets of the kernel's PE-local buffers for tiles of S samples. With an f16 or i8 output each
+    OUTi (the fp32 rows) is followed by CVTi (the fp16 rows; i8 rows go back into OUTi), so CVTi - OUTi is
+    the same for both buffers."""
     F = T + 1
     W = D + F * (F - 1) // 2
     eb = 4 if dtype == "f32" else 2
     sizes = [("XIN0", S * D * eb), ("XIN1", S * D * eb), ("EIN0", S * T * D * eb), ("EIN1", S * T * D * eb)]
     if dtype != "f32":
         sizes += [("X32", S * D * 4)]
-    sizes += [("Z16", S * F * D * eb), ("ZT", S * D * F * eb), ("P", S * F * F * 4), ("OUT0", S * W * 4),
-              ("OUT1", S * W * 4)]
+    sizes += [("Z16", S * F * D * eb), ("ZT", S * D * F * eb), ("P", S * F * F * 4)]
+    if out == "f32":
+        sizes += [("OUT0", S * W * 4), ("OUT1", S * W * 4)]
+    else:
+        sizes += [("OUT0", S * W * 4), ("CVT0", S * W * 2), ("OUT1", S * W * 4), ("CVT1", S * W * 2)]
     off, lay = 0, {}
     for name, n in sizes:
         lay[name] = off
@@ -68,24 +77,34 @@ def layout(D, T, dtype, S):
     return lay
 
 
-def choose_tile(D, T, dtype, batch, npe, local_bytes):
+def choose_tile(D, T, dtype, batch, npe, local_bytes, out="f32"):
     """Samples per tile: as many as local memory holds, at most S_MAX, at most an even share per PE."""
     s = min(S_MAX, max(1, -(-batch // max(1, npe))))
-    while s >= 1 and layout(D, T, dtype, s)["END"] > local_bytes:
+    while s >= 1 and layout(D, T, dtype, s, out)["END"] > local_bytes:
         s -= 1
     return s
 
 
 # --- kernel --------------------------------------------------------------------------------------------
-def build_kernel(D, T, dtype, S, two_engines, text=False):
-    """Module image with kernel `dot_interaction(dense, emb, out, batch)` for fixed D, T, dtype, tile S."""
+def build_kernel(D, T, dtype, S, two_engines, text=False, out="f32", out_scale=None, out_zero_point=0):
+    """Module image with kernel `dot_interaction(dense, emb, out, batch)` for fixed D, T, dtype, tile S.
+
+    out: the output rows' type. "f32" (the default, what `dot_interaction` returns); "f16": the fp32 rows
+    rounded to fp16 on the vector unit (vcvt, scale 1.0); "i8": those fp16 rows quantized by vcvt with
+    (f32(1 / out_scale), out_zero_point) -- two roundings, as a runtime that feeds an int8 layer from fp16
+    activations computes. The rows are the same values as with "f32", rounded; `reference_rounded` computes them."""
+    if out not in OUT_DTYPES:
+        raise InvalidArgument(f"dot_interaction: out must be one of {', '.join(OUT_DTYPES)}, got {out!r}")
+    if out == "i8" and out_scale is None:
+        raise InvalidArgument("dot_interaction: an i8 output needs out_scale")
     F = T + 1
     W = D + F * (F - 1) // 2
     eb = 4 if dtype == "f32" else 2
-    L = layout(D, T, dtype, S)
+    ob = {"f32": 4, "f16": 2, "i8": 1}[out]
+    L = layout(D, T, dtype, S, out)
     IO, LOC = "e0", ("e1" if two_engines else "e0")
     kb = KernelBuilder()
-    with kb.kernel("dot_interaction", dense=("buffer", dtype), emb=("buffer", dtype), out=("buffer", "f32"),
+    with kb.kernel("dot_interaction", dense=("buffer", dtype), emb=("buffer", dtype), out=("buffer", out),
                    batch=("scalar", "i32")) as k:
         a = k.args
         npe, t, ntiles, kc = k.regs("npe", "t", "ntiles", "kc")
@@ -200,11 +219,28 @@ def build_kernel(D, T, dtype, S, two_engines, text=False):
             k.copy(LOC, tmp, pp, r * 4, SEM_LOC, rows=ns, src_stride=F * F * 4, dst_stride=W * 4)
             pending += 1
         k.wait(SEM_LOC, pending)
+        src = oc
+        if out != "f32":
+            # --- the rows to fp16 (and to int8) on the vector unit ----------------------------------------
+            cvt, cnt, par = k.regs("cvt", "cnt", "par")
+            addc(k, cvt, oc, L["CVT0"] - L["OUT0"])
+            mulc(k, cnt, ns, W)
+            k.const_f32(par, 1.0)
+            k.vcvt(cvt, oc, cnt, par, "f32", "f16", SEM_VEC)
+            k.wait(SEM_VEC, 1)
+            if out == "i8":
+                k.quant_param(par, np.float32(1.0) / np.float32(out_scale), out_zero_point)
+                k.vcvt(oc, cvt, cnt, par, "f16", "i8", SEM_VEC)
+                k.wait(SEM_VEC, 1)
+            k.release(cnt, par)
+            src = cvt if out == "f16" else oc
         # --- store the tile's rows ------------------------------------------------------------------------
-        mulc(k, tmp, row0, W * 4)
+        mulc(k, tmp, row0, W * ob)
         k.add(tmp, tmp, a.out)
-        mulc(k, pp, ns, W * 4)
-        k.dma(IO, tmp, oc, pp, SEM_STORE)
+        mulc(k, pp, ns, W * ob)
+        k.dma(IO, tmp, src, pp, SEM_STORE)
+        if out != "f32":
+            k.release(cvt)
         k.release(i, pp)
         # --- next tile: swap the double buffers ------------------------------------------------------------
         for x, y in ((xc, xn), (ec, en), (oc, on)):
@@ -330,6 +366,16 @@ def reference_dot_interaction(dense, emb, exact=True):
         p = np.matmul(z, z.transpose(0, 2, 1))
     li, lj = np.tril_indices(F, -1)
     return np.concatenate([dense.astype(np.float32), p[:, li, lj]], axis=1)
+
+
+def reference_rounded(dense, emb, out="f16", out_scale=None, out_zero_point=0):
+    """What `build_kernel(..., out="f16" | "i8")` writes, bit for bit: the exact reference rounded to fp16,
+    then (i8) quantized like vcvt with (f32(1 / out_scale), out_zero_point)."""
+    from .reference import vcvt_to_int
+    y = reference_dot_interaction(dense, emb).astype(np.float16)
+    if out == "f16":
+        return y
+    return vcvt_to_int(y.astype(np.float32), np.float32(1.0) / np.float32(out_scale), out_zero_point)
 
 
 def error_bound(dense, emb):

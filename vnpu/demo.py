@@ -45,7 +45,7 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
              platform_config=None, rows_scale=None, table_format="int8_rowwise", dense_dtype="fp16",
              inject=(), fault_policy="retry"):
     import vnpu
-    from vnpu.driver.dlrm import DLRM, preset, serve
+    from vnpu.runtime import DLRM, preset, serve
 
     t0 = time.perf_counter()
     platform = vnpu.Platform.from_yaml(platform_config) if platform_config else vnpu.Platform()
@@ -102,7 +102,7 @@ def parse_injection(text):
 def _fault_demo(platform, m, cfg, batches, requests, inject, policy, as_json, t0):
     """The serving demo with faults injected into some cards: every request completes, is retried after a
     reset, or fails with a typed error; no output is silently wrong."""
-    from vnpu.driver.dlrm import serve
+    from vnpu.runtime import serve
     from vnpu.errors import ConfigError
     for spec in inject:
         card, settings = parse_injection(spec)

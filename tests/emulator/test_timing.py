@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from vnpu.bench import DATA as BENCH_DATA
-from vnpu.bench.fidelity import MATMUL   # mm.ldw then mm.mul of (m, kk, n): the SCALE-Sim comparison
+from vnpu.validation import DATA as BENCH_DATA
+from vnpu.validation import MATMUL   # mm.ldw then mm.mul of (m, kk, n): the SCALE-Sim comparison
 
 from vnpu.emulator.card import Card
 from vnpu.emulator.matrix import multiply_cycles

@@ -11,8 +11,8 @@ from vnpu.emulator.card import Card
 from vnpu.kernels.embedding import EmbeddingArgs, run_embedding_bag
 from vnpu.kernels.reference import FORMATS, embedding_bag as ref_embedding_bag, pack_table
 
-from vnpu.bench import DATA
-from vnpu.bench.fidelity import golden_case
+from vnpu.validation import DATA
+from vnpu.validation import golden_case
 GOLD = np.load(DATA / "embedding_golden.npz")
 META = json.loads((DATA / "embedding_golden.json").read_text())
 

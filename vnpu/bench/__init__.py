@@ -1,9 +1,7 @@
-"""`vnpu bench`: every component's speed as ratios measured in one run, and fidelity figures checked
-against their bounds (docs/validation.md). Wall-clock figures are printed, never asserted."""
+"""`vnpu bench`: every component's speed as ratios measured in one run (wall clock: printed, never
+asserted), printed beside the fidelity figures of vnpu.validation (docs/validation.md). Tests import
+vnpu.validation, not this package."""
 import time
-from pathlib import Path
-
-DATA = Path(__file__).resolve().parent / "data"
 
 
 def best_of(fn, repeat):

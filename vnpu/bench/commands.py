@@ -1,5 +1,6 @@
 """`vnpu bench [--quick] [--json] [--markdown]`: speed (ratios measured in this run, printed) and fidelity
-(deterministic virtual-time figures, each checked against its bound: exit 1 when one is outside)."""
+(deterministic virtual-time figures from vnpu.validation, each checked against its bound: exit 1 when one
+is outside)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,9 @@ from vnpu.cli import extra_command
 
 
 def run_bench(quick=False, progress=None):
-    from . import emulator, embedding, fidelity, serving
+    from vnpu import validation
+
+    from . import emulator, embedding, serving
     steps = [
         ("speed.emulator", lambda: emulator.bench_control(quick)),
         ("speed.matmul", lambda: emulator.bench_matmul(quick)),
@@ -20,11 +23,8 @@ def run_bench(quick=False, progress=None):
         ("speed.dlrm", lambda: serving.bench_dlrm(quick)),
         ("speed.memory", serving.bench_memory),
         ("speed.start", lambda: emulator.bench_start(cold=not quick)),
-        ("fidelity.matrix", lambda: fidelity.matrix_vs_scalesim(quick)),
-        ("fidelity.pcie", lambda: fidelity.pcie_vs_spec(quick)),
-        ("fidelity.embedding", lambda: fidelity.embedding_vs_pytorch(quick)),
-        ("fidelity.peaks", lambda: fidelity.peak_invariants(quick)),
-    ]
+    ] + [(f"fidelity.{name}", (lambda check: lambda: check(quick))(check))
+         for name, check in validation.CHECKS.items()]
     import numba
     import numpy
     out = {"quick": quick, "host": {"cpus": os.cpu_count(), "python": host_platform.python_version(),
@@ -43,11 +43,8 @@ def run_bench(quick=False, progress=None):
     return out
 
 
-def _pct(x):
-    return f"{100 * x:.2g}%" if x > 1e-9 else "0%"    # below 1e-9: floating-point rounding, not error
-
-
 def format_text(r) -> str:
+    from vnpu import validation
     s, f = r["speed"], r["fidelity"]
     c, e, d, m, st = s["emulator"], s["embedding"], s["dlrm"], s["memory"], s["start"]
     h = r["host"]
@@ -69,45 +66,14 @@ def format_text(r) -> str:
               f"  host memory     {m['host_per_card_byte_untouched']:.4f} host bytes per allocated card byte, "
               f"{m['host_per_written_byte']:.3f} per written byte",
               "", "fidelity (virtual time, deterministic; checked against bounds)"]
-    fm, fp, fe, fk = f["matrix"], f["pcie"], f["embedding"], f["peaks"]
-    ok = {True: "ok", False: "OUT OF BOUND"}
-    lines += [f"  matrix vs SCALE-Sim v3   {fm['points']} points, {fm['exact']} exact, max error "
-              f"{_pct(fm['max_rel_error'])} (bound {_pct(fm['bound'])})  {ok[fm['ok']]}",
-              f"  PCIe vs spec arithmetic  {len(fp['rows'])} copies ({fp['link']}), max error "
-              f"{_pct(fp['max_rel_error'])} (bound {_pct(fp['bound'])})  {ok[fp['ok']]}",
-              f"  embedding vs PyTorch     {fe['cases']} cases, {fe['exact']} bit-exact, fp16 max "
-              f"{fe['max_fp16_ulps']:.1f} ulp, fp32 within the accumulation-order bound  {ok[fe['ok']]}",
-              f"  peak invariants          largest fraction of a peak {fk['max_fraction']:.3f} (bound "
-              f"{fk['bound']})  {ok[fk['ok']]}"]
+    lines += validation.format_lines(f)
     return "\n".join(lines)
 
 
 def format_markdown(r) -> str:
     """The tables of docs/validation.md."""
-    f = r["fidelity"]
-    out = ["### Matrix unit against SCALE-Sim v3", "",
-           "| array | dataflow | M | N | K | SCALE-Sim cycles | vnpu cycles | error |", "|---|---|---|---|---|---|---|---|"]
-    out += [f"| {x['array']} | {x['dataflow']} | {x['M']} | {x['N']} | {x['K']} | {x['scalesim']} | {x['vnpu']} | "
-            f"{_pct(x['rel_error'])} |" for x in f["matrix"]["rows"]]
-    out += ["", "### PCIe copies against the spec arithmetic", "",
-            "| bytes | kind | spec µs | vnpu µs | GB/s | error |", "|---|---|---|---|---|---|"]
-    out += [f"| {x['bytes']} | {x['kind']} | {x['spec_us']:.3f} | {x['vnpu_us']:.3f} | {x['gbps']:.3f} | "
-            f"{_pct(x['rel_error'])} |" for x in f["pcie"]["rows"]]
-    out += ["", "### Embedding lookups against PyTorch", "",
-            "| case | format | mode | bags | max abs error | metric | bound |", "|---|---|---|---|---|---|---|"]
-    out += [f"| {x['case']} | {x['format']} | {x['mode']} | {x['bags']} | {x['max_abs_error']:.3g} | "
-            f"{x['metric']:.3g} | {x['bound']:.3g} |" for x in f["embedding"]["rows"]]
-    pk = f["peaks"]
-    keys = [k for k in pk["rows"][0] if k not in ("kernel", "cycles")]
-    out += ["", "### Peak invariants (fraction of the card's peak)", "",
-            "| kernel | cycles | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
-    out += [f"| {x['kernel']} | {x['cycles']} | " + " | ".join(f"{x[k]:.3f}" for k in keys) + " |"
-            for x in pk["rows"]]
-    lk = pk["link"]
-    out += ["", f"Six cards copying 16 MiB to the host at once: {lk['uplink_gbps']:.2f} GB/s through the "
-            f"uplink (raw {lk['uplink_raw_gbps']:.2f}); one copy {lk['single_gbps']:.2f} GB/s (link raw "
-            f"{lk['link_raw_gbps']:.2f})."]
-    return "\n".join(out)
+    from vnpu import validation
+    return validation.format_markdown(r["fidelity"])
 
 
 def cmd_bench(args):

@@ -10,7 +10,7 @@ import numpy as np
 
 def bench_dlrm(quick):
     import vnpu
-    from vnpu.driver.dlrm import DLRM, Executor, preset
+    from vnpu.runtime import DLRM, Executor, preset
     platform = vnpu.Platform()
     model = DLRM(preset("rm1", rows_scale=1 / 100))
     batch, requests = (64, 4) if quick else (64, 16)

@@ -1,11 +1,13 @@
-"""Recommendation inference on the platform: every output equals the numpy model."""
+"""Recommendation inference on the platform (vnpu.runtime): every output equals the numpy model."""
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import vnpu
-from vnpu.driver.dlrm import DLRM, Executor, partition, preset, serve
+from vnpu.runtime import DLRM, Executor, partition, partition_graph, preset, serve
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,6 @@ def test_model_is_a_graph_of_library_ops():
     assert ops.count("embedding_bag") == 8 and ops.count("fc") == len(m.bottom) + len(m.top)
     assert ops.index("assemble") < ops.index("interaction") and g.output == g.nodes[-1].output
     assert all(n.placement == "sharded" for n in g.nodes if n.op == "embedding_bag")
-    from vnpu.driver.dlrm import partition_graph
     assert sum(partition_graph(g, 6).card_bytes) == sum(m.table_bytes)
 
 
@@ -132,7 +133,67 @@ def test_demo_json(capsys):
     assert rep["all_outputs_match_numpy"] and len(rep["runs"]) == 2
     r = rep["runs"][0]
     assert r["latency_p99_us"] >= r["latency_p50_us"] > 0 and r["throughput_samples_per_s"] > 0
-    assert set(r["kernel_time_us"]) >= {"embedding_bag", "gemm", "interaction"}
+    assert set(r["kernel_time_us"]) >= {"embedding_bag", "gemm", "dot_interaction", "gather"}
     assert len(r["cards"]) == 6 and "uplink" in r["pcie_bytes"]
     trace = json.load(open(rep["trace"]))
     assert any(e.get("name") == "embedding_bag" for e in trace["traceEvents"])
+
+
+@pytest.mark.parametrize("out", ["f16", "i8"])
+def test_the_library_interaction_rounds_its_rows_like_the_model(out):
+    """The runtime's interaction is the library kernel (vnpu.kernels.interaction) with fp16 or int8 rows
+    out: equal bit for bit to the exact reference rounded (what DLRM.reference computes)."""
+    from vnpu.emulator.card import Card
+    from vnpu.kernels import interaction as K
+    from vnpu.kernels.runner import Out, run
+    card = Card("reference")
+    rng = np.random.default_rng(7)
+    B, T, D = 13, 5, 16
+    x = rng.standard_normal((B, D)).astype(np.float16)
+    e = rng.standard_normal((B, T, D)).astype(np.float16)
+    W = D + (T + 1) * T // 2
+    S = K.choose_tile(D, T, "f16", B, card.config.pes, card.config.local_memory.bytes, out)
+    two = card.config.dma.engines_per_pe >= 2
+    (y,), _ = run(card, ("test-interaction", out, S), lambda: K.build_kernel(D, T, "f16", S, two, out=out,
+                                                                            out_scale=0.03, out_zero_point=-128),
+                  "dot_interaction", [x, e, Out((B, W), np.float16 if out == "f16" else np.int8), B])
+    assert np.array_equal(y, K.reference_rounded(x, e, out, 0.03, -128))
+    if out == "f16":
+        np.testing.assert_array_equal(y, K.reference_dot_interaction(x, e).astype(np.float16))
+
+
+def test_build_gemm_is_the_public_builder():
+    from vnpu.emulator.card import Card
+    from vnpu.kernels.dense import build_gemm, pack_weights, reference_gemm
+    from vnpu.kernels.runner import Out, run
+    card = Card("reference")
+    rng = np.random.default_rng(2)
+    M, K, N = 24, 40, 72
+    a = rng.standard_normal((M, K)).astype(np.float16)
+    w = rng.standard_normal((K, N)).astype(np.float16)
+    b = rng.standard_normal(N).astype(np.float32)
+    img, info = build_gemm(M, K, N, dtype="f16", epilogue="dequant", activation="relu", config=card.config)
+    (y,), _ = run(card, ("test-build-gemm", M, K, N), lambda: img, "gemm",
+                  [a[None], pack_weights(w[None], info["nt"]), b, Out((1, M, N), np.float32)])
+    assert np.array_equal(y[0], reference_gemm(a, w, bias=b, activation="relu"))
+    with pytest.raises(vnpu.InvalidArgument, match="epilogue"):
+        build_gemm(M, K, N, epilogue="nope", config=card.config)
+    with pytest.raises(vnpu.InvalidArgument, match="positive int"):
+        build_gemm(M, K, N)                 # no card: pes, cols and local memory unknown
+
+
+def test_the_runtime_uses_only_public_driver_and_kernel_api():
+    """No private driver state (lost flags, sticky faults, queue or host clocks) and no private kernel
+    builder: the runtime goes through Device.is_lost / fault / reset, Platform.reset_clock and
+    vnpu.kernels.dense.build_gemm."""
+    root = Path(__file__).resolve().parents[2] / "runtime"
+    for f in root.glob("*.py"):
+        text = f.read_text()
+        for pattern in (r"\._lost\b", r"\.sticky\b", r"tail_ns", r"\._host\b", r"busy_until_ns", r"\b_gemm\b",
+                        r"\._fault\b", r"\w+\.\w+ = _\w+"):
+            assert not re.search(pattern, text), (f.name, pattern)
+
+
+def test_old_imports_still_work():
+    from vnpu.driver import dlrm
+    assert dlrm.DLRM is DLRM and dlrm.serve is serve and dlrm.Executor is Executor
