@@ -225,35 +225,106 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
         tp = t[p]
         cur = pc[p]
         run_start = tp
+        executed_before = executed
         stalled = np.int64(0)
         while True:
             if cur < 0 or cur >= ncode:
                 _fault(fault, FAULT_INSTRUCTION, p, cur, -1, -1)
                 return tp
-            ins = dec[cur]
-            op = ins[0]
+            op = dec[cur, 0]    # no `ins = dec[cur]`: a view per instruction costs a reference count
             tp += ISSUE_CYCLES[op]
-            pstat[p, P_INSTR] += 1
             executed += 1
             nxt = cur + 1
             # --- scalar ALU (most frequent first) ----------------------------------------------------
             if op == OP_ADDI:
-                r[ins[RD]] = r[ins[RS1]] + ins[IMM]
+                r[dec[cur, RD]] = r[dec[cur, RS1]] + dec[cur, IMM]
             elif op == OP_ADD:
-                r[ins[RD]] = r[ins[RS1]] + r[ins[RS2]]
+                r[dec[cur, RD]] = r[dec[cur, RS1]] + r[dec[cur, RS2]]
             elif op == OP_LOOP:
-                v = r[ins[RS1]] - 1
-                r[ins[RS1]] = v
+                v = r[dec[cur, RS1]] - 1
+                r[dec[cur, RS1]] = v
                 if v != 0:
-                    nxt = ins[IMM]
+                    nxt = dec[cur, IMM]
                     tp += 2
                     if tp > watchdog or executed > max_instr:
                         _timeout(fault, p, cur, tp, executed > max_instr)
                         return tp
+            elif op == OP_SUB:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] - r[dec[cur, RS2]]
+            elif op == OP_LI:
+                r[dec[cur, RD]] = dec[cur, IMM]
+            elif op == OP_MUL:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] * r[dec[cur, RS2]]
+            elif op == OP_MULI:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] * dec[cur, IMM]
+            elif op == OP_AND:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] & r[dec[cur, RS2]]
+            elif op == OP_OR:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] | r[dec[cur, RS2]]
+            elif op == OP_XOR:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] ^ r[dec[cur, RS2]]
+            elif op == OP_ANDI:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] & dec[cur, IMM]
+            elif op == OP_ORI:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] | dec[cur, IMM]
+            elif op == OP_XORI:
+                r[dec[cur, RD]] = r[dec[cur, RS1]] ^ dec[cur, IMM]
+            elif op == OP_SHL or op == OP_SHLI:
+                sh = (r[dec[cur, RS2]] if op == OP_SHL else dec[cur, IMM]) & 63
+                r[dec[cur, RD]] = np.int64(np.uint64(r[dec[cur, RS1]]) << np.uint64(sh))
+            elif op == OP_SHR or op == OP_SHRI:
+                sh = (r[dec[cur, RS2]] if op == OP_SHR else dec[cur, IMM]) & 63
+                r[dec[cur, RD]] = np.int64(np.uint64(r[dec[cur, RS1]]) >> np.uint64(sh))
+            elif op == OP_SRA or op == OP_SRAI:
+                sh = (r[dec[cur, RS2]] if op == OP_SRA else dec[cur, IMM]) & 63
+                r[dec[cur, RD]] = r[dec[cur, RS1]] >> sh
+            elif op == OP_SLT:
+                r[dec[cur, RD]] = 1 if r[dec[cur, RS1]] < r[dec[cur, RS2]] else 0
+            elif op == OP_SLTI:
+                r[dec[cur, RD]] = 1 if r[dec[cur, RS1]] < dec[cur, IMM] else 0
+            elif op == OP_SLTU:
+                r[dec[cur, RD]] = 1 if np.uint64(r[dec[cur, RS1]]) < np.uint64(r[dec[cur, RS2]]) else 0
+            elif op == OP_MIN:
+                r[dec[cur, RD]] = min(r[dec[cur, RS1]], r[dec[cur, RS2]])
+            elif op == OP_MAX:
+                r[dec[cur, RD]] = max(r[dec[cur, RS1]], r[dec[cur, RS2]])
+            elif op == OP_DIV or op == OP_REM:
+                a = r[dec[cur, RS1]]
+                b = r[dec[cur, RS2]]
+                if b == 0:
+                    q = np.int64(-1)
+                    rm = a
+                elif b == -1:
+                    q = -a
+                    rm = np.int64(0)
+                else:
+                    # truncate toward zero; abs() would overflow for INT64_MIN
+                    q = a // b
+                    if q * b != a and ((a < 0) != (b < 0)):
+                        q += 1
+                    rm = a - b * q
+                r[dec[cur, RD]] = q if op == OP_DIV else rm
+            elif op == OP_LIH:
+                r[dec[cur, RD]] = (dec[cur, IMM] << 32) | (r[dec[cur, RD]] & 0xFFFFFFFF)
+            elif op == OP_CSRR:
+                sr = dec[cur, SR]
+                if sr == 0:
+                    v = p
+                elif sr == 1:
+                    v = npe
+                elif sr == 2:
+                    v = tp
+                elif sr == 3:
+                    v = ids[0]
+                elif sr == 4:
+                    v = ids[1]
+                else:
+                    v = ids[2]
+                r[dec[cur, RD]] = v
             elif BRANCH[op] != 0:
                 cond = BRANCH[op]
-                a = r[ins[RS1]]
-                b = r[ins[RS2]]
+                a = r[dec[cur, RS1]]
+                b = r[dec[cur, RS2]]
                 if cond == B_EQ:
                     taken = a == b
                 elif cond == B_NE:
@@ -269,85 +340,13 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 else:
                     taken = True
                 if taken:
-                    nxt = ins[IMM]
+                    nxt = dec[cur, IMM]
                     tp += 2
                     if tp > watchdog or executed > max_instr:
                         _timeout(fault, p, cur, tp, executed > max_instr)
                         return tp
-            elif op == OP_SUB:
-                r[ins[RD]] = r[ins[RS1]] - r[ins[RS2]]
-            elif op == OP_LI:
-                r[ins[RD]] = ins[IMM]
-            elif op == OP_MUL:
-                r[ins[RD]] = r[ins[RS1]] * r[ins[RS2]]
-            elif op == OP_MULI:
-                r[ins[RD]] = r[ins[RS1]] * ins[IMM]
-            elif op == OP_AND:
-                r[ins[RD]] = r[ins[RS1]] & r[ins[RS2]]
-            elif op == OP_OR:
-                r[ins[RD]] = r[ins[RS1]] | r[ins[RS2]]
-            elif op == OP_XOR:
-                r[ins[RD]] = r[ins[RS1]] ^ r[ins[RS2]]
-            elif op == OP_ANDI:
-                r[ins[RD]] = r[ins[RS1]] & ins[IMM]
-            elif op == OP_ORI:
-                r[ins[RD]] = r[ins[RS1]] | ins[IMM]
-            elif op == OP_XORI:
-                r[ins[RD]] = r[ins[RS1]] ^ ins[IMM]
-            elif op == OP_SHL or op == OP_SHLI:
-                sh = (r[ins[RS2]] if op == OP_SHL else ins[IMM]) & 63
-                r[ins[RD]] = np.int64(np.uint64(r[ins[RS1]]) << np.uint64(sh))
-            elif op == OP_SHR or op == OP_SHRI:
-                sh = (r[ins[RS2]] if op == OP_SHR else ins[IMM]) & 63
-                r[ins[RD]] = np.int64(np.uint64(r[ins[RS1]]) >> np.uint64(sh))
-            elif op == OP_SRA or op == OP_SRAI:
-                sh = (r[ins[RS2]] if op == OP_SRA else ins[IMM]) & 63
-                r[ins[RD]] = r[ins[RS1]] >> sh
-            elif op == OP_SLT:
-                r[ins[RD]] = 1 if r[ins[RS1]] < r[ins[RS2]] else 0
-            elif op == OP_SLTI:
-                r[ins[RD]] = 1 if r[ins[RS1]] < ins[IMM] else 0
-            elif op == OP_SLTU:
-                r[ins[RD]] = 1 if np.uint64(r[ins[RS1]]) < np.uint64(r[ins[RS2]]) else 0
-            elif op == OP_MIN:
-                r[ins[RD]] = min(r[ins[RS1]], r[ins[RS2]])
-            elif op == OP_MAX:
-                r[ins[RD]] = max(r[ins[RS1]], r[ins[RS2]])
-            elif op == OP_DIV or op == OP_REM:
-                a = r[ins[RS1]]
-                b = r[ins[RS2]]
-                if b == 0:
-                    q = np.int64(-1)
-                    rm = a
-                elif b == -1:
-                    q = -a
-                    rm = np.int64(0)
-                else:
-                    # truncate toward zero; abs() would overflow for INT64_MIN
-                    q = a // b
-                    if q * b != a and ((a < 0) != (b < 0)):
-                        q += 1
-                    rm = a - b * q
-                r[ins[RD]] = q if op == OP_DIV else rm
-            elif op == OP_LIH:
-                r[ins[RD]] = (ins[IMM] << 32) | (r[ins[RD]] & 0xFFFFFFFF)
-            elif op == OP_CSRR:
-                sr = ins[SR]
-                if sr == 0:
-                    v = p
-                elif sr == 1:
-                    v = npe
-                elif sr == 2:
-                    v = tp
-                elif sr == 3:
-                    v = ids[0]
-                elif sr == 4:
-                    v = ids[1]
-                else:
-                    v = ids[2]
-                r[ins[RD]] = v
             elif MEM_BYTES[op] > 0:
-                a = r[ins[RS1]] + ins[IMM]
+                a = r[dec[cur, RS1]] + dec[cur, IMM]
                 nb = MEM_BYTES[op]
                 if not _local(lay, a, nb):
                     _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nb), nb)
@@ -367,7 +366,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         return tp
                 o = lbase[p] + a
                 if store:
-                    v = r[ins[RS2]]
+                    v = r[dec[cur, RS2]]
                     if nb == 1:
                         pool[o] = np.uint8(v & 0xFF)
                     elif nb == 2:
@@ -388,7 +387,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                             np.int64(pool[o:o + 4].view(np.uint32)[0])
                     else:
                         v = pool[o:o + 8].view(np.int64)[0]
-                    r[ins[RD]] = v
+                    r[dec[cur, RD]] = v
             elif op == OP_NOP:
                 pass
             elif op == OP_HALT:
@@ -397,27 +396,27 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 break
             elif op == OP_MARK:
                 if events.shape[0] > 0:
-                    _event(events, evn, cstat, TRACK_PE, p, tp, tp, cur, op, ins[IMM], K_MARK)
+                    _event(events, evn, cstat, TRACK_PE, p, tp, tp, cur, op, dec[cur, IMM], K_MARK)
             # --- async units: vector and matrix are private to the PE, so they issue at once ----------
             elif IS_VECTOR[op]:
-                s = ins[SEM]
+                s = dec[cur, SEM]
                 if s >= nsem:
                     _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                     return tp
-                dt = ins[DT]
-                n = r[ins[RS3]]
+                dt = dec[cur, DT]
+                n = r[dec[cur, RS3]]
                 if n < 0 or n > MAX_ELEMS:
                     _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
                     return tp
-                dst = r[ins[RD]]
-                a = r[ins[RS1]]
-                b = r[ins[RS2]]
+                dst = r[dec[cur, RD]]
+                a = r[dec[cur, RS1]]
+                b = r[dec[cur, RS2]]
                 binary = VEC_BINARY[op]
                 bcast = VEC_BCAST[op]
                 if op == OP_VSUM or op == OP_VRMAX:
                     dst_bytes = 4
                 elif op == OP_VCVT:
-                    dst_bytes = n * ELEM[ins[DT2]]
+                    dst_bytes = n * ELEM[dec[cur, DT2]]
                 else:
                     dst_bytes = n * ELEM[dt]
                 src_bytes = n * ELEM[dt]
@@ -451,11 +450,11 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     vec_unit.reduce(pool, op == OP_VRMAX, dt, lb + dst, lb + a, n)
                     cyc = vec_unit.reduce_cycles(n, dt, width, int(cfg[C_VLAT]))
                 elif op == OP_VCVT:
-                    q = r[ins[RS2]]
+                    q = r[dec[cur, RS2]]
                     scale = np.array([np.uint32(q & 0xFFFFFFFF)], dtype=np.uint32).view(np.float32)[0]
                     zp = ((q >> 32) + 2147483648) % 4294967296 - 2147483648
-                    vec_unit.convert(pool, dt, ins[DT2], lb + dst, lb + a, n, np.float64(scale), np.float64(zp))
-                    wide = dt if ELEM[dt] >= ELEM[ins[DT2]] else ins[DT2]
+                    vec_unit.convert(pool, dt, dec[cur, DT2], lb + dst, lb + a, n, np.float64(scale), np.float64(zp))
+                    wide = dt if ELEM[dt] >= ELEM[dec[cur, DT2]] else dec[cur, DT2]
                     cyc = vec_unit.elementwise_cycles(n, wide, False, width, int(cfg[C_VLAT]), 1)
                 else:
                     if not vec_unit.elementwise(pool, VEC_FN[op], dt, lb + dst, lb + a, lb + b, n, binary, bcast,
@@ -478,18 +477,18 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 if events.shape[0] > 0:
                     _event(events, evn, cstat, TRACK_VECTOR, p, start, done, cur, op, n, K_OP)
             elif op == OP_MM_LDW or op == OP_MM_MUL:
-                s = ins[SEM]
+                s = dec[cur, SEM]
                 if s >= nsem:
                     _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                     return tp
-                dt = ins[DT]
+                dt = dec[cur, DT]
                 eb = ELEM[dt]
                 lb = lbase[p]
                 reads[:, :] = 0
                 if op == OP_MM_LDW:
-                    a = r[ins[RS1]]
-                    K = r[ins[RS2]]
-                    N = r[ins[RS3]]
+                    a = r[dec[cur, RS1]]
+                    K = r[dec[cur, RS2]]
+                    N = r[dec[cur, RS3]]
                     # K and N bounded before the product, which could wrap in int64
                     if K <= 0 or N <= 0 or K > wbuf_bytes or N > wbuf_bytes or K * N * eb > wbuf_bytes:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_WEIGHTS)
@@ -504,9 +503,9 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     wlo = np.int64(0)
                     whi = np.int64(0)
                 else:
-                    dst = r[ins[RD]]
-                    a = r[ins[RS1]]
-                    M = r[ins[RS2]]
+                    dst = r[dec[cur, RD]]
+                    a = r[dec[cur, RS1]]
+                    M = r[dec[cur, RS2]]
                     if wk[p, 0] < 0:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_NO_WEIGHTS)
                         return tp
@@ -543,13 +542,13 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     aux = K * N
                 else:
                     if dt == 0:
-                        mat_unit.multiply_int8(pool, lb + a, wbuf[p], lb + dst, M, K, N, ins[T.FLAG] == 1)
+                        mat_unit.multiply_int8(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
                         rate = cfg[C_INT8_RATE]
                     elif dt == 2:
-                        mat_unit.multiply_fp16(pool, lb + a, wbuf[p], lb + dst, M, K, N, ins[T.FLAG] == 1)
+                        mat_unit.multiply_fp16(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
                         rate = cfg[C_FP16_RATE]
                     else:
-                        mat_unit.multiply_fp32(pool, lb + a, wbuf[p], lb + dst, M, K, N, ins[T.FLAG] == 1)
+                        mat_unit.multiply_fp32(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
                         rate = cfg[C_FP32_RATE]
                     cyc = mat_unit.multiply_cycles(M, N, K, int(cfg[C_MROWS]), int(cfg[C_MCOLS]), int(cfg[C_MDEPTH]),
                                                    int(cfg[C_MDATAFLOW]), rate)
@@ -568,14 +567,14 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 if events.shape[0] > 0:
                     _event(events, evn, cstat, TRACK_MATRIX, p, start, done, cur, op, aux, K_OP)
             elif op == OP_DMA_DIM:
-                e = ins[ENG]
+                e = dec[cur, ENG]
                 if e >= neng:
                     _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
                     return tp
-                base = 3 * ins[FLAG]
-                dims[p, e, base] = r[ins[RS1]]
-                dims[p, e, base + 1] = r[ins[RS2]]
-                dims[p, e, base + 2] = r[ins[RS3]]
+                base = 3 * dec[cur, FLAG]
+                dims[p, e, base] = r[dec[cur, RS1]]
+                dims[p, e, base + 1] = r[dec[cur, RS2]]
+                dims[p, e, base + 2] = r[dec[cur, RS3]]
             else:
                 # --- everything below touches shared state: issue only in global time order -------------
                 if tp - ISSUE_CYCLES[op] > limit:
@@ -583,17 +582,17 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     pstat[p, P_INSTR] -= 1
                     break
                 if op == OP_DMA:
-                    e = ins[ENG]
-                    s = ins[SEM]
+                    e = dec[cur, ENG]
+                    s = dec[cur, SEM]
                     if e >= neng:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
                         return tp
                     if s >= nsem:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                         return tp
-                    dst = r[ins[RD]]
-                    src = r[ins[RS1]]
-                    nbytes = r[ins[RS2]]
+                    dst = r[dec[cur, RD]]
+                    src = r[dec[cur, RS1]]
+                    nbytes = r[dec[cur, RS2]]
                     c1 = dims[p, e, 0]
                     ss1 = dims[p, e, 1]
                     ds1 = dims[p, e, 2]
@@ -670,11 +669,11 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     if events.shape[0] > 0:
                         _event(events, evn, cstat, TRACK_DMA0 + e, p, start, done, cur, op, c1 * c2 * nbytes, K_OP)
                 elif op == OP_EMB:
-                    s = ins[SEM]
+                    s = dec[cur, SEM]
                     if s >= nsem:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                         return tp
-                    d = r[ins[RS1]]
+                    d = r[dec[cur, RS1]]
                     if not _local(lay, d, 8 * T.EMB_DESC_WORDS):
                         nd = 8 * T.EMB_DESC_WORDS
                         _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, d, nd), nd)
@@ -724,8 +723,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         _event(events, evn, cstat, TRACK_EMB, p, start, done, cur, op,
                                desc[emb_unit.D_NUM_INDICES], K_OP)
                 elif op == OP_SIG:
-                    s = ins[SEM]
-                    target = r[ins[RS1]]
+                    s = dec[cur, SEM]
+                    target = r[dec[cur, RS1]]
                     if s >= nsem:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                         return tp
@@ -739,11 +738,11 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                         wake[target] = _wake_time(semt, semn, target, s, want[target])
                         limit = min(limit, wake[target])
                 elif op == OP_WAIT:
-                    s = ins[SEM]
+                    s = dec[cur, SEM]
                     if s >= nsem:
                         _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                         return tp
-                    need = ins[IMM]
+                    need = dec[cur, IMM]
                     w = _wake_time(semt, semn, p, s, need)
                     if w <= tp:
                         _consume(semt, semn, p, s, need)
@@ -807,6 +806,7 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
         # --- PE p stops running: halted, blocked, or yielded to a PE that is behind ----------------------
         pc[p] = cur
         t[p] = tp
+        pstat[p, P_INSTR] += executed - executed_before
         if tp > watchdog or executed > max_instr:
             _timeout(fault, p, cur, tp, executed > max_instr)
             return tp
