@@ -66,11 +66,6 @@ class Device:
         """When the card's last booked launch ends (virtual ns): the next launch starts no earlier."""
         return self._busy_until_ns
 
-    @busy_until_ns.setter
-    def busy_until_ns(self, t_ns):
-        # kept only while driver/dlrm.py still rewinds clocks by hand; use Platform.reset_clock()
-        self._busy_until_ns = float(t_ns)
-
     def lose(self, reason: str):
         """Mark the card lost: every later call on it raises DeviceLost naming `reason`. Returns the
         DeviceLost to raise."""

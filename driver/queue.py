@@ -46,11 +46,6 @@ class Queue:
         """When the queue's last operation ends (virtual ns)."""
         return self._tail_ns
 
-    @tail_ns.setter
-    def tail_ns(self, t_ns):
-        # kept only while driver/dlrm.py still rewinds clocks by hand; use Platform.reset_clock()
-        self._tail_ns = float(t_ns)
-
     def _catch_up(self, t_ns):
         """Device.reset(): the queue continues from t_ns (the host's present) or later."""
         self._tail_ns = max(self._tail_ns, t_ns)
@@ -81,7 +76,7 @@ class Queue:
         return max(self._tail_ns, self.platform.host_ns)
 
     def _ready(self):
-        t = max(self.tail_ns, self.platform.host_ns)
+        t = self._now()
         for e in self._waits:
             t = max(t, e.time_ns)
         self._waits = []

@@ -435,3 +435,10 @@ def test_platform_reset_clock_rewinds_every_clock(platform, dev):
         qq.copy_to_device(o, np.zeros(2, np.int32))
         qq.launch(m["fill"], o, 5)
     assert q.record().time_ns == fq.record().time_ns
+
+
+def test_clocks_are_read_only_from_outside(dev):
+    q = dev.queue()
+    for obj, name in ((q, "tail_ns"), (dev, "busy_until_ns")):
+        with pytest.raises(AttributeError):
+            setattr(obj, name, 0.0)
