@@ -139,7 +139,7 @@ def test_faults_from_yaml_and_bad_settings(tmp_path):
 
 
 def test_serving_under_faults_never_returns_a_wrong_answer():
-    from vnpu.driver.dlrm import DLRM, preset, serve
+    from vnpu.runtime import DLRM, preset, serve
     m = DLRM(preset("rm1", rows_scale=1e-4))
     p = vnpu.Platform()
     p.devices[2].inject_faults(seed=3, pe_hang_rate=0.25, dram_dbe_per_mib=0.5, pcie_error_rate=1e-3)
@@ -154,7 +154,7 @@ def test_serving_under_faults_never_returns_a_wrong_answer():
 
 
 def test_a_lost_card_moves_its_tables_to_the_others():
-    from vnpu.driver.dlrm import DLRM, preset, serve
+    from vnpu.runtime import DLRM, preset, serve
     m = DLRM(preset("rm1", rows_scale=1e-4))
     p = vnpu.Platform()
     p.devices[1].inject_faults(link_down_at_ns=200_000)

@@ -194,6 +194,9 @@ def test_the_runtime_uses_only_public_driver_and_kernel_api():
             assert not re.search(pattern, text), (f.name, pattern)
 
 
-def test_old_imports_still_work():
-    from vnpu.driver import dlrm
-    assert dlrm.DLRM is DLRM and dlrm.serve is serve and dlrm.Executor is Executor
+def test_the_runtime_is_not_reachable_from_the_driver():
+    """driver/ sits below runtime/: the old vnpu.driver.dlrm shim (an upward import) is gone."""
+    import importlib
+    import pytest as _pytest
+    with _pytest.raises(ImportError):
+        importlib.import_module("vnpu.driver.dlrm")
