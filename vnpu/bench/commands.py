@@ -52,7 +52,9 @@ def format_text(r) -> str:
              f"numpy {h['numpy']}, numba {h['numba']}; {r['wall_s']:.0f} s",
              "", "speed (wall clock, this run; printed, not asserted)",
              f"  emulator        {c['instructions_per_s'] / 1e6:7.0f} M instructions/s, "
-             f"{c['card_cycles_per_wall_s'] / 1e6:.0f} M card cycles per wall second (scalar loop, one PE)"]
+             f"{c['card_cycles_per_wall_s'] / 1e6:.0f} M card cycles per wall second (scalar loop, one PE, "
+             f"through the driver); {c['ratio_to_minimal']:.2f}x a minimal Numba interpreter of the same loop "
+             f"({c['minimal_steps_per_s'] / 1e6:.0f} M steps/s)"]
     for dt, x in s["matmul"].items():
         lines.append(f"  matmul {dt:<8} {x['slowdown_vs_numpy']:7.2f}x numpy  ({'x'.join(map(str, x['shape']))} "
                      f"x{x['reps']} on the matrix unit)")
