@@ -58,8 +58,10 @@ RD, RS1, RS2, RS3, IMM, DT, DT2, FLAG, SEM, ENG, SR = T.RD, T.RS1, T.RS2, T.RS3,
 ELEM = np.array([1, 4, 2, 4], dtype=np.int64)
 
 
-@njit(cache=True, nogil=True)
+@njit("void(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64, int64, int64, int64, int64, int64)", cache=True, nogil=True)
 def _event(events, evn, cstat, track, pe, start, end, pc, op, aux, kind):
+    # explicit signatures on the small helpers: called with literal constants from many places, they would
+    # otherwise compile once per distinct literal (33 versions of _fault), a third of the cold start
     if evn[0] >= events.shape[0]:
         cstat[S_EV_DROPPED] += 1
         return
@@ -75,7 +77,7 @@ def _event(events, evn, cstat, track, pe, start, end, pc, op, aux, kind):
     evn[0] += 1
 
 
-@njit(cache=True, nogil=True)
+@njit("void(int64[::1], int64, int64, int64, int64, int64)", cache=True, nogil=True)
 def _fault(fault, code, pe, pc, addr, aux):
     fault[F_CODE] = code
     fault[F_PE] = pe
@@ -84,14 +86,14 @@ def _fault(fault, code, pe, pc, addr, aux):
     fault[F_AUX] = aux
 
 
-@njit(cache=True, nogil=True)
+@njit("void(int64[::1], int64, int64, int64, boolean)", cache=True, nogil=True)
 def _timeout(fault, pe, pc, tp, by_instructions):
     """LaunchTimeout: the card-time watchdog (cycles) or the executed-instruction budget of the launch."""
     _fault(fault, FAULT_TIMEOUT, pe, pc, -1, tp)
     fault[F_PC2] = 1 if by_instructions else 0
 
 
-@njit(cache=True, nogil=True)
+@njit("void(int64[::1], int64[:, ::1], int64[::1], int64, int64, int64)", cache=True, nogil=True)
 def _race(fault, san, where, pe, pc, hit):
     """A RaceError: this access (pe, pc) against the in-flight operation `hit` of the sanitizer; `where`
     (the sanitizer's record) names the first byte they share and both ranges."""
@@ -101,13 +103,19 @@ def _race(fault, san, where, pe, pc, hit):
     fault[F_PC2] = san[hit, san_mod.Z_PC]
 
 
-@njit(cache=True, nogil=True)
+@njit("boolean(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)", cache=True, nogil=True)
 def _post(semt, semn, pe, s, when):
-    """Deliver one signal to semaphore s of PE pe at cycle `when`; False when too many are pending."""
-    if semn[pe, s] >= SEMCAP:
+    """Deliver one signal to semaphore s of PE pe at cycle `when`; False when too many are pending. The
+    pending times stay sorted (insertion; at most SEMCAP of them), so waits need no sort."""
+    n = semn[pe, s]
+    if n >= SEMCAP:
         return False
-    semt[pe, s, semn[pe, s]] = when
-    semn[pe, s] += 1
+    i = n
+    while i > 0 and semt[pe, s, i - 1] > when:
+        semt[pe, s, i] = semt[pe, s, i - 1]
+        i -= 1
+    semt[pe, s, i] = when
+    semn[pe, s] = n + 1
     return True
 
 
@@ -117,23 +125,24 @@ def _local(lay, a, nbytes):
     return in_range(a, nbytes, 0, lay[L_LOCAL_BYTES])
 
 
-@njit(cache=True, nogil=True)
+@njit("int64(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)", cache=True, nogil=True)
 def _wake_time(semt, semn, p, s, want):
-    """Cycle at which `want` signals of semaphore s of PE p have arrived (INF if not enough pending)."""
+    """Cycle at which `want` signals of semaphore s of PE p have arrived (INF if not enough pending).
+    Pending signal times are kept sorted (`_post` inserts in order)."""
     n = semn[p, s]
     if n < want:
         return INF
     if want <= 0:
         return 0
-    times = np.sort(semt[p, s, :n])
-    return times[want - 1]
+    return semt[p, s, want - 1]
 
 
-@njit(cache=True, nogil=True)
+@njit("void(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)", cache=True, nogil=True)
 def _consume(semt, semn, p, s, want):
+    """Take the `want` earliest pending signals."""
     n = semn[p, s]
-    times = np.sort(semt[p, s, :n])
-    semt[p, s, :n - want] = times[want:]
+    for i in range(n - want):
+        semt[p, s, i] = semt[p, s, i + want]
     semn[p, s] = n - want
 
 

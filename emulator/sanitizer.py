@@ -86,7 +86,7 @@ def _rows_first(alo, ahi, arow, acnt, astr, blo, bhi, brow, bcnt, bstr):
     return first
 
 
-@njit(cache=True, nogil=True)
+@njit("void(int64[::1], int64, int64, int64, int64, int64, int64, int64)", cache=True, nogil=True)
 def _note(where, byte, this_writes, other_writes, tlo, thi, olo, ohi):
     where[W_BYTE] = byte
     where[W_THIS_WRITES] = this_writes
@@ -97,7 +97,7 @@ def _note(where, byte, this_writes, other_writes, tlo, thi, olo, ohi):
     where[W_OTHER_HI] = ohi
 
 
-@njit(cache=True, nogil=True)
+@njit("int64(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64[:, ::1], int64, int64, int64[::1])", cache=True, nogil=True)
 def check(san, sanc, where, pe, queue, reads, wlo, whi, pat):
     """Index of an in-flight operation this access races with, or -1 (then `where` tells the first shared
     byte and both ranges). reads: int64[NREAD, 2]; pat: [read0 row bytes, rows, stride, write row bytes,
@@ -136,6 +136,17 @@ def check(san, sanc, where, pe, queue, reads, wlo, whi, pat):
 
 
 @njit(cache=True, nogil=True)
+def _compact(san, sanc):
+    j = 0
+    for i in range(sanc[0]):
+        if san[i, Z_LIVE]:
+            if i != j:
+                san[j, :] = san[i, :]
+            j += 1
+    sanc[0] = j
+
+
+@njit("void(int64[:, ::1], int64[::1], int64, int64, int64, int64, int64[:, ::1], int64, int64, int64[::1])", cache=True, nogil=True)
 def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi, pat):
     if sanc[0] >= SAN_CAP:
         _compact(san, sanc)
@@ -164,18 +175,7 @@ def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi, pat):
     sanc[0] += 1
 
 
-@njit(cache=True, nogil=True)
-def _compact(san, sanc):
-    j = 0
-    for i in range(sanc[0]):
-        if san[i, Z_LIVE]:
-            if i != j:
-                san[j, :] = san[i, :]
-            j += 1
-    sanc[0] = j
-
-
-@njit(cache=True, nogil=True)
+@njit("void(int64[:, ::1], int64[::1], int64, int64, int64)", cache=True, nogil=True)
 def retire(san, sanc, pe, sem, count):
     """Retire the `count` oldest live operations of PE pe on semaphore sem (sem < 0: all of them)."""
     left = count
