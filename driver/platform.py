@@ -21,10 +21,12 @@ from .device import Device
 from .tracing import PlatformTrace
 
 PLATFORM_KEYS = {"name", "cards", "card", "card_overrides", "link", "uplink", "launch_overhead_ns", "poll_ns",
-                 "faults", "sanitize"}
+                 "faults", "sanitize", "engine"}
 LINK_KEYS = {"gen", "lanes", "max_payload", "max_read_request", "tlp_overhead_bytes", "completion_overhead_bytes",
              "read_completion_boundary", "dllp_overhead", "setup_ns"}
 SANITIZE_ENV = "VNPU_SANITIZE"
+ENGINE_ENV = "VNPU_ENGINE"
+ENGINES = ("numba", "reference")
 
 
 def _default_data():
@@ -77,6 +79,9 @@ def validate_platform(data):
     merged["card_overrides"] = validate.card_overrides(merged.get("card_overrides"))
     if merged.get("sanitize") is not None:
         merged["sanitize"] = validate.flag(merged["sanitize"], "platform key 'sanitize'", error=ConfigError)
+    if merged.get("engine") is not None and merged["engine"] not in ENGINES:
+        raise ConfigError(f"platform key 'engine' must be one of {', '.join(ENGINES)}, got "
+                          f"{validate.show(merged['engine'])}")
     faults = merged.get("faults")
     if faults is not None:
         if not isinstance(faults, dict):
@@ -113,7 +118,7 @@ class Platform:
     `queue.launch(..., sanitize=...)` override it); when None it comes from the environment variable
     VNPU_SANITIZE (1/0, true/false, yes/no, on/off), then from the platform YAML key `sanitize`, else off."""
 
-    def __init__(self, config=None, *, card=None, cards=None, card_overrides=None, sanitize=None):
+    def __init__(self, config=None, *, card=None, cards=None, card_overrides=None, sanitize=None, engine=None):
         if config is None:
             data = {}
         elif isinstance(config, dict):
@@ -134,6 +139,14 @@ class Platform:
         env = validate.env_flag(SANITIZE_ENV)
         #: the race sanitizer's default for launches on this platform's queues
         self.sanitize = next((v for v in (sanitize, env, self.config.get("sanitize")) if v is not None), False)
+        # which engine runs launches: the timed Numba core, or the numpy reference interpreter (the readable
+        # definition, no time: a launch then costs only its overhead); argument, then VNPU_ENGINE, then YAML
+        env_engine = os.environ.get(ENGINE_ENV) or None
+        chosen = next((v for v in (engine, env_engine, self.config.get("engine")) if v is not None), "numba")
+        if chosen not in ENGINES:
+            where = "Platform(engine)" if engine is not None else (ENGINE_ENV if env_engine else "platform key 'engine'")
+            raise ConfigError(f"{where} must be one of {', '.join(ENGINES)}, got {validate.show(chosen)}")
+        self.engine = chosen
         link = _link(self.config["link"], "link")
         uplink = _link(self.config["uplink"], "uplink")
         self.switch = pcie.Switch([link] * self.config["cards"], uplink)

@@ -252,7 +252,8 @@ class Queue:
                 return self._finish(f"{kernel.name} (hung)", ready, end, "launch")
             try:
                 result = self.device.card.launch(kernel.module.loaded, kernel.name, values, pes=pes,
-                                                 sanitize=sanitize, trace=trace, ctx=self.ctx.id)
+                                                 sanitize=sanitize, trace=trace, ctx=self.ctx.id,
+                                                 engine=self.platform.engine)
             except DeviceFault as fault:
                 self.device.set_fault(fault)
                 _, end = self.device.book_launch(ready, 0)
