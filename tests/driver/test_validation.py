@@ -69,25 +69,26 @@ def int_ok(lo, hi):
     return lambda v: is_int(v) and lo <= int(v) <= hi
 
 
-def f32_ok(v):
+def _as_float(v):
+    """v as a float, or None when it is not a number or too large for one."""
     if not is_number(v):
-        return False
+        return None
     try:
-        f = float(v)
+        return float(v)
     except OverflowError:
-        return False
-    return not math.isfinite(f) or abs(f) <= F32_MAX
+        return None
+
+
+def f32_ok(v):
+    f = _as_float(v)
+    return f is not None and (not math.isfinite(f) or abs(f) <= F32_MAX)
 
 
 def number_ok(lo, hi, lo_open=False, hi_open=False):
     def ok(v):
-        if not is_number(v):
-            return False
-        try:
-            f = float(v)
-        except OverflowError:
-            return False
-        return math.isfinite(f) and (f > lo if lo_open else f >= lo) and (f < hi if hi_open else f <= hi)
+        f = _as_float(v)
+        return f is not None and math.isfinite(f) and (f > lo if lo_open else f >= lo) and \
+            (f < hi if hi_open else f <= hi)
     return ok
 
 
