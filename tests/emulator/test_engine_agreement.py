@@ -69,7 +69,8 @@ def _step(draw):
         return lines + ["dma e0, r21, r20, r22, s2", "wait s2, 1"]
     dt = draw(st.sampled_from(DTYPES))
     n = draw(st.integers(0, 48))
-    a, b, d = (draw(st.integers(0, 1024)) * 4 for _ in range(3))
+    # addresses of any alignment (the units take unaligned operands)
+    a, b, d = (draw(st.one_of(st.integers(0, 1024).map(lambda v: 4 * v), st.integers(0, 4096))) for _ in range(3))
     regs = [f"li r16, {d}", f"li r17, {a}", f"li r18, {b}", f"li r19, {n}"]
     if kind == "vec":
         op = draw(st.sampled_from(VEC_BINARY + VEC_UNARY))
