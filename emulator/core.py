@@ -147,6 +147,22 @@ def _consume(semt, semn, p, s, want):
 
 
 @njit(cache=True, nogil=True)
+def _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, queue, track, start, done,
+              aux, reads, wlo, whi, pat):
+    """What every async unit does once it has booked its work: signal semaphore s at `done`, keep the
+    operation in flight for the sanitizer until a wait retires it, and record it on the unit's trace track.
+    False (and a fault) when the semaphore has too many pending signals."""
+    if not _post(semt, semn, p, s, done):
+        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+        return False
+    if sanitize:
+        san_mod.add(san, sanc, p, queue, s, cur, reads, wlo, whi, pat)
+    if events.shape[0] > 0:
+        _event(events, evn, cstat, track, p, start, done, cur, op, aux, K_OP)
+    return True
+
+
+@njit(cache=True, nogil=True)
 def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, cstat, res, events, evn,
                fault, san, sanc, wbuf, ids):
     """Run one launch to completion or to its first fault. ids: [rodata address, card id, launch id].
@@ -477,14 +493,10 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 vecfree[p] = done
                 pstat[p, P_VECTOR] += cyc
                 pstat[p, P_VOPS] += n
-                if not _post(semt, semn, p, s, done):
-                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                if not _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_VECTOR,
+                                 TRACK_VECTOR, start, done, n, reads, kd, kd + dst_bytes, plain):
                     return tp
                 last_done = max(last_done, done)
-                if sanitize:
-                    san_mod.add(san, sanc, p, Q_VECTOR, s, cur, reads, kd, kd + dst_bytes, plain)
-                if events.shape[0] > 0:
-                    _event(events, evn, cstat, TRACK_VECTOR, p, start, done, cur, op, n, K_OP)
             elif op == OP_MM_LDW or op == OP_MM_MUL:
                 s = dec[cur, SEM]
                 if s >= nsem:
@@ -567,14 +579,10 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                 done = start + cyc
                 matfree[p] = done
                 pstat[p, P_MATRIX] += cyc
-                if not _post(semt, semn, p, s, done):
-                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                if not _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_MATRIX,
+                                 TRACK_MATRIX, start, done, aux, reads, wlo, whi, plain):
                     return tp
                 last_done = max(last_done, done)
-                if sanitize:
-                    san_mod.add(san, sanc, p, Q_MATRIX, s, cur, reads, wlo, whi, plain)
-                if events.shape[0] > 0:
-                    _event(events, evn, cstat, TRACK_MATRIX, p, start, done, cur, op, aux, K_OP)
             elif op == OP_DMA_DIM:
                 e = dec[cur, ENG]
                 if e >= neng:
@@ -669,14 +677,10 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     dmaring[p, e, slot] = done
                     dmaring_i[p, e] += 1
                     pstat[p, P_DMA] += done - start
-                    if not _post(semt, semn, p, s, done):
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                    if not _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s,
+                                     Q_DMA0 + e, TRACK_DMA0 + e, start, done, c1 * c2 * nbytes, reads, wlo, whi, pat):
                         return tp
                     last_done = max(last_done, done)
-                    if sanitize:
-                        san_mod.add(san, sanc, p, Q_DMA0 + e, s, cur, reads, wlo, whi, pat)
-                    if events.shape[0] > 0:
-                        _event(events, evn, cstat, TRACK_DMA0 + e, p, start, done, cur, op, c1 * c2 * nbytes, K_OP)
                 elif op == OP_EMB:
                     s = dec[cur, SEM]
                     if s >= nsem:
@@ -722,15 +726,10 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                     cstat[S_EMB_BUSY] += done - start
                     cstat[S_EMB_LOOKUPS] += desc[emb_unit.D_NUM_BAGS]
                     cstat[S_EMB_ROWS] += desc[emb_unit.D_NUM_INDICES]
-                    if not _post(semt, semn, p, s, done):
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                    if not _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_EMB,
+                                     TRACK_EMB, start, done, desc[emb_unit.D_NUM_INDICES], reads, wlo, whi, plain):
                         return tp
                     last_done = max(last_done, done)
-                    if sanitize:
-                        san_mod.add(san, sanc, p, Q_EMB, s, cur, reads, wlo, whi, plain)
-                    if events.shape[0] > 0:
-                        _event(events, evn, cstat, TRACK_EMB, p, start, done, cur, op,
-                               desc[emb_unit.D_NUM_INDICES], K_OP)
                 elif op == OP_SIG:
                     s = dec[cur, SEM]
                     target = r[dec[cur, RS1]]
