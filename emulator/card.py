@@ -23,8 +23,8 @@ from .config import CardConfig, load_config
 from .memory import PAGE, CardMemory
 from .sanitizer import NWHERE, W_BYTE, W_OTHER_HI, W_OTHER_LO, W_OTHER_WRITES, W_THIS_HI, W_THIS_LO, \
     W_THIS_WRITES, unkey
-from .state import (F_ADDR, F_RACE, F_AUX, F_CODE, F_PC, F_PC2, F_PE, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK,
-                    FAULT_INSTRUCTION, FAULT_NONE, FAULT_RACE, FAULT_TIMEOUT, NCSTAT, NEV, NFAULT, NPSTAT, NRES,
+from .state import (F_ADDR, F_AUX, F_CODE, F_PC, F_PC2, F_PE, F_PE2, F_RACE, FAULT_ADDRESS, FAULT_DEADLOCK,
+                    Checks, Memory, Program, Record, FAULT_INSTRUCTION, FAULT_NONE, FAULT_RACE, FAULT_TIMEOUT, NCSTAT, NEV, NFAULT, NPSTAT, NRES,
                     WEIGHT_BUFFER_BYTES, WHY_TEXT, config_vector)
 
 DEFAULT_TRACE_EVENTS = 1 << 16
@@ -249,9 +249,10 @@ class Card:
                 if self.wbuf is None or self.wbuf.shape[0] < self.config.pes:
                     self.wbuf = np.zeros((self.config.pes, WEIGHT_BUFFER_BYTES), dtype=np.uint8)
                 self.res[:] = 0
-                cycles = run_launch(mod.decoded, sym.entry, pe_ids, self.memory.pool, self.memory.ptabs[ctx],
-                                    self.memory.layout, self.cfgv, bool(sanitize), regs, pstat, cstat, self.res,
-                                    events, evn, fault, san, sanc, self.wbuf, ids)
+                cycles = run_launch(Program(mod.decoded, np.int64(sym.entry), pe_ids, ids),
+                                    Memory(self.memory.pool, self.memory.ptabs[ctx], self.memory.layout, self.wbuf),
+                                    self.cfgv, self.res, Record(pstat, cstat, events, evn),
+                                    Checks(fault, san, sanc, bool(sanitize)), regs)
                 events = events[:evn[0]].copy()
             elif engine == "reference":
                 from .reference import ReferenceInterpreter

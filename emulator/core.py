@@ -163,10 +163,15 @@ def _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur
 
 
 @njit(cache=True, nogil=True)
-def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, cstat, res, events, evn,
-               fault, san, sanc, wbuf, ids):
-    """Run one launch to completion or to its first fault. ids: [rodata address, card id, launch id].
+def run_launch(prog, mem, cfg, res, rec, chk, regs):
+    """Run one launch to completion or to its first fault: `prog` (state.Program) on the memories `mem`
+    (state.Memory) of a card configured by the vector `cfg`, its shared resources' free cycles in `res`;
+    statistics and trace go to `rec` (state.Record), faults and the sanitizer's table to `chk` (state.Checks).
     Returns the launch's end cycle (every PE halted and every async operation done)."""
+    dec, entry, pe_ids, ids = prog.code, prog.entry, prog.pe_ids, prog.ids
+    pool, ptab, lay, wbuf = mem.pool, mem.ptab, mem.layout, mem.weights
+    pstat, cstat, events, evn = rec.pstat, rec.cstat, rec.events, rec.evn
+    fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
     npe = len(pe_ids)
     ncode = dec.shape[0]
     nsem = int(cfg[C_NSEM])
@@ -668,8 +673,8 @@ def run_launch(dec, entry, pe_ids, pool, ptab, lay, cfg, sanitize, regs, pstat, 
                             _race(fault, san, where, p, cur, hit)
                             return tp
                     start = max(tp, dmafree[p, e])
-                    st, done, bad = dma_unit.transfer(pool, ptab, lay, pe_ids[p], dst, src, nbytes, c1, ss1, ds1,
-                                                      c2, ss2, ds2, start, cfg, res, cstat)
+                    st, done, bad = dma_unit.transfer(mem, pe_ids[p], (dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2),
+                                                      start, cfg, res, cstat)
                     if st != 0:
                         _fault(fault, FAULT_ADDRESS, p, cur, bad, st)
                         return tp

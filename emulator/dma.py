@@ -65,9 +65,12 @@ def check_rows(ptab, lay, pe, base, nbytes, c1, s1, c2, s2):
 
 
 @njit(cache=True, nogil=True)
-def transfer(pool, ptab, lay, pe, dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2, t_start, cfg, res, cstat):
-    """Copy and time one descriptor. Returns (status, end_cycle, bad_address);
-    status 0 ok, 1 bad source address, 2 bad destination address."""
+def transfer(mem, pe, desc, t_start, cfg, res, cstat):
+    """Copy and time one descriptor `desc` = (dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2) for PE pe in the
+    memories `mem` (state.Memory). Returns (status, end_cycle, bad_address); status 0 ok, 1 bad source
+    address, 2 bad destination address."""
+    pool, ptab, lay = mem.pool, mem.ptab, mem.layout
+    dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2 = desc
     ok, bad = check_rows(ptab, lay, pe, src, nbytes, c1, ss1, c2, ss2)
     if not ok:
         return 1, t_start, bad

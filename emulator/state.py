@@ -1,5 +1,16 @@
-"""Names of the columns of the arrays a launch runs on (compiled code indexes arrays, not objects)."""
+"""Names of the columns of the arrays a launch runs on (compiled code indexes arrays, not objects), and the
+few named structures a launch's state travels in."""
+from collections import namedtuple
+
 import numpy as np
+
+# --- a launch's state, grouped by what it is (named tuples of arrays: free to pass to compiled code) -----
+Program = namedtuple("Program", "code entry pe_ids ids")         # decoded rows, entry pc, PEs, [rodata, card, launch]
+Memory = namedtuple("Memory", "pool ptab layout weights")         # the card's pool, a context's page table, the
+                                                                  # address layout, the matrix units' weight buffers
+Record = namedtuple("Record", "pstat cstat events evn")           # per-PE and card statistics, trace events
+Checks = namedtuple("Checks", "fault san sanc sanitize")          # the fault record and the race sanitizer
+Transfer = namedtuple("Transfer", "dst src nbytes c1 ss1 ds1 c2 ss2 ds2")   # one DMA descriptor
 
 # --- the config vector (float64), filled from a CardConfig by `config_vector` ---------------------------
 (C_CLOCK, C_PES, C_NSEM, C_WATCHDOG, C_BARRIER, C_LOCAL_BPC, C_SRAM_BPC, C_SRAM_LAT, C_DRAM_BPC, C_DRAM_LAT,
