@@ -20,26 +20,19 @@ from . import embedding as emb_unit
 from . import matrix as mat_unit
 from . import sanitizer as san_mod
 from . import vector as vec_unit
+from .issue import (INF, SEMCAP, Q_DMA0, Q_EMB, Q_SCALAR, complete, consume, local_ok, post, race, record_event, set_fault,
+                    timeout, wake_time)
 from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, IS_VECTOR, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED,
-                       MEM_STORE, VEC_BCAST, VEC_BINARY, VEC_FLOAT_ONLY, VEC_FN, VEC_TRANS)
-from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local, in_range
-from .state import (C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_FP16_RATE, C_FP32_RATE, C_INT8_RATE, C_LOCAL_BPC,
-                    C_MCOLS, C_MDATAFLOW, C_MDEPTH, C_MROWS, C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, C_WATCHDOG,
-                    C_WATCHDOG_INSTR, C_WBUF_BYTES,
-                    EV_AUX, EV_END, EV_KIND, EV_OP, EV_PC, EV_PE, EV_START, EV_TRACK, F_ADDR, F_AUX, F_CODE,
-                    F_PC, F_PC2, F_PE, F_PE2, F_RACE, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, FAULT_RACE,
-                    FAULT_TIMEOUT, K_MARK, K_OP, K_RUN, K_STALL_BARRIER, K_STALL_QUEUE, K_STALL_SEM, P_DMA,
-                    P_END, P_INSTR, P_ISSUE, P_MACS, P_MATRIX, P_STALL_BARRIER, P_STALL_QUEUE, P_STALL_SEM,
-                    P_VECTOR, P_VOPS, R_EMB, S_CYCLES, S_EMB_BUSY, S_EMB_LOOKUPS, S_EMB_ROWS, S_EV_DROPPED,
-                    TRACK_DMA0, TRACK_EMB, TRACK_MATRIX, TRACK_PE, TRACK_VECTOR, WHY_DMA_SIZE, WHY_DTYPE,
-                    WHY_EMB_DESC, WHY_ENGINE, WHY_NO_WEIGHTS, WHY_SEM_OVERFLOW, WHY_SEMAPHORE, WHY_SIG_PE,
-                    WHY_SIZE, WHY_WEIGHTS)
+                       MEM_STORE)
+from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local
+from .state import (Scratch, Units, C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, C_WATCHDOG, C_WATCHDOG_INSTR,
+                    EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, K_MARK,
+                    K_RUN, K_STALL_BARRIER, K_STALL_QUEUE, K_STALL_SEM, P_DMA, P_END, P_INSTR, P_ISSUE,
+                    P_STALL_BARRIER, P_STALL_QUEUE, P_STALL_SEM, R_EMB, S_CYCLES, S_EMB_BUSY, S_EMB_LOOKUPS,
+                    S_EMB_ROWS, S_EV_DROPPED, TRACK_DMA0, TRACK_EMB, TRACK_PE, WHY_DMA_SIZE, WHY_EMB_DESC,
+                    WHY_ENGINE, WHY_SEM_OVERFLOW, WHY_SEMAPHORE, WHY_SIG_PE)
 
 RUN, HALTED, WAITSEM, BARRIER = 0, 1, 2, 3
-SEMCAP = 256
-INF = np.int64(1) << 62
-Q_SCALAR, Q_MATRIX, Q_VECTOR, Q_EMB, Q_DMA0 = -1, 1, 2, 3, 16
-MAX_ELEMS = 1 << 28
 
 # opcodes, named from the table
 OP_NOP, OP_HALT, OP_LI, OP_LIH, OP_CSRR = T.OP_NOP, T.OP_HALT, T.OP_LI, T.OP_LIH, T.OP_CSRR
@@ -50,117 +43,8 @@ OP_ADDI, OP_MULI, OP_ANDI, OP_ORI, OP_XORI = T.OP_ADDI, T.OP_MULI, T.OP_ANDI, T.
 OP_SHLI, OP_SHRI, OP_SRAI, OP_SLTI = T.OP_SHLI, T.OP_SHRI, T.OP_SRAI, T.OP_SLTI
 OP_LOOP = T.OP_LOOP
 OP_DMA_DIM, OP_DMA, OP_MM_LDW, OP_MM_MUL = T.OP_DMA_DIM, T.OP_DMA, T.OP_MM_LDW, T.OP_MM_MUL
-OP_VADD, OP_VCOPY, OP_VSUM, OP_VRMAX, OP_VCVT = T.OP_VADD, T.OP_VCOPY, T.OP_VSUM, T.OP_VRMAX, T.OP_VCVT
-OP_VRELU = T.OP_VRELU
 OP_EMB, OP_SIG, OP_WAIT, OP_BARRIER, OP_FENCE, OP_MARK = T.OP_EMB, T.OP_SIG, T.OP_WAIT, T.OP_BARRIER, T.OP_FENCE, T.OP_MARK
 RD, RS1, RS2, RS3, IMM, DT, DT2, FLAG, SEM, ENG, SR = T.RD, T.RS1, T.RS2, T.RS3, T.IMM, T.DT, T.DT2, T.FLAG, T.SEM, T.ENG, T.SR
-
-ELEM = np.array([1, 4, 2, 4], dtype=np.int64)
-
-
-@njit("void(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64, int64, int64, int64, int64, int64)", cache=True, nogil=True)
-def _event(events, evn, cstat, track, pe, start, end, pc, op, aux, kind):
-    # explicit signatures on the small helpers: called with literal constants from many places, they would
-    # otherwise compile once per distinct literal (33 versions of _fault), a third of the cold start
-    if evn[0] >= events.shape[0]:
-        cstat[S_EV_DROPPED] += 1
-        return
-    i = evn[0]
-    events[i, EV_TRACK] = track
-    events[i, EV_PE] = pe
-    events[i, EV_START] = start
-    events[i, EV_END] = end
-    events[i, EV_PC] = pc
-    events[i, EV_OP] = op
-    events[i, EV_AUX] = aux
-    events[i, EV_KIND] = kind
-    evn[0] += 1
-
-
-@njit("void(int64[::1], int64, int64, int64, int64, int64)", cache=True, nogil=True)
-def _fault(fault, code, pe, pc, addr, aux):
-    fault[F_CODE] = code
-    fault[F_PE] = pe
-    fault[F_PC] = pc
-    fault[F_ADDR] = addr
-    fault[F_AUX] = aux
-
-
-@njit("void(int64[::1], int64, int64, int64, boolean)", cache=True, nogil=True)
-def _timeout(fault, pe, pc, tp, by_instructions):
-    """LaunchTimeout: the card-time watchdog (cycles) or the executed-instruction budget of the launch."""
-    _fault(fault, FAULT_TIMEOUT, pe, pc, -1, tp)
-    fault[F_PC2] = 1 if by_instructions else 0
-
-
-@njit("void(int64[::1], int64[:, ::1], int64[::1], int64, int64, int64)", cache=True, nogil=True)
-def _race(fault, san, where, pe, pc, hit):
-    """A RaceError: this access (pe, pc) against the in-flight operation `hit` of the sanitizer; `where`
-    (the sanitizer's record) names the first byte they share and both ranges."""
-    _fault(fault, FAULT_RACE, pe, pc, where[san_mod.W_BYTE], hit)
-    fault[F_RACE:F_RACE + san_mod.NWHERE] = where
-    fault[F_PE2] = san[hit, san_mod.Z_PE]
-    fault[F_PC2] = san[hit, san_mod.Z_PC]
-
-
-@njit("boolean(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)", cache=True, nogil=True)
-def _post(semt, semn, pe, s, when):
-    """Deliver one signal to semaphore s of PE pe at cycle `when`; False when too many are pending. The
-    pending times stay sorted (insertion; at most SEMCAP of them), so waits need no sort."""
-    n = semn[pe, s]
-    if n >= SEMCAP:
-        return False
-    i = n
-    while i > 0 and semt[pe, s, i - 1] > when:
-        semt[pe, s, i] = semt[pe, s, i - 1]
-        i -= 1
-    semt[pe, s, i] = when
-    semn[pe, s] = n + 1
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _local(lay, a, nbytes):
-    """True when [a, a+nbytes) lies inside PE-local memory (no `a + nbytes`: it could wrap past 2**63)."""
-    return in_range(a, nbytes, 0, lay[L_LOCAL_BYTES])
-
-
-@njit("int64(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)", cache=True, nogil=True)
-def _wake_time(semt, semn, p, s, want):
-    """Cycle at which `want` signals of semaphore s of PE p have arrived (INF if not enough pending).
-    Pending signal times are kept sorted (`_post` inserts in order)."""
-    n = semn[p, s]
-    if n < want:
-        return INF
-    if want <= 0:
-        return 0
-    return semt[p, s, want - 1]
-
-
-@njit("void(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)", cache=True, nogil=True)
-def _consume(semt, semn, p, s, want):
-    """Take the `want` earliest pending signals."""
-    n = semn[p, s]
-    for i in range(n - want):
-        semt[p, s, i] = semt[p, s, i + want]
-    semn[p, s] = n - want
-
-
-@njit(cache=True, nogil=True)
-def _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, queue, track, start, done,
-              aux, reads, wlo, whi, pat):
-    """What every async unit does once it has booked its work: signal semaphore s at `done`, keep the
-    operation in flight for the sanitizer until a wait retires it, and record it on the unit's trace track.
-    False (and a fault) when the semaphore has too many pending signals."""
-    if not _post(semt, semn, p, s, done):
-        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
-        return False
-    if sanitize:
-        san_mod.add(san, sanc, p, queue, s, cur, reads, wlo, whi, pat)
-    if events.shape[0] > 0:
-        _event(events, evn, cstat, track, p, start, done, cur, op, aux, K_OP)
-    return True
-
 
 @njit(cache=True, nogil=True)
 def run_launch(prog, mem, cfg, res, rec, chk, regs):
@@ -169,7 +53,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
     statistics and trace go to `rec` (state.Record), faults and the sanitizer's table to `chk` (state.Checks).
     Returns the launch's end cycle (every PE halted and every async operation done)."""
     dec, entry, pe_ids, ids = prog.code, prog.entry, prog.pe_ids, prog.ids
-    pool, ptab, lay, wbuf = mem.pool, mem.ptab, mem.layout, mem.weights
+    pool, ptab, lay = mem.pool, mem.ptab, mem.layout
     pstat, cstat, events, evn = rec.pstat, rec.cstat, rec.events, rec.evn
     fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
     npe = len(pe_ids)
@@ -208,10 +92,11 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
     where = np.zeros(san_mod.NWHERE, dtype=np.int64)
     plain = np.zeros(6, dtype=np.int64)        # sanitizer pattern of non-strided accesses: plain intervals
     pat = np.zeros(6, dtype=np.int64)
+    units = Units(semt, semn, vecfree, matfree, dmafree, dmaring, dmaring_i, dims, wk, lbase)
+    scratch = Scratch(reads, plain, pat, where)
     barrier_n = 0
     barrier_t = np.int64(0)
     last_done = np.int64(0)
-    wbuf_bytes = int(cfg[C_WBUF_BYTES])
 
     while True:
         # --- pick the PE that is furthest behind ------------------------------------------------
@@ -230,19 +115,19 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     break
             if stuck < 0:
                 break
-            _fault(fault, FAULT_DEADLOCK, stuck, pc[stuck], -1, status[stuck])
+            set_fault(fault, FAULT_DEADLOCK, stuck, pc[stuck], -1, status[stuck])
             fault[F_PE2] = want[stuck]
             fault[F_PC2] = dec[pc[stuck], SEM] if status[stuck] == WAITSEM else -1
             return t.max()
         if status[p] == WAITSEM:
             s = dec[pc[p], SEM]
-            _consume(semt, semn, p, s, want[p])
+            consume(semt, semn, p, s, want[p])
             if sanitize:
                 san_mod.retire(san, sanc, p, s, want[p])
             t[p] = max(wait_since[p], wake[p])
             pstat[p, P_STALL_SEM] += t[p] - wait_since[p]
             if events.shape[0] > 0 and t[p] > wait_since[p]:
-                _event(events, evn, cstat, TRACK_PE, p, wait_since[p], t[p], pc[p], OP_WAIT, s, K_STALL_SEM)
+                record_event(events, evn, cstat, TRACK_PE, p, wait_since[p], t[p], pc[p], OP_WAIT, s, K_STALL_SEM)
             status[p] = RUN
             wake[p] = INF
             pc[p] += 1
@@ -259,7 +144,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
         stalled = np.int64(0)
         while True:
             if cur < 0 or cur >= ncode:
-                _fault(fault, FAULT_INSTRUCTION, p, cur, -1, -1)
+                set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, -1)
                 return tp
             op = dec[cur, 0]    # no `ins = dec[cur]`: a view per instruction costs a reference count
             tp += ISSUE_CYCLES[op]
@@ -277,7 +162,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     nxt = dec[cur, IMM]
                     tp += 2
                     if tp > watchdog or executed > max_instr:
-                        _timeout(fault, p, cur, tp, executed > max_instr)
+                        timeout(fault, p, cur, tp, executed > max_instr)
                         return tp
             elif op == OP_SUB:
                 r[dec[cur, RD]] = r[dec[cur, RS1]] - r[dec[cur, RS2]]
@@ -373,13 +258,13 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     nxt = dec[cur, IMM]
                     tp += 2
                     if tp > watchdog or executed > max_instr:
-                        _timeout(fault, p, cur, tp, executed > max_instr)
+                        timeout(fault, p, cur, tp, executed > max_instr)
                         return tp
             elif MEM_BYTES[op] > 0:
                 a = r[dec[cur, RS1]] + dec[cur, IMM]
                 nb = MEM_BYTES[op]
-                if not _local(lay, a, nb):
-                    _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nb), nb)
+                if not local_ok(lay, a, nb):
+                    set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nb), nb)
                     return tp
                 store = MEM_STORE[op]
                 if sanitize and sanc[0] > 0:
@@ -392,7 +277,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                         reads[0, 1] = k + nb
                         hit = san_mod.check(san, sanc, where, p, Q_SCALAR, reads, 0, 0, plain)
                     if hit >= 0:
-                        _race(fault, san, where, p, cur, hit)
+                        race(fault, san, where, p, cur, hit)
                         return tp
                 o = lbase[p] + a
                 if store:
@@ -426,172 +311,22 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                 break
             elif op == OP_MARK:
                 if events.shape[0] > 0:
-                    _event(events, evn, cstat, TRACK_PE, p, tp, tp, cur, op, dec[cur, IMM], K_MARK)
+                    record_event(events, evn, cstat, TRACK_PE, p, tp, tp, cur, op, dec[cur, IMM], K_MARK)
             # --- async units: vector and matrix are private to the PE, so they issue at once ----------
             elif IS_VECTOR[op]:
-                s = dec[cur, SEM]
-                if s >= nsem:
-                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
-                    return tp
-                dt = dec[cur, DT]
-                n = r[dec[cur, RS3]]
-                if n < 0 or n > MAX_ELEMS:
-                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
-                    return tp
-                dst = r[dec[cur, RD]]
-                a = r[dec[cur, RS1]]
-                b = r[dec[cur, RS2]]
-                binary = VEC_BINARY[op]
-                bcast = VEC_BCAST[op]
-                if op == OP_VSUM or op == OP_VRMAX:
-                    dst_bytes = 4
-                elif op == OP_VCVT:
-                    dst_bytes = n * ELEM[dec[cur, DT2]]
-                else:
-                    dst_bytes = n * ELEM[dt]
-                src_bytes = n * ELEM[dt]
-                if not _local(lay, a, src_bytes):
-                    _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, src_bytes), src_bytes)
-                    return tp
-                b_bytes = ELEM[dt] if bcast else src_bytes
-                if binary and not _local(lay, b, b_bytes):
-                    _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, b, b_bytes), b_bytes)
-                    return tp
-                if not _local(lay, dst, dst_bytes):
-                    _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, dst, dst_bytes), dst_bytes)
-                    return tp
-                if sanitize:
-                    reads[:, :] = 0
-                    ka = san_mod.key(local_bytes, pe_ids[p], a)
-                    reads[0, 0] = ka
-                    reads[0, 1] = ka + src_bytes
-                    if binary:
-                        kb = san_mod.key(local_bytes, pe_ids[p], b)
-                        reads[1, 0] = kb
-                        reads[1, 1] = kb + b_bytes
-                    kd = san_mod.key(local_bytes, pe_ids[p], dst)
-                    hit = san_mod.check(san, sanc, where, p, Q_VECTOR, reads, kd, kd + dst_bytes, plain)
-                    if hit >= 0:
-                        _race(fault, san, where, p, cur, hit)
-                        return tp
-                lb = lbase[p]
-                width = int(cfg[C_VWIDTH])
-                if op == OP_VSUM or op == OP_VRMAX:
-                    vec_unit.reduce(pool, op == OP_VRMAX, dt, lb + dst, lb + a, n)
-                    cyc = vec_unit.reduce_cycles(n, dt, width, int(cfg[C_VLAT]))
-                elif op == OP_VCVT:
-                    q = r[dec[cur, RS2]]
-                    scale = np.array([np.uint32(q & 0xFFFFFFFF)], dtype=np.uint32).view(np.float32)[0]
-                    zp = ((q >> 32) + 2147483648) % 4294967296 - 2147483648
-                    vec_unit.convert(pool, dt, dec[cur, DT2], lb + dst, lb + a, n, np.float64(scale), np.float64(zp))
-                    wide = dt if ELEM[dt] >= ELEM[dec[cur, DT2]] else dec[cur, DT2]
-                    cyc = vec_unit.elementwise_cycles(n, wide, False, width, int(cfg[C_VLAT]), 1)
-                else:
-                    if not vec_unit.elementwise(pool, VEC_FN[op], dt, lb + dst, lb + a, lb + b, n, binary, bcast,
-                                                VEC_FLOAT_ONLY[op]):
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
-                        return tp
-                    cyc = vec_unit.elementwise_cycles(n, dt, VEC_TRANS[op], width, int(cfg[C_VLAT]),
-                                                      int(cfg[C_VTRANS]))
-                start = max(tp, vecfree[p])
-                done = start + cyc
-                vecfree[p] = done
-                pstat[p, P_VECTOR] += cyc
-                pstat[p, P_VOPS] += n
-                if not _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_VECTOR,
-                                 TRACK_VECTOR, start, done, n, reads, kd, kd + dst_bytes, plain):
+                done = vec_unit.issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r)
+                if done < 0:
                     return tp
                 last_done = max(last_done, done)
             elif op == OP_MM_LDW or op == OP_MM_MUL:
-                s = dec[cur, SEM]
-                if s >= nsem:
-                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
-                    return tp
-                dt = dec[cur, DT]
-                eb = ELEM[dt]
-                lb = lbase[p]
-                reads[:, :] = 0
-                if op == OP_MM_LDW:
-                    a = r[dec[cur, RS1]]
-                    K = r[dec[cur, RS2]]
-                    N = r[dec[cur, RS3]]
-                    # K and N bounded before the product, which could wrap in int64
-                    if K <= 0 or N <= 0 or K > wbuf_bytes or N > wbuf_bytes or K * N * eb > wbuf_bytes:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_WEIGHTS)
-                        return tp
-                    nbytes = K * N * eb
-                    if not _local(lay, a, nbytes):
-                        _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nbytes), nbytes)
-                        return tp
-                    ka = san_mod.key(local_bytes, pe_ids[p], a)
-                    reads[0, 0] = ka
-                    reads[0, 1] = ka + nbytes
-                    wlo = np.int64(0)
-                    whi = np.int64(0)
-                else:
-                    dst = r[dec[cur, RD]]
-                    a = r[dec[cur, RS1]]
-                    M = r[dec[cur, RS2]]
-                    if wk[p, 0] < 0:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_NO_WEIGHTS)
-                        return tp
-                    if wk[p, 2] != dt:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
-                        return tp
-                    K = wk[p, 0]
-                    N = wk[p, 1]
-                    if M < 0 or M > MAX_ELEMS:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
-                        return tp
-                    if not _local(lay, a, M * K * eb):
-                        _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, M * K * eb), M * K * eb)
-                        return tp
-                    if not _local(lay, dst, M * N * 4):
-                        _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, dst, M * N * 4), M * N * 4)
-                        return tp
-                    ka = san_mod.key(local_bytes, pe_ids[p], a)
-                    reads[0, 0] = ka
-                    reads[0, 1] = ka + M * K * eb
-                    wlo = san_mod.key(local_bytes, pe_ids[p], dst)
-                    whi = wlo + M * N * 4
-                if sanitize:
-                    hit = san_mod.check(san, sanc, where, p, Q_MATRIX, reads, wlo, whi, plain)
-                    if hit >= 0:
-                        _race(fault, san, where, p, cur, hit)
-                        return tp
-                if op == OP_MM_LDW:
-                    wbuf[p, :nbytes] = pool[lb + a:lb + a + nbytes]
-                    wk[p, 0] = K
-                    wk[p, 1] = N
-                    wk[p, 2] = dt
-                    cyc = mat_unit.load_weights_cycles(K, N, eb, cfg[C_LOCAL_BPC])
-                    aux = K * N
-                else:
-                    if dt == 0:
-                        mat_unit.multiply_int8(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
-                        rate = cfg[C_INT8_RATE]
-                    elif dt == 2:
-                        mat_unit.multiply_fp16(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
-                        rate = cfg[C_FP16_RATE]
-                    else:
-                        mat_unit.multiply_fp32(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
-                        rate = cfg[C_FP32_RATE]
-                    cyc = mat_unit.multiply_cycles(M, N, K, int(cfg[C_MROWS]), int(cfg[C_MCOLS]), int(cfg[C_MDEPTH]),
-                                                   int(cfg[C_MDATAFLOW]), rate)
-                    pstat[p, P_MACS] += M * N * K
-                    aux = M * N * K
-                start = max(tp, matfree[p])
-                done = start + cyc
-                matfree[p] = done
-                pstat[p, P_MATRIX] += cyc
-                if not _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_MATRIX,
-                                 TRACK_MATRIX, start, done, aux, reads, wlo, whi, plain):
+                done = mat_unit.issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r)
+                if done < 0:
                     return tp
                 last_done = max(last_done, done)
             elif op == OP_DMA_DIM:
                 e = dec[cur, ENG]
                 if e >= neng:
-                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
+                    set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
                     return tp
                 base = 3 * dec[cur, FLAG]
                 dims[p, e, base] = r[dec[cur, RS1]]
@@ -607,10 +342,10 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     e = dec[cur, ENG]
                     s = dec[cur, SEM]
                     if e >= neng:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
+                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
                         return tp
                     if s >= nsem:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                         return tp
                     dst = r[dec[cur, RD]]
                     src = r[dec[cur, RS1]]
@@ -629,7 +364,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     dims[p, e, 5] = 0
                     if nbytes < 0 or nbytes > (1 << 32) or c1 < 0 or c2 < 0 or c1 > dma_unit.MAX_ROWS \
                             or c2 > dma_unit.MAX_ROWS or c1 * c2 > dma_unit.MAX_ROWS:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DMA_SIZE)
+                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DMA_SIZE)
                         return tp
                     # the engine's queue: a full queue stalls the PE until its oldest descriptor is done
                     slot = dmaring_i[p, e] % qdepth
@@ -637,7 +372,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                         stall = dmaring[p, e, slot] - tp
                         pstat[p, P_STALL_QUEUE] += stall
                         if events.shape[0] > 0:
-                            _event(events, evn, cstat, TRACK_PE, p, tp, tp + stall, cur, op, e, K_STALL_QUEUE)
+                            record_event(events, evn, cstat, TRACK_PE, p, tp, tp + stall, cur, op, e, K_STALL_QUEUE)
                         tp += stall
                         stalled += stall
                     if sanitize:
@@ -670,37 +405,37 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                                 pat[4] = 1
                         hit = san_mod.check(san, sanc, where, p, Q_DMA0 + e, reads, wlo, whi, pat)
                         if hit >= 0:
-                            _race(fault, san, where, p, cur, hit)
+                            race(fault, san, where, p, cur, hit)
                             return tp
                     start = max(tp, dmafree[p, e])
                     st, done, bad = dma_unit.transfer(mem, pe_ids[p], (dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2),
                                                       start, cfg, res, cstat)
                     if st != 0:
-                        _fault(fault, FAULT_ADDRESS, p, cur, bad, st)
+                        set_fault(fault, FAULT_ADDRESS, p, cur, bad, st)
                         return tp
                     dmafree[p, e] = done
                     dmaring[p, e, slot] = done
                     dmaring_i[p, e] += 1
                     pstat[p, P_DMA] += done - start
-                    if not _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s,
+                    if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s,
                                      Q_DMA0 + e, TRACK_DMA0 + e, start, done, c1 * c2 * nbytes, reads, wlo, whi, pat):
                         return tp
                     last_done = max(last_done, done)
                 elif op == OP_EMB:
                     s = dec[cur, SEM]
                     if s >= nsem:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                         return tp
                     d = r[dec[cur, RS1]]
-                    if not _local(lay, d, 8 * T.EMB_DESC_WORDS):
+                    if not local_ok(lay, d, 8 * T.EMB_DESC_WORDS):
                         nd = 8 * T.EMB_DESC_WORDS
-                        _fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, d, nd), nd)
+                        set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, d, nd), nd)
                         return tp
                     desc = pool[lbase[p] + d:lbase[p] + d + 8 * T.EMB_DESC_WORDS].view(np.int64).copy()
                     if sanitize:
                         nr = emb_unit.ranges(desc, reads)
                         if nr < 0:
-                            _fault(fault, FAULT_INSTRUCTION, p, cur, d, WHY_EMB_DESC)
+                            set_fault(fault, FAULT_INSTRUCTION, p, cur, d, WHY_EMB_DESC)
                             return tp
                         kd = san_mod.key(local_bytes, pe_ids[p], d)
                         for k in range(san_mod.NREAD):
@@ -717,21 +452,21 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                             tmp[0, 1] = kd + 8 * T.EMB_DESC_WORDS
                             hit = san_mod.check(san, sanc, where, p, Q_SCALAR, tmp, 0, 0, plain)
                         if hit >= 0:
-                            _race(fault, san, where, p, cur, hit)
+                            race(fault, san, where, p, cur, hit)
                             return tp
                     start = max(tp, res[R_EMB])
                     st, done, bad, why = emb_unit.lookup(pool, ptab, lay, pe_ids[p], desc, start, cfg, res, cstat)
                     if st != 0:
                         if st == 1:
-                            _fault(fault, FAULT_ADDRESS, p, cur, bad, -1)
+                            set_fault(fault, FAULT_ADDRESS, p, cur, bad, -1)
                         else:
-                            _fault(fault, FAULT_INSTRUCTION, p, cur, bad, why)
+                            set_fault(fault, FAULT_INSTRUCTION, p, cur, bad, why)
                         return tp
                     res[R_EMB] = done
                     cstat[S_EMB_BUSY] += done - start
                     cstat[S_EMB_LOOKUPS] += desc[emb_unit.D_NUM_BAGS]
                     cstat[S_EMB_ROWS] += desc[emb_unit.D_NUM_INDICES]
-                    if not _complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_EMB,
+                    if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_EMB,
                                      TRACK_EMB, start, done, desc[emb_unit.D_NUM_INDICES], reads, wlo, whi, plain):
                         return tp
                     last_done = max(last_done, done)
@@ -739,26 +474,26 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     s = dec[cur, SEM]
                     target = r[dec[cur, RS1]]
                     if s >= nsem:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                         return tp
                     if target < 0 or target >= npe:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIG_PE)
+                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIG_PE)
                         return tp
-                    if not _post(semt, semn, target, s, tp + int(cfg[C_BARRIER])):
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
+                    if not post(semt, semn, target, s, tp + int(cfg[C_BARRIER])):
+                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
                         return tp
                     if status[target] == WAITSEM and dec[pc[target], SEM] == s:
-                        wake[target] = _wake_time(semt, semn, target, s, want[target])
+                        wake[target] = wake_time(semt, semn, target, s, want[target])
                         limit = min(limit, wake[target])
                 elif op == OP_WAIT:
                     s = dec[cur, SEM]
                     if s >= nsem:
-                        _fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
                         return tp
                     need = dec[cur, IMM]
-                    w = _wake_time(semt, semn, p, s, need)
+                    w = wake_time(semt, semn, p, s, need)
                     if w <= tp:
-                        _consume(semt, semn, p, s, need)
+                        consume(semt, semn, p, s, need)
                         if sanitize:
                             san_mod.retire(san, sanc, p, s, need)
                     else:
@@ -779,7 +514,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     if tdone > tp:
                         pstat[p, P_STALL_SEM] += tdone - tp
                         if events.shape[0] > 0:
-                            _event(events, evn, cstat, TRACK_PE, p, tp, tdone, cur, op, 0, K_STALL_SEM)
+                            record_event(events, evn, cstat, TRACK_PE, p, tp, tdone, cur, op, 0, K_STALL_SEM)
                     stalled += tdone - tp
                     tp = tdone
                     if sanitize:
@@ -795,7 +530,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                             if status[q] == BARRIER:
                                 pstat[q, P_STALL_BARRIER] += resume - wait_since[q]
                                 if events.shape[0] > 0:
-                                    _event(events, evn, cstat, TRACK_PE, q, wait_since[q], resume, pc[q] if q != p
+                                    record_event(events, evn, cstat, TRACK_PE, q, wait_since[q], resume, pc[q] if q != p
                                            else cur, OP_BARRIER, 0, K_STALL_BARRIER)
                                 status[q] = RUN
                                 t[q] = resume
@@ -811,7 +546,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                         break
                     break
                 else:
-                    _fault(fault, FAULT_INSTRUCTION, p, cur, -1, -1)
+                    set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, -1)
                     return tp
             r[0] = 0
             cur = nxt
@@ -821,7 +556,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
         t[p] = tp
         pstat[p, P_INSTR] += executed - executed_before
         if tp > watchdog or executed > max_instr:
-            _timeout(fault, p, cur, tp, executed > max_instr)
+            timeout(fault, p, cur, tp, executed > max_instr)
             return tp
         if events.shape[0] > 0 and tp > run_start:
             last = run_ev[p]
@@ -829,7 +564,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                 events[last, EV_END] = tp
             elif evn[0] < events.shape[0]:
                 run_ev[p] = evn[0]
-                _event(events, evn, cstat, TRACK_PE, p, run_start, tp, cur, 0, 0, K_RUN)
+                record_event(events, evn, cstat, TRACK_PE, p, run_start, tp, cur, 0, 0, K_RUN)
             else:
                 cstat[S_EV_DROPPED] += 1
         pstat[p, P_ISSUE] += tp - run_start - stalled

@@ -11,7 +11,15 @@ import math
 import numpy as np
 from numba import njit
 
+from vnpu.isa import table as T
+
+from . import sanitizer as san_mod
+from .issue import ELEM, MAX_ELEMS, Q_MATRIX, complete, local_ok, race, set_fault
+from .memory import L_LOCAL_BYTES, first_bad_local
 from .numerics import f16_to_f32
+from .state import (C_FP16_RATE, C_FP32_RATE, C_INT8_RATE, C_LOCAL_BPC, C_MCOLS, C_MDATAFLOW, C_MDEPTH, C_MROWS,
+                    C_NSEM, C_WBUF_BYTES, FAULT_ADDRESS, FAULT_INSTRUCTION, P_MACS, P_MATRIX, TRACK_MATRIX,
+                    WHY_DTYPE, WHY_NO_WEIGHTS, WHY_SEMAPHORE, WHY_SIZE, WHY_WEIGHTS)
 
 
 @njit(cache=True, nogil=True)
@@ -167,3 +175,105 @@ def multiply_fp16(pool, a_off, w, out_off, M, K, N, accumulate):
     acc = np.empty((M, N), dtype=np.float32)
     _gemm_rows(a.reshape(M, K), wf.reshape(K, N), acc, M, K, N)
     _store_float_result(out, acc.reshape(M * N), accumulate)
+
+
+@njit(cache=True, nogil=True)
+def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
+    """Issue mm.ldw or mm.mul at pc `cur` of PE p at cycle tp (registers r): check the operands, load the
+    weight tile or multiply, price it, book the PE's matrix unit and complete it. Returns its completion
+    cycle, or -1 with the fault recorded in chk.fault."""
+    dec, pe_ids, pool, lay = prog.code, prog.pe_ids, mem.pool, mem.layout
+    fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
+    pstat, cstat, events, evn = rec.pstat, rec.cstat, rec.events, rec.evn
+    semt, semn, lbase = units.semt, units.semn, units.lbase
+    reads, plain, where = scratch.reads, scratch.plain, scratch.where
+    nsem = int(cfg[C_NSEM])
+    local_bytes = lay[L_LOCAL_BYTES]
+    op = dec[cur, 0]
+    matfree, wk, wbuf = units.matfree, units.weights_kept, mem.weights
+    wbuf_bytes = int(cfg[C_WBUF_BYTES])
+    s = dec[cur, T.SEM]
+    if s >= nsem:
+        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+        return -1
+    dt = dec[cur, T.DT]
+    eb = ELEM[dt]
+    lb = lbase[p]
+    reads[:, :] = 0
+    if op == T.OP_MM_LDW:
+        a = r[dec[cur, T.RS1]]
+        K = r[dec[cur, T.RS2]]
+        N = r[dec[cur, T.RS3]]
+        # K and N bounded before the product, which could wrap in int64
+        if K <= 0 or N <= 0 or K > wbuf_bytes or N > wbuf_bytes or K * N * eb > wbuf_bytes:
+            set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_WEIGHTS)
+            return -1
+        nbytes = K * N * eb
+        if not local_ok(lay, a, nbytes):
+            set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nbytes), nbytes)
+            return -1
+        ka = san_mod.key(local_bytes, pe_ids[p], a)
+        reads[0, 0] = ka
+        reads[0, 1] = ka + nbytes
+        wlo = np.int64(0)
+        whi = np.int64(0)
+    else:
+        dst = r[dec[cur, T.RD]]
+        a = r[dec[cur, T.RS1]]
+        M = r[dec[cur, T.RS2]]
+        if wk[p, 0] < 0:
+            set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_NO_WEIGHTS)
+            return -1
+        if wk[p, 2] != dt:
+            set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
+            return -1
+        K = wk[p, 0]
+        N = wk[p, 1]
+        if M < 0 or M > MAX_ELEMS:
+            set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
+            return -1
+        if not local_ok(lay, a, M * K * eb):
+            set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, M * K * eb), M * K * eb)
+            return -1
+        if not local_ok(lay, dst, M * N * 4):
+            set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, dst, M * N * 4), M * N * 4)
+            return -1
+        ka = san_mod.key(local_bytes, pe_ids[p], a)
+        reads[0, 0] = ka
+        reads[0, 1] = ka + M * K * eb
+        wlo = san_mod.key(local_bytes, pe_ids[p], dst)
+        whi = wlo + M * N * 4
+    if sanitize:
+        hit = san_mod.check(san, sanc, where, p, Q_MATRIX, reads, wlo, whi, plain)
+        if hit >= 0:
+            race(fault, san, where, p, cur, hit)
+            return -1
+    if op == T.OP_MM_LDW:
+        wbuf[p, :nbytes] = pool[lb + a:lb + a + nbytes]
+        wk[p, 0] = K
+        wk[p, 1] = N
+        wk[p, 2] = dt
+        cyc = load_weights_cycles(K, N, eb, cfg[C_LOCAL_BPC])
+        aux = K * N
+    else:
+        if dt == 0:
+            multiply_int8(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
+            rate = cfg[C_INT8_RATE]
+        elif dt == 2:
+            multiply_fp16(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
+            rate = cfg[C_FP16_RATE]
+        else:
+            multiply_fp32(pool, lb + a, wbuf[p], lb + dst, M, K, N, dec[cur, T.FLAG] == 1)
+            rate = cfg[C_FP32_RATE]
+        cyc = multiply_cycles(M, N, K, int(cfg[C_MROWS]), int(cfg[C_MCOLS]), int(cfg[C_MDEPTH]),
+                                       int(cfg[C_MDATAFLOW]), rate)
+        pstat[p, P_MACS] += M * N * K
+        aux = M * N * K
+    start = max(tp, matfree[p])
+    done = start + cyc
+    matfree[p] = done
+    pstat[p, P_MATRIX] += cyc
+    if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_MATRIX,
+                     TRACK_MATRIX, start, done, aux, reads, wlo, whi, plain):
+        return -1
+    return done

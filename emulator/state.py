@@ -11,6 +11,13 @@ Memory = namedtuple("Memory", "pool ptab layout weights")         # the card's p
 Record = namedtuple("Record", "pstat cstat events evn")           # per-PE and card statistics, trace events
 Checks = namedtuple("Checks", "fault san sanc sanitize")          # the fault record and the race sanitizer
 Transfer = namedtuple("Transfer", "dst src nbytes c1 ss1 ds1 c2 ss2 ds2")   # one DMA descriptor
+# the units' timelines and the PEs' synchronization state, per PE: pending signal times and counts of each
+# semaphore, when the vector and matrix units and each DMA engine are free, each engine's ring of completion
+# cycles and its next slot, staged DMA dimensions, the matrix unit's loaded weight tile (K, N, dtype), and the
+# pool offset of each PE's local memory
+Units = namedtuple("Units", "semt semn vecfree matfree dmafree dmaring dmaring_i dims weights_kept lbase")
+# scratch arrays an issue fills for the sanitizer: read ranges, the access patterns, the race record
+Scratch = namedtuple("Scratch", "reads plain pat where")
 
 # --- the config vector (float64), filled from a CardConfig by `config_vector` ---------------------------
 (C_CLOCK, C_PES, C_NSEM, C_WATCHDOG, C_BARRIER, C_LOCAL_BPC, C_SRAM_BPC, C_SRAM_LAT, C_DRAM_BPC, C_DRAM_LAT,

@@ -15,6 +15,12 @@ from numba import njit
 
 from vnpu.isa import table as T
 
+from . import sanitizer as san_mod
+from .dispatch import VEC_BCAST, VEC_BINARY, VEC_FLOAT_ONLY, VEC_FN, VEC_TRANS
+from .issue import ELEM, MAX_ELEMS, Q_VECTOR, complete, local_ok, race, set_fault
+from .memory import L_LOCAL_BYTES, first_bad_local
+from .state import (C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, FAULT_ADDRESS, FAULT_INSTRUCTION, P_VECTOR, P_VOPS,
+                    TRACK_VECTOR, WHY_DTYPE, WHY_SEMAPHORE, WHY_SIZE)
 from .numerics import bits_to_f32, f16_to_f32, f32_to_f16, fma_f32, quiet_nan_f32
 
 DT_I8, DT_I32, DT_F16, DT_F32 = 0, 1, 2, 3
@@ -247,3 +253,93 @@ def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
             if y[i] != y[i]:
                 y[i] = bits_to_f32(CANONICAL_NAN) if src_int else quiet_nan_f32(y[i])
         store_float(pool, dst, y, dst_dt)
+
+
+@njit(cache=True, nogil=True)
+def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
+    """Issue the vector instruction at pc `cur` of PE p at cycle tp (registers r): check its operands, compute
+    its result, price it, book the PE's vector unit and complete it. Returns its completion cycle, or -1
+    with the fault recorded in chk.fault."""
+    dec, pe_ids, pool, lay = prog.code, prog.pe_ids, mem.pool, mem.layout
+    fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
+    pstat, cstat, events, evn = rec.pstat, rec.cstat, rec.events, rec.evn
+    semt, semn, lbase = units.semt, units.semn, units.lbase
+    reads, plain, where = scratch.reads, scratch.plain, scratch.where
+    nsem = int(cfg[C_NSEM])
+    local_bytes = lay[L_LOCAL_BYTES]
+    op = dec[cur, 0]
+    vecfree = units.vecfree
+    s = dec[cur, T.SEM]
+    if s >= nsem:
+        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+        return -1
+    dt = dec[cur, T.DT]
+    n = r[dec[cur, T.RS3]]
+    if n < 0 or n > MAX_ELEMS:
+        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
+        return -1
+    dst = r[dec[cur, T.RD]]
+    a = r[dec[cur, T.RS1]]
+    b = r[dec[cur, T.RS2]]
+    binary = VEC_BINARY[op]
+    bcast = VEC_BCAST[op]
+    if op == T.OP_VSUM or op == T.OP_VRMAX:
+        dst_bytes = 4
+    elif op == T.OP_VCVT:
+        dst_bytes = n * ELEM[dec[cur, T.DT2]]
+    else:
+        dst_bytes = n * ELEM[dt]
+    src_bytes = n * ELEM[dt]
+    if not local_ok(lay, a, src_bytes):
+        set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, src_bytes), src_bytes)
+        return -1
+    b_bytes = ELEM[dt] if bcast else src_bytes
+    if binary and not local_ok(lay, b, b_bytes):
+        set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, b, b_bytes), b_bytes)
+        return -1
+    if not local_ok(lay, dst, dst_bytes):
+        set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, dst, dst_bytes), dst_bytes)
+        return -1
+    kd = np.int64(0)
+    if sanitize:
+        reads[:, :] = 0
+        ka = san_mod.key(local_bytes, pe_ids[p], a)
+        reads[0, 0] = ka
+        reads[0, 1] = ka + src_bytes
+        if binary:
+            kb = san_mod.key(local_bytes, pe_ids[p], b)
+            reads[1, 0] = kb
+            reads[1, 1] = kb + b_bytes
+        kd = san_mod.key(local_bytes, pe_ids[p], dst)
+        hit = san_mod.check(san, sanc, where, p, Q_VECTOR, reads, kd, kd + dst_bytes, plain)
+        if hit >= 0:
+            race(fault, san, where, p, cur, hit)
+            return -1
+    lb = lbase[p]
+    width = int(cfg[C_VWIDTH])
+    if op == T.OP_VSUM or op == T.OP_VRMAX:
+        reduce(pool, op == T.OP_VRMAX, dt, lb + dst, lb + a, n)
+        cyc = reduce_cycles(n, dt, width, int(cfg[C_VLAT]))
+    elif op == T.OP_VCVT:
+        q = r[dec[cur, T.RS2]]
+        scale = np.array([np.uint32(q & 0xFFFFFFFF)], dtype=np.uint32).view(np.float32)[0]
+        zp = ((q >> 32) + 2147483648) % 4294967296 - 2147483648
+        convert(pool, dt, dec[cur, T.DT2], lb + dst, lb + a, n, np.float64(scale), np.float64(zp))
+        wide = dt if ELEM[dt] >= ELEM[dec[cur, T.DT2]] else dec[cur, T.DT2]
+        cyc = elementwise_cycles(n, wide, False, width, int(cfg[C_VLAT]), 1)
+    else:
+        if not elementwise(pool, VEC_FN[op], dt, lb + dst, lb + a, lb + b, n, binary, bcast,
+                                    VEC_FLOAT_ONLY[op]):
+            set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
+            return -1
+        cyc = elementwise_cycles(n, dt, VEC_TRANS[op], width, int(cfg[C_VLAT]),
+                                          int(cfg[C_VTRANS]))
+    start = max(tp, vecfree[p])
+    done = start + cyc
+    vecfree[p] = done
+    pstat[p, P_VECTOR] += cyc
+    pstat[p, P_VOPS] += n
+    if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_VECTOR,
+                     TRACK_VECTOR, start, done, n, reads, kd, kd + dst_bytes, plain):
+        return -1
+    return done
