@@ -336,7 +336,7 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                 # --- everything below touches shared state: issue only in global time order -------------
                 if tp - ISSUE_CYCLES[op] > limit:
                     tp -= ISSUE_CYCLES[op]
-                    pstat[p, P_INSTR] -= 1
+                    executed -= 1            # not issued yet: it runs again when this PE resumes
                     break
                 if op == OP_DMA:
                     e = dec[cur, ENG]

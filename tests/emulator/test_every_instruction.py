@@ -104,3 +104,33 @@ def test_every_instruction_has_a_directed_test():
     missing = [i.mnemonic for i in T.INSTRUCTIONS
                if not re.search(r"(?<![\w.])" + re.escape(i.mnemonic) + r"(?![\w.])", sources)]
     assert not missing, f"instructions without a directed test: {missing}"
+
+
+def test_instruction_counts_are_exact_when_pes_yield_to_each_other():
+    """Instructions that touch shared state (dma, sig, barrier) wait for PEs that are behind; the count of
+    executed instructions per PE must not change with that (each counted once)."""
+    from vnpu.emulator.state import P_INSTR
+    src = """
+.kernel k
+.arg buf, buffer, u8
+    csrr r2, pe_id
+    addi r5, r2, 1
+    muli r5, r5, 20
+spin:
+    loop r5, spin              ; PE p spins 20 (p + 1) times: the PEs reach the DMA at different times
+    muli r3, r2, 64
+    add r3, r3, r1
+    li r4, 64
+    dma e0, r3, zero, r4, s0
+    wait s0, 1
+    barrier
+    dma e0, zero, r3, r4, s1
+    wait s1, 1
+    sig r2, s2
+    wait s2, 1
+    halt
+"""
+    card = Card("tiny")
+    buf = card.alloc(4096)
+    result = card.launch(vnpu.assemble(src), "k", (buf,), pes=(0, 1, 2, 3), engine="numba")
+    assert list(result.pe_stats[:, P_INSTR]) == [14 + 20 * (p + 1) for p in range(4)]
