@@ -20,17 +20,15 @@ from . import embedding as emb_unit
 from . import matrix as mat_unit
 from . import sanitizer as san_mod
 from . import vector as vec_unit
-from .issue import (INF, SEMCAP, Q_DMA0, Q_EMB, Q_SCALAR, complete, consume, local_ok, post, race, record_event, set_fault,
-                    timeout, wake_time)
+from .issue import (INF, SEMCAP, Q_SCALAR, consume, local_ok, post, race, record_event, set_fault, timeout,
+                    wake_time)
 from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, IS_VECTOR, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED,
                        MEM_STORE)
 from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local
 from .state import (Scratch, Units, C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, C_WATCHDOG, C_WATCHDOG_INSTR,
-                    EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, K_MARK,
-                    K_RUN, K_STALL_BARRIER, K_STALL_QUEUE, K_STALL_SEM, P_DMA, P_END, P_INSTR, P_ISSUE,
-                    P_STALL_BARRIER, P_STALL_QUEUE, P_STALL_SEM, R_EMB, S_CYCLES, S_EMB_BUSY, S_EMB_LOOKUPS,
-                    S_EMB_ROWS, S_EV_DROPPED, TRACK_DMA0, TRACK_EMB, TRACK_PE, WHY_DMA_SIZE, WHY_EMB_DESC,
-                    WHY_ENGINE, WHY_SEM_OVERFLOW, WHY_SEMAPHORE, WHY_SIG_PE)
+                    EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, K_MARK, K_RUN,
+                    K_STALL_BARRIER, K_STALL_SEM, P_END, P_INSTR, P_ISSUE, P_STALL_BARRIER, P_STALL_SEM, S_CYCLES,
+                    S_EV_DROPPED, TRACK_PE, WHY_ENGINE, WHY_SEM_OVERFLOW, WHY_SEMAPHORE, WHY_SIG_PE)
 
 RUN, HALTED, WAITSEM, BARRIER = 0, 1, 2, 3
 
@@ -339,135 +337,15 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     executed -= 1            # not issued yet: it runs again when this PE resumes
                     break
                 if op == OP_DMA:
-                    e = dec[cur, ENG]
-                    s = dec[cur, SEM]
-                    if e >= neng:
-                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
-                        return tp
-                    if s >= nsem:
-                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
-                        return tp
-                    dst = r[dec[cur, RD]]
-                    src = r[dec[cur, RS1]]
-                    nbytes = r[dec[cur, RS2]]
-                    c1 = dims[p, e, 0]
-                    ss1 = dims[p, e, 1]
-                    ds1 = dims[p, e, 2]
-                    c2 = dims[p, e, 3]
-                    ss2 = dims[p, e, 4]
-                    ds2 = dims[p, e, 5]
-                    dims[p, e, 0] = 1
-                    dims[p, e, 1] = 0
-                    dims[p, e, 2] = 0
-                    dims[p, e, 3] = 1
-                    dims[p, e, 4] = 0
-                    dims[p, e, 5] = 0
-                    if nbytes < 0 or nbytes > (1 << 32) or c1 < 0 or c2 < 0 or c1 > dma_unit.MAX_ROWS \
-                            or c2 > dma_unit.MAX_ROWS or c1 * c2 > dma_unit.MAX_ROWS:
-                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DMA_SIZE)
-                        return tp
-                    # the engine's queue: a full queue stalls the PE until its oldest descriptor is done
-                    slot = dmaring_i[p, e] % qdepth
-                    if dmaring[p, e, slot] > tp:
-                        stall = dmaring[p, e, slot] - tp
-                        pstat[p, P_STALL_QUEUE] += stall
-                        if events.shape[0] > 0:
-                            record_event(events, evn, cstat, TRACK_PE, p, tp, tp + stall, cur, op, e, K_STALL_QUEUE)
-                        tp += stall
-                        stalled += stall
-                    if sanitize:
-                        reads[:, :] = 0
-                        lo_s = src + min(0, (c1 - 1) * ss1) + min(0, (c2 - 1) * ss2)
-                        hi_s = src + max(0, (c1 - 1) * ss1) + max(0, (c2 - 1) * ss2) + nbytes
-                        lo_d = dst + min(0, (c1 - 1) * ds1) + min(0, (c2 - 1) * ds2)
-                        hi_d = dst + max(0, (c1 - 1) * ds1) + max(0, (c2 - 1) * ds2) + nbytes
-                        if c1 * c2 * nbytes > 0:
-                            ks = san_mod.key(local_bytes, pe_ids[p], lo_s)
-                            reads[0, 0] = ks
-                            reads[0, 1] = ks + (hi_s - lo_s)
-                            wlo = san_mod.key(local_bytes, pe_ids[p], lo_d)
-                            whi = wlo + (hi_d - lo_d)
-                        else:
-                            wlo = np.int64(0)
-                            whi = np.int64(0)
-                        # 2-D descriptors keep their row pattern (exact checks); 3-D ones their bounding interval
-                        pat[:] = 0
-                        if c2 == 1 and c1 > 1:
-                            pat[0] = nbytes
-                            pat[1] = c1
-                            pat[2] = ss1
-                            pat[3] = nbytes
-                            pat[4] = c1
-                            pat[5] = ds1
-                            if ss1 < 0 or ss1 < nbytes:
-                                pat[1] = 1     # negative or overlapping rows: bounding interval
-                            if ds1 < 0 or ds1 < nbytes:
-                                pat[4] = 1
-                        hit = san_mod.check(san, sanc, where, p, Q_DMA0 + e, reads, wlo, whi, pat)
-                        if hit >= 0:
-                            race(fault, san, where, p, cur, hit)
-                            return tp
-                    start = max(tp, dmafree[p, e])
-                    st, done, bad = dma_unit.transfer(mem, pe_ids[p], (dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2),
-                                                      start, cfg, res, cstat)
-                    if st != 0:
-                        set_fault(fault, FAULT_ADDRESS, p, cur, bad, st)
-                        return tp
-                    dmafree[p, e] = done
-                    dmaring[p, e, slot] = done
-                    dmaring_i[p, e] += 1
-                    pstat[p, P_DMA] += done - start
-                    if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s,
-                                     Q_DMA0 + e, TRACK_DMA0 + e, start, done, c1 * c2 * nbytes, reads, wlo, whi, pat):
+                    done, stall = dma_unit.issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
+                    tp += stall          # a full descriptor queue stalls the PE
+                    stalled += stall
+                    if done < 0:
                         return tp
                     last_done = max(last_done, done)
                 elif op == OP_EMB:
-                    s = dec[cur, SEM]
-                    if s >= nsem:
-                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
-                        return tp
-                    d = r[dec[cur, RS1]]
-                    if not local_ok(lay, d, 8 * T.EMB_DESC_WORDS):
-                        nd = 8 * T.EMB_DESC_WORDS
-                        set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, d, nd), nd)
-                        return tp
-                    desc = pool[lbase[p] + d:lbase[p] + d + 8 * T.EMB_DESC_WORDS].view(np.int64).copy()
-                    if sanitize:
-                        nr = emb_unit.ranges(desc, reads)
-                        if nr < 0:
-                            set_fault(fault, FAULT_INSTRUCTION, p, cur, d, WHY_EMB_DESC)
-                            return tp
-                        kd = san_mod.key(local_bytes, pe_ids[p], d)
-                        for k in range(san_mod.NREAD):
-                            if reads[k, 1] > reads[k, 0]:
-                                lo = san_mod.key(local_bytes, pe_ids[p], reads[k, 0])
-                                reads[k, 1] = lo + reads[k, 1] - reads[k, 0]
-                                reads[k, 0] = lo
-                        wlo = san_mod.key(local_bytes, pe_ids[p], emb_unit.output_address(desc))
-                        whi = wlo + emb_unit.output_bytes(desc)
-                        hit = san_mod.check(san, sanc, where, p, Q_EMB, reads, wlo, whi, plain)
-                        if hit < 0:  # the descriptor itself is read at issue
-                            tmp = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
-                            tmp[0, 0] = kd
-                            tmp[0, 1] = kd + 8 * T.EMB_DESC_WORDS
-                            hit = san_mod.check(san, sanc, where, p, Q_SCALAR, tmp, 0, 0, plain)
-                        if hit >= 0:
-                            race(fault, san, where, p, cur, hit)
-                            return tp
-                    start = max(tp, res[R_EMB])
-                    st, done, bad, why = emb_unit.lookup(pool, ptab, lay, pe_ids[p], desc, start, cfg, res, cstat)
-                    if st != 0:
-                        if st == 1:
-                            set_fault(fault, FAULT_ADDRESS, p, cur, bad, -1)
-                        else:
-                            set_fault(fault, FAULT_INSTRUCTION, p, cur, bad, why)
-                        return tp
-                    res[R_EMB] = done
-                    cstat[S_EMB_BUSY] += done - start
-                    cstat[S_EMB_LOOKUPS] += desc[emb_unit.D_NUM_BAGS]
-                    cstat[S_EMB_ROWS] += desc[emb_unit.D_NUM_INDICES]
-                    if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_EMB,
-                                     TRACK_EMB, start, done, desc[emb_unit.D_NUM_INDICES], reads, wlo, whi, plain):
+                    done = emb_unit.issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
+                    if done < 0:
                         return tp
                     last_done = max(last_done, done)
                 elif op == OP_SIG:

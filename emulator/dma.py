@@ -10,8 +10,13 @@ import math
 import numpy as np
 from numba import njit
 
-from .memory import copy_bytes, first_bad_byte, region_of, translate
-from .state import (C_BURST, C_DMA_BPC, C_DMA_SETUP, C_DRAM_BPC, C_DRAM_LAT, C_LOCAL_BPC, C_PAGE_BYTES,
+from vnpu.isa import table as T
+
+from . import sanitizer as san_mod
+from .issue import Q_DMA0, complete, race, record_event, set_fault
+from .memory import L_LOCAL_BYTES, copy_bytes, first_bad_byte, region_of, translate
+from .state import (C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, FAULT_ADDRESS, FAULT_INSTRUCTION, K_STALL_QUEUE, P_DMA,
+                    P_STALL_QUEUE, TRACK_DMA0, TRACK_PE, WHY_DMA_SIZE, WHY_ENGINE, WHY_SEMAPHORE, C_BURST, C_DMA_BPC, C_DMA_SETUP, C_DRAM_BPC, C_DRAM_LAT, C_LOCAL_BPC, C_PAGE_BYTES,
                     C_RAND_EFF, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM, S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR,
                     S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR)
 
@@ -111,3 +116,106 @@ def transfer(mem, pe, desc, t_start, cfg, res, cstat):
         end = max(end, book(res, R_DRAM, begin, int(math.ceil(dram_cyc)), cstat, S_DRAM_BUSY))
         latency = max(latency, int(cfg[C_DRAM_LAT]))
     return 0, end + latency, -1
+
+
+@njit(cache=True, nogil=True)
+def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+    """Issue the `dma` at pc `cur` of PE p at cycle tp (registers r): take the engine's staged dimensions,
+    check the descriptor, wait for a free slot in the engine's queue, copy and price the transfer (booking
+    the card's DRAM channel and SRAM ring in global time order), and complete it. Returns (completion cycle
+    or -1 with the fault recorded in chk.fault, cycles the PE stalled on a full queue)."""
+    dec, pe_ids, lay = prog.code, prog.pe_ids, mem.layout
+    fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
+    pstat, cstat, events, evn = rec.pstat, rec.cstat, rec.events, rec.evn
+    semt, semn = units.semt, units.semn
+    reads, pat, where = scratch.reads, scratch.pat, scratch.where
+    nsem = int(cfg[C_NSEM])
+    local_bytes = lay[L_LOCAL_BYTES]
+    op = dec[cur, 0]
+    wlo = np.int64(0)
+    whi = np.int64(0)
+    dims, dmafree, dmaring, dmaring_i = units.dims, units.dmafree, units.dmaring, units.dmaring_i
+    neng = int(cfg[C_DMA_ENGINES])
+    qdepth = int(cfg[C_DMA_QDEPTH])
+    stall = np.int64(0)
+    e = dec[cur, T.ENG]
+    s = dec[cur, T.SEM]
+    if e >= neng:
+        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_ENGINE)
+        return -1, stall
+    if s >= nsem:
+        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+        return -1, stall
+    dst = r[dec[cur, T.RD]]
+    src = r[dec[cur, T.RS1]]
+    nbytes = r[dec[cur, T.RS2]]
+    c1 = dims[p, e, 0]
+    ss1 = dims[p, e, 1]
+    ds1 = dims[p, e, 2]
+    c2 = dims[p, e, 3]
+    ss2 = dims[p, e, 4]
+    ds2 = dims[p, e, 5]
+    dims[p, e, 0] = 1
+    dims[p, e, 1] = 0
+    dims[p, e, 2] = 0
+    dims[p, e, 3] = 1
+    dims[p, e, 4] = 0
+    dims[p, e, 5] = 0
+    if nbytes < 0 or nbytes > (1 << 32) or c1 < 0 or c2 < 0 or c1 > MAX_ROWS \
+            or c2 > MAX_ROWS or c1 * c2 > MAX_ROWS:
+        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DMA_SIZE)
+        return -1, stall
+    # the engine's queue: a full queue stalls the PE until its oldest descriptor is done
+    slot = dmaring_i[p, e] % qdepth
+    if dmaring[p, e, slot] > tp:
+        stall = dmaring[p, e, slot] - tp
+        pstat[p, P_STALL_QUEUE] += stall
+        if events.shape[0] > 0:
+            record_event(events, evn, cstat, TRACK_PE, p, tp, tp + stall, cur, op, e, K_STALL_QUEUE)
+        tp += stall
+    if sanitize:
+        reads[:, :] = 0
+        lo_s = src + min(0, (c1 - 1) * ss1) + min(0, (c2 - 1) * ss2)
+        hi_s = src + max(0, (c1 - 1) * ss1) + max(0, (c2 - 1) * ss2) + nbytes
+        lo_d = dst + min(0, (c1 - 1) * ds1) + min(0, (c2 - 1) * ds2)
+        hi_d = dst + max(0, (c1 - 1) * ds1) + max(0, (c2 - 1) * ds2) + nbytes
+        if c1 * c2 * nbytes > 0:
+            ks = san_mod.key(local_bytes, pe_ids[p], lo_s)
+            reads[0, 0] = ks
+            reads[0, 1] = ks + (hi_s - lo_s)
+            wlo = san_mod.key(local_bytes, pe_ids[p], lo_d)
+            whi = wlo + (hi_d - lo_d)
+        else:
+            wlo = np.int64(0)
+            whi = np.int64(0)
+        # 2-D descriptors keep their row pattern (exact checks); 3-D ones their bounding interval
+        pat[:] = 0
+        if c2 == 1 and c1 > 1:
+            pat[0] = nbytes
+            pat[1] = c1
+            pat[2] = ss1
+            pat[3] = nbytes
+            pat[4] = c1
+            pat[5] = ds1
+            if ss1 < 0 or ss1 < nbytes:
+                pat[1] = 1     # negative or overlapping rows: bounding interval
+            if ds1 < 0 or ds1 < nbytes:
+                pat[4] = 1
+        hit = san_mod.check(san, sanc, where, p, Q_DMA0 + e, reads, wlo, whi, pat)
+        if hit >= 0:
+            race(fault, san, where, p, cur, hit)
+            return -1, stall
+    start = max(tp, dmafree[p, e])
+    st, done, bad = transfer(mem, pe_ids[p], (dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2),
+                                      start, cfg, res, cstat)
+    if st != 0:
+        set_fault(fault, FAULT_ADDRESS, p, cur, bad, st)
+        return -1, stall
+    dmafree[p, e] = done
+    dmaring[p, e, slot] = done
+    dmaring_i[p, e] += 1
+    pstat[p, P_DMA] += done - start
+    if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s,
+                     Q_DMA0 + e, TRACK_DMA0 + e, start, done, c1 * c2 * nbytes, reads, wlo, whi, pat):
+        return -1, stall
+    return done, stall

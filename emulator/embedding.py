@@ -20,10 +20,13 @@ from numba import njit
 
 from vnpu.isa import table as T
 
+from . import sanitizer as san_mod
 from .dma import book, dram_run_cycles
-from .memory import first_bad_byte, region_of, translate
+from .issue import Q_EMB, Q_SCALAR, complete, local_ok, race, set_fault
+from .memory import L_LOCAL_BYTES, first_bad_byte, first_bad_local, region_of, translate
 from .numerics import bits_to_f32, f16bits_to_f32bits, f32_to_f16, load_f16, load_f32
-from .state import (C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM,
+from .state import (C_NSEM, FAULT_ADDRESS, FAULT_INSTRUCTION, R_EMB, S_EMB_BUSY, S_EMB_LOOKUPS, S_EMB_ROWS,
+                    TRACK_EMB, WHY_SEMAPHORE, C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM,
                     S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR, S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR,
                     WHY_EMB_DESC, WHY_EMB_INDEX, WHY_EMB_SEGMENTS)
 
@@ -297,3 +300,68 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
         sc = int(math.ceil((gathered + meta) / cfg[C_SRAM_BPC]))
         end = max(end, book(res, R_SRAM, begin, sc, cstat, S_SRAM_BUSY))
     return 0, end + int(latency), -1, 0
+
+
+@njit(cache=True, nogil=True)
+def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+    """Issue the `emb` at pc `cur` of PE p at cycle tp (registers r): read its descriptor from local memory,
+    check it, run the lookup on the card's one embedding unit (in issue order across PEs), and complete it.
+    Returns its completion cycle, or -1 with the fault recorded in chk.fault."""
+    dec, pe_ids, pool, ptab, lay = prog.code, prog.pe_ids, mem.pool, mem.ptab, mem.layout
+    fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
+    cstat, events, evn = rec.cstat, rec.events, rec.evn
+    semt, semn, lbase = units.semt, units.semn, units.lbase
+    reads, plain, where = scratch.reads, scratch.plain, scratch.where
+    nsem = int(cfg[C_NSEM])
+    local_bytes = lay[L_LOCAL_BYTES]
+    op = dec[cur, 0]
+    wlo = np.int64(0)
+    whi = np.int64(0)
+    s = dec[cur, T.SEM]
+    if s >= nsem:
+        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+        return -1
+    d = r[dec[cur, T.RS1]]
+    if not local_ok(lay, d, 8 * T.EMB_DESC_WORDS):
+        nd = 8 * T.EMB_DESC_WORDS
+        set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, d, nd), nd)
+        return -1
+    desc = pool[lbase[p] + d:lbase[p] + d + 8 * T.EMB_DESC_WORDS].view(np.int64).copy()
+    if sanitize:
+        nr = ranges(desc, reads)
+        if nr < 0:
+            set_fault(fault, FAULT_INSTRUCTION, p, cur, d, WHY_EMB_DESC)
+            return -1
+        kd = san_mod.key(local_bytes, pe_ids[p], d)
+        for k in range(san_mod.NREAD):
+            if reads[k, 1] > reads[k, 0]:
+                lo = san_mod.key(local_bytes, pe_ids[p], reads[k, 0])
+                reads[k, 1] = lo + reads[k, 1] - reads[k, 0]
+                reads[k, 0] = lo
+        wlo = san_mod.key(local_bytes, pe_ids[p], output_address(desc))
+        whi = wlo + output_bytes(desc)
+        hit = san_mod.check(san, sanc, where, p, Q_EMB, reads, wlo, whi, plain)
+        if hit < 0:  # the descriptor itself is read at issue
+            tmp = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
+            tmp[0, 0] = kd
+            tmp[0, 1] = kd + 8 * T.EMB_DESC_WORDS
+            hit = san_mod.check(san, sanc, where, p, Q_SCALAR, tmp, 0, 0, plain)
+        if hit >= 0:
+            race(fault, san, where, p, cur, hit)
+            return -1
+    start = max(tp, res[R_EMB])
+    st, done, bad, why = lookup(pool, ptab, lay, pe_ids[p], desc, start, cfg, res, cstat)
+    if st != 0:
+        if st == 1:
+            set_fault(fault, FAULT_ADDRESS, p, cur, bad, -1)
+        else:
+            set_fault(fault, FAULT_INSTRUCTION, p, cur, bad, why)
+        return -1
+    res[R_EMB] = done
+    cstat[S_EMB_BUSY] += done - start
+    cstat[S_EMB_LOOKUPS] += desc[D_NUM_BAGS]
+    cstat[S_EMB_ROWS] += desc[D_NUM_INDICES]
+    if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_EMB,
+                     TRACK_EMB, start, done, desc[D_NUM_INDICES], reads, wlo, whi, plain):
+        return -1
+    return done
