@@ -302,7 +302,9 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     return 0, end + int(latency), -1, 0
 
 
-@njit(cache=True, nogil=True)
+# inlined into the core at the numba IR level: compiled as a separate function it would carry its own copy of
+# every helper it calls through LLVM again (7 s more of cold start for the four units)
+@njit(cache=True, nogil=True, inline="always")
 def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
     """Issue the `emb` at pc `cur` of PE p at cycle tp (registers r): read its descriptor from local memory,
     check it, run the lookup on the card's one embedding unit (in issue order across PEs), and complete it.

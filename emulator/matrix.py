@@ -177,7 +177,9 @@ def multiply_fp16(pool, a_off, w, out_off, M, K, N, accumulate):
     _store_float_result(out, acc.reshape(M * N), accumulate)
 
 
-@njit(cache=True, nogil=True)
+# inlined into the core at the numba IR level: compiled as a separate function it would carry its own copy of
+# every helper it calls through LLVM again (7 s more of cold start for the four units)
+@njit(cache=True, nogil=True, inline="always")
 def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
     """Issue mm.ldw or mm.mul at pc `cur` of PE p at cycle tp (registers r): check the operands, load the
     weight tile or multiply, price it, book the PE's matrix unit and complete it. Returns its completion

@@ -255,7 +255,9 @@ def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
         store_float(pool, dst, y, dst_dt)
 
 
-@njit(cache=True, nogil=True)
+# inlined into the core at the numba IR level: compiled as a separate function it would carry its own copy of
+# every helper it calls through LLVM again (7 s more of cold start for the four units)
+@njit(cache=True, nogil=True, inline="always")
 def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
     """Issue the vector instruction at pc `cur` of PE p at cycle tp (registers r): check its operands, compute
     its result, price it, book the PE's vector unit and complete it. Returns its completion cycle, or -1
