@@ -157,13 +157,16 @@ def replay_ns(replays: int) -> float:
     return replays * REPLAY_NS
 
 
-def on_card_copy_ns(nbytes: int, card_config) -> float:
-    """A copy_peer whose source and destination are on the same card: DRAM to DRAM, no PCIe. Each byte is
-    read and written once at the card's DRAM bandwidth (`dram.gbps` of the card config); no setup.
-
-    Not yet the emulator's DMA formula (emulator/dma.py: setup + the slower of the engine's stream and the
-    DRAM channel's burst time, + DRAM latency, in cycles): that needs a Python-callable cost function there."""
-    return 2 * nbytes / card_config.dram.gbps
+def on_card_copy_ns(nbytes: int, card, src_address: int, dst_address: int) -> float:
+    """A copy_peer whose source and destination are on the same card: no PCIe; one of the card's DMA engines
+    copies it, timed by the emulator's DMA formula (emulator/dma.py: copy_cycles: setup, the slowest of the
+    engine's stream, the DRAM channel's bursts and the SRAM ring, then the memory's latency), at the card's
+    clock."""
+    if nbytes <= 0:
+        return 0.0
+    from vnpu.emulator.dma import copy_cycles
+    cycles = copy_cycles(card.memory.layout, int(src_address), int(dst_address), int(nbytes), card.cfgv)
+    return cycles / card.config.clock_ghz
 
 
 class Link:

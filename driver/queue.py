@@ -203,7 +203,8 @@ class Queue:
             self.device.card.write(dst.device_address + dst_offset, data, ctx=self.ctx.id)
             if src.device is self.device:   # an on-card copy: DRAM to DRAM, no PCIe (so no replays)
                 ready = self._ready()
-                end = ready + pcie.on_card_copy_ns(n, self.device.config)
+                end = ready + pcie.on_card_copy_ns(n, self.device.card, src.device_address + src_offset,
+                                                   dst.device_address + dst_offset)
                 return self._finish("copy_peer (on card)", ready, end, "queue")
             return self._transfer("p2p", n, f"copy_peer {n} B from card {src.device.index}", replays,
                                   card=src.device.index, peer=self.device.index)

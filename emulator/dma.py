@@ -103,19 +103,49 @@ def transfer(mem, pe, desc, t_start, cfg, res, cstat):
             cstat[S_SRAM_RD if rd else S_SRAM_WR] += total
         else:
             cstat[S_LOCAL_RD if rd else S_LOCAL_WR] += total
+    stream, local, sram, dram, latency = cost_parts(src_region, dst_region, total, dram_cyc, cfg)
     begin = t_start + int(cfg[C_DMA_SETUP])
-    stream = total / cfg[C_DMA_BPC]
-    latency = 0
-    end = begin + int(math.ceil(stream))
-    if src_region == 0 or dst_region == 0:
-        end = max(end, begin + int(math.ceil(total / cfg[C_LOCAL_BPC])))
-    if src_region == 1 or dst_region == 1:
-        end = max(end, book(res, R_SRAM, begin, int(math.ceil(total / cfg[C_SRAM_BPC])), cstat, S_SRAM_BUSY))
-        latency = max(latency, int(cfg[C_SRAM_LAT]))
-    if dram_cyc > 0:
-        end = max(end, book(res, R_DRAM, begin, int(math.ceil(dram_cyc)), cstat, S_DRAM_BUSY))
-        latency = max(latency, int(cfg[C_DRAM_LAT]))
+    end = begin + max(stream, local)
+    if sram > 0:
+        end = max(end, book(res, R_SRAM, begin, sram, cstat, S_SRAM_BUSY))
+    if dram > 0:
+        end = max(end, book(res, R_DRAM, begin, dram, cstat, S_DRAM_BUSY))
     return 0, end + latency, -1
+
+
+@njit(cache=True, nogil=True)
+def cost_parts(src_region, dst_region, total, dram_cyc, cfg):
+    """The cycles of a transfer of `total` bytes on each resource it uses, and its latency: (the engine's
+    stream, the PE-local port, the shared SRAM ring, the DRAM channel, latency). Regions: 0 local, 1 shared
+    SRAM, 2 DRAM; dram_cyc: the DRAM channel's time for every row's bursts (dram_run_cycles)."""
+    stream = int(math.ceil(total / cfg[C_DMA_BPC]))
+    local = int(math.ceil(total / cfg[C_LOCAL_BPC])) if (src_region == 0 or dst_region == 0) else 0
+    sram = 0
+    dram = 0
+    latency = 0
+    if src_region == 1 or dst_region == 1:
+        sram = int(math.ceil(total / cfg[C_SRAM_BPC]))
+        latency = int(cfg[C_SRAM_LAT])
+    if dram_cyc > 0:
+        dram = int(math.ceil(dram_cyc))
+        latency = max(latency, int(cfg[C_DRAM_LAT]))
+    return stream, local, sram, dram, latency
+
+
+@njit(cache=True, nogil=True)
+def copy_cycles(lay, src, dst, nbytes, cfg):
+    """Cycles one DMA engine takes to copy nbytes contiguous bytes from device address src to dst on an idle
+    card (nothing else booked): the formula of `transfer`, for callers outside a launch (the driver's
+    copy_peer between two buffers of one card)."""
+    src_region = region_of(lay, src)
+    dst_region = region_of(lay, dst)
+    dram_cyc = 0.0
+    if src_region == 2:
+        dram_cyc += dram_run_cycles(src, nbytes, cfg)
+    if dst_region == 2:
+        dram_cyc += dram_run_cycles(dst, nbytes, cfg)
+    stream, local, sram, dram, latency = cost_parts(src_region, dst_region, nbytes, dram_cyc, cfg)
+    return int(cfg[C_DMA_SETUP]) + max(stream, local, sram, dram) + latency
 
 
 # inlined into the core at the numba IR level: compiled as a separate function it would carry its own copy of

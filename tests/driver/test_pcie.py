@@ -168,9 +168,26 @@ def test_copy_adds_replays_after_booking_and_reset_clock_keeps_counters():
     assert a.copy("h2d", 0, MiB, 0.0) == Switch(2).schedule("h2d", 0, MiB, 0.0)
 
 
-def test_on_card_copy_reads_and_writes_each_byte_at_dram_bandwidth():
+def test_an_on_card_copy_is_timed_by_the_emulators_dma_formula():
+    """copy_peer within one card: one DMA engine, DRAM to DRAM: setup + the slower of the engine's stream and
+    the DRAM channel (each byte read and written) + DRAM latency; and the same as a `dma` in a launch."""
+    import math
+
+    import numpy as np
+
+    import vnpu
     from vnpu.driver.pcie import on_card_copy_ns
-    from vnpu.emulator.config import load_config
-    cfg = load_config("tiny")
-    assert on_card_copy_ns(0, cfg) == 0.0
-    assert on_card_copy_ns(MiB, cfg) == pytest.approx(2 * MiB / cfg.dram.gbps)
+    from vnpu.emulator.card import Card
+    card = Card("tiny")
+    c = card.config
+    src, dst = card.alloc(MiB), card.alloc(MiB)
+    assert on_card_copy_ns(0, card, src, dst) == 0.0
+    stream = MiB / c.dma.bytes_per_cycle
+    dram = 2 * MiB / (c.dram.gbps / c.clock_ghz)         # runs of a whole DRAM page: efficiency 1
+    want = (c.dma.setup_cycles + math.ceil(max(stream, dram)) + c.dram.latency_cycles) / c.clock_ghz
+    assert on_card_copy_ns(MiB, card, src, dst) == pytest.approx(want)
+    image = vnpu.assemble(".kernel k\n.arg d, buffer, u8\n.arg s, buffer, u8\n.arg n, scalar, i64\n"
+                          "    dma e0, r1, r2, r3, s0\n    wait s0, 1\n    halt\n")
+    r = card.launch(image, "k", (dst, src, MiB), pes=(0,))
+    assert abs(r.cycles / c.clock_ghz - want) <= 4 / c.clock_ghz      # a few cycles of issue and wait
+    card.write(src, np.arange(MiB, dtype=np.uint8))
