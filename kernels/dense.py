@@ -30,6 +30,7 @@ WEIGHT_BUFFER = 1 << 20
 BROADCAST_ROWS = 16    # the epilogue's scale and bias rows are replicated this many rows deep, not the tile's
                        # mt: the vector ops then walk the tile in chunks of this many rows, and the DMA engine
                        # writes mt / 16 times fewer bytes of replicas (it is the per-PE bottleneck otherwise)
+MAX_EPILOGUE_CHUNKS = 48   # per per-column pass: 2 passes + 4 other ops per tile, two tiles: < 256 signals
 EPILOGUES = ("raw", "dequant", "requant", "half")   # half: the fp32 result (+ bias, activation) as fp16
 
 
@@ -92,7 +93,9 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
     F = Bz[1] + blk
     ROW = [F + blk, F + blk + 2 * nt * 4]      # per buffer: the scale row and the bias row, before broadcast
     SAVE = F + blk + 4 * nt * 4               # the deferred tile's description and flags (9 words)
-    br = min(mt, BROADCAST_ROWS)
+    # chunks of br rows, but never so many that one tile's epilogue overfills its semaphore (a card holds at
+    # most 256 pending signals on one; two tiles' epilogues may be in flight)
+    br = min(mt, max(BROADCAST_ROWS, math.ceil(mt / MAX_EPILOGUE_CHUNKS)))
     chunks = math.ceil(mt / br)                # vector ops per per-column pass (some may be empty)
     nvec = 0 if epilogue == "raw" else (1 + chunks * ((dtype == "i8") + bool(has_bias)) + (activation is not None)
                                         + (epilogue in ("requant", "half")))

@@ -15,6 +15,10 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from vnpu.errors import InvalidArgument
+
 _lock = threading.Lock()
 _default = None
 _local = threading.local()
@@ -93,9 +97,10 @@ def embedding_bag(weight, indices, offsets=None, lengths=None, per_sample_weight
     table_memory: "dram" or "shared" (the card's on-chip SRAM). Returns [bags, dim] fp32 or fp16.
     """
     from vnpu.kernels.embedding import EmbeddingArgs, run_embedding_bag
+    card = _check_card(card)
+    _check_arrays("embedding_bag", weight, indices, offsets, lengths, per_sample_weights)
     args = EmbeddingArgs(weight, indices, offsets, lengths, per_sample_weights, mode, format, include_last_offset,
                          out_dtype, dim)
-    card = card or default_card()
     out, result = run_embedding_bag(card, args, table_memory)
     gathered = len(args.indices) * args.table.shape[1]
     _record("embedding_bag", result, lookups=args.n_bags, rows_gathered=len(args.indices), gathered_bytes=gathered,
@@ -103,11 +108,56 @@ def embedding_bag(weight, indices, offsets=None, lengths=None, per_sample_weight
     return out
 
 
+def _check_card(card):
+    from vnpu.emulator.card import Card
+    if card is None:
+        return default_card()
+    if not isinstance(card, Card):
+        raise InvalidArgument(f"card must be a vnpu.emulator.card.Card or None, got {type(card).__name__}")
+    return card
+
+
+def _check_pes(pes, card, op):
+    """pes: None (every PE of the card), a count n (PEs 0..n-1), or distinct PE numbers of the card."""
+    n_card = card.config.pes
+    if pes is None:
+        return None
+    if isinstance(pes, (int, np.integer)) and not isinstance(pes, bool):
+        if not 1 <= int(pes) <= n_card:
+            raise InvalidArgument(f"{op}: pes={int(pes)}: a count of PEs must be 1..{n_card}")
+        return tuple(range(int(pes)))
+    try:
+        items = list(pes)
+    except TypeError:
+        raise InvalidArgument(f"{op}: pes must be None, a count or a list of PE numbers, got "
+                              f"{type(pes).__name__}") from None
+    if not items or any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 0 <= int(p) < n_card
+                        for p in items) or len(set(int(p) for p in items)) != len(items):
+        raise InvalidArgument(f"{op}: pes {items[:8]!r}: PE numbers must be distinct integers 0..{n_card - 1}")
+    return tuple(int(p) for p in items)
+
+
+def _check_arrays(op, *args):
+    """A list or tuple given for an array must be a rectangular array of numbers (numpy raises ValueError)."""
+    for i, arg in enumerate(args):
+        # (a sequence holding arrays is a list of tensors, as concat takes: each is checked by the op)
+        if isinstance(arg, (list, tuple)) and not any(isinstance(v, np.ndarray) for v in arg):
+            try:
+                np.asarray(arg)
+            except (ValueError, TypeError) as e:
+                raise InvalidArgument(f"{op}: argument {i + 1} is not an array: {str(e).splitlines()[0][:80]}") \
+                    from None
+
+
 def _run(module, fn, op, *args, card=None, **kw):
     """Call a library host function on the ops card, record its profile, return the output array."""
     import importlib
     f = getattr(importlib.import_module(f"vnpu.kernels.{module}"), fn)
-    out, result = f(card or default_card(), *args, **kw)
+    card = _check_card(card)
+    _check_arrays(op, *args)
+    if "pes" in kw:
+        kw["pes"] = _check_pes(kw["pes"], card, op)
+    out, result = f(card, *args, **kw)
     _record(op, result)
     return out
 

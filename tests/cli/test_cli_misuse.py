@@ -73,7 +73,7 @@ def cases(d):
         ["op", "add", "--seed", "x"],
         # the demo (argument checks come before any work)
         ["demo", "--batch", "16,x"], ["demo", "--batch", ""], ["demo", "--batch", "0"], ["demo", "--batch", "-4"],
-        ["demo", "--batch", "1025"], ["demo", "--batch", "99999999"], ["demo", "--batch", ",,"], ["demo", "--batch", BIG],
+        ["demo", "--batch", "8193"], ["demo", "--batch", "99999999"], ["demo", "--batch", ",,"], ["demo", "--batch", BIG],
         ["demo", "--requests", "0"], ["demo", "--requests", "-1"], ["demo", "--requests", BIG],
         ["demo", "--requests", "x"], ["demo", "--model", "rm9"], ["demo", "--config", str(d / "folder")],
         ["demo", "--config", str(d / "latin1.yaml")], ["demo", "--config", str(d / "broken.yaml")],

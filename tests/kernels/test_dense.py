@@ -118,3 +118,17 @@ def test_resident_activations_skip_the_staging_copy():
     assert np.array_equal(resident, reference_gemm(a, w, **{k: v for k, v in kw.items() if k != "weights_on_chip"}))
     assert r_resident.summary()["bytes"]["dram_read"] < r_staged.summary()["bytes"]["dram_read"] - M * K // 2
     assert r_resident.cycles < r_staged.cycles
+
+
+def test_a_tall_tile_epilogue_stays_within_the_semaphore_limit():
+    """4096 rows on one PE: the epilogue's per-column passes are chunked so a tile never has more pending
+    vector signals than a semaphore holds (it faulted with 'too many pending signals' at batch 4096)."""
+    import vnpu
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (4096, 32)).astype(np.int8)
+    w = rng.integers(-128, 128, (16, 32)).astype(np.int8)
+    bias = rng.standard_normal(16).astype(np.float32)
+    y = vnpu.ops.linear(x, w, bias, x_scale=0.02, w_scale=0.01, pes=1)
+    y = y[0] if isinstance(y, tuple) else y
+    want = (x.astype(np.float64) @ w.astype(np.float64).T) * np.float32(0.02 * 0.01) + bias
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
