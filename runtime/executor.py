@@ -60,6 +60,14 @@ class Executor:
     """
 
     def __init__(self, platform, model: DLRM, batch, inflight=4, route="p2p", pes=None):
+        from vnpu.driver.platform import Platform
+        if not isinstance(platform, Platform):
+            raise InvalidArgument(f"Executor: platform must be a vnpu.Platform, got {type(platform).__name__}")
+        if not isinstance(model, DLRM):
+            raise InvalidArgument(f"Executor: model must be a vnpu.runtime.DLRM, got {type(model).__name__}")
+        for name, v in (("batch", batch), ("inflight", inflight)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise InvalidArgument(f"Executor: {name} must be a positive integer, got {v!r}")
         if route not in ("p2p", "host"):
             raise InvalidArgument(f"route must be 'p2p' or 'host', got {route!r}")
         self.platform, self.model, self.batch, self.route = platform, model, batch, route
@@ -162,11 +170,31 @@ class Executor:
         self.loaded[ci] = per
 
     # --- one request --------------------------------------------------------------------------------------------
+    def _check_request(self, r, dense, lookups):
+        """A request is what DLRM.make_request gives for this executor's batch: nothing else reaches a card."""
+        c, B = self.cfg, self.batch
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0:
+            raise InvalidArgument(f"submit: request number must be an integer >= 0, got {r!r}")
+        if not isinstance(dense, np.ndarray) or dense.dtype != np.float16 or dense.shape != (B, c.dense_features):
+            got = f"{dense.dtype} {dense.shape}" if isinstance(dense, np.ndarray) else type(dense).__name__
+            raise InvalidArgument(f"submit: dense features must be a float16 array of shape ({B}, "
+                                  f"{c.dense_features}), got {got}")
+        if not isinstance(lookups, (list, tuple)) or len(lookups) != c.tables:
+            n = len(lookups) if isinstance(lookups, (list, tuple)) else type(lookups).__name__
+            raise InvalidArgument(f"submit: lookups must be a list of {c.tables} (indices, offsets) pairs, got {n}")
+        for t, pair in enumerate(lookups):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(
+                    isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in "iu" for a in pair):
+                raise InvalidArgument(f"submit: lookups[{t}] must be (indices, offsets), 1-D integer arrays")
+            if len(pair[1]) != B:
+                raise InvalidArgument(f"submit: lookups[{t}] has {len(pair[1])} offsets; the batch is {B}")
+
     def submit(self, r, dense, lookups, arrival_ns=0.0):
         """Issue request r (all of it, asynchronously) by walking the model graph; returns (output host
         array, start event, end event)."""
         c, B = self.cfg, self.batch
         T, D = c.tables, c.dim
+        self._check_request(r, dense, lookups)
         dc = self.alive[r % len(self.alive)]                # the request's dense card (round robin)
         slot = r % self.inflight
         ddev, dq = self.devices[dc], self.queues[dc][slot]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vnpu.errors import InvalidArgument
+from vnpu.isa.table import EMB_FORMATS
 from vnpu.kernels.dense import reference_gemm
 from vnpu.kernels.interaction import reference_rounded
 from vnpu.kernels.reference import embedding_bag as ref_embedding_bag, pack_table, vcvt_to_int
@@ -61,6 +62,11 @@ def preset(name, rows_scale=1.0, table_format="int8_rowwise", dense_dtype="fp16"
         raise InvalidArgument(f"no model {name!r}; one of {', '.join(PRESETS)}")
     if dense_dtype not in ("fp16", "int8"):
         raise InvalidArgument(f"dense_dtype must be 'fp16' or 'int8', got {dense_dtype!r}")
+    if table_format not in EMB_FORMATS:
+        raise InvalidArgument(f"table_format must be one of {', '.join(EMB_FORMATS)}, got {table_format!r}")
+    if isinstance(rows_scale, bool) or not isinstance(rows_scale, (int, float, np.integer, np.floating)) \
+            or not 0 < rows_scale <= 1:       # (NaN fails both comparisons)
+        raise InvalidArgument(f"rows_scale must be a number in (0, 1], got {rows_scale!r}")
     cfg = PRESETS[name].scaled(rows_scale)
     cfg.table_format = table_format
     cfg.dense_dtype = dense_dtype
