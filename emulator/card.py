@@ -152,7 +152,24 @@ class Card:
             self.owner[addr] = ctx
             return addr
 
+    # --- argument checks of the host-side API (a refused call changes nothing) ---------------------------
+    def _int(self, what, value, lo, hi):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= int(value) <= hi:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise InvalidArgument(f"card {self.card_id}: {what} must be an integer in [{lo}, {hi}], got {shown}")
+        return int(value)
+
+    def _data(self, data):
+        """Host data to copy in: an array or bytes-like of numbers (not text, not None)."""
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            return np.frombuffer(data, dtype=np.uint8)
+        if not isinstance(data, np.ndarray) or data.dtype.kind not in "biuf" or data.dtype.hasobject:
+            raise InvalidArgument(f"card {self.card_id}: data to write must be a numeric numpy array or bytes, got "
+                                  f"{type(data).__name__}")
+        return data
+
     def free(self, address: int, ctx: int = 0):
+        address = self._int("address", address, -(1 << 63), (1 << 63) - 1)
         with self.lock:
             table = self.allocations if address in self.allocations else self.shared_allocations
             if address not in table or self.owner.get(address) != ctx:
@@ -162,21 +179,31 @@ class Card:
             self.memory.unmap(self.memory.gpage(address), size // PAGE, ctx)
 
     def write(self, address: int, data, ctx: int = 0):
+        address = self._int("address", address, -(1 << 63), (1 << 63) - 1)
+        data = self._data(data)
         with self.lock:
             self.memory.write(address, data, ctx=ctx)
 
     def read(self, address: int, nbytes: int, dtype=np.uint8, shape=None, ctx: int = 0):
+        address = self._int("address", address, -(1 << 63), (1 << 63) - 1)
+        nbytes = self._int("nbytes", nbytes, 0, self.config.dram.bytes)   # checked before any host memory
         with self.lock:
             raw = self.memory.read(address, nbytes, ctx=ctx)
         out = raw.view(dtype)
         return out.reshape(shape) if shape is not None else out
 
     def write_local(self, pe: int, address: int, data):
+        pe = self._int("pe", pe, 0, self.config.pes - 1)
+        address = self._int("local address", address, -(1 << 63), (1 << 63) - 1)
+        data = self._data(data)
         with self.lock:
             self.memory.map_local(pe)
             self.memory.write(address, data, pe=pe)
 
     def read_local(self, pe: int, address: int, nbytes: int):
+        pe = self._int("pe", pe, 0, self.config.pes - 1)
+        address = self._int("local address", address, -(1 << 63), (1 << 63) - 1)
+        nbytes = self._int("nbytes", nbytes, 0, self.config.local_memory.bytes)
         with self.lock:
             self.memory.map_local(pe)
             return self.memory.read(address, nbytes, pe=pe)
@@ -220,6 +247,9 @@ class Card:
         if kernel not in mod.kernels:
             raise InvalidArgument(f"no kernel {kernel!r} in the module; it has {', '.join(sorted(mod.kernels))}")
         sym = mod.kernels[kernel]
+        if not isinstance(args, (list, tuple)):
+            raise InvalidArgument(f"{sym.signature()}: args must be a list or tuple, got {type(args).__name__}")
+        trace_events = self._int("trace_events", trace_events, 0, 1 << 26)
         if len(args) != len(sym.args):
             raise InvalidArgument(f"{sym.signature()} takes {len(sym.args)} arguments, got {len(args)}")
         argv = np.zeros(T.NUM_REGS, dtype=np.int64)
@@ -228,7 +258,10 @@ class Card:
         if pes is None:
             pe_ids = np.arange(self.config.pes, dtype=np.int64)
         else:
-            pe_ids = np.array(sorted(set(int(p) for p in pes)), dtype=np.int64)
+            if isinstance(pes, (str, bytes)) or not hasattr(pes, "__iter__"):
+                raise InvalidArgument(f"pes must be None or a collection of PE numbers, got {pes!r}")
+            pe_ids = np.array(sorted(set(self._int("pes must be PE numbers; each", p, 0, self.config.pes - 1)
+                                         for p in pes)), dtype=np.int64)
             if len(pe_ids) == 0 or pe_ids[0] < 0 or pe_ids[-1] >= self.config.pes:
                 raise InvalidArgument(f"pes must be a non-empty subset of 0..{self.config.pes - 1}, got {pes!r}")
         npe = len(pe_ids)
