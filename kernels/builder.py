@@ -21,6 +21,8 @@ import contextlib
 import itertools
 import struct
 
+import numpy as np
+
 from vnpu.errors import InvalidArgument
 from vnpu.isa import table as T
 
@@ -102,7 +104,9 @@ class KernelWriter:
 
     # --- instructions: every mnemonic of the table --------------------------------------------------
     def emit(self, mnemonic, *ops):
-        ins = T.BY_MNEMONIC[mnemonic]
+        ins = T.BY_MNEMONIC.get(mnemonic) if isinstance(mnemonic, str) else None
+        if ins is None:
+            raise InvalidArgument(f"kernel {self.name}: no instruction {mnemonic!r} (docs/isa.md lists them)")
         text = []
         fields = list(ins.fields)
         if len(ops) != len(fields):
@@ -132,6 +136,9 @@ class KernelWriter:
     # --- helpers ---------------------------------------------------------------------------------------
     def const(self, reg: Reg, value: int):
         """reg = any 64-bit integer (li, plus lih when it does not fit 32 bits)."""
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
+                not -(1 << 63) <= int(value) < (1 << 64):
+            raise InvalidArgument(f"kernel {self.name}: const {value!r} is not a 64-bit integer")
         value = int(value)
         lo = value & 0xFFFFFFFF
         self.lines.append(f"    li {reg}, {lo - (1 << 32) if lo >> 31 else lo}")
