@@ -4,7 +4,7 @@ Numbers: int8 x int8 -> int32 (wrapping), fp16 x fp16 -> fp32 accumulation in K 
 products summed in fp64 in K order and rounded once into the fp32 accumulator. A NaN in a float result is
 the canonical quiet NaN (0x7fc00000): the unit does not carry NaN payloads through its adder tree.
 Cycles: the fill / stream / drain model of SCALE-Sim v3, which it reproduces exactly at depth 1
-(vnpu/bench/data/scalesim_gemm.json); see docs/timing.md.
+(vnpu/validation/data/scalesim_gemm.json); see docs/timing.md.
 """
 import math
 

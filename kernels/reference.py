@@ -3,7 +3,7 @@
 These are the definitions the card's results are checked against. The embedding references follow the
 card's order of operations (rows dequantized in fp32 as q * scale + bias, bags pooled in index order in
 fp32), so the card equals them bit for bit; PyTorch's embedding_bag equals them within fp32 rounding
-(vnpu/bench/data/embedding_golden.npz holds PyTorch's outputs).
+(vnpu/validation/data/embedding_golden.npz holds PyTorch's outputs).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def pack_table(weight: np.ndarray, fmt: str) -> np.ndarray:
 
     int8_rowwise is byte-identical to torch.ops.quantized.embedding_bag_byte_prepack: per row, scale =
     (max - min) / 255, bias = min, q = rint((x - min) * 255 / (range + 1e-8)). int4_rowwise is byte-identical to
-    embedding_bag_4bit_prepack (checked against vnpu/bench/data/embedding_golden.npz).
+    embedding_bag_4bit_prepack (checked against vnpu/validation/data/embedding_golden.npz).
     """
     w = np.ascontiguousarray(weight, dtype=np.float32)
     rows, dim = w.shape
