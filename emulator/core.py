@@ -19,18 +19,17 @@ from . import dma as dma_unit
 from . import embedding as emb_unit
 from . import matrix as mat_unit
 from . import sanitizer as san_mod
+from . import sync
 from . import vector as vec_unit
-from .issue import (INF, SEMCAP, Q_SCALAR, consume, local_ok, post, race, record_event, set_fault, timeout,
-                    wake_time)
+from .issue import (INF, SEMCAP, Q_SCALAR, consume, local_ok, race, record_event, set_fault, timeout)
 from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, IS_VECTOR, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED,
                        MEM_STORE)
 from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local
-from .state import (Scratch, Units, C_BARRIER, C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, C_WATCHDOG, C_WATCHDOG_INSTR,
-                    EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, K_MARK, K_RUN,
-                    K_STALL_BARRIER, K_STALL_SEM, P_END, P_INSTR, P_ISSUE, P_STALL_BARRIER, P_STALL_SEM, S_CYCLES,
-                    S_EV_DROPPED, TRACK_PE, WHY_ENGINE, WHY_SEM_OVERFLOW, WHY_SEMAPHORE, WHY_SIG_PE)
+from .state import (HALTED, RUN, WAITSEM, Sched, Scratch, Units, C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, C_WATCHDOG,
+                    C_WATCHDOG_INSTR, EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION,
+                    K_MARK, K_RUN, K_STALL_SEM, P_END, P_INSTR, P_ISSUE, P_STALL_SEM, S_CYCLES, S_EV_DROPPED,
+                    TRACK_PE, WHY_ENGINE)
 
-RUN, HALTED, WAITSEM, BARRIER = 0, 1, 2, 3
 
 # opcodes, named from the table
 OP_NOP, OP_HALT, OP_LI, OP_LIH, OP_CSRR = T.OP_NOP, T.OP_HALT, T.OP_LI, T.OP_LIH, T.OP_CSRR
@@ -90,10 +89,10 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
     where = np.zeros(san_mod.NWHERE, dtype=np.int64)
     plain = np.zeros(6, dtype=np.int64)        # sanitizer pattern of non-strided accesses: plain intervals
     pat = np.zeros(6, dtype=np.int64)
+    barrier = np.zeros(2, dtype=np.int64)      # PEs arrived at the barrier, the latest arrival's cycle
     units = Units(semt, semn, vecfree, matfree, dmafree, dmaring, dmaring_i, dims, wk, lbase)
+    sched = Sched(pc, t, status, wake, want, wait_since, barrier)
     scratch = Scratch(reads, plain, pat, where)
-    barrier_n = 0
-    barrier_t = np.int64(0)
     last_done = np.int64(0)
 
     while True:
@@ -349,79 +348,28 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                         return tp
                     last_done = max(last_done, done)
                 elif op == OP_SIG:
-                    s = dec[cur, SEM]
-                    target = r[dec[cur, RS1]]
-                    if s >= nsem:
-                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                    w = sync.signal(prog, cfg, chk, units, sched, p, cur, tp, r)
+                    if w < 0:
                         return tp
-                    if target < 0 or target >= npe:
-                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIG_PE)
-                        return tp
-                    if not post(semt, semn, target, s, tp + int(cfg[C_BARRIER])):
-                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEM_OVERFLOW)
-                        return tp
-                    if status[target] == WAITSEM and dec[pc[target], SEM] == s:
-                        wake[target] = wake_time(semt, semn, target, s, want[target])
-                        limit = min(limit, wake[target])
+                    limit = min(limit, w)       # a PE this signal wakes may now be the one furthest behind
                 elif op == OP_WAIT:
-                    s = dec[cur, SEM]
-                    if s >= nsem:
-                        set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
+                    go = sync.wait(prog, cfg, rec, chk, units, sched, p, cur, tp)
+                    if go < 0:
                         return tp
-                    need = dec[cur, IMM]
-                    w = wake_time(semt, semn, p, s, need)
-                    if w <= tp:
-                        consume(semt, semn, p, s, need)
-                        if sanitize:
-                            san_mod.retire(san, sanc, p, s, need)
-                    else:
-                        # block; the scheduler resumes this PE at its wake cycle (or when a sig arrives)
-                        status[p] = WAITSEM
-                        want[p] = need
-                        wait_since[p] = tp
-                        wake[p] = w
-                        break
+                    if go == 0:
+                        break                   # blocked; the scheduler resumes it at its wake cycle
                 elif op == OP_FENCE:
-                    tdone = tp
-                    for s in range(nsem):
-                        for k in range(semn[p, s]):
-                            tdone = max(tdone, semt[p, s, k])
-                    tdone = max(tdone, matfree[p], vecfree[p])
-                    for e in range(neng):
-                        tdone = max(tdone, dmafree[p, e])
-                    if tdone > tp:
-                        pstat[p, P_STALL_SEM] += tdone - tp
-                        if events.shape[0] > 0:
-                            record_event(events, evn, cstat, TRACK_PE, p, tp, tdone, cur, op, 0, K_STALL_SEM)
+                    tdone = sync.fence(prog, cfg, rec, chk, units, p, cur, tp)
                     stalled += tdone - tp
                     tp = tdone
-                    if sanitize:
-                        san_mod.retire(san, sanc, p, -1, 1 << 40)
                 elif op == OP_BARRIER:
-                    status[p] = BARRIER
-                    barrier_n += 1
-                    barrier_t = max(barrier_t, tp)
-                    wait_since[p] = tp
-                    if barrier_n == npe:
-                        resume = barrier_t + int(cfg[C_BARRIER])
-                        for q in range(npe):
-                            if status[q] == BARRIER:
-                                pstat[q, P_STALL_BARRIER] += resume - wait_since[q]
-                                if events.shape[0] > 0:
-                                    record_event(events, evn, cstat, TRACK_PE, q, wait_since[q], resume, pc[q] if q != p
-                                           else cur, OP_BARRIER, 0, K_STALL_BARRIER)
-                                status[q] = RUN
-                                t[q] = resume
-                                if q != p:
-                                    pc[q] += 1
-                        barrier_n = 0
-                        barrier_t = 0
-                        stalled += resume - wait_since[p]
+                    resume = sync.barrier(prog, cfg, rec, sched, p, cur, tp)
+                    if resume >= 0:             # the last PE arrived: every PE goes on at `resume`
+                        stalled += resume - tp
                         tp = resume
-                        limit = INF  # recompute on the next pick
+                        limit = INF             # recompute on the next pick
                         nxt = cur + 1
                         cur = nxt
-                        break
                     break
                 else:
                     set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, -1)

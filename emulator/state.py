@@ -16,6 +16,11 @@ Transfer = namedtuple("Transfer", "dst src nbytes c1 ss1 ds1 c2 ss2 ds2")   # on
 # cycles and its next slot, staged DMA dimensions, the matrix unit's loaded weight tile (K, N, dtype), and the
 # pool offset of each PE's local memory
 Units = namedtuple("Units", "semt semn vecfree matfree dmafree dmaring dmaring_i dims weights_kept lbase")
+# the scheduler's per-PE state (pc, time, status, wake cycle, signals wanted, when it began waiting) and the
+# barrier's count of arrived PEs and latest arrival cycle
+Sched = namedtuple("Sched", "pc t status wake want wait_since barrier")
+RUN, HALTED, WAITSEM, BARRIER = 0, 1, 2, 3      # a PE's status
+INF_CYCLE = np.int64(1) << 62                   # "never" in cycles
 # scratch arrays an issue fills for the sanitizer: read ranges, the access patterns, the race record
 Scratch = namedtuple("Scratch", "reads plain pat where")
 
