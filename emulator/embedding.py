@@ -239,7 +239,8 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     wts = pool[w_off:w_off + 4 * n_idx].view(np.float32) if pool_mode == MODE_WEIGHTED else acc
     burst = int(cfg[C_BURST])
     k_min = (rb + burst - 1) // burst
-    row_cost = np.array([dram_run_cycles(0, k_min * burst, cfg), dram_run_cycles(0, (k_min + 1) * burst, cfg)])
+    cost_k = dram_run_cycles(0, k_min * burst, cfg)            # a row touching k_min bursts
+    cost_k1 = dram_run_cycles(0, (k_min + 1) * burst, cfg)     # ... or one more
     # the pooled rows go to a staging buffer and are written after every read: an output that overlaps the
     # table, the indices or the weights reads their values from before the lookup (the reference's order)
     staged = np.empty(ob, dtype=np.uint8)
@@ -253,7 +254,7 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
             if tab_region == 2:
                 # a row touches k or k + 1 bursts, by its alignment; both costs are precomputed
                 a = desc[D_TABLE] + idx[i] * rb
-                dram_busy += row_cost[((a + rb - 1) // burst - a // burst + 1) - k_min]
+                dram_busy += cost_k if (a + rb - 1) // burst - a // burst + 1 == k_min else cost_k1
         if pool_mode == MODE_MEAN and hi > lo:
             inv = np.float32(hi - lo)
             for j in range(dim):

@@ -324,7 +324,7 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
         cyc = reduce_cycles(n, dt, width, int(cfg[C_VLAT]))
     elif op == T.OP_VCVT:
         q = r[dec[cur, T.RS2]]
-        scale = np.array([np.uint32(q & 0xFFFFFFFF)], dtype=np.uint32).view(np.float32)[0]
+        scale = bits_to_f32(np.uint32(q & 0xFFFFFFFF))
         zp = ((q >> 32) + 2147483648) % 4294967296 - 2147483648
         convert(pool, dt, dec[cur, T.DT2], lb + dst, lb + a, n, np.float64(scale), np.float64(zp))
         wide = dt if ELEM[dt] >= ELEM[dec[cur, T.DT2]] else dec[cur, T.DT2]
