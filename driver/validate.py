@@ -268,8 +268,8 @@ def read_yaml_file(path, name, *, what="YAML file", error=ConfigError):
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()
-        raise error(f"{p}: not valid YAML: {' '.join(line.strip() for line in first)}") from None
+        from vnpu.emulator.config import yaml_error_text
+        raise error(f"{p}: {yaml_error_text(e)}") from None
     except RecursionError:
         raise error(f"{p}: not valid YAML: nested too deeply") from None
 

@@ -143,14 +143,19 @@ class CardConfig:
         return CardConfig(apply_overrides(copy.deepcopy(self.data), overrides))
 
 
+def yaml_error_text(e) -> str:
+    """One line for a YAML parse error: where and what ("not valid YAML at line 2, column 5: expected ...")."""
+    mark = getattr(e, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(e, "problem", None) or (str(e).strip().splitlines() or ["?"])[0]
+    return f"not valid YAML{at}: {what}"
+
+
 def _read_yaml(text, where):
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML{at}: {what}") from None
+        raise ConfigError(f"{where}: {yaml_error_text(e)}") from None
     return data
 
 
