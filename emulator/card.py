@@ -6,6 +6,7 @@ statistics and the trace events, all from the same run that produced the numbers
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class Card:
         self.cfgv = config_vector(self.config)
         self.lock = threading.RLock()
         self.launch_count = 0
+        self._recording = None       # a list while `recording()` is active
         self._reset_state()
 
     def _reset_state(self):
@@ -236,11 +238,24 @@ class Card:
         if not isinstance(module, LoadedModule):
             module = temp = self.load(module, ctx or 0)
         try:
-            return self._launch(module, kernel, args, pes, engine, sanitize, trace, trace_events,
-                                module.ctx if ctx is None else ctx)
+            result = self._launch(module, kernel, args, pes, engine, sanitize, trace or self._recording is not None,
+                                  trace_events, module.ctx if ctx is None else ctx)
+            if self._recording is not None:
+                self._recording.append(result)
+            return result
         finally:
             if temp is not None:
                 self.unload(temp)
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Within the block, every launch on this card records trace events; yields the list of their
+        LaunchResults, in order (what `vnpu op --trace` writes, whatever launches an op makes)."""
+        previous, self._recording = self._recording, []
+        try:
+            yield self._recording
+        finally:
+            self._recording = previous
 
     def _launch(self, lm, kernel, args, pes, engine, sanitize, trace, trace_events, ctx):
         mod = lm.module

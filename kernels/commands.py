@@ -2,6 +2,7 @@
 reference, and print where the cycles went (JSON with --json)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -106,21 +107,6 @@ def _parse_params(spec, extra):
     return params
 
 
-def _trace_every_launch(card):
-    """Make every launch on `card` record trace events (the library's run functions leave tracing off, and
-    some launch the card directly), and collect the LaunchResults in order."""
-    results = []
-    launch = card.launch
-
-    def traced(*args, **kw):
-        kw["trace"] = True
-        r = launch(*args, **kw)
-        results.append(r)
-        return r
-    card.launch = traced
-    return results
-
-
 def run_op(name, extra=(), config="reference", overrides=None, pes=None, trace_path=None, seed=0):
     """Run library op `name`; returns the report dict `vnpu op` prints."""
     from vnpu.kernels.library import all_ops
@@ -131,13 +117,13 @@ def run_op(name, extra=(), config="reference", overrides=None, pes=None, trace_p
     spec = ops[name]
     params = _parse_params(spec, list(extra))
     card = make_card(config, overrides)
-    launches = _trace_every_launch(card) if trace_path else None
     if pes is not None and not 1 <= pes <= card.config.pes:
         raise InvalidArgument(f"--pes must be 1..{card.config.pes}, got {pes}")
     pe_list = None if pes is None else list(range(pes))
     inputs = spec.make_inputs(np.random.default_rng(seed), params)
     t = time.perf_counter()
-    outputs, result = spec.run(card, inputs, params, pe_list)
+    with card.recording() if trace_path else contextlib.nullcontext() as launches:
+        outputs, result = spec.run(card, inputs, params, pe_list)
     wall = time.perf_counter() - t
     refs = spec.reference(inputs, params)
     err = 0.0

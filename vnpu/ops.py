@@ -118,23 +118,15 @@ def _check_card(card):
 
 
 def _check_pes(pes, card, op):
-    """pes: None (every PE of the card), a count n (PEs 0..n-1), or distinct PE numbers of the card."""
+    """pes: None (every PE of the card), a count n (PEs 0..n-1), or distinct PE numbers of the card (the
+    driver's rule, driver/validate.py)."""
+    from vnpu.driver import validate
     n_card = card.config.pes
-    if pes is None:
-        return None
-    if isinstance(pes, (int, np.integer)) and not isinstance(pes, bool):
+    if validate.is_int(pes):
         if not 1 <= int(pes) <= n_card:
             raise InvalidArgument(f"{op}: pes={int(pes)}: a count of PEs must be 1..{n_card}")
         return tuple(range(int(pes)))
-    try:
-        items = list(pes)
-    except TypeError:
-        raise InvalidArgument(f"{op}: pes must be None, a count or a list of PE numbers, got "
-                              f"{type(pes).__name__}") from None
-    if not items or any(isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 0 <= int(p) < n_card
-                        for p in items) or len(set(int(p) for p in items)) != len(items):
-        raise InvalidArgument(f"{op}: pes {items[:8]!r}: PE numbers must be distinct integers 0..{n_card - 1}")
-    return tuple(int(p) for p in items)
+    return validate.pes(pes, n_card, name=f"{op}: pes")
 
 
 def _check_arrays(op, *args):
