@@ -144,7 +144,8 @@ class Platform:
         env_engine = os.environ.get(ENGINE_ENV) or None
         chosen = next((v for v in (engine, env_engine, self.config.get("engine")) if v is not None), "numba")
         if chosen not in ENGINES:
-            where = "Platform(engine)" if engine is not None else (ENGINE_ENV if env_engine else "platform key 'engine'")
+            where = ("Platform(engine)" if engine is not None else ENGINE_ENV if env_engine
+                     else "platform key 'engine'")
             raise ConfigError(f"{where} must be one of {', '.join(ENGINES)}, got {validate.show(chosen)}")
         self.engine = chosen
         link = _link(self.config["link"], "link")

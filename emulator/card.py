@@ -24,9 +24,9 @@ from .config import CardConfig, load_config
 from .memory import PAGE, CardMemory
 from .sanitizer import NWHERE, W_BYTE, W_OTHER_HI, W_OTHER_LO, W_OTHER_WRITES, W_THIS_HI, W_THIS_LO, \
     W_THIS_WRITES, unkey
-from .state import (F_ADDR, F_AUX, F_CODE, F_PC, F_PC2, F_PE, F_PE2, F_RACE, FAULT_ADDRESS, FAULT_DEADLOCK,
-                    Checks, Memory, Program, Record, FAULT_INSTRUCTION, FAULT_NONE, FAULT_RACE, FAULT_TIMEOUT, NCSTAT, NEV, NFAULT, NPSTAT, NRES,
-                    WEIGHT_BUFFER_BYTES, WHY_TEXT, config_vector)
+from .state import (Checks, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION, FAULT_NONE, FAULT_RACE, FAULT_TIMEOUT,
+                    F_ADDR, F_AUX, F_CODE, F_PC, F_PC2, F_PE, F_PE2, F_RACE, Memory, NCSTAT, NEV, NFAULT, NPSTAT,
+                    NRES, Program, Record, WEIGHT_BUFFER_BYTES, WHY_TEXT, config_vector)
 
 DEFAULT_TRACE_EVENTS = 1 << 16
 

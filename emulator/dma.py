@@ -15,10 +15,11 @@ from vnpu.isa import table as T
 from . import sanitizer as san_mod
 from .issue import Q_DMA0, complete, race, record_event, set_fault
 from .memory import L_LOCAL_BYTES, copy_bytes, first_bad_byte, region_of, translate
-from .state import (C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, FAULT_ADDRESS, FAULT_INSTRUCTION, K_STALL_QUEUE, P_DMA,
-                    P_STALL_QUEUE, TRACK_DMA0, TRACK_PE, WHY_DMA_SIZE, WHY_ENGINE, WHY_SEMAPHORE, C_BURST, C_DMA_BPC, C_DMA_SETUP, C_DRAM_BPC, C_DRAM_LAT, C_LOCAL_BPC, C_PAGE_BYTES,
-                    C_RAND_EFF, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM, S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR,
-                    S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR)
+from .state import (C_BURST, C_DMA_BPC, C_DMA_ENGINES, C_DMA_QDEPTH, C_DMA_SETUP, C_DRAM_BPC, C_DRAM_LAT,
+                    C_LOCAL_BPC, C_NSEM, C_PAGE_BYTES, C_RAND_EFF, C_SRAM_BPC, C_SRAM_LAT, FAULT_ADDRESS,
+                    FAULT_INSTRUCTION, K_STALL_QUEUE, P_DMA, P_STALL_QUEUE, R_DRAM, R_SRAM, S_DRAM_BUSY, S_DRAM_RD,
+                    S_DRAM_WR, S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR, TRACK_DMA0, TRACK_PE,
+                    WHY_DMA_SIZE, WHY_ENGINE, WHY_SEMAPHORE)
 
 MAX_ROWS = 1 << 24
 

@@ -25,10 +25,10 @@ from .dma import book, dram_run_cycles
 from .issue import Q_EMB, Q_SCALAR, complete, local_ok, race, set_fault
 from .memory import L_LOCAL_BYTES, first_bad_byte, first_bad_local, region_of, translate
 from .numerics import bits_to_f32, f16bits_to_f32bits, f32_to_f16, load_f16, load_f32
-from .state import (C_NSEM, FAULT_ADDRESS, FAULT_INSTRUCTION, R_EMB, S_EMB_BUSY, S_EMB_LOOKUPS, S_EMB_ROWS,
-                    TRACK_EMB, WHY_SEMAPHORE, C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_SRAM_BPC, C_SRAM_LAT, R_DRAM, R_SRAM,
-                    S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR, S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD, S_SRAM_WR,
-                    WHY_EMB_DESC, WHY_EMB_INDEX, WHY_EMB_SEGMENTS)
+from .state import (C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_NSEM, C_SRAM_BPC, C_SRAM_LAT,
+                    FAULT_ADDRESS, FAULT_INSTRUCTION, R_DRAM, R_EMB, R_SRAM, S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR,
+                    S_EMB_BUSY, S_EMB_LOOKUPS, S_EMB_ROWS, S_LOCAL_RD, S_LOCAL_WR, S_SRAM_BUSY, S_SRAM_RD,
+                    S_SRAM_WR, TRACK_EMB, WHY_EMB_DESC, WHY_EMB_INDEX, WHY_EMB_SEGMENTS, WHY_SEMAPHORE)
 
 # descriptor words and mode bits: the ISA's (isa/table.py), under short names
 (D_TABLE, D_ROWS, D_DIM, D_FORMAT, D_INDICES, D_NUM_INDICES, D_INDEX_BYTES, D_SEGMENTS, D_NUM_BAGS, D_WEIGHTS,

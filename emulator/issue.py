@@ -9,18 +9,19 @@ from numba import njit
 
 from . import sanitizer as san_mod
 from .memory import L_LOCAL_BYTES, in_range
-from .state import (EV_AUX, EV_END, EV_KIND, EV_OP, EV_PC, EV_PE, EV_START, EV_TRACK, F_ADDR, F_AUX, F_CODE, F_PC,
-                    F_PC2, F_PE, F_PE2, F_RACE, FAULT_INSTRUCTION, FAULT_RACE, FAULT_TIMEOUT, K_OP, S_EV_DROPPED,
-                    WHY_SEM_OVERFLOW)
+from .state import (EV_AUX, EV_END, EV_KIND, EV_OP, EV_PC, EV_PE, EV_START, EV_TRACK, FAULT_INSTRUCTION, FAULT_RACE,
+                    FAULT_TIMEOUT, F_ADDR, F_AUX, F_CODE, F_PC, F_PC2, F_PE, F_PE2, F_RACE, INF_CYCLE, K_OP,
+                    S_EV_DROPPED, WHY_SEM_OVERFLOW)
 
 SEMCAP = 256                      # pending signals per semaphore
-INF = np.int64(1) << 62
+INF = INF_CYCLE                   # "never", in cycles
 Q_SCALAR, Q_MATRIX, Q_VECTOR, Q_EMB, Q_DMA0 = -1, 1, 2, 3, 16     # in-order queues, for the sanitizer
 MAX_ELEMS = 1 << 28               # largest element count of one vector or matrix operand
 ELEM = np.array([1, 4, 2, 4], dtype=np.int64)   # bytes per element of i8, i32, f16, f32
 
 
-@njit("void(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64, int64, int64, int64, int64, int64)", cache=True, nogil=True)
+@njit("void(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64, int64, int64, int64, int64, int64)",
+      cache=True, nogil=True)
 def record_event(events, evn, cstat, track, pe, start, end, pc, op, aux, kind):
     # explicit signatures on the small helpers: called with literal constants from many places, they would
     # otherwise compile once per distinct literal (33 versions of _fault), a third of the cold start

@@ -97,7 +97,8 @@ def _note(where, byte, this_writes, other_writes, tlo, thi, olo, ohi):
     where[W_OTHER_HI] = ohi
 
 
-@njit("int64(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64[:, ::1], int64, int64, int64[::1])", cache=True, nogil=True)
+@njit("int64(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64[:, ::1], int64, int64, int64[::1])",
+      cache=True, nogil=True)
 def check(san, sanc, where, pe, queue, reads, wlo, whi, pat):
     """Index of an in-flight operation this access races with, or -1 (then `where` tells the first shared
     byte and both ranges). reads: int64[NREAD, 2]; pat: [read0 row bytes, rows, stride, write row bytes,
@@ -146,7 +147,8 @@ def _compact(san, sanc):
     sanc[0] = j
 
 
-@njit("void(int64[:, ::1], int64[::1], int64, int64, int64, int64, int64[:, ::1], int64, int64, int64[::1])", cache=True, nogil=True)
+@njit("void(int64[:, ::1], int64[::1], int64, int64, int64, int64, int64[:, ::1], int64, int64, int64[::1])",
+      cache=True, nogil=True)
 def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi, pat):
     if sanc[0] >= SAN_CAP:
         _compact(san, sanc)

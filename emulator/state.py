@@ -10,7 +10,6 @@ Memory = namedtuple("Memory", "pool ptab layout weights")         # the card's p
                                                                   # address layout, the matrix units' weight buffers
 Record = namedtuple("Record", "pstat cstat events evn")           # per-PE and card statistics, trace events
 Checks = namedtuple("Checks", "fault san sanc sanitize")          # the fault record and the race sanitizer
-Transfer = namedtuple("Transfer", "dst src nbytes c1 ss1 ds1 c2 ss2 ds2")   # one DMA descriptor
 # the units' timelines and the PEs' synchronization state, per PE: pending signal times and counts of each
 # semaphore, when the vector and matrix units and each DMA engine are free, each engine's ring of completion
 # cycles and its next slot, staged DMA dimensions, the matrix unit's loaded weight tile (K, N, dtype), and the

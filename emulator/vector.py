@@ -24,7 +24,6 @@ from .state import (C_NSEM, C_VLAT, C_VTRANS, C_VWIDTH, FAULT_ADDRESS, FAULT_INS
 from .numerics import bits_to_f32, f16_to_f32, f32_to_f16, fma_f32, quiet_nan_f32
 
 DT_I8, DT_I32, DT_F16, DT_F32 = 0, 1, 2, 3
-ELEM_BYTES = np.array([1, 4, 2, 4], dtype=np.int64)
 # the unit's functions, numbered as the ISA table lists them (isa/table.py: VECTOR_FUNCTIONS); the core
 # passes the number and the instruction's attributes (binary, broadcast, float only) from emulator/dispatch.py
 V_ADD, V_SUB, V_MUL, V_MAX, V_MIN, V_RELU, V_SIGMOID, V_TANH, V_EXP, V_GELU, V_COPY, V_RECIP, V_RSQRT = (
@@ -35,14 +34,14 @@ CANONICAL_NAN = np.uint32(0x7FC00000)
 
 @njit(cache=True, nogil=True)
 def elementwise_cycles(n, dt, transcendental, width_bits, latency, trans_cycles):
-    lanes = width_bits // (8 * ELEM_BYTES[dt])
+    lanes = width_bits // (8 * ELEM[dt])
     per = trans_cycles if transcendental else 1
     return latency + ((n + lanes - 1) // lanes) * per
 
 
 @njit(cache=True, nogil=True)
 def reduce_cycles(n, dt, width_bits, latency):
-    lanes = width_bits // (8 * ELEM_BYTES[dt])
+    lanes = width_bits // (8 * ELEM[dt])
     return latency + (n + lanes - 1) // lanes + int(math.ceil(math.log2(max(lanes, 2))))
 
 
