@@ -1,24 +1,19 @@
 """The C API: libvnpu.so built with cffi's embedding mode, used by a C program compiled with the system C
 compiler (examples/c/vnpu_smoke.c), and every function of vnpu.h called with made-up handles."""
 import re
-import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
 import pytest
+from capi_toolchain import CC, needs_toolchain
 
 from vnpu.driver.capi import HEADER, build, link_flags
 from vnpu.driver.capi.build import declarations
 from vnpu.driver.capi.impl import STATUS
 
 ROOT = Path(__file__).resolve().parents[2]
-CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-needs_toolchain = pytest.mark.skipif(
-    CC is None or not sysconfig.get_config_var("Py_ENABLE_SHARED"),
-    reason="building the C API needs a C compiler and a Python built with a shared libpython")
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,17 @@
 - The race sanitizer turned on from C reaches the program as VNPU_ERROR_RACE.
 """
 import re
-import shutil
 import signal
 import subprocess
-import sysconfig
-from pathlib import Path
 
 import pytest
+from capi_toolchain import CC, needs_toolchain
 
 import vnpu
 from vnpu.driver.capi import build, link_flags
 from vnpu.driver.capi.build import declarations
 
-CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-pytestmark = pytest.mark.skipif(
-    CC is None or not sysconfig.get_config_var("Py_ENABLE_SHARED"),
-    reason="building the C API needs a C compiler and a Python built with a shared libpython")
+pytestmark = needs_toolchain
 
 KERNEL_SOURCE = ".kernel k\n.arg x, buffer, f32\n.arg n, scalar, i32\n  halt\n"
 CRASH_SOURCE = ".kernel crash\n  li r5, -8\n  lw r6, 0(r5)\n  halt\n"

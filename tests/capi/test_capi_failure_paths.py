@@ -2,23 +2,19 @@
 a bug the C side could see. The checks run in a child process (cffi's ABI mode on the built libvnpu.so, or
 a C program), so a crash or a hang shows as a failure instead of taking pytest down."""
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
 import pytest
+from capi_toolchain import CC, needs_toolchain
 
 import vnpu
 from vnpu.driver.capi import build, link_flags
 from vnpu.driver.capi.build import declarations
 
-CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-pytestmark = pytest.mark.skipif(
-    CC is None or not sysconfig.get_config_var("Py_ENABLE_SHARED"),
-    reason="building the C API needs a C compiler and a Python built with a shared libpython")
+pytestmark = needs_toolchain
 
 PRELUDE = """
 import cffi, sys
