@@ -23,10 +23,15 @@ _LAZY = {
     "Platform": ("vnpu.driver.platform", "Platform"),
     "ops": ("vnpu.ops", None),
     "testing": ("vnpu.testing", None),
+    # the kernel language (docs/kernel-language.md): the decorator and what kernels call
+    **{name: ("vnpu.kernels.lang", name) for name in (
+        "kernel", "KernelError", "shared", "constexpr", "load", "store", "empty", "output", "matmul", "add", "sub",
+        "mul", "maximum", "minimum", "relu", "sigmoid", "tanh", "exp", "gelu", "recip", "rsqrt", "copy", "sum",
+        "max", "embedding_bag", "pe_id", "pe_count", "split", "barrier", "range", "static_range")},
 }
 
 __all__ = [
-    "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops", "Platform", "testing",
+    "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops", "Platform", "testing", "kernel",
     "VnpuError", "AssemblerError", "ConfigError", "InvalidModule", "InvalidArgument", "InvalidHandle",
     "OutOfMemory", "DeviceLost", "DeviceFault", "IllegalAddress", "IllegalInstruction", "Deadlock",
     "LaunchTimeout", "RaceError", "EccUncorrectable", "DmaFault",

@@ -1,0 +1,444 @@
+"""The kernel language run in numpy: every PE is a thread executing the kernel's Python code with concrete
+values, no timing. Like Pallas's and Triton's interpret modes it exists to debug a kernel (print, pdb) and
+to find what the compiled kernel would hide:
+- tiles start filled with NaN (integers with a marker value), and a store of elements no operation wrote is
+  an error naming the tile and the rows;
+- indices outside a tensor are errors (a block running past the end is clamped, as on the card);
+- between two barriers, a PE reading or writing elements another PE wrote (or writing elements another PE
+  read) is an error: the card gives no order between PEs there (the missing synchronization).
+Numerics follow the card's definitions (fp16 computed in fp32 and rounded, transcendentals in fp64 rounded
+to fp32, int8 products in int32, sums in fp64 rounded once); results may differ from the card in the last
+bit where the card's order of rounding differs (matrix sums; fp16 accumulation is modeled in fp64 here).
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from .compiler import ITEMSIZE, NUMPY
+from .errors import KernelError
+from .lowering import MATRIX_OUT, StaticIf
+
+INT_FILL = {"i8": -128, "i32": -(1 << 31), "i64": -(1 << 63)}
+
+
+def _fill(shape, dtype):
+    if dtype in ("f32", "f16"):
+        return np.full(shape, np.nan, NUMPY[dtype])
+    return np.full(shape, INT_FILL[dtype], NUMPY[dtype])
+
+
+class Shared:
+    """What the PEs of one interpreted launch share: the tensors, barrier, and who touched what since it."""
+
+    def __init__(self, npe, tensors):
+        self.npe, self.tensors = npe, tensors
+        self.barrier = threading.Barrier(npe)
+        self.lock = threading.Lock()
+        self.epoch = 0
+        # per tensor name: last writer PE and last reader PE per element, and the barrier epoch of each
+        self.writer = {n: np.full(t.array.size, -1, np.int16) for n, t in tensors.items()}
+        self.wepoch = {n: np.full(t.array.size, -1, np.int64) for n, t in tensors.items()}
+        self.reader = {n: np.full(t.array.size, -1, np.int16) for n, t in tensors.items()}
+        self.repoch = {n: np.full(t.array.size, -1, np.int64) for n, t in tensors.items()}
+
+
+class ITensor:
+    def __init__(self, name, array, dtype):
+        self.name, self.array, self.dtype = name, array, dtype
+        self.shape, self.ndim = array.shape, array.ndim
+        self.flat_index = np.arange(array.size).reshape(array.shape)
+
+    def __getitem__(self, idx):
+        if not isinstance(idx, tuple):
+            idx = (idx,)
+        if len(idx) > self.ndim:
+            raise KernelError(f"{self.name} has {self.ndim} dimensions, indexed with {len(idx)}")
+        for d, ix in enumerate(idx):
+            if isinstance(ix, slice):
+                if ix.step not in (None, 1):
+                    raise KernelError(f"{self.name}: slices with a step are not supported")
+                for b in (ix.start, ix.stop):
+                    if b is not None and b < 0:
+                        raise KernelError(f"{self.name}: negative slice bound {b} in dimension {d}")
+            elif not 0 <= int(ix) < self.shape[d]:
+                raise KernelError(f"{self.name}: index {ix} is outside dimension {d} of size {self.shape[d]}")
+        extents = []
+        full = idx + (slice(None),) * (self.ndim - len(idx))
+        for d, ix in enumerate(full):
+            if isinstance(ix, slice):
+                start = 0 if ix.start is None else int(ix.start)
+                stop = self.shape[d] if ix.stop is None else int(ix.stop)
+                extents.append(max(0, stop - start))
+        return IView(self, idx, tuple(extents) or (1,))
+
+    def whole(self):
+        return IView(self, (), self.shape)
+
+
+class IView:
+    def __init__(self, tensor, idx, extents):
+        self.tensor, self.idx, self.shape = tensor, idx, extents
+
+    def data(self):
+        return self.tensor.array[self.idx]
+
+    def elements(self):
+        return np.asarray(self.tensor.flat_index[self.idx]).reshape(-1)
+
+
+class ITile:
+    def __init__(self, pe, shape, dtype, data=None, init=None, valid=None):
+        self.pe, self.shape, self.dtype = pe, tuple(shape), dtype
+        self.data = _fill(self.shape, dtype) if data is None else data
+        self.init = np.zeros(self.shape, bool) if init is None else init
+        self.valid = self.shape[0] if valid is None else valid
+
+    ndim = property(lambda self: len(self.shape))
+    size = property(lambda self: int(np.prod(self.shape)))
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice) or self.ndim == 2:
+            d, i = self.data[idx], self.init[idx]
+        else:
+            if not 0 <= int(idx) < self.shape[0]:
+                raise KernelError(f"element {idx} is outside a tile of {self.shape[0]}")
+            d, i = self.data[idx:idx + 1], self.init[idx:idx + 1]
+        if d.ndim == 0:
+            d, i = d.reshape(1), i.reshape(1)
+        return ITile(self.pe, d.shape, self.dtype, d, i)
+
+    def _bin(self, o, op, out=None, reverse=False):
+        return self.pe.binary(op, self, o, out=out, reverse=reverse)
+
+    __add__ = __radd__ = lambda self, o: self._bin(o, "add")
+    __mul__ = __rmul__ = lambda self, o: self._bin(o, "mul")
+    __sub__ = lambda self, o: self._bin(o, "sub")
+    __rsub__ = lambda self, o: self._bin(o, "sub", reverse=True)
+    __iadd__ = lambda self, o: self._bin(o, "add", out=self)
+    __isub__ = lambda self, o: self._bin(o, "sub", out=self)
+    __imul__ = lambda self, o: self._bin(o, "mul", out=self)
+
+    def __neg__(self):
+        return self._bin(-1.0 if self.dtype in ("f32", "f16") else -1, "mul")
+
+    def __truediv__(self, o):
+        if isinstance(o, (int, float)) and not isinstance(o, bool):
+            return self._bin(1.0 / o, "mul")
+        return self._bin(self.pe.unary("recip", o), "mul")
+
+    def astype(self, dtype, scale=1.0, zero_point=0):
+        return self.pe.convert(self, dtype, scale, zero_point)
+
+    def __repr__(self):
+        return f"Tile({self.shape}, {self.dtype})\n{self.data}"
+
+
+def _round(x64, dtype):
+    """fp64 values to the tile dtype through fp32 (the unit rounds to fp32 first, then to fp16)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(x64, np.float64).astype(np.float32).astype(NUMPY[dtype])
+
+
+UNARY64 = {"sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)), "tanh": np.tanh, "exp": np.exp,
+           "gelu": lambda x: np.where(np.isinf(x), np.where(x > 0, x, -0.0),
+                                      0.5 * x * (1.0 + np.vectorize(math.erf, otypes=[float])(x / math.sqrt(2.0)))),
+           "recip": lambda x: 1.0 / x, "rsqrt": lambda x: 1.0 / np.sqrt(x)}
+
+
+class PE:
+    """One PE of an interpreted launch (the same operation names as lowering.Lowering)."""
+
+    def __init__(self, shared, pe, local_bytes, outputs):
+        self.shared, self.pe, self.local_bytes, self.outputs = shared, pe, local_bytes, outputs
+
+    # --- memory ------------------------------------------------------------------------------------------
+    def _check_cross_pe(self, view, write):
+        sh, name = self.shared, view.tensor.name
+        el = view.elements()
+        with sh.lock:
+            w, we = sh.writer[name][el], sh.wepoch[name][el]
+            bad = (w >= 0) & (w != self.pe) & (we == sh.epoch)
+            if write:
+                r, re_ = sh.reader[name][el], sh.repoch[name][el]
+                bad |= (r >= 0) & (r != self.pe) & (re_ == sh.epoch)
+            if bad.any():
+                k = int(np.argmax(bad))
+                other = int(w[k]) if w[k] >= 0 and w[k] != self.pe else int(sh.reader[name][el][k])
+                raise KernelError(f"PE {self.pe} {'writes' if write else 'reads'} element {int(el[k])} of "
+                                  f"{name}, which PE {other} {'read or wrote' if write else 'wrote'} since the "
+                                  f"last barrier: nothing orders the two PEs (add vnpu.barrier() between them)")
+            if write:
+                sh.writer[name][el], sh.wepoch[name][el] = self.pe, sh.epoch
+            else:
+                sh.reader[name][el], sh.repoch[name][el] = self.pe, sh.epoch
+
+    def _view(self, block):
+        if isinstance(block, ITensor):
+            return block.whole()
+        if not isinstance(block, IView):
+            raise KernelError(f"expected a block of a tensor argument (x[a:b]), got {type(block).__name__}")
+        return block
+
+    def empty(self, shape, dtype):
+        shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        if not 1 <= len(shape) <= 2 or min(shape) <= 0:
+            raise KernelError(f"a tile has 1 or 2 positive dimensions, got shape {shape}")
+        if int(np.prod(shape)) * ITEMSIZE[dtype] > self.local_bytes:
+            raise KernelError(f"a tile of shape {shape} {dtype} is larger than the PE's local memory "
+                              f"({self.local_bytes} bytes)")
+        return ITile(self, shape, dtype)
+
+    def output(self, shape, dtype):
+        """The k-th vnpu.output of this PE is the launch's k-th output tensor (made by the first PE to ask)."""
+        self.made = getattr(self, "made", 0) + 1
+        sh = self.shared
+        with sh.lock:
+            if len(self.outputs) < self.made:
+                name = f"out{len(self.outputs)}"
+                t = ITensor(name, _fill(shape, dtype), dtype)
+                sh.tensors[name] = t
+                for table in (sh.writer, sh.reader):
+                    table[name] = np.full(t.array.size, -1, np.int16)
+                for table in (sh.wepoch, sh.repoch):
+                    table[name] = np.full(t.array.size, -1, np.int64)
+                self.outputs.append(t)
+            t = self.outputs[self.made - 1]
+        if t.shape != tuple(shape) or t.dtype != dtype:
+            raise KernelError(f"PE {self.pe} makes output {self.made - 1} as {tuple(shape)} {dtype}, another PE as "
+                              f"{t.shape} {t.dtype}")
+        return t
+
+    def load(self, block, into=None):
+        view = self._view(block)
+        tile = self.empty(view.shape, view.tensor.dtype) if into is None else into
+        if into is not None and (into.shape != view.shape or into.dtype != view.tensor.dtype):
+            raise KernelError(f"load into a tile of {into.shape} {into.dtype} from a block of {view.shape} "
+                              f"{view.tensor.dtype}")
+        self._check_cross_pe(view, write=False)
+        d = np.asarray(view.data())
+        d = d.reshape(d.shape + (1,) * (tile.ndim - d.ndim)) if d.ndim < tile.ndim else d
+        if tile.ndim == 1:
+            d = d.reshape(-1)
+        sl = tuple(slice(0, s) for s in d.shape)
+        tile.data[sl] = d
+        tile.init[sl] = True
+        tile.valid = d.shape[0] if d.ndim else 1
+        return tile
+
+    def store(self, block, tile):
+        view = self._view(block)
+        if not isinstance(tile, ITile):
+            raise KernelError("store takes (a block of a tensor argument, a tile)")
+        if view.tensor.dtype != tile.dtype:
+            raise KernelError(f"store of a {tile.dtype} tile into {view.tensor.name} of {view.tensor.dtype}: "
+                              f"convert it first (tile.astype)")
+        if view.shape != tile.shape and not (tile.ndim == 1 and view.shape == (tile.shape[0], 1)):
+            raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
+        target = view.tensor.array[view.idx]
+        n = target.shape
+        src_d = tile.data.reshape(view.shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.data.reshape(-1)[:1]
+        src_i = tile.init.reshape(view.shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.init.reshape(-1)[:1]
+        if not src_i.all():
+            bad = np.argwhere(~src_i)[0]
+            raise KernelError(f"store of tile elements no operation wrote (first at {tuple(int(b) for b in bad)} of "
+                              f"a {tile.shape} tile): the card would store whatever its local memory held")
+        self._check_cross_pe(view, write=True)
+        view.tensor.array[view.idx] = src_d.reshape(target.shape)
+
+    # --- vector unit -----------------------------------------------------------------------------------------
+    def _operand(self, x, like):
+        if isinstance(x, ITile):
+            return x
+        if isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool):
+            if like.dtype in ("f32", "f16"):
+                return ITile(self, (1,), like.dtype, np.array([x], NUMPY[like.dtype]), np.ones(1, bool))
+            info = np.iinfo(NUMPY[like.dtype])
+            if not info.min <= x <= info.max or x != int(x):
+                raise KernelError(f"constant {x!r} is not a {like.dtype} value")
+            return ITile(self, (1,), like.dtype, np.array([int(x)], NUMPY[like.dtype]), np.ones(1, bool))
+        raise KernelError(f"cannot use {type(x).__name__} {x!r} as a vector operand")
+
+    def _result(self, out, like, data, init):
+        if out is None:
+            return ITile(self, like.shape, like.dtype, data.astype(NUMPY[like.dtype]).reshape(like.shape),
+                         init.reshape(like.shape), like.valid)
+        out.data[...] = data.astype(NUMPY[out.dtype]).reshape(out.shape)
+        out.init[...] = init.reshape(out.shape)
+        return out
+
+    def binary(self, op, a, b, out=None, reverse=False):
+        if not isinstance(a, ITile):
+            a, b, reverse = b, a, not reverse
+        b = self._operand(b, a)
+        if b.dtype != a.dtype:
+            raise KernelError(f"{op} of {a.dtype} and {b.dtype} tiles: convert one (tile.astype)")
+        x, y = a.data, b.data
+        xi, yi = a.init, b.init
+        if b.size == 1:
+            y, yi = y.reshape(()), yi.reshape(())
+        elif a.ndim == 2 and b.shape == (a.shape[0], 1):
+            pass
+        elif a.ndim == 2 and b.ndim == 1 and b.shape[0] == a.shape[1]:
+            pass
+        elif a.size != b.size:
+            raise KernelError(f"{op} of tiles of shapes {a.shape} and {b.shape}")
+        else:
+            y, yi = y.reshape(x.shape), yi.reshape(x.shape)
+        if reverse and op == "sub":
+            x, y = y, x
+        if a.dtype in ("f32", "f16"):
+            xf, yf = np.asarray(x, np.float32), np.asarray(y, np.float32)
+            with np.errstate(all="ignore"):
+                r = {"add": np.add, "sub": np.subtract, "mul": np.multiply,
+                     "maximum": np.maximum, "minimum": np.minimum}[op](xf, yf)
+            r = r.astype(NUMPY[a.dtype])
+        else:
+            xi64, yi64 = np.asarray(x, np.int64), np.asarray(y, np.int64)
+            r = {"add": np.add, "sub": np.subtract, "mul": np.multiply,
+                 "maximum": np.maximum, "minimum": np.minimum}[op](xi64, yi64)
+            r = r.astype(NUMPY[a.dtype])       # wraps, as the unit does
+        return self._result(out, a, np.broadcast_to(r, a.shape), np.broadcast_to(xi & yi, a.shape))
+
+    def unary(self, op, a, out=None):
+        if not isinstance(a, ITile):
+            raise KernelError(f"{op} takes a tile")
+        if op in ("relu", "copy"):
+            if a.dtype in ("f32", "f16"):
+                x = a.data.astype(np.float32)
+                r = np.where(x < 0, np.float32(0), x) if op == "relu" else x
+            else:
+                r = np.maximum(a.data, 0) if op == "relu" else a.data
+            return self._result(out, a, np.asarray(r), a.init)
+        if a.dtype not in ("f32", "f16"):
+            raise KernelError(f"{op} needs a float tile; the vector unit has no {op} for {a.dtype}")
+        with np.errstate(all="ignore"):
+            r = _round(UNARY64[op](a.data.astype(np.float64)), a.dtype)
+        return self._result(out, a, r, a.init)
+
+    def reduce(self, op, a, axis=None, out=None):
+        acc = "i32" if a.dtype in ("i8", "i32") else "f32"
+        rows = a.data.reshape(-1)[None, :] if (axis is None or a.ndim == 1) else a.data
+        init = a.init.reshape(-1)[None, :] if (axis is None or a.ndim == 1) else a.init
+        if axis not in (None, 1, -1):
+            raise KernelError(f"{op} over axis {axis}: reduce rows (axis=1) or everything")
+        if acc == "f32":
+            v = rows.astype(np.float64)
+            r = v.sum(axis=1) if op == "sum" else v.max(axis=1)
+            r = r.astype(np.float32)
+        else:
+            v = rows.astype(np.int64)
+            r = (v.sum(axis=1) if op == "sum" else v.max(axis=1)).astype(np.int32)
+        shape = (1,) if (axis is None or a.ndim == 1) else (a.shape[0], 1)
+        res_init = init.all(axis=1).reshape(shape)
+        if out is None:
+            return ITile(self, shape, acc, r.reshape(shape), res_init)
+        out.data[...] = r.reshape(out.shape)
+        out.init[...] = res_init.reshape(out.shape)
+        return out
+
+    def convert(self, a, dtype, scale=1.0, zero_point=0):
+        from .api import _dtype
+        dt = _dtype(dtype)
+        x = a.data
+        if dt in ("i8", "i32") and a.dtype in ("f32", "f16"):
+            info = np.iinfo(NUMPY[dt])
+            with np.errstate(all="ignore"):
+                v = np.rint(x.astype(np.float64) * np.float32(scale) + zero_point)
+            r = np.where(np.isnan(v), 0, np.clip(v, info.min, info.max)).astype(NUMPY[dt])
+        elif a.dtype in ("i8", "i32") and dt in ("f32", "f16"):
+            r = _round((x.astype(np.float64) - zero_point) * np.float32(scale), dt)
+        else:
+            r = x.astype(NUMPY[dt])
+        return ITile(self, a.shape, dt, r, a.init.copy(), a.valid)
+
+    # --- matrix unit --------------------------------------------------------------------------------------
+    def matmul(self, a, w, out=None, accumulate=False):
+        if not (isinstance(a, ITile) and a.ndim == 2 and isinstance(w, ITile) and w.ndim == 2):
+            raise KernelError("matmul takes two 2-D tiles: a (M x K) and w (K x N)")
+        if a.dtype != w.dtype or a.dtype not in MATRIX_OUT:
+            raise KernelError(f"matmul of {a.dtype} and {w.dtype}: the matrix unit multiplies i8, f16 or f32 pairs")
+        if a.shape[1] != w.shape[0]:
+            raise KernelError(f"matmul shapes {a.shape} @ {w.shape}: inner dimensions differ")
+        acc = MATRIX_OUT[a.dtype]
+        if accumulate and out is None:
+            raise KernelError("matmul(accumulate=True) needs out= (the tile to accumulate into)")
+        if a.dtype == "i8":
+            r = a.data.astype(np.int64) @ w.data.astype(np.int64)
+            if accumulate:
+                r = r + out.data.astype(np.int64)
+            r = r.astype(np.int32)
+        else:
+            r = a.data.astype(np.float64) @ w.data.astype(np.float64)
+            if accumulate:
+                r = r + out.data.astype(np.float64)
+            r = r.astype(np.float32)
+        init = np.broadcast_to(a.init.all(axis=1, keepdims=True) & w.init.all(), r.shape)
+        if accumulate:
+            init = init & out.init
+        if out is None:
+            return ITile(self, r.shape, acc, r, init.copy(), a.valid)
+        if out.shape != r.shape or out.dtype != acc:
+            raise KernelError(f"matmul out= must be a {r.shape[0]}x{r.shape[1]} {acc} tile, got {out.shape} "
+                              f"{out.dtype}")
+        out.data[...] = r
+        out.init[...] = init
+        return out
+
+    def embedding_bag(self, table, indices, offsets, out, mode="sum"):
+        t, idx, off = table.array, indices.array.astype(np.int64), offsets.array.astype(np.int64)
+        for v in (table.whole(), indices.whole(), offsets.whole()):
+            self._check_cross_pe(v, write=False)
+        res = np.zeros(out.shape, np.float32)
+        for b in range(len(off)):
+            lo, hi = int(off[b]), int(off[b + 1]) if b + 1 < len(off) else len(idx)
+            rows = idx[lo:hi]
+            if ((rows < 0) | (rows >= t.shape[0])).any():
+                raise KernelError(f"embedding_bag: bag {b} has an index outside the table's {t.shape[0]} rows")
+            acc = np.zeros(t.shape[1], np.float32)
+            for r in rows:
+                acc = (acc + t[r].astype(np.float32)).astype(np.float32)
+            if mode == "mean" and len(rows):
+                acc = (acc / np.float32(len(rows))).astype(np.float32)
+            res[b] = acc
+        self._check_cross_pe(out.whole(), write=True)
+        out.array[...] = res
+
+    # --- PEs, control ------------------------------------------------------------------------------------
+    def pe_id(self):
+        return self.pe
+
+    def pe_count(self):
+        return self.shared.npe
+
+    def split(self, n, align=1):
+        chunk = -(-int(n) // self.shared.npe)
+        if align > 1:
+            chunk = -(-chunk // align) * align
+        lo = min(self.pe * chunk, n)
+        return lo, min(lo + chunk, n)
+
+    def minimum(self, a, b):
+        return min(a, b)
+
+    def maximum(self, a, b):
+        return max(a, b)
+
+    def barrier(self):
+        sh = self.shared
+        try:
+            k = sh.barrier.wait(timeout=30)
+        except threading.BrokenBarrierError:
+            raise KernelError(f"PE {self.pe} waits at a barrier that not every PE reaches") from None
+        if k == 0:
+            with sh.lock:
+                sh.epoch += 1
+        sh.barrier.wait(timeout=30)
+
+    def range(self, start, stop=None, step=1, pipeline=False):
+        return range(start, stop, step) if stop is not None else range(start)
+
+    def if_(self, test, jumps, frame):
+        return StaticIf(bool(test))

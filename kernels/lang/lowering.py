@@ -1,0 +1,732 @@
+"""What the kernel language's values are while compiling: tensors in card memory, views of them, tiles in a
+PE's local memory, and how each operation on them becomes instructions (through compiler.Compiler)."""
+from __future__ import annotations
+
+import numpy as np
+
+from vnpu.isa import table as T
+
+from .compiler import ITEMSIZE, AsyncOp, Cond, Label, Loop, Scalar
+from .errors import KernelError
+
+VECTOR_BINARY = {"add": "vadd", "sub": "vsub", "mul": "vmul", "maximum": "vmax", "minimum": "vmin"}
+VECTOR_UNARY = {"relu": "vrelu", "sigmoid": "vsigmoid", "tanh": "vtanh", "exp": "vexp", "gelu": "vgelu",
+                "copy": "vcopy", "recip": "vrecip", "rsqrt": "vrsqrt"}
+FLOAT_ONLY = {name for name, mn in VECTOR_UNARY.items() if T.BY_MNEMONIC[mn].float_only}
+MATRIX_OUT = {"i8": "i32", "f16": "f32", "f32": "f32"}
+
+
+def _static(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+class Tensor:
+    """A kernel argument in card memory (DRAM or shared SRAM): static shape and dtype, a base register."""
+
+    def __init__(self, cc, name, reg, shape, dtype):
+        self.cc, self.name, self.reg, self.shape, self.dtype = cc, name, reg, tuple(shape), dtype
+        st, s = [], 1
+        for d in reversed(self.shape):
+            st.append(s)
+            s *= d
+        self.strides = tuple(reversed(st))
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, idx):
+        return View.of(self, idx)
+
+    def whole(self):
+        return View.of(self, ())
+
+    def __repr__(self):
+        return f"Tensor({self.name}, {self.shape}, {self.dtype})"
+
+
+class View:
+    """A block of a tensor: offset (elements) and up to two dimensions of (extent, valid, stride); valid is the
+    part inside the tensor (a short last tile), known statically or computed on the card."""
+
+    def __init__(self, tensor, offset, dims):
+        self.tensor, self.offset, self.dims = tensor, offset, dims
+
+    @staticmethod
+    def of(tensor, idx):
+        cc = tensor.cc
+        if not isinstance(idx, tuple):
+            idx = (idx,)
+        if len(idx) > tensor.ndim:
+            raise KernelError(f"{tensor.name} has {tensor.ndim} dimensions, indexed with {len(idx)}")
+        idx = idx + (slice(None),) * (tensor.ndim - len(idx))
+        offset, dims = cc.scalar(0), []
+        for d, (ix, size, stride) in enumerate(zip(idx, tensor.shape, tensor.strides)):
+            if isinstance(ix, slice):
+                if ix.step not in (None, 1):
+                    raise KernelError(f"{tensor.name}: slices with a step are not supported (use a strided "
+                                      f"tensor shape instead)")
+                start = 0 if ix.start is None else ix.start
+                stop = size if ix.stop is None else ix.stop
+                if _static(start) and _static(stop):
+                    if start < 0 or stop < 0:
+                        raise KernelError(f"{tensor.name}: negative slice bounds {start}:{stop} in dimension {d}")
+                    extent = max(0, min(stop, size) - start)
+                    valid = extent
+                else:
+                    start, stop = cc.scalar(start), cc.scalar(stop)
+                    span = stop - start
+                    if span.static:
+                        extent = max(0, span.const)
+                        valid = _clamp(cc, cc.scalar(size) - start, extent)
+                    else:
+                        extent = _bound(cc, stop, start)
+                        if extent is None:
+                            raise KernelError(f"{tensor.name}: the length of slice {d} must be known at compile "
+                                              f"time: x[i : i + T] or x[i : vnpu.minimum(i + T, end)] with T a "
+                                              f"number")
+                        valid = _clamp(cc, vmin(cc, stop, size) - start, extent)
+                offset = offset + cc.scalar(start) * stride
+                dims.append([extent, valid, stride])
+            else:
+                if _static(ix) and not 0 <= ix < size:
+                    raise KernelError(f"{tensor.name}: index {ix} is outside dimension {d} of size {size}")
+                offset = offset + cc.scalar(ix) * stride
+        dims = [dm for dm in dims]
+        if len(dims) > 2:
+            raise KernelError(f"{tensor.name}: a block has at most 2 dimensions, this one has {len(dims)}")
+        if len(dims) == 2 and dims[1][2] != 1:
+            raise KernelError(f"{tensor.name}: the inner dimension of a 2-D block must be contiguous")
+        if len(dims) == 1 and dims[0][2] != 1:
+            # a column of a matrix: rows of one element
+            dims = [dims[0], [1, 1, 1]]
+        return View(tensor, offset, dims)
+
+    @property
+    def shape(self):
+        return tuple(d[0] for d in self.dims) if self.dims else (1,)
+
+    def address(self):
+        t = self.tensor
+        return Scalar(t.cc, {t.reg: 1}) + self.offset * ITEMSIZE[t.dtype]
+
+
+def _bound(cc, stop, start):
+    """The static length bound of start:stop when stop = min(start + T, ...) (or nested mins)."""
+    if len(stop.terms) == 1 and stop.const == 0:
+        r = next(iter(stop.terms))
+        if stop.terms[r] == 1 and r in cc.bounds:
+            best = None
+            for arm in cc.bounds[r]:
+                span = arm - start
+                b = span.const if span.static else _bound(cc, arm, start)
+                if b is not None:
+                    best = b if best is None else min(best, b)
+            return None if best is None else max(0, best)
+    return None
+
+
+def vmin(cc, a, b):
+    if a.static and _static(b):
+        return cc.scalar(min(a.const, b))
+    if _static(b) and b >= (1 << 62):
+        return a
+    return cc.alu("min", a, b)
+
+
+def _clamp(cc, left, extent):
+    """min(max(left, 0), extent): the part of a block inside the tensor (a short last tile)."""
+    if left.static:
+        return max(0, min(left.const, extent))
+    return cc.clamp(left, extent)
+
+
+class Tile:
+    """Elements in a PE's local memory: a buffer, a byte offset into it, a static shape (1-D or 2-D), a dtype,
+    and how many rows (2-D) or elements (1-D) hold data."""
+
+    def __init__(self, cc, buf, offset, shape, dtype, valid=None):
+        self.cc, self.buf, self.offset, self.shape, self.dtype = cc, buf, offset, tuple(shape), dtype
+        self.valid = self.shape[0] if valid is None else valid
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+    def count(self):
+        """Elements the vector unit should process: valid rows times the row length."""
+        v = self.valid
+        row = self.shape[1] if self.ndim == 2 else 1
+        return v * row if row != 1 else v
+
+    def addr(self):
+        return self.cc.local_reg(self.buf, self.offset)
+
+    def __getitem__(self, idx):
+        cc = self.cc
+        eb = ITEMSIZE[self.dtype]
+        if self.ndim != 2:
+            if isinstance(idx, slice):
+                start = 0 if idx.start is None else idx.start
+                stop = self.shape[0] if idx.stop is None else idx.stop
+                n = cc.scalar(stop) - cc.scalar(start)
+                if not n.static:
+                    raise KernelError("the length of a tile slice must be known at compile time")
+                return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(start) * eb, (n.const,), self.dtype)
+            return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(idx) * eb, (1,), self.dtype)
+        C = self.shape[1]
+        if isinstance(idx, slice):
+            start = 0 if idx.start is None else idx.start
+            stop = self.shape[0] if idx.stop is None else idx.stop
+            n = cc.scalar(stop) - cc.scalar(start)
+            if not n.static:
+                raise KernelError("the number of rows of a tile slice must be known at compile time")
+            return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(start) * (C * eb), (n.const, C), self.dtype)
+        if _static(idx) and not 0 <= idx < self.shape[0]:
+            raise KernelError(f"row {idx} is outside a tile of {self.shape[0]} rows")
+        return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(idx) * (C * eb), (C,), self.dtype)
+
+    # arithmetic: a new tile, or in place for the augmented forms
+    def _bin(self, other, op, out=None, reverse=False):
+        return self.cc.ops.binary(op, self, other, out=out, reverse=reverse)
+
+    def __add__(self, o):
+        return self._bin(o, "add")
+
+    def __radd__(self, o):
+        return self._bin(o, "add")
+
+    def __sub__(self, o):
+        return self._bin(o, "sub")
+
+    def __rsub__(self, o):
+        return self._bin(o, "sub", reverse=True)
+
+    def __mul__(self, o):
+        return self._bin(o, "mul")
+
+    def __rmul__(self, o):
+        return self._bin(o, "mul")
+
+    def __iadd__(self, o):
+        return self._bin(o, "add", out=self)
+
+    def __isub__(self, o):
+        return self._bin(o, "sub", out=self)
+
+    def __imul__(self, o):
+        return self._bin(o, "mul", out=self)
+
+    def __neg__(self):
+        return self._bin(-1.0 if self.dtype in ("f32", "f16") else -1, "mul")
+
+    def __truediv__(self, o):
+        if isinstance(o, (int, float)) and not isinstance(o, bool):
+            return self._bin(1.0 / o, "mul")
+        return self._bin(self.cc.ops.unary("recip", o), "mul")
+
+    def astype(self, dtype, scale=1.0, zero_point=0):
+        return self.cc.ops.convert(self, dtype, scale, zero_point)
+
+    def __repr__(self):
+        return f"Tile({self.shape}, {self.dtype})"
+
+
+class F32Arg:
+    """A float kernel argument: its fp32 bits sit in a register and, once used, in a 4-byte local buffer."""
+
+    def __init__(self, cc, name, reg):
+        self.cc, self.name, self.reg, self._buf = cc, name, reg, None
+
+    def buffer(self):
+        if self._buf is None:
+            self._buf = self.cc.f32_arg(self.reg)
+        return self._buf
+
+
+class Lowering:
+    """The kernel language's operations, compiled (the same names as interpreter.Interpreter)."""
+
+    def __init__(self, cc):
+        self.cc = cc
+        cc.ops = self
+
+    # --- tiles -------------------------------------------------------------------------------------------
+    def new_tile(self, shape, dtype, valid=None):
+        shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        if not 1 <= len(shape) <= 2 or min(shape) <= 0:
+            raise KernelError(f"a tile has 1 or 2 positive dimensions, got shape {shape}")
+        buf = self.cc.buffer(int(np.prod(shape)) * ITEMSIZE[dtype])
+        if buf.nbytes > self.cc.local_bytes:
+            raise KernelError(f"a tile of shape {shape} {dtype} ({buf.nbytes} bytes) is larger than the PE's local "
+                              f"memory ({self.cc.local_bytes} bytes)", line=buf.where)
+        return Tile(self.cc, buf, 0, shape, dtype, valid)
+
+    def empty(self, shape, dtype):
+        return self.new_tile(shape, dtype)
+
+    def output(self, shape, dtype):
+        cc = self.cc
+        name = f"out{len(cc.outputs)}"
+        t = Tensor(cc, name, cc.arg_reg(name, "buffer", dtype), shape, dtype)
+        cc.outputs.append(t)
+        return t
+
+    # --- DMA ---------------------------------------------------------------------------------------------
+    def _dma(self, engine, queue, dst, src, row_bytes, rows, src_stride, dst_stride, op):
+        cc = self.cc
+        cc.issued(queue, op)
+        if rows is not None and not (_static(rows) and rows == 1):
+            cc.emit("dma.dim", f"e{engine}", "d1", cc.reg(rows), cc.reg(src_stride), cc.reg(dst_stride))
+        cc.emit("dma", f"e{engine}", dst, src, cc.reg(row_bytes), f"s{cc.sem(queue)}")
+
+    def load(self, view, into=None):
+        cc = self.cc
+        if not isinstance(view, View):
+            if isinstance(view, Tensor):
+                view = view.whole()
+            else:
+                raise KernelError(f"load takes a block of a tensor argument (x[a:b]), got {type(view).__name__}")
+        shape = view.shape
+        if into is None:
+            tile = self.new_tile(shape, view.tensor.dtype, valid=view.dims[0][1] if view.dims else 1)
+        else:
+            tile = into
+            if tile.shape != shape or tile.dtype != view.tensor.dtype:
+                raise KernelError(f"load into a tile of {tile.shape} {tile.dtype} from a block of {shape} "
+                                  f"{view.tensor.dtype}")
+            tile.valid = view.dims[0][1] if view.dims else 1
+        pl = cc.pipeline
+        if pl is not None and into is None and cc.control_depth == pl.depth and self._invariant(view, pl):
+            queue = f"pf{pl.half}"
+            op = AsyncOp("e0", frozenset({view.tensor.name}), frozenset({tile.buf.id}), (tile.buf,))
+            cc.depend("e0", op.reads, op.writes)
+            pl.prefetch[pl.half].append(lambda shift, view=view, tile=tile, op=op, queue=queue:
+                                        self._issue_load(view, tile, op, queue, shift, pending=False))
+            cc.sync.pending.setdefault(queue, []).append(op)
+            return tile
+        op = AsyncOp("e0", frozenset({view.tensor.name}), frozenset({tile.buf.id}), (tile.buf,))
+        cc.depend("e0", op.reads, op.writes)
+        self._issue_load(view, tile, op, "e0", None)
+        return tile
+
+    def _invariant(self, view, pl):
+        return all(self.cc.shiftable(v, pl.var, pl.first_reg) for v in [view.offset] + [d[1] for d in view.dims])
+
+    def _issue_load(self, view, tile, op, queue, shift, pending=True):
+        cc = self.cc
+        eb = ITEMSIZE[view.tensor.dtype]
+        def moved(v):          # the value at the iteration the load is for (a prefetch runs before it)
+            return v if shift is None else cc.shift_value(v, *shift)
+        src = cc.reg(moved(view.address()))
+        dst = tile.addr()
+        if len(view.dims) == 2:
+            (_, rows, sstride), (ext1, cols, _) = view.dims
+            rows, cols = moved(rows), moved(cols)
+            row_bytes = cols * eb
+            op_args = (rows, sstride * eb, ext1 * eb)
+        else:
+            n = moved(view.dims[0][1]) if view.dims else 1
+            row_bytes, op_args = n * eb, (None, 0, 0)
+        if pending:
+            self._dma(0, queue, dst, src, row_bytes, *op_args, op)
+        else:
+            # a prefetch: its queue entry was made when the body was traced
+            if op_args[0] is not None and not (_static(op_args[0]) and op_args[0] == 1):
+                cc.emit("dma.dim", "e0", "d1", cc.reg(op_args[0]), cc.reg(op_args[1]), cc.reg(op_args[2]))
+            cc.emit("dma", "e0", dst, src, cc.reg(row_bytes), f"s{cc.sem(queue)}")
+
+    def store(self, view, tile):
+        cc = self.cc
+        if isinstance(view, Tensor):
+            view = view.whole()
+        if not isinstance(view, View) or not isinstance(tile, Tile):
+            raise KernelError("store takes (a block of a tensor argument, a tile)")
+        if view.tensor.dtype != tile.dtype:
+            raise KernelError(f"store of a {tile.dtype} tile into {view.tensor.name} of {view.tensor.dtype}: "
+                              f"convert it first (tile.astype)")
+        if view.shape != tile.shape and not (tile.ndim == 1 and view.shape == (tile.shape[0], 1)):
+            raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
+        eng = 1 if cc.engines > 1 else 0
+        eb = ITEMSIZE[tile.dtype]
+        cc.written.add(view.tensor.name)
+        op = AsyncOp(f"e{eng}", frozenset({tile.buf.id}), frozenset({view.tensor.name}), (tile.buf,))
+        cc.depend(op.hw, op.reads, op.writes)
+        dst = cc.reg(view.address())
+        src = tile.addr()
+        if len(view.dims) == 2:
+            (_, rows, dstride), (ext1, cols, _) = view.dims
+            self._dma(eng, f"e{eng}", dst, src, cols * eb, rows, ext1 * eb, dstride * eb, op)
+        else:
+            self._dma(eng, f"e{eng}", dst, src, view.dims[0][1] * eb, None, 0, 0, op)
+
+    # --- vector unit -------------------------------------------------------------------------------------
+    def _vector(self, mnemonic, dst, a, b, n, dt, extra=()):
+        cc = self.cc
+        reads = {a.buf.id} | ({b.buf.id} if b is not None else set())
+        op = AsyncOp("vector", frozenset(reads), frozenset({dst.buf.id}),
+                     tuple({a.buf, dst.buf} | ({b.buf} if b is not None else set())))
+        cc.depend("vector", op.reads, op.writes)
+        ops = [dst.addr(), a.addr()] + ([b.addr()] if b is not None else []) + [cc.reg(n)]
+        if mnemonic == "vcvt":
+            ops = [dst.addr(), a.addr(), cc.reg(n), cc.reg(extra[0]), dt, extra[1]]
+        else:
+            ops.append(dt)
+        cc.issued("vector", op)
+        cc.emit(mnemonic, *ops, f"s{cc.sem('vector')}")
+
+    def _operand(self, x, like):
+        """x as a tile the vector unit can read: a tile, a one-element tile, or a constant / float argument
+        stored in local memory."""
+        if isinstance(x, Tile):
+            return x
+        if isinstance(x, F32Arg):
+            if like.dtype != "f32":
+                raise KernelError(f"float argument {x.name} with a {like.dtype} tile: the vector unit's broadcast "
+                                  f"operand has the tile's dtype (use an f32 tile)")
+            return Tile(self.cc, x.buffer(), 0, (1,), "f32")
+        if isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, bool):
+            return Tile(self.cc, self.cc.constant(x, like.dtype), 0, (1,), like.dtype)
+        raise KernelError(f"cannot use {type(x).__name__} {x!r} as a vector operand")
+
+    def binary(self, op, a, b, out=None, reverse=False):
+        if not isinstance(a, Tile):
+            a, b, reverse = b, a, not reverse
+        b = self._operand(b, a)
+        if b.dtype != a.dtype:
+            raise KernelError(f"{op} of {a.dtype} and {b.dtype} tiles: convert one (tile.astype)")
+        dst = out if out is not None else self.new_tile(a.shape, a.dtype, valid=a.valid)
+        if b.size == 1 and a.size != 1:
+            if reverse:          # c - tile: (-tile) + c
+                if op != "sub":
+                    return self.binary(op, a, b, out)
+                self._vector("vmuls", dst, a, self._operand(-1.0 if a.dtype in ("f32", "f16") else -1, a),
+                             a.count(), a.dtype)
+                self._vector("vadds", dst, dst, b, a.count(), a.dtype)
+                return dst
+            self._vector(VECTOR_BINARY[op] + "s", dst, a, b, a.count(), a.dtype)
+            return dst
+        if reverse and op == "sub":
+            a, b = b, a
+        if a.ndim == 2 and b.ndim == 2 and b.shape == (a.shape[0], 1):      # a column: one value per row
+            for r in range(a.shape[0]):
+                self._vector(VECTOR_BINARY[op] + "s", dst[r], a[r], b[r], a.shape[1], a.dtype)
+            return dst
+        if a.ndim == 2 and b.ndim == 1 and b.shape[0] == a.shape[1] and a.shape[0] > 1:   # a row, every row
+            for r in range(a.shape[0]):
+                self._vector(VECTOR_BINARY[op], dst[r], a[r], b, a.shape[1], a.dtype)
+            return dst
+        if a.size != b.size:
+            raise KernelError(f"{op} of tiles of shapes {a.shape} and {b.shape}")
+        self._vector(VECTOR_BINARY[op], dst, a, b, a.count(), a.dtype)
+        return dst
+
+    def unary(self, op, a, out=None):
+        a = self._operand(a, a) if not isinstance(a, Tile) else a
+        if op in FLOAT_ONLY and a.dtype not in ("f32", "f16"):
+            raise KernelError(f"{op} needs a float tile; the vector unit has no {op} for {a.dtype}")
+        dst = out if out is not None else self.new_tile(a.shape, a.dtype, valid=a.valid)
+        self._vector(VECTOR_UNARY[op], dst, a, None, a.count(), a.dtype)
+        return dst
+
+    def reduce(self, op, a, axis=None, out=None):
+        acc = "i32" if a.dtype in ("i8", "i32") else "f32"
+        mn = {"sum": "vsum", "max": "vrmax"}[op]
+        if axis is None or a.ndim == 1:
+            dst = out if out is not None else self.new_tile((1,), acc)
+            self._vector(mn, dst, a, None, a.count(), a.dtype)
+            return dst
+        if axis not in (1, -1) or a.ndim != 2:
+            raise KernelError(f"{op} over axis {axis} of a {a.ndim}-D tile: reduce rows (axis=1) or everything")
+        dst = out if out is not None else self.new_tile((a.shape[0], 1), acc)
+        for r in range(a.shape[0]):
+            self._vector(mn, dst[r], a[r], None, a.shape[1], a.dtype)
+        return dst
+
+    def convert(self, a, dtype, scale=1.0, zero_point=0):
+        from .compiler import DTYPES, f32_bits
+        dt = DTYPES.get(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
+        if dt not in ITEMSIZE:
+            raise KernelError(f"astype to {dtype!r}: the vector unit converts between f32, f16, i32 and i8")
+        q = f32_bits(scale) | ((int(zero_point) & 0xFFFFFFFF) << 32)
+        q = q - (1 << 64) if q >> 63 else q
+        dst = self.new_tile(a.shape, dt, valid=a.valid)
+        self._vector("vcvt", dst, a, None, a.count(), a.dtype, extra=(q, dt))
+        return dst
+
+    # --- matrix unit -------------------------------------------------------------------------------------
+    def matmul(self, a, w, out=None, accumulate=False):
+        cc = self.cc
+        if not (isinstance(a, Tile) and a.ndim == 2 and isinstance(w, Tile) and w.ndim == 2):
+            raise KernelError("matmul takes two 2-D tiles: a (M x K) and w (K x N)")
+        if a.dtype != w.dtype or a.dtype not in MATRIX_OUT:
+            raise KernelError(f"matmul of {a.dtype} and {w.dtype}: the matrix unit multiplies i8, f16 or f32 pairs")
+        M, K = a.shape
+        K2, N = w.shape
+        if K != K2:
+            raise KernelError(f"matmul shapes {a.shape} @ {w.shape}: inner dimensions differ")
+        if K * N * ITEMSIZE[w.dtype] > (1 << 20):
+            raise KernelError(f"a weight tile of {K}x{N} {w.dtype} exceeds the matrix unit's 1 MiB weight buffer")
+        acc = MATRIX_OUT[a.dtype]
+        if out is None:
+            if accumulate:
+                raise KernelError("matmul(accumulate=True) needs out= (the tile to accumulate into)")
+            out = self.new_tile((M, N), acc, valid=a.valid)
+        elif out.shape != (M, N) or out.dtype != acc:
+            raise KernelError(f"matmul out= must be a {M}x{N} {acc} tile, got {out.shape} {out.dtype}")
+        if cc.weights is not w.buf or getattr(w, "_dirty", False):
+            op = AsyncOp("matrix", frozenset({w.buf.id}), frozenset(), (w.buf,))
+            cc.depend("matrix", op.reads, op.writes)
+            cc.issued("matrix", op)
+            cc.emit("mm.ldw", w.addr(), cc.reg(K), cc.reg(N), w.dtype, f"s{cc.sem('matrix')}")
+            cc.weights = w.buf
+        op = AsyncOp("matrix", frozenset({a.buf.id} | ({out.buf.id} if accumulate else set())),
+                     frozenset({out.buf.id}), (a.buf, out.buf))
+        cc.depend("matrix", op.reads, op.writes)
+        cc.issued("matrix", op)
+        cc.emit("mm.mul", out.addr(), a.addr(), cc.reg(a.valid), a.dtype, "acc" if accumulate else "set",
+                f"s{cc.sem('matrix')}")
+        return out
+
+    # --- embedding unit -------------------------------------------------------------------------------------
+    def embedding_bag(self, table, indices, offsets, out, mode="sum"):
+        cc = self.cc
+        for name, t in (("table", table), ("indices", indices), ("offsets", offsets), ("out", out)):
+            if not isinstance(t, Tensor):
+                raise KernelError(f"embedding_bag: {name} must be a tensor argument")
+        if table.ndim != 2 or out.ndim != 2 or indices.ndim != 1 or offsets.ndim != 1:
+            raise KernelError("embedding_bag: table (rows x dim), indices (n), offsets (bags), out (bags x dim)")
+        if table.dtype not in ("f32", "f16") or out.dtype != "f32":
+            raise KernelError("embedding_bag: an f32 or f16 table pooled into an f32 output")
+        if indices.dtype not in ("i32", "i64") or offsets.dtype not in ("i32", "i64"):
+            raise KernelError("embedding_bag: indices and offsets must be int32 or int64")
+        if out.shape != (offsets.shape[0], table.shape[1]):
+            raise KernelError(f"embedding_bag: out must be {(offsets.shape[0], table.shape[1])}, got {out.shape}")
+        modes = {"sum": T.EMB_MODE_SUM, "mean": T.EMB_MODE_MEAN}
+        if mode not in modes:
+            raise KernelError(f"embedding_bag: mode must be sum or mean, got {mode!r}")
+        words = {T.EMB_TABLE: table.reg, T.EMB_ROWS: table.shape[0], T.EMB_DIM: table.shape[1],
+                 T.EMB_FORMAT: T.EMB_FORMATS.index("fp32" if table.dtype == "f32" else "fp16"),
+                 T.EMB_INDICES: indices.reg, T.EMB_NUM_INDICES: indices.shape[0],
+                 T.EMB_INDEX_BYTES: ITEMSIZE[indices.dtype], T.EMB_SEGMENTS: offsets.reg,
+                 T.EMB_NUM_BAGS: offsets.shape[0], T.EMB_OUTPUT: out.reg,
+                 T.EMB_MODE: modes[mode] | T.EMB_MODE_OFFSETS, T.EMB_SEGMENT_BYTES: ITEMSIZE[offsets.dtype]}
+        desc = cc.buffer(8 * T.EMB_DESC_WORDS)
+        cc.written.add(out.name)
+        from .compiler import ZERO, LocalAddr
+        cc.depend("scalar", (), {desc.id})
+        for w in range(T.EMB_DESC_WORDS):
+            v = words.get(w, 0)
+            cc.emit("sd", v if not _static(v) else cc.reg(v), (ZERO, LocalAddr(desc, 8 * w)))
+        op = AsyncOp("emb", frozenset({desc.id, table.name, indices.name, offsets.name}), frozenset({out.name}),
+                     (desc,))
+        cc.depend("emb", op.reads, op.writes)
+        cc.issued("emb", op)
+        cc.emit("emb", cc.local_reg(desc, 0), f"s{cc.sem('emb')}")
+
+    # --- which PE does what ---------------------------------------------------------------------------------
+    def pe_id(self):
+        return self.cc.csr("pe_id")
+
+    def pe_count(self):
+        return self.cc.csr("pe_count")
+
+    def split(self, n, align=1):
+        cc = self.cc
+        npe = self.pe_count()
+        chunk = (cc.scalar(n) + npe - 1) // npe
+        if align > 1:
+            chunk = cc.alui("andi", chunk + (align - 1), -align)
+        lo = self.minimum(self.pe_id() * chunk, n)
+        hi = self.minimum(lo + chunk, n)
+        return lo, hi
+
+    def minimum(self, a, b):
+        if _static(a) and _static(b):
+            return min(a, b)
+        return self.cc.alu("min", a, b)
+
+    def maximum(self, a, b):
+        if _static(a) and _static(b):
+            return max(a, b)
+        return self.cc.alu("max", a, b)
+
+    def barrier(self):
+        self.cc.drain()
+        self.cc.emit("barrier")
+
+    # --- control flow ---------------------------------------------------------------------------------------
+    def range(self, start, stop=None, step=1, pipeline=False):
+        return _loop(self.cc, start, stop, step, pipeline)
+
+    def if_(self, test, jumps, frame):
+        if isinstance(test, Cond):
+            if jumps:
+                raise KernelError("return, break or continue inside an `if` on card values is not supported")
+            return DynamicIf(self.cc, test, frame)
+        return StaticIf(bool(test))
+
+
+class StaticIf:
+    def __init__(self, truth):
+        self.truth = truth
+
+    def then(self):
+        return self.truth
+
+    def orelse(self):
+        return not self.truth
+
+    def end(self):
+        pass
+
+
+class DynamicIf:
+    """`if` on a card value: the branch is compiled, both arms traced once, queues drained at each join."""
+
+    def __init__(self, cc, cond, frame):
+        self.cc, self.frame = cc, frame
+        cc.drain()
+        self.else_, self.done, self.has_else = cc.label("else"), cc.label("endif"), False
+        cc.branch_unless(cond, self.else_)
+        cc.enter_block()
+        self.before = dict(self.frame.f_locals)
+
+    def then(self):
+        return True
+
+    def orelse(self):
+        cc = self.cc
+        _check_rebinding(self.before, self.frame, "an `if` on card values")
+        cc.drain()
+        cc.leave_block()
+        cc.emit("jmp", self.done)
+        cc.place(self.else_)
+        cc.enter_block()
+        self.has_else = True
+        self.before = dict(self.frame.f_locals)
+        return True
+
+    def end(self):
+        cc = self.cc
+        _check_rebinding(self.before, self.frame, "an `if` on card values")
+        cc.drain()
+        cc.leave_block()
+        if not self.has_else:
+            cc.place(self.else_)
+        cc.place(self.done)
+
+
+def _check_rebinding(before, frame, what, loop_var=None):
+    after = frame.f_locals
+    for name, v in after.items():
+        if name in before and before[name] is not v and v is not loop_var and isinstance(v, (Scalar, Tile)) \
+                and not name.startswith("__"):
+            raise KernelError(f"`{name}` is bound before {what} and rebound inside it; the compiler traces the "
+                              f"body once, so the new value would not carry to the next iteration or past the "
+                              f"branch. Update a tile in place (`{name} += ...`, out=) or use a new name")
+
+
+class _Pipeline:
+    def __init__(self, var, depth, first_reg):
+        self.var, self.depth, self.first_reg = var, depth, first_reg
+        self.half = 0
+        self.prefetch = ([], [])
+
+
+def _loop(cc, start, stop, step, pipeline):
+    """A loop on the card (the compiler traces the body once, or twice when pipelined)."""
+    import sys
+    if stop is None:
+        start, stop = 0, start
+    if not _static(step) or step == 0:
+        raise KernelError("range step must be a nonzero number known at compile time")
+    start, stop = cc.scalar(start), cc.scalar(stop)
+    frame = sys._getframe(1)
+    cc.drain()
+    if start.static and stop.static and not pipeline:
+        trips = max(0, -(-(stop.const - start.const) // step))
+        if trips == 0:
+            return
+    var = cc.vreg("i")
+    cc.emit("addi", var, cc.reg(start), 0, defs=(var,))
+    i = Scalar(cc, {var: 1})
+    if pipeline:
+        if step < 0 or cc.pipeline is not None:
+            raise KernelError("pipeline=True needs a positive step and cannot nest inside another pipelined loop")
+        yield from _pipelined(cc, var, i, stop, step, frame)
+        return
+    end = cc.label("endfor")
+    top = cc.label("for")
+    counted = start.static and stop.static
+    if counted:
+        cnt = cc.vreg("n")
+        cc._li(cnt, trips)
+    cc.place(top)
+    loop = Loop(top)
+    cc.loops.append(loop)
+    if not counted:
+        c = Cond("ge", i, stop) if step > 0 else Cond("ge", stop, i)
+        cc.emit({"ge": "bge"}[c.op], cc.reg(c.a), cc.reg(c.b), end)
+    cc.enter_block()
+    before = dict(frame.f_locals)
+    yield i
+    _check_rebinding(before, frame, "a loop on the card", i)
+    cc.drain()
+    cc.leave_block()
+    cc.emit("addi", var, var, step, defs=(var,))
+    if counted:
+        loop.back = cc.emit("loop", cnt, top, defs=(cnt,))
+    else:
+        loop.back = cc.emit("jmp", top)
+    cc.place(end)
+
+
+def _pipelined(cc, var, i, stop, step, frame):
+    """for i in range(start, stop, step) with the loads at the top of the body issued one iteration ahead:
+    the body is traced twice (two sets of tiles), unrolled, and each half prefetches the other's loads."""
+    exit_, top = cc.label("pexit"), cc.label("pipe")
+    pl = _Pipeline(var, cc.control_depth + 1, cc.nregs + 1)
+    cc.pipeline = pl
+    stop_r = cc.reg(stop)
+    halves = []
+    before = dict(frame.f_locals)
+    for h in (0, 1):
+        pl.half = h
+        saved, cc.code = cc.code, []
+        cc.enter_block()
+        yield i
+        _check_rebinding(before, frame, "a pipelined loop on the card", i)
+        cc.drain(keep=(f"pf{1 - h}",))
+        cc.leave_block()
+        halves.append(cc.code)
+        cc.code = saved
+    cc.pipeline = None
+    # prologue: the first iteration's loads
+    skip = cc.label("pskip")
+    cc.emit("bge", var, stop_r, exit_)
+    cc.cache.append({})
+    for issue in pl.prefetch[0]:
+        issue((var, 0, pl.first_reg))
+    cc.cache.pop()
+    cc.place(top)
+    loop = Loop(top)
+    cc.loops.append(loop)
+    for h in (0, 1):
+        nxt, skip = cc.vreg("nx"), cc.label("pskip")
+        cc.emit("addi", nxt, var, step, defs=(nxt,))
+        cc.emit("bge", nxt, stop_r, skip)
+        cc.cache.append({})
+        for issue in pl.prefetch[1 - h]:
+            issue((var, step, pl.first_reg))
+        cc.cache.pop()
+        cc.place(skip)
+        cc.code.extend(halves[h])
+        cc.emit("addi", var, var, step, defs=(var,))
+        if h == 0:
+            cc.emit("bge", var, stop_r, exit_)
+    loop.back = cc.emit("blt", var, stop_r, top)
+    cc.place(exit_)
+    cc.sync.pending.pop("pf0", None)
+    cc.sync.pending.pop("pf1", None)
