@@ -30,7 +30,7 @@ import numpy as np
 
 from vnpu.errors import InvalidArgument
 
-from . import runner
+from . import lang, runner
 from .builder import KernelBuilder, f32_bits
 from .library import OpSpec
 from .reference import torch_inverse_scale, vcvt_to_int
@@ -127,76 +127,43 @@ def tile_loop(k, t, ntiles, body, epilogue=None):
     k.place(done)
 
 
-# --- streaming elementwise kernels ---------------------------------------------------------------------
-def _stream_module(name, in_dts, out_dt, T, compute, nops, extra=(), store_eng=1):
-    """A kernel `name(x0, .., out, n, *extra)`: out[i] = f(x0[i], ..) for i < n, double-buffered in tiles of T
-    elements. compute(k, args, src_regs, dst_reg, cnt_reg) issues `nops` vector ops on SEM_VEC. Loads go on
-    engine e0, stores on `store_eng` (e1 when the PE has two engines)."""
-    ib = [_align(T * EB[dt]) for dt in in_dts]
-    ob = _align(T * EB[out_dt])
-    addr = RESERVED
-    IN = []
-    for size in ib:
-        IN.append((addr, addr + size))
-        addr += 2 * size
-    OUT = (addr, addr + ob)
-    args = {f"x{i}": ("buffer", dt) for i, dt in enumerate(in_dts)}
-    args["out"] = ("buffer", out_dt)
-    args["n"] = ("scalar", "i64")
-    for a in extra:
-        args[a] = ("scalar", "i64")
-    kb = KernelBuilder()
-    with kb.kernel(name, **args) as k:
-        A = k.args
-        lo, hi, ntiles, t, off, nxt, cnt, tmp, ga, nb, la = k.regs(
-            "lo", "hi", "ntiles", "t", "off", "nxt", "cnt", "tmp", "ga", "nb", "la")
-        srcs = [k.reg(f"src{i}") for i in range(len(in_dts))]
-        dst = k.reg("dst")
-        pe_share(k, A.n, lo, hi, align=ALIGN)
-        k.sub(tmp, hi, lo)
-        ceil_div(k, ntiles, tmp, T)
+# --- streaming elementwise kernels, in the kernel language ------------------------------------------------
+# Each PE takes its share of range(n) (aligned to 64 elements) in tiles of T elements; the pipelined loop
+# loads tile t+1 while tile t computes, and results leave on the store engine (e1 when the PE has two).
+def _unary_stream(x: lang.anysize, out: lang.anysize, n, T: lang.constexpr, op: lang.constexpr):
+    lo, hi = lang.split(n, align=ALIGN)
+    for i in range(lo, hi, T, pipeline=True):
+        end = lang.minimum(i + T, hi)
+        lang.store(out[i:end], getattr(lang, op)(lang.load(x[i:end])))
 
-        def load(b, start):
-            """Issue the DMA of the tile at element `start` into the input buffers b."""
-            k.sub(tmp, hi, start)
-            k.const(nb, T)
-            k.min(tmp, tmp, nb)                       # elements in that tile
-            for i, dt in enumerate(in_dts):
-                scale_reg(k, ga, start, EB[dt])
-                k.add(ga, ga, A[f"x{i}"])
-                scale_reg(k, nb, tmp, EB[dt])
-                k.const(la, IN[i][b])
-                k.dma(0, la, ga, nb, SEM_LOAD[b])
 
-        def body(b):
-            k.sub(cnt, hi, off)
-            k.const(tmp, T)
-            k.min(cnt, cnt, tmp)
-            k.const(tmp, T)
-            k.add(nxt, off, tmp)
-            with k.if_("lt", nxt, hi):                 # prefetch tile t+1 before computing tile t
-                load(1 - b, nxt)
-            k.wait(SEM_LOAD[b], len(in_dts))
-            k.const(tmp, 2)
-            with k.if_("ge", t, tmp):                  # the store of tile t-2 has left OUT[b]
-                k.wait(SEM_STORE[b], 1)
-            for i in range(len(in_dts)):
-                k.const(srcs[i], IN[i][b])
-            k.const(dst, OUT[b])
-            compute(k, A, srcs, dst, cnt)
-            k.wait(SEM_VEC, nops)
-            scale_reg(k, ga, off, EB[out_dt])
-            k.add(ga, ga, A.out)
-            scale_reg(k, nb, cnt, EB[out_dt])
-            k.dma(store_eng, ga, dst, nb, SEM_STORE[b])   # the other engine: stores overlap the next loads
-            k.mov(off, nxt)
+def _binary_stream(x0: lang.anysize, x1: lang.anysize, out: lang.anysize, n, T: lang.constexpr,
+                   op: lang.constexpr):
+    lo, hi = lang.split(n, align=ALIGN)
+    for i in range(lo, hi, T, pipeline=True):
+        end = lang.minimum(i + T, hi)
+        lang.store(out[i:end], getattr(lang, op)(lang.load(x0[i:end]), lang.load(x1[i:end])))
 
-        k.mov(off, lo)
-        with k.if_("lt", lo, hi):
-            load(0, lo)
-        tile_loop(k, t, ntiles, body)
-        k.fence()
-    return kb.build()
+
+def _convert_stream(x: lang.anysize, out: lang.anysize, n, q, T: lang.constexpr):
+    """out = x converted to out's dtype with the run-time scale and zero point q (vcvt's operand)."""
+    lo, hi = lang.split(n, align=ALIGN)
+    for i in range(lo, hi, T, pipeline=True):
+        end = lang.minimum(i + T, hi)
+        lang.store(out[i:end], lang.load(x[i:end]).astype(out.dtype, qparam=q))
+
+
+_KERNELS = {}
+
+
+def _stream_image(card, op, in_dts, out_dt, T):
+    """The compiled streaming kernel `op` (a module with one kernel named op) for this card."""
+    fn = _convert_stream if op in ("quantize", "dequantize") else _binary_stream if len(in_dts) == 2 else \
+        _unary_stream
+    k = _KERNELS.get(op) or _KERNELS.setdefault(op, lang.Kernel(fn, name=op))
+    arrays = [np.empty(0, NP[dt]) for dt in in_dts] + [np.empty(0, NP[out_dt]), 0]
+    extra = [0, T] if fn is _convert_stream else [T, op]
+    return k.compile(*arrays, *extra, config=card.config).image
 
 
 def _local_bytes(card):
@@ -244,16 +211,15 @@ def _dt_name(dtype):
         raise InvalidArgument(f"dtype must be fp32 or fp16, got {dtype!r}") from None
 
 
-def _stream_kernel(card, op, in_dts, out_dt, compute, nops, extra=()):
+def _stream_kernel(card, op, in_dts, out_dt):
     """(cache key, build) of the streaming kernel `op` tiled for this card, for runner.run / runner.image."""
     T = stream_tile(card, in_dts, out_dt)
-    eng = store_engine(card)
-    return (("elementwise", op, tuple(in_dts), out_dt, T, eng),
-            lambda: _stream_module(op, in_dts, out_dt, T, compute, nops, extra, eng))
+    return (("elementwise", op, tuple(in_dts), out_dt, T, card.config.data["name"], _local_bytes(card),
+             store_engine(card)), lambda: _stream_image(card, op, in_dts, out_dt, T))
 
 
-def _launch_stream(card, op, in_dts, out_dt, inputs, shape, extra_vals, compute, nops, pes, trace, extra=()):
-    key, build = _stream_kernel(card, op, in_dts, out_dt, compute, nops, extra)
+def _launch_stream(card, op, in_dts, out_dt, inputs, shape, extra_vals, pes, trace):
+    key, build = _stream_kernel(card, op, in_dts, out_dt)
     n = int(np.prod(shape, dtype=np.int64))
     args = [np.ascontiguousarray(a).reshape(-1) for a in inputs] + [runner.Out((n,), NP[out_dt]), n] + list(extra_vals)
     (out,), result = runner.run(card, key, build, op, args, pes=pes, trace=trace)
@@ -269,15 +235,11 @@ def _float_array(op, name, x):
 
 
 def _elementwise_parts(op, dt):
-    """(input dtypes, compute) of the streaming kernel of add/mul/relu/sigmoid/tanh/gelu in dtype dt."""
+    """The input dtypes of the streaming kernel of add/mul/relu/sigmoid/tanh/gelu in dtype dt."""
     if op in BINARY:
-        def compute(k, A, srcs, dst, cnt):
-            k.emit(BINARY[op], dst, srcs[0], srcs[1], cnt, dt, SEM_VEC)
-        return [dt, dt], compute
+        return [dt, dt]
     if op in UNARY:
-        def compute(k, A, srcs, dst, cnt):
-            k.emit(UNARY[op], dst, srcs[0], cnt, dt, SEM_VEC)
-        return [dt], compute
+        return [dt]
     raise InvalidArgument(f"no elementwise kernel {op!r}; there are {', '.join(sorted({**BINARY, **UNARY}))}")
 
 
@@ -285,8 +247,7 @@ def module_image(card, op, dtype="fp32"):
     """The module image of an elementwise op for the driver (or the C API): one kernel named `op` with the
     arguments (x0, [x1,] out, n): buffers of n elements of `dtype`, and n. The tile size is the card's."""
     dt = _dt_name(dtype)
-    in_dts, compute = _elementwise_parts(op, dt)
-    return runner.image(*_stream_kernel(card, op, in_dts, dt, compute, 1))
+    return runner.image(*_stream_kernel(card, op, _elementwise_parts(op, dt), dt))
 
 
 def _binary(op, card, a, b, pes, trace):
@@ -296,15 +257,13 @@ def _binary(op, card, a, b, pes, trace):
     if a.dtype != b.dtype:
         raise InvalidArgument(f"{op}: a and b must have the same dtype, got {a.dtype} and {b.dtype}")
     dt = FLOAT_DTYPES[a.dtype]
-    in_dts, compute = _elementwise_parts(op, dt)
-    return _launch_stream(card, op, in_dts, dt, [a, b], a.shape, [], compute, 1, pes, trace)
+    return _launch_stream(card, op, _elementwise_parts(op, dt), dt, [a, b], a.shape, [], pes, trace)
 
 
 def _unary(op, card, x, pes, trace):
     x = _float_array(op, "x", x)
     dt = FLOAT_DTYPES[x.dtype]
-    in_dts, compute = _elementwise_parts(op, dt)
-    return _launch_stream(card, op, in_dts, dt, [x], x.shape, [], compute, 1, pes, trace)
+    return _launch_stream(card, op, _elementwise_parts(op, dt), dt, [x], x.shape, [], pes, trace)
 
 
 def add(card, a, b, pes=None, trace=False):
@@ -370,11 +329,7 @@ def quantize(card, x, scale, zero_point=0, pes=None, trace=False):
     inv = _quant_scale(s)
     if not np.isfinite(inv) or inv == 0:
         raise InvalidArgument(f"quantize: 1/scale = {1.0 / float(s)} is not a finite nonzero fp32 number")
-
-    def compute(k, A, srcs, dst, cnt):
-        k.vcvt(dst, srcs[0], cnt, A.q, "f32", "i8", SEM_VEC)
-    return _launch_stream(card, "quantize", ["f32"], "i8", [x], x.shape, [_qparam(inv, zp)], compute, 1, pes, trace,
-                          extra=("q",))
+    return _launch_stream(card, "quantize", ["f32"], "i8", [x], x.shape, [_qparam(inv, zp)], pes, trace)
 
 
 def dequantize(card, q, scale, zero_point=0, pes=None, trace=False):
@@ -383,11 +338,7 @@ def dequantize(card, q, scale, zero_point=0, pes=None, trace=False):
     if q.dtype != np.int8:
         raise InvalidArgument(f"dequantize: q must be an int8 array, got dtype {q.dtype}")
     s, zp = _check_qparams("dequantize", scale, zero_point)
-
-    def compute(k, A, srcs, dst, cnt):
-        k.vcvt(dst, srcs[0], cnt, A.q, "i8", "f32", SEM_VEC)
-    return _launch_stream(card, "dequantize", ["i8"], "f32", [q], q.shape, [_qparam(s, zp)], compute, 1, pes, trace,
-                          extra=("q",))
+    return _launch_stream(card, "dequantize", ["i8"], "f32", [q], q.shape, [_qparam(s, zp)], pes, trace)
 
 
 # --- concat ---------------------------------------------------------------------------------------------------

@@ -38,6 +38,11 @@ class constexpr:
     number known while compiling: usable in shapes and static_range) instead of a run-time scalar."""
 
 
+class anysize:
+    """Annotate a 1-D tensor parameter `x: vnpu.anysize` to compile one kernel for every length (the length is
+    not part of the compiled kernel; the kernel bounds its accesses with a scalar argument instead)."""
+
+
 # --- memory -------------------------------------------------------------------------------------------
 def load(block, into=None):
     """A tile holding block (x[a:b] or x[r0:r1, c0:c1] of a tensor argument), DMAed in asynchronously; the
@@ -194,4 +199,4 @@ def _range(*args, **kw):
 
 __all__ = ["load", "store", "empty", "output", "matmul", "add", "sub", "mul", "relu", "sigmoid", "tanh", "exp",
            "gelu", "recip", "rsqrt", "copy", "maximum", "minimum", "sum", "max", "embedding_bag", "pe_id",
-           "pe_count", "split", "barrier", "range", "static_range", "constexpr"]
+           "pe_count", "split", "barrier", "range", "static_range", "constexpr", "anysize"]

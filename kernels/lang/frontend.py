@@ -187,7 +187,10 @@ class Kernel:
         return self._traced
 
     def _signature(self, args):
-        params = list(inspect.signature(self.fn).parameters.values())
+        try:
+            params = list(inspect.signature(self.fn, eval_str=True).parameters.values())
+        except Exception:       # noqa: BLE001 (an annotation naming something else: not ours)
+            params = list(inspect.signature(self.fn).parameters.values())
         if len(args) != len(params):
             raise InvalidArgument(f"kernel {self.name} takes {len(params)} arguments "
                                   f"({', '.join(p.name for p in params)}), got {len(args)}")
@@ -200,7 +203,13 @@ class Kernel:
                 if arr.dtype not in DTYPES:
                     raise InvalidArgument(f"kernel {self.name}: argument {p.name} has dtype {arr.dtype}; tensors "
                                           f"are float32, float16, int8, int32 or int64")
-                spec.append((p.name, "tensor", (arr.shape, DTYPES[arr.dtype], isinstance(a, Shared_))))
+                shape = arr.shape
+                if p.annotation is api.anysize or p.annotation in ("vnpu.anysize", "anysize"):
+                    if arr.ndim != 1:
+                        raise InvalidArgument(f"kernel {self.name}: argument {p.name} is annotated anysize and must "
+                                              f"be 1-D, got shape {arr.shape}")
+                    shape = (None,)
+                spec.append((p.name, "tensor", (shape, DTYPES[arr.dtype], isinstance(a, Shared_))))
             elif isinstance(a, (bool, np.bool_)):
                 raise InvalidArgument(f"kernel {self.name}: argument {p.name} is a bool; pass an int")
             elif isinstance(a, (int, np.integer)):

@@ -129,8 +129,8 @@ class ITile:
             return self._bin(1.0 / o, "mul")
         return self._bin(self.pe.unary("recip", o), "mul")
 
-    def astype(self, dtype, scale=1.0, zero_point=0):
-        return self.pe.convert(self, dtype, scale, zero_point)
+    def astype(self, dtype, scale=1.0, zero_point=0, qparam=None):
+        return self.pe.convert(self, dtype, scale, zero_point, qparam)
 
     def __repr__(self):
         return f"Tile({self.shape}, {self.dtype})\n{self.data}"
@@ -339,14 +339,20 @@ class PE:
         out.init[...] = res_init.reshape(out.shape)
         return out
 
-    def convert(self, a, dtype, scale=1.0, zero_point=0):
+    def convert(self, a, dtype, scale=1.0, zero_point=0, qparam=None):
         from .api import _dtype
         dt = _dtype(dtype)
         x = a.data
+        if qparam is not None:
+            q = int(qparam)
+            scale = float(np.array([q & 0xFFFFFFFF], np.uint32).view(np.float32)[0])
+            zero_point = ((q >> 32) + 2**31) % 2**32 - 2**31
         if dt in ("i8", "i32") and a.dtype in ("f32", "f16"):
             info = np.iinfo(NUMPY[dt])
             with np.errstate(all="ignore"):
-                v = np.rint(x.astype(np.float64) * np.float32(scale) + zero_point)
+                # x * scale + zero_point rounded once to fp32 (the card's fused step), then to even
+                v = np.rint((x.astype(np.float64) * np.float64(np.float32(scale)) + zero_point).astype(np.float32)
+                            .astype(np.float64))
             r = np.where(np.isnan(v), 0, np.clip(v, info.min, info.max)).astype(NUMPY[dt])
         elif a.dtype in ("i8", "i32") and dt in ("f32", "f16"):
             r = _round((x.astype(np.float64) - zero_point) * np.float32(scale), dt)

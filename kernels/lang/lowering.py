@@ -6,7 +6,7 @@ import numpy as np
 
 from vnpu.isa import table as T
 
-from .compiler import ITEMSIZE, AsyncOp, Cond, Label, Loop, Scalar
+from .compiler import ITEMSIZE, AsyncOp, Cond, Insn, Label, Loop, Scalar
 from .errors import KernelError
 
 VECTOR_BINARY = {"add": "vadd", "sub": "vsub", "mul": "vmul", "maximum": "vmax", "minimum": "vmin"}
@@ -28,7 +28,7 @@ class Tensor:
         st, s = [], 1
         for d in reversed(self.shape):
             st.append(s)
-            s *= d
+            s = s * d if d is not None else None
         self.strides = tuple(reversed(st))
         self.ndim = len(self.shape)
 
@@ -65,7 +65,18 @@ class View:
                                       f"tensor shape instead)")
                 start = 0 if ix.start is None else ix.start
                 stop = size if ix.stop is None else ix.stop
-                if _static(start) and _static(stop):
+                if stop is None:
+                    raise KernelError(f"{tensor.name} has no length known while compiling (anysize): slice it "
+                                      f"with an explicit end")
+                if size is None:         # anysize: the kernel's own bounds are the tensor's
+                    start, stop = cc.scalar(start), cc.scalar(stop)
+                    span = stop - start
+                    extent = span.const if span.static else _bound(cc, stop, start)
+                    if extent is None:
+                        raise KernelError(f"{tensor.name}: the length of slice {d} must be known at compile time: "
+                                          f"x[i : i + T] or x[i : vnpu.minimum(i + T, end)] with T a number")
+                    valid = extent if span.static else _clamp(cc, span, extent)
+                elif _static(start) and _static(stop):
                     if start < 0 or stop < 0:
                         raise KernelError(f"{tensor.name}: negative slice bounds {start}:{stop} in dimension {d}")
                     extent = max(0, min(stop, size) - start)
@@ -86,7 +97,7 @@ class View:
                 offset = offset + cc.scalar(start) * stride
                 dims.append([extent, valid, stride])
             else:
-                if _static(ix) and not 0 <= ix < size:
+                if _static(ix) and size is not None and not 0 <= ix < size:
                     raise KernelError(f"{tensor.name}: index {ix} is outside dimension {d} of size {size}")
                 offset = offset + cc.scalar(ix) * stride
         dims = [dm for dm in dims]
@@ -226,8 +237,10 @@ class Tile:
             return self._bin(1.0 / o, "mul")
         return self._bin(self.cc.ops.unary("recip", o), "mul")
 
-    def astype(self, dtype, scale=1.0, zero_point=0):
-        return self.cc.ops.convert(self, dtype, scale, zero_point)
+    def astype(self, dtype, scale=1.0, zero_point=0, qparam=None):
+        """Convert (vcvt): to an integer type q = round(x * scale + zero_point), clamped; from one
+        y = (q - zero_point) * scale. qparam: both as one run-time int (fp32 scale bits | zero point << 32)."""
+        return self.cc.ops.convert(self, dtype, scale, zero_point, qparam)
 
     def __repr__(self):
         return f"Tile({self.shape}, {self.dtype})"
@@ -355,11 +368,16 @@ class Lowering:
         cc.depend(op.hw, op.reads, op.writes)
         dst = cc.reg(view.address())
         src = tile.addr()
+        queue = f"e{eng}"
+        pl = cc.pipeline
+        if pl is not None and cc.control_depth == pl.depth:   # carried to the same half of the next round
+            queue = f"st{pl.half}"
+            pl.stores[pl.half].append(op)
         if len(view.dims) == 2:
             (_, rows, dstride), (ext1, cols, _) = view.dims
-            self._dma(eng, f"e{eng}", dst, src, cols * eb, rows, ext1 * eb, dstride * eb, op)
+            self._dma(eng, queue, dst, src, cols * eb, rows, ext1 * eb, dstride * eb, op)
         else:
-            self._dma(eng, f"e{eng}", dst, src, view.dims[0][1] * eb, None, 0, 0, op)
+            self._dma(eng, queue, dst, src, view.dims[0][1] * eb, None, 0, 0, op)
 
     # --- vector unit -------------------------------------------------------------------------------------
     def _vector(self, mnemonic, dst, a, b, n, dt, extra=()):
@@ -444,13 +462,16 @@ class Lowering:
             self._vector(mn, dst[r], a[r], None, a.shape[1], a.dtype)
         return dst
 
-    def convert(self, a, dtype, scale=1.0, zero_point=0):
+    def convert(self, a, dtype, scale=1.0, zero_point=0, qparam=None):
         from .compiler import DTYPES, f32_bits
         dt = DTYPES.get(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
-        if dt not in ITEMSIZE:
+        if dt not in ("f32", "f16", "i32", "i8"):
             raise KernelError(f"astype to {dtype!r}: the vector unit converts between f32, f16, i32 and i8")
-        q = f32_bits(scale) | ((int(zero_point) & 0xFFFFFFFF) << 32)
-        q = q - (1 << 64) if q >> 63 else q
+        if qparam is not None:        # a run-time scale and zero point (fp32 bits low, int32 high)
+            q = qparam
+        else:
+            q = f32_bits(scale) | ((int(zero_point) & 0xFFFFFFFF) << 32)
+            q = q - (1 << 64) if q >> 63 else q
         dst = self.new_tile(a.shape, dt, valid=a.valid)
         self._vector("vcvt", dst, a, None, a.count(), a.dtype, extra=(q, dt))
         return dst
@@ -633,6 +654,7 @@ class _Pipeline:
         self.var, self.depth, self.first_reg = var, depth, first_reg
         self.half = 0
         self.prefetch = ([], [])
+        self.stores = [[], []]      # per half: its stores (waited at the start of the same half next time)
 
 
 def _loop(cc, start, stop, step, pipeline):
@@ -698,13 +720,19 @@ def _pipelined(cc, var, i, stop, step, frame):
         cc.enter_block()
         yield i
         _check_rebinding(before, frame, "a pipelined loop on the card", i)
-        cc.drain(keep=(f"pf{1 - h}",))
+        cc.drain(keep=(f"pf{1 - h}", "st0", "st1"))
         cc.leave_block()
+        if pl.stores[h]:       # this half's stores of the round before leave its tiles before it reuses them
+            keeps = tuple(b for op in pl.stores[h] for b in op.bufs)
+            cc.code.insert(0, Insn("wait", (f"s{cc.sem(f'st{h}')}", len(pl.stores[h])), (), None, keeps))
         halves.append(cc.code)
         cc.code = saved
     cc.pipeline = None
-    # prologue: the first iteration's loads
-    skip = cc.label("pskip")
+    # prologue: signal the stores' semaphores as if a round had stored (so the first waits pass), then the
+    # first iteration's loads
+    for h in (0, 1):
+        for _ in pl.stores[h]:
+            cc.emit("sig", cc.reg(cc.csr("pe_id")), f"s{cc.sem(f'st{h}')}")
     cc.emit("bge", var, stop_r, exit_)
     cc.cache.append({})
     for issue in pl.prefetch[0]:
@@ -728,5 +756,9 @@ def _pipelined(cc, var, i, stop, step, frame):
             cc.emit("bge", var, stop_r, exit_)
     loop.back = cc.emit("blt", var, stop_r, top)
     cc.place(exit_)
+    for h in (0, 1):
+        if pl.stores[h]:
+            cc.sync.pending[f"st{h}"] = list(pl.stores[h])
+            cc._wait(f"st{h}", len(pl.stores[h]))
     cc.sync.pending.pop("pf0", None)
     cc.sync.pending.pop("pf1", None)

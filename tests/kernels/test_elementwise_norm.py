@@ -297,27 +297,27 @@ def test_empty_inputs_launch_and_return_empty(card, fn):
 
 
 # --- sanitizer, PEs, double buffering -----------------------------------------------------------------------------
-def test_sanitizer_is_on_and_catches_a_missing_wait(card, monkeypatch):
-    """The kernels run sanitized (runner's default): drop the wait for the store of tile t-2 before tile t
-    overwrites its output buffer, and the launch is a RaceError."""
-    from vnpu.kernels.builder import KernelWriter
-    real = KernelWriter.emit
-
-    def emit(self, mnemonic, *ops):
-        if mnemonic == "wait" and ops[0] in E.SEM_STORE:
-            return
-        return real(self, mnemonic, *ops)
-    monkeypatch.setattr(KernelWriter, "emit", emit)
+def test_sanitizer_is_on_and_catches_a_missing_wait(card):
+    """The kernels run sanitized (runner's default): delete the compiler's waits for the stores from the relu
+    kernel's assembly (a later tile then overwrites the output buffer a store still reads), and the launch is
+    a RaceError."""
+    import re
     T = E.tile_elements(card, "relu")
     a = np.ones(3 * T, np.float32)
-
-    def compute(k, A, srcs, dst, cnt):
-        k.vrelu(dst, srcs[0], cnt, "f32", E.SEM_VEC)
-    key = ("test-missing-wait", T)
-    build = lambda: E._stream_module("relu", ["f32"], "f32", T, compute, 1)   # noqa: E731
+    text = E._KERNELS["relu"].asm(np.empty(0, np.float32), np.empty(0, np.float32), 0, T, "relu",
+                                  config=card.config) if "relu" in E._KERNELS else None
+    if text is None:
+        E.relu(card, a[:1])
+        text = E._KERNELS["relu"].asm(np.empty(0, np.float32), np.empty(0, np.float32), 0, T, "relu",
+                                      config=card.config)
+    store_sems = set(re.findall(rf"dma e{E.store_engine(card)}, .*, (s\d+)$", text, re.M))
+    assert store_sems
+    broken = "\n".join(line for line in text.splitlines()
+                       if not (line.strip().startswith("wait") and line.split()[1].rstrip(",") in store_sems))
+    image = vnpu.assemble(broken)
     with pytest.raises(vnpu.RaceError, match="race"):
-        runner.run(card, key, build, "relu", [a, runner.Out((a.size,), np.float32), a.size], pes=(0,))
-    monkeypatch.undo()
+        runner.run(card, ("test-missing-wait", T), lambda: image, "relu",
+                   [a, runner.Out((a.size,), np.float32), a.size], pes=(0,))
     out, _ = E.relu(card, a, pes=(0,))        # the real kernel, same data: no race
     same(out, a)
 
