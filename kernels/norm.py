@@ -25,160 +25,46 @@ import numpy as np
 
 from vnpu.errors import InvalidArgument
 
-from . import runner
-from .builder import KernelBuilder
-from .elementwise import (ALIGN, SEM_LOAD, SEM_ONCE, SEM_STORE, SEM_VEC, TILE_CAP, pe_share, store_engine,
-                          tile_loop)
+from . import lang, runner
+from .elementwise import ALIGN, TILE_CAP, store_engine
 from .library import OpSpec
 
-# scalar slots at the bottom of local memory (f32 each)
-C_INVD, C_EPS, S_SUM, S_MEAN, S_VSUM, S_VAR, S_VE, S_RSTD = (4 * i for i in range(8))
-PARAMS = 64            # gamma, then beta, start here
+PARAMS = 1024          # bytes of local memory left to the compiler's constants and per-row scalars
 
 
 def _align(x, a=ALIGN):
     return (int(x) + a - 1) // a * a
 
 
-def _module(kind, has_gamma, has_beta, store_eng=1):
-    """kernel kind(x, [gamma], [beta], out, rows, d, blk, inv_d[, eps]): blocks of `blk` rows of d elements."""
-    args = dict(x=("buffer", "f32"))
-    if has_gamma:
-        args["gamma"] = ("buffer", "f32")
-    if has_beta:
-        args["beta"] = ("buffer", "f32")
-    args.update(out=("buffer", "f32"), rows=("scalar", "i64"), d=("scalar", "i64"), blk=("scalar", "i64"),
-                inv_d=("scalar", "f32"))
-    if kind == "layer_norm":
-        args["eps"] = ("scalar", "f32")
-    kb = KernelBuilder()
-    with kb.kernel(kind, **args) as k:
-        A = k.args
-        lo, hi, t, ntiles, off, rowb, tb, base, bt = k.regs("lo", "hi", "t", "ntiles", "off", "rowb", "tb", "base",
-                                                            "bt")
-        cnt, nxt, tmp, ga, la, nb = k.regs("cnt", "nxt", "tmp", "ga", "la", "nb")
-        k.sw(A.inv_d, (k.zero, C_INVD))
-        if kind == "layer_norm":
-            k.sw(A.eps, (k.zero, C_EPS))
-        pe_share(k, A.rows, lo, hi)
-        k.sub(tmp, hi, lo)
-        k.add(ntiles, tmp, A.blk)
-        k.addi(ntiles, ntiles, -1)
-        k.div(ntiles, ntiles, A.blk)
-        # local layout: [slots | gamma | beta | in0 | in1 | out0 | out1]
-        k.shli(rowb, A.d, 2)
-        k.mul(tb, rowb, A.blk)
-        k.addi(tb, tb, ALIGN - 1)
-        k.andi(tb, tb, -ALIGN)                        # one block buffer
-        k.addi(nb, rowb, ALIGN - 1)
-        k.andi(nb, nb, -ALIGN)                        # one parameter row
-        k.const(base, PARAMS)
-        if has_gamma:
-            k.const(la, PARAMS)
-            k.dma(0, la, A.gamma, rowb, SEM_ONCE)
-            k.add(base, base, nb)
-        k.mov(bt, base)
-        if has_beta:
-            k.dma(0, bt, A.beta, rowb, SEM_ONCE)
-            k.add(base, base, nb)
-        k.addi(base, base, ALIGN - 1)
-        k.andi(base, base, -ALIGN)
-        if has_gamma or has_beta:
-            k.wait(SEM_ONCE, int(has_gamma) + int(has_beta))
+def _norm(x: lang.anysize, gamma, beta, out: lang.anysize, rows, inv_d, eps, B: lang.constexpr,
+          kind: lang.constexpr, has_gamma: lang.constexpr, has_beta: lang.constexpr):
+    """Blocks of B rows per PE share, pipelined; each row one chain of vector ops (the order of the module
+    docstring). gamma / beta are loaded once (unused 1-element arrays when absent)."""
+    g = lang.load(gamma) if has_gamma else None
+    b = lang.load(beta) if has_beta else None
+    lo, hi = lang.split(rows)
+    for r0 in range(lo, hi, B, pipeline=True):
+        end = lang.minimum(r0 + B, hi)
+        xt = lang.load(x[r0:end, :])
+        y = lang.empty(xt.shape, "f32")
+        for r in range(0, end - r0):
+            xr, yr = xt[r], y[r]
+            if kind == "layer_norm":
+                lang.sub(xr, xr[0], out=yr)                          # xs = x - x[0]
+                lang.sub(yr, lang.sum(yr) * inv_d, out=yr)           # xc = xs - sum(xs) * (1/D)
+                lang.mul(yr, yr, out=xr)                             # xc^2 (over x: no longer needed)
+                lang.mul(yr, lang.rsqrt(lang.sum(xr) * inv_d + eps), out=yr)   # xc / sqrt(var + eps)
+                if has_gamma:
+                    lang.mul(yr, g, out=yr)
+                if has_beta:
+                    lang.add(yr, b, out=yr)
+            else:
+                lang.exp(lang.sub(xr, lang.max(xr), out=yr), out=yr)   # e = exp(x - max(x))
+                lang.mul(yr, lang.recip(lang.sum(yr)), out=yr)         # e * (1 / sum(e))
+        lang.store(out[r0:end, :], y)
 
-        def buf(reg, which):
-            """reg = address of buffer `which` (0, 1: inputs; 2, 3: outputs)."""
-            k.mov(reg, base)
-            for _ in range(which):
-                k.add(reg, reg, tb)
 
-        def load(b, start):
-            k.sub(tmp, hi, start)
-            k.min(tmp, tmp, A.blk)
-            k.mul(nb, tmp, rowb)
-            k.mul(ga, start, rowb)
-            k.add(ga, ga, A.x)
-            buf(la, b)
-            k.dma(0, la, ga, nb, SEM_LOAD[b])
-
-        def rows_of_block(b):
-            """The vector ops of every row of the block in buffer b (cnt rows)."""
-            r, xr, yr, sa, sb, one = k.regs("r", "xr", "yr", "sa", "sb", "one")
-            k.const(one, 1)
-            buf(xr, b)
-            buf(yr, 2 + b)
-            nops = 0
-            with k.for_range(r, 0, cnt):
-                if kind == "layer_norm":
-                    k.vsubs(yr, xr, xr, A.d, "f32", SEM_VEC)             # xs = x - x[0] (into the output row)
-                    k.const(sa, S_SUM)
-                    k.vsum(sa, yr, A.d, "f32", SEM_VEC)                  # sum(xs)
-                    k.const(sa, S_MEAN)
-                    k.const(sb, S_SUM)
-                    k.const(tmp, C_INVD)
-                    k.vmuls(sa, sb, tmp, one, "f32", SEM_VEC)            # ms = sum(xs) * (1/D)
-                    k.vsubs(yr, yr, sa, A.d, "f32", SEM_VEC)             # xc = xs - ms
-                    k.vmul(xr, yr, yr, A.d, "f32", SEM_VEC)              # xc^2 over x (no longer needed)
-                    k.const(sa, S_VSUM)
-                    k.vsum(sa, xr, A.d, "f32", SEM_VEC)                  # sum(xc^2)
-                    k.const(sb, S_VAR)
-                    k.vmuls(sb, sa, tmp, one, "f32", SEM_VEC)            # var = sum(xc^2) * (1/D)
-                    k.const(sa, S_VE)
-                    k.const(tmp, C_EPS)
-                    k.vadds(sa, sb, tmp, one, "f32", SEM_VEC)            # var + eps
-                    k.const(sb, S_RSTD)
-                    k.vrsqrt(sb, sa, one, "f32", SEM_VEC)                # 1 / sqrt(var + eps)
-                    k.vmuls(yr, yr, sb, A.d, "f32", SEM_VEC)             # xc * rstd
-                    nops = 10
-                    if has_gamma:
-                        k.const(sa, PARAMS)
-                        k.vmul(yr, yr, sa, A.d, "f32", SEM_VEC)
-                        nops += 1
-                    if has_beta:
-                        k.vadd(yr, yr, bt, A.d, "f32", SEM_VEC)
-                        nops += 1
-                else:
-                    k.const(sa, S_SUM)
-                    k.vrmax(sa, xr, A.d, "f32", SEM_VEC)                 # m = max(x)
-                    k.vsubs(yr, xr, sa, A.d, "f32", SEM_VEC)             # x - m
-                    k.vexp(yr, yr, A.d, "f32", SEM_VEC)                  # e = exp(x - m)
-                    k.const(sb, S_VSUM)
-                    k.vsum(sb, yr, A.d, "f32", SEM_VEC)                  # s = sum(e)
-                    k.const(sa, S_RSTD)
-                    k.vrecip(sa, sb, one, "f32", SEM_VEC)                # 1 / s
-                    k.vmuls(yr, yr, sa, A.d, "f32", SEM_VEC)             # e * (1/s)
-                    nops = 6
-                with k.if_("ne", r, k.zero):                             # row r-1's ops are done
-                    k.wait(SEM_VEC, nops)
-                k.add(xr, xr, rowb)
-                k.add(yr, yr, rowb)
-            k.wait(SEM_VEC, nops)                                        # the last row's (cnt >= 1)
-            k.release(r, xr, yr, sa, sb, one)
-
-        def body(b):
-            k.sub(cnt, hi, off)
-            k.min(cnt, cnt, A.blk)
-            k.add(nxt, off, A.blk)
-            with k.if_("lt", nxt, hi):                 # prefetch the next block before computing this one
-                load(1 - b, nxt)
-            k.wait(SEM_LOAD[b], 1)
-            k.const(tmp, 2)
-            with k.if_("ge", t, tmp):                  # the store of block t-2 has left out[b]
-                k.wait(SEM_STORE[b], 1)
-            rows_of_block(b)
-            k.mul(ga, off, rowb)
-            k.add(ga, ga, A.out)
-            k.mul(nb, cnt, rowb)
-            buf(la, 2 + b)
-            k.dma(store_eng, ga, la, nb, SEM_STORE[b])
-            k.mov(off, nxt)
-
-        k.mov(off, lo)
-        with k.if_("lt", lo, hi):
-            load(0, lo)
-        tile_loop(k, t, ntiles, body)
-        k.fence()
-    return kb.build()
+_KERNELS = {}
 
 
 def block_rows(card, d, n_params=0):
@@ -223,13 +109,21 @@ def _launch(card, kind, x, params, scalars, pes, trace):
     if D > 0 and blk < 1:
         raise InvalidArgument(f"{kind}: rows of {D} elements do not fit local memory of {card.config.name} "
                               f"(at most {max_row_length(card, len(params))} elements)")
+    if R == 0 or D == 0:
+        return np.zeros((R, D), np.float32), runner.nothing(card, kind, pes)
     has_g, has_b = "gamma" in params, "beta" in params
-    eng = store_engine(card)
-    key = ("norm", kind, has_g, has_b, eng)
-    args = [np.ascontiguousarray(x)] + [np.ascontiguousarray(params[n]) for n in ("gamma", "beta") if n in params]
-    inv_d = float(np.float32(1.0 / D)) if D else 0.0
-    args += [runner.Out((R, D), np.float32), R if D else 0, D, max(1, blk), inv_d] + list(scalars)
-    (out,), result = runner.run(card, key, lambda: _module(kind, has_g, has_b, eng), kind, args, pes=pes, trace=trace)
+    unused = np.zeros(1, np.float32)
+    args = [np.ascontiguousarray(x)] + [np.ascontiguousarray(params[n]) if n in params else unused
+                                        for n in ("gamma", "beta")]
+    eps = scalars[0] if scalars else 0.0
+    consts = [blk, kind, has_g, has_b]
+    k = _KERNELS.get(kind) or _KERNELS.setdefault(kind, lang.Kernel(_norm, name=kind))
+    key = ("norm", kind, has_g, has_b, D, blk, card.config.data["name"], int(card.config.local_memory.bytes),
+           store_engine(card))
+    build = lambda: k.compile(np.empty((0, D), np.float32), *args[1:], np.empty((0, D), np.float32), 0, 0.0,   # noqa: E731
+                              0.0, *consts, config=card.config).image
+    run_args = args + [runner.Out((R, D), np.float32), R, float(np.float32(1.0 / D)), eps]
+    (out,), result = runner.run(card, key, build, kind, run_args, pes=pes, trace=trace)
     return out, result
 
 

@@ -39,8 +39,8 @@ class constexpr:
 
 
 class anysize:
-    """Annotate a 1-D tensor parameter `x: vnpu.anysize` to compile one kernel for every length (the length is
-    not part of the compiled kernel; the kernel bounds its accesses with a scalar argument instead)."""
+    """Annotate a tensor parameter `x: vnpu.anysize` to compile one kernel for every length of its first
+    dimension (not part of the compiled kernel; the kernel bounds its accesses with a scalar argument)."""
 
 
 # --- memory -------------------------------------------------------------------------------------------
@@ -160,13 +160,15 @@ def barrier():
 
 
 # --- control flow ---------------------------------------------------------------------------------------
-def range(start, stop=None, step=1, pipeline=False):   # noqa: A001
+def range(start, stop=None, step=1, pipeline=False, _names=None):   # noqa: A001
     """A loop on the card (`for i in range(...)` in a kernel means this). pipeline=True issues the loads at the
     top of the body one iteration ahead, into a second set of tiles (double buffering)."""
     ctx = getattr(_state, "ctx", None)
     if ctx is None:
         return builtins.range(start, stop, step) if stop is not None else builtins.range(start)
-    return ctx.range(start, stop, step, pipeline)
+    if stop is None:
+        start, stop = 0, start
+    return ctx.range(start, stop, step, pipeline, _names or ())
 
 
 def static_range(start, stop=None, step=1):
@@ -177,16 +179,16 @@ def static_range(start, stop=None, step=1):
         raise KernelError(f"static_range needs Python integers: {e}") from None
 
 
-def _if(test, jumps=False):
+def _if(test, jumps=False, names=()):
     """What the front end turns `if test:` into (see frontend.Rewriter)."""
     ctx = getattr(_state, "ctx", None)
     if ctx is None:
         from .lowering import StaticIf
         return StaticIf(bool(test))
-    return ctx.if_(test, jumps, sys._getframe(1))
+    return ctx.if_(test, jumps, sys._getframe(1), names)
 
 
-def _range(*args, **kw):
+def _range(*args, _names=(), **kw):
     """What the front end turns `range(...)` in a `for` of the kernel into (a loop on the card)."""
     ctx = getattr(_state, "ctx", None)
     if ctx is None:
@@ -194,7 +196,7 @@ def _range(*args, **kw):
     if not 1 <= len(args) <= 3 or set(kw) - {"pipeline"}:
         raise KernelError("range(stop), range(start, stop[, step]) and pipeline=True")
     start, stop, step = (0, args[0], 1) if len(args) == 1 else (args + (1,))[:3]
-    return ctx.range(start, stop, step, kw.get("pipeline", False))
+    return ctx.range(start, stop, step, kw.get("pipeline", False), _names)
 
 
 __all__ = ["load", "store", "empty", "output", "matmul", "add", "sub", "mul", "relu", "sigmoid", "tanh", "exp",

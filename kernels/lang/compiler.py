@@ -22,7 +22,6 @@ Scalars are affine expressions over registers until an instruction needs them in
 """
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass, field
 
@@ -239,6 +238,7 @@ class AsyncOp:
 class Loop:
     top: Label
     back: Insn = None
+    carried: set = field(default_factory=set)    # buffer ids in flight across the back edge: live all loop long
 
 
 @dataclass
@@ -265,6 +265,7 @@ class Compiler:
         self.written = set()           # names of tensors the kernel writes
         self.bounds = {}               # register holding min(a, b) -> (a, b)
         self.derive = {}               # register -> (mnemonic, a, b, b is an immediate): how it was computed
+        self.logs = []                 # per open loop body: ([(queue, AsyncOp)], {queues waited for})
         self.engines = int(config.dma.engines_per_pe)
         self.local_bytes = int(config.local_memory.bytes)
         self.weights = None            # the tile the matrix unit holds (trace-time knowledge, reset at joins)
@@ -505,6 +506,11 @@ class Compiler:
     def _wait(self, queue, count):
         ops = self.sync.pending[queue][:count]
         del self.sync.pending[queue][:count]
+        if self.logs:
+            self.logs[-1][1].add(queue)
+        pl = self.pipeline
+        if pl is not None and queue == f"st{pl.half}":     # waited here: not carried to the next round
+            pl.stores[pl.half] = [op for op in pl.stores[pl.half] if all(op is not o for o in ops)]
         keeps = tuple(b for op in ops for b in op.bufs)
         self.emit("wait", f"s{self.sem(queue)}", count, keeps=keeps)
 
@@ -512,6 +518,8 @@ class Compiler:
         """Before an operation on hardware queue `hw` ("scalar" for the PE itself) that reads / writes these
         buffer ids and tensor names: wait for what another queue still does to them."""
         reads, writes = frozenset(reads), frozenset(writes)
+        if hw == "scalar" and self.logs:
+            self.logs[-1][0].append(("scalar", AsyncOp("scalar", reads, writes)))
         for queue, ops in list(self.sync.pending.items()):
             last = -1
             for j, op in enumerate(ops):
@@ -522,7 +530,39 @@ class Compiler:
             if last >= 0:
                 self._wait(queue, last + 1)
 
+    # --- what a loop body issued and waited for (to decide what may stay in flight across its back edge) ---
+    def open_log(self):
+        self.logs.append(([], set()))
+
+    def close_log(self):
+        ops, waited = self.logs.pop()
+        if self.logs:
+            self.logs[-1][0].extend(ops)
+            self.logs[-1][1].update(waited)
+        return ops, waited
+
+    def carryable(self, ops, waited):
+        """The queues whose operations of this iteration may still run while the next iteration issues its
+        own (the loop then waits for iteration r-1's after issuing iteration r's, as a hand-written kernel
+        does): nothing in the body waited for the queue, its operations touch nothing another queue of the
+        body touches, and their count is static."""
+        out = []
+        for q, pend in self.sync.pending.items():
+            if not pend or q in waited or q.startswith(("pf", "st")):
+                continue
+            mine = [op for qq, op in ops if qq == q]
+            if len(mine) != len(pend) or len(mine) > SEM_LIMIT // 2:
+                continue
+            hw = mine[0].hw
+            touched = set().union(*(op.reads | op.writes for op in mine))
+            others = set().union(*(op.reads | op.writes for qq, op in ops if op.hw != hw), set())
+            if not touched & others:
+                out.append(q)
+        return out
+
     def issued(self, queue, op):
+        if self.logs:
+            self.logs[-1][0].append((queue, op))
         if self.weights is not None and self.weights.id in op.writes:
             self.weights = None            # the matrix unit's copy of that tile is stale now
         ops = self.sync.pending.setdefault(queue, [])
@@ -563,6 +603,8 @@ class Compiler:
         pos = {id(ins.label): i for i, ins in enumerate(code) if isinstance(ins, Place)}
         back = {id(ins): i for i, ins in enumerate(code) if isinstance(ins, Insn)}
         loops = [(pos[id(lp.top)], back[id(lp.back)]) for lp in self.loops if lp.back is not None]
+        self.carried = [(pos[id(lp.top)], back[id(lp.back)], lp.carried) for lp in self.loops
+                        if lp.back is not None and lp.carried]
         self._allocate_registers(code, loops, arg_regs)
         self._allocate_local(code, loops)
         return code
@@ -629,6 +671,10 @@ class Compiler:
             for b in ins.keeps:
                 yield b.id
         iv = self._intervals(code, loops, things)
+        for top, end, ids in self.carried:
+            for b in ids:
+                if b in iv:
+                    iv[b] = [min(iv[b][0], top), max(iv[b][1], end)]
         last = max(len(code) - 1, 0)
         placed = []                 # (lo, hi, base, end)
         for buf in sorted(self.buffers, key=lambda b: (not b.pinned, iv.get(b.id, [0, 0])[0])):

@@ -42,9 +42,35 @@ def shared(array):
 
 
 # --- the front end's rewrite --------------------------------------------------------------------------
+def _in_order(node, out):
+    """(name, is_store) of every name in node, in evaluation order (an assignment's value before its targets)."""
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+        if node.value is not None:
+            _in_order(node.value, out)
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for t in targets:
+            if isinstance(node, ast.AugAssign) and isinstance(t, ast.Name):
+                out.append((t.id, False))
+            _in_order(t, out)
+        return
+    if isinstance(node, ast.Name):
+        out.append((node.id, isinstance(node.ctx, ast.Store)))
+        return
+    for child in ast.iter_child_nodes(node):
+        _in_order(child, out)
+
+
+def _stored(stmts):
+    return {n.id for s in stmts for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
 class Rewriter(ast.NodeTransformer):
-    def __init__(self):
-        self.n = 0
+    """`if` -> __vnpu_if__(test, jumps, names) and then()/orelse()/end(); `range` in a for -> __vnpu_range__.
+    names: the variables the compiler must check are not rebound to card values inside the construct (a loop's
+    variables read before they are assigned in its body; an if's variables assigned inside and read after it)."""
+
+    def __init__(self, func):
+        self.n, self.func = 0, func
 
     def visit_If(self, node):
         self.generic_visit(node)
@@ -52,7 +78,11 @@ class Rewriter(ast.NodeTransformer):
         h = f"__vnpu_if{self.n}"
         jumps = any(isinstance(x, (ast.Return, ast.Break, ast.Continue)) for s in node.body + node.orelse
                     for x in ast.walk(s))
-        call = ast.Call(ast.Name("__vnpu_if__", ast.Load()), [node.test, ast.Constant(jumps)], [])
+        later = {n.id for n in ast.walk(self.func) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+                 and n.lineno > (node.end_lineno or node.lineno)}
+        names = sorted(_stored(node.body + node.orelse) & later)
+        call = ast.Call(ast.Name("__vnpu_if__", ast.Load()),
+                        [node.test, ast.Constant(jumps), ast.Constant(tuple(names))], [])
         out = [ast.Assign([ast.Name(h, ast.Store())], call),
                ast.If(ast.Call(ast.Attribute(ast.Name(h, ast.Load()), "then", ast.Load()), [], []), node.body, [])]
         if node.orelse:
@@ -67,8 +97,19 @@ class Rewriter(ast.NodeTransformer):
     def visit_For(self, node):
         self.generic_visit(node)
         it = node.iter
-        if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range":
-            it.func = ast.copy_location(ast.Name("__vnpu_range__", ast.Load()), it.func)
+        if isinstance(it, ast.Call) and ((isinstance(it.func, ast.Name) and it.func.id == "range") or
+                                         (isinstance(it.func, ast.Attribute) and it.func.attr == "range")):
+            if isinstance(it.func, ast.Name):
+                it.func = ast.copy_location(ast.Name("__vnpu_range__", ast.Load()), it.func)
+            events = []
+            for s in node.body:
+                _in_order(s, events)
+            first = {}
+            for name, store in events:
+                first.setdefault(name, store)
+            carried = sorted(n for n in _stored(node.body) if first.get(n) is False)
+            it.keywords.append(ast.keyword("_names", ast.Constant(tuple(carried))))
+            ast.fix_missing_locations(it)
         return node
 
 
@@ -84,7 +125,7 @@ def rewrite(fn):
     if not isinstance(fdef, ast.FunctionDef):
         raise KernelError(f"@vnpu.kernel decorates a function, got {type(fdef).__name__}", line=None)
     fdef.decorator_list = []
-    Rewriter().visit(fdef)
+    Rewriter(fdef).visit(fdef)
     ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
     free = fn.__code__.co_freevars
     outer = ast.FunctionDef(name="__vnpu_make__", args=ast.arguments(
@@ -205,10 +246,10 @@ class Kernel:
                                           f"are float32, float16, int8, int32 or int64")
                 shape = arr.shape
                 if p.annotation is api.anysize or p.annotation in ("vnpu.anysize", "anysize"):
-                    if arr.ndim != 1:
-                        raise InvalidArgument(f"kernel {self.name}: argument {p.name} is annotated anysize and must "
-                                              f"be 1-D, got shape {arr.shape}")
-                    shape = (None,)
+                    if arr.ndim < 1:
+                        raise InvalidArgument(f"kernel {self.name}: argument {p.name} is annotated anysize and "
+                                              f"must have a first dimension, got shape {arr.shape}")
+                    shape = (None,) + arr.shape[1:]
                 spec.append((p.name, "tensor", (shape, DTYPES[arr.dtype], isinstance(a, Shared_))))
             elif isinstance(a, (bool, np.bool_)):
                 raise InvalidArgument(f"kernel {self.name}: argument {p.name} is a bool; pass an int")

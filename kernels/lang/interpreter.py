@@ -443,8 +443,8 @@ class PE:
                 sh.epoch += 1
         sh.barrier.wait(timeout=30)
 
-    def range(self, start, stop=None, step=1, pipeline=False):
-        return range(start, stop, step) if stop is not None else range(start)
+    def range(self, start, stop, step=1, pipeline=False, names=()):
+        return range(start, stop, step)
 
-    def if_(self, test, jumps, frame):
+    def if_(self, test, jumps, frame, names=()):
         return StaticIf(bool(test))

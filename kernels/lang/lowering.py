@@ -6,7 +6,7 @@ import numpy as np
 
 from vnpu.isa import table as T
 
-from .compiler import ITEMSIZE, AsyncOp, Cond, Insn, Label, Loop, Scalar
+from .compiler import ITEMSIZE, AsyncOp, Cond, Insn, Loop, Place, Scalar
 from .errors import KernelError
 
 VECTOR_BINARY = {"add": "vadd", "sub": "vsub", "mul": "vmul", "maximum": "vmax", "minimum": "vmin"}
@@ -140,6 +140,13 @@ def vmin(cc, a, b):
     if _static(b) and b >= (1 << 62):
         return a
     return cc.alu("min", a, b)
+
+
+def _rows_contiguous(view):
+    """A 2-D block of whole rows (every column, row stride = row length): contiguous in the tensor and in
+    the tile alike."""
+    (_, _, stride), (ext1, cols, _) = view.dims
+    return stride == ext1 and _static(cols) and cols == ext1
 
 
 def _clamp(cc, left, extent):
@@ -315,6 +322,7 @@ class Lowering:
             queue = f"pf{pl.half}"
             op = AsyncOp("e0", frozenset({view.tensor.name}), frozenset({tile.buf.id}), (tile.buf,))
             cc.depend("e0", op.reads, op.writes)
+            pl.carried.add(tile.buf.id)
             pl.prefetch[pl.half].append(lambda shift, view=view, tile=tile, op=op, queue=queue:
                                         self._issue_load(view, tile, op, queue, shift, pending=False))
             cc.sync.pending.setdefault(queue, []).append(op)
@@ -334,11 +342,13 @@ class Lowering:
             return v if shift is None else cc.shift_value(v, *shift)
         src = cc.reg(moved(view.address()))
         dst = tile.addr()
-        if len(view.dims) == 2:
+        if len(view.dims) == 2 and not _rows_contiguous(view):
             (_, rows, sstride), (ext1, cols, _) = view.dims
             rows, cols = moved(rows), moved(cols)
             row_bytes = cols * eb
             op_args = (rows, sstride * eb, ext1 * eb)
+        elif len(view.dims) == 2:       # whole rows: one contiguous transfer (a 2-D one pays per row)
+            row_bytes, op_args = moved(view.dims[0][1]) * (view.dims[1][0] * eb), (None, 0, 0)
         else:
             n = moved(view.dims[0][1]) if view.dims else 1
             row_bytes, op_args = n * eb, (None, 0, 0)
@@ -373,7 +383,9 @@ class Lowering:
         if pl is not None and cc.control_depth == pl.depth:   # carried to the same half of the next round
             queue = f"st{pl.half}"
             pl.stores[pl.half].append(op)
-        if len(view.dims) == 2:
+        if len(view.dims) == 2 and _rows_contiguous(view):
+            self._dma(eng, queue, dst, src, view.dims[0][1] * (view.dims[1][0] * eb), None, 0, 0, op)
+        elif len(view.dims) == 2:
             (_, rows, dstride), (ext1, cols, _) = view.dims
             self._dma(eng, queue, dst, src, cols * eb, rows, ext1 * eb, dstride * eb, op)
         else:
@@ -578,14 +590,14 @@ class Lowering:
         self.cc.emit("barrier")
 
     # --- control flow ---------------------------------------------------------------------------------------
-    def range(self, start, stop=None, step=1, pipeline=False):
-        return _loop(self.cc, start, stop, step, pipeline)
+    def range(self, start, stop, step=1, pipeline=False, names=()):
+        return _loop(self.cc, start, stop, step, pipeline, names)
 
-    def if_(self, test, jumps, frame):
+    def if_(self, test, jumps, frame, names=()):
         if isinstance(test, Cond):
             if jumps:
                 raise KernelError("return, break or continue inside an `if` on card values is not supported")
-            return DynamicIf(self.cc, test, frame)
+            return DynamicIf(self.cc, test, frame, names)
         return StaticIf(bool(test))
 
 
@@ -606,8 +618,8 @@ class StaticIf:
 class DynamicIf:
     """`if` on a card value: the branch is compiled, both arms traced once, queues drained at each join."""
 
-    def __init__(self, cc, cond, frame):
-        self.cc, self.frame = cc, frame
+    def __init__(self, cc, cond, frame, names):
+        self.cc, self.frame, self.names = cc, frame, names
         cc.drain()
         self.else_, self.done, self.has_else = cc.label("else"), cc.label("endif"), False
         cc.branch_unless(cond, self.else_)
@@ -619,7 +631,7 @@ class DynamicIf:
 
     def orelse(self):
         cc = self.cc
-        _check_rebinding(self.before, self.frame, "an `if` on card values")
+        _check_rebinding(self.before, self.frame, "an `if` on card values", self.names)
         cc.drain()
         cc.leave_block()
         cc.emit("jmp", self.done)
@@ -631,7 +643,7 @@ class DynamicIf:
 
     def end(self):
         cc = self.cc
-        _check_rebinding(self.before, self.frame, "an `if` on card values")
+        _check_rebinding(self.before, self.frame, "an `if` on card values", self.names)
         cc.drain()
         cc.leave_block()
         if not self.has_else:
@@ -639,11 +651,13 @@ class DynamicIf:
         cc.place(self.done)
 
 
-def _check_rebinding(before, frame, what, loop_var=None):
+def _check_rebinding(before, frame, what, names):
+    """names (from the front end's look at the source): variables read before they are assigned in a loop
+    body, or assigned in a branch and read after it. Rebinding one to a new card value inside is an error."""
     after = frame.f_locals
-    for name, v in after.items():
-        if name in before and before[name] is not v and v is not loop_var and isinstance(v, (Scalar, Tile)) \
-                and not name.startswith("__"):
+    for name in names:
+        v = after.get(name)
+        if name in before and before[name] is not v and isinstance(v, (Scalar, Tile)):
             raise KernelError(f"`{name}` is bound before {what} and rebound inside it; the compiler traces the "
                               f"body once, so the new value would not carry to the next iteration or past the "
                               f"branch. Update a tile in place (`{name} += ...`, out=) or use a new name")
@@ -655,13 +669,12 @@ class _Pipeline:
         self.half = 0
         self.prefetch = ([], [])
         self.stores = [[], []]      # per half: its stores (waited at the start of the same half next time)
+        self.carried = set()        # buffers in flight across the back edge (prefetched tiles, stored tiles)
 
 
-def _loop(cc, start, stop, step, pipeline):
+def _loop(cc, start, stop, step, pipeline, names=()):
     """A loop on the card (the compiler traces the body once, or twice when pipelined)."""
     import sys
-    if stop is None:
-        start, stop = 0, start
     if not _static(step) or step == 0:
         raise KernelError("range step must be a nonzero number known at compile time")
     start, stop = cc.scalar(start), cc.scalar(stop)
@@ -677,7 +690,7 @@ def _loop(cc, start, stop, step, pipeline):
     if pipeline:
         if step < 0 or cc.pipeline is not None:
             raise KernelError("pipeline=True needs a positive step and cannot nest inside another pipelined loop")
-        yield from _pipelined(cc, var, i, stop, step, frame)
+        yield from _pipelined(cc, var, i, stop, step, frame, names)
         return
     end = cc.label("endfor")
     top = cc.label("for")
@@ -692,10 +705,18 @@ def _loop(cc, start, stop, step, pipeline):
         c = Cond("ge", i, stop) if step > 0 else Cond("ge", stop, i)
         cc.emit({"ge": "bge"}[c.op], cc.reg(c.a), cc.reg(c.b), end)
     cc.enter_block()
+    cc.open_log()
     before = dict(frame.f_locals)
     yield i
-    _check_rebinding(before, frame, "a loop on the card", i)
-    cc.drain()
+    _check_rebinding(before, frame, "a loop on the card", names)
+    carry = cc.carryable(*cc.logs[-1])
+    cc.drain(keep=carry)
+    counts = {q: len(cc.sync.pending[q]) for q in carry}
+    for q in carry:          # iteration r-1's operations, after issuing iteration r's
+        ops = cc.sync.pending[q]
+        loop.carried |= {b.id for op in ops for b in op.bufs}
+        cc.code.append(Insn("wait", (f"s{cc.sem(q)}", counts[q]), (), None, tuple(b for op in ops for b in op.bufs)))
+    cc.close_log()
     cc.leave_block()
     cc.emit("addi", var, var, step, defs=(var,))
     if counted:
@@ -703,9 +724,15 @@ def _loop(cc, start, stop, step, pipeline):
     else:
         loop.back = cc.emit("jmp", top)
     cc.place(end)
+    if carry:                # signals standing in for iteration -1's, so the first iteration's wait passes
+        at = next(n for n, ins in enumerate(cc.code) if isinstance(ins, Place) and ins.label is top)
+        pe = cc.reg(cc.csr("pe_id"))
+        cc.code[at:at] = [Insn("sig", (pe, f"s{cc.sem(q)}"), ()) for q in carry for _ in range(counts[q])]
+        for q in carry:
+            cc._wait(q, counts[q])
 
 
-def _pipelined(cc, var, i, stop, step, frame):
+def _pipelined(cc, var, i, stop, step, frame, names):
     """for i in range(start, stop, step) with the loads at the top of the body issued one iteration ahead:
     the body is traced twice (two sets of tiles), unrolled, and each half prefetches the other's loads."""
     exit_, top = cc.label("pexit"), cc.label("pipe")
@@ -717,16 +744,21 @@ def _pipelined(cc, var, i, stop, step, frame):
     for h in (0, 1):
         pl.half = h
         saved, cc.code = cc.code, []
+        # the other half's stores are waited at that half's start only: invisible while this half is traced
+        other = cc.sync.pending.pop(f"st{1 - h}", [])
         cc.enter_block()
         yield i
-        _check_rebinding(before, frame, "a pipelined loop on the card", i)
+        _check_rebinding(before, frame, "a pipelined loop on the card", names)
         cc.drain(keep=(f"pf{1 - h}", "st0", "st1"))
         cc.leave_block()
         if pl.stores[h]:       # this half's stores of the round before leave its tiles before it reuses them
             keeps = tuple(b for op in pl.stores[h] for b in op.bufs)
+            pl.carried |= {b.id for b in keeps}
             cc.code.insert(0, Insn("wait", (f"s{cc.sem(f'st{h}')}", len(pl.stores[h])), (), None, keeps))
         halves.append(cc.code)
         cc.code = saved
+        if other:
+            cc.sync.pending[f"st{1 - h}"] = other
     cc.pipeline = None
     # prologue: signal the stores' semaphores as if a round had stored (so the first waits pass), then the
     # first iteration's loads
@@ -739,7 +771,7 @@ def _pipelined(cc, var, i, stop, step, frame):
         issue((var, 0, pl.first_reg))
     cc.cache.pop()
     cc.place(top)
-    loop = Loop(top)
+    loop = Loop(top, carried=pl.carried)
     cc.loops.append(loop)
     for h in (0, 1):
         nxt, skip = cc.vreg("nx"), cc.label("pskip")
