@@ -15,7 +15,7 @@ from vnpu.cli import extra_command
 def run_bench(quick=False, progress=None):
     from vnpu import validation
 
-    from . import emulator, embedding, serving
+    from . import emulator, embedding, language, serving
     steps = [
         ("speed.emulator", lambda: emulator.bench_control(quick)),
         ("speed.matmul", lambda: emulator.bench_matmul(quick)),
@@ -23,6 +23,7 @@ def run_bench(quick=False, progress=None):
         ("speed.dlrm", lambda: serving.bench_dlrm(quick)),
         ("speed.memory", serving.bench_memory),
         ("speed.start", lambda: emulator.bench_start(cold=not quick)),
+        ("speed.language", lambda: language.compile_time(quick)),
     ] + [(f"fidelity.{name}", (lambda check: lambda: check(quick))(check))
          for name, check in validation.CHECKS.items()]
     import numba
@@ -67,6 +68,9 @@ def format_text(r) -> str:
               f"(a new process's first launch)",
               f"  host memory     {m['host_per_card_byte_untouched']:.4f} host bytes per allocated card byte, "
               f"{m['host_per_written_byte']:.3f} per written byte",
+              "  kernel language compile (new Kernel, best of 3) vs its warm run: " + ", ".join(
+                  f"{k} {v['compile_s'] * 1e3:.1f} ms = {v['compile_over_run']:.2f}x the run"
+                  for k, v in s["language"].items()),
               "", "fidelity (virtual time, deterministic; checked against bounds)"]
     lines += validation.format_lines(f)
     return "\n".join(lines)
