@@ -104,6 +104,12 @@ class Place:
     label: Label
 
 
+@dataclass
+class Splice:
+    """Instructions decided later, at this point of the code (a pipelined loop's deferred stores)."""
+    code: list = field(default_factory=list)
+
+
 # --- symbolic scalars ---------------------------------------------------------------------------------
 class Scalar:
     """An int64 value on the card: sum(coef * register) + const, affine until an instruction needs a register."""
@@ -495,7 +501,13 @@ class Compiler:
         return buf
 
     # --- synchronization ---------------------------------------------------------------------------------
+    def q(self, base):
+        """The logical queue of `base` here: inside a pipelined loop each half has its own semaphores."""
+        return f"{base}.{self.pipeline.half}" if self.pipeline is not None else base
+
     def sem(self, queue):
+        if queue.endswith(".0"):           # half 0 of a pipelined loop shares the queue's own semaphore
+            return self.sem(queue[:-2])
         if queue not in self.sync.sems:
             n = len(self.sync.sems)
             if n >= int(self.config.semaphores):
@@ -504,6 +516,8 @@ class Compiler:
         return self.sync.sems[queue]
 
     def _wait(self, queue, count):
+        if self.pipeline is not None:
+            self.pipeline.before_wait()
         ops = self.sync.pending[queue][:count]
         del self.sync.pending[queue][:count]
         if self.logs:
@@ -561,6 +575,8 @@ class Compiler:
         return out
 
     def issued(self, queue, op):
+        if self.pipeline is not None:
+            self.pipeline.issued(queue)
         if self.logs:
             self.logs[-1][0].append((queue, op))
         if self.weights is not None and self.weights.id in op.writes:
@@ -572,6 +588,8 @@ class Compiler:
 
     def drain(self, keep=()):
         """Wait for everything in flight (except the logical queues in `keep`)."""
+        if self.pipeline is not None:
+            self.pipeline.flush_previous()
         for queue, ops in list(self.sync.pending.items()):
             if ops and queue not in keep:
                 self._wait(queue, len(ops))
@@ -592,7 +610,7 @@ class Compiler:
 
     # --- the passes after the trace -------------------------------------------------------------------------
     def finish(self, arg_regs):
-        code = self.prologue + self.code
+        code = _flat(self.prologue + self.code)
         pos = {}
         for i, ins in enumerate(code):
             if isinstance(ins, Place):
@@ -716,6 +734,16 @@ class Compiler:
             out.append(f"    {ins.mnemonic} {', '.join(ops)}".rstrip())
         out.append("    halt")
         return "\n".join(out) + "\n"
+
+
+def _flat(code):
+    out = []
+    for ins in code:
+        if isinstance(ins, Splice):
+            out.extend(_flat(ins.code))
+        else:
+            out.append(ins)
+    return out
 
 
 PURE = {"li", "lih", "addi", "add", "sub", "mul", "muli", "shli", "srai", "andi", "min", "max", "div", "rem",

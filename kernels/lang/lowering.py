@@ -6,7 +6,7 @@ import numpy as np
 
 from vnpu.isa import table as T
 
-from .compiler import ITEMSIZE, AsyncOp, Cond, Insn, Loop, Place, Scalar
+from .compiler import ITEMSIZE, AsyncOp, Cond, Insn, Loop, Place, Scalar, Splice
 from .errors import KernelError
 
 VECTOR_BINARY = {"add": "vadd", "sub": "vsub", "mul": "vmul", "maximum": "vmax", "minimum": "vmin"}
@@ -294,9 +294,10 @@ class Lowering:
         return t
 
     # --- DMA ---------------------------------------------------------------------------------------------
-    def _dma(self, engine, queue, dst, src, row_bytes, rows, src_stride, dst_stride, op):
+    def _dma(self, engine, queue, dst, src, row_bytes, rows, src_stride, dst_stride, op=None):
         cc = self.cc
-        cc.issued(queue, op)
+        if op is not None:
+            cc.issued(queue, op)
         if rows is not None and not (_static(rows) and rows == 1):
             cc.emit("dma.dim", f"e{engine}", "d1", cc.reg(rows), cc.reg(src_stride), cc.reg(dst_stride))
         cc.emit("dma", f"e{engine}", dst, src, cc.reg(row_bytes), f"s{cc.sem(queue)}")
@@ -323,13 +324,14 @@ class Lowering:
             op = AsyncOp("e0", frozenset({view.tensor.name}), frozenset({tile.buf.id}), (tile.buf,))
             cc.depend("e0", op.reads, op.writes)
             pl.carried.add(tile.buf.id)
+            pl.pf_bufs[pl.half].add(tile.buf.id)
             pl.prefetch[pl.half].append(lambda shift, view=view, tile=tile, op=op, queue=queue:
                                         self._issue_load(view, tile, op, queue, shift, pending=False))
             cc.sync.pending.setdefault(queue, []).append(op)
             return tile
         op = AsyncOp("e0", frozenset({view.tensor.name}), frozenset({tile.buf.id}), (tile.buf,))
         cc.depend("e0", op.reads, op.writes)
-        self._issue_load(view, tile, op, "e0", None)
+        self._issue_load(view, tile, op, cc.q("e0"), None)
         return tile
 
     def _invariant(self, view, pl):
@@ -372,24 +374,41 @@ class Lowering:
         if view.shape != tile.shape and not (tile.ndim == 1 and view.shape == (tile.shape[0], 1)):
             raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
         eng = 1 if cc.engines > 1 else 0
-        eb = ITEMSIZE[tile.dtype]
         cc.written.add(view.tensor.name)
         op = AsyncOp(f"e{eng}", frozenset({tile.buf.id}), frozenset({view.tensor.name}), (tile.buf,))
-        cc.depend(op.hw, op.reads, op.writes)
-        dst = cc.reg(view.address())
-        src = tile.addr()
-        queue = f"e{eng}"
         pl = cc.pipeline
-        if pl is not None and cc.control_depth == pl.depth:   # carried to the same half of the next round
-            queue = f"st{pl.half}"
-            pl.stores[pl.half].append(op)
+        if pl is not None and cc.control_depth == pl.depth:
+            if tile.buf.id not in pl.pf_bufs[pl.half] and all(
+                    cc.shiftable(v, pl.var, pl.first_reg) for v in [view.offset] + [d[1] for d in view.dims]):
+                # issued during the next iteration, once its first compute is under way (the builder's
+                # "finish the previous tile while the next one multiplies")
+                pl.deferred[pl.half].append((view, tile, eng))
+                pl.stores[pl.half].append(op)
+                pl.carried.add(tile.buf.id)
+                return
+            cc.depend(op.hw, op.reads, op.writes)
+            pl.stores[pl.half].append(op)       # waited at the start of the same half of the next round
+            self._emit_store(view, tile, eng, f"st{pl.half}")
+            return
+        cc.depend(op.hw, op.reads, op.writes)
+        cc.issued(cc.q(f"e{eng}"), op)
+        self._emit_store(view, tile, eng, cc.q(f"e{eng}"))
+
+    def _emit_store(self, view, tile, eng, queue, shift=None):
+        cc = self.cc
+
+        def moved(v):
+            return v if shift is None else cc.shift_value(v, *shift)
+        eb = ITEMSIZE[tile.dtype]
+        dst = cc.reg(moved(view.address()))
+        src = tile.addr()
         if len(view.dims) == 2 and _rows_contiguous(view):
-            self._dma(eng, queue, dst, src, view.dims[0][1] * (view.dims[1][0] * eb), None, 0, 0, op)
+            self._dma(eng, queue, dst, src, moved(view.dims[0][1]) * (view.dims[1][0] * eb), None, 0, 0)
         elif len(view.dims) == 2:
             (_, rows, dstride), (ext1, cols, _) = view.dims
-            self._dma(eng, queue, dst, src, cols * eb, rows, ext1 * eb, dstride * eb, op)
+            self._dma(eng, queue, dst, src, moved(cols) * eb, moved(rows), ext1 * eb, dstride * eb)
         else:
-            self._dma(eng, queue, dst, src, view.dims[0][1] * eb, None, 0, 0, op)
+            self._dma(eng, queue, dst, src, moved(view.dims[0][1]) * eb, None, 0, 0)
 
     # --- vector unit -------------------------------------------------------------------------------------
     def _vector(self, mnemonic, dst, a, b, n, dt, extra=()):
@@ -403,8 +422,9 @@ class Lowering:
             ops = [dst.addr(), a.addr(), cc.reg(n), cc.reg(extra[0]), dt, extra[1]]
         else:
             ops.append(dt)
-        cc.issued("vector", op)
-        cc.emit(mnemonic, *ops, f"s{cc.sem('vector')}")
+        q = cc.q("vector")
+        cc.issued(q, op)
+        cc.emit(mnemonic, *ops, f"s{cc.sem(q)}")
 
     def _operand(self, x, like):
         """x as a tile the vector unit can read: a tile, a one-element tile, or a constant / float argument
@@ -511,15 +531,15 @@ class Lowering:
         if cc.weights is not w.buf or getattr(w, "_dirty", False):
             op = AsyncOp("matrix", frozenset({w.buf.id}), frozenset(), (w.buf,))
             cc.depend("matrix", op.reads, op.writes)
-            cc.issued("matrix", op)
-            cc.emit("mm.ldw", w.addr(), cc.reg(K), cc.reg(N), w.dtype, f"s{cc.sem('matrix')}")
+            cc.issued(cc.q("matrix"), op)
+            cc.emit("mm.ldw", w.addr(), cc.reg(K), cc.reg(N), w.dtype, f"s{cc.sem(cc.q('matrix'))}")
             cc.weights = w.buf
         op = AsyncOp("matrix", frozenset({a.buf.id} | ({out.buf.id} if accumulate else set())),
                      frozenset({out.buf.id}), (a.buf, out.buf))
         cc.depend("matrix", op.reads, op.writes)
-        cc.issued("matrix", op)
+        cc.issued(cc.q("matrix"), op)
         cc.emit("mm.mul", out.addr(), a.addr(), cc.reg(a.valid), a.dtype, "acc" if accumulate else "set",
-                f"s{cc.sem('matrix')}")
+                f"s{cc.sem(cc.q('matrix'))}")
         return out
 
     # --- embedding unit -------------------------------------------------------------------------------------
@@ -555,8 +575,8 @@ class Lowering:
         op = AsyncOp("emb", frozenset({desc.id, table.name, indices.name, offsets.name}), frozenset({out.name}),
                      (desc,))
         cc.depend("emb", op.reads, op.writes)
-        cc.issued("emb", op)
-        cc.emit("emb", cc.local_reg(desc, 0), f"s{cc.sem('emb')}")
+        cc.issued(cc.q("emb"), op)
+        cc.emit("emb", cc.local_reg(desc, 0), f"s{cc.sem(cc.q('emb'))}")
 
     # --- which PE does what ---------------------------------------------------------------------------------
     def pe_id(self):
@@ -664,12 +684,51 @@ def _check_rebinding(before, frame, what, names):
 
 
 class _Pipeline:
-    def __init__(self, var, depth, first_reg):
-        self.var, self.depth, self.first_reg = var, depth, first_reg
+    """The state of a pipelined loop while its two halves are traced."""
+
+    def __init__(self, cc, var, depth, first_reg, step, start):
+        self.cc, self.var, self.depth, self.first_reg, self.step, self.start = cc, var, depth, first_reg, step, start
         self.half = 0
         self.prefetch = ([], [])
-        self.stores = [[], []]      # per half: its stores (waited at the start of the same half next time)
-        self.carried = set()        # buffers in flight across the back edge (prefetched tiles, stored tiles)
+        self.pf_bufs = (set(), set())   # tiles each half's prefetches write
+        self.stores = [[], []]          # per half: its stores (waited at the start of the same half next time)
+        self.deferred = ([], [])        # per half: stores issued during the next half: (view, tile, engine)
+        self.carry_ops = [{}, {}]       # per half: queues left running for its deferred stores: {queue: ops}
+        self.carried = set()            # buffers in flight across the back edge (prefetched tiles, stored tiles)
+        self.compute_issued = self.flushed = self.emitting = False
+        self.marker = None
+
+    def issued(self, queue):
+        if queue.split(".")[0] in ("vector", "matrix", "emb"):
+            self.compute_issued = True
+
+    def before_wait(self):
+        """The PE is about to stall: first issue the previous iteration's stores (if this half computes)."""
+        if self.compute_issued:
+            self.flush_previous()
+
+    def flush_previous(self):
+        if self.flushed or self.emitting:
+            return
+        self.flushed = True
+        if self.half == 1:
+            self.emit_deferred(0, -self.step)
+        else:       # the other half is not traced yet: leave room, filled once it is (see _pipelined)
+            self.marker = Splice()
+            self.cc.code.append(self.marker)
+
+    def emit_deferred(self, h, delta):
+        """Half h's stores, with the loop variable `delta` away from their iteration's value."""
+        cc, low = self.cc, self.cc.ops
+        if not self.deferred[h]:
+            return
+        self.emitting = True
+        for q, ops in self.carry_ops[h].items():
+            cc.sync.pending[q] = list(ops)
+            cc._wait(q, len(ops))
+        for view, tile, eng in self.deferred[h]:
+            low._emit_store(view, tile, eng, f"st{h}", shift=(self.var, delta, self.first_reg))
+        self.emitting = False
 
 
 def _loop(cc, start, stop, step, pipeline, names=()):
@@ -690,7 +749,7 @@ def _loop(cc, start, stop, step, pipeline, names=()):
     if pipeline:
         if step < 0 or cc.pipeline is not None:
             raise KernelError("pipeline=True needs a positive step and cannot nest inside another pipelined loop")
-        yield from _pipelined(cc, var, i, stop, step, frame, names)
+        yield from _pipelined(cc, var, i, start, stop, step, frame, names)
         return
     end = cc.label("endfor")
     top = cc.label("for")
@@ -732,34 +791,52 @@ def _loop(cc, start, stop, step, pipeline, names=()):
             cc._wait(q, counts[q])
 
 
-def _pipelined(cc, var, i, stop, step, frame, names):
-    """for i in range(start, stop, step) with the loads at the top of the body issued one iteration ahead:
-    the body is traced twice (two sets of tiles), unrolled, and each half prefetches the other's loads."""
-    exit_, top = cc.label("pexit"), cc.label("pipe")
-    pl = _Pipeline(var, cc.control_depth + 1, cc.nregs + 1)
-    cc.pipeline = pl
+def _pipelined(cc, var, i, start, stop, step, frame, names):
+    """for i in range(start, stop, step) as a software pipeline of three stages: the loads at the top of the
+    body are issued one iteration ahead (prefetch), the body computes, and its stores are issued during the
+    next iteration once that one's first computation is under way. The body is traced twice (two sets of
+    tiles; each half has its own semaphores) and unrolled."""
+    exit_, exit0, top = cc.label("pexit"), cc.label("pexit0"), cc.label("pipe")
+    pl = _Pipeline(cc, var, cc.control_depth + 1, cc.nregs + 1, step, start)
+    start_r = cc.reg(start)
     stop_r = cc.reg(stop)
+    cc.pipeline = pl
     halves = []
     before = dict(frame.f_locals)
     for h in (0, 1):
-        pl.half = h
+        pl.half, pl.compute_issued, pl.flushed = h, False, False
         saved, cc.code = cc.code, []
-        # the other half's stores are waited at that half's start only: invisible while this half is traced
-        other = cc.sync.pending.pop(f"st{1 - h}", [])
         cc.enter_block()
         yield i
         _check_rebinding(before, frame, "a pipelined loop on the card", names)
-        cc.drain(keep=(f"pf{1 - h}", "st0", "st1"))
+        pl.flush_previous()
+        # the queues whose work the deferred stores read keep running into the next half
+        srcs = {tile.buf.id for _, tile, _ in pl.deferred[h]}
+        carry = [q for q, ops in cc.sync.pending.items() if q.endswith(f".{h}") and ops
+                 and any(op.writes & srcs for op in ops)
+                 and not any((op.reads | op.writes) & pl.pf_bufs[h] for op in ops)]
+        pl.carry_ops[h] = {q: list(cc.sync.pending[q]) for q in carry}
+        cc.drain(keep=(f"pf{1 - h}", *carry))
+        for q in carry:
+            del cc.sync.pending[q]
         cc.leave_block()
-        if pl.stores[h]:       # this half's stores of the round before leave its tiles before it reuses them
-            keeps = tuple(b for op in pl.stores[h] for b in op.bufs)
-            pl.carried |= {b.id for b in keeps}
-            cc.code.insert(0, Insn("wait", (f"s{cc.sem(f'st{h}')}", len(pl.stores[h])), (), None, keeps))
         halves.append(cc.code)
         cc.code = saved
-        if other:
-            cc.sync.pending[f"st{1 - h}"] = other
     cc.pipeline = None
+    if pl.marker is not None and pl.deferred[1]:      # half 0 issues half 1's stores, from the second round on
+        saved, cc.code = cc.code, pl.marker.code
+        first = cc.label("pfirst")
+        cc.emit("beq", var, start_r, first)
+        cc.cache.append({})
+        pl.emit_deferred(1, -step)
+        cc.cache.pop()
+        cc.place(first)
+        cc.code = saved
+    for h in (0, 1):      # a half's stores of the round before leave its tiles before it reuses them
+        if pl.stores[h]:
+            keeps = tuple(b for op in pl.stores[h] for b in op.bufs)
+            pl.carried |= {b.id for b in keeps}
+            halves[h].insert(0, Insn("wait", (f"s{cc.sem(f'st{h}')}", len(pl.stores[h])), (), None, keeps))
     # prologue: signal the stores' semaphores as if a round had stored (so the first waits pass), then the
     # first iteration's loads
     for h in (0, 1):
@@ -785,12 +862,20 @@ def _pipelined(cc, var, i, stop, step, frame, names):
         cc.code.extend(halves[h])
         cc.emit("addi", var, var, step, defs=(var,))
         if h == 0:
-            cc.emit("bge", var, stop_r, exit_)
+            cc.emit("bge", var, stop_r, exit0)
     loop.back = cc.emit("blt", var, stop_r, top)
+    for h, label in ((1, None), (0, exit0)):          # the last iteration's stores
+        if label is not None:
+            cc.place(label)
+        cc.cache.append({})
+        pl.emit_deferred(h, -step)
+        cc.cache.pop()
+        if h == 1:
+            cc.emit("jmp", exit_)
     cc.place(exit_)
     for h in (0, 1):
         if pl.stores[h]:
             cc.sync.pending[f"st{h}"] = list(pl.stores[h])
             cc._wait(f"st{h}", len(pl.stores[h]))
-    cc.sync.pending.pop("pf0", None)
-    cc.sync.pending.pop("pf1", None)
+    for q in [q for q in cc.sync.pending if q.endswith((".0", ".1")) or q in ("pf0", "pf1")]:
+        del cc.sync.pending[q]
