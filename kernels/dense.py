@@ -1,13 +1,14 @@
 """Dense layers on the matrix unit: matmul, batched matmul, fully connected (int8 and fp16).
 
-One generator, `_gemm`, writes every variant; `build_gemm` is its public form (a runtime that launches the
-kernels itself builds them with it; `gemm` builds, runs and caches them for one call). Work is split into
-items (batch b, column tile j); PE p takes items p, p + P, p + 2P, ... For each item it keeps A_b (all M
-rows, or M tiles) in local memory, streams the weight tile W_b[:, j] in with double buffering (the DMA of
-the next item's tile is issued before this item's multiply), multiplies on the matrix unit, runs the
-epilogue on the vector unit (int8: int32 -> fp32, times the per-column scale, plus bias, optionally
-requantized to int8) and DMAs the tile out while the next one computes. Kernels are specialized to their
-shapes (like Glow compiles a network for its shapes) and cached.
+One kernel in the kernel language, `_gemm_kernel`, computes every variant; `build_gemm` is its public form (a
+runtime that launches the kernels itself builds them with it; `gemm` builds, runs and caches them for one
+call). PE p is row group p % pm of the column PEs p // pm. With one batch, each PE keeps a row tile of A in
+local memory and a pipelined loop walks its column tiles: the next weight tile (pre-packed [K, w] per column
+tile) and scale/bias rows load while this one multiplies, the epilogue runs on the vector unit (int8: int32
+-> fp32, times the per-column scale, plus bias, optionally requantized to int8) and the result leaves during
+the next tile's multiply. With weights in DRAM and several row tiles, each weight tile is read once and the
+row tiles stream instead. Several batches: (batch, column tile, row tile) units. Kernels are specialized to
+their shapes (like Glow compiles a network for its shapes) and cached.
 
 Numerics: int8 x int8 products accumulate exactly in int32; the dequantized output is
 fp32(acc) * f32(x_scale * w_scale[n]) + bias[n], rounded at each step; requantization is
@@ -21,8 +22,7 @@ import numpy as np
 
 from vnpu.errors import InvalidArgument
 
-from . import runner
-from .builder import KernelBuilder, addc
+from . import lang, runner
 from .library import OpSpec
 from .reference import vcvt_to_int
 
@@ -71,307 +71,124 @@ def _grid(M, K, N, eb, ob, pes, cols, local_bytes, epilogue, row_groups=True):
     return pm, pn, Mg, nt, mt
 
 
-def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, out_zp=0, stage=False,
-          activation=None, row_groups=False):
-    """Build the module for one shape. Arguments: a, w, [scale, bias,] out (and requant parameter)."""
-    eb = 1 if dtype == "i8" else 2
-    acc_dt = "i32" if dtype == "i8" else "f32"
-    out_dt = {"raw": acc_dt, "dequant": "f32", "requant": "i8", "half": "f16"}[epilogue]
-    ob = {"i8": 1, "f16": 2}.get(out_dt, 4)
-    pm, pn, Mg, nt, mt = _grid(M, K, N, eb, ob, pes, cols, local_bytes, epilogue, row_groups)
-    n_tiles = math.ceil(N / nt)
-    m_tiles = math.ceil(Mg / mt)
-    items = batch * n_tiles
-    # local memory layout
-    A = 0
-    Wb = [A + mt * K * eb, A + mt * K * eb + K * nt * eb]
-    O = [Wb[1] + K * nt * eb, Wb[1] + K * nt * eb + mt * nt * 4]
-    Y = [O[1] + mt * nt * 4, O[1] + mt * nt * 4 + mt * nt * ob]
-    blk = mt * nt * 4 if epilogue != "raw" else 0                        # the epilogue's fp32 blocks
-    S = [Y[1] + mt * nt * ob, Y[1] + mt * nt * ob + blk]                  # per-column scale, rows broadcast
-    Bz = [S[1] + blk, S[1] + 2 * blk]                                     # bias, rows broadcast
-    F = Bz[1] + blk
-    ROW = [F + blk, F + blk + 2 * nt * 4]      # per buffer: the scale row and the bias row, before broadcast
-    SAVE = F + blk + 4 * nt * 4               # the deferred tile's description and flags (9 words)
-    # chunks of br rows, but never so many that one tile's epilogue overfills its semaphore (a card holds at
-    # most 256 pending signals on one; two tiles' epilogues may be in flight)
-    br = min(mt, max(BROADCAST_ROWS, math.ceil(mt / MAX_EPILOGUE_CHUNKS)))
-    chunks = math.ceil(mt / br)                # vector ops per per-column pass (some may be empty)
-    nvec = 0 if epilogue == "raw" else (1 + chunks * ((dtype == "i8") + bool(has_bias)) + (activation is not None)
-                                        + (epilogue in ("requant", "half")))
-    args = dict(a=("buffer", dtype), w=("buffer", dtype))
+def _gemm_kernel(a, w, scale, bias, out, qp, stage, P: lang.constexpr, nt: lang.constexpr, mt: lang.constexpr,
+                 pm: lang.constexpr, br: lang.constexpr, epilogue: lang.constexpr, act: lang.constexpr,
+                 w_on_chip: lang.constexpr):
+    """out[b] = epilogue(a[b] @ w[b]). PE p is row group p % pm and column PE p // pm. One batch: per row tile
+    of its group, A stays in local memory while a pipelined loop walks the PE's column tiles (the next
+    weight tile and scale/bias rows load while this one multiplies; the epilogue runs on the vector unit;
+    results leave during the next multiply). Several batches: (batch, column tile, row tile) units."""
+    B, M, K = a.shape
+    N = out.shape[2]
+    n_tiles, Mg = -(-N // nt), -(-M // pm)
+    w = w.reshape(B * K * N)
+    if stage is not None:       # A into the shared SRAM once, a slice per PE; then every PE reads it there
+        share = -(-(-(-(B * M * K) // P)) // 64) * 64
+        lo = lang.pe_id() * share
+        lang.transfer(stage[lo:lo + share], a.reshape(B * M * K)[lo:lo + share])
+        lang.barrier()
+        a = stage.reshape(B, M, K)
+    pe = lang.pe_id()
+    pc, npc = pe // pm, P // pm      # the kernel is built for the P PEs it is launched on
+    m_lo = pe % pm * Mg
+    m_hi = lang.minimum(m_lo + Mg, M)
+    if B == 1 and (w_on_chip or -(-Mg // mt) == 1):
+        for m0 in range(m_lo, m_hi, mt):
+            m_end = lang.minimum(m0 + mt, m_hi)
+            at = lang.load(a[0, m0:m_end, :])
+            for j in range(pc, n_tiles, npc, pipeline=True):
+                _gemm_unit(at, _weights(w, 0, j, K, N, nt), scale, bias, out, qp, 0, j, m0, m_end, nt, mt, br, epilogue, act)
+    elif B == 1:                # weights from DRAM and several row tiles: each weight tile is read once
+        at = lang.empty((mt, K), a.dtype)
+        for j in range(pc, n_tiles, npc):
+            wt = _weights(w, 0, j, K, N, nt)
+            for m0 in range(m_lo, m_hi, mt, pipeline=True):
+                m_end = lang.minimum(m0 + mt, m_hi)
+                lang.load(a[0, m0:m_end, :], into=at)      # one A buffer: reloaded in place, not prefetched
+                _gemm_unit(at, wt, scale, bias, out, qp, 0, j, m0, m_end, nt, mt, br, epilogue, act)
+    else:
+        m_tiles = -(-Mg // mt)
+        for u in range(0, (B * n_tiles - pc + npc - 1) // npc * m_tiles, pipeline=True):
+            item, m0 = pc + u // m_tiles * npc, m_lo + u % m_tiles * mt
+            m_end = lang.minimum(m0 + mt, m_hi)
+            at = lang.load(a[item // n_tiles, m0:m_end, :])
+            _gemm_unit(at, _weights(w, item // n_tiles, item % n_tiles, K, N, nt), scale, bias, out, qp,
+                       item // n_tiles, item % n_tiles, m0, m_end,
+                       nt, mt, br, epilogue, act)
+
+
+def _weights(w, b, j, K, N, nt):
+    """Weight tile j of batch b: packed [K, width] contiguous (width nt, or what is left of N)."""
+    o = b * (K * N) + j * (K * nt)
+    return lang.load(w[o:lang.minimum(o + K * nt, (b + 1) * (K * N))]).reshape(K, lang.minimum(N - j * nt, nt))
+
+
+def _gemm_unit(at, wt, scale, bias, out, qp, b, j, m0, m_end, nt, mt, br, epilogue, act):
+    """One (batch b, column tile j, row tile) unit: multiply, epilogue, store."""
+    res = lang.matmul(at, wt)
     if epilogue != "raw":
-        if dtype == "i8":
-            args.update(scale=("buffer", "f32"))
-        if has_bias:
-            args.update(bias=("buffer", "f32"))
-    args.update(out=("buffer", out_dt))
-    if epilogue == "requant":
-        args.update(qparam=("scalar", "i64"))
-    if stage:
-        args.update(stage=("buffer", dtype))          # shared SRAM: A, read once from DRAM for every PE
-    kb = KernelBuilder()
-    with kb.kernel(name, **args) as k:
-        a = k.args
-        SEM_MAT, SEM_VEC, SEM_A = 1, 2, 3
-        SEM_W = (4, 5)
-        SEM_OUT = (6, 7)
-        # registers are scarce (16 temporaries beside up to 7 arguments): the pending-DMA flags and the
-        # batch whose A is loaded live in the SAVE words 6, 7 and 8 of local memory instead
-        pe, npe, item, b, j, w, mrow, mcnt, t0, t1, t2, t3 = k.regs(
-            "pe", "npe", "item", "b", "j", "w", "mrow", "mcnt", "t0", "t1", "t2", "t3")
-        buf = k.reg("buf")                             # which weight buffer this item uses
-        tpar = k.reg("tpar")                           # which O/Y pair this tile uses
-        PEND = (SAVE + 48, SAVE + 56)                  # a DMA out of O/Y[0] or [1] is in flight
-        CUR_B = SAVE + 64
-        k.csrr(pe, "pe_id")
-        k.csrr(npe, "pe_count")
-        k.const(buf, 0)
-        k.const(tpar, 0)
-        k.const(t0, SAVE)
-        k.sd(k.zero, (t0, 0))                          # no deferred tile yet
-        k.sd(k.zero, (t0, 48))
-        k.sd(k.zero, (t0, 56))
-        k.const(t1, -1)
-        k.sd(t1, (t0, 64))
+        res = res.astype("f32")
+        for vec, op in ((scale, lang.mul), (bias, lang.add)):
+            if vec is not None:         # per column: chunks of br rows against the row repeated br deep
+                rep = lang.repeat(lang.load(vec[j * nt:j * nt + nt]), br)
+                for c in lang.static_range(0, mt, br):
+                    rows = res[c:min(c + br, mt)]
+                    op(rows, rep[:rows.shape[0]], out=rows)
+        if act is not None:
+            getattr(lang, act)(res, out=res)
+        if epilogue == "requant":
+            res = res.astype("i8", qparam=qp)
+        elif epilogue == "half":
+            res = res.astype("f16")
+    lang.store(out[b, m0:m_end, j * nt:j * nt + nt], res)
 
-        def finish_prev():
-            """Wait for the deferred tile's epilogue and send it out (DMA, rows strided into the output)."""
-            sv = k.const(k.reg("save"), SAVE)
-            par = k.reg("par")
-            k.ld(t0, (sv, 0))
-            with k.if_("ne", t0, k.zero):
-                if nvec:
-                    k.wait(SEM_VEC, nvec)
-                k.ld(t0, (sv, 8))
-                k.ld(t1, (sv, 16))
-                k.ld(t2, (sv, 24))
-                k.ld(t3, (sv, 32))
-                k.ld(par, (sv, 40))
-                for half in (0, 1):
-                    with k.if_("eq" if half == 0 else "ne", par, k.zero):
-                        k.copy(0, t0, t3, t2, SEM_OUT[half], rows=t1, src_stride=t2, dst_stride=N * ob)
-                        k.const(t0, 1)
-                        k.sd(t0, (sv, 48 + 8 * half))
-                k.sd(k.zero, (sv, 0))
-            k.release(sv, par)
-        def per_column(mnemonic, dst, block, cnt):
-            """dst[r, :] = dst[r, :] (op) block[r mod br, :] over the tile's rows: `chunks` vector ops of br rows
-            each (the last ones empty when the tile has fewer rows), so the count of SEM_VEC signals is fixed."""
-            step, ptr, left, n = k.regs("step", "ptr", "left", "n")
-            k.mul(step, w, k.const(n, br))             # elements per chunk
-            k.mov(ptr, dst)
-            k.mov(left, cnt)
-            for c in range(chunks):
-                k.min(n, left, step)
-                k.emit(mnemonic, ptr, ptr, block, n, "f32", SEM_VEC)
-                if c + 1 < chunks:
-                    k.sub(left, left, n)
-                    k.shli(n, n, 2)
-                    k.add(ptr, ptr, n)
-            k.release(step, ptr, left, n)
 
-        src_a = a.a
-        if stage:
-            # the PEs bring A on chip once, each a 1/P slice (in parallel); every PE then reads all of it over
-            # the SRAM ring instead of from DRAM
-            total = batch * M * K * eb
-            share = -(-total // pes)
-            share = -(-share // 64) * 64
-            k.muli(t0, pe, share)                      # my slice: [t0, t0 + t1)
-            k.const(t1, total)
-            k.sub(t1, t1, t0)
-            k.const(t2, share)
-            k.min(t1, t1, t2)
-            with k.if_("lt", k.zero, t1):
-                k.add(t2, a.a, t0)
-                k.add(t3, a.stage, t0)
-                k.copy(0, t3, t2, t1, SEM_A)
-                k.wait(SEM_A, 1)
-            k.barrier()
-            src_a = a.stage
+_GEMM = {}
 
-        def load_tile(item_reg, bsel):
-            """Issue the DMA of item's weight tile (and its scale/bias blocks) into buffer bsel (0/1 reg)."""
-            bi, ji, wi, src = k.regs("bi", "ji", "wi", "src")
-            k.const(t3, n_tiles)
-            k.div(bi, item_reg, t3)
-            k.rem(ji, item_reg, t3)
-            k.muli(ji, ji, nt)                         # n0
-            k.const(wi, N)
-            k.sub(wi, wi, ji)
-            k.const(t3, nt)
-            k.min(wi, wi, t3)                          # tile width
-            # the weights are pre-packed by column tile ([K, w] contiguous per tile, tiles in order, as a
-            # compiler packs constant weights), so a tile is one contiguous DMA: w + (b*K*N + n0*K)*eb
-            k.muli(src, bi, K * N * eb)
-            k.add(src, src, a.w)
-            k.muli(t3, ji, K * eb)
-            k.add(src, src, t3)
-            lw_ = bi                                   # bi is no longer needed
-            k.muli(lw_, wi, K * eb)
-            local = k.reg("local")
-            for half in (0, 1):
-                with k.if_("eq" if half == 0 else "ne", bsel, k.zero):
-                    k.const(local, Wb[half])
-                    k.copy(0, local, src, lw_, SEM_W[half])
-            if epilogue != "raw":
-                # scale[n0:n0+w] (and bias) broadcast to mt rows: one row from DRAM, then replicated inside
-                # local memory by a DMA with a zero source stride (no DRAM traffic per row)
-                k.shli(lw_, wi, 2)
-                blocks_ = (((a.scale, S, 0),) if dtype == "i8" else ()) + (((a.bias, Bz, 1),) if has_bias else ())
-                for arr, blocks, r in blocks_:
-                    k.shli(t3, ji, 2)
-                    k.add(src, arr, t3)
-                    for half in (0, 1):
-                        with k.if_("eq" if half == 0 else "ne", bsel, k.zero):
-                            k.const(local, ROW[half] + r * nt * 4)
-                            k.copy(0, local, src, lw_, SEM_W[half])
-                            k.mov(src, local)
-                            k.const(local, blocks[half])
-                            k.copy(0, local, src, lw_, SEM_W[half], rows=br, src_stride=0, dst_stride=lw_)
-            k.release(bi, ji, wi, src, local)
 
-        n_w_signals = 1 + 2 * ((1 if (epilogue != "raw" and dtype == "i8") else 0) + (1 if has_bias else 0))
-        # PE p is row group p % pm and column share p // pm (of pn)
-        k.const(t0, pm)
-        k.div(pe, pe, t0)
-        k.div(npe, npe, t0)
-        # prologue: the first item's tile
-        k.mov(item, pe)
-        k.const(t0, items)
-        with k.if_("lt", item, t0):
-            load_tile(item, buf)
-        with k.for_range(item, pe, items, step=npe):
-            k.const(t0, n_tiles)
-            k.div(b, item, t0)
-            k.rem(j, item, t0)
-            k.muli(j, j, nt)                           # n0
-            k.const(w, N)
-            k.sub(w, w, j)
-            k.const(t0, nt)
-            k.min(w, w, t0)                            # this tile's width
-            # wait for this item's tile; it goes into the matrix unit
-            with k.if_("eq", buf, k.zero):
-                k.wait(SEM_W[0], n_w_signals)
-            with k.if_("ne", buf, k.zero):
-                k.wait(SEM_W[1], n_w_signals)
-            k.const(t0, K)
-            with k.if_("eq", buf, k.zero):
-                k.const(t2, Wb[0])
-            with k.if_("ne", buf, k.zero):
-                k.const(t2, Wb[1])
-            k.mm_ldw(t2, t0, w, dtype, SEM_MAT)
-            m_end = k.reg("m_end")
-            k.csrr(t0, "pe_id")
-            k.const(t1, pm)
-            k.rem(t0, t0, t1)
-            k.muli(t0, t0, Mg)                         # this PE's first row
-            addc(k, m_end, t0, Mg)
-            k.const(t1, M)
-            k.min(m_end, m_end, t1)
-            with k.for_range(mrow, t0, m_end, step=mt):
-                k.sub(mcnt, m_end, mrow)
-                k.const(t0, mt)
-                k.min(mcnt, mcnt, t0)                  # rows in this M tile
-                # A_b rows [mrow, mrow + mcnt) into local A when b or the M tile changed
-                need = t3
-                k.const(t1, CUR_B)
-                k.ld(need, (t1, 0))
-                k.xor(need, b, need)
-                if m_tiles > 1:
-                    k.ori(need, need, 1)               # several M tiles: reload every time
-                with k.if_("ne", need, k.zero):
-                    k.muli(t1, b, M * K * eb)
-                    k.muli(t2, mrow, K * eb)
-                    k.add(t1, t1, t2)
-                    k.add(t1, t1, src_a)
-                    k.muli(t2, mcnt, K * eb)
-                    k.copy(0, k.zero, t1, t2, SEM_A)
-                    k.wait(SEM_A, 1)
-                    k.const(t1, CUR_B)
-                    k.sd(b, (t1, 0))
-                # O/Y[tpar] are free once the DMA out of two tiles ago is done
-                for half in (0, 1):
-                    with k.if_("eq" if half == 0 else "ne", tpar, k.zero):
-                        k.const(t1, PEND[half])
-                        k.ld(t0, (t1, 0))
-                        with k.if_("ne", t0, k.zero):
-                            k.wait(SEM_OUT[half], 1)
-                            k.sd(k.zero, (t1, 0))
-                        k.const(t2, O[half])
-                k.mm_mul(t2, k.zero, mcnt, dtype, "set", SEM_MAT)
-                # while the matrix unit multiplies: finish the previous tile (its epilogue, its DMA out), and
-                # on an item's first tile prefetch the next item's weights (their buffer is free only now)
-                finish_prev()
-                k.csrr(t1, "pe_id")
-                k.const(t0, pm)
-                k.rem(t1, t1, t0)
-                k.muli(t1, t1, Mg)                     # is this the item's first M tile?
-                with k.if_("eq", mrow, t1):
-                    k.add(t2, item, npe)
-                    k.const(t0, items)
-                    k.xori(t1, buf, 1)
-                    with k.if_("lt", t2, t0):
-                        load_tile(t2, t1)
-                k.csrr(t1, "pe_id")
-                k.const(t0, pm)
-                k.rem(t1, t1, t0)
-                k.muli(t1, t1, Mg)
-                with k.if_("eq", mrow, t1):
-                    k.wait(SEM_MAT, 2)                 # this item's mm.ldw and first mm.mul
-                with k.if_("ne", mrow, t1):
-                    k.wait(SEM_MAT, 1)
-                for half in (0, 1):
-                    with k.if_("eq" if half == 0 else "ne", tpar, k.zero):
-                        k.const(t2, O[half])
-                        k.const(t3, Y[half] if epilogue != "raw" else O[half])
-                cnt = t0
-                k.mul(cnt, mcnt, w)                    # elements in the tile
-                if epilogue != "raw":
-                    # fp32(acc) * scale (+ bias), activation, on the vector unit: issued, not waited for
-                    dst = t3 if epilogue == "dequant" else k.const(k.reg("f"), F)   # requant/half: via F
-                    k.const(t1, 0x3F800000)            # vcvt parameter: scale 1.0, zero point 0
-                    k.vcvt(dst, t2, cnt, t1, "i32" if dtype == "i8" else "f32", "f32", SEM_VEC)
-                    for blocks, present in ((S, dtype == "i8"), (Bz, has_bias)):
-                        if not present:
-                            continue
-                        for half in (0, 1):
-                            with k.if_("eq" if half == 0 else "ne", buf, k.zero):
-                                k.const(t1, blocks[half])
-                        per_column("vmul" if blocks is S else "vadd", dst, t1, cnt)
-                    if activation is not None:          # fused activation: relu or sigmoid
-                        k.emit("v" + activation, dst, dst, cnt, "f32", SEM_VEC)
-                    if epilogue in ("requant", "half"):
-                        if epilogue == "requant":
-                            k.vcvt(t3, dst, cnt, a.qparam, "f32", "i8", SEM_VEC)
-                        else:
-                            k.vcvt(t3, dst, cnt, t1, "f32", "f16", SEM_VEC)
-                        k.release(dst)
-                # remember the tile for finish_prev: DRAM address, rows, row bytes, local source, parity
-                k.muli(t0, b, M * N * ob)
-                k.muli(t1, mrow, N * ob)
-                k.add(t0, t0, t1)
-                k.muli(t1, j, ob)
-                k.add(t0, t0, t1)
-                k.add(t0, t0, a.out)
-                k.muli(t1, w, ob)
-                sv = k.const(k.reg("save"), SAVE)
-                k.const(t2, 1)
-                k.sd(t2, (sv, 0))
-                k.sd(t0, (sv, 8))
-                k.sd(mcnt, (sv, 16))
-                k.sd(t1, (sv, 24))
-                k.sd(t3, (sv, 32))
-                k.sd(tpar, (sv, 40))
-                k.release(sv)
-                k.xori(tpar, tpar, 1)
-            k.release(m_end)
-            k.xori(buf, buf, 1)
-        finish_prev()
-        k.fence()
-    del out_zp
-    return kb.build(), {"nt": nt, "mt": mt, "items": items, "grid": (pm, pn)}
+def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, stage=False, activation=None,
+          row_groups=False):
+    """Compile the gemm kernel for one shape. Arguments: a, w (packed), [scale, bias,] out, [qparam], [stage]."""
+    eb = 1 if dtype == "i8" else 2
+    ob = {"requant": 1, "half": 2}.get(epilogue, 4)
+    pm, pn, Mg, nt, mt = _grid(M, K, N, eb, ob, pes, cols, local_bytes, epilogue, row_groups)
+    np_dt = np.int8 if dtype == "i8" else np.float16
+    out_dt = {"raw": np.int32 if dtype == "i8" else np.float32, "dequant": np.float32, "requant": np.int8,
+              "half": np.float16}[epilogue]
+    n_tiles = math.ceil(N / nt)
+    kernel = _GEMM.get(name) or _GEMM.setdefault(name, lang.Kernel(_gemm_kernel, name=name))
+    while True:
+        br = min(mt, max(BROADCAST_ROWS, math.ceil(mt / MAX_EPILOGUE_CHUNKS)))
+        f32 = np.empty(N, np.float32)
+        args = (np.empty((batch, M, K), np_dt), np.empty((batch, K * N), np_dt),
+                f32 if (epilogue != "raw" and dtype == "i8") else None, f32 if (has_bias and epilogue != "raw") else None,
+                np.empty((batch, M, N), out_dt), 0 if epilogue == "requant" else None,
+                lang.shared(np.empty(batch * M * K, np_dt)) if stage else None, pes, nt, mt, pm, br, epilogue,
+                activation, row_groups)
+        try:
+            image = kernel.compile(*args, config=_local_config(local_bytes, cols)).image
+            break
+        except lang.KernelError as e:       # the tiles of one unit do not fit local memory: fewer rows
+            if "does not fit local memory" not in str(e) or mt == 1:
+                raise InvalidArgument(f"gemm: {M}x{K} @ {K}x{N} does not fit local memory ({local_bytes} bytes): "
+                                      f"{e}") from None
+            mt = (mt + 1) // 2
+    return image, {"nt": nt, "mt": mt, "items": batch * n_tiles, "grid": (pm, pn)}
+
+
+def _local_config(local_bytes, cols):
+    """A card config with this local memory (what the compiler allocates into)."""
+    from vnpu.emulator.config import load_config
+    key = (int(local_bytes), int(cols))
+    if key not in _CONFIGS:
+        base = load_config("reference")
+        _CONFIGS[key] = load_config("reference", {"local_memory.bytes": int(local_bytes),
+                                                  "matrix.cols": int(cols)}) if \
+            (base.local_memory.bytes, base.matrix.cols) != key else base
+    return _CONFIGS[key]
+
+
+_CONFIGS = {}
 
 
 def build_gemm(M, K, N, *, dtype="f16", epilogue="dequant", bias=True, activation=None, batch=1, pes=None,
@@ -493,7 +310,7 @@ def gemm(card, a, w, *, scale=None, bias=None, out_scale=None, out_zero_point=0,
     use = npes if pes is None else len(pes)
     a_bytes = B * M * K * (1 if dtype == "i8" else 2)
     stage = use > 1 and not inputs_on_chip and a_bytes <= card.config.shared_sram.bytes // 2
-    key = ("gemm", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage, activation,
+    key = ("gemm-lang", B, M, K, N, dtype, epilogue, bias is not None, use, cols, local, stage, activation,
            weights_on_chip)
     built = {}
 

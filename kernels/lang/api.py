@@ -78,6 +78,17 @@ def _dtype(dtype):
         raise KernelError(f"dtype {dtype!r}: tiles are float32, float16, int8 or int32") from None
 
 
+def transfer(dst, src):
+    """Copy a 1-D block of one tensor into another (DRAM, shared SRAM) with one DMA, asynchronously."""
+    return current().transfer(dst, src)
+
+
+def repeat(row, rows):
+    """A (rows, n) tile whose rows are all the 1-D tile `row` (a DMA inside local memory): the operand of a
+    per-column scale or bias over a block of rows."""
+    return current().repeat(row, rows)
+
+
 # --- compute -------------------------------------------------------------------------------------------
 def matmul(a, w, out=None, accumulate=False):
     """a (M x K) @ w (K x N) on the matrix unit: int8 into int32, fp16 and fp32 into fp32. accumulate=True adds
@@ -199,6 +210,6 @@ def _range(*args, _names=(), **kw):
     return ctx.range(start, stop, step, kw.get("pipeline", False), _names)
 
 
-__all__ = ["load", "store", "empty", "output", "matmul", "add", "sub", "mul", "relu", "sigmoid", "tanh", "exp",
+__all__ = ["load", "store", "empty", "output", "transfer", "repeat", "matmul", "add", "sub", "mul", "relu", "sigmoid", "tanh", "exp",
            "gelu", "recip", "rsqrt", "copy", "maximum", "minimum", "sum", "max", "embedding_bag", "pe_id",
            "pe_count", "split", "barrier", "range", "static_range", "constexpr", "anysize"]

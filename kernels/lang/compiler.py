@@ -40,6 +40,10 @@ ITEMSIZE = {"f32": 4, "f16": 2, "i8": 1, "i32": 4, "i64": 8}
 BRANCH_INVERSE = {"eq": "bne", "ne": "beq", "lt": "bge", "ge": "blt"}
 
 
+class RegisterPressure(KernelError):
+    """More values live at once than registers (the compiler retries once without reusing values)."""
+
+
 def fits24(c):
     return -(1 << 23) <= c < (1 << 23)
 
@@ -163,6 +167,8 @@ class Scalar:
 
     def __floordiv__(self, o):
         o = self._lift(o)
+        if o.static and o.const == 1:
+            return self
         if self.static and o.static:
             return Scalar(self.cc, None, self.const // o.const)
         if o.static and o.const > 0 and o.const & (o.const - 1) == 0:
@@ -173,6 +179,8 @@ class Scalar:
 
     def __mod__(self, o):
         o = self._lift(o)
+        if o.static and o.const == 1:
+            return Scalar(self.cc, None, 0)
         if self.static and o.static:
             return Scalar(self.cc, None, self.const % o.const)
         if o.static and o.const > 0 and o.const & (o.const - 1) == 0:
@@ -257,8 +265,8 @@ class Sync:
 class Compiler:
     """The state of one kernel's trace: code, registers, buffers, queues. `ops` (kernels/lang/api.py) calls it."""
 
-    def __init__(self, name, config, filename):
-        self.name, self.config, self.filename = name, config, filename
+    def __init__(self, name, config, filename, reuse=True):
+        self.name, self.config, self.filename, self.reuse = name, config, filename, reuse
         self.code, self.prologue = [], []
         self.nregs = 0
         self.buffers, self.loops = [], []
@@ -291,6 +299,8 @@ class Compiler:
     def buffer(self, nbytes, pinned=False):
         b = Buffer(len(self.buffers), max(int(nbytes), 1), source_line(self.filename), pinned)
         self.buffers.append(b)
+        if self.pipeline is not None and not pinned:
+            self.pipeline.half_bufs[self.pipeline.half].add(b.id)
         return b
 
     def arg_reg(self, name, kind, dtype):
@@ -302,6 +312,16 @@ class Compiler:
         reg = VReg(-1 - n, name, phys=n)
         self.args.append((name, kind, dtype, reg))
         return reg
+
+    def _cached(self, key):
+        """A register already holding this value where it dominates (None when reuse is off: a kernel whose
+        reused values would keep too many registers live compiles again without it)."""
+        if not self.reuse:
+            return None
+        for scope in reversed(self.cache):
+            if key in scope:
+                return scope[key]
+        return None
 
     def scalar(self, v):
         return v if isinstance(v, Scalar) else Scalar(self, None, int(v))
@@ -323,9 +343,9 @@ class Compiler:
         if v.static and v.const == 0:
             return ZERO
         key = v.key()
-        for scope in reversed(self.cache):
-            if key in scope:
-                return scope[key]
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
         r = self.vreg(name)
         items = sorted(v.terms.items(), key=lambda rc: rc[0].id)
         if not items:
@@ -391,9 +411,9 @@ class Compiler:
         """A register holding the local address of byte `offset` (Scalar or int) of buf."""
         offset = self.scalar(offset)
         key = ("local", buf.id, offset.key())
-        for scope in reversed(self.cache):
-            if key in scope:
-                return scope[key]
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
         r = self.vreg("a")
         if offset.static:
             self.emit("li", r, LocalAddr(buf, offset.const), defs=(r,))
@@ -406,9 +426,9 @@ class Compiler:
         """A new value: a (mnemonic) b in a register; the same expression again reuses it."""
         a, b = self.scalar(a), self.scalar(b)
         key = ("alu", mnemonic, a.key(), b.key())
-        for scope in reversed(self.cache):
-            if key in scope:
-                return Scalar(self, {scope[key]: 1})
+        hit = self._cached(key)
+        if hit is not None:
+            return Scalar(self, {hit: 1})
         r = self.vreg("v")
         self.emit(mnemonic, r, self.reg(a), self.reg(b), defs=(r,))
         self.derive[r] = (mnemonic, a, b, False)
@@ -420,9 +440,9 @@ class Compiler:
     def alui(self, mnemonic, a, imm):
         a = self.scalar(a)
         key = ("alui", mnemonic, a.key(), int(imm))
-        for scope in reversed(self.cache):
-            if key in scope:
-                return Scalar(self, {scope[key]: 1})
+        hit = self._cached(key)
+        if hit is not None:
+            return Scalar(self, {hit: 1})
         r = self.vreg("v")
         self.emit(mnemonic, r, self.reg(a), int(imm), defs=(r,))
         self.derive[r] = (mnemonic, a, int(imm), True)
@@ -488,9 +508,9 @@ class Compiler:
     def clamp(self, v, hi):
         """min(max(v, 0), hi) in a register (the valid part of a block that may run past a tensor's end)."""
         key = ("clamp", self.scalar(v).key(), self.scalar(hi).key())
-        for scope in reversed(self.cache):
-            if key in scope:
-                return Scalar(self, {scope[key]: 1})
+        hit = self._cached(key)
+        if hit is not None:
+            return Scalar(self, {hit: 1})
         r = self.alu("min", self.alu("max", v, 0), hi)
         self.cache[-1][key] = next(iter(r.terms))
         return r
@@ -670,7 +690,7 @@ class Compiler:
                     active.remove((end, n))
                     free.append(n)
             if not free:
-                raise KernelError(f"kernel {self.name} needs more than the {T.NUM_REGS - 1 - len(arg_regs)} "
+                raise RegisterPressure(f"kernel {self.name} needs more than the {T.NUM_REGS - 1 - len(arg_regs)} "
                                   f"registers left beside its {len(arg_regs)} arguments at "
                                   f"{_where(code[lo].line)}; split the kernel or use fewer live values",
                                   line=code[lo].line)

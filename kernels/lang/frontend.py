@@ -21,7 +21,7 @@ import numpy as np
 from vnpu.errors import InvalidArgument
 
 from . import api
-from .compiler import DTYPES, Compiler, Scalar
+from .compiler import DTYPES, Compiler, RegisterPressure, Scalar
 from .errors import KernelError
 from .interpreter import ITensor, PE, Shared
 from .lowering import F32Arg, Lowering, Tensor
@@ -237,7 +237,8 @@ class Kernel:
                                   f"({', '.join(p.name for p in params)}), got {len(args)}")
         spec = []
         for p, a in zip(params, args):
-            if p.annotation is api.constexpr or p.annotation == "vnpu.constexpr" or p.annotation == "constexpr":
+            if p.annotation is api.constexpr or p.annotation == "vnpu.constexpr" or p.annotation == "constexpr" \
+                    or a is None:          # None: an absent optional argument, known while compiling
                 spec.append((p.name, "const", a))
             elif isinstance(a, (np.ndarray, Shared_)):
                 arr = a.array if isinstance(a, Shared_) else a
@@ -276,9 +277,15 @@ class Kernel:
             return self._cache[key]
 
     def _compile(self, spec, config):
+        try:
+            return self._compile_once(spec, config, reuse=True)
+        except RegisterPressure:
+            return self._compile_once(spec, config, reuse=False)
+
+    def _compile_once(self, spec, config, reuse):
         from vnpu.isa.asm import assemble
         fn = self.traced_fn
-        cc = Compiler(self.name, config, fn.__code__.co_filename)
+        cc = Compiler(self.name, config, fn.__code__.co_filename, reuse)
         low = Lowering(cc)
         call, params = [], []
         for name, kind, v in spec:

@@ -77,6 +77,14 @@ class ITensor:
     def whole(self):
         return IView(self, (), self.shape)
 
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        if int(np.prod(shape)) != self.array.size:
+            raise KernelError(f"cannot reshape {self.name} of shape {self.shape} to {shape}")
+        t = ITensor(self.name, self.array.reshape(shape), self.dtype)
+        t.flat_index = self.flat_index.reshape(shape)
+        return t
+
 
 class IView:
     def __init__(self, tensor, idx, extents):
@@ -131,6 +139,12 @@ class ITile:
 
     def astype(self, dtype, scale=1.0, zero_point=0, qparam=None):
         return self.pe.convert(self, dtype, scale, zero_point, qparam)
+
+    def reshape(self, rows, cols):
+        if self.ndim != 1 or rows * cols > self.shape[0]:
+            raise KernelError(f"reshape of a {self.shape} tile to {rows} x {cols}")
+        return ITile(self.pe, (rows, cols), self.dtype, self.data[:rows * cols].reshape(rows, cols),
+                     self.init[:rows * cols].reshape(rows, cols))
 
     def __repr__(self):
         return f"Tile({self.shape}, {self.dtype})\n{self.data}"
@@ -235,18 +249,38 @@ class PE:
         if view.tensor.dtype != tile.dtype:
             raise KernelError(f"store of a {tile.dtype} tile into {view.tensor.name} of {view.tensor.dtype}: "
                               f"convert it first (tile.astype)")
-        if view.shape != tile.shape and not (tile.ndim == 1 and view.shape == (tile.shape[0], 1)):
-            raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
         target = view.tensor.array[view.idx]
         n = target.shape
-        src_d = tile.data.reshape(view.shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.data.reshape(-1)[:1]
-        src_i = tile.init.reshape(view.shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.init.reshape(-1)[:1]
+        shape = tile.shape if not (tile.ndim == 1 and len(view.shape) == 2) else (tile.shape[0], 1)
+        if len(shape) != len(view.shape) or any(t < v for t, v in zip(shape, n)) or \
+                any(t > v for t, v in zip(shape, view.shape)):
+            raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
+        src_d = tile.data.reshape(shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.data.reshape(-1)[:1]
+        src_i = tile.init.reshape(shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.init.reshape(-1)[:1]
         if not src_i.all():
             bad = np.argwhere(~src_i)[0]
             raise KernelError(f"store of tile elements no operation wrote (first at {tuple(int(b) for b in bad)} of "
                               f"a {tile.shape} tile): the card would store whatever its local memory held")
         self._check_cross_pe(view, write=True)
         view.tensor.array[view.idx] = src_d.reshape(target.shape)
+
+    def transfer(self, dst, src):
+        dst, src = self._view(dst), self._view(src)
+        if dst.tensor.dtype != src.tensor.dtype or dst.shape != src.shape or len(src.shape) != 1:
+            raise KernelError(f"transfer of a {src.shape} {src.tensor.dtype} block into a {dst.shape} "
+                              f"{dst.tensor.dtype} block: same 1-D shape and dtype")
+        self._check_cross_pe(src, write=False)
+        d = np.asarray(src.data()).reshape(-1)
+        target = dst.tensor.array[dst.idx]
+        n = min(d.size, target.size)
+        self._check_cross_pe(dst, write=True)
+        target.reshape(-1)[:n] = d[:n]
+
+    def repeat(self, row, rows):
+        if not isinstance(row, ITile) or row.ndim != 1:
+            raise KernelError("repeat(row, rows) takes a 1-D tile and a number of rows")
+        n = row.valid          # a short row: its valid part
+        return ITile(self, (rows, n), row.dtype, np.tile(row.data[:n], (rows, 1)), np.tile(row.init[:n], (rows, 1)))
 
     # --- vector unit -----------------------------------------------------------------------------------------
     def _operand(self, x, like):

@@ -38,6 +38,13 @@ class Tensor:
     def whole(self):
         return View.of(self, ())
 
+    def reshape(self, *shape):
+        """The same elements with another shape (tensors are contiguous)."""
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        if None in self.shape or int(np.prod(shape)) != int(np.prod(self.shape)):
+            raise KernelError(f"cannot reshape {self.name} of shape {self.shape} to {shape}")
+        return Tensor(self.cc, self.name, self.reg, shape, self.dtype)
+
     def __repr__(self):
         return f"Tensor({self.name}, {self.shape}, {self.dtype})"
 
@@ -160,9 +167,16 @@ class Tile:
     """Elements in a PE's local memory: a buffer, a byte offset into it, a static shape (1-D or 2-D), a dtype,
     and how many rows (2-D) or elements (1-D) hold data."""
 
-    def __init__(self, cc, buf, offset, shape, dtype, valid=None):
+    def __init__(self, cc, buf, offset, shape, dtype, valid=None, cols=None):
         self.cc, self.buf, self.offset, self.shape, self.dtype = cc, buf, offset, tuple(shape), dtype
         self.valid = self.shape[0] if valid is None else valid
+        # 2-D: a row length known only on the card (a narrow last column tile): rows are then `cols` apart
+        self.cols = self.shape[1] if (cols is None and len(self.shape) == 2) else cols
+
+    @property
+    def row_stride(self):
+        """Elements between rows (the static width, or the run-time one of a compact tile)."""
+        return self.cols
 
     @property
     def ndim(self):
@@ -175,8 +189,10 @@ class Tile:
     def count(self):
         """Elements the vector unit should process: valid rows times the row length."""
         v = self.valid
-        row = self.shape[1] if self.ndim == 2 else 1
-        return v * row if row != 1 else v
+        row = self.cols if self.ndim == 2 else 1
+        if _static(row) and row == 1:
+            return v
+        return self.cc.scalar(v) * row if not _static(v) else (v * row if _static(row) else self.cc.scalar(row) * v)
 
     def addr(self):
         return self.cc.local_reg(self.buf, self.offset)
@@ -193,17 +209,37 @@ class Tile:
                     raise KernelError("the length of a tile slice must be known at compile time")
                 return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(start) * eb, (n.const,), self.dtype)
             return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(idx) * eb, (1,), self.dtype)
-        C = self.shape[1]
+        C = self.cols
         if isinstance(idx, slice):
             start = 0 if idx.start is None else idx.start
             stop = self.shape[0] if idx.stop is None else idx.stop
             n = cc.scalar(stop) - cc.scalar(start)
             if not n.static:
                 raise KernelError("the number of rows of a tile slice must be known at compile time")
-            return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(start) * (C * eb), (n.const, C), self.dtype)
+            valid = n.const
+            if not _static(self.valid) and _static(start):      # rows of a short tile: its valid part
+                valid = _clamp(cc, cc.scalar(self.valid) - start, n.const)
+            return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(start) * cc.scalar(C) * eb,
+                        (n.const, self.shape[1]), self.dtype, valid, cols=C)
         if _static(idx) and not 0 <= idx < self.shape[0]:
             raise KernelError(f"row {idx} is outside a tile of {self.shape[0]} rows")
-        return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(idx) * (C * eb), (C,), self.dtype)
+        return Tile(cc, self.buf, cc.scalar(self.offset) + cc.scalar(idx) * cc.scalar(C) * eb, (self.shape[1],),
+                    self.dtype, valid=C)
+
+    def reshape(self, rows, cols):
+        """The tile's first rows * cols elements as a compact 2-D tile (cols may be a card value, at most the
+        static width it is given as: the row length of a narrow last column tile)."""
+        if self.ndim != 1 or not _static(rows):
+            raise KernelError("reshape(rows, cols) takes a 1-D tile and a static number of rows")
+        cap = self.shape[0] // rows
+        if not _static(cols):
+            bound = _bound(self.cc, self.cc.scalar(cols), self.cc.scalar(0))
+            if bound is None or bound > cap:
+                raise KernelError(f"reshape: cols must be at most {cap} (write vnpu.minimum(width, {cap}))")
+        elif rows * cols > self.shape[0]:
+            raise KernelError(f"reshape of a {self.shape[0]}-element tile to {rows} x {cols}")
+        return Tile(self.cc, self.buf, self.offset, (rows, cap if not _static(cols) else cols), self.dtype,
+                    cols=cols)
 
     # arithmetic: a new tile, or in place for the augmented forms
     def _bin(self, other, op, out=None, reverse=False):
@@ -285,6 +321,12 @@ class Lowering:
 
     def empty(self, shape, dtype):
         return self.new_tile(shape, dtype)
+
+    def _like(self, a, dtype):
+        """A new tile of a's shape, valid rows and row length."""
+        t = self.new_tile(a.shape, dtype, valid=a.valid)
+        t.cols = a.cols
+        return t
 
     def output(self, shape, dtype):
         cc = self.cc
@@ -402,13 +444,48 @@ class Lowering:
         eb = ITEMSIZE[tile.dtype]
         dst = cc.reg(moved(view.address()))
         src = tile.addr()
-        if len(view.dims) == 2 and _rows_contiguous(view):
+        if len(view.dims) == 2 and _rows_contiguous(view) and _static(tile.row_stride if tile.ndim == 2 else 0):
             self._dma(eng, queue, dst, src, moved(view.dims[0][1]) * (view.dims[1][0] * eb), None, 0, 0)
         elif len(view.dims) == 2:
             (_, rows, dstride), (ext1, cols, _) = view.dims
-            self._dma(eng, queue, dst, src, moved(cols) * eb, moved(rows), ext1 * eb, dstride * eb)
+            sstride = tile.row_stride if tile.ndim == 2 else ext1
+            self._dma(eng, queue, dst, src, moved(cols) * eb, moved(rows), moved(cc.scalar(sstride)) * eb,
+                      dstride * eb)
         else:
             self._dma(eng, queue, dst, src, moved(view.dims[0][1]) * eb, None, 0, 0)
+
+    def transfer(self, dst, src):
+        """Card memory to card memory (DRAM and shared SRAM), one DMA on engine e0."""
+        cc = self.cc
+        dst = dst.whole() if isinstance(dst, Tensor) else dst
+        src = src.whole() if isinstance(src, Tensor) else src
+        if not isinstance(dst, View) or not isinstance(src, View):
+            raise KernelError("transfer takes two blocks of tensor arguments: transfer(y[a:b], x[c:d])")
+        if dst.tensor.dtype != src.tensor.dtype or dst.shape != src.shape or len(src.dims) != 1:
+            raise KernelError(f"transfer of a {src.shape} {src.tensor.dtype} block into a {dst.shape} "
+                              f"{dst.tensor.dtype} block: same 1-D shape and dtype")
+        cc.written.add(dst.tensor.name)
+        op = AsyncOp("e0", frozenset({src.tensor.name}), frozenset({dst.tensor.name}))
+        cc.depend("e0", op.reads, op.writes)
+        eb = ITEMSIZE[src.tensor.dtype]
+        n = cc.ops.minimum(src.dims[0][1], dst.dims[0][1]) if not (_static(src.dims[0][1]) and
+                                                                    _static(dst.dims[0][1])) else \
+            min(src.dims[0][1], dst.dims[0][1])
+        self._dma(0, cc.q("e0"), cc.reg(dst.address()), cc.reg(src.address()), n * eb, None, 0, 0, op)
+
+    def repeat(self, row, rows):
+        """A (rows, n) tile whose every row is the 1-D tile `row` (one DMA inside local memory, source stride 0)."""
+        cc = self.cc
+        if not isinstance(row, Tile) or row.ndim != 1 or not _static(rows) or rows < 1:
+            raise KernelError("repeat(row, rows) takes a 1-D tile and a number of rows")
+        dst = self.new_tile((rows, row.shape[0]), row.dtype)
+        n = row.valid          # a short row (its valid part): the block is compact, rows n apart
+        dst.cols = n
+        nbytes = cc.scalar(n) * ITEMSIZE[row.dtype]
+        op = AsyncOp("e0", frozenset({row.buf.id}), frozenset({dst.buf.id}), (row.buf, dst.buf))
+        cc.depend("e0", op.reads, op.writes)
+        self._dma(0, cc.q("e0"), dst.addr(), row.addr(), nbytes, rows, 0, nbytes, op)
+        return dst
 
     # --- vector unit -------------------------------------------------------------------------------------
     def _vector(self, mnemonic, dst, a, b, n, dt, extra=()):
@@ -446,7 +523,7 @@ class Lowering:
         b = self._operand(b, a)
         if b.dtype != a.dtype:
             raise KernelError(f"{op} of {a.dtype} and {b.dtype} tiles: convert one (tile.astype)")
-        dst = out if out is not None else self.new_tile(a.shape, a.dtype, valid=a.valid)
+        dst = out if out is not None else self._like(a, a.dtype)
         if b.size == 1 and a.size != 1:
             if reverse:          # c - tile: (-tile) + c
                 if op != "sub":
@@ -476,7 +553,7 @@ class Lowering:
         a = self._operand(a, a) if not isinstance(a, Tile) else a
         if op in FLOAT_ONLY and a.dtype not in ("f32", "f16"):
             raise KernelError(f"{op} needs a float tile; the vector unit has no {op} for {a.dtype}")
-        dst = out if out is not None else self.new_tile(a.shape, a.dtype, valid=a.valid)
+        dst = out if out is not None else self._like(a, a.dtype)
         self._vector(VECTOR_UNARY[op], dst, a, None, a.count(), a.dtype)
         return dst
 
@@ -504,7 +581,7 @@ class Lowering:
         else:
             q = f32_bits(scale) | ((int(zero_point) & 0xFFFFFFFF) << 32)
             q = q - (1 << 64) if q >> 63 else q
-        dst = self.new_tile(a.shape, dt, valid=a.valid)
+        dst = self._like(a, dt)
         self._vector("vcvt", dst, a, None, a.count(), a.dtype, extra=(q, dt))
         return dst
 
@@ -519,6 +596,8 @@ class Lowering:
         K2, N = w.shape
         if K != K2:
             raise KernelError(f"matmul shapes {a.shape} @ {w.shape}: inner dimensions differ")
+        if not _static(a.cols) or a.cols != K:
+            raise KernelError("matmul: the rows of a must hold K elements each (a static width)")
         if K * N * ITEMSIZE[w.dtype] > (1 << 20):
             raise KernelError(f"a weight tile of {K}x{N} {w.dtype} exceeds the matrix unit's 1 MiB weight buffer")
         acc = MATRIX_OUT[a.dtype]
@@ -526,13 +605,14 @@ class Lowering:
             if accumulate:
                 raise KernelError("matmul(accumulate=True) needs out= (the tile to accumulate into)")
             out = self.new_tile((M, N), acc, valid=a.valid)
+            out.cols = w.cols
         elif out.shape != (M, N) or out.dtype != acc:
             raise KernelError(f"matmul out= must be a {M}x{N} {acc} tile, got {out.shape} {out.dtype}")
         if cc.weights is not w.buf or getattr(w, "_dirty", False):
             op = AsyncOp("matrix", frozenset({w.buf.id}), frozenset(), (w.buf,))
             cc.depend("matrix", op.reads, op.writes)
             cc.issued(cc.q("matrix"), op)
-            cc.emit("mm.ldw", w.addr(), cc.reg(K), cc.reg(N), w.dtype, f"s{cc.sem(cc.q('matrix'))}")
+            cc.emit("mm.ldw", w.addr(), cc.reg(K), cc.reg(w.cols), w.dtype, f"s{cc.sem(cc.q('matrix'))}")
             cc.weights = w.buf
         op = AsyncOp("matrix", frozenset({a.buf.id} | ({out.buf.id} if accumulate else set())),
                      frozenset({out.buf.id}), (a.buf, out.buf))
@@ -691,6 +771,7 @@ class _Pipeline:
         self.half = 0
         self.prefetch = ([], [])
         self.pf_bufs = (set(), set())   # tiles each half's prefetches write
+        self.half_bufs = (set(), set())  # tiles each half's trace made
         self.stores = [[], []]          # per half: its stores (waited at the start of the same half next time)
         self.deferred = ([], [])        # per half: stores issued during the next half: (view, tile, engine)
         self.carry_ops = [{}, {}]       # per half: queues left running for its deferred stores: {queue: ops}
@@ -812,9 +893,13 @@ def _pipelined(cc, var, i, start, stop, step, frame, names):
         pl.flush_previous()
         # the queues whose work the deferred stores read keep running into the next half
         srcs = {tile.buf.id for _, tile, _ in pl.deferred[h]}
+        # only queues whose operations touch nothing but this half's own tiles (not the ones the other half
+        # prefetches into, not tiles both halves share)
+        own = pl.half_bufs[h] - pl.pf_bufs[h]
         carry = [q for q, ops in cc.sync.pending.items() if q.endswith(f".{h}") and ops
                  and any(op.writes & srcs for op in ops)
-                 and not any((op.reads | op.writes) & pl.pf_bufs[h] for op in ops)]
+                 and all({b.id for b in op.bufs} <= own and not {x for x in op.reads | op.writes
+                                                                  if isinstance(x, str)} for op in ops)]
         pl.carry_ops[h] = {q: list(cc.sync.pending[q]) for q in carry}
         cc.drain(keep=(f"pf{1 - h}", *carry))
         for q in carry:
