@@ -206,7 +206,13 @@ def _pes(pes, card):
         if not 1 <= pes <= card.config.pes:
             raise InvalidArgument(f"pes={pes}: the card has {card.config.pes} PEs")
         return tuple(range(int(pes)))
-    return tuple(int(p) for p in pes)
+    try:
+        ids = tuple(int(p) for p in pes)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"pes must be a number of PEs or a sequence of PE ids, got {pes!r}") from None
+    if not ids or len(set(ids)) != len(ids) or not all(0 <= p < card.config.pes for p in ids):
+        raise InvalidArgument(f"pes={pes!r}: distinct PE ids in [0, {card.config.pes})")
+    return ids
 
 
 class Kernel:
@@ -246,6 +252,9 @@ class Kernel:
                     raise InvalidArgument(f"kernel {self.name}: argument {p.name} has dtype {arr.dtype}; tensors "
                                           f"are float32, float16, int8, int32 or int64")
                 shape = arr.shape
+                if arr.ndim == 0:
+                    raise InvalidArgument(f"kernel {self.name}: argument {p.name} is a 0-d array; pass a number "
+                                          f"(a scalar argument) or an array with at least one dimension")
                 if p.annotation is api.anysize or p.annotation in ("vnpu.anysize", "anysize"):
                     if arr.ndim < 1:
                         raise InvalidArgument(f"kernel {self.name}: argument {p.name} is annotated anysize and "
@@ -329,6 +338,7 @@ class Kernel:
         """Run on a card (default: a cached card of `config`, 'tiny' unless given). Returns (outputs, Profile);
         outputs are what the kernel returns, else the tensor arguments it wrote (also updated in place)."""
         card = card if card is not None else _card(config)
+        pe_ids = _pes(pes, card)
         comp = self.compile(*args, config=card.config)
         owned, values, by_name = [], [], {}
         try:
@@ -352,7 +362,7 @@ class Kernel:
                 owned.append(addr)
                 values.append(addr)
                 by_name[name] = (addr, arr)
-            result = card.launch(comp.image, comp.name, values, pes=_pes(pes, card), engine=engine,
+            result = card.launch(comp.image, comp.name, values, pes=pe_ids, engine=engine,
                                  sanitize=sanitize, trace=trace)
             for name in set(comp.written) | {n for n, _, _ in comp.outputs}:
                 addr, arr = by_name[name]
@@ -378,7 +388,16 @@ class Kernel:
         of kernels/lang/interpreter.py. Returns what a card run returns (without the profile)."""
         card_config = _card(config).config if not hasattr(config, "local_memory") else config
         spec = self._signature(args)
-        npe = len(pes) if isinstance(pes, (tuple, list)) else (int(pes) if pes is not None else card_config.pes)
+        if pes is None:
+            npe = card_config.pes
+        elif isinstance(pes, (tuple, list)):
+            npe = len(pes)
+        elif isinstance(pes, (int, np.integer)) and not isinstance(pes, bool):
+            npe = int(pes)
+        else:
+            raise InvalidArgument(f"pes must be a number of PEs or a sequence of PE ids, got {pes!r}")
+        if not 1 <= npe <= card_config.pes:
+            raise InvalidArgument(f"pes: the card has {card_config.pes} PEs, asked for {npe}")
         fn = self.traced_fn
         tensors, call = {}, []
         for a, (name, kind, v) in zip(args, spec):
