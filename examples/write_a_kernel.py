@@ -1,54 +1,36 @@
-"""Write a kernel with the builder, run it on a virtual card, compare it with numpy, look at the trace.
+"""Write a kernel in the kernel language, run it on a virtual card, compare it with numpy, look at the trace.
 
     python examples/write_a_kernel.py
-The kernel scales a vector: y = alpha * x, each PE taking a strided share of 256-element chunks.
+The kernel scales a vector, y = alpha * x: every PE takes its share of the elements and walks it in tiles of
+T elements, double-buffered. docs/kernel-language.md is the tutorial.
 """
 import numpy as np
 
-from vnpu.emulator.card import Card
-from vnpu.emulator.trace import format_summary, write_chrome_trace
-from vnpu.kernels.builder import KernelBuilder
+import vnpu
 
-CHUNK = 256
+T = 1024                                          # elements per tile (a Python number: fixed when compiling)
 
-kb = KernelBuilder()
-with kb.kernel("scale", x=("buffer", "f32"), y=("buffer", "f32"), n=("scalar", "i32"),
-               alpha=("scalar", "f32")) as k:
-    pe, npe, i, count, nbytes, addr, buf, a = k.regs("pe", "npe", "i", "count", "nbytes", "addr", "buf", "alpha")
-    k.csrr(pe, "pe_id")
-    k.csrr(npe, "pe_count")
-    k.const(a, 8192)
-    k.sw(k.args.alpha, (a, 0))                    # alpha (fp32 bits) into local memory, for the broadcast op
-    k.const(buf, 0)
-    step = k.reg("step")
-    k.muli(step, npe, CHUNK)
-    k.muli(i, pe, CHUNK)
-    with k.for_range(i, i, k.args.n, step=step):
-        k.const(count, CHUNK)
-        k.sub(nbytes, k.args.n, i)
-        k.min(count, count, nbytes)               # the last chunk may be short
-        k.shli(nbytes, count, 2)
-        k.shli(addr, i, 2)
-        k.add(addr, addr, k.args.x)
-        k.dma(0, buf, addr, nbytes, 0)            # x[i : i+count] -> local
-        k.wait(0, 1)
-        k.vmuls(buf, buf, a, count, "f32", 1)     # local *= alpha (one element, broadcast)
-        k.wait(1, 1)
-        k.shli(addr, i, 2)
-        k.add(addr, addr, k.args.y)
-        k.dma(0, addr, buf, nbytes, 0)            # local -> y[i : i+count]
-        k.wait(0, 1)
-image = kb.build()
-print(kb.text().splitlines()[0], "...", len(kb.text().splitlines()), "lines of assembly")
 
-card = Card("reference")
-n = 10_000
-x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-px, py = card.alloc(x.nbytes), card.alloc(x.nbytes)
-card.write(px, x)
-result = card.launch(image, "scale", (px, py, n, 0.5), trace=True)   # the sanitizer is on by default
-y = card.read(py, x.nbytes).view(np.float32)
+@vnpu.kernel
+def scale(x, y, alpha):
+    lo, hi = vnpu.split(x.shape[0])               # this PE's share [lo, hi) of the elements
+    for i in range(lo, hi, T, pipeline=True):     # a loop on the card; the next tile loads during this one
+        end = vnpu.minimum(i + T, hi)             # the last tile of a share may be short
+        t = vnpu.load(x[i:end])                   # DMA into a tile of local memory
+        vnpu.store(y[i:end], t * alpha)           # multiply on the vector unit, DMA the product back
+
+
+x = np.random.default_rng(0).standard_normal(100_000).astype(np.float32)
+y = np.zeros_like(x)
+print("\n".join(scale.asm(x, y, 0.5).splitlines()[:12]), "\n    ...")   # what it compiles to
+
+out, profile = scale(x, y, 0.5)                   # the tiny card's 4 PEs, the race sanitizer on
 print("matches numpy:", np.array_equal(y, x * np.float32(0.5)))
-print(format_summary(result.summary()))
-write_chrome_trace("scale-trace.json", [result.chrome_trace()])
+print(profile)                                    # cycles, unit utilization, bytes, stalls, roofline
+
+y2 = np.zeros_like(x)
+scale.interpret(x, y2, 0.5)                       # the same Python code in numpy, with the interpreter's checks
+print("interpreter matches:", np.array_equal(y2, y))
+
+profile.write_trace("scale-trace.json")
 print("trace: scale-trace.json (open in https://ui.perfetto.dev)")

@@ -8,7 +8,8 @@
     assert runs["numba"].cycles < 5_000
 
 `assert_kernel` runs the kernel on the timed Numba core (with the race sanitizer) and on the numpy
-reference interpreter, compares every output with the reference within rtol/atol (torch.testing.assert_close
+reference interpreter (a kernel written in the kernel language, `@vnpu.kernel`, also in its own interpreter,
+`Kernel.interpret`), compares every output with the reference within rtol/atol (torch.testing.assert_close
 defaults by dtype), checks that the engines agree bit for bit, and on a mismatch raises AssertionError
 naming the first differing element, how many differ, the engine, the cycles and the Perfetto trace file it
 wrote. Installing vnpu also installs a pytest plugin (`vnpu.testing.plugin`) with the fixtures
@@ -19,8 +20,10 @@ This module needs numpy only (not pytest); the card is imported on the first cal
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
+import sys
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -31,11 +34,13 @@ import numpy as np
 from vnpu.errors import InvalidArgument, VnpuError
 from vnpu.kernels.runner import OnChip, Out, Scratch
 
-__all__ = ["assert_kernel", "KernelRun", "Out", "OnChip", "Scratch", "ENGINES", "default_tolerances",
-           "TRACE_DIR_ENV"]
+__all__ = ["assert_kernel", "KernelRun", "Out", "OnChip", "Scratch", "ENGINES", "INTERPRET",
+           "default_tolerances", "TRACE_DIR_ENV"]
 
 #: the two engines: the timed Numba core and the numpy reference interpreter (untimed, no sanitizer)
 ENGINES = ("numba", "reference")
+#: the name of a language kernel's own interpreter run (Kernel.interpret) in assert_kernel's result
+INTERPRET = "interpret"
 #: environment variable naming the folder for failure traces (else the pytest option --vnpu-trace-dir,
 #: else a fresh temporary folder per process)
 TRACE_DIR_ENV = "VNPU_TRACE_DIR"
@@ -62,22 +67,31 @@ def default_tolerances(dtype):
 
 @dataclass
 class KernelRun:
-    """One engine's run of the kernel: its outputs by name, its cycles (0 on the untimed reference engine)
-    and the card's LaunchResult (`launch.summary()`, `launch.chrome_trace()`, per-PE statistics)."""
+    """One engine's run of the kernel: its outputs by name, its cycles (0 on the untimed reference engine and
+    the interpreter) and the card's LaunchResult (`launch.summary()`, `launch.chrome_trace()`, per-PE
+    statistics; None for the interpreter). A language kernel's card runs also keep their `profile`
+    (vnpu.kernels.lang.Profile: utilization, bytes, roofline, write_trace)."""
     engine: str
     outputs: dict
     cycles: int
     launch: object = field(repr=False)
+    profile: object = field(default=None, repr=False)
 
     def __getitem__(self, name):
         return self.outputs[name]
 
+    def _launch(self):
+        if self.launch is None:
+            raise InvalidArgument(f"the {self.engine} run has no launch on a card: no summary or trace")
+        return self.launch
+
     def summary(self) -> dict:
         """Where the cycles went (vnpu.emulator.trace.summarize)."""
-        return self.launch.summary()
+        return self._launch().summary()
 
     def write_trace(self, path) -> str:
         """Write this run's Perfetto / Chrome trace to `path` (only the numba engine records events)."""
+        self._launch()
         from vnpu.emulator.trace import write_chrome_trace
         write_chrome_trace(os.fspath(path), [self.launch.chrome_trace(card_name=f"{self.launch.kernel} "
                                                                                 f"({self.engine})")])
@@ -325,14 +339,14 @@ def _mismatch_message(name, kname, engine, got, exp, rtol, atol, equal_nan, runs
     ok, diff, rel = _close(got, exp, rtol, atol, equal_nan)
     bad = np.argwhere(~ok) if got.ndim else np.zeros((0 if ok else 1, 0), np.int64)
     first = tuple(int(i) for i in bad[0])
-    lines = [f"Kernel {kname!r} on the {engine} engine: output {name!r} is not close to the reference!",
+    lines = [f"Kernel {kname!r} {_on(engine)}: output {name!r} is not close to the reference!",
              f"Mismatched elements: {len(bad)} / {got.size} ({100.0 * len(bad) / max(got.size, 1):.3g}%)",
              f"First mismatch at index {first}: got {_fmt_el(got, first)}, expected {_fmt_el(exp, first)} "
              f"(abs error {_fmt(diff[first])}, rel error {_fmt(rel[first])}; allowed atol={atol:g} + "
              f"rtol={rtol:g} * |expected|)"]
     for other, r in runs.items():
         if other != engine and name in r.outputs:
-            lines.append(f"  the {other} engine gives {_fmt_el(r.outputs[name], first)} there")
+            lines.append(f"  {_the(other)} gives {_fmt_el(r.outputs[name], first)} there")
     for text in (_greatest(diff, "absolute", atol), _greatest(rel, "relative", rtol)):
         if text:
             lines.append(text)
@@ -340,12 +354,20 @@ def _mismatch_message(name, kname, engine, got, exp, rtol, atol, equal_nan, runs
     return "\n".join(lines)
 
 
+def _the(engine):
+    return "the interpreter" if engine == INTERPRET else f"the {engine} engine"
+
+
+def _on(engine):
+    return "in the interpreter" if engine == INTERPRET else f"on the {engine} engine"
+
+
 def _cycles_and_trace(runs, card, trace):
     timed = runs.get("numba")
     untimed = [e for e in runs if e != "numba"]
     line = f"Cycles: {timed.cycles} on the numba engine ({_where(card, timed.launch)})" if timed else "Cycles: none"
     if untimed:
-        line += f"; the {' and '.join(untimed)} engine is untimed"
+        line += f"; {' and '.join(map(_the, untimed))} {'is' if len(untimed) == 1 else 'are'} untimed"
     if trace:
         return [line, f"Trace: {trace} (open in https://ui.perfetto.dev)"]
     return [line, "Trace: none (only the numba engine records one; add it to engines=)"]
@@ -384,16 +406,19 @@ def _disagreement(kname, runs, card, trace):
 # --- the assertion ---------------------------------------------------------------------------------------
 def assert_kernel(kernel, inputs, reference, *, outputs=None, name=None, rtol=None, atol=None, equal_nan=True,
                   engines=ENGINES, sanitize=True, pes=None, config="tiny", overrides=None, card=None,
-                  trace_dir=None, check_engines_agree=True) -> dict:
+                  trace_dir=None, check_engines_agree=True, interpret=None) -> dict:
     """Run a kernel on a virtual card on each engine and assert its outputs match the reference.
 
     kernel: a module image (bytes, e.g. from vnpu.assemble or KernelBuilder.build()), a vnpu.Module, a
-        kernels.builder.KernelBuilder, or assembly text; `name` picks the kernel when the module has several.
+        kernels.builder.KernelBuilder, assembly text, or a kernel written in the kernel language (a
+        `@vnpu.kernel` function); `name` picks the kernel when the module has several.
     inputs: the kernel's arguments, a dict by name or a list in signature order: a numpy array for a buffer
         (copied to card DRAM; its dtype must be the buffer's), OnChip(array) for one in the shared SRAM,
-        Scratch(nbytes) for scratch memory, a number for a scalar.
+        Scratch(nbytes) for scratch memory, a number for a scalar. For a language kernel: its parameters
+        (arrays, vnpu.shared(array), numbers, constexpr values); every engine gets fresh copies.
     outputs: {argument name: Out(shape, dtype) or (shape, dtype)}: buffers allocated zero-filled and read
-        back after the run (Out entries in `inputs` are outputs too).
+        back after the run (Out entries in `inputs` are outputs too). A language kernel's outputs are what
+        it returns, else the tensor arguments it writes (as calling it returns them).
     reference: a function called with the inputs (by name for a dict, in order for a list; outputs and
         scratch left out) returning the expected output (one array, a tuple in output order, or a dict by
         name), or those arrays themselves.
@@ -403,6 +428,11 @@ def assert_kernel(kernel, inputs, reference, *, outputs=None, name=None, rtol=No
     engines: run on these engines, in order ("numba": the timed core with the race sanitizer; "reference":
         the numpy interpreter, untimed and unsanitized). With several, their outputs must also agree bit for
         bit (check_engines_agree).
+    interpret: for a language kernel (default True), also run Kernel.interpret first: its checks (stores of
+        unwritten tile elements, PEs touching each other's elements between barriers, indices outside a
+        tensor) raise KernelError naming the kernel's source line, and its outputs are compared with the
+        reference within rtol/atol (not bit for bit with the card: its rounding order may differ in the
+        last bit). runs["interpret"] is that run.
     sanitize: the race sanitizer on the numba engine; a race raises vnpu.RaceError naming both accesses.
     pes: the PEs to launch on (default every PE); config, overrides: the card (a config name such as "tiny"
         or "reference", a YAML path or a CardConfig, and {"matrix.rows": 16}-style overrides), a fresh card
@@ -415,11 +445,20 @@ def assert_kernel(kernel, inputs, reference, *, outputs=None, name=None, rtol=No
     """
     __tracebackhide__ = True   # pytest: show the caller's line, not this function's
     engines = (engines,) if isinstance(engines, str) else tuple(engines)
-    if not engines or any(e not in ENGINES for e in engines) or len(set(engines)) != len(engines):
+    lang = _is_lang_kernel(kernel)
+    if any(e not in ENGINES for e in engines) or len(set(engines)) != len(engines) or \
+            (not engines and not (lang and interpret is not False)):
         raise InvalidArgument(f"assert_kernel: engines must be distinct names out of {', '.join(ENGINES)}, "
                               f"got {engines!r}")
     if (rtol is None) != (atol is None):
         raise InvalidArgument("assert_kernel: give both rtol and atol, or neither (defaults by dtype)")
+    if lang:
+        return _assert_lang_kernel(kernel, inputs, reference, outputs, name, rtol, atol, equal_nan, engines,
+                                   sanitize, pes, config, overrides, card, trace_dir, check_engines_agree,
+                                   interpret is not False)
+    if interpret:
+        raise InvalidArgument("assert_kernel: interpret=True is for kernels written in the kernel language "
+                              "(@vnpu.kernel); a module image has no Python source to interpret")
     image, module = _image(kernel)
     sym = _symbol(module, name)
     args, out_names, ref_args, by_name = _bind(sym, inputs, outputs)
@@ -441,20 +480,164 @@ def assert_kernel(kernel, inputs, reference, *, outputs=None, name=None, rtol=No
             e.add_note(f"vnpu.testing.assert_kernel: kernel {sym.name!r} on the {engine} engine "
                        f"({c.config.name} card{'' if sanitize or engine != 'numba' else ', sanitizer off'})")
             raise
+    _compare(sym.name, runs, expected, out_names, rtol, atol, equal_nan, used_card, trace_dir, check_engines_agree)
+    return runs
 
+
+def _compare(kname, runs, expected, out_names, rtol, atol, equal_nan, used_card, trace_dir, check_engines_agree):
+    """Every run's outputs against the reference, then the card engines against each other, bit for bit."""
+    __tracebackhide__ = True
     timed = runs.get("numba")
-    for engine, r in runs.items():
+    for engine, r in sorted(runs.items(), key=lambda er: er[0] == INTERPRET):   # the card's engines first
         for n in out_names:
             got, exp = r.outputs[n], expected[n]
             rt, at = (rtol, atol) if rtol is not None else default_tolerances(got.dtype)
             ok, _, _ = _close(got, exp, rt, at, equal_nan)
             if not ok.all():
                 trace = _write_failure_trace(timed, trace_dir) if timed is not None else None
-                raise AssertionError(_mismatch_message(n, sym.name, engine, got, exp, rt, at, equal_nan, runs,
+                raise AssertionError(_mismatch_message(n, kname, engine, got, exp, rt, at, equal_nan, runs,
                                                        used_card, trace))
-    if check_engines_agree and len(runs) > 1:
-        msg = _disagreement(sym.name, runs, used_card, None)
+    card_runs = {e: r for e, r in runs.items() if e != INTERPRET}
+    if check_engines_agree and len(card_runs) > 1:
+        msg = _disagreement(kname, card_runs, used_card, None)
         if msg:
             trace = _write_failure_trace(timed, trace_dir) if timed is not None else None
-            raise AssertionError(_disagreement(sym.name, runs, used_card, trace))
+            raise AssertionError(_disagreement(kname, card_runs, used_card, trace))
+
+
+# --- kernels written in the kernel language ----------------------------------------------------------------
+def _is_lang_kernel(kernel):
+    frontend = sys.modules.get("vnpu.kernels.lang.frontend")     # not imported: it cannot be one
+    return frontend is not None and isinstance(kernel, frontend.Kernel)
+
+
+def _lang_bind(kernel, inputs, outputs):
+    """(values by parameter name, in order; declared outputs {name: Out}; the reference's arguments; by name)."""
+    from vnpu.kernels.lang.frontend import Shared_
+    params = list(inspect.signature(kernel.fn).parameters)
+    sig = f"{kernel.name}({', '.join(params)})"
+    outs = {}
+    if outputs is not None:
+        if not isinstance(outputs, Mapping):
+            raise InvalidArgument("assert_kernel: outputs must be a dict {argument name: Out(shape, dtype)}")
+        outs = {n: _as_out(n, spec) for n, spec in outputs.items()}
+    if isinstance(inputs, Mapping):
+        given = dict(inputs)
+    elif isinstance(inputs, (list, tuple)):
+        if len(inputs) + len(outs) != len(params):
+            raise InvalidArgument(f"assert_kernel: kernel {sig} takes {len(params)} arguments; got {len(inputs)} "
+                                  f"inputs and {len(outs)} outputs")
+        given = dict(zip([p for p in params if p not in outs], inputs))
+    else:
+        raise InvalidArgument(f"assert_kernel: inputs must be a dict of kernel arguments by name or a list in "
+                              f"signature order, got {type(inputs).__name__}")
+    for n in outs:
+        if n in given:
+            raise InvalidArgument(f"assert_kernel: {n!r} is both an input and an output; give it once (an array "
+                                  f"in inputs is updated in place when the kernel writes it)")
+    for n, v in given.items():
+        if isinstance(v, Out):
+            outs[n] = _as_out(n, v)
+    values = {**given, **outs}
+    missing = [n for n in params if n not in values]
+    unknown = [n for n in values if n not in params]
+    if missing or unknown:
+        parts = ([f"missing argument(s) {', '.join(missing)}"] if missing else []) + \
+                ([f"unknown argument(s) {', '.join(map(str, unknown))}"] if unknown else [])
+        raise InvalidArgument(f"assert_kernel: {'; '.join(parts)}: the kernel is {sig}")
+    for n, v in values.items():
+        if isinstance(v, (OnChip, Scratch)):
+            raise InvalidArgument(f"assert_kernel: argument {n!r}: {type(v).__name__} is for module images; a "
+                                  f"language kernel takes vnpu.shared(array) for the shared SRAM")
+    ref_args = {}
+    for n in params:
+        if n in outs:
+            continue
+        v = values[n]
+        ref_args[n] = v.array.copy() if isinstance(v, Shared_) else v.copy() if isinstance(v, np.ndarray) else v
+    return {n: values[n] for n in params}, outs, ref_args, isinstance(inputs, Mapping)
+
+
+def _fresh(values, outs):
+    """The kernel's arguments for one run: copies of the arrays, zero-filled outputs."""
+    from vnpu.kernels.lang.frontend import Shared_
+    args = []
+    for n, v in values.items():
+        if n in outs:
+            v = np.zeros(outs[n].shape, outs[n].dtype)
+        elif isinstance(v, Shared_):
+            v = Shared_(v.array.copy())
+        elif isinstance(v, np.ndarray):
+            v = v.copy()
+        args.append(v)
+    return args
+
+
+def _lang_outputs(comp, names, params, args, got):
+    """{output name: array} of one run: the written tensor arguments (updated in place), or what it returned."""
+    if comp.returns is None:
+        by_param = dict(zip(params, args))
+        return {n: getattr(by_param[n], "array", by_param[n]) for n in names}
+    got = got if isinstance(got, tuple) else (got,)
+    return {n: np.asarray(g) for n, g in zip(names, got)}
+
+
+def _assert_lang_kernel(kernel, inputs, reference, outputs, name, rtol, atol, equal_nan, engines, sanitize, pes,
+                        config, overrides, card, trace_dir, check_engines_agree, interpret):
+    __tracebackhide__ = True
+    if name is not None and name != kernel.name:
+        raise InvalidArgument(f"assert_kernel: name= picks a kernel of a module; {kernel.name!r} is a language "
+                              f"kernel (name it with @vnpu.kernel(name=...))")
+    values, outs, ref_args, by_name = _lang_bind(kernel, inputs, outputs)
+    params = list(values)
+    from vnpu.emulator.card import Card
+    cards = {e: card if card is not None else Card(config, overrides) for e in engines}
+    cfg = card.config if card is not None else (next(iter(cards.values())).config if cards else
+                                                Card(config, overrides).config)
+    template = _fresh(values, outs)
+    try:
+        comp = kernel.compile(*template, config=cfg)
+    except VnpuError as e:
+        e.add_note(f"vnpu.testing.assert_kernel: compiling kernel {kernel.name!r} for the {cfg.name} card")
+        raise
+    if comp.returns is None:
+        names = [p for p in params if p in comp.written]
+    else:
+        names = list(comp.returns) if isinstance(comp.returns, list) else [comp.returns]
+    if not names:
+        raise InvalidArgument(f"assert_kernel: kernel {kernel.name!r} neither returns a tensor nor stores into "
+                              f"one of its arguments: nothing to check")
+    unchecked = [n for n in outs if n not in names]
+    if unchecked:
+        raise InvalidArgument(f"assert_kernel: output(s) {', '.join(unchecked)} of kernel {kernel.name!r} are not "
+                              f"among what it gives back ({', '.join(names)}): "
+                              f"{'it returns' if comp.returns is not None else 'it writes'} only those")
+    shapes = {n: np.shape(getattr(a, "array", a)) for n, a in zip(params, template) if n in names}
+    shapes.update({n: tuple(shape) for n, shape, _ in comp.outputs if n in names})
+    expected = _expected(reference, ref_args, by_name, names)
+    for n in names:
+        if expected[n].shape != shapes[n]:
+            raise InvalidArgument(f"assert_kernel: the reference's {n!r} has shape {expected[n].shape}, the "
+                                  f"kernel's output {n!r} is {shapes[n]}")
+
+    runs, order = {}, ((INTERPRET,) if interpret else ()) + engines
+    for engine in order:
+        args = _fresh(values, outs)
+        try:
+            if engine == INTERPRET:
+                got = kernel.interpret(*args, pes=pes, config=cfg)
+                runs[engine] = KernelRun(engine, _lang_outputs(comp, names, params, args, got), 0, None)
+            else:
+                got, profile = kernel(*args, pes=pes, card=cards[engine], engine=engine, sanitize=sanitize,
+                                      trace=engine == "numba")
+                runs[engine] = KernelRun(engine, _lang_outputs(comp, names, params, args, got),
+                                         int(profile.result.cycles), profile.result, profile)
+        except VnpuError as e:
+            where = "in the interpreter (Kernel.interpret)" if engine == INTERPRET else \
+                f"on the {engine} engine ({cards[engine].config.name} card" \
+                f"{'' if sanitize or engine != 'numba' else ', sanitizer off'})"
+            e.add_note(f"vnpu.testing.assert_kernel: kernel {kernel.name!r} {where}")
+            raise
+    used_card = card if card is not None else (cards[engines[0]] if engines else None)
+    _compare(kernel.name, runs, expected, names, rtol, atol, equal_nan, used_card, trace_dir, check_engines_agree)
     return runs
