@@ -127,22 +127,29 @@ class Geom:
             res.append((oh0, rows, Bh, r0, ih0, ih1, tuple(tuple(c) for c in runs)))
         return res
 
+    @property
+    def pipelined(self):
+        """Double-buffer the plane loop unless some band refills padding rows: a pipelined loop defers the
+        store of a tile it did not load (the fill) past the gather that reads it back (a language limit)."""
+        return not any(b[6] for b in self.bands())
+
     def local_bytes(self, R=None):
         """Local memory a band of R output rows needs (two bands in flight) plus what stays loaded."""
         g = self if R is None else Geom(**{**self.__dict__, "R": R})
         ec, ei = EB[g.cdt], EB[g.dt]
         Bh = g.band_rows(g.R)
-        band = _align(Bh * g.Wc * ei) + (_align(Bh * g.Wc * 4) if g.cdt != g.dt else 0)
-        band += g.sw * _align((Bh + 1) * g.Wq * ec) + _align(Bh * g.Wq * ec)
+        band = _align(Bh * g.Wc * ei)
+        band += g.sw * (_align((Bh + 1) * g.Wq * ei) + (_align((Bh + 1) * g.Wq * ec) if ec != ei else 0))
+        band += _align(Bh * g.Wq * ec)
         band += _align(((g.R - 1) * g.sh + 1) * g.Wq * ec) + _align(g.R * g.OW * ec) + _align(g.R * g.OW * ei)
-        fixed = _align(g.Wp * ec) + _align(g.KF * g.Wp * ec)
+        fixed = _align(g.Wp * ei) + _align(g.KF * g.Wp * ei)
         if g.kind == "avg":
             fixed += _align(g.OH * g.OW * 4)
         return 2 * band + fixed
 
     def sram_bytes(self, R=None):
         g = self if R is None else Geom(**{**self.__dict__, "R": R})
-        return g.npes * g.Bs * g.Wp * EB[g.cdt]
+        return g.npes * g.Bs * g.Wp * EB[g.dt]
 
     def key(self):
         return tuple(self.__dict__.values())
@@ -164,7 +171,7 @@ def _pool2d(x: lang.anysize, s, fill, fmap, out: lang.anysize, planes, g: lang.c
         lang.store(rows_of[srow + r:srow + r + n, :], ftile[0:n])
     fm = lang.load(fmap) if g.kind == "avg" else None
     lo, hi = lang.split(planes)
-    for p in range(lo, hi):
+    for p in range(lo, hi, pipeline=g.pipelined):
         for oh0, rows, Bh, r0, ih0, ih1, refills in g.bands():
             for a, n in refills:
                 lang.store(rows_of[srow + a:srow + a + n, :], ftile[0:n])
@@ -174,21 +181,19 @@ def _pool2d(x: lang.anysize, s, fill, fmap, out: lang.anysize, planes, g: lang.c
                     xt = lang.load(x[xin + ih0:xin + ih1, :])
                 else:
                     xt = lang.load(x[xin + ih0:xin + ih1, 0:g.Wc])
-                if cdt != g.dt:
-                    xt = xt.astype(cdt)
                 lang.store(rows_of[srow + ih0 - r0:srow + ih1 - r0, g.pw:g.pw + g.Wc], xt)
             # column phases: G[b][row * Wq + j] = xpad[row, b + sw * j]
             Lg = (Bh + 1) * Wq
             G = []
             for b in lang.static_range(sw):
-                gt = lang.empty((Lg,), cdt)
+                gt = lang.empty((Lg,), g.dt)
                 if sw == 1:
                     view = s[pe * (g.Bs * Wp):pe * (g.Bs * Wp) + Lg]
                 else:
                     view = phases[pe * (g.Bs * Wq):pe * (g.Bs * Wq) + Lg, b]
                 # into=: a gather of what this iteration stored must not be hoisted (see the module doc)
                 lang.load(view, into=gt if len(view.shape) == 1 else gt.reshape(Lg, 1))
-                G.append(gt)
+                G.append(gt if cdt == g.dt else gt.astype(cdt))
             # along W: M[row * Wq + ow] = op over kw of xpad[row, ow * sw + kw * dw]
             LM = Bh * Wq
             taps = [((kw * g.dw) % sw, (kw * g.dw) // sw) for kw in range(g.KW)]
@@ -257,7 +262,7 @@ def _batch_norm(x: lang.anysize, mean, var, weight, bias, out: lang.anysize, ite
     items (n, block of R channels), each in column chunks of T: y = x * alpha + beta."""
     alpha = lang.rsqrt(lang.load(var) + eps)
     if has_w:
-        alpha *= lang.load(weight)
+        alpha = alpha * lang.load(weight)
     beta = lang.load(mean) * alpha
     if has_b:
         beta = lang.load(bias) - beta
@@ -276,8 +281,7 @@ def _batch_norm(x: lang.anysize, mean, var, weight, bias, out: lang.anysize, ite
             w = min(T, HW - col)
             t = lang.load(x[row:end, col:col + w])
             f = t if x.dtype == "f32" else t.astype("f32")
-            y = lang.mul(f, a)
-            lang.add(y, b, out=y)
+            y = lang.add(lang.mul(f, a), b)
             lang.store(out[row:end, col:col + w], y if x.dtype == "f32" else y.astype(x.dtype))
 
 
@@ -289,6 +293,15 @@ def _kernel(fn, name):
     if k is None:
         k = _KERNELS.setdefault(name, lang.Kernel(fn, name=name))
     return k
+
+
+def launch(card, key, k, example, args, consts, op, pes, trace):
+    """Compile kernel k for the example arguments and constexprs (once per key), run it on args + consts.
+    The build function carries (kernel, consts): a test can interpret the same kernel on the same arguments."""
+    def build():
+        return k.compile(*example, *consts, config=card.config).image
+    build.kernel, build.consts, build.example = k, tuple(consts), list(example)
+    return runner.run(card, key, build, op, list(args), pes=pes, trace=trace)
 
 
 def _card_key(card):
@@ -357,6 +370,8 @@ def _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode):
     if ph > kh // 2 or pw > kw // 2:
         raise InvalidArgument(f"{op}: padding must be at most half of kernel_size, got padding=({ph}, {pw}) "
                               f"and kernel_size=({kh}, {kw})")
+    if 0 in x.shape[-3:]:
+        raise InvalidArgument(f"{op}: x may be empty only in its batch dimension (as PyTorch), got shape {x.shape}")
     H, W = x.shape[-2:]
     OH = pool_output_size(H, kh, sh, ph, dh, ceil_mode)
     OW = pool_output_size(W, kw, sw, pw, dw, ceil_mode)
@@ -391,17 +406,16 @@ def _launch_pool(card, op, kind, x, geo, fmap, pes, trace):
     if P == 0:
         return np.zeros(shape, x.dtype), runner.nothing(card, op, pes)
     g = _plan(card, kind, dt, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW)
-    cnp = NP[g.cdt]
+    cnp = NP[g.dt]
     fill = np.full(g.Wp, -np.inf if kind == "max" else 0.0, cnp)
     fm = np.ascontiguousarray(fmap, np.float32).reshape(-1) if kind == "avg" else np.zeros(1, np.float32)
     k = _kernel(_pool2d, op)
     key = ("pool2d", op, g.key(), _card_key(card))
     scratch_elems = g.npes * g.Bs * g.Wp
-    build = lambda: k.compile(np.empty((0, W), x.dtype), np.empty(scratch_elems, cnp), fill, fm,   # noqa: E731
-                              np.empty((0, OW), x.dtype), 0, g, config=card.config).image
-    args = [np.ascontiguousarray(x4).reshape(P * H, W), runner.Scratch(scratch_elems * EB[g.cdt], "shared"),
+    example = [np.empty((0, W), x.dtype), np.empty(scratch_elems, cnp), fill, fm, np.empty((0, OW), x.dtype), 0]
+    args = [np.ascontiguousarray(x4).reshape(P * H, W), runner.Scratch(scratch_elems * EB[g.dt], "shared"),
             fill, fm, runner.Out((P * OH, OW), x.dtype), P]
-    (out,), result = runner.run(card, key, build, op, args, pes=pes, trace=trace)
+    (out,), result = launch(card, key, k, example, args, [g], op, pes, trace)
     return out.reshape(shape), result
 
 
@@ -481,11 +495,10 @@ def adaptive_avg_pool2d(card, x, output_size, pes=None, trace=False):
     B, T = _global_plan(card, H * W, EB[dt])
     k = _kernel(_global_avg, "global_avg_pool")
     key = ("global_avg", dt, H * W, B, T, _card_key(card))
-    build = lambda: k.compile(np.empty((0, H * W), x.dtype), np.empty((0, 1), x.dtype), 0, 0.0, B, T,  # noqa: E731
-                              config=card.config).image
+    example = [np.empty((0, H * W), x.dtype), np.empty((0, 1), x.dtype), 0, 0.0]
     inv = float(np.float32(1.0 / (H * W)))
     args = [np.ascontiguousarray(x).reshape(P, H * W), runner.Out((P, 1), x.dtype), P, inv]
-    (out,), result = runner.run(card, key, build, "global_avg_pool", args, pes=pes, trace=trace)
+    (out,), result = launch(card, key, k, example, args, [B, T], "global_avg_pool", pes, trace)
     return out.reshape(lead + (1, 1)), result
 
 
@@ -546,11 +559,9 @@ def batch_norm(card, x, running_mean, running_var, weight=None, bias=None, train
     key = (op, dt, C, HW, R, T, has_w, has_b, _card_key(card))
     e = np.empty((0, HW), x.dtype)
     vec = [padded("running_mean", 0.0), padded("running_var", 1.0), padded("weight", 1.0), padded("bias", 0.0)]
-    build = lambda: k.compile(e, *vec, e, 0, 0.0, C, R, T, HW, has_w, has_b,   # noqa: E731
-                              config=card.config).image
     args = [np.ascontiguousarray(x).reshape(N * C, HW), *vec, runner.Out((N * C, HW), x.dtype), N * nb,
             float(np.float32(eps))]
-    (out,), result = runner.run(card, key, build, op, args, pes=pes, trace=trace)
+    (out,), result = launch(card, key, k, [e, *vec, e, 0, 0.0], args, [C, R, T, HW, has_w, has_b], op, pes, trace)
     return out.reshape(x.shape), result
 
 

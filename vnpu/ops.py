@@ -267,3 +267,43 @@ def dot_interaction(dense, emb, *, card=None, pes=None):
     in fp64 in D order, rounded once); fp16 inputs in fp16 with fp32 sums in D order. NaN and inf
     propagate as in IEEE (PyTorch's NaN positions). B = 0, T = 0 and D = 0 give PyTorch's results."""
     return _run("interaction", "dot_interaction", "dot_interaction", dense, emb, card=card, pes=pes)
+
+
+# --- pooling and batch norm (kernels/pool.py), torch.nn.functional's names and arguments --------------------------
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False, *,
+               card=None, pes=None):
+    """torch.nn.functional.max_pool2d on [N, C, H, W] or [C, H, W], float32 or float16: kernel_size, stride
+    (None: the kernel size), padding (-inf, at most half the kernel), dilation: ints or (h, w) pairs;
+    ceil_mode as PyTorch (a last window must start inside the input or its left padding). Exact: NaN in a
+    window gives NaN, -0.0 and 0.0 tie to the first in (kh, kw) order. return_indices is not supported."""
+    if return_indices:
+        raise InvalidArgument("max_pool2d: return_indices=True is not supported (the card returns the values)")
+    return _run("pool", "max_pool2d", "max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode, card=card,
+                pes=pes)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None, *, card=None, pes=None):
+    """torch.nn.functional.avg_pool2d on [N, C, H, W] or [C, H, W], float32 or float16, with PyTorch's divisor
+    (padding, ceil_mode, count_include_pad, divisor_override). fp32 sums in (kw, kh) order (fp16 inputs
+    summed in fp32), times fp32(1 / divisor), rounded once to the element type: within a few fp32 ulps of
+    PyTorch's sum / divisor. NaN and inf propagate as in IEEE sums."""
+    return _run("pool", "avg_pool2d", "avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                divisor_override, card=card, pes=pes)
+
+
+def adaptive_avg_pool2d(x, output_size, *, card=None, pes=None):
+    """torch.nn.functional.adaptive_avg_pool2d on [N, C, H, W] or [C, H, W], float32 or float16. output_size 1
+    (or (1, 1)): the global average pool, one fp64 sum per plane rounded once to fp32, times fp32(1 / (H W));
+    an output size dividing H and W: avg_pool2d with kernel = stride = H / oh, W / ow."""
+    return _run("pool", "adaptive_avg_pool2d", "adaptive_avg_pool2d", x, output_size, card=card, pes=pes)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5, *,
+               card=None, pes=None):
+    """torch.nn.functional.batch_norm in inference form (training=False): x [N, C, ...] float32 or float16,
+    running statistics and weight / bias [C]. On the card, per channel invstd = rsqrt(var + eps), alpha =
+    weight * invstd, beta = bias - mean * alpha (PyTorch's CPU formula), y = x * alpha + beta in fp32 (fp16
+    rounded once). training=True raises InvalidArgument."""
+    return _run("pool", "batch_norm", "batch_norm", x, running_mean, running_var, weight, bias, training, momentum,
+                eps, card=card, pes=pes)
