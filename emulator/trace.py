@@ -89,7 +89,7 @@ def _si(x, unit):
 
 def format_summary(d: dict) -> str:
     """A summarize() dict as an aligned text table, for a terminal."""
-    lines = [f"kernel {d['kernel']} ({d['engine']}) on PEs {','.join(map(str, d['pes']))}: "
+    lines = [f"kernel {d['kernel']} ({d['engine']}) on PE{'s' if len(d['pes']) != 1 else ''} {','.join(map(str, d['pes']))}: "
              f"{d['cycles']} cycles = {d['time_us']:.3f} us"]
     lines.append(f"  {'unit':<10}{'busy cycles':>14}{'utilization':>13}")
     for name, u in d["units"].items():

@@ -25,8 +25,8 @@ _LAZY = {
     "testing": ("vnpu.testing", None),
     # the kernel language (docs/kernel-language.md): the decorator and what kernels call
     **{name: ("vnpu.kernels.lang", name) for name in (
-        "kernel", "KernelError", "shared", "constexpr", "anysize", "load", "store", "empty", "output", "matmul", "add", "sub",
-        "mul", "maximum", "minimum", "relu", "sigmoid", "tanh", "exp", "gelu", "recip", "rsqrt", "copy", "sum",
+        "kernel", "KernelError", "shared", "constexpr", "anysize", "load", "store", "empty", "output", "transfer",
+        "repeat", "matmul", "add", "sub", "mul", "maximum", "minimum", "relu", "sigmoid", "tanh", "exp", "gelu", "recip", "rsqrt", "copy", "sum",
         "max", "embedding_bag", "pe_id", "pe_count", "split", "barrier", "range", "static_range")},
 }
 

@@ -353,8 +353,8 @@ class Compiler:
         else:
             if len(items) == 2 and sorted(c for _, c in items) == [-1, 1]:
                 plus, minus = (items[0][0], items[1][0]) if items[0][1] == 1 else (items[1][0], items[0][0])
-                terms = [self.vreg("d")]
-                self.emit("sub", terms[0], plus, minus, defs=(terms[0],))
+                terms = [r]
+                self.emit("sub", r, plus, minus, defs=(r,))
             elif len(items) == 1 and items[0][1] != 1:
                 terms = [self._scaled(items[0][0], items[0][1], r)]
             else:
@@ -737,22 +737,30 @@ class Compiler:
         out = [f".kernel {self.name}"]
         for name, kind, dtype, _ in args:
             out.append(f".arg {name}, {kind}, {dtype}")
-        shown = None
+        shown, pc = None, 0
+        self.pc_lines = []             # pc -> (file, line, text) of the source that made the instruction
+        n_prologue = len(self.prologue)
+        if n_prologue:
+            out.append("    ; prologue: special registers and the constants kernels read from local memory")
         for ins in code:
             if isinstance(ins, Place):
                 out.append(f"{ins.label}:")
                 continue
-            if ins.line is not None and ins.line != shown:
-                shown = ins.line
-                out.append(f"    ; {_where(ins.line)}: {ins.line[2]}")
+            line = None if pc < n_prologue else ins.line
+            if line is not None and line != shown:
+                shown = line
+                out.append(f"    ; {_where(line)}: {line[2]}")
             ops = []
             for op in ins.ops:
                 if isinstance(op, tuple):
                     ops.append(f"{op[1]}({op[0]})")
                 else:
                     ops.append(str(op))
-            out.append(f"    {ins.mnemonic} {', '.join(ops)}".rstrip())
-        out.append("    halt")
+            out.append(f"    {ins.mnemonic} {', '.join(ops)}".rstrip().ljust(44) + f" ; pc {pc}")
+            self.pc_lines.append(line if line is not None else shown)
+            pc += 1
+        out.append("    halt".ljust(44) + f" ; pc {pc}")
+        self.pc_lines.append(shown)
         return "\n".join(out) + "\n"
 
 

@@ -149,6 +149,14 @@ def rewrite(fn):
 
 # --- compiled kernels and their runs ---------------------------------------------------------------------
 class Compiled:
+    """A compiled kernel: its assembly text (source lines as comments, `; pc N` on every instruction), module
+    image, and what the host passes and reads back."""
+    pc_lines = ()
+
+    def source_line(self, pc):
+        """(file, line, text) of the kernel source that made the instruction at pc (trace events carry pcs)."""
+        return self.pc_lines[pc] if 0 <= pc < len(self.pc_lines) else None
+
     def __init__(self, name, text, image, params, outputs, written, returns):
         self.name, self.text, self.image = name, text, image
         self.params = params          # per kernel parameter: ("tensor", name) | ("int",) | ("float",) | ("const",)
@@ -327,7 +335,10 @@ class Kernel:
         text = cc.text(code, cc.args)
         image = assemble(text, source=f"kernel {self.name}")
         outputs = [(t.name, t.shape, t.dtype) for t in cc.outputs]
-        return Compiled(self.name, text, image, params, outputs, sorted(cc.written), returns)
+        written = [n for n, kind, _ in spec if kind == "tensor" and n in cc.written]      # in argument order
+        comp = Compiled(self.name, text, image, params, outputs, written, returns)
+        comp.pc_lines = cc.pc_lines
+        return comp
 
     def asm(self, *args, config=None) -> str:
         """The assembly the kernel compiles to for these arguments, with the source lines as comments."""

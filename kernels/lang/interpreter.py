@@ -150,6 +150,22 @@ class ITile:
         return f"Tile({self.shape}, {self.dtype})\n{self.data}"
 
 
+def _checked_range(r, frame, names):
+    """A Python range that enforces the compiler's rule: a tile bound before the loop and read in its body
+    is not rebound to a new tile inside it (the compiled loop would not carry it; update it in place)."""
+    before = {n: frame.f_locals.get(n) for n in names}
+    for i in r:
+        yield i
+        after = frame.f_locals
+        for n in names:
+            v = after.get(n)
+            if n in before and before[n] is not None and before[n] is not v and isinstance(v, ITile):
+                raise KernelError(f"`{n}` is bound before a loop on the card and rebound inside it; the compiler "
+                                  f"traces the body once, so the new value would not carry to the next iteration. "
+                                  f"Update a tile in place (`{n} += ...`, out=) or use a new name")
+            before[n] = v
+
+
 def _round(x64, dtype):
     """fp64 values to the tile dtype through fp32 (the unit rounds to fp32 first, then to fp16)."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -478,7 +494,8 @@ class PE:
         sh.barrier.wait(timeout=30)
 
     def range(self, start, stop, step=1, pipeline=False, names=()):
-        return range(start, stop, step)
+        import sys
+        return _checked_range(range(start, stop, step), sys._getframe(2), names)
 
     def if_(self, test, jumps, frame, names=()):
         return StaticIf(bool(test))

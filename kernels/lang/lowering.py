@@ -112,13 +112,20 @@ class View:
             raise KernelError(f"{tensor.name}: a block has at most 2 dimensions, this one has {len(dims)}")
         if len(dims) == 2 and dims[1][2] != 1:
             raise KernelError(f"{tensor.name}: the inner dimension of a 2-D block must be contiguous")
-        if len(dims) == 1 and dims[0][2] != 1:
-            # a column of a matrix: rows of one element
+        column = len(dims) == 1 and dims[0][2] != 1
+        if column:
+            # a column of a matrix (1-D, strided): moved as rows of one element
             dims = [dims[0], [1, 1, 1]]
-        return View(tensor, offset, dims)
+        view = View(tensor, offset, dims)
+        view.column = column
+        return view
+
+    column = False
 
     @property
     def shape(self):
+        if self.column:
+            return (self.dims[0][0],)
         return tuple(d[0] for d in self.dims) if self.dims else (1,)
 
     def address(self):
@@ -413,7 +420,7 @@ class Lowering:
         if view.tensor.dtype != tile.dtype:
             raise KernelError(f"store of a {tile.dtype} tile into {view.tensor.name} of {view.tensor.dtype}: "
                               f"convert it first (tile.astype)")
-        if view.shape != tile.shape and not (tile.ndim == 1 and view.shape == (tile.shape[0], 1)):
+        if view.shape != tile.shape:
             raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
         eng = 1 if cc.engines > 1 else 0
         cc.written.add(view.tensor.name)
@@ -427,6 +434,13 @@ class Lowering:
                 pl.deferred[pl.half].append((view, tile, eng))
                 pl.stores[pl.half].append(op)
                 pl.carried.add(tile.buf.id)
+                return
+            if tile.buf.id in pl.pf_bufs[pl.half]:
+                # a prefetched tile itself: the other half prefetches into it next, so the store must be
+                # done by the end of this half (an ordinary store, drained there)
+                cc.depend(op.hw, op.reads, op.writes)
+                cc.issued(cc.q(f"e{eng}"), op)
+                self._emit_store(view, tile, eng, cc.q(f"e{eng}"))
                 return
             cc.depend(op.hw, op.reads, op.writes)
             pl.stores[pl.half].append(op)       # waited at the start of the same half of the next round
