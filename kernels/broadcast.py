@@ -465,7 +465,7 @@ def clamp(card, x, min=None, max=None, pes=None, trace=False):   # noqa: A002 (t
     k = _kernel(_clamp, op)
     key = (op, DT[x.dtype], T, has, _card_key(card))
     e = np.empty(0, x.dtype)
-    args = [np.ascontiguousarray(x).reshape(-1), runner.Out((x.size,), x.dtype), x.size, lo_v or 0.0, hi_v or 0.0]
+    args = [np.ascontiguousarray(x).reshape(-1), runner.Out((x.size,), x.dtype), x.size, 0.0 if lo_v is None else lo_v, 0.0 if hi_v is None else hi_v]
     (out,), result = launch(card, key, k, [e, e, 0, 0.0, 0.0], args, [T, *has], op, pes, trace)
     return out.reshape(x.shape), result
 

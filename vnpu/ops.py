@@ -176,13 +176,24 @@ def linear(x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, 
 def add(a, b, *, card=None, pes=None):
     """a + b elementwise on the vector unit. a, b: same shape, both float32 or both float16 (any layout, read
     flat, C order). fp32 in fp32; fp16 computed in fp32 and rounded to fp16 (nearest even). IEEE: NaN
-    propagates, inf - inf is NaN, signed zeros as PyTorch. Returns the same shape and dtype."""
+    propagates, inf - inf is NaN, signed zeros as PyTorch. Returns the same shape and dtype. Shapes that
+    differ broadcast as numpy / PyTorch (a number for either operand too): the broadcasting kernel."""
+    if _broadcasting(a, b):
+        return _run("broadcast", "add", "add", a, b, card=card, pes=pes)
     return _run("elementwise", "add", "add", a, b, card=card, pes=pes)
 
 
 def mul(a, b, *, card=None, pes=None):
-    """a * b elementwise on the vector unit; dtypes, layout and numerics as `add` (0 * inf is NaN)."""
+    """a * b elementwise on the vector unit; dtypes, layout and numerics as `add` (0 * inf is NaN); shapes
+    broadcast as `add`."""
+    if _broadcasting(a, b):
+        return _run("broadcast", "mul", "mul", a, b, card=card, pes=pes)
     return _run("elementwise", "mul", "mul", a, b, card=card, pes=pes)
+
+
+def _broadcasting(a, b):
+    """Not two arrays of one shape: the broadcasting kernel (kernels/broadcast.py) computes it."""
+    return not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape)
 
 
 def relu(x, *, card=None, pes=None):
@@ -307,3 +318,64 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     rounded once). training=True raises InvalidArgument."""
     return _run("pool", "batch_norm", "batch_norm", x, running_mean, running_var, weight, bias, training, momentum,
                 eps, card=card, pes=pes)
+
+
+# --- broadcasting elementwise ops, clamp, reductions (kernels/broadcast.py), PyTorch's names and arguments ----------
+def sub(a, b, *, card=None, pes=None):
+    """a - b with numpy broadcasting (torch.sub without alpha): float32 or float16 arrays of one dtype of at most
+    4 dimensions, or a number for either. fp32; fp16 computed in fp32, rounded once (as PyTorch's CPU)."""
+    return _run("broadcast", "sub", "sub", a, b, card=card, pes=pes)
+
+
+def div(a, b, *, card=None, pes=None):
+    """a / b with numpy broadcasting (torch.div, rounding_mode None), computed as a * recip(b) on the vector unit
+    (recip in fp64 rounded to fp32; fp16 operands in fp32, the quotient rounded once to fp16): within 1.5 fp32
+    ulps of the correctly rounded quotient. x / 0 = +-inf, 0 / 0 and inf / inf = NaN; a divisor below 2**-126 in
+    magnitude (fp32 subnormal) gives +-inf where PyTorch's quotient is finite."""
+    return _run("broadcast", "div", "div", a, b, card=card, pes=pes)
+
+
+def maximum(a, b, *, card=None, pes=None):
+    """torch.maximum(a, b) with numpy broadcasting: NaN propagates; exact."""
+    return _run("broadcast", "maximum", "maximum", a, b, card=card, pes=pes)
+
+
+def minimum(a, b, *, card=None, pes=None):
+    """torch.minimum(a, b) with numpy broadcasting: NaN propagates; exact."""
+    return _run("broadcast", "minimum", "minimum", a, b, card=card, pes=pes)
+
+
+def clamp(x, min=None, max=None, *, card=None, pes=None):   # noqa: A002 (PyTorch's names)
+    """torch.clamp(x, min, max) with number bounds (None: no bound; min > max gives max, as PyTorch): max(x,
+    min) then min(., max), exact; NaN stays NaN. float32 or float16, any shape."""
+    return _run("broadcast", "clamp", "clamp", x, min, max, card=card, pes=pes)
+
+
+clip = clamp
+
+
+def _reduction(op, x, dim, keepdim, card, pes):
+    return _run("broadcast", "reduce", op, op, x, dim, keepdim, card=card, pes=pes)
+
+
+def sum(x, dim=None, keepdim=False, *, card=None, pes=None):   # noqa: A001 (torch.sum)
+    """torch.sum(x, dim, keepdim) over dim (an int, adjacent ints, or None: all) of a float32 / float16 array.
+    Over the last dims: vsum in fp64 in index order rounded once to fp32 per chunk of a row (chunk sums added
+    in fp32); over inner dims: fp32 adds in index order (fp16 accumulated in fp32). Rounded to the dtype."""
+    return _reduction("sum", x, dim, keepdim, card, pes)
+
+
+def mean(x, dim=None, keepdim=False, *, card=None, pes=None):
+    """torch.mean(x, dim, keepdim): the sum as `sum`, times fp32(1 / n). A reduction over nothing is NaN."""
+    return _reduction("mean", x, dim, keepdim, card, pes)
+
+
+def amax(x, dim=(), keepdim=False, *, card=None, pes=None):
+    """torch.amax(x, dim, keepdim) (dim=(): all dims): exact; NaN if the reduced values hold a NaN."""
+    return _reduction("amax", x, None if dim == () else dim, keepdim, card, pes)
+
+
+def argmax(x, dim=None, keepdim=False, *, card=None, pes=None):
+    """torch.argmax(x, dim, keepdim) (dim None: of the flattened array): the first index of the maximum, NaN
+    counting as the maximum (the first NaN), as PyTorch; int64."""
+    return _reduction("argmax", x, dim, keepdim, card, pes)

@@ -238,3 +238,138 @@ def test_pool_empty_inputs_and_bad_arguments():
     for f, word in bad:
         with pytest.raises(vnpu.InvalidArgument, match=word):
             f()
+
+
+# --- broadcasting elementwise ops ---------------------------------------------------------------------------------
+from vnpu.kernels import broadcast  # noqa: E402
+
+TORCH_BINARY = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "maximum": torch.maximum,
+                "minimum": torch.minimum}
+SHAPES = [((5, 7), (5, 7)), ((5, 7), (7,)), ((5, 7), (5, 1)), ((5, 1), (5, 7)), ((7,), (5, 7)), ((5, 1), (1, 7)),
+          ((1, 7), (5, 1)), ((2, 3, 5, 7), (3, 1, 1)), ((2, 1, 5, 1), (1, 3, 1, 13)), ((3,), ()), ((), (4, 3)),
+          ((2, 3, 11), (2, 1, 11)), ((1,), (1,)), ((1, 1, 1), (3, 1)), ((2, 6000), (2, 1)), ((37, 1, 3), (1, 41, 1))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("op", sorted(TORCH_BINARY))
+def test_broadcast_binary_matches_pytorch(op, dtype):
+    rng = np.random.default_rng(sorted(TORCH_BINARY).index(op))
+    for sa, sb in SHAPES:
+        a, b = with_specials(rng, sa, dtype, 0.1), with_specials(rng, sb, dtype, 0.1)
+        out = getattr(vnpu.ops, op)(a, b, card=CARD)
+        ref = TORCH_BINARY[op](t(a).float(), t(b).float()).numpy()     # PyTorch's CPU fp16 math: fp32, rounded
+        if op == "div":                              # a * recip(b): within 1.5 fp32 ulps, fp16 rounded once
+            fin = np.isfinite(ref) & (np.abs(ref) < np.finfo(dtype).max)
+            assert np.array_equal(np.isnan(out), np.isnan(ref.astype(dtype)))
+            np.testing.assert_allclose(out[fin].astype(np.float64), ref[fin].astype(dtype).astype(np.float64),
+                                       rtol=2e-7 if dtype == np.float32 else 1e-3, atol=0)
+        elif op in ("maximum", "minimum"):           # -0.0 / 0.0 ties: PyTorch's own paths differ
+            assert np.array_equal(out, ref.astype(dtype), equal_nan=True)
+        else:
+            same_bits_or_nan(out, ref.astype(dtype))
+        same_bits_or_nan(out, broadcast.reference_binary(op, a, b)) if op not in ("maximum", "minimum") else \
+            np.testing.assert_array_equal(out, broadcast.reference_binary(op, a, b))
+
+
+def test_broadcast_numbers_empty_and_errors():
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.array_equal(vnpu.ops.sub(1.0, x, card=CARD), 1.0 - x)
+    assert np.array_equal(vnpu.ops.add(x, 2, card=CARD), x + 2)
+    assert vnpu.ops.add(np.zeros((0, 3), np.float32), np.ones(3, np.float32), card=CARD).shape == (0, 3)
+    assert np.array_equal(vnpu.ops.div(np.array([1.0, -1.0, 0.0, np.inf], np.float32),
+                                       np.array([0.0, 0.0, 0.0, np.inf], np.float32), card=CARD),
+                          np.array([np.inf, -np.inf, np.nan, np.nan], np.float32), equal_nan=True)
+    for f, word in [(lambda: vnpu.ops.sub(x, np.ones(4, np.float32), card=CARD), "broadcast"),
+                    (lambda: vnpu.ops.sub(x, x.astype(np.float16), card=CARD), "same dtype"),
+                    (lambda: vnpu.ops.maximum(x.astype(np.int32), x, card=CARD), "float32 or float16"),
+                    (lambda: vnpu.ops.div(np.zeros((1,) * 5, np.float32), 1.0, card=CARD), "at most 4"),
+                    (lambda: vnpu.ops.clamp(x, card=CARD), "min and max"),
+                    (lambda: vnpu.ops.clamp(x, min="a", card=CARD), "min"),
+                    (lambda: vnpu.ops.sum(x, 2, card=CARD), "out of range"),
+                    (lambda: vnpu.ops.sum(np.zeros((2, 3, 4), np.float32), (0, 2), card=CARD), "adjacent"),
+                    (lambda: vnpu.ops.argmax(x, (0, 1), card=CARD), "dim"),
+                    (lambda: vnpu.ops.amax(np.zeros((2, 0), np.float32), 1, card=CARD), "empty"),
+                    (lambda: vnpu.ops.mean(x, keepdim=1, card=CARD), "keepdim")]:
+        with pytest.raises(vnpu.InvalidArgument, match=word):
+            f()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_clamp_matches_pytorch(dtype):
+    x = with_specials(np.random.default_rng(2), (3, 1001), dtype, 0.1)
+    for lo, hi in [(-1.0, 2.0), (None, 0.0), (-0.0, None), (3.0, -3.0)]:
+        out = vnpu.ops.clamp(x, lo, hi, card=CARD)
+        same_bits_or_nan(out, torch.clamp(t(x), lo, hi).numpy())
+
+
+# --- reductions ----------------------------------------------------------------------------------------------------
+RED_CASES = [((5, 7), -1), ((5, 7), 0), ((2, 3, 4), 1), ((2, 3, 4), (1, 2)), ((13,), None), ((3, 1, 5), 1),
+             ((2, 3, 5, 7), (0, 1)), ((1, 1), 0), ((3, 9, 2), None), ((2, 8001), 1), ((7, 2, 3), (0, 1, 2))]
+TORCH_RED = {"sum": torch.sum, "mean": torch.mean, "amax": torch.amax, "argmax": torch.argmax}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("op", sorted(TORCH_RED))
+def test_reductions_match_pytorch(op, dtype):
+    rng = np.random.default_rng(sorted(TORCH_RED).index(op))
+    for (shape, dim), keepdim in zip(RED_CASES, [False, True] * 6):
+        if op == "argmax" and isinstance(dim, tuple):
+            continue
+        x = with_specials(rng, shape, dtype, 0.08 if op in ("amax", "argmax") else 0.0)
+        if op in ("amax", "argmax") and x.size > 100:
+            x.reshape(-1)[::3] = x.reshape(-1)[1]                 # ties: the first index wins
+        out = getattr(vnpu.ops, op)(x, dim, keepdim, card=CARD)
+        tx = t(x).float()
+        ref = (TORCH_RED[op](tx, dim, keepdim) if dim is not None else
+               TORCH_RED[op](tx) if not keepdim or op != "argmax" else TORCH_RED[op](tx, None, True)).numpy()
+        if op in ("amax", "argmax"):
+            assert out.shape == ref.shape and out.dtype == (np.int64 if op == "argmax" else dtype)
+            assert np.array_equal(out, ref.astype(out.dtype), equal_nan=True), (shape, dim)
+        else:
+            ref64 = TORCH_RED[op](t(x).double(), dim, keepdim) if dim is not None else TORCH_RED[op](t(x).double())
+            mag = TORCH_RED[op](t(np.abs(x.astype(np.float64))), dim, keepdim) if dim is not None else \
+                TORCH_RED[op](t(np.abs(x.astype(np.float64))))
+            n = x.size / max(1, out.size)
+            close_to(out, ref64.numpy(), n * np.finfo(np.float32).eps * mag.numpy() +
+                     np.finfo(dtype).eps * np.abs(ref64.numpy()) + 1e-30)
+        L = x.size // max(1, out.size)
+        assert np.array_equal(out, broadcast.reference_reduce(op, x, dim, keepdim, T=broadcast.row_chunk(CARD, op, L)),
+                              equal_nan=True)
+
+
+def test_argmax_long_rows_and_special_rows():
+    x = np.full((5, 9000), -np.inf, np.float32)                  # longer than a tile on the tiny card
+    x[1, 7777] = 0.0
+    x[2, [5, 8999]] = np.nan
+    x[3, :] = 1.0
+    x[4, [3, 8998]] = np.inf
+    assert np.array_equal(vnpu.ops.argmax(x, 1, card=CARD), torch.argmax(t(x), 1).numpy())
+    y = x[:, :100].copy()
+    y[1, 50] = 0.0
+    assert np.array_equal(vnpu.ops.argmax(y, 1, card=CARD), torch.argmax(t(y), 1).numpy())
+    assert np.array_equal(vnpu.ops.argmax(y.T, 0, card=CARD), torch.argmax(t(y.T), 0).numpy())
+    assert vnpu.ops.sum(np.zeros((3, 0), np.float32), 1, card=CARD).tolist() == [0, 0, 0]
+    assert np.isnan(vnpu.ops.mean(np.zeros((3, 0), np.float32), 1, card=CARD)).all()
+
+
+@pytest.mark.parametrize("which", ["row_col", "sub_swapped", "div16", "stream", "clamp", "sum_rows", "argmax_rows",
+                                   "argmax_mid", "mean_mid16", "argmax_long"])
+def test_broadcast_kernels_agree_on_every_engine(which, monkeypatch):
+    rng = np.random.default_rng(4)
+    a = with_specials(rng, (3, 1, 6), np.float32, 0.1)
+    b = with_specials(rng, (1, 5, 1), np.float32, 0.1)
+    long1, long2 = with_specials(rng, (2, 5000), np.float32), with_specials(rng, (2, 4100), np.float32)
+    m = with_specials(rng, (5, 6), np.float32, 0.1)
+    calls = {
+        "row_col": lambda: broadcast.binary(CARD, "maximum", a, b),
+        "sub_swapped": lambda: broadcast.binary(CARD, "sub", b[0], a[0, 0]),
+        "div16": lambda: broadcast.binary(CARD, "div", a.astype(np.float16), b.astype(np.float16)),
+        "stream": lambda: broadcast.binary(CARD, "mul", long1, b[0, 0]),
+        "clamp": lambda: broadcast.clamp(CARD, a, -1.0, 1.0),
+        "sum_rows": lambda: broadcast.reduce(CARD, "sum", m, 1),
+        "argmax_rows": lambda: broadcast.reduce(CARD, "argmax", m, 1),
+        "argmax_mid": lambda: broadcast.reduce(CARD, "argmax", m, 0),
+        "mean_mid16": lambda: broadcast.reduce(CARD, "mean", a.astype(np.float16).reshape(3, 6, 1) * 2, 0),
+        "argmax_long": lambda: broadcast.reduce(CARD, "argmax", long2, 1),
+    }
+    on_every_engine(monkeypatch, calls[which])
