@@ -2,6 +2,7 @@
 reference, and print where the cycles went (JSON with --json)."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -179,10 +180,28 @@ def format_report(r):
     return "\n".join(lines)
 
 
+class _OpHelp(argparse.Action):
+    """-h / --help: the command's options, then (`vnpu op NAME --help`) the op's own parameters."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        name = getattr(namespace, "name", None)
+        if name and name != "list":
+            from vnpu.kernels.library import all_ops
+            spec = all_ops().get(name)
+            if spec is not None:
+                print(f"\n{name}: {spec.doc}\nparameters (--name value):")
+                for k, v in spec.params.items():
+                    choices = f" (one of {', '.join(map(str, spec.choices[k]))})" if k in spec.choices else ""
+                    print(f"  --{k:<20} default {v}{choices}")
+        parser.exit()
+
+
 @extra_command
 def register(sub):
     p = sub.add_parser("op", help="run one library kernel on random data and check it against its reference",
-                       allow_abbrev=False)   # --h is conv2d's height, not --help
+                       allow_abbrev=False, add_help=False)   # --h is conv2d's height, not --help
+    p.add_argument("-h", "--help", action=_OpHelp, nargs=0, help="show this help (with NAME: the op's parameters)")
     p.add_argument("name", help="the op (vnpu op list shows them)")
     p.add_argument("--config", default="reference")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
