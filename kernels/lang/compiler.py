@@ -44,6 +44,11 @@ class RegisterPressure(KernelError):
     """More values live at once than registers (the compiler retries once without reusing values)."""
 
 
+class LocalMemoryFull(KernelError):
+    """Tiles live at once exceed local memory (the compiler retries waiting for each store at once, so the
+    tile it reads is free sooner)."""
+
+
 def fits24(c):
     return -(1 << 23) <= c < (1 << 23)
 
@@ -173,9 +178,7 @@ class Scalar:
             return Scalar(self.cc, None, self.const // o.const)
         if o.static and o.const > 0 and o.const & (o.const - 1) == 0:
             return self.cc.alui("srai", self, o.const.bit_length() - 1)
-        # div rounds toward zero; floor division of a non-negative value by a positive one agrees (the
-        # kernels' indices and sizes are non-negative)
-        return self.cc.alu("div", self, o)
+        return self.cc.floor_divmod(self, o)[0]
 
     def __mod__(self, o):
         o = self._lift(o)
@@ -185,7 +188,7 @@ class Scalar:
             return Scalar(self.cc, None, self.const % o.const)
         if o.static and o.const > 0 and o.const & (o.const - 1) == 0:
             return self.cc.alui("andi", self, o.const - 1)
-        return self.cc.alu("rem", self, o)
+        return self.cc.floor_divmod(self, o)[1]
 
     def __lt__(self, o):
         return Cond("lt", self, self._lift(o))
@@ -265,8 +268,8 @@ class Sync:
 class Compiler:
     """The state of one kernel's trace: code, registers, buffers, queues. `ops` (kernels/lang/api.py) calls it."""
 
-    def __init__(self, name, config, filename, reuse=True):
-        self.name, self.config, self.filename, self.reuse = name, config, filename, reuse
+    def __init__(self, name, config, filename, reuse=True, eager=False):
+        self.name, self.config, self.filename, self.reuse, self.eager = name, config, filename, reuse, eager
         self.code, self.prologue = [], []
         self.nregs = 0
         self.buffers, self.loops = [], []
@@ -303,12 +306,12 @@ class Compiler:
             self.pipeline.half_bufs[self.pipeline.half].add(b.id)
         return b
 
-    def arg_reg(self, name, kind, dtype):
+    def arg_reg(self, name, kind, dtype, line=None):
         """The register of the next kernel argument (r1, r2, ...)."""
         n = len(self.args) + 1
         if n > T.MAX_KERNEL_ARGS:
             raise KernelError(f"kernel {self.name} has more than {T.MAX_KERNEL_ARGS} arguments (tensors, scalars "
-                              f"and vnpu.output tensors together)")
+                              f"and vnpu.output tensors together)", line=line)
         reg = VReg(-1 - n, name, phys=n)
         self.args.append((name, kind, dtype, reg))
         return reg
@@ -324,7 +327,14 @@ class Compiler:
         return None
 
     def scalar(self, v):
-        return v if isinstance(v, Scalar) else Scalar(self, None, int(v))
+        if isinstance(v, Scalar):
+            return v
+        if v is None:
+            raise KernelError("a length not known while compiling (the first dimension of an anysize tensor): pass "
+                              "it to the kernel as an int argument")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise KernelError(f"expected an integer (a card value or a Python int), got {type(v).__name__} {v!r}")
+        return Scalar(self, None, int(v))
 
     # --- emitting --------------------------------------------------------------------------------------
     def emit(self, mnemonic, *ops, defs=(), keeps=()):
@@ -448,6 +458,13 @@ class Compiler:
         self.derive[r] = (mnemonic, a, int(imm), True)
         self.cache[-1][key] = r
         return Scalar(self, {r: 1}, 0)
+
+    def floor_divmod(self, a, b):
+        """(a // b, a % b) with Python's signs: div and rem round toward zero, so when the remainder is not 0 and
+        its sign differs from b's, the quotient moves down by one and b joins the remainder."""
+        q, r = self.alu("div", a, b), self.alu("rem", a, b)
+        adj = self.alu("and", self.alu("slt", self.alu("xor", r, b), 0), self.alu("sltu", 0, r))
+        return self.alu("sub", q, adj), self.alu("add", r, self.alu("mul", adj, b))
 
     def shiftable(self, v, var, first_reg):
         """Can v be computed before the loop body that made it (registers from outside, the loop variable,
@@ -727,7 +744,7 @@ class Compiler:
                 base = max(base, pend)
             if base + size > self.local_bytes:
                 used = sum(p[3] - p[2] for p in placed if not (p[1] < lo or p[0] > hi))
-                raise KernelError(f"a tile of {buf.nbytes} bytes does not fit local memory: {used} of "
+                raise LocalMemoryFull(f"a tile of {buf.nbytes} bytes does not fit local memory: {used} of "
                                   f"{self.local_bytes} bytes are in use there by tiles live at the same time",
                                   line=buf.where)
             buf.base = base
@@ -736,7 +753,7 @@ class Compiler:
     def text(self, code, args):
         out = [f".kernel {self.name}"]
         for name, kind, dtype, _ in args:
-            out.append(f".arg {name}, {kind}, {dtype}")
+            out.append(f".arg {_arg_name(name)}, {kind}, {dtype}")
         shown, pc = None, 0
         self.pc_lines = []             # pc -> (file, line, text) of the source that made the instruction
         n_prologue = len(self.prologue)
@@ -764,6 +781,16 @@ class Compiler:
         return "\n".join(out) + "\n"
 
 
+def _arg_name(name):
+    """The argument's name in the module: instructions name registers (and semaphores, engines, enum choices)
+    in the same namespace, so a parameter called r0 or s1 gets a suffix instead of shadowing them."""
+    import re
+    reserved = {"zero"} | {c for f in vars(T).values() if isinstance(f, T.Field) for c in f.choices}
+    if re.fullmatch(r"[rse]\d+", name) or name in reserved or name in T.BY_MNEMONIC:
+        return name + "_arg"
+    return name
+
+
 def _flat(code):
     out = []
     for ins in code:
@@ -775,7 +802,7 @@ def _flat(code):
 
 
 PURE = {"li", "lih", "addi", "add", "sub", "mul", "muli", "shli", "srai", "andi", "min", "max", "div", "rem",
-        "csrr"}
+        "csrr", "and", "or", "xor", "slt", "sltu"}
 
 
 def _dead_code_removed(code):

@@ -21,7 +21,7 @@ import numpy as np
 from vnpu.errors import InvalidArgument
 
 from . import api
-from .compiler import DTYPES, Compiler, RegisterPressure, Scalar
+from .compiler import DTYPES, Compiler, LocalMemoryFull, RegisterPressure, Scalar
 from .errors import KernelError
 from .interpreter import ITensor, PE, Shared
 from .lowering import F32Arg, Lowering, Tensor
@@ -236,6 +236,41 @@ class Kernel:
         functools.update_wrapper(self, fn)
 
     @property
+    def stored(self):
+        """Parameters the source passes to store / transfer / embedding_bag as their destination (what a run
+        returns when the kernel returns nothing, also when the store sits in a loop that ran no iteration)."""
+        if getattr(self, "_stored", None) is None:
+            try:
+                tree = ast.parse(textwrap.dedent(inspect.getsource(self.fn)))
+            except (OSError, TypeError, SyntaxError):
+                tree = None
+            found = set()
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, ast.Call):
+                    name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                    pos = {"store": 0, "transfer": 0, "embedding_bag": 3}.get(name)
+                    if pos is not None and len(node.args) > pos:
+                        target = node.args[pos]
+                        while isinstance(target, (ast.Subscript, ast.Attribute, ast.Call)):
+                            target = target.value if not isinstance(target, ast.Call) else target.func
+                        if isinstance(target, ast.Name):
+                            found.add(target.id)
+            self._stored = found
+        return self._stored
+
+    @property
+    def def_line(self):
+        """(file, line, text) of the kernel's `def` (where argument errors point)."""
+        import linecache
+        code = self.fn.__code__
+        line = code.co_firstlineno
+        text = linecache.getline(code.co_filename, line).strip()
+        while text.startswith("@"):
+            line += 1
+            text = linecache.getline(code.co_filename, line).strip()
+        return code.co_filename, line, text
+
+    @property
     def traced_fn(self):
         if self._traced is None:
             self._traced = rewrite(self.fn)
@@ -246,9 +281,11 @@ class Kernel:
             params = list(inspect.signature(self.fn, eval_str=True).parameters.values())
         except Exception:       # noqa: BLE001 (an annotation naming something else: not ours)
             params = list(inspect.signature(self.fn).parameters.values())
+
+        def bad(message):
+            return KernelError(f"kernel {self.name}: {message}", line=self.def_line)
         if len(args) != len(params):
-            raise InvalidArgument(f"kernel {self.name} takes {len(params)} arguments "
-                                  f"({', '.join(p.name for p in params)}), got {len(args)}")
+            raise bad(f"takes {len(params)} arguments ({', '.join(p.name for p in params)}), got {len(args)}")
         spec = []
         for p, a in zip(params, args):
             if p.annotation is api.constexpr or p.annotation == "vnpu.constexpr" or p.annotation == "constexpr" \
@@ -257,27 +294,23 @@ class Kernel:
             elif isinstance(a, (np.ndarray, Shared_)):
                 arr = a.array if isinstance(a, Shared_) else a
                 if arr.dtype not in DTYPES:
-                    raise InvalidArgument(f"kernel {self.name}: argument {p.name} has dtype {arr.dtype}; tensors "
-                                          f"are float32, float16, int8, int32 or int64")
-                shape = arr.shape
+                    raise bad(f"argument {p.name} has dtype {arr.dtype}; tensors are float32, float16, int8, int32 "
+                              f"or int64")
                 if arr.ndim == 0:
-                    raise InvalidArgument(f"kernel {self.name}: argument {p.name} is a 0-d array; pass a number "
-                                          f"(a scalar argument) or an array with at least one dimension")
+                    raise bad(f"argument {p.name} is a 0-d array; pass a number (a scalar argument) or an array "
+                              f"with at least one dimension")
+                shape = arr.shape
                 if p.annotation is api.anysize or p.annotation in ("vnpu.anysize", "anysize"):
-                    if arr.ndim < 1:
-                        raise InvalidArgument(f"kernel {self.name}: argument {p.name} is annotated anysize and "
-                                              f"must have a first dimension, got shape {arr.shape}")
                     shape = (None,) + arr.shape[1:]
                 spec.append((p.name, "tensor", (shape, DTYPES[arr.dtype], isinstance(a, Shared_))))
             elif isinstance(a, (bool, np.bool_)):
-                raise InvalidArgument(f"kernel {self.name}: argument {p.name} is a bool; pass an int")
+                raise bad(f"argument {p.name} is a bool; pass an int")
             elif isinstance(a, (int, np.integer)):
                 spec.append((p.name, "int", None))
             elif isinstance(a, (float, np.floating)):
                 spec.append((p.name, "float", None))
             else:
-                raise InvalidArgument(f"kernel {self.name}: argument {p.name} must be a numpy array, an int or a "
-                                      f"float, got {type(a).__name__}")
+                raise bad(f"argument {p.name} must be a numpy array, an int or a float, got {type(a).__name__}")
         return tuple(spec)
 
     # --- compiling ---------------------------------------------------------------------------------------
@@ -294,15 +327,26 @@ class Kernel:
             return self._cache[key]
 
     def _compile(self, spec, config):
-        try:
-            return self._compile_once(spec, config, reuse=True)
-        except RegisterPressure:
-            return self._compile_once(spec, config, reuse=False)
+        """Compile; when values reused across the kernel keep too many registers live, again without reuse;
+        when tiles live at once do not fit local memory, again waiting for each store at once."""
+        reuse, eager = True, False
+        while True:
+            try:
+                return self._compile_once(spec, config, reuse, eager)
+            except RegisterPressure:
+                if not reuse:
+                    raise
+                reuse = False
+            except LocalMemoryFull:
+                if eager:
+                    raise
+                eager = True
 
-    def _compile_once(self, spec, config, reuse):
+    def _compile_once(self, spec, config, reuse, eager=False):
         from vnpu.isa.asm import assemble
         fn = self.traced_fn
-        cc = Compiler(self.name, config, fn.__code__.co_filename, reuse)
+        cc = Compiler(self.name, config, fn.__code__.co_filename, reuse, eager)
+        cc.def_line = self.def_line
         low = Lowering(cc)
         call, params = [], []
         for name, kind, v in spec:
@@ -311,7 +355,8 @@ class Kernel:
                 params.append(("const",))
                 continue
             reg = cc.arg_reg(name, "buffer" if kind == "tensor" else "scalar",
-                             {"tensor": v[1] if kind == "tensor" else None, "int": "i64", "float": "f32"}[kind])
+                             {"tensor": v[1] if kind == "tensor" else None, "int": "i64", "float": "f32"}[kind],
+                             line=self.def_line)
             if kind == "tensor":
                 call.append(Tensor(cc, name, reg, v[0], v[1]))
                 params.append(("tensor", name))
@@ -335,7 +380,7 @@ class Kernel:
         text = cc.text(code, cc.args)
         image = assemble(text, source=f"kernel {self.name}")
         outputs = [(t.name, t.shape, t.dtype) for t in cc.outputs]
-        written = [n for n, kind, _ in spec if kind == "tensor" and n in cc.written]      # in argument order
+        written = [n for n, kind, _ in spec if kind == "tensor" and (n in cc.written or n in self.stored)]
         comp = Compiled(self.name, text, image, params, outputs, written, returns)
         comp.pc_lines = cc.pc_lines
         return comp
@@ -431,6 +476,8 @@ class Kernel:
             except BaseException as e:       # noqa: BLE001 (reported below, first PE's first)
                 errors[p] = e
                 sh.barrier.abort()
+            finally:
+                sh.barrier.leave()           # a PE that has left can reach no later barrier: nobody waits
         threads = [threading.Thread(target=run, args=(p,)) for p in range(npe)]
         for t in threads:
             t.start()
@@ -444,7 +491,8 @@ class Kernel:
                 raise e
         ret = rets[0]
         if ret is None:
-            got = [t.array for t in tensors.values() if sh.writer[t.name].max(initial=-1) >= 0]
+            ran = {t.name for t in tensors.values() if sh.writer[t.name].max(initial=-1) >= 0}
+            got = [tensors[n].array for n, kind, _ in spec if kind == "tensor" and (n in ran or n in self.stored)]
             return got[0] if len(got) == 1 else tuple(got)
         if isinstance(ret, tuple):
             return tuple(r.array for r in ret)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .compiler import ITEMSIZE, NUMPY
 from .errors import KernelError
-from .lowering import MATRIX_OUT, StaticIf
+from .lowering import MATRIX_OUT, StaticIf, _same_number
 
 INT_FILL = {"i8": -128, "i32": -(1 << 31), "i64": -(1 << 63)}
 
@@ -35,7 +35,7 @@ class Shared:
 
     def __init__(self, npe, tensors):
         self.npe, self.tensors = npe, tensors
-        self.barrier = threading.Barrier(npe)
+        self.barrier = _Barrier(npe, self)
         self.lock = threading.Lock()
         self.epoch = 0
         # per tensor name: last writer PE and last reader PE per element, and the barrier epoch of each
@@ -43,6 +43,45 @@ class Shared:
         self.wepoch = {n: np.full(t.array.size, -1, np.int64) for n, t in tensors.items()}
         self.reader = {n: np.full(t.array.size, -1, np.int16) for n, t in tensors.items()}
         self.repoch = {n: np.full(t.array.size, -1, np.int64) for n, t in tensors.items()}
+
+
+class _Barrier:
+    """All PEs of the launch meet; a PE that has finished (or failed) can reach no later barrier, so the ones
+    waiting then learn at once that theirs will not complete (no timeout to sit out)."""
+
+    def __init__(self, n, shared):
+        self.n, self.shared = n, shared
+        self.cond = threading.Condition()
+        self.count = self.generation = self.left = 0
+        self.broken = False
+
+    def wait(self, pe):
+        with self.cond:
+            generation = self.generation
+            self.count += 1
+            if self.count == self.n:
+                self.count = 0
+                self.generation += 1
+                self.shared.epoch += 1          # what PEs wrote before the barrier is ordered before what follows
+                self.cond.notify_all()
+                return
+            while generation == self.generation:
+                if self.broken or self.left:
+                    self.broken = True
+                    self.cond.notify_all()
+                    raise KernelError(f"PE {pe} waits at a barrier that not every PE reaches (a PE finished or "
+                                      f"failed without it)")
+                self.cond.wait(timeout=1.0)
+
+    def leave(self):
+        with self.cond:
+            self.left += 1
+            self.cond.notify_all()
+
+    def abort(self):
+        with self.cond:
+            self.broken = True
+            self.cond.notify_all()
 
 
 class ITensor:
@@ -159,7 +198,7 @@ def _checked_range(r, frame, names):
         after = frame.f_locals
         for n in names:
             v = after.get(n)
-            if n in before and before[n] is not None and before[n] is not v and isinstance(v, ITile):
+            if n in before and before[n] is not None and before[n] is not v and not _same_number(before[n], v):
                 raise KernelError(f"`{n}` is bound before a loop on the card and rebound inside it; the compiler "
                                   f"traces the body once, so the new value would not carry to the next iteration. "
                                   f"Update a tile in place (`{n} += ...`, out=) or use a new name")
@@ -483,15 +522,7 @@ class PE:
         return max(a, b)
 
     def barrier(self):
-        sh = self.shared
-        try:
-            k = sh.barrier.wait(timeout=30)
-        except threading.BrokenBarrierError:
-            raise KernelError(f"PE {self.pe} waits at a barrier that not every PE reaches") from None
-        if k == 0:
-            with sh.lock:
-                sh.epoch += 1
-        sh.barrier.wait(timeout=30)
+        self.shared.barrier.wait(self.pe)
 
     def range(self, start, stop, step=1, pipeline=False, names=()):
         import sys

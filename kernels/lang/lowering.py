@@ -107,7 +107,8 @@ class View:
                 if _static(ix) and size is not None and not 0 <= ix < size:
                     raise KernelError(f"{tensor.name}: index {ix} is outside dimension {d} of size {size}")
                 offset = offset + cc.scalar(ix) * stride
-        dims = [dm for dm in dims]
+        if not dims:               # one element, x[i, j]: a block of one
+            dims = [[1, 1, 1]]
         if len(dims) > 2:
             raise KernelError(f"{tensor.name}: a block has at most 2 dimensions, this one has {len(dims)}")
         if len(dims) == 2 and dims[1][2] != 1:
@@ -449,6 +450,8 @@ class Lowering:
         cc.depend(op.hw, op.reads, op.writes)
         cc.issued(cc.q(f"e{eng}"), op)
         self._emit_store(view, tile, eng, cc.q(f"e{eng}"))
+        if cc.eager:       # local memory is tight: the tile is free once its store is done
+            cc._wait(cc.q(f"e{eng}"), len(cc.sync.pending[cc.q(f"e{eng}")]))
 
     def _emit_store(self, view, tile, eng, queue, shift=None):
         cc = self.cc
@@ -586,10 +589,12 @@ class Lowering:
         return dst
 
     def convert(self, a, dtype, scale=1.0, zero_point=0, qparam=None):
-        from .compiler import DTYPES, f32_bits
-        dt = DTYPES.get(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
-        if dt not in ("f32", "f16", "i32", "i8"):
-            raise KernelError(f"astype to {dtype!r}: the vector unit converts between f32, f16, i32 and i8")
+        from .api import _dtype
+        from .compiler import f32_bits
+        try:
+            dt = _dtype(dtype)
+        except KernelError:
+            raise KernelError(f"astype to {dtype!r}: the vector unit converts between f32, f16, i32 and i8") from None
         if qparam is not None:        # a run-time scale and zero point (fp32 bits low, int32 high)
             q = qparam
         else:
@@ -765,13 +770,18 @@ class DynamicIf:
         cc.place(self.done)
 
 
+def _same_number(a, b):
+    numbers = (int, float, np.integer, np.floating)
+    return isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and a == b
+
+
 def _check_rebinding(before, frame, what, names):
     """names (from the front end's look at the source): variables read before they are assigned in a loop
     body, or assigned in a branch and read after it. Rebinding one to a new card value inside is an error."""
     after = frame.f_locals
     for name in names:
         v = after.get(name)
-        if name in before and before[name] is not v and isinstance(v, (Scalar, Tile)):
+        if name in before and before[name] is not v and not _same_number(before[name], v):
             raise KernelError(f"`{name}` is bound before {what} and rebound inside it; the compiler traces the "
                               f"body once, so the new value would not carry to the next iteration or past the "
                               f"branch. Update a tile in place (`{name} += ...`, out=) or use a new name")

@@ -288,11 +288,9 @@ def rebind_python_int(x, y, n):
         j += 4  # E-PYINT
 
 
-# BUG(lang): a Python int rebound in a card loop keeps its first-iteration value on the card (the body is
-# traced once) while the interpreter follows Python; no KernelError is raised (only Scalars/Tiles are checked)
-# def test_rebinding_a_python_value_in_a_card_loop():
-#     x = np.arange(12, dtype=F32)
-#     _rebind(rebind_python_int, "E-PYINT", x, np.zeros_like(x), 12, match="`j` is bound before a loop")
+def test_rebinding_a_python_value_in_a_card_loop():
+    x = np.arange(12, dtype=F32)
+    _rebind(rebind_python_int, "E-PYINT", x, np.zeros_like(x), 12, match="`j` is bound before a loop")
 
 
 def test_return_inside_a_card_if():
@@ -334,13 +332,12 @@ def test_too_many_kernel_arguments():
     assert (y == 2.5).all()
 
 
-# BUG(lang): too many kernel parameters is reported at the line of the call (k(...)), not at the kernel's `def`
-# def test_too_many_kernel_arguments_named_at_the_def():
-#     x = np.zeros(4, F32)
-#     with pytest.raises(vnpu.KernelError) as ei:
-#         sixteen(x, x.copy(), *range(14))
-#     fn = sixteen.fn
-#     assert str(ei.value).startswith(f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno + 1}: ")
+def test_too_many_kernel_arguments_named_at_the_def():
+    x = np.zeros(4, F32)
+    with pytest.raises(vnpu.KernelError) as ei:
+        sixteen(x, x.copy(), *range(14))
+    fn = sixteen.fn
+    assert str(ei.value).startswith(f"{fn.__code__.co_filename}:{fn.__code__.co_firstlineno + 1}: ")
 
 
 @vnpu.kernel
@@ -380,14 +377,12 @@ def test_bad_argument_types(bad, what):
         copy_kernel.interpret(bad, x)
 
 
-# BUG(lang): argument errors of k(...) (count, types) are plain InvalidArgument, not KernelError, and carry
-# no FILE:LINE prefix of the call
-# def test_argument_errors_are_kernel_errors():
-#     x = np.zeros(4, F32)
-#     for args in ((x,), ([1.0], x), (True, x), (np.zeros(4), x)):
-#         with pytest.raises(vnpu.KernelError) as ei:
-#             copy_kernel(*args)
-#         assert str(ei.value).startswith(f"{HERE}:")
+def test_argument_errors_are_kernel_errors():
+    x = np.zeros(4, F32)
+    for args in ((x,), ([1.0], x), (True, x), (np.zeros(4), x)):
+        with pytest.raises(vnpu.KernelError) as ei:
+            copy_kernel(*args)
+        assert str(ei.value).startswith(f"{HERE}:")
 
 
 @vnpu.kernel
@@ -397,11 +392,9 @@ def anysize_length(x: vnpu.anysize, y: vnpu.anysize):
         vnpu.store(y[i:vnpu.minimum(i + 16, hi)], vnpu.load(x[i:vnpu.minimum(i + 16, hi)]))
 
 
-# BUG(lang): the length of an anysize tensor (None while compiling) used as a number ends in a TypeError from
-# Compiler.scalar (int(None)), not a KernelError at the line; the interpreter runs the kernel
-# def test_length_of_an_anysize_tensor():
-#     x = np.arange(50, dtype=F32)
-#     expect(anysize_length, "E-ANYLEN", x, np.zeros_like(x), match="anysize")
+def test_length_of_an_anysize_tensor():
+    x = np.arange(50, dtype=F32)
+    expect(anysize_length, "E-ANYLEN", x, np.zeros_like(x), match="anysize")
 
 
 # --- after an error --------------------------------------------------------------------------------------------

@@ -176,14 +176,13 @@ def element(x, y, i):
     vnpu.store(y[0, 0], vnpu.load(x[0, 0]) + 1.0)
 
 
-# BUG(lang): a store to a single-element view y[i] (no slice) fails to compile: IndexError in Lowering.store
-# def test_store_single_element(engine):
-#     x = np.arange(2, 8, dtype=F32).reshape(2, 3)
-#     _, (_, y, _) = run(element, x, np.zeros((3, 3), F32), 1, engine=engine, pes=1)
-#     want = np.zeros((3, 3), F32)
-#     want[2] = x[1]
-#     want[0, 0] = x[0, 0] + 1
-#     assert np.array_equal(y, want)
+def test_store_single_element(engine):
+    x = np.arange(2, 8, dtype=F32).reshape(2, 3)
+    _, (_, y, _) = run(element, x, np.zeros((3, 3), F32), 1, engine=engine, pes=1)
+    want = np.zeros((3, 3), F32)
+    want[2] = x[1]
+    want[0, 0] = x[0, 0] + 1
+    assert np.array_equal(y, want)
 
 
 @vnpu.kernel
@@ -1058,17 +1057,15 @@ def negative_math(x, y, n):
         vnpu.store(y[k:k + 1], vnpu.load(x[k:k + 1]))
 
 
-# BUG(lang): // and % of a negative card integer by a non-power-of-two truncate on the card (div/rem) but floor in
-# the interpreter (Python): (11 - 20) % 7 is 5 interpreted and -2 on the card; (10 - 20) // 3 is -4 and -3
-# @pytest.mark.parametrize("n", [11, 10])
-# def test_scalar_arithmetic_negative(engine, n):
-#     x = np.arange(1, 61, dtype=F32)
-#     _, (_, y, _) = run(negative_math, x, np.zeros(60, F32), n, engine=engine, pes=1)
-#     want = np.zeros(60, F32)
-#     a = n - 20
-#     for k in [30 + a // 3, 30 + a % 7, 30 + a // 4, 30 + a % 8]:
-#         want[k] = x[k]
-#     assert np.array_equal(y, want)
+@pytest.mark.parametrize("n", [11, 10])
+def test_scalar_arithmetic_negative(engine, n):
+    x = np.arange(1, 61, dtype=F32)
+    _, (_, y, _) = run(negative_math, x, np.zeros(60, F32), n, engine=engine, pes=1)
+    want = np.zeros(60, F32)
+    a = n - 20
+    for k in [30 + a // 3, 30 + a % 7, 30 + a // 4, 30 + a % 8]:
+        want[k] = x[k]
+    assert np.array_equal(y, want)
 
 
 @vnpu.kernel
@@ -1194,13 +1191,11 @@ def test_local_memory_reused_by_loop_iterations():
     assert np.array_equal(y, f32_of(x.astype(np.float64) + 1))
 
 
-# BUG(lang): a tile whose store is still in flight stays allocated until the kernel's end (no wait is placed to
-# free it), so unrolled phases that each fit local memory fail: "a tile of 160000 bytes does not fit local memory"
-# def test_local_memory_reused_by_unrolled_phases():
-#     T = 40000
-#     x = _data(3 * T, F32)
-#     y, _ = big_tiles_phases(x, np.zeros_like(x), T, pes=1)
-#     assert np.array_equal(y, f32_of(x.astype(np.float64) + 1))
+def test_local_memory_reused_by_unrolled_phases():
+    T = 40000
+    x = _data(3 * T, F32)
+    y, _ = big_tiles_phases(x, np.zeros_like(x), T, pes=1)
+    assert np.array_equal(y, f32_of(x.astype(np.float64) + 1))
 
 
 @vnpu.kernel
@@ -1250,13 +1245,10 @@ def param_r0(x, y, r0):
     vnpu.store(y, vnpu.load(x) + 1.0)
 
 
-# BUG(lang): a kernel parameter named like a register (r0 here) is an `.arg r0` alias in the assembly, which the
-# assembler resolves before the register: `sw r5, 0(r0)` and `max r6, r5, r0` then use the argument, not zero.
-# Observed y == [0, 0, 0, 0] on the card; expected [1, 1, 1, 1] (the interpreter's)
-# def test_parameter_named_like_a_register(engine):
-#     x = np.zeros(4, F32)
-#     _, (_, y, _) = run(param_r0, x, np.zeros_like(x), 3, engine=engine, pes=1)
-#     assert np.array_equal(y, x + 1)
+def test_parameter_named_like_a_register(engine):
+    x = np.zeros(4, F32)
+    _, (_, y, _) = run(param_r0, x, np.zeros_like(x), 3, engine=engine, pes=1)
+    assert np.array_equal(y, x + 1)
 
 
 @vnpu.kernel
@@ -1274,11 +1266,10 @@ def test_written_arguments_returned_in_argument_order(engine):
     assert len(res) == 2 and res[0] is zz and res[1] is aa       # updated in place, in argument order
 
 
-# BUG(lang): a run whose loop stores nothing (zero trips) returns y on the card and () from the interpreter
-# def test_zero_trip_run_returns_the_argument(engine):
-#     x = np.arange(8, dtype=F32)
-#     res, (_, y, _, _) = run(bounded_loop, x, np.zeros_like(x), 3, 3, engine=engine)
-#     assert res is y and not y.any()
+def test_zero_trip_run_returns_the_argument(engine):
+    x = np.arange(8, dtype=F32)
+    res, (_, y, _, _) = run(bounded_loop, x, np.zeros_like(x), 3, 3, engine=engine)
+    assert res is y and not y.any()
 
 
 @vnpu.kernel
@@ -1301,9 +1292,7 @@ def test_astype_dtype_spellings(engine):
     assert np.array_equal(a, want) and np.array_equal(b, want) and np.array_equal(c, want)
 
 
-# BUG(lang): astype("float16") (a numpy dtype name) compiles to a KernelError ("astype to 'float16'") while the
-# interpreter accepts it (api._dtype); the compiler's convert only takes "f16"-style strings or dtypes
-# def test_astype_numpy_dtype_name(engine):
-#     x = _data(20, F32)
-#     _, (_, a) = run(astype_numpy_name, x, np.zeros(20, F16), engine=engine, pes=1)
-#     assert np.array_equal(a, torch.from_numpy(x).half().numpy())
+def test_astype_numpy_dtype_name(engine):
+    x = _data(20, F32)
+    _, (_, a) = run(astype_numpy_name, x, np.zeros(20, F16), engine=engine, pes=1)
+    assert np.array_equal(a, torch.from_numpy(x).half().numpy())
