@@ -283,6 +283,7 @@ class Compiler:
         self.bounds = {}               # register holding min(a, b) -> (a, b)
         self.derive = {}               # register -> (mnemonic, a, b, b is an immediate): how it was computed
         self.logs = []                 # per open loop body: ([(queue, AsyncOp)], {queues waited for})
+        self.nonneg_regs = set()       # registers known to hold values >= 0 (for cheaper // and %)
         self.engines = int(config.dma.engines_per_pe)
         self.local_bytes = int(config.local_memory.bytes)
         self.weights = None            # the tile the matrix unit holds (trace-time knowledge, reset at joins)
@@ -442,6 +443,9 @@ class Compiler:
         r = self.vreg("v")
         self.emit(mnemonic, r, self.reg(a), self.reg(b), defs=(r,))
         self.derive[r] = (mnemonic, a, b, False)
+        if (mnemonic in ("div", "rem", "min", "add", "mul") and self.nonneg(a) and self.nonneg(b)) or \
+                (mnemonic == "max" and (self.nonneg(a) or self.nonneg(b))) or mnemonic in ("slt", "sltu"):
+            self.nonneg_regs.add(r.id)
         if mnemonic == "min":
             self.bounds[r] = (a, b)   # x[i : min(i + T, hi)] has T elements at most
         self.cache[-1][key] = r
@@ -456,12 +460,21 @@ class Compiler:
         r = self.vreg("v")
         self.emit(mnemonic, r, self.reg(a), int(imm), defs=(r,))
         self.derive[r] = (mnemonic, a, int(imm), True)
+        if self.nonneg(a) and (mnemonic == "srai" or (mnemonic == "andi" and int(imm) >= 0)):
+            self.nonneg_regs.add(r.id)
         self.cache[-1][key] = r
         return Scalar(self, {r: 1}, 0)
+
+    def nonneg(self, v):
+        """Is v known to be >= 0 (non-negative registers with non-negative coefficients, constant >= 0)?"""
+        v = self.scalar(v)
+        return v.const >= 0 and all(c > 0 and r.id in self.nonneg_regs for r, c in v.terms.items())
 
     def floor_divmod(self, a, b):
         """(a // b, a % b) with Python's signs: div and rem round toward zero, so when the remainder is not 0 and
         its sign differs from b's, the quotient moves down by one and b joins the remainder."""
+        if self.nonneg(a) and self.nonneg(b):      # both >= 0: truncation is floor
+            return self.alu("div", a, b), self.alu("rem", a, b)
         q, r = self.alu("div", a, b), self.alu("rem", a, b)
         adj = self.alu("and", self.alu("slt", self.alu("xor", r, b), 0), self.alu("sltu", 0, r))
         return self.alu("sub", q, adj), self.alu("add", r, self.alu("mul", adj, b))
@@ -499,6 +512,7 @@ class Compiler:
         key = ("csr", name)
         if key not in self.cache[0]:
             r = self.vreg(name)
+            self.nonneg_regs.add(r.id)          # pe_id, pe_count, cycle, ...
             self.prologue.append(Insn("csrr", (r, name), (r,), source_line(self.filename)))
             self.cache[0][key] = r
         return Scalar(self, {self.cache[0][key]: 1}, 0)

@@ -687,7 +687,7 @@ class Lowering:
     def split(self, n, align=1):
         cc = self.cc
         npe = self.pe_count()
-        chunk = (cc.scalar(n) + npe - 1) // npe
+        chunk = cc.alu("div", cc.scalar(n) + npe - 1, npe)      # n >= 0: truncation is ceil's floor here
         if align > 1:
             chunk = cc.alui("andi", chunk + (align - 1), -align)
         lo = self.minimum(self.pe_id() * chunk, n)
@@ -850,6 +850,8 @@ def _loop(cc, start, stop, step, pipeline, names=()):
             return
     var = cc.vreg("i")
     cc.emit("addi", var, cc.reg(start), 0, defs=(var,))
+    if step > 0 and cc.nonneg(start):
+        cc.nonneg_regs.add(var.id)          # counts up from a value >= 0
     i = Scalar(cc, {var: 1})
     if pipeline:
         if step < 0 or cc.pipeline is not None:
