@@ -45,7 +45,7 @@ from .pool import _card_key, launch
 ALIGN = 64
 RESERVE = 8192
 TILE_MAX = 16384
-ROWS_WITH_COLUMNS = 32       # rows per block when an operand is a column (one vector op per row)
+ROWS_WITH_COLUMNS = 256      # rows per block when an operand is a column (one vector op per row)
 EB = {"f32": 4, "f16": 2}
 NP = {"f32": np.float32, "f16": np.float16}
 DT = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16"}
@@ -155,6 +155,26 @@ def _apply(op, a, ak, b, bk, dt):
     return f(b, a)
 
 
+def _apply_rows(op, a, b, row, col, nrow, C, dt):
+    """a op b row by row, operand `row` ("a" or "b") being one row of C values (1-D) for every row and the
+    other a (nrow, C) block or, col, an (nrow, 1) column: one vector op per row into an (nrow, C) block."""
+    if dt == "f16":
+        a, b = a.astype("f32"), b.astype("f32")
+    if op == "div":                      # a * (1 / b): the reciprocal of the whole divisor once
+        op, b = "mul", lang.recip(b)
+    if op == "sub" and row == "b" and col:
+        op, b = "add", lang.mul(b, -1.0)  # scalar - row = (-row) + scalar, exactly
+    y = lang.empty((nrow, C), "f32" if dt == "f16" else dt)
+    f = getattr(lang, op)
+    for r in lang.static_range(nrow):
+        x = (b if row == "a" else a)[r]  # this row's values, or its one value
+        first, second = (a, x) if row == "a" else (x, b)
+        if col and row == "b":           # (one value) op (row): the row first (op is commutative here)
+            first, second = second, first
+        f(first, second, out=y[r])
+    return y if dt == "f32" else y.astype(dt)
+
+
 def _offsets(g, o):
     """Each operand's element offset of outer index o (a card integer), over the outer dimensions."""
     offa, offb = 0, 0
@@ -196,14 +216,21 @@ def _binary(a, b, out, g: lang.constexpr):
                     ops[name] = t.reshape(t.shape[0], 1)
             # the rows of this block (the interpreter's tiles hold only the valid ones)
             nrow = next(t.shape[0] for t in ops.values())
+            per_row = None
             for name, x, kind, off, rep in (("a", a, ka, offa, rep_a), ("b", b, kb, offb, rep_b)):
-                if kind == "row":
-                    ops[name] = (rep if rep is not None else lang.repeat(lang.load(x[off:off + C]), R))[0:nrow]
+                if kind == "row" and rep is not None:
+                    ops[name] = rep[0:nrow]
+                elif kind == "row":         # a row of this item: applied row by row (no replica to write)
+                    ops[name] = lang.load(x[off:off + C])
+                    per_row = name
                 elif kind == "scalar":
                     ops[name] = lang.load(x[off:off + 1])
             ta, tb = ops["a"], ops["b"]
-            ka2, kb2 = ("full" if ka == "row" else ka), ("full" if kb == "row" else kb)
-            y = _apply(g.op, ta, ka2, tb, kb2, g.dt)
+            if per_row is None:
+                ka2, kb2 = ("full" if ka == "row" else ka), ("full" if kb == "row" else kb)
+                y = _apply(g.op, ta, ka2, tb, kb2, g.dt)
+            else:
+                y = _apply_rows(g.op, ta, tb, per_row, (kb if per_row == "a" else ka) == "col", nrow, C, g.dt)
             orow = o * NR + r0
             lang.store(out2[orow:lang.minimum(orow + R, orow + vr), :], y)
     else:
