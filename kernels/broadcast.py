@@ -354,33 +354,45 @@ def _running_argmax(best, idx, cnt, v):
     lang.maximum(best, v, out=best)
 
 
+def _update_rows(op, acc, idx, cnt, blk, n):
+    """Fold the n rows of blk into the running acc (and, argmax, idx / cnt), in row order."""
+    b32 = blk.astype("f32") if blk.dtype != "f32" else blk
+    for r in lang.static_range(n):
+        v = b32[r]
+        if op == "argmax":
+            lang.add(cnt, 1, out=cnt)
+            _running_argmax(acc, idx, cnt, v)
+        elif op == "amax":
+            lang.maximum(acc, v, out=acc)
+        else:
+            lang.add(acc, v, out=acc)
+
+
 def _reduce_mid(x, out, g: lang.constexpr):
-    """x: [O * L, I]; out: [O, I]: reduce over the L rows of each outer index, chunks of T inner columns.
-    g = (op, dt, O, L, I, T)."""
-    op, dt, O, L, I, T = g
+    """x: [O * L, I]; out: [O, I]: reduce over the L rows of each outer index. Work items (outer index, chunk of
+    T inner columns; the last chunk's extra lanes compute garbage that is not stored); blocks of Rb rows per
+    DMA, folded one row (vector op) at a time. g = (op, dt, O, L, I, T, Rb)."""
+    op, dt, O, L, I, T, Rb = g
     nc = -(-I // T)
+    nfull = (L - 1) // Rb
+    tail = L - 1 - nfull * Rb
     lo, hi = lang.split(O * nc)
     for i in range(lo, hi):
         o = i // nc
         c0 = (i - o * nc) * T
-        w = I - c0
+        cend = lang.minimum(c0 + T, I)
         row0 = o * L
-        first = lang.load(x[row0, c0:lang.minimum(c0 + T, c0 + w)])
-        acc = first.astype("f32")                           # a fresh tile, updated in place below
+        acc = lang.load(x[row0, c0:cend]).astype("f32")     # a fresh tile, updated in place below
+        idx = cnt = None
         if op == "argmax":
             idx = lang.mul(acc, 0.0).astype("i32")          # 0 (NaN * 0 and inf * 0 are NaN: vcvt gives 0)
             cnt = lang.mul(acc, 0.0).astype("i32")
-        for r in range(1, L, pipeline=True):
-            v = lang.load(x[row0 + r, c0:lang.minimum(c0 + T, c0 + w)])
-            v32 = v.astype("f32")
-            if op == "argmax":
-                lang.add(cnt, 1, out=cnt)
-                _running_argmax(acc, idx, cnt, v32)
-            elif op == "amax":
-                lang.maximum(acc, v32, out=acc)
-            else:
-                lang.add(acc, v32, out=acc)
-        dst = out[o, c0:lang.minimum(c0 + T, c0 + w)]
+        if nfull:
+            for rb in range(row0 + 1, row0 + 1 + nfull * Rb, Rb, pipeline=True):
+                _update_rows(op, acc, idx, cnt, lang.load(x[rb:rb + Rb, c0:cend]), Rb)
+        if tail:
+            _update_rows(op, acc, idx, cnt, lang.load(x[row0 + 1 + nfull * Rb:row0 + L, c0:cend]), tail)
+        dst = out[o, c0:cend]
         if op == "argmax":
             lang.store(dst, idx)
         else:
@@ -566,7 +578,7 @@ def reduce(card, op, x, dim=None, keepdim=False, pes=None, trace=False):
         args = [xr.reshape(O, L), runner.Out((O, 1), np.int32), lane]
     elif I == 1:
         Tc = row_chunk(card, op, L)
-        B = int(max(1, min(32, O, _tile_elems(card, 8 if op == "argmax" else 3) // Tc)))
+        B = int(max(1, min(32, -(-O // card.config.pes), _tile_elems(card, 8 if op == "argmax" else 3) // Tc)))
         g = (op, dt, O, L, B, Tc)
         k = _kernel(_reduce_rows, f"reduce_{op}")
         rev = (L - np.arange(L)).astype(np.int32) if op == "argmax" else np.zeros(1, np.int32)
@@ -574,9 +586,13 @@ def reduce(card, op, x, dim=None, keepdim=False, pes=None, trace=False):
         example = [np.empty((O, L), x.dtype), np.empty((O, 1), ot), rev]
         args = [xr.reshape(O, L), runner.Out((O, 1), ot), rev]
     else:
-        T = _tile_elems(card, 24 if op == "argmax" else 4)
+        T = _tile_elems(card, 24 if op == "argmax" else 6)
         Tc = min(I, T)
-        g = (op, dt, O, L, I, Tc)
+        if O * -(-I // Tc) < card.config.pes:      # few outer indices: narrower chunks for more PEs, but rows
+            per_pe = -(-I // -(-card.config.pes // O))      # of at least 1 KiB (DRAM runs shorter than that
+            Tc = min(Tc, max(256, -(-per_pe // ALIGN) * ALIGN))   # waste the channel)
+        Rb = int(max(1, min(64 if op == "argmax" else 256, T // Tc, L - 1)))
+        g = (op, dt, O, L, I, Tc, Rb)
         k = _kernel(_reduce_mid, f"reduce_{op}_mid")
         ot = np.int32 if op == "argmax" else x.dtype
         example = [np.empty((O * L, I), x.dtype), np.empty((O, I), ot)]
