@@ -72,6 +72,7 @@ class Geom:
     OW: int
     R: int             # output rows per band
     npes: int          # slots in the scratch (the card's PEs)
+    G: int = 1         # planes per work item (small planes, one band): stacked in the slot, one DMA each way
 
     @property
     def cdt(self):     # the compute type: avg sums fp16 in fp32
@@ -98,8 +99,12 @@ class Geom:
         return self.band_rows(self.R) + 1
 
     @property
+    def slot_rows(self):   # G padded planes of Bs rows
+        return self.G * self.Bs
+
+    @property
     def KF(self):
-        return min(self.Bs, KF_MAX)
+        return min(self.slot_rows, KF_MAX)
 
     def bands(self):
         """(oh0, rows, Bh, r0, ih0, ih1, refills) per band: output rows [oh0, oh0 + rows), padded rows from
@@ -131,25 +136,30 @@ class Geom:
     def pipelined(self):
         """Double-buffer the plane loop unless some band refills padding rows: a pipelined loop defers the
         store of a tile it did not load (the fill) past the gather that reads it back (a language limit)."""
-        return not any(b[6] for b in self.bands())
+        return not any(b[6] for b in self.bands()) and self.G * self.OH * self.KH <= 4096
 
-    def local_bytes(self, R=None):
-        """Local memory a band of R output rows needs (two bands in flight) plus what stays loaded."""
-        g = self if R is None else Geom(**{**self.__dict__, "R": R})
+    def local_bytes(self, R=None, G=None):
+        """Local memory an item (a band of R output rows, or G planes) needs, two in flight, plus what stays
+        loaded."""
+        g = self.replace(R=R or self.R, G=G or self.G)
         ec, ei = EB[g.cdt], EB[g.dt]
         Bh = g.band_rows(g.R)
-        band = _align(Bh * g.Wc * ei)
-        band += g.sw * (_align((Bh + 1) * g.Wq * ei) + (_align((Bh + 1) * g.Wq * ec) if ec != ei else 0))
-        band += _align(Bh * g.Wq * ec)
-        band += _align(((g.R - 1) * g.sh + 1) * g.Wq * ec) + _align(g.R * g.OW * ec) + _align(g.R * g.OW * ei)
+        rows = g.G * g.Bs                      # slot rows gathered
+        band = _align(g.G * (g.H if g.G > 1 else Bh) * g.Wc * ei)
+        band += g.sw * (_align(rows * g.Wq * ei) + (_align(rows * g.Wq * ec) if ec != ei else 0))
+        band += 2 * _align(rows * g.Wq * ec)   # M and A
+        band += _align(g.G * g.R * g.OW * ec) + _align(g.G * g.R * g.OW * ei)
         fixed = _align(g.Wp * ei) + _align(g.KF * g.Wp * ei)
         if g.kind == "avg":
-            fixed += _align(g.OH * g.OW * 4)
+            fixed += _align(g.G * g.OH * g.OW * 4)
         return 2 * band + fixed
 
-    def sram_bytes(self, R=None):
-        g = self if R is None else Geom(**{**self.__dict__, "R": R})
-        return g.npes * g.Bs * g.Wp * EB[g.dt]
+    def sram_bytes(self, R=None, G=None):
+        g = self.replace(R=R or self.R, G=G or self.G)
+        return g.npes * g.slot_rows * g.Wp * EB[g.dt]
+
+    def replace(self, **kw):
+        return Geom(**{**self.__dict__, **kw})
 
     def key(self):
         return tuple(self.__dict__.values())
@@ -164,13 +174,16 @@ def _pool2d(x: lang.anysize, s, fill, fmap, out: lang.anysize, planes, g: lang.c
     pe = lang.pe_id()
     rows_of = s.reshape(s.shape[0] // Wp, Wp)
     phases = s.reshape(s.shape[0] // sw, sw)
-    srow = pe * g.Bs
+    srow = pe * g.slot_rows
     ftile = lang.repeat(lang.load(fill), g.KF)                 # KF rows of the fill value
-    for r in lang.static_range(0, g.Bs, g.KF):                # the slot's padding: once
-        n = min(g.KF, g.Bs - r)
+    for r in lang.static_range(0, g.slot_rows, g.KF):         # the slot's padding: once
+        n = min(g.KF, g.slot_rows - r)
         lang.store(rows_of[srow + r:srow + r + n, :], ftile[0:n])
     fm = lang.load(fmap) if g.kind == "avg" else None
     lo, hi = lang.split(planes)
+    if g.G > 1:
+        _pool_groups(x, s, out, g, op, fm, pe, srow, rows_of, phases, lo, hi)
+        return
     for p in range(lo, hi, pipeline=g.pipelined):
         for oh0, rows, Bh, r0, ih0, ih1, refills in g.bands():
             for a, n in refills:
@@ -239,6 +252,67 @@ def _pool2d(x: lang.anysize, s, fill, fmap, out: lang.anysize, planes, g: lang.c
             if cdt != g.dt:
                 res = res.astype(g.dt)
             lang.store(out[p * g.OH + oh0:p * g.OH + oh0 + rows, :], res.reshape(rows, g.OW))
+
+
+def _pool_groups(x, s, out, g, op, fm, pe, srow, rows_of, phases, lo, hi):
+    """_pool2d's loop for small planes: G planes per item, stacked in the slot (plane j at slot row j * Bs);
+    one load of their rows, one store per plane into the slot, one gather per column phase, one store out."""
+    Wq, Wp, sw, cdt, G, H, OH, OW = g.Wq, g.Wp, g.sw, g.cdt, g.G, g.H, g.OH, g.OW
+    oh0, rows, Bh, r0, ih0, ih1, _ = g.bands()[0]
+    for p in lang.range(lo, hi, G, pipeline=g.pipelined):
+        pend = lang.minimum(p + G, hi)
+        if g.Wc == g.W:
+            xt = lang.load(x[p * H:lang.minimum(p * H + G * H, pend * H), :])
+        else:
+            xt = lang.load(x[p * H:lang.minimum(p * H + G * H, pend * H), 0:g.Wc])
+        ng = xt.shape[0] // H                  # G (the interpreter: the planes this item really has)
+        for j in lang.static_range(ng):
+            top = srow + j * g.Bs + ih0 - r0
+            lang.store(rows_of[top:top + ih1 - ih0, g.pw:g.pw + g.Wc], xt[j * H + ih0:j * H + ih1])
+        Lg = ng * g.Bs * Wq
+        G_ = []
+        for b in lang.static_range(sw):
+            gt = lang.empty((Lg,), g.dt)
+            if sw == 1:
+                view = s[pe * (g.slot_rows * Wp):pe * (g.slot_rows * Wp) + Lg]
+            else:
+                view = phases[pe * (g.slot_rows * Wq):pe * (g.slot_rows * Wq) + Lg, b]
+            lang.load(view, into=gt if len(view.shape) == 1 else gt.reshape(Lg, 1))
+            G_.append(gt if cdt == g.dt else gt.astype(cdt))
+        LM = ((ng - 1) * g.Bs + Bh) * Wq
+        taps = [((kw * g.dw) % sw, (kw * g.dw) // sw) for kw in range(g.KW)]
+        if g.KW == 1:
+            M = G_[taps[0][0]][taps[0][1]:taps[0][1] + LM]
+        else:
+            M = lang.empty((LM,), cdt)
+            (b0, c0), (b1, c1) = taps[0], taps[1]
+            op(G_[b0][c0:c0 + LM], G_[b1][c1:c1 + LM], out=M)
+            for b, c in taps[2:]:
+                op(M, G_[b][c:c + LM], out=M)
+        offs = [kh * g.dh * Wq for kh in range(g.KH)]
+        LA = ((ng - 1) * g.Bs + (OH - 1) * g.sh + 1) * Wq
+        if g.KH >= 3:
+            A = lang.empty((LA,), cdt)
+            op(M[0:LA], M[offs[1]:offs[1] + LA], out=A)
+            for o in offs[2:-1]:
+                op(A, M[o:o + LA], out=A)
+        else:
+            A = M
+        C = lang.empty((ng * OH * OW,), cdt)
+        for j in lang.static_range(ng):
+            for r in lang.static_range(OH):
+                src = (j * g.Bs + r * g.sh) * Wq
+                dst = C[(j * OH + r) * OW:(j * OH + r + 1) * OW]
+                if g.KH == 1:
+                    lang.copy(M[src:src + OW], out=dst)
+                else:
+                    op(A[src:src + OW], M[src + offs[-1]:src + offs[-1] + OW], out=dst)
+        res = C
+        if g.kind == "avg":
+            lang.mul(res, fm[0:ng * OH * OW], out=res)
+        if cdt != g.dt:
+            res = res.astype(g.dt)
+        lang.store(out[p * OH:lang.minimum(p * OH + G * OH, pend * OH), :], res.reshape(ng * OH, OW))
 
 
 def _global_avg(x: lang.anysize, out: lang.anysize, planes, inv, B: lang.constexpr, T: lang.constexpr):
@@ -381,14 +455,25 @@ def _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode):
     return x, (kh, kw, sh, sw, ph, pw, dh, dw, OH, OW)
 
 
-def _plan(card, kind, dt, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW):
+GROUP_BYTES = 32768        # input bytes of a group of small planes (one DMA in, one out)
+GROUP_MAX = 64
+
+
+def _plan(card, kind, dt, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, planes=1):
     local = int(card.config.local_memory.bytes) - RESERVE
     sram = int(card.config.shared_sram.bytes) // 2
     base = Geom(kind, dt, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, OH, card.config.pes)
     for nb in range(1, OH + 1):
         R = -(-OH // nb)
         if base.local_bytes(R) <= local and base.sram_bytes(R) <= sram:
-            return Geom(**{**base.__dict__, "R": R})
+            g = base.replace(R=R)
+            if nb == 1 and planes > card.config.pes:       # small planes: several per item
+                G = int(max(1, min(GROUP_BYTES // max(1, H * W * EB[dt]), GROUP_MAX, 4096 // (OH * kh),
+                                   -(-planes // (2 * card.config.pes)))))
+                while G > 1 and not (g.local_bytes(G=G) <= local and g.sram_bytes(G=G) <= sram):
+                    G //= 2
+                g = g.replace(G=G)
+            return g
         if R == 1:
             break
     raise InvalidArgument(f"{kind}_pool2d: rows of {W} elements (a window row of {base.Wp} padded columns) do "
@@ -405,13 +490,14 @@ def _launch_pool(card, op, kind, x, geo, fmap, pes, trace):
     shape = (N, C, OH, OW) if batched else (C, OH, OW)
     if P == 0:
         return np.zeros(shape, x.dtype), runner.nothing(card, op, pes)
-    g = _plan(card, kind, dt, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW)
+    g = _plan(card, kind, dt, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, P)
     cnp = NP[g.dt]
     fill = np.full(g.Wp, -np.inf if kind == "max" else 0.0, cnp)
-    fm = np.ascontiguousarray(fmap, np.float32).reshape(-1) if kind == "avg" else np.zeros(1, np.float32)
+    fm = np.tile(np.ascontiguousarray(fmap, np.float32).reshape(-1), g.G) if kind == "avg" else \
+        np.zeros(1, np.float32)
     k = _kernel(_pool2d, op)
     key = ("pool2d", op, g.key(), _card_key(card))
-    scratch_elems = g.npes * g.Bs * g.Wp
+    scratch_elems = g.npes * g.slot_rows * g.Wp
     example = [np.empty((0, W), x.dtype), np.empty(scratch_elems, cnp), fill, fm, np.empty((0, OW), x.dtype), 0]
     args = [np.ascontiguousarray(x4).reshape(P * H, W), runner.Scratch(scratch_elems * EB[g.dt], "shared"),
             fill, fm, runner.Out((P * OH, OW), x.dtype), P]

@@ -108,7 +108,7 @@ MAX_CASES = [
 def test_max_pool2d_matches_pytorch(case, dtype):
     args = MAX_CASES[case]
     rng = np.random.default_rng(case)
-    for shape in [(2, 3, 13, 11), (1, 1, 7, 17), (3, 2, 5, 5)]:
+    for shape in [(2, 3, 13, 11), (1, 1, 7, 17), (3, 2, 5, 5), (4, 5, 9, 7)]:      # the last: groups of planes
         x = with_specials(rng, shape, dtype)
         out = vnpu.ops.max_pool2d(x, card=CARD, **args)
         ref = F.max_pool2d(t(x).float(), **args).numpy().astype(dtype)
@@ -131,7 +131,7 @@ AVG_CASES = [
 def test_avg_pool2d_matches_pytorch(case, dtype):
     args = AVG_CASES[case]
     rng = np.random.default_rng(100 + case)
-    for shape, frac in [((2, 3, 13, 11), 0.02), ((1, 2, 7, 23), 0.0), ((2, 1, 11, 7), 0.0)]:
+    for shape, frac in [((2, 3, 13, 11), 0.02), ((1, 2, 7, 23), 0.0), ((2, 1, 11, 7), 0.0), ((4, 5, 9, 7), 0.02)]:
         x = with_specials(rng, shape, dtype, frac)
         out = vnpu.ops.avg_pool2d(x, card=CARD, **args)
         ref = F.avg_pool2d(t(x).double(), **args).numpy()
@@ -188,11 +188,14 @@ def test_pool_bands_when_a_plane_does_not_fit():
         assert np.array_equal(out, pool.reference_avg_pool2d(x, **args), equal_nan=True)
 
 
-@pytest.mark.parametrize("which", ["max", "avg", "avg16", "global", "bn16"])
+@pytest.mark.parametrize("which", ["max", "avg", "avg16", "global", "bn16", "max_groups", "avg16_groups"])
 def test_pool_kernels_agree_on_every_engine(which, monkeypatch):
     rng = np.random.default_rng(11)
     x = with_specials(rng, (2, 3, 7, 6), np.float32, 0.1)
+    xg = with_specials(rng, (4, 5, 5, 4), np.float32, 0.1)          # 20 planes: groups of 3 (the last short)
     calls = {
+        "max_groups": lambda: pool.max_pool2d(CARD, xg, 3, 2, 1),
+        "avg16_groups": lambda: pool.avg_pool2d(CARD, xg.astype(np.float16), 2, 1, 1, ceil_mode=True),
         "max": lambda: pool.max_pool2d(CARD, x, 3, 2, 1, ceil_mode=True),
         "avg": lambda: pool.avg_pool2d(CARD, x, (2, 3), (1, 2), (1, 1), count_include_pad=False),
         "avg16": lambda: pool.avg_pool2d(CARD, x.astype(np.float16), 3, 2, 1),
