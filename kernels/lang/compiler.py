@@ -341,6 +341,9 @@ class Compiler:
     def emit(self, mnemonic, *ops, defs=(), keeps=()):
         insn = Insn(mnemonic, ops, tuple(defs), source_line(self.filename), tuple(keeps))
         self.code.append(insn)
+        if self.pipeline is not None and self.pipeline.compute_issued and not self.pipeline.flushed \
+                and not self.pipeline.emitting and T.BY_MNEMONIC[mnemonic].unit in ("vector", "matrix", "embedding"):
+            self.pipeline.after_emit()
         return insn
 
     def place(self, label):
@@ -627,7 +630,7 @@ class Compiler:
 
     def issued(self, queue, op):
         if self.pipeline is not None:
-            self.pipeline.issued(queue)
+            self.pipeline.issued(queue, op)
         if self.logs:
             self.logs[-1][0].append((queue, op))
         if self.weights is not None and self.weights.id in op.writes:

@@ -803,9 +803,15 @@ class _Pipeline:
         self.compute_issued = self.flushed = self.emitting = False
         self.marker = None
 
-    def issued(self, queue):
-        if queue.split(".")[0] in ("vector", "matrix", "emb"):
+    def issued(self, queue, op):
+        if queue.split(".")[0] in ("vector", "emb") or (queue.split(".")[0] == "matrix" and op.writes):
             self.compute_issued = True
+
+    def after_emit(self):
+        """Right after this half's first computation is issued (a vector op, a multiply, a lookup), the
+        previous iteration's stores go out: the units work on this iteration meanwhile."""
+        if self.compute_issued and not self.flushed:
+            self.flush_previous()
 
     def before_wait(self):
         """The PE is about to stall: first issue the previous iteration's stores (if this half computes)."""
