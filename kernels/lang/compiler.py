@@ -44,6 +44,15 @@ class RegisterPressure(KernelError):
     """More values live at once than registers (the compiler retries once without reusing values)."""
 
 
+class PipelineHazard(KernelError):
+    """A pipelined loop reads a tensor it also writes: the compiler retries without moving those loads and
+    stores across iterations (`tensors`)."""
+
+    def __init__(self, tensors):
+        super().__init__(f"a pipelined loop reads and writes {', '.join(sorted(tensors))}", line=None)
+        self.tensors = set(tensors)
+
+
 class LocalMemoryFull(KernelError):
     """Tiles live at once exceed local memory (the compiler retries waiting for each store at once, so the
     tile it reads is free sooner)."""
@@ -268,8 +277,9 @@ class Sync:
 class Compiler:
     """The state of one kernel's trace: code, registers, buffers, queues. `ops` (kernels/lang/api.py) calls it."""
 
-    def __init__(self, name, config, filename, reuse=True, eager=False):
+    def __init__(self, name, config, filename, reuse=True, eager=False, in_order=()):
         self.name, self.config, self.filename, self.reuse, self.eager = name, config, filename, reuse, eager
+        self.in_order = set(in_order)   # tensors a pipelined loop reads and writes: not prefetched nor deferred
         self.code, self.prologue = [], []
         self.nregs = 0
         self.buffers, self.loops = [], []

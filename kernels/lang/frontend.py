@@ -21,7 +21,7 @@ import numpy as np
 from vnpu.errors import InvalidArgument
 
 from . import api
-from .compiler import DTYPES, Compiler, LocalMemoryFull, RegisterPressure, Scalar
+from .compiler import DTYPES, Compiler, LocalMemoryFull, PipelineHazard, RegisterPressure, Scalar
 from .errors import KernelError
 from .interpreter import ITensor, PE, Shared
 from .lowering import F32Arg, Lowering, Tensor
@@ -329,10 +329,14 @@ class Kernel:
     def _compile(self, spec, config):
         """Compile; when values reused across the kernel keep too many registers live, again without reuse;
         when tiles live at once do not fit local memory, again waiting for each store at once."""
-        reuse, eager = True, False
+        reuse, eager, in_order = True, False, set()
         while True:
             try:
-                return self._compile_once(spec, config, reuse, eager)
+                return self._compile_once(spec, config, reuse, eager, in_order)
+            except PipelineHazard as e:
+                if e.tensors <= in_order:
+                    raise
+                in_order |= e.tensors
             except RegisterPressure:
                 if not reuse:
                     raise
@@ -342,10 +346,10 @@ class Kernel:
                     raise
                 eager = True
 
-    def _compile_once(self, spec, config, reuse, eager=False):
+    def _compile_once(self, spec, config, reuse, eager=False, in_order=()):
         from vnpu.isa.asm import assemble
         fn = self.traced_fn
-        cc = Compiler(self.name, config, fn.__code__.co_filename, reuse, eager)
+        cc = Compiler(self.name, config, fn.__code__.co_filename, reuse, eager, in_order)
         cc.def_line = self.def_line
         low = Lowering(cc)
         call, params = [], []

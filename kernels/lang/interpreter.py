@@ -351,9 +351,9 @@ class PE:
         raise KernelError(f"cannot use {type(x).__name__} {x!r} as a vector operand")
 
     def _result(self, out, like, data, init):
-        if out is None:
-            return ITile(self, like.shape, like.dtype, data.astype(NUMPY[like.dtype]).reshape(like.shape),
-                         init.reshape(like.shape), like.valid)
+        if out is None:       # own, writable arrays (data and init may be broadcast views)
+            return ITile(self, like.shape, like.dtype, np.array(data, dtype=NUMPY[like.dtype]).reshape(like.shape),
+                         np.array(init, dtype=bool).reshape(like.shape), like.valid)
         out.data[...] = data.astype(NUMPY[out.dtype]).reshape(out.shape)
         out.init[...] = init.reshape(out.shape)
         return out

@@ -6,7 +6,7 @@ import numpy as np
 
 from vnpu.isa import table as T
 
-from .compiler import ITEMSIZE, AsyncOp, Cond, Insn, Loop, Place, Scalar, Splice
+from .compiler import ITEMSIZE, AsyncOp, Cond, Insn, Loop, PipelineHazard, Place, Scalar, Splice
 from .errors import KernelError
 
 VECTOR_BINARY = {"add": "vadd", "sub": "vsub", "mul": "vmul", "maximum": "vmax", "minimum": "vmin"}
@@ -369,12 +369,16 @@ class Lowering:
                                   f"{view.tensor.dtype}")
             tile.valid = view.dims[0][1] if view.dims else 1
         pl = cc.pipeline
-        if pl is not None and into is None and cc.control_depth == pl.depth and self._invariant(view, pl):
+        if pl is not None:
+            pl.check_read(view.tensor.name)
+        if pl is not None and into is None and cc.control_depth == pl.depth and self._invariant(view, pl) \
+                and view.tensor.name not in cc.in_order:
             queue = f"pf{pl.half}"
             op = AsyncOp("e0", frozenset({view.tensor.name}), frozenset({tile.buf.id}), (tile.buf,))
             cc.depend("e0", op.reads, op.writes)
             pl.carried.add(tile.buf.id)
             pl.pf_bufs[pl.half].add(tile.buf.id)
+            pl.prefetched.add(view.tensor.name)
             pl.prefetch[pl.half].append(lambda shift, view=view, tile=tile, op=op, queue=queue:
                                         self._issue_load(view, tile, op, queue, shift, pending=False))
             cc.sync.pending.setdefault(queue, []).append(op)
@@ -427,7 +431,9 @@ class Lowering:
         cc.written.add(view.tensor.name)
         op = AsyncOp(f"e{eng}", frozenset({tile.buf.id}), frozenset({view.tensor.name}), (tile.buf,))
         pl = cc.pipeline
-        if pl is not None and cc.control_depth == pl.depth:
+        if pl is not None:
+            pl.stored.add(view.tensor.name)
+        if pl is not None and cc.control_depth == pl.depth and view.tensor.name not in cc.in_order:
             if tile.buf.id not in pl.pf_bufs[pl.half] and all(
                     cc.shiftable(v, pl.var, pl.first_reg) for v in [view.offset] + [d[1] for d in view.dims]):
                 # issued during the next iteration, once its first compute is under way (the builder's
@@ -802,6 +808,14 @@ class _Pipeline:
         self.carried = set()            # buffers in flight across the back edge (prefetched tiles, stored tiles)
         self.compute_issued = self.flushed = self.emitting = False
         self.marker = None
+        self.stored = set()             # tensors the body stores to
+        self.prefetched = set()         # tensors its prefetched loads read
+
+    def check_read(self, tensor):
+        """A load from `tensor` in the body: wrong if a store to it is deferred past it, or if the loop's
+        prefetched loads read a tensor its body writes (both reorder accesses to the same bytes)."""
+        if any(view.tensor.name == tensor for d in self.deferred for view, _, _ in d):
+            raise PipelineHazard({tensor})
 
     def issued(self, queue, op):
         if queue.split(".")[0] in ("vector", "emb") or (queue.split(".")[0] == "matrix" and op.writes):
@@ -940,6 +954,8 @@ def _pipelined(cc, var, i, start, stop, step, frame, names):
         halves.append(cc.code)
         cc.code = saved
     cc.pipeline = None
+    if pl.prefetched & pl.stored:       # loads moved ahead of stores to the same tensor: compile them in order
+        raise PipelineHazard(pl.prefetched & pl.stored)
     if pl.marker is not None and pl.deferred[1]:      # half 0 issues half 1's stores, from the second round on
         saved, cc.code = cc.code, pl.marker.code
         first = cc.label("pfirst")

@@ -1,0 +1,64 @@
+"""Pipelined loops move loads earlier (prefetch) and stores later (deferred); when the body reads a tensor it
+also writes, those moves would reorder accesses to the same bytes. The compiler then keeps that tensor's
+accesses in program order (and the result equals the interpreter's and numpy's), on both engines."""
+import numpy as np
+import pytest
+
+import vnpu
+
+F32 = np.float32
+
+
+@vnpu.kernel
+def store_then_load(x, s, y):
+    for p in range(0, x.shape[0], pipeline=True):
+        vnpu.store(s[0:8], vnpu.load(x[p, :]))
+        g = vnpu.load(s[0:8])               # would be prefetched ahead of the store above
+        vnpu.store(y[p, :], g * 2.0)
+
+
+@vnpu.kernel
+def computed_store_then_load(x, s, y):
+    g = vnpu.empty((8,), "f32")
+    for p in range(0, x.shape[0], pipeline=True):
+        vnpu.store(s[0:8], vnpu.load(x[p, :]) * 2.0)   # would be deferred past the load below
+        vnpu.load(s[0:8], into=g)
+        vnpu.store(y[p, :], g + 1.0)
+
+
+@vnpu.kernel
+def load_then_store_same_rows(x):
+    for p in range(0, x.shape[0], pipeline=True):
+        vnpu.store(x[p, :], vnpu.load(x[p, :]) * 2.0)     # in place, row by row
+
+
+@vnpu.kernel
+def update_a_computed_tile(x, y):
+    t = vnpu.load(x) * 2.0
+    t += 1.0
+    vnpu.store(y, t)
+
+
+X = np.random.default_rng(3).standard_normal((7, 8)).astype(F32)
+
+
+@pytest.mark.parametrize("engine", ["numba", "reference", "interpret"])
+@pytest.mark.parametrize("kernel, expected", [(store_then_load, X * F32(2)), (computed_store_then_load, X * F32(2) + F32(1))])
+def test_reads_after_writes_in_a_pipelined_loop(engine, kernel, expected):
+    args = (X, np.zeros(8, F32), np.zeros((7, 8), F32))
+    out = kernel.interpret(*args, pes=1) if engine == "interpret" else kernel(*args, pes=1, engine=engine)[0]
+    np.testing.assert_array_equal(out[1], expected)
+
+
+@pytest.mark.parametrize("engine", ["numba", "reference", "interpret"])
+def test_in_place_rows(engine):
+    x = X.copy()
+    out = load_then_store_same_rows.interpret(x, pes=1) if engine == "interpret" else \
+        load_then_store_same_rows(x, pes=1, engine=engine)[0]
+    np.testing.assert_array_equal(out, X * F32(2))
+
+
+def test_a_computed_tile_can_be_updated_in_place_when_interpreted():
+    y = update_a_computed_tile.interpret(X[0], np.zeros(8, F32), pes=1)
+    np.testing.assert_array_equal(y, X[0] * F32(2) + F32(1))
+    np.testing.assert_array_equal(update_a_computed_tile(X[0], np.zeros(8, F32), pes=1)[0], y)
