@@ -31,7 +31,6 @@ returned as int64.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -401,14 +400,7 @@ def _reduce_mid(x, out, g: lang.constexpr):
             lang.store(dst, acc if dt == "f32" else acc.astype(dt))
 
 
-_KERNELS = {}
-
-
-def _kernel(fn, name):
-    k = _KERNELS.get(name)
-    if k is None:
-        k = _KERNELS.setdefault(name, lang.Kernel(fn, name=name))
-    return k
+_kernel = lang.library_kernel
 
 
 # --- host functions ----------------------------------------------------------------------------------------

@@ -143,9 +143,6 @@ def _gemm_unit(at, wt, scale, bias, out, qp, b, j, m0, m_end, nt, mt, br, epilog
     lang.store(out[b, m0:m_end, j * nt:j * nt + nt], res)
 
 
-_GEMM = {}
-
-
 def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_bytes, stage=False, activation=None,
           row_groups=False):
     """Compile the gemm kernel for one shape. Arguments: a, w (packed), [scale, bias,] out, [qparam], [stage]."""
@@ -156,7 +153,7 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
     out_dt = {"raw": np.int32 if dtype == "i8" else np.float32, "dequant": np.float32, "requant": np.int8,
               "half": np.float16}[epilogue]
     n_tiles = math.ceil(N / nt)
-    kernel = _GEMM.get(name) or _GEMM.setdefault(name, lang.Kernel(_gemm_kernel, name=name))
+    kernel = lang.library_kernel(_gemm_kernel, name)
     while True:
         br = min(mt, max(BROADCAST_ROWS, math.ceil(mt / MAX_EPILOGUE_CHUNKS)))
         f32 = np.empty(N, np.float32)

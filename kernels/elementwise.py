@@ -153,14 +153,11 @@ def _convert_stream(x: lang.anysize, out: lang.anysize, n, q, T: lang.constexpr)
         lang.store(out[i:end], lang.load(x[i:end]).astype(out.dtype, qparam=q))
 
 
-_KERNELS = {}
-
-
 def _stream_image(card, op, in_dts, out_dt, T):
     """The compiled streaming kernel `op` (a module with one kernel named op) for this card."""
     fn = _convert_stream if op in ("quantize", "dequantize") else _binary_stream if len(in_dts) == 2 else \
         _unary_stream
-    k = _KERNELS.get(op) or _KERNELS.setdefault(op, lang.Kernel(fn, name=op))
+    k = lang.library_kernel(fn, op)
     arrays = [np.empty(0, NP[dt]) for dt in in_dts] + [np.empty(0, NP[out_dt]), 0]
     extra = [0, T] if fn is _convert_stream else [T, op]
     return k.compile(*arrays, *extra, config=card.config).image

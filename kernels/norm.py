@@ -64,9 +64,6 @@ def _norm(x: lang.anysize, gamma, beta, out: lang.anysize, rows, inv_d, eps, B: 
         lang.store(out[r0:end, :], y)
 
 
-_KERNELS = {}
-
-
 def block_rows(card, d, n_params=0):
     """Rows per block: four block buffers (two in, two out) and the parameter rows fit local memory, and a
     block is at most TILE_CAP bytes (longer blocks only delay the pipeline). 0 if one row does not fit."""
@@ -117,7 +114,7 @@ def _launch(card, kind, x, params, scalars, pes, trace):
                                         for n in ("gamma", "beta")]
     eps = scalars[0] if scalars else 0.0
     consts = [blk, kind, has_g, has_b]
-    k = _KERNELS.get(kind) or _KERNELS.setdefault(kind, lang.Kernel(_norm, name=kind))
+    k = lang.library_kernel(_norm, kind)
     key = ("norm", kind, has_g, has_b, D, blk, card.config.data["name"], int(card.config.local_memory.bytes),
            store_engine(card))
     build = lambda: k.compile(np.empty((0, D), np.float32), *args[1:], np.empty((0, D), np.float32), 0, 0.0,   # noqa: E731

@@ -209,15 +209,7 @@ def _pool2d(x: lang.anysize, s, fill, fmap, out: lang.anysize, planes, g: lang.c
                 G.append(gt if cdt == g.dt else gt.astype(cdt))
             # along W: M[row * Wq + ow] = op over kw of xpad[row, ow * sw + kw * dw]
             LM = Bh * Wq
-            taps = [((kw * g.dw) % sw, (kw * g.dw) // sw) for kw in range(g.KW)]
-            if g.KW == 1:
-                M = G[taps[0][0]][taps[0][1]:taps[0][1] + LM]
-            else:
-                M = lang.empty((LM,), cdt)
-                (b0, c0), (b1, c1) = taps[0], taps[1]
-                op(G[b0][c0:c0 + LM], G[b1][c1:c1 + LM], out=M)
-                for b, c in taps[2:]:
-                    op(M, G[b][c:c + LM], out=M)
+            M = _along_w(G, g, sw, LM, cdt, op)
             # along H: out[oh, ow] = op over kh of M[(oh * sh + kh * dh) * Wq + ow]
             offs = [kh * g.dh * Wq for kh in range(g.KH)]
             LA = ((rows - 1) * g.sh + 1) * Wq
@@ -280,15 +272,7 @@ def _pool_groups(x, s, out, g, op, fm, pe, srow, rows_of, phases, lo, hi):
             lang.load(view, into=gt if len(view.shape) == 1 else gt.reshape(Lg, 1))
             G_.append(gt if cdt == g.dt else gt.astype(cdt))
         LM = ((ng - 1) * g.Bs + Bh) * Wq
-        taps = [((kw * g.dw) % sw, (kw * g.dw) // sw) for kw in range(g.KW)]
-        if g.KW == 1:
-            M = G_[taps[0][0]][taps[0][1]:taps[0][1] + LM]
-        else:
-            M = lang.empty((LM,), cdt)
-            (b0, c0), (b1, c1) = taps[0], taps[1]
-            op(G_[b0][c0:c0 + LM], G_[b1][c1:c1 + LM], out=M)
-            for b, c in taps[2:]:
-                op(M, G_[b][c:c + LM], out=M)
+        M = _along_w(G_, g, sw, LM, cdt, op)
         offs = [kh * g.dh * Wq for kh in range(g.KH)]
         LA = ((ng - 1) * g.Bs + (OH - 1) * g.sh + 1) * Wq
         if g.KH >= 3:
@@ -359,14 +343,21 @@ def _batch_norm(x: lang.anysize, mean, var, weight, bias, out: lang.anysize, ite
             lang.store(out[row:end, col:col + w], y if x.dtype == "f32" else y.astype(x.dtype))
 
 
-_KERNELS = {}
+_kernel = lang.library_kernel
 
 
-def _kernel(fn, name):
-    k = _KERNELS.get(name)
-    if k is None:
-        k = _KERNELS.setdefault(name, lang.Kernel(fn, name=name))
-    return k
+def _along_w(G, g, sw, LM, cdt, op):
+    """M[row * Wq + ow] = op over kw of xpad[row, ow * sw + kw * dw]: tap kw reads phase (kw * dw) % sw of the
+    gathered rows G, shifted by (kw * dw) // sw (one vector op per tap after the first)."""
+    taps = [((kw * g.dw) % sw, (kw * g.dw) // sw) for kw in range(g.KW)]
+    if g.KW == 1:
+        return G[taps[0][0]][taps[0][1]:taps[0][1] + LM]
+    M = lang.empty((LM,), cdt)
+    (b0, c0), (b1, c1) = taps[0], taps[1]
+    op(G[b0][c0:c0 + LM], G[b1][c1:c1 + LM], out=M)
+    for b, c in taps[2:]:
+        op(M, G[b][c:c + LM], out=M)
+    return M
 
 
 def launch(card, key, k, example, args, consts, op, pes, trace):

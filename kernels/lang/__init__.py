@@ -4,9 +4,9 @@ from .api import (add, anysize, barrier, repeat, transfer, constexpr, copy, embe
                   minimum, mul, output, pe_count, pe_id, range, recip, relu, rsqrt, sigmoid, split, static_range,
                   store, sub, sum, tanh)
 from .errors import KernelError
-from .frontend import Compiled, Kernel, Profile, kernel, shared
+from .frontend import Compiled, Kernel, Profile, kernel, library_kernel, shared
 
-__all__ = ["kernel", "Kernel", "Compiled", "Profile", "KernelError", "shared", "constexpr", "anysize", "load", "store",
+__all__ = ["kernel", "library_kernel", "Kernel", "Compiled", "Profile", "KernelError", "shared", "constexpr", "anysize", "load", "store",
            "empty", "output", "transfer", "repeat", "matmul", "add", "sub", "mul", "maximum", "minimum", "relu", "sigmoid", "tanh",
            "exp", "gelu", "recip", "rsqrt", "copy", "sum", "max", "embedding_bag", "pe_id", "pe_count", "split",
            "barrier", "range", "static_range"]

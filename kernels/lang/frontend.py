@@ -508,6 +508,20 @@ def _np(dtype):
     return NUMPY[dtype]
 
 
+_LIBRARY = {}
+_LIBRARY_LOCK = threading.Lock()
+
+
+def library_kernel(fn, name):
+    """The one Kernel object of `fn` under `name` (library modules compile a function under several names,
+    one per op; its compiled forms are cached per shape on that object)."""
+    with _LIBRARY_LOCK:
+        k = _LIBRARY.get((fn, name))
+        if k is None:
+            k = _LIBRARY[(fn, name)] = Kernel(fn, name=name)
+        return k
+
+
 def kernel(fn=None, *, name=None):
     """Decorator: `@vnpu.kernel` or `@vnpu.kernel(name="...")`."""
     if fn is None:
@@ -515,4 +529,4 @@ def kernel(fn=None, *, name=None):
     return Kernel(fn, name)
 
 
-__all__ = ["kernel", "Kernel", "Profile", "shared", "Compiled"]
+__all__ = ["kernel", "Kernel", "Profile", "shared", "Compiled", "library_kernel"]
