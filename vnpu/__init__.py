@@ -26,8 +26,9 @@ _LAZY = {
     # the kernel language (docs/kernel-language.md): the decorator and what kernels call
     **{name: ("vnpu.kernels.lang", name) for name in (
         "kernel", "KernelError", "shared", "constexpr", "anysize", "load", "store", "empty", "output", "transfer",
-        "repeat", "matmul", "add", "sub", "mul", "maximum", "minimum", "relu", "sigmoid", "tanh", "exp", "gelu", "recip", "rsqrt", "copy", "sum",
-        "max", "embedding_bag", "pe_id", "pe_count", "split", "barrier", "range", "static_range")},
+        "repeat", "move", "matmul", "add", "sub", "mul", "maximum", "minimum", "relu", "sigmoid", "tanh", "exp",
+        "gelu", "recip", "rsqrt", "copy", "sum", "max", "embedding_bag", "pe_id", "pe_count", "split", "barrier",
+        "range", "static_range")},
 }
 
 __all__ = [

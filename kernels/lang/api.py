@@ -89,6 +89,12 @@ def repeat(row, rows):
     return current().repeat(row, rows)
 
 
+def move(dst, src, n, rows=None, planes=None, src_at=0, dst_at=0):
+    """A DMA inside local memory: n contiguous elements, repeated over rows=(count, src_stride, dst_stride) and
+    planes=(count, src_stride, dst_stride) (strides in elements), from src element src_at to dst element dst_at."""
+    return current().move(dst, src, n, rows, planes, src_at, dst_at)
+
+
 # --- compute -------------------------------------------------------------------------------------------
 def matmul(a, w, out=None, accumulate=False):
     """a (M x K) @ w (K x N) on the matrix unit: int8 into int32, fp16 and fp32 into fp32. accumulate=True adds
@@ -210,6 +216,6 @@ def _range(*args, _names=(), **kw):
     return ctx.range(start, stop, step, kw.get("pipeline", False), _names)
 
 
-__all__ = ["load", "store", "empty", "output", "transfer", "repeat", "matmul", "add", "sub", "mul", "relu", "sigmoid", "tanh", "exp",
-           "gelu", "recip", "rsqrt", "copy", "maximum", "minimum", "sum", "max", "embedding_bag", "pe_id",
-           "pe_count", "split", "barrier", "range", "static_range", "constexpr", "anysize"]
+__all__ = ["load", "store", "empty", "output", "transfer", "repeat", "move", "matmul", "add", "sub", "mul", "relu",
+           "sigmoid", "tanh", "exp", "gelu", "recip", "rsqrt", "copy", "maximum", "minimum", "sum", "max",
+           "embedding_bag", "pe_id", "pe_count", "split", "barrier", "range", "static_range", "constexpr", "anysize"]

@@ -331,6 +331,23 @@ class PE:
         self._check_cross_pe(dst, write=True)
         target.reshape(-1)[:n] = d[:n]
 
+    def move(self, dst, src, n, rows=None, planes=None, src_at=0, dst_at=0):
+        if not isinstance(dst, ITile) or not isinstance(src, ITile) or dst.dtype != src.dtype:
+            raise KernelError("move(dst, src, n, ...) takes two tiles of one dtype")
+        if rows is None and planes is not None:
+            rows, planes = planes, None
+        dims = [d for d in (planes, rows) if d is not None]
+        sd, si = src.data.reshape(-1), src.init.reshape(-1)
+        dd, di = dst.data.reshape(-1), dst.init.reshape(-1)
+        import itertools
+        for idx in itertools.product(*[range(d[0]) for d in dims]):
+            s0 = src_at + sum(i * d[1] for i, d in zip(idx, dims))
+            d0 = dst_at + sum(i * d[2] for i, d in zip(idx, dims))
+            if s0 < 0 or d0 < 0 or s0 + n > sd.size or d0 + n > dd.size:
+                raise KernelError(f"move: elements outside a tile (source {s0}, destination {d0}, {n} long)")
+            dd[d0:d0 + n] = sd[s0:s0 + n]
+            di[d0:d0 + n] = si[s0:s0 + n]
+
     def repeat(self, row, rows):
         if not isinstance(row, ITile) or row.ndim != 1:
             raise KernelError("repeat(row, rows) takes a 1-D tile and a number of rows")

@@ -344,12 +344,14 @@ class Lowering:
         return t
 
     # --- DMA ---------------------------------------------------------------------------------------------
-    def _dma(self, engine, queue, dst, src, row_bytes, rows, src_stride, dst_stride, op=None):
+    def _dma(self, engine, queue, dst, src, row_bytes, rows, src_stride, dst_stride, op=None, planes=None):
         cc = self.cc
         if op is not None:
             cc.issued(queue, op)
         if rows is not None and not (_static(rows) and rows == 1):
             cc.emit("dma.dim", f"e{engine}", "d1", cc.reg(rows), cc.reg(src_stride), cc.reg(dst_stride))
+        if planes is not None:
+            cc.emit("dma.dim", f"e{engine}", "d2", cc.reg(planes[0]), cc.reg(planes[1]), cc.reg(planes[2]))
         cc.emit("dma", f"e{engine}", dst, src, cc.reg(row_bytes), f"s{cc.sem(queue)}")
 
     def load(self, view, into=None):
@@ -509,6 +511,38 @@ class Lowering:
         cc.depend("e0", op.reads, op.writes)
         self._dma(0, cc.q("e0"), dst.addr(), row.addr(), nbytes, rows, 0, nbytes, op)
         return dst
+
+    def move(self, dst, src, n, rows=None, planes=None, src_at=0, dst_at=0):
+        """A DMA inside local memory: n contiguous elements from src (element src_at on) to dst (dst_at on),
+        repeated over rows = (count, src_stride, dst_stride) and planes = (count, src_stride, dst_stride), strides
+        in elements (the 3-D copies of an im2col)."""
+        cc = self.cc
+        if not isinstance(dst, Tile) or not isinstance(src, Tile) or dst.dtype != src.dtype:
+            raise KernelError("move(dst, src, n, ...) takes two tiles of one dtype")
+        eb = ITEMSIZE[src.dtype]
+
+        def extent(dims, which):
+            last = n - 1
+            for d in dims:
+                if d is not None:
+                    if not all(_static(v) for v in d) or d[0] < 1:
+                        raise KernelError("move: rows and planes are (count >= 1, src_stride, dst_stride) numbers")
+                    last += (d[0] - 1) * d[which]
+            return last + 1
+        if not _static(n) or n < 1:
+            raise KernelError("move: n must be a positive number")
+        if rows is None and planes is not None:
+            rows, planes = planes, None
+        for t, at, which in ((src, src_at, 1), (dst, dst_at, 2)):
+            if not _static(at) or at < 0 or at + extent((rows, planes), which) > t.size:
+                raise KernelError(f"move: elements [{at}, {at} + {extent((rows, planes), which)}) are outside a "
+                                  f"tile of {t.size}")
+        op = AsyncOp("e0", frozenset({src.buf.id}), frozenset({dst.buf.id}), (src.buf, dst.buf))
+        cc.depend("e0", op.reads, op.writes)
+        src_r = cc.local_reg(src.buf, cc.scalar(src.offset) + src_at * eb)
+        dst_r = cc.local_reg(dst.buf, cc.scalar(dst.offset) + dst_at * eb)
+        self._dma(0, cc.q("e0"), dst_r, src_r, n * eb, rows[0] if rows else None, (rows[1] * eb) if rows else 0,
+                  (rows[2] * eb) if rows else 0, op, planes=(planes[0], planes[1] * eb, planes[2] * eb) if planes else None)
 
     # --- vector unit -------------------------------------------------------------------------------------
     def _vector(self, mnemonic, dst, a, b, n, dt, extra=()):
