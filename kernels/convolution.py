@@ -84,6 +84,49 @@ def _conv(xp, w, scale, bias, res, out, qp, G: lang.constexpr, KH: lang.constexp
         lang.store(o2[n * OC + g * OCg:n * OC + g * OCg + OCg, p0:lang.minimum(p0 + M, OH * OW)], y)
 
 
+def _conv_nhwc(xh, wt, scale, bias, out, qp, KH: lang.constexpr, KW: lang.constexpr, dh: lang.constexpr,
+               dw: lang.constexpr, OH: lang.constexpr, OW: lang.constexpr, R: lang.constexpr, br: lang.constexpr,
+               act: lang.constexpr, lo: lang.constexpr, hi: lang.constexpr, out_dt: lang.constexpr):
+    """Stride 1, one group, channels last: no im2col. The input band [positions, C] is the matrix unit's A
+    operand as it lies; tap (kh, kw) is the band shifted by kh*dh*Wp + kw*dw positions (outputs are computed
+    over the padded width Wp and the extra columns dropped at the store), times that tap's weights [C, OC],
+    accumulated over the taps. The epilogue is per column (channel): rows repeated br deep, like dense."""
+    N, Hp, Wp, C = xh.shape
+    OC = wt.shape[1]
+    M = R * Wp
+    L = (R + (KH - 1) * dh) * Wp + (KW - 1) * dw        # band positions a block of R output rows reads
+    nb = -(-OH // R)
+    x2, o2 = xh.reshape(N * Hp * Wp, C), out.reshape(N * OH, OW * OC)
+    wall = lang.load(wt)                               # every tap's weights, resident: [KH*KW*C, OC]
+    reps = [lang.repeat(lang.load(v), br) for v in (scale, bias) if v is not None]
+    first, last = lang.split(N * nb)
+    for u in range(first, last, pipeline=True):
+        n, oh0 = u // nb, u % nb * R
+        p0 = n * (Hp * Wp) + oh0 * Wp
+        band = lang.load(x2[p0:p0 + L, :])
+        acc = lang.empty((M, OC), "i32" if xh.dtype == "i8" else "f32")
+        for kh in lang.static_range(KH):
+            for kw in lang.static_range(KW):
+                t, s = kh * KW + kw, kh * dh * Wp + kw * dw
+                lang.matmul(band[s:s + M], wall[t * C:(t + 1) * C], out=acc, accumulate=t > 0)
+        y = acc.astype("f32") if acc.dtype != "f32" or reps else acc
+        for rep, op in zip(reps, [lang.mul] * (scale is not None) + [lang.add] * (bias is not None)):
+            for c in lang.static_range(0, M, br):
+                rows = y[c:min(c + br, M)]
+                op(rows, rep[:rows.shape[0]], out=rows)
+        if act == "relu":
+            lang.relu(y, out=y)
+        elif act is not None:
+            lang.maximum(y, lo, out=y)
+            lang.minimum(y, hi, out=y)
+        if out_dt == "i8":
+            y = y.astype("i8", qparam=qp)
+        elif out_dt == "f16":
+            y = y.astype("f16")
+        r0 = n * OH + oh0
+        lang.store(o2[r0:lang.minimum(r0 + R, n * OH + OH), :], y.reshape(R, Wp * OC))
+
+
 def _pair(v, name, minimum, n=2):
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         v = (int(v),) * n
@@ -212,6 +255,11 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
     if out_dt == "i8":
         from .dense import qparam
         qp = qparam(np.float32(1.0) / np.float32(out_scale), out_zero_point)
+    if G == 1 and (sh, sw) == (1, 1) and residual is None:
+        done = _run_nhwc(card, xp, wc, scale, b, (N, OC, OH, OW), np_out, qp, KH, KW, dh, dw, activation, lo, hi,
+                         out_dt, pes, trace)
+        if done is not None:
+            return done
     k = lang.library_kernel(_conv, "conv2d")
     while True:
         consts = (G, KH, KW, sh, sw, dh, dw, OH, OW, R, activation, lo, hi, out_dt)
@@ -229,6 +277,44 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
         ([qp] if qp is not None else [])
     (y,), result = runner.run(card, key, lambda: image, "conv2d", args, pes=pes, trace=trace)
     return y, result
+
+
+def _run_nhwc(card, xp, wc, scale, bias, out_shape, np_out, qp, KH, KW, dh, dw, act, lo, hi, out_dt, pes, trace):
+    """The stride-1, one-group path (channels last on the card; the host converts the layouts). None when its
+    tiles do not fit local memory (the general kernel runs instead)."""
+    N, OC, OH, OW = out_shape
+    C, Wp = xp.shape[1], xp.shape[3]
+    xh = np.ascontiguousarray(xp.transpose(0, 2, 3, 1))
+    wt = np.ascontiguousarray(wc.transpose(2, 3, 1, 0)).reshape(KH * KW * C, OC)
+    eb = xp.dtype.itemsize
+    npe = card.config.pes if pes is None else len(pes)
+    local = int(card.config.local_memory.bytes)
+    R = max(1, min(OH, (local // 3) // max(1, Wp * (C * eb * 2 + OC * 12))))
+    while R > 1 and N * math.ceil(OH / R) < 4 * npe:      # a few units per PE, so the pipeline runs
+        R = (R + 1) // 2
+    R = globals().get("FORCE_R", R)
+    k = lang.library_kernel(_conv_nhwc, "conv2d")
+    while True:
+        br = min(R * Wp, 16)
+        consts = (KH, KW, dh, dw, OH, OW, R, br, act, lo, hi, out_dt)
+        try:
+            image = k.compile(xh, wt, scale, bias, np.empty((N, OH, OW, OC), np_out), qp, *consts,
+                              config=card.config).image
+            break
+        except lang.KernelError as e:
+            if "does not fit local memory" not in str(e):
+                raise
+            if R == 1:
+                return None
+            R = (R + 1) // 2
+    key = ("conv2d-nhwc", xh.shape, wt.shape, str(xp.dtype), consts, scale is not None, bias is not None,
+           card.config.data["name"], local)
+    # the weights every PE reads whole: from the shared SRAM (one copy on chip, as a runtime keeps them)
+    wt_arg = runner.OnChip(wt) if wt.nbytes <= card.config.shared_sram.bytes // 4 else wt
+    args = [xh, wt_arg] + [a for a in (scale, bias) if a is not None] + [runner.Out((N, OH, OW, OC), np_out)] + \
+        ([qp] if qp is not None else [])
+    (y,), result = runner.run(card, key, lambda: image, "conv2d", args, pes=pes, trace=trace)
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2)), result
 
 
 def reference_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, w_scale=None, x_scale=None,

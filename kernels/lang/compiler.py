@@ -351,9 +351,6 @@ class Compiler:
     def emit(self, mnemonic, *ops, defs=(), keeps=()):
         insn = Insn(mnemonic, ops, tuple(defs), source_line(self.filename), tuple(keeps))
         self.code.append(insn)
-        if self.pipeline is not None and self.pipeline.compute_issued and not self.pipeline.flushed \
-                and not self.pipeline.emitting and T.BY_MNEMONIC[mnemonic].unit in ("vector", "matrix", "embedding"):
-            self.pipeline.after_emit()
         return insn
 
     def place(self, label):
@@ -598,6 +595,8 @@ class Compiler:
         reads, writes = frozenset(reads), frozenset(writes)
         if hw == "scalar" and self.logs:
             self.logs[-1][0].append(("scalar", AsyncOp("scalar", reads, writes)))
+        if hw == "scalar" and self.pipeline is not None:
+            self.pipeline.written |= {b for b in writes if not isinstance(b, str)}
         for queue, ops in list(self.sync.pending.items()):
             last = -1
             for j, op in enumerate(ops):
@@ -643,7 +642,7 @@ class Compiler:
             self.pipeline.issued(queue, op)
         if self.logs:
             self.logs[-1][0].append((queue, op))
-        if self.weights is not None and self.weights.id in op.writes:
+        if self.weights is not None and self.weights[0].id in op.writes:
             self.weights = None            # the matrix unit's copy of that tile is stale now
         ops = self.sync.pending.setdefault(queue, [])
         ops.append(op)

@@ -180,6 +180,8 @@ class ITile:
         return self.pe.convert(self, dtype, scale, zero_point, qparam)
 
     def reshape(self, rows, cols):
+        if self.ndim == 2 and rows * cols == self.size:
+            return ITile(self.pe, (rows, cols), self.dtype, self.data.reshape(rows, cols), self.init.reshape(rows, cols))
         if self.ndim != 1 or rows * cols > self.shape[0]:
             raise KernelError(f"reshape of a {self.shape} tile to {rows} x {cols}")
         return ITile(self.pe, (rows, cols), self.dtype, self.data[:rows * cols].reshape(rows, cols),
@@ -307,9 +309,13 @@ class PE:
         target = view.tensor.array[view.idx]
         n = target.shape
         shape = tile.shape if not (tile.ndim == 1 and len(view.shape) == 2) else (tile.shape[0], 1)
+        wide = len(shape) == 2 and len(view.shape) == 2 and shape[0] == view.shape[0] and shape[1] > view.shape[1]
         if len(shape) != len(view.shape) or any(t < v for t, v in zip(shape, n)) or \
-                any(t > v for t, v in zip(shape, view.shape)):
+                (not wide and any(t > v for t, v in zip(shape, view.shape))):
             raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
+        if wide:                       # the leading columns of a wider tile
+            tile = ITile(self, view.shape, tile.dtype, tile.data[:, :view.shape[1]], tile.init[:, :view.shape[1]])
+            shape = view.shape
         src_d = tile.data.reshape(shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.data.reshape(-1)[:1]
         src_i = tile.init.reshape(shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.init.reshape(-1)[:1]
         if not src_i.all():

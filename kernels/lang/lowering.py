@@ -237,8 +237,11 @@ class Tile:
     def reshape(self, rows, cols):
         """The tile's first rows * cols elements as a compact 2-D tile (cols may be a card value, at most the
         static width it is given as: the row length of a narrow last column tile)."""
+        if self.ndim == 2 and _static(self.cols) and self.cols == self.shape[1] and _static(cols) and \
+                rows * cols == self.size and _static(self.valid) and self.valid == self.shape[0]:
+            return Tile(self.cc, self.buf, self.offset, (rows, cols), self.dtype)     # same bytes, other rows
         if self.ndim != 1 or not _static(rows):
-            raise KernelError("reshape(rows, cols) takes a 1-D tile and a static number of rows")
+            raise KernelError("reshape(rows, cols) takes a 1-D tile (or a full 2-D one) and a static number of rows")
         cap = self.shape[0] // rows
         if not _static(cols):
             bound = _bound(self.cc, self.cc.scalar(cols), self.cc.scalar(0))
@@ -427,8 +430,10 @@ class Lowering:
         if view.tensor.dtype != tile.dtype:
             raise KernelError(f"store of a {tile.dtype} tile into {view.tensor.name} of {view.tensor.dtype}: "
                               f"convert it first (tile.astype)")
-        if view.shape != tile.shape:
-            raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
+        if view.shape != tile.shape and not (len(view.shape) == 2 and tile.ndim == 2 and view.shape[0] == tile.shape[0]
+                                             and view.shape[1] <= tile.shape[1] and _static(tile.cols)):
+            raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape} (a block may "
+                              f"take the leading columns of a wider tile)")
         eng = 1 if cc.engines > 1 else 0
         cc.written.add(view.tensor.name)
         op = AsyncOp(f"e{eng}", frozenset({tile.buf.id}), frozenset({view.tensor.name}), (tile.buf,))
@@ -667,12 +672,13 @@ class Lowering:
             out.cols = w.cols
         elif out.shape != (M, N) or out.dtype != acc:
             raise KernelError(f"matmul out= must be a {M}x{N} {acc} tile, got {out.shape} {out.dtype}")
-        if cc.weights is not w.buf or getattr(w, "_dirty", False):
+        held = (w.buf, cc.scalar(w.offset).key(), w.shape, cc.scalar(w.cols).key())   # which bytes, which shape
+        if cc.weights is None or cc.weights[1:] != held[1:] or cc.weights[0] is not w.buf:
             op = AsyncOp("matrix", frozenset({w.buf.id}), frozenset(), (w.buf,))
             cc.depend("matrix", op.reads, op.writes)
             cc.issued(cc.q("matrix"), op)
             cc.emit("mm.ldw", w.addr(), cc.reg(K), cc.reg(w.cols), w.dtype, f"s{cc.sem(cc.q('matrix'))}")
-            cc.weights = w.buf
+            cc.weights = held
         op = AsyncOp("matrix", frozenset({a.buf.id} | ({out.buf.id} if accumulate else set())),
                      frozenset({out.buf.id}), (a.buf, out.buf))
         cc.depend("matrix", op.reads, op.writes)
@@ -843,6 +849,8 @@ class _Pipeline:
         self.compute_issued = self.flushed = self.emitting = False
         self.marker = None
         self.stored = set()             # tensors the body stores to
+        self.written = set()            # buffer ids the body's operations write
+        self.first_buf = len(cc.buffers)  # buffers from here on are made inside the loop
         self.prefetched = set()         # tensors its prefetched loads read
 
     def check_read(self, tensor):
@@ -852,17 +860,13 @@ class _Pipeline:
             raise PipelineHazard({tensor})
 
     def issued(self, queue, op):
+        self.written |= {b for b in op.writes if not isinstance(b, str)}
         if queue.split(".")[0] in ("vector", "emb") or (queue.split(".")[0] == "matrix" and op.writes):
             self.compute_issued = True
 
-    def after_emit(self):
-        """Right after this half's first computation is issued (a vector op, a multiply, a lookup), the
-        previous iteration's stores go out: the units work on this iteration meanwhile."""
-        if self.compute_issued and not self.flushed:
-            self.flush_previous()
-
     def before_wait(self):
-        """The PE is about to stall: first issue the previous iteration's stores (if this half computes)."""
+        """The PE is about to stall, after issuing this iteration's first computations: first issue the
+        previous iteration's stores (their wait then overlaps the computations already queued)."""
         if self.compute_issued:
             self.flush_previous()
 
@@ -976,10 +980,13 @@ def _pipelined(cc, var, i, start, stop, step, frame, names):
         # only queues whose operations touch nothing but this half's own tiles (not the ones the other half
         # prefetches into, not tiles both halves share)
         own = pl.half_bufs[h] - pl.pf_bufs[h]
+        # ... or that read tiles made before the loop and never written in it (a scale row, resident weights)
+        constant = {b.id for b in cc.buffers[:pl.first_buf]} - pl.written
         carry = [q for q, ops in cc.sync.pending.items() if q.endswith(f".{h}") and ops
                  and any(op.writes & srcs for op in ops)
-                 and all({b.id for b in op.bufs} <= own and not {x for x in op.reads | op.writes
-                                                                  if isinstance(x, str)} for op in ops)]
+                 and all({b for b in op.writes if not isinstance(b, str)} <= own
+                         and {b for b in op.reads if not isinstance(b, str)} <= own | constant
+                         and not {x for x in op.reads | op.writes if isinstance(x, str)} for op in ops)]
         pl.carry_ops[h] = {q: list(cc.sync.pending[q]) for q in carry}
         cc.drain(keep=(f"pf{1 - h}", *carry))
         for q in carry:
