@@ -33,6 +33,8 @@ ELEMENTS = {
     "fc": lambda p: p["m"] * p["k"] + p["k"] * p["n"] + p["m"] * p["n"],
     "conv2d": lambda p: p["n"] * p["c"] * _padded(p) + p["oc"] * p["c"] * p["kh"] * p["kw"] + p["n"] * p["oc"] *
     _padded(p),
+    "conv2d_general": lambda p: p["n"] * p["c"] * (p["h"] + 2 * p["padding"]) * (p["w"] + 2 * p["padding"]) +
+    p["oc"] * (p["c"] // max(1, p["groups"])) * p["k"] ** 2 + p["n"] * p["oc"] * p["h"] * p["w"],
     "embedding_bag": lambda p: p["rows"] * p["dim"] + p["bags"] * p["pooling"] + p["bags"] * p["dim"],
     "dot_interaction": lambda p: p["batch"] * p["tables"] * (p["dim"] + p["tables"]),
     "concat": lambda p: 2 * p["rows"] * (p["w0"] + p["w1"] + p["w2"]),

@@ -179,7 +179,8 @@ def plan_rows(card, N, G, Cg, OCg, KH, KW, OH, OW, sh, dh, Wp, eb, npe):
 
 
 def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, w_scale=None, x_scale=None,
-           residual=None, activation=None, clip=None, out_scale=None, out_zero_point=0, pes=None, trace=False):
+           residual=None, activation=None, clip=None, out_scale=None, out_zero_point=0, out_dtype=None, pes=None,
+           trace=False):
     """torch.nn.functional.conv2d on the card, plus fusions. x [N, C, H, W], w [OC, C/groups, KH, KW]: both
     float16 or float32 (fp32 computed as fp32; mixed: widened to fp32), or both int8 with x_scale (per
     tensor) and w_scale (per output channel, or one number): the result dequantized to fp32, or requantized
@@ -231,6 +232,10 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
             raise InvalidArgument("conv2d: x_scale, w_scale and out_scale are for int8 inputs")
         scale = None
         out_dt = "f16" if (x.dtype == np.float16 and w.dtype == np.float16) else "f32"
+        if out_dtype is not None:
+            if out_dtype not in ("fp32", "fp16"):
+                raise InvalidArgument(f"conv2d: out_dtype must be 'fp32' or 'fp16', got {out_dtype!r}")
+            out_dt = "f32" if out_dtype == "fp32" else "f16"
     b = _float_vec("bias", bias, OC)
     np_out = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[out_dt]
     if residual is not None:
@@ -290,9 +295,8 @@ def _run_nhwc(card, xp, wc, scale, bias, out_shape, np_out, qp, KH, KW, dh, dw, 
     npe = card.config.pes if pes is None else len(pes)
     local = int(card.config.local_memory.bytes)
     R = max(1, min(OH, (local // 3) // max(1, Wp * (C * eb * 2 + OC * 12))))
-    while R > 1 and N * math.ceil(OH / R) < 4 * npe:      # a few units per PE, so the pipeline runs
+    while R > 1 and N * math.ceil(OH / R) < 2 * npe:      # two units per PE or more, so the pipeline runs
         R = (R + 1) // 2
-    R = globals().get("FORCE_R", R)
     k = lang.library_kernel(_conv_nhwc, "conv2d")
     while True:
         br = min(R * Wp, 16)

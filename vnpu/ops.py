@@ -261,14 +261,29 @@ def softmax(x, *, card=None, pes=None):
     return _run("norm", "softmax", "softmax", x, card=card, pes=pes)
 
 
-def conv2d(x, w, bias=None, stride=1, padding=0, *, card=None, pes=None):
-    """2-D convolution, NCHW, groups = 1: x [N, C, H, W], w [OC, C, KH, KW], bias [OC] or None, stride and
-    padding ints or (h, w) pairs (zero padding). Computes on the matrix unit in the inputs' precision: float16
-    x and w: products exact, sums in fp32 in (c, kh, kw) order; float32 x or w (either promotes both, as
-    PyTorch does): products exact, sums in fp64 in (c, kh, kw) order, rounded once to fp32; then + bias in
-    fp32. Returns float32 [N, OC, OH, OW]. NaN and inf propagate as
-    in IEEE arithmetic. N = 0 or OC = 0 gives an empty result, C = 0 the bias."""
-    return _run("conv", "conv2d", "conv2d", x, w, bias=bias, stride=stride, padding=padding, card=card, pes=pes)
+def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, x_scale=None, w_scale=None,
+           residual=None, activation=None, clip=None, out_scale=None, out_zero_point=0, card=None, pes=None):
+    """torch.nn.functional.conv2d on the card: x [N, C, H, W], w [OC, C/groups, KH, KW], bias [OC] or None;
+    stride, dilation: ints or (h, w); padding: int, (h, w) or (top, bottom, left, right) (zeros).
+    float16 x and w: products exact, sums in fp32 in (c, kh, kw) order; float32 x or w (either promotes both,
+    as PyTorch does): computed in fp32 (products exact, fp64 sums rounded to fp32); the result is float32.
+    int8 x and w with x_scale (per tensor) and w_scale (per output channel): exact int32 sums dequantized to
+    float32, or requantized to int8 with out_scale / out_zero_point. Fused on the card: residual [N, OC, OH,
+    OW] (added after the bias) and activation None | 'relu' | 'relu6' | 'clip' (clip=(lo, hi)).
+    Groups = 1 without the int8 and fused options runs kernels/conv.py (bit-exact with its reference); the rest
+    runs the kernel-language kernel of kernels/convolution.py. NaN and inf propagate as in IEEE arithmetic."""
+    general = (groups != 1 or dilation not in (1, (1, 1)) or residual is not None or activation is not None
+               or (isinstance(padding, (tuple, list)) and len(padding) == 4)
+               or any(getattr(a, "dtype", None) == np.int8 for a in (x, w)))
+    if not general:
+        return _run("conv", "conv2d", "conv2d", x, w, bias=bias, stride=stride, padding=padding, card=card,
+                    pes=pes)
+    kw = dict(x_scale=x_scale, w_scale=w_scale, residual=residual, activation=activation, clip=clip,
+              out_scale=out_scale, out_zero_point=out_zero_point)
+    if getattr(x, "dtype", None) != np.int8:
+        kw["out_dtype"] = "fp32"
+    return _run("convolution", "conv2d", "conv2d", x, w, bias, stride, padding, dilation, groups, card=card,
+                pes=pes, **kw)
 
 
 def dot_interaction(dense, emb, *, card=None, pes=None):

@@ -474,7 +474,8 @@ class Lowering:
         eb = ITEMSIZE[tile.dtype]
         dst = cc.reg(moved(view.address()))
         src = tile.addr()
-        if len(view.dims) == 2 and _rows_contiguous(view) and _static(tile.row_stride if tile.ndim == 2 else 0):
+        if len(view.dims) == 2 and _rows_contiguous(view) and (tile.ndim == 1 or (
+                _static(tile.row_stride) and tile.row_stride == view.dims[1][0])):
             self._dma(eng, queue, dst, src, moved(view.dims[0][1]) * (view.dims[1][0] * eb), None, 0, 0)
         elif len(view.dims) == 2:
             (_, rows, dstride), (ext1, cols, _) = view.dims

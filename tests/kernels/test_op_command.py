@@ -8,7 +8,8 @@ from vnpu.kernels.library import all_ops
 
 SMALL = {"matmul": ["--m", "32", "--k", "64", "--n", "48"], "fc": ["--m", "64", "--k", "128", "--n", "96"],
          "conv2d": ["--h", "12", "--w", "12", "--c", "4", "--oc", "8"], "embedding_bag": ["--rows", "1000", "--bags", "16"],
-         "dot_interaction": ["--batch", "8", "--tables", "5", "--dim", "16"]}
+         "dot_interaction": ["--batch", "8", "--tables", "5", "--dim", "16"],
+         "conv2d_general": ["--n", "2", "--c", "8", "--h", "10", "--w", "10", "--oc", "8", "--groups", "2"]}
 
 
 def test_the_library_has_the_ops_the_card_needs():

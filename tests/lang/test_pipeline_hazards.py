@@ -62,3 +62,28 @@ def test_a_computed_tile_can_be_updated_in_place_when_interpreted():
     y = update_a_computed_tile.interpret(X[0], np.zeros(8, F32), pes=1)
     np.testing.assert_array_equal(y, X[0] * F32(2) + F32(1))
     np.testing.assert_array_equal(update_a_computed_tile(X[0], np.zeros(8, F32), pes=1)[0], y)
+
+
+@vnpu.kernel
+def leading_columns(x, y):
+    t = vnpu.load(x)                               # (4, 6): rows 6 apart in local memory
+    vnpu.store(y, t.reshape(4, 6))                 # y is (4, 4): whole rows of y, the first 4 columns of t
+
+
+@vnpu.kernel
+def leading_columns_of_rows(x, y):
+    t = vnpu.load(x)
+    vnpu.store(y[1:3, :], t[1:3])
+
+
+@pytest.mark.parametrize("engine", ["numba", "reference", "interpret"])
+def test_a_block_takes_the_leading_columns_of_a_wider_tile(engine):
+    x = np.arange(24, dtype=F32).reshape(4, 6)
+    args = (x, np.zeros((4, 4), F32))
+    out = leading_columns.interpret(*args, pes=1) if engine == "interpret" else leading_columns(*args, pes=1,
+                                                                                                 engine=engine)[0]
+    np.testing.assert_array_equal(out, x[:, :4])
+    args = (x, np.zeros((4, 4), F32))
+    out = leading_columns_of_rows.interpret(*args, pes=1) if engine == "interpret" else \
+        leading_columns_of_rows(*args, pes=1, engine=engine)[0]
+    np.testing.assert_array_equal(out[1:3], x[1:3, :4])

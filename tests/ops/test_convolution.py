@@ -1,0 +1,156 @@
+"""conv2d in the kernel language (kernels/convolution.py) against PyTorch: groups (depthwise too), dilation,
+any stride, asymmetric padding, fp32 / fp16 / int8 with per-channel scales, fused bias, residual, ReLU,
+ReLU6 and clip, requantization; NaN / inf; empty operands; both engines; misuse."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vnpu
+from vnpu.emulator.card import Card
+from vnpu.kernels import convolution as CV, runner
+
+CARD = Card("tiny")
+RNG = np.random.default_rng(11)
+
+CASES = [  # N, C, H, W, OC, KH, KW, stride, padding, dilation, groups
+    (1, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1),
+    (2, 4, 9, 7, 6, 3, 3, 2, 1, 1, 1),
+    (1, 4, 10, 10, 4, 3, 3, 1, 2, 2, 2),
+    (1, 6, 7, 7, 6, 3, 3, 1, 1, 1, 6),            # depthwise
+    (2, 8, 5, 5, 16, 1, 1, 1, 0, 1, 1),           # 1x1
+    (1, 3, 11, 13, 5, 5, 3, (2, 3), (2, 1), 1, 1),
+    (1, 2, 7, 5, 3, 2, 3, 1, (1, 0, 2, 1), (2, 1), 1),   # asymmetric padding (top, bottom, left, right)
+    (1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1),
+    (2, 4, 28, 28, 4, 3, 3, 1, 1, 1, 1),          # blocks of several output rows per unit
+]
+
+
+def torch_conv(x, w, bias, stride, padding, dilation, groups):
+    if isinstance(padding, tuple) and len(padding) == 4:
+        t, b, l_, r = padding
+        x = F.pad(torch.tensor(x, dtype=torch.float64), (l_, r, t, b))
+        padding = 0
+    else:
+        x = torch.tensor(x, dtype=torch.float64)
+    return F.conv2d(x, torch.tensor(w, dtype=torch.float64), None if bias is None else torch.tensor(
+        bias, dtype=torch.float64), stride, padding, dilation, groups).numpy()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_float_conv_matches_pytorch(case, dtype):
+    N, C, H, W, OC, KH, KW, s, p, d, g = case
+    x = RNG.standard_normal((N, C, H, W)).astype(dtype)
+    w = (RNG.standard_normal((OC, C // g, KH, KW)) * 0.5).astype(dtype)
+    b = RNG.standard_normal(OC).astype(np.float32)
+    y, r = CV.conv2d(CARD, x, w, b, s, p, d, g)
+    ref = torch_conv(x, w, b, s, p, d, g)
+    assert y.shape == ref.shape and y.dtype == dtype and r.cycles > 0
+    mag = torch_conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b), s, p, d, g)
+    tol = (2 ** -22 if dtype == np.float32 else 2 ** -9) * (mag + 1)   # fp32 sums rounded per tap; fp16 result
+    assert np.all(np.abs(y.astype(np.float64) - ref) <= tol)
+
+
+@pytest.mark.parametrize("case", CASES[:5])
+@pytest.mark.parametrize("act", [None, "relu", "relu6", ("clip", (-0.5, 0.25))])
+def test_int8_conv_with_fused_epilogue(case, act):
+    N, C, H, W, OC, KH, KW, s, p, d, g = case
+    x = RNG.integers(-128, 128, (N, C, H, W)).astype(np.int8)
+    w = RNG.integers(-128, 128, (OC, C // g, KH, KW)).astype(np.int8)
+    b = RNG.standard_normal(OC).astype(np.float32)
+    ws = (RNG.random(OC) * 1e-3 + 1e-4).astype(np.float32)
+    name, clip = (act, None) if not isinstance(act, tuple) else act
+    ref = torch_conv(x.astype(np.float64), w.astype(np.float64), None, s, p, d, g)
+    res = RNG.standard_normal(ref.shape).astype(np.float32)
+    y, _ = CV.conv2d(CARD, x, w, b, s, p, d, g, x_scale=0.05, w_scale=ws, residual=res, activation=name, clip=clip)
+    z = ref * (0.05 * ws.astype(np.float64))[None, :, None, None] + b[None, :, None, None] + res
+    if name == "relu":
+        z = np.maximum(z, 0)
+    elif name in ("relu6", "clip"):
+        lo, hi = (0, 6) if name == "relu6" else clip
+        z = np.clip(z, lo, hi)
+    np.testing.assert_allclose(y, z, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(y, CV.reference_conv2d(x, w, b, s, p, d, g, x_scale=0.05, w_scale=ws, residual=res,
+                                                         activation=name, clip=clip))
+
+
+def test_int8_requantized_like_pytorch_rounding():
+    x = RNG.integers(-128, 128, (1, 8, 6, 6)).astype(np.int8)
+    w = RNG.integers(-128, 128, (8, 8, 3, 3)).astype(np.int8)
+    ws = np.full(8, 2e-3, np.float32)
+    y, _ = CV.conv2d(CARD, x, w, None, 1, 1, x_scale=0.02, w_scale=ws, activation="relu", out_scale=0.1,
+                     out_zero_point=-3)
+    assert y.dtype == np.int8
+    f = torch_conv(x.astype(np.float64), w.astype(np.float64), None, 1, 1, 1, 1) * (0.02 * 2e-3)
+    q = torch.quantize_per_tensor(torch.tensor(np.maximum(f, 0), dtype=torch.float32), 0.1, -3, torch.qint8)
+    assert np.abs(y.astype(int) - q.int_repr().numpy().astype(int)).max() <= 1      # a tie may round apart
+    np.testing.assert_array_equal(y, CV.reference_conv2d(x, w, None, 1, 1, x_scale=0.02, w_scale=ws,
+                                                         activation="relu", out_scale=0.1, out_zero_point=-3))
+
+
+def test_nan_and_inf_propagate():
+    x = RNG.standard_normal((1, 2, 5, 5)).astype(np.float32)
+    x[0, 0, 2, 2], x[0, 1, 0, 0] = np.nan, np.inf
+    w = RNG.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    y, _ = CV.conv2d(CARD, x, np.concatenate([w, w[:1]], 0).reshape(4, 1, 3, 3)[:2], None, 1, 1, 1, 2)
+    ref = torch_conv(x, np.concatenate([w, w[:1]], 0).reshape(4, 1, 3, 3)[:2], None, 1, 1, 1, 2)
+    assert np.array_equal(np.isnan(y), np.isnan(ref)) and np.array_equal(np.isinf(y), np.isinf(ref))
+
+
+def test_empty_operands():
+    x = np.zeros((0, 4, 5, 5), np.float32)
+    y, r = CV.conv2d(CARD, x, np.zeros((6, 2, 3, 3), np.float32), None, 1, 1, 1, 2)
+    assert y.shape == (0, 6, 5, 5) and r.cycles > 0
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[1]])
+def test_same_on_the_reference_engine(case, monkeypatch):
+    N, C, H, W, OC, KH, KW, s, p, d, g = case
+    x = RNG.standard_normal((N, C, H, W)).astype(np.float32)
+    w = RNG.standard_normal((OC, C // g, KH, KW)).astype(np.float32)
+    y1, _ = CV.conv2d(CARD, x, w, None, s, p, d, g, activation="relu")
+    real = runner.run
+    monkeypatch.setattr(runner, "run", lambda *a, **kw: real(*a, **{**kw, "engine": "reference"}))
+    y2, r2 = CV.conv2d(CARD, x, w, None, s, p, d, g, activation="relu")
+    assert r2.engine == "reference" and np.array_equal(y1, y2)
+
+
+def test_the_kernel_interprets_to_the_same_numbers():
+    x = RNG.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    w = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    y, _ = CV.conv2d(CARD, x, w, None, 2, 1, 1, 2)
+    xp = np.zeros((1, 4, 8, 8), np.float32)
+    xp[:, :, 1:7, 1:7] = x
+    out = np.zeros(y.shape, np.float32)
+    k = CV.lang.library_kernel(CV._conv, "conv2d")
+    got = k.interpret(xp, w, None, None, None, out, None, 2, 3, 3, 2, 2, 1, 1, 3, 3, 3, None, None, None, "f32", pes=2)
+    np.testing.assert_allclose(got, y, rtol=1e-6, atol=1e-6)
+
+
+def test_vnpu_ops_conv2d_takes_groups_and_dilation():
+    x = RNG.standard_normal((1, 4, 7, 7)).astype(np.float16)
+    w = RNG.standard_normal((8, 1, 3, 3)).astype(np.float16)
+    y = vnpu.ops.conv2d(x, w, None, stride=1, padding=2, dilation=2, groups=4, card=CARD)
+    ref = torch_conv(x.astype(np.float32), w.astype(np.float32), None, 1, 2, 2, 4)
+    assert y.dtype == np.float32 and y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(groups=3), "groups"), (dict(groups=0), "groups"), (dict(dilation=0), "dilation"),
+    (dict(stride=(1,)), "stride"), (dict(padding=(1, 2, 3)), "padding"), (dict(activation="gelu"), "activation"),
+    (dict(activation="clip"), "clip"), (dict(x_scale=0.1), "int8"), (dict(residual=np.zeros(3)), "residual"),
+])
+def test_misuse_is_a_typed_error(kw, match):
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    w = np.zeros((4, 2, 3, 3), np.float32) if "groups" not in kw else np.zeros((4, 4, 3, 3), np.float32)
+    args = dict(dict(stride=1, padding=1, dilation=1, groups=2 if "groups" not in kw else 1), **kw)
+    with pytest.raises(vnpu.InvalidArgument, match=match):
+        CV.conv2d(CARD, x, w, None, args.pop("stride"), args.pop("padding"), args.pop("dilation"), args.pop("groups"),
+                  **args)
+
+
+def test_mixed_int8_and_float_is_an_error():
+    with pytest.raises(vnpu.InvalidArgument, match="both be int8"):
+        CV.conv2d(CARD, np.zeros((1, 2, 3, 3), np.int8), np.zeros((2, 2, 1, 1), np.float32))
