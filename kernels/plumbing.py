@@ -490,7 +490,6 @@ def _permute_host(card, x, perm, op, pes, trace):
     if P[-1] == len(S) - 1:
         E, S, P = S[-1], S[:-1], P[:-1]
     g = plan_permute(card, S, P, E)
-    npes = card.config.pes
     k = _kernel(_permute, op)
     key = ("plumbing_permute", g, _card_key(card))
     xb = np.empty(n, np.int8)
@@ -512,3 +511,385 @@ def transpose(card, x, dim0=0, dim1=1, pes=None, trace=False):
     perm = list(range(x.ndim))
     perm[a], perm[b] = perm[b], perm[a]
     return _permute_host(card, x, tuple(perm), op, pes, trace)
+
+
+# --- pad ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PadGeom:
+    """x as O planes of H rows of Wb bytes; its window rows [h0, h1), byte columns [c0, c1) lands in the output
+    (O planes of Ho rows of Wo bytes) after t fill rows and l fill bytes. mode "planes": G whole planes per item;
+    "bands": R interior rows per item (fill rows stored apart); "wide": row by row, transfers."""
+    O: int
+    H: int
+    Wb: int
+    h0: int
+    h1: int
+    c0: int
+    c1: int
+    t: int
+    b: int
+    l: int
+    r: int
+    F: int             # bytes of the fill pattern tensor
+    mode: str
+    G: int = 1
+    R: int = 1
+
+    @property
+    def Hc(self):
+        return self.h1 - self.h0
+
+    @property
+    def Wc(self):
+        return self.c1 - self.c0
+
+    @property
+    def Ho(self):
+        return self.t + self.Hc + self.b
+
+    @property
+    def Wo(self):
+        return self.l + self.Wc + self.r
+
+
+def _fill_rows(out, frow, g, o):
+    """The t top and b bottom fill rows of output plane o (contiguous runs), from the F-byte fill tile."""
+    base = o * (g.Ho * g.Wo)
+    for r0, nr in ((0, g.t), (g.t + g.Hc, g.b)):
+        for c in lang.static_range(0, nr * g.Wo, g.F):
+            w = min(g.F, nr * g.Wo - c)
+            d0 = base + r0 * g.Wo + c
+            lang.store(out[d0:d0 + w], frow[0:w])
+
+
+def _pad(x, fill, out, g: lang.constexpr):
+    """out = x padded (PadGeom g); x, fill, out flat int8 (fill: the value's bytes repeated)."""
+    Hc, Wc, Ho, Wo, H = g.Hc, g.Wc, g.Ho, g.Wo, g.H
+    frow = lang.load(fill)
+    x2 = x.reshape(g.O * H, g.Wb) if Hc > 0 and Wc > 0 else None     # (an empty window: x is a stand-in)
+    o2 = out.reshape(g.O * Ho, Wo)
+    if g.mode == "planes":
+        G = g.G
+        lo, hi = lang.split(g.O)
+        for p in range(lo, hi, G, pipeline=True):
+            pend = lang.minimum(p + G, hi)
+            t = lang.empty((G * Ho, Wo), "i8")
+            lang.move(t, frow, Wo, rows=(G * Ho, 0, Wo))                  # every byte the fill value
+            if Hc > 0 and Wc > 0:
+                a = lang.load(x2[p * H:lang.minimum(p * H + G * H, pend * H), g.c0:g.c1])
+                # the window of each plane into place: Hc rows of Wc bytes, G planes, one DMA
+                lang.move(t, a, Wc, rows=(Hc, Wc, Wo), planes=(a.shape[0] // H, H * Wc, Ho * Wo),
+                          src_at=g.h0 * Wc, dst_at=g.t * Wo + g.l)
+            lang.store(o2[p * Ho:lang.minimum(p * Ho + G * Ho, pend * Ho), :], t)
+    elif g.mode == "bands":
+        R = g.R
+        nb = -(-Hc // R)
+        lo, hi = lang.split(g.O * nb)
+        for i in range(lo, hi, pipeline=True):
+            o = i // nb
+            y0 = (i - o * nb) * R
+            s0 = o * H + g.h0 + y0
+            d0 = o * Ho + g.t + y0
+            dst = o2[d0:lang.minimum(d0 + R, o * Ho + g.t + Hc), :]
+            if Wc == 0:
+                t = lang.empty((R, Wo), "i8")
+                lang.move(t, frow, Wo, rows=(R, 0, Wo))
+                lang.store(dst, t)
+            elif g.l == 0 and g.r == 0:
+                lang.store(dst, lang.load(x2[s0:lang.minimum(s0 + R, o * H + g.h1), g.c0:g.c1]))
+            else:
+                a = lang.load(x2[s0:lang.minimum(s0 + R, o * H + g.h1), g.c0:g.c1])
+                t = lang.empty((R, Wo), "i8")
+                lang.move(t, frow, Wo, rows=(R, 0, Wo))
+                lang.move(t, a, Wc, rows=(a.shape[0], Wc, Wo), dst_at=g.l)
+                lang.store(dst, t)
+        if g.t or g.b:
+            lo, hi = lang.split(g.O)
+            for o in range(lo, hi):
+                _fill_rows(out, frow, g, o)
+    else:                                   # wide rows: DRAM -> DRAM by transfer, fill stored in pieces
+        lo, hi = lang.split(g.O * Hc)
+        for i in range(lo, hi):
+            o = i // Hc
+            y = i - o * Hc
+            d0 = (o * Ho + g.t + y) * Wo
+            s0 = (o * H + g.h0 + y) * g.Wb + g.c0
+            for c in lang.static_range(0, Wc, CHUNK_MAX):
+                w = min(CHUNK_MAX, Wc - c)
+                lang.transfer(out[d0 + g.l + c:d0 + g.l + c + w], x[s0 + c:s0 + c + w])
+            for at, nbytes in ((0, g.l), (g.l + Wc, g.r)):
+                for c in lang.static_range(0, nbytes, g.F):
+                    w = min(g.F, nbytes - c)
+                    lang.store(out[d0 + at + c:d0 + at + c + w], frow[0:w])
+        if g.t or g.b:
+            lo, hi = lang.split(g.O)
+            for o in range(lo, hi):
+                _fill_rows(out, frow, g, o)
+
+
+FILL_MAX = 16384               # bytes of the fill pattern tile (top / bottom fill rows go out in pieces this long)
+
+
+def plan_pad(card, O, H, Wb, h0, h1, c0, c1, t, b, l, r, es):
+    Hc, Wc = h1 - h0, c1 - c0
+    Ho, Wo = t + Hc + b, l + Wc + r
+    tile = _tile_bytes(card)
+    npes = card.config.pes
+    if Wo > tile or Wc > tile:
+        F = max(es, min(max(l, r, t * Wo, b * Wo, es), FILL_MAX) // es * es)
+        return PadGeom(O, H, Wb, h0, h1, c0, c1, t, b, l, r, F, "wide")
+    plane = max(Ho * Wo, H * max(Wc, 1))
+    if plane <= tile:
+        G = max(1, min(tile // plane, -(-O // npes), 256))
+        return PadGeom(O, H, Wb, h0, h1, c0, c1, t, b, l, r, Wo, "planes", G=G)
+    R = max(1, min(Hc, tile // max(Wo, 1)))
+    F = max(Wo, min(max(t, b) * Wo, FILL_MAX // Wo * Wo))
+    return PadGeom(O, H, Wb, h0, h1, c0, c1, t, b, l, r, F, "bands", R=R)
+
+
+def pad(card, x, pad, mode="constant", value=None, pes=None, trace=False):
+    """torch.nn.functional.pad(x, pad, mode="constant", value): pad = (left, right) for the last dim or (left,
+    right, top, bottom) for the last two; negative entries crop. value (default 0) is converted to x's dtype
+    (as PyTorch); every byte moves by DMA, so NaN, -0.0 and the fill's bits are exact. Returns (array, result)."""
+    op = "pad"
+    x = _plain(op, x)
+    if mode != "constant":
+        raise InvalidArgument(f"{op}: only mode='constant' is supported, got {mode!r}")
+    if not isinstance(pad, (list, tuple)) or len(pad) not in (2, 4) or not all(_is_int(v) for v in pad):
+        raise InvalidArgument(f"{op}: pad must be (left, right) or (left, right, top, bottom) ints, got {pad!r}")
+    if x.ndim < len(pad) // 2:
+        raise InvalidArgument(f"{op}: pad {tuple(pad)} pads {len(pad) // 2} dims of a {x.ndim}-D tensor")
+    if value is None:
+        value = 0
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidArgument(f"{op}: value must be a number, got {value!r}")
+    with np.errstate(all="ignore"):
+        v = np.array(value).astype(x.dtype) if x.dtype.kind != "b" else np.array(bool(value))
+    l, r = int(pad[0]), int(pad[1])
+    t, b = (int(pad[2]), int(pad[3])) if len(pad) == 4 else (0, 0)
+    es = x.dtype.itemsize
+    W = x.shape[-1]
+    H = x.shape[-2] if len(pad) == 4 else 1
+    lead = x.shape[:-2] if len(pad) == 4 else x.shape[:-1]
+    O = _prod(lead)
+    h0, h1 = max(0, -t), H - max(0, -b)
+    w0, w1 = max(0, -l), W - max(0, -r)
+    if h1 < h0 or w1 < w0:
+        raise InvalidArgument(f"{op}: pad {tuple(pad)} crops more than the {H} x {W} input")
+    t, b, l, r = max(t, 0), max(b, 0), max(l, 0), max(r, 0)
+    Ho, Wo = t + h1 - h0 + b, l + w1 - w0 + r
+    shape = lead + ((Ho,) if len(pad) == 4 else ()) + (Wo,)
+    if O * Ho * Wo == 0:
+        return np.zeros(shape, x.dtype), runner.nothing(card, op, pes)
+    g = plan_pad(card, O, H, W * es, h0, h1, w0 * es, w1 * es, t, b, l * es, r * es, es)
+    fill = np.full(g.F // es, v, x.dtype).view(np.int8)
+    xb = _bytes(x) if x.size else np.zeros(1, np.int8)
+    k = _kernel(_pad, op)
+    key = ("plumbing_pad", g, _card_key(card))
+    n = O * Ho * Wo * es
+    example = [np.empty(max(1, x.size * es), np.int8), fill, np.empty(n, np.int8)]
+    (ob,), result = launch(card, key, k, example, [xb, fill, runner.Out((n,), np.int8)], [g], op, pes, trace)
+    return ob.view(x.dtype).reshape(shape), result
+
+
+def reference_pad(x, pad, value=0):
+    """numpy: negative pads crop, then constant padding (the value cast to x's dtype)."""
+    x = np.asarray(x)
+    l, r = pad[0], pad[1]
+    t, b = (pad[2], pad[3]) if len(pad) == 4 else (0, 0)
+    sl = [slice(None)] * x.ndim
+    sl[-1] = slice(max(0, -l), x.shape[-1] - max(0, -r))
+    if len(pad) == 4:
+        sl[-2] = slice(max(0, -t), x.shape[-2] - max(0, -b))
+    y = x[tuple(sl)]
+    widths = [(0, 0)] * x.ndim
+    widths[-1] = (max(l, 0), max(r, 0))
+    if len(pad) == 4:
+        widths[-2] = (max(t, 0), max(b, 0))
+    with np.errstate(all="ignore"):
+        v = np.array(0 if value is None else value).astype(x.dtype)
+    out = np.full(tuple(s + a + c for s, (a, c) in zip(y.shape, widths)), v, x.dtype)
+    inner = tuple(slice(a, a + s) for s, (a, _) in zip(y.shape, widths))
+    out[inner] = y
+    return out
+
+
+# --- cast -----------------------------------------------------------------------------------------------------------
+CAST_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float16): "f16", np.dtype(np.int8): "i8",
+               np.dtype(np.int32): "i32"}
+BIG = 2.0 ** 100              # (d * BIG) * BIG is at least 1 in magnitude for every nonzero fp32 d
+
+
+def _cast(x: lang.anysize, out: lang.anysize, n, g: lang.constexpr):
+    """out[:n] = x[:n] converted (g = (mode, T)): "cvt" one vcvt; "trunc" a float to an integer rounded toward
+    zero; "wrap" int32 -> int8 keeping the low byte (x is the int32 data's bytes)."""
+    mode, T = g
+    lo, hi = lang.split(n, align=64)
+    for i in range(lo, hi, T, pipeline=True):
+        end = lang.minimum(i + T, hi)
+        if mode == "wrap":
+            a = lang.load(x[4 * i:lang.minimum(4 * i + 4 * T, 4 * hi)])
+            b = lang.empty((a.shape[0] // 4,), "i8")
+            lang.move(b, a, 1, rows=(a.shape[0] // 4, 4, 1))              # byte 0 of every word
+            lang.store(out[i:end], b)
+        elif mode == "cvt":
+            lang.store(out[i:end], lang.load(x[i:end]).astype(out.dtype))
+        else:
+            t = lang.load(x[i:end])
+            f = t if x.dtype == "f32" else t.astype("f32")
+            y = f.astype("i32").astype("f32")                             # round half to even (saturated)
+            d = lang.sub(y, f)                                            # exact: |d| <= 0.5
+            # rounded away from zero (d and f of one sign, d != 0): step back by sign(d)
+            away = lang.minimum(lang.maximum(lang.mul(lang.mul(lang.mul(d, f), BIG), BIG), 0.0), 1.0)
+            sign = lang.minimum(lang.maximum(lang.mul(lang.mul(d, BIG), BIG), -1.0), 1.0)
+            lang.store(out[i:end], lang.sub(y, lang.mul(away, sign)).astype(out.dtype))
+
+
+def _stream_tile(card, per, n):
+    """Elements per tile of a streaming kernel whose tiles take `per` bytes per element (double-buffered): at
+    most 16384, and no more than one PE's share of n (rounded up to 64)."""
+    fit = (int(card.config.local_memory.bytes) - RESERVE) // (2 * per) // 64 * 64
+    share = -(-n // card.config.pes)
+    return int(max(64, min(fit, 16384, -(-share // 64) * 64)))
+
+
+def cast_mode(src, dst):
+    """How the card converts numpy dtype src to dst: "copy", "cvt", "trunc" or "wrap"."""
+    if src == dst:
+        return "copy"
+    if src.kind == "f" and dst.kind == "i":
+        return "trunc"
+    if src == np.int32 and dst == np.int8:
+        return "wrap"
+    return "cvt"
+
+
+def to(card, x, dtype, pes=None, trace=False):
+    """x.to(dtype) (numpy's astype) between float32, float16, int8 and int32, as PyTorch converts: floats round
+    to nearest even (overflow to +-inf, NaN stays NaN, quieted), float -> int rounds toward zero, int32 -> int8
+    keeps the low byte (wraps), int8 -> int32 and int -> float exact or rounded to nearest. A float out of the
+    integer's range saturates and NaN gives 0 (undefined behaviour in PyTorch: on x86 it gives INT_MIN for int32
+    and the low byte of the int32 conversion for int8). Returns (array, result)."""
+    op = "to"
+    x = _plain(op, x)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise InvalidArgument(f"{op}: dtype {dtype!r} is not a dtype") from None
+    if x.dtype not in CAST_DTYPES or dt not in CAST_DTYPES:
+        raise InvalidArgument(f"{op}: converts between float32, float16, int8 and int32, got {x.dtype} -> {dt}")
+    if x.size == 0:
+        return np.zeros(x.shape, dt), runner.nothing(card, op, pes)
+    mode = cast_mode(x.dtype, dt)
+    n = x.size
+    if mode == "copy":
+        nb = n * x.dtype.itemsize
+        (ob,), result = run_jobs(card, op, [_bytes(x)], [runner.Out((nb,), np.int8)],
+                                 [plan_job(card, 0, 1, 1, nb, 0, nb, 0, nb)], pes, trace)
+        return ob.view(dt).reshape(x.shape), result
+    # bytes per element of the tiles live in one iteration (trunc: about ten fp32 temporaries), double-buffered
+    per = {"wrap": 4 + 1, "cvt": x.dtype.itemsize + dt.itemsize, "trunc": x.dtype.itemsize + dt.itemsize + 40}[mode]
+    T = _stream_tile(card, per, n)
+    k = _kernel(_cast, f"to_{CAST_DTYPES[x.dtype]}_{CAST_DTYPES[dt]}")
+    key = ("plumbing_to", mode, x.dtype.str, dt.str, T, _card_key(card))
+    xin = _bytes(x) if mode == "wrap" else np.ascontiguousarray(x).reshape(-1)
+    example = [np.empty(0, xin.dtype), np.empty(0, dt), 0]
+    (out,), result = launch(card, key, k, example, [xin, runner.Out((n,), dt), n], [(mode, T)], k.name, pes, trace)
+    return out.reshape(x.shape), result
+
+
+def reference_to(x, dtype):
+    """numpy: PyTorch's conversions (float -> int toward zero, saturated, NaN -> 0; int32 -> int8 wraps)."""
+    x, dt = np.asarray(x), np.dtype(dtype)
+    if x.dtype.kind == "f" and dt.kind == "i":
+        info = np.iinfo(dt)
+        with np.errstate(invalid="ignore"):
+            v = np.trunc(x.astype(np.float64))
+            v = np.where(np.isnan(v), 0, np.clip(v, info.min, info.max))
+        return v.astype(dt)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x.astype(dt)
+
+
+# --- where ----------------------------------------------------------------------------------------------------------
+def _where(c: lang.anysize, a: lang.anysize, b: lang.anysize, out: lang.anysize, n, g: lang.constexpr):
+    """out = c ? a : b on raw bits (g = (unit, k, T, a_row, b_row)): the elements are k units (int32 words or
+    bytes) each, c holds 0 / 1 per element; out = b + c * (a - b) in two's-complement arithmetic, which wraps
+    back to a's bits exactly where c is 1 (no compare, no float rounding). a_row / b_row: a (or b) is one value,
+    given as a row of T * k units repeated."""
+    unit, k, T, a_row, b_row = g
+    lo, hi = lang.split(n, align=64)
+    ar = lang.load(a[0:T * k]) if a_row else None
+    br = lang.load(b[0:T * k]) if b_row else None
+    for i in range(lo, hi, T, pipeline=True):
+        end = lang.minimum(i + T, hi)
+        ct = lang.load(c[i:end])
+        if unit == "i32":
+            ct = ct.astype("i32")
+        if k > 1:                       # each element's condition repeated over its k units
+            m = lang.empty((ct.shape[0] * k,), unit)
+            lang.move(m, ct, 1, rows=(ct.shape[0], 1, k), planes=(k, 0, 1))
+        else:
+            m = ct
+        size = m.shape[0]
+        av = ar[0:size] if a_row else lang.load(a[k * i:lang.minimum(k * i + k * T, k * hi)])
+        bv = br[0:size] if b_row else lang.load(b[k * i:lang.minimum(k * i + k * T, k * hi)])
+        d = lang.sub(av, bv)
+        lang.mul(d, m, out=d)
+        lang.store(out[k * i:lang.minimum(k * i + k * T, k * hi)], lang.add(bv, d, out=d))
+
+
+def where(card, condition, a, b, pes=None, trace=False):
+    """torch.where(condition, a, b): a where condition is true, else b. condition: a bool array; a, b: arrays of
+    condition's shape and one dtype, or numbers (taking the other's dtype, or float32). Any plain dtype; the
+    selected bits are exact. Returns (array, result)."""
+    op = "where"
+    cond = np.asarray(condition)
+    if cond.dtype != np.bool_:
+        raise InvalidArgument(f"{op}: condition must be a bool array, got dtype {cond.dtype}")
+    num = (int, float, np.integer, np.floating)
+    arrays = [v for v in (a, b) if not (isinstance(v, num) and not isinstance(v, (bool, np.bool_)))]
+    arrays = [_plain(op, v, "a" if v is a else "b") for v in arrays]
+    dt = arrays[0].dtype if arrays else np.dtype(np.float32)
+    vals = []
+    for v, name in ((a, "a"), (b, "b")):
+        if isinstance(v, num) and not isinstance(v, (bool, np.bool_)):
+            with np.errstate(all="ignore"):
+                vals.append((None, np.array(v).astype(dt)))
+        else:
+            v = _plain(op, v, name)
+            if v.dtype != dt:
+                raise InvalidArgument(f"{op}: a and b must have one dtype, got {np.asarray(a).dtype} and "
+                                      f"{np.asarray(b).dtype}")
+            if v.shape != cond.shape:
+                raise InvalidArgument(f"{op}: {name} has shape {v.shape}, condition {cond.shape}: broadcast them "
+                                      f"first (only numbers broadcast here)")
+            vals.append((v, None))
+    n = cond.size
+    if n == 0:
+        return np.zeros(cond.shape, dt), runner.nothing(card, op, pes)
+    es = dt.itemsize
+    unit, k = ("i32", es // 4) if es % 4 == 0 else ("i8", es)
+    unp = np.int32 if unit == "i32" else np.int8
+    per = 1 + 4 * k * (4 if unit == "i32" else 1) + 4
+    T = _stream_tile(card, per, n)
+    rows = tuple(s is not None for _, s in vals)
+    args, example = [cond.reshape(-1).view(np.int8)], [np.empty(0, np.int8)]
+    for v, s in vals:
+        if s is None:
+            args.append(np.ascontiguousarray(v).reshape(-1).view(unp))
+            example.append(np.empty(0, unp))
+        else:
+            row = np.full(T, s, dt).view(unp)           # T elements: T * k units
+            args.append(row)
+            example.append(row)
+    example += [np.empty(0, unp), 0]
+    args += [runner.Out((n * k,), unp), n]
+    k_ = _kernel(_where, op)
+    key = ("plumbing_where", unit, k, T, rows, _card_key(card))
+    (out,), result = launch(card, key, k_, example, args, [(unit, k, T) + rows], op, pes, trace)
+    return out.view(dt).reshape(cond.shape), result
+
+
+def reference_where(condition, a, b):
+    return np.where(condition, a, b)
