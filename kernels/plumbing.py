@@ -893,3 +893,156 @@ def where(card, condition, a, b, pes=None, trace=False):
 
 def reference_where(condition, a, b):
     return np.where(condition, a, b)
+
+
+# --- gather / index_select --------------------------------------------------------------------------------------------
+EMB_DIM_MAX = 65536           # elements per row of an embedding lookup
+
+
+@dataclass(frozen=True)
+class GGeom:
+    N: int             # bytes of x (rows of the table: N // dim)
+    dim: int           # bytes per gathered row
+    nb: int            # lookups (rows of the result)
+    A: int             # groups of lookups ...
+    L: int             # ... of L each (lookup a * L + c reads idx[(a if per_group else 0) * L + c])
+    per_group: bool    # idx holds A * L entries (gather), or L shared by every group (index_select)
+    mul: int           # row = idx * mul + base
+    T: int
+
+
+def _gather(x, table, idx, base, offs, ridx, eout, out, g: lang.constexpr):
+    """Gather rows of `dim` bytes of x: out[p] = x row (idx[p'] * mul + base[p]), on the card's embedding unit.
+    The unit sums rows in fp32 from zero (which would turn -0.0 into 0.0 and quiet NaNs), so it gathers codes
+    instead: every byte of x as an fp16 number (-128..127, exact), converted back to bytes after the lookup."""
+    N, dim, nb, A, L, T = g.N, g.dim, g.nb, g.A, g.L, g.T
+    lo, hi = lang.split(N, align=64)
+    for i in range(lo, hi, T, pipeline=True):                          # 1. the table of byte codes
+        end = lang.minimum(i + T, hi)
+        lang.store(table[i:end], lang.load(x[i:end]).astype("f16"))
+    if g.per_group:                                                    # 2. the table row of every lookup
+        lo, hi = lang.split(nb, align=64)
+        for i in range(lo, hi, T, pipeline=True):
+            end = lang.minimum(i + T, hi)
+            t = lang.load(idx[i:end])
+            if g.mul != 1:
+                t = lang.mul(t, g.mul)
+            lang.store(ridx[i:end], lang.add(t, lang.load(base[i:end])))
+    else:
+        nc = -(-L // T)
+        lo, hi = lang.split(A * nc)
+        for i in range(lo, hi, pipeline=True):
+            a = i // nc
+            c0 = (i - a * nc) * T
+            p0 = a * L + c0
+            t = lang.load(idx[c0:lang.minimum(c0 + T, L)])
+            if g.mul != 1:
+                t = lang.mul(t, g.mul)
+            lang.store(ridx[p0:lang.minimum(p0 + T, a * L + L)],
+                       lang.add(t, lang.load(base[p0:lang.minimum(p0 + T, a * L + L)])))
+    lang.barrier()
+    if lang.pe_id() == 0:                                              # 3. one lookup per row (the card's unit)
+        lang.embedding_bag(table.reshape(N // dim, dim), ridx, offs, eout.reshape(nb, dim))
+    lang.barrier()
+    M = nb * dim
+    lo, hi = lang.split(M, align=64)
+    for i in range(lo, hi, T, pipeline=True):                          # 4. codes back to bytes
+        end = lang.minimum(i + T, hi)
+        lang.store(out[i:end], lang.load(eout[i:end]).astype("i8"))
+
+
+def _run_gather(card, op, x, dim, nb, A, L, per_group, mul, idx32, base, shape, pes, trace):
+    N = x.size * x.dtype.itemsize
+    T = _stream_tile(card, 4 + 4 + 4, max(N, nb * dim))
+    g = GGeom(N, dim, nb, A, L, per_group, mul, T)
+    k = _kernel(_gather, op)
+    key = ("plumbing_gather", g, _card_key(card))
+    offs = np.arange(nb, dtype=np.int32)
+    example = [np.empty(N, np.int8), np.empty(N, np.float16), idx32, base, offs, np.empty(nb, np.int32),
+               np.empty(nb * dim, np.float32), np.empty(nb * dim, np.int8)]
+    args = [_bytes(x), runner.Scratch(2 * N), idx32, base, offs, runner.Scratch(4 * nb),
+            runner.Scratch(4 * nb * dim), runner.Out((nb * dim,), np.int8)]
+    (ob,), result = launch(card, key, k, example, args, [g], op, pes, trace)
+    return ob.view(x.dtype).reshape(shape), result
+
+
+def _index_array(op, index, name="index"):
+    idx = np.asarray(index)
+    if idx.dtype.kind not in "iu":
+        raise InvalidArgument(f"{op}: {name} must be an integer array, got dtype {idx.dtype}")
+    return idx
+
+
+def index_select(card, x, dim, index, pes=None, trace=False):
+    """torch.index_select(x, dim, index): the slices x[..., index[j], ...] along dim. index: 1-D (or 0-d)
+    integers in [0, x.shape[dim]). Any plain dtype, bit for bit (see _gather). Returns (array, result)."""
+    op = "index_select"
+    x = _plain(op, x)
+    idx = _index_array(op, index)
+    if idx.ndim > 1:
+        raise InvalidArgument(f"{op}: index must be 1-D, got shape {idx.shape}")
+    idx = idx.reshape(-1)
+    nd = max(1, x.ndim)
+    d = _dim(op, dim, x.ndim)
+    xs = x.reshape(x.shape or (1,))
+    D = xs.shape[d]
+    if idx.size and (idx.min() < 0 or idx.max() >= D):
+        raise InvalidArgument(f"{op}: index out of range for dimension {d} of size {D}")
+    shape = xs.shape[:d] + (idx.size,) + xs.shape[d + 1:]
+    if x.ndim == 0:
+        shape = () if index is not None and np.asarray(index).ndim == 0 else (idx.size,)
+    O, I = _outer_inner(xs.shape, d, x.dtype.itemsize)
+    n = idx.size
+    if O * n * I == 0:
+        return np.zeros(shape, x.dtype), runner.nothing(card, op, pes)
+    if I > EMB_DIM_MAX:
+        raise InvalidArgument(f"{op}: slices of {I} bytes; the embedding unit gathers rows of at most "
+                              f"{EMB_DIM_MAX} (use narrow for each index)")
+    base = np.repeat(np.arange(O, dtype=np.int64) * D, n).astype(np.int32)
+    del nd
+    return _run_gather(card, op, x, I, O * n, O, n, False, 1, idx.astype(np.int32), base, shape, pes, trace)
+
+
+def gather(card, x, dim, index, pes=None, trace=False):
+    """torch.gather(x, dim, index): out[p] = x[p with its dim coordinate replaced by index[p]]; index has x's rank
+    and sizes at most x's outside dim, integers in [0, x.shape[dim]). Any plain dtype, bit for bit (see
+    _gather: one element per lookup). Returns (array, result)."""
+    op = "gather"
+    x = _plain(op, x)
+    idx = _index_array(op, index)
+    xs = x.reshape(x.shape or (1,))
+    ids = idx.reshape(idx.shape or (1,))
+    if ids.ndim != xs.ndim:
+        raise InvalidArgument(f"{op}: index has {idx.ndim} dimensions, x has {x.ndim}")
+    d = _dim(op, dim, x.ndim)
+    for k in range(xs.ndim):
+        if k != d and ids.shape[k] > xs.shape[k]:
+            raise InvalidArgument(f"{op}: index size {ids.shape[k]} exceeds x's {xs.shape[k]} in dimension {k}")
+    D = xs.shape[d]
+    if ids.size and (ids.min() < 0 or ids.max() >= D):
+        raise InvalidArgument(f"{op}: index out of range for dimension {d} of size {D}")
+    shape = idx.shape
+    if idx.size == 0:
+        return np.zeros(shape, x.dtype), runner.nothing(card, op, pes)
+    if x.size == 0:
+        raise InvalidArgument(f"{op}: x is empty but index is not")
+    # the x offset of every output position with its dim coordinate set to 0: from the shapes alone
+    strides = [_prod(xs.shape[k + 1:]) for k in range(xs.ndim)]
+    coords = np.indices(ids.shape, dtype=np.int64)
+    base = sum(coords[k] * strides[k] for k in range(xs.ndim) if k != d)
+    base = np.asarray(base, np.int64).reshape(-1).astype(np.int32)
+    nb = ids.size
+    return _run_gather(card, op, x, x.dtype.itemsize, nb, 1, nb, True, strides[d],
+                       ids.reshape(-1).astype(np.int32), base, shape, pes, trace)
+
+
+def reference_index_select(x, dim, index):
+    return np.take(np.asarray(x), np.asarray(index).reshape(-1), axis=dim)
+
+
+def reference_gather(x, dim, index):
+    """numpy: out[p] = x[p with coordinate dim replaced by index[p]] (index may be smaller than x elsewhere)."""
+    x, index = np.asarray(x), np.asarray(index, np.int64)
+    coords = list(np.indices(index.shape))
+    coords[dim % max(1, x.ndim)] = index
+    return x[tuple(coords)] if x.ndim else x.reshape(1)[index]
