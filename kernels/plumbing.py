@@ -1046,3 +1046,149 @@ def reference_gather(x, dim, index):
     coords = list(np.indices(index.shape))
     coords[dim % max(1, x.ndim)] = index
     return x[tuple(coords)] if x.ndim else x.reshape(1)[index]
+
+
+# --- reshape / view: host-side -------------------------------------------------------------------------------------
+def _shape_arg(op, shape):
+    if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+        shape = tuple(shape[0])
+    if not all(_is_int(s) for s in shape):
+        raise InvalidArgument(f"{op}: the shape must be ints, got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def reshape(x, shape):
+    """torch.reshape: no data moves on the card for a contiguous array (a numpy view); a non-contiguous one is
+    made contiguous by numpy first (PyTorch copies too)."""
+    x = _plain("reshape", x)
+    shape = _shape_arg("reshape", (shape,) if _is_int(shape) else tuple(shape))
+    try:
+        return np.ascontiguousarray(x).reshape(shape)
+    except ValueError as e:
+        raise InvalidArgument(f"reshape: {e}") from None
+
+
+def view(x, *shape):
+    """torch.Tensor.view: the same bytes with another shape (x must be contiguous, as PyTorch's view needs)."""
+    x = _plain("view", x)
+    shape = _shape_arg("view", shape)
+    if not x.flags.c_contiguous:
+        raise InvalidArgument("view: x is not contiguous; use reshape (which copies), as in PyTorch")
+    try:
+        return x.reshape(shape)
+    except ValueError as e:
+        raise InvalidArgument(f"view: {e}") from None
+
+
+# --- the op registry (`vnpu op NAME`) ------------------------------------------------------------------------------
+DTYPE_NAMES = {"fp32": np.float32, "fp16": np.float16, "int8": np.int8, "int32": np.int32}
+
+
+def _shape(text):
+    try:
+        s = tuple(int(v) for v in str(text).split("x") if v != "")
+    except ValueError:
+        raise InvalidArgument(f"a shape is sizes joined by x (8x64x56x56), got {text!r}") from None
+    if any(v < 0 for v in s):
+        raise InvalidArgument(f"a shape has non-negative sizes, got {text!r}")
+    return s
+
+
+def _ints(text):
+    try:
+        return tuple(int(v) for v in str(text).split(",") if v.strip() != "")
+    except ValueError:
+        raise InvalidArgument(f"a list of ints joined by commas, got {text!r}") from None
+
+
+def _random(rng, shape, dtype):
+    dt = np.dtype(DTYPE_NAMES.get(dtype, dtype))
+    if dt.kind == "f":
+        return (rng.standard_normal(shape) * 3).astype(dt)
+    info = np.iinfo(dt)
+    return rng.integers(info.min, int(info.max) + 1, shape, dtype=np.int64).astype(dt)
+
+
+def _spec(name, params, make, run, ref, doc, choices=None):
+    return OpSpec(name, params, make, run, ref, lambda p: (0.0, 0.0), lambda p: 0, doc,
+                  {"dtype": tuple(DTYPE_NAMES), **(choices or {})})
+
+
+def _one(f):
+    def run(card, x, p, pes):
+        out, result = f(card, x, p, pes)
+        return [out], result
+    return run
+
+
+def _cat_inputs_spec(rng, p):
+    return {"a": _random(rng, _shape(p["a"]), p["dtype"]), "b": _random(rng, _shape(p["b"]), p["dtype"])}
+
+
+def _split_run(card, x, p, pes):
+    pieces, results = split(card, x["x"], list(_ints(p["sizes"])), p["dim"], pes=pes)
+    return list(pieces), results[-1]
+
+
+def _gather_inputs(rng, p):
+    x = _random(rng, _shape(p["x"]), p["dtype"])
+    shape = list(x.shape)
+    d = p["dim"] % x.ndim
+    shape[d] = p["k"]
+    return {"x": x, "index": rng.integers(0, x.shape[d], shape)}
+
+
+def _index_select_inputs(rng, p):
+    x = _random(rng, _shape(p["x"]), p["dtype"])
+    return {"x": x, "index": rng.integers(0, x.shape[p["dim"] % x.ndim], p["k"])}
+
+
+def _where_inputs(rng, p):
+    shape = _shape(p["x"])
+    return {"condition": rng.random(shape) < 0.5, "a": _random(rng, shape, p["dtype"]),
+            "b": _random(rng, shape, p["dtype"])}
+
+
+OPS = [
+    _spec("permute", dict(x="8x64x56x56", dims="0,2,3,1", dtype="fp32"),
+          lambda rng, p: {"x": _random(rng, _shape(p["x"]), p["dtype"])},
+          _one(lambda card, x, p, pes: permute(card, x["x"], _ints(p["dims"]), pes=pes)),
+          lambda x, p: [np.ascontiguousarray(np.transpose(x["x"], _ints(p["dims"])))],
+          "torch.permute by DMA (blocks transposed in local memory when the last dim moves); any dtype"),
+    _spec("narrow", dict(x="64x256x56", dim=1, start=10, length=100, dtype="fp32"),
+          lambda rng, p: {"x": _random(rng, _shape(p["x"]), p["dtype"])},
+          _one(lambda card, x, p, pes: narrow(card, x["x"], p["dim"], p["start"], p["length"], pes=pes)),
+          lambda x, p: [np.take(x["x"], range(p["start"], p["start"] + p["length"]), axis=p["dim"])],
+          "torch.narrow (x[a:b] along a dim) by strided DMA blocks or DRAM-to-DRAM transfers"),
+    _spec("cat", dict(a="64x128x56", b="64x64x56", dim=1, dtype="fp32"), _cat_inputs_spec,
+          _one(lambda card, x, p, pes: cat(card, [x["a"], x["b"]], p["dim"], pes=pes)),
+          lambda x, p: [np.concatenate([x["a"], x["b"]], p["dim"])],
+          "torch.cat of two arrays along any dim, each straight into its block of the result by DMA"),
+    _spec("split", dict(x="64x256x56", sizes="64,128,64", dim=1, dtype="fp32"),
+          lambda rng, p: {"x": _random(rng, _shape(p["x"]), p["dtype"])}, _split_run,
+          lambda x, p: list(np.split(x["x"], np.cumsum(_ints(p["sizes"]))[:-1], p["dim"])),
+          "torch.split by sizes along any dim, by DMA"),
+    _spec("pad", dict(x="8x64x56x56", pad="1,1,1,1", value=0.0, dtype="fp32"),
+          lambda rng, p: {"x": _random(rng, _shape(p["x"]), p["dtype"])},
+          _one(lambda card, x, p, pes: pad(card, x["x"], _ints(p["pad"]), value=p["value"], pes=pes)),
+          lambda x, p: [reference_pad(x["x"], _ints(p["pad"]), p["value"])],
+          "F.pad constant mode on the last one or two dims (negative pads crop), by DMA and vnpu.move"),
+    _spec("to", dict(x="4096x1024", dtype="fp32", to="fp16"),
+          lambda rng, p: {"x": _random(rng, _shape(p["x"]), p["dtype"])},
+          _one(lambda card, x, p, pes: to(card, x["x"], DTYPE_NAMES[p["to"]], pes=pes)),
+          lambda x, p: [reference_to(x["x"], DTYPE_NAMES[p["to"]])],
+          "x.to(dtype) between fp32/fp16/int8/int32 with vcvt (float -> int toward zero, int32 -> int8 wraps)",
+          {"to": tuple(DTYPE_NAMES)}),
+    _spec("where", dict(x="4096x1024", dtype="fp32"), _where_inputs,
+          _one(lambda card, x, p, pes: where(card, x["condition"], x["a"], x["b"], pes=pes)),
+          lambda x, p: [np.where(x["condition"], x["a"], x["b"])],
+          "torch.where(condition, a, b): an integer select on raw bits (b + c * (a - b), wrapping)"),
+    _spec("gather", dict(x="512x1000", dim=1, k=5, dtype="fp32"), _gather_inputs,
+          _one(lambda card, x, p, pes: gather(card, x["x"], p["dim"], x["index"], pes=pes)),
+          lambda x, p: [reference_gather(x["x"], p["dim"], x["index"])],
+          "torch.gather: one embedding-unit lookup per element (bytes as exact fp16 codes)"),
+    _spec("index_select", dict(x="8x512x768", dim=1, k=128, dtype="fp32"), _index_select_inputs,
+          _one(lambda card, x, p, pes: index_select(card, x["x"], p["dim"], x["index"], pes=pes)),
+          lambda x, p: [reference_index_select(x["x"], p["dim"], x["index"])],
+          "torch.index_select: one embedding-unit lookup per slice (bytes as exact fp16 codes)"),
+]

@@ -234,14 +234,103 @@ def dequantize(q, scale, zero_point=0, *, card=None, pes=None):
 
 
 def concat(arrays, axis=-1, *, card=None, pes=None):
-    """Concatenate 2-D arrays (any plain dtype, same dtype and row count, at most 13) along the last axis by
-    DMA, DRAM to DRAM. Moves bits: exact for every value, NaN payloads included. Empty inputs allowed."""
-    return _run("elementwise", "concat", "concat", arrays, axis, card=card, pes=pes)
+    """Concatenate arrays (any plain dtype, one dtype, equal shapes outside axis) along axis (default the last)
+    by DMA: `cat` with numpy's argument name and default. Moves bits: exact for every value, NaN payloads
+    included. Empty inputs allowed."""
+    return _run("plumbing", "cat", "concat", arrays, axis, card=card, pes=pes)
 
 
-def transpose(x, *, card=None, pes=None):
-    """x.T of a 2-D array of any plain dtype by DMA through local memory. Moves bits: exact."""
-    return _run("elementwise", "transpose", "transpose", x, card=card, pes=pes)
+def transpose(x, dim0=0, dim1=1, *, card=None, pes=None):
+    """torch.transpose(x, dim0, dim1): dimensions dim0 and dim1 swapped (a 2-D array with the defaults: x.T).
+    Any rank and plain dtype, by DMA only (kernels/plumbing.py, permute). Moves bits: exact."""
+    return _run("plumbing", "transpose", "transpose", x, dim0, dim1, card=card, pes=pes)
+
+
+# --- tensor plumbing (kernels/plumbing.py): PyTorch's names and arguments, any plain dtype unless stated -------
+def permute(x, dims, *, card=None, pes=None):
+    """torch.permute(x, dims): dimension dims[k] of x becomes dimension k (any rank). By DMA only: 2-D strided
+    blocks, and a block transposed in local memory (vnpu.move) when the last dimension moves. Exact bits."""
+    return _run("plumbing", "permute", "permute", x, dims, card=card, pes=pes)
+
+
+def reshape(x, shape):
+    """torch.reshape(x, shape) (one -1 inferred). Host-side and free, no launch: a contiguous array is reshaped
+    in place (a view), a non-contiguous one is copied by numpy first, as PyTorch copies."""
+    from vnpu.kernels.plumbing import reshape as _reshape
+    return _reshape(x, shape)
+
+
+def view(x, *shape):
+    """torch.Tensor.view(*shape): reshape of a contiguous array (an error for a non-contiguous one, as
+    PyTorch's view). Host-side, no launch."""
+    from vnpu.kernels.plumbing import view as _view
+    return _view(x, *shape)
+
+
+def narrow(x, dim, start, length, *, card=None, pes=None):
+    """torch.narrow(x, dim, start, length): a copy of length indices of dim from start (negative start counts
+    from the end). By DMA (strided blocks, or DRAM-to-DRAM transfers for long rows). Exact bits."""
+    return _run("plumbing", "narrow", "narrow", x, dim, start, length, card=card, pes=pes)
+
+
+def slice_(x, dim=0, start=None, end=None, step=1, *, card=None, pes=None):
+    """x[start:end] along dim (aten.slice: Python's bounds, None and negative included); step 1 only."""
+    return _run("plumbing", "slice_", "slice", x, dim, start, end, step, card=card, pes=pes)
+
+
+def cat(tensors, dim=0, *, card=None, pes=None):
+    """torch.cat(tensors, dim): one dtype, equal shapes outside dim (1-D empty arrays skipped, as PyTorch). By
+    DMA, each input straight into its block of the result. Exact bits."""
+    return _run("plumbing", "cat", "cat", tensors, dim, card=card, pes=pes)
+
+
+def split(x, split_size_or_sections, dim=0, *, card=None, pes=None):
+    """torch.split(x, split_size_or_sections, dim): a tuple of copies of the pieces (an int: pieces of that
+    size, the last smaller; a list: their sizes). 13 pieces per launch; each launch's profile is recorded."""
+    from vnpu.kernels.plumbing import split as _split
+    card = _check_card(card)
+    _check_arrays("split", x)
+    if pes is not None:
+        pes = _check_pes(pes, card, "split")
+    pieces, results = _split(card, x, split_size_or_sections, dim, pes=pes)
+    for result in results:
+        _record("split", result)
+    return pieces
+
+
+def pad(x, pad, mode="constant", value=None, *, card=None, pes=None):   # noqa: A002 (PyTorch's names)
+    """torch.nn.functional.pad(x, pad, mode="constant", value): pad = (left, right) of the last dim, or (left,
+    right, top, bottom) of the last two; negative entries crop. value (None: 0) in x's dtype; every byte moves
+    by DMA (the fill too), so NaN, -0.0 and the fill's bits are exact."""
+    return _run("plumbing", "pad", "pad", x, pad, mode, value, card=card, pes=pes)
+
+
+def to(x, dtype, *, card=None, pes=None):
+    """x.to(dtype) between float32, float16, int8 and int32 on the vector unit (vcvt), as PyTorch converts:
+    float -> float rounds to nearest even (NaN stays NaN, quieted; overflow to +-inf), float -> int rounds
+    toward zero, int32 -> int8 keeps the low byte, int -> float rounds to nearest. Floats outside the integer's
+    range saturate and NaN gives 0 (undefined behaviour in PyTorch). The same dtype: a copy by DMA."""
+    return _run("plumbing", "to", "to", x, dtype, card=card, pes=pes)
+
+
+def where(condition, input, other, *, card=None, pes=None):   # noqa: A002 (PyTorch's names)
+    """torch.where(condition, input, other): input where the bool array condition is true, else other. input and
+    other: arrays of condition's shape (one dtype) or numbers (taking the other's dtype). No compare: an integer
+    select on the raw bits, other + c * (input - other) with wrapping arithmetic, so every bit is exact."""
+    return _run("plumbing", "where", "where", condition, input, other, card=card, pes=pes)
+
+
+def gather(x, dim, index, *, card=None, pes=None):
+    """torch.gather(x, dim, index): out[p] = x[p with coordinate dim set to index[p]] (index: x's rank, sizes at
+    most x's outside dim). One lookup per element on the card's embedding unit; exact bits (x's bytes go
+    through the unit as exact fp16 codes, so -0.0 and NaN payloads survive its fp32 sum)."""
+    return _run("plumbing", "gather", "gather", x, dim, index, card=card, pes=pes)
+
+
+def index_select(x, dim, index, *, card=None, pes=None):
+    """torch.index_select(x, dim, index): the slices at index (1-D) along dim, one embedding-unit lookup per
+    slice (at most 65536 bytes each); exact bits as gather."""
+    return _run("plumbing", "index_select", "index_select", x, dim, index, card=card, pes=pes)
 
 
 def layer_norm(x, gamma=None, beta=None, eps=1e-5, *, card=None, pes=None):
