@@ -113,6 +113,8 @@ class Job:
 
 def plan_job(card, src, dst, O, SW, sc, DW, dc, C):
     """The Job of one block copy, its shape normalized (whole contiguous blocks as one row) and tiled."""
+    if O * C == 0:                             # nothing to copy (run_jobs drops it)
+        return Job(src, dst, O, SW, sc, DW, dc, C, 1, False)
     if SW == C and DW == C:                    # contiguous on both sides: one long row
         O, SW, DW, C = 1, O * C, O * C, O * C
     npes = card.config.pes
@@ -160,7 +162,7 @@ def run_jobs(card, name, tensors, outs, jobs, pes=None, trace=False):
     example = [np.empty(a.shape if isinstance(a, runner.Out) else a.shape, np.int8) for a in slots]
     example += [None] * (NSLOTS - len(slots))
     k = _kernel(_copy, f"copy_{name}")
-    key = ("plumbing_copy", jobs, tuple(e.shape for e in example if e is not None), _card_key(card))
+    key = ("plumbing_copy", name, jobs, tuple(e.shape for e in example if e is not None), _card_key(card))
     return launch(card, key, k, example, slots + [None] * (NSLOTS - len(slots)), [jobs], f"copy_{name}", pes,
                   trace)
 
@@ -491,7 +493,7 @@ def _permute_host(card, x, perm, op, pes, trace):
         E, S, P = S[-1], S[:-1], P[:-1]
     g = plan_permute(card, S, P, E)
     k = _kernel(_permute, op)
-    key = ("plumbing_permute", g, _card_key(card))
+    key = ("plumbing_permute", op, g, _card_key(card))
     xb = np.empty(n, np.int8)
     example = [xb, xb]
     args = [_bytes(x), runner.Out((n,), np.int8)]
@@ -847,13 +849,13 @@ def where(card, condition, a, b, pes=None, trace=False):
     cond = np.asarray(condition)
     if cond.dtype != np.bool_:
         raise InvalidArgument(f"{op}: condition must be a bool array, got dtype {cond.dtype}")
-    num = (int, float, np.integer, np.floating)
-    arrays = [v for v in (a, b) if not (isinstance(v, num) and not isinstance(v, (bool, np.bool_)))]
+    num = (bool, np.bool_, int, float, np.integer, np.floating)
+    arrays = [v for v in (a, b) if not isinstance(v, num)]
     arrays = [_plain(op, v, "a" if v is a else "b") for v in arrays]
     dt = arrays[0].dtype if arrays else np.dtype(np.float32)
     vals = []
     for v, name in ((a, "a"), (b, "b")):
-        if isinstance(v, num) and not isinstance(v, (bool, np.bool_)):
+        if isinstance(v, num):
             with np.errstate(all="ignore"):
                 vals.append((None, np.array(v).astype(dt)))
         else:
@@ -956,7 +958,7 @@ def _run_gather(card, op, x, dim, nb, A, L, per_group, mul, idx32, base, shape, 
     T = _stream_tile(card, 4 + 4 + 4, max(N, nb * dim))
     g = GGeom(N, dim, nb, A, L, per_group, mul, T)
     k = _kernel(_gather, op)
-    key = ("plumbing_gather", g, _card_key(card))
+    key = ("plumbing_gather", op, g, _card_key(card))
     offs = np.arange(nb, dtype=np.int32)
     example = [np.empty(N, np.int8), np.empty(N, np.float16), idx32, base, offs, np.empty(nb, np.int32),
                np.empty(nb * dim, np.float32), np.empty(nb * dim, np.int8)]
@@ -1029,8 +1031,11 @@ def gather(card, x, dim, index, pes=None, trace=False):
     # the x offset of every output position with its dim coordinate set to 0: from the shapes alone
     strides = [_prod(xs.shape[k + 1:]) for k in range(xs.ndim)]
     coords = np.indices(ids.shape, dtype=np.int64)
-    base = sum(coords[k] * strides[k] for k in range(xs.ndim) if k != d)
-    base = np.asarray(base, np.int64).reshape(-1).astype(np.int32)
+    base = np.zeros(ids.shape, np.int64)
+    for k in range(xs.ndim):
+        if k != d:
+            base += coords[k] * strides[k]
+    base = base.reshape(-1).astype(np.int32)
     nb = ids.size
     return _run_gather(card, op, x, x.dtype.itemsize, nb, 1, nb, True, strides[d],
                        ids.reshape(-1).astype(np.int32), base, shape, pes, trace)
