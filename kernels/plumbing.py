@@ -573,10 +573,10 @@ def _pad(x, fill, out, g: lang.constexpr):
     if g.mode == "planes":
         G = g.G
         lo, hi = lang.split(g.O)
-        for p in range(lo, hi, G, pipeline=True):
+        t = lang.empty((G * Ho, Wo), "i8")
+        lang.move(t, frow, Wo, rows=(G * Ho, 0, Wo))                      # every byte the fill value, once:
+        for p in range(lo, hi, G):                                        # the windows land on the same bytes
             pend = lang.minimum(p + G, hi)
-            t = lang.empty((G * Ho, Wo), "i8")
-            lang.move(t, frow, Wo, rows=(G * Ho, 0, Wo))                  # every byte the fill value
             if Hc > 0 and Wc > 0:
                 a = lang.load(x2[p * H:lang.minimum(p * H + G * H, pend * H), g.c0:g.c1])
                 # the window of each plane into place: Hc rows of Wc bytes, G planes, one DMA
