@@ -1059,6 +1059,8 @@ def _shape_arg(op, shape):
         shape = tuple(shape[0])
     if not all(_is_int(s) for s in shape):
         raise InvalidArgument(f"{op}: the shape must be ints, got {shape!r}")
+    if any(s < -1 for s in shape) or sum(s == -1 for s in shape) > 1:
+        raise InvalidArgument(f"{op}: sizes must be non-negative, with at most one -1, got {shape!r}")
     return tuple(int(s) for s in shape)
 
 
@@ -1066,6 +1068,8 @@ def reshape(x, shape):
     """torch.reshape: no data moves on the card for a contiguous array (a numpy view); a non-contiguous one is
     made contiguous by numpy first (PyTorch copies too)."""
     x = _plain("reshape", x)
+    if not _is_int(shape) and not isinstance(shape, (list, tuple)):
+        raise InvalidArgument(f"reshape: shape must be an int or a sequence of ints, got {shape!r}")
     shape = _shape_arg("reshape", (shape,) if _is_int(shape) else tuple(shape))
     try:
         return np.ascontiguousarray(x).reshape(shape)
