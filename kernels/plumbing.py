@@ -4,8 +4,8 @@ cast, gather / index_select and where. Each op has a numpy reference (`reference
 
 Data movement works on bytes: every tensor is passed as int8 (its bytes, a free host-side view), so any plain
 dtype moves bit for bit (NaN payloads, -0.0) and an element is a run of `itemsize` bytes. Only DMA moves them
-(load / store of 2-D blocks with strides, `transfer` from tensor to tensor); nothing goes through the vector
-unit except cast, gather's byte codes and where's integer select.
+(load / store of 2-D blocks with strides, `transfer` from tensor to tensor, `move` inside local memory);
+nothing goes through the vector unit except cast, gather's byte codes and where's integer select.
 
 - slice / cat / split (`_copy`): every op is a list of 2-D block copies (`Job`): a source viewed as rows of SW
   bytes, a block of C bytes at column sc of each row, to a destination of rows of DW bytes at column dc.
@@ -14,13 +14,20 @@ unit except cast, gather's byte codes and where's integer select.
   chunks of each job.
 - permute (`_permute`): the host drops size-1 dims and merges input dims that stay adjacent and in order (the
   element's bytes are a last dim that never moves), leaving a permutation of "units" (E contiguous bytes).
-  Units of at least ROWS_MIN bytes move as rows: a block of R units strided along the input, contiguous in
-  the output, one load and one store. Smaller units (a real transpose of elements) go through this PE's slot
-  of a scratch buffer in the shared SRAM, where a DMA has no per-row cost: a block of Rb x Cb units is loaded
-  (DRAM runs along the input's last dim), then either stored into the slot and gathered column by column
-  (Cb DMAs with unit-size rows) or scattered into the slot's columns row by row (Rb DMAs) and loaded back
-  whole, whichever is fewer, and stored (DRAM runs along the output's last dim).
-- pad: see `_pad`; cast: `_cast`; gather: `_gather`; where: `_where`.
+  Long units (ROWS_MIN bytes and more) move as rows: a block of R units strided along the input, contiguous
+  in the output, one load and one store (units longer than a tile: DRAM -> DRAM transfers). Shorter units (a
+  real transpose when the last dim moves): a block of Rb x Cb units is loaded (DRAM runs along the input's
+  last dim), transposed inside local memory by one vnpu.move with unit-size rows (3-D: rows and planes), and
+  stored (DRAM runs along the output's last dim); whole blocks first, then the narrower last column block,
+  so every move has a static shape.
+- pad (`_pad`): the fill value's bytes come as a small tensor; whole output planes (G per item) are built in
+  local memory (the fill moved in once per PE, each plane's window moved onto it by one 3-D move) and stored
+  contiguously; larger planes go in bands of rows (fill rows stored apart), rows longer than a tile by
+  transfers.
+- cast (`_cast`): vcvt on the vector unit; float -> int rounds toward zero with vcvt's round-half-even and a
+  correction computed without compares; int32 -> int8 keeps the low byte (a move with 4-byte source stride).
+- gather / index_select (`_gather`): the card's embedding unit, one lookup per gathered row, over byte codes.
+- where (`_where`): an integer select on raw bits, b + c * (a - b), which wraps back to a's bits exactly.
 
 Empty results launch nothing (runner.nothing); reshape / view is a host-side no-op on a contiguous array.
 """
@@ -42,7 +49,7 @@ TILE_MAX = 65536             # bytes per tile at most (longer tiles only delay t
 CHUNK_MIN = 2048             # rows at least this long go DRAM -> DRAM by transfer (full-efficiency DRAM runs)
 CHUNK_MAX = 1 << 20          # bytes per transfer at most
 SLAB_MAX = 262144            # permute: bytes per transposed block at most (1 KiB DRAM runs for 4-byte units)
-ROWS_MIN = 512               # permute: units at least this long move as rows, shorter ones through the SRAM
+ROWS_MIN = 512               # permute: units at least this long move as rows (one DMA engine; 4x that with two)
 NSLOTS = 14                  # tensor arguments of the copy kernel (15 argument registers, one spare)
 
 _kernel = lang.library_kernel
@@ -433,7 +440,9 @@ def _permute(x, out, g: lang.constexpr):
 def plan_permute(card, S, P, E):
     """The PGeom of a collapsed permutation (S, P) of units of E bytes (P[-1] != len(S) - 1)."""
     tile = _tile_bytes(card)
-    if E >= ROWS_MIN:
+    # with a second DMA engine the transposing move (engine 0) overlaps the stores (engine 1): transposed
+    # blocks beat strided rows up to 2 KiB units there (measured on the tiny card), on one engine from 512 B
+    if E >= ROWS_MIN * (4 if card.config.dma.engines_per_pe > 1 else 1):
         if E > tile:
             npes = card.config.pes
             per = -(-_prod(S) * E // (2 * npes))
