@@ -105,102 +105,191 @@ class AGeom:
     Dv: int
     RQ: int            # query rows per item
     scale: float       # fp32 value
-    scale_q: bool      # applied to Q (a power of two <= 1) rather than to S
+    scale_k: bool      # applied to K^T (a power of two <= 1: exact) rather than to S
     mask: str          # "" | "once" (one [Sq, Sk] mask for all heads, loaded once) | "item"
     mB: int            # mask row strides (in units of Sq rows) per batch and per head (0: broadcast)
     mH: int
     P: int             # PEs the kernel is built for
+    U: int = 2         # items per loop iteration (even; the loop's edge drains the matrix unit's queue)
 
     @property
     def nqb(self):
         return -(-self.Sq // self.RQ)
 
     @property
+    def Sqp(self):             # query rows per head, padded to whole blocks
+        return self.nqb * self.RQ
+
+    @property
     def items(self):
         return self.BH * self.nqb
 
 
-def _sdpa(q, k, v, mask, ones, ks, out, g: lang.constexpr):
-    """out[bh, i] = softmax(scale * q[bh, i] k[bh]^T + mask) v[bh]; q [BH*Sq, D], k [BH*Sk, D], v [BH*Sk, Dv],
-    mask [NM*Sq, Sk] f32 or None, ones [Sk, 1] f32, ks: shared scratch [P*Sk*D], out [BH*Sq, Dv]."""
-    Sq, Sk, D, RQ, nqb = g.Sq, g.Sk, g.D, g.RQ, g.nqb
+def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: lang.constexpr):
+    """out[bh, i] = softmax(scale * q[bh, i] k[bh]^T + mask) v[bh].
+    q [BH*Sqp, D] (Sq padded to Sqp = nqb * RQ rows per head), k [BH*Sk, D], v [BH*Sk, Dv], mask [NM*Sqp, Sk]
+    f32 or None, ones [max(Sk, RQ), 1] f32, zeros [RQ, Dv] f32, ks: shared scratch [P*Sk*D], out [BH*Sqp, Dv].
+
+    A software pipeline over this PE's items, U per loop iteration (buffers of parity 0 / 1). The part of
+    item x (parity h; xn = x + 1 and y = x - 1, parity 1 - h):
+      a. on the vector unit, row by row: S(x) (+ mask, * scale) - row max, clamped, then exp; between the rows,
+         the column DMAs of K^T(xn) from the shared-SRAM copy of its K, and in the last quarter of them the
+         rows of y's normalization (O(y) * 1 / max(sum(y), FLT_MIN)), once O(y) is done on the matrix unit;
+      b. S(xn) = Q(xn) K^T(xn) on the matrix unit;
+      c. DMAs for later items: K(xn + 1) into the SRAM slot, y's result out, Q and mask of x + 2, V(xn);
+      d. sum(x) = E ones and O(x) = E V (fp32) on the matrix unit: they run while the next part starts."""
+    Sqp, Sk, D, Dv, RQ, nqb = g.Sqp, g.Sk, g.D, g.Dv, g.RQ, g.nqb
+    cdt = g.dt
     pe = lang.pe_id()
     lo, hi = lang.split(g.items)
+    first = lang.minimum(lo, g.items - 1)
+    last = lang.maximum(hi - 1, first)
     slot = ks.reshape(g.P, Sk, D)
     kflat = k.reshape(g.BH * Sk * D)
-    kt = lang.empty((D, Sk), g.dt)              # K^T of the item about to be computed
-    one = lang.load(ones)                       # [Sk, 1] of 1.0: the row sums on the matrix unit
+    kt = [lang.empty((D, Sk), cdt), lang.empty((D, Sk), cdt)]          # K^T
+    qb = [lang.empty((RQ, D), cdt), lang.empty((RQ, D), cdt)]          # Q blocks
+    vb = [lang.empty((Sk, Dv), cdt), lang.empty((Sk, Dv), cdt)]        # V
+    sb = [lang.empty((RQ, Sk), "f32"), lang.empty((RQ, Sk), "f32")]    # S, then E
+    ob = [lang.empty((RQ, Dv), "f32"), lang.empty((RQ, Dv), "f32")]    # E V
+    tb = [lang.empty((RQ, 1), "f32"), lang.empty((RQ, 1), "f32")]      # row sums of E
+    mb = [lang.empty((RQ, Sk), "f32"), lang.empty((RQ, Sk), "f32")] if g.mask == "item" else None
+    mx = lang.empty((RQ, 1), "f32")
+    tok = lang.empty((1,), cdt)
+    one = lang.load(ones[0:Sk, :])                                     # [Sk, 1] of 1.0
     mall = lang.load(mask) if g.mask == "once" else None
 
-    def prep(item):
-        """K^T of item's head into kt: the head's K to this PE's SRAM slot, then one column DMA per row."""
+    def clampi(j):
+        return lang.minimum(j, last)
+
+    def kslot(item):            # item's K into this PE's slot of the shared-SRAM scratch
         bh = item // nqb
         lang.transfer(ks[pe * (Sk * D):pe * (Sk * D) + Sk * D], kflat[bh * (Sk * D):bh * (Sk * D) + Sk * D])
-        for d in lang.static_range(D):
-            lang.load(slot[pe, :, d], into=kt[d])
 
-    prep(lang.minimum(lo, g.items - 1))
-    for it in range(lo, hi, pipeline=True):
-        bh = it // nqb
-        q0 = (it - bh * nqb) * RQ
-        r0 = bh * Sq + q0
-        rend = lang.minimum(r0 + RQ, bh * Sq + Sq)
-        qt = lang.load(q[r0:rend, :])
-        vt = lang.load(v[bh * Sk:bh * Sk + Sk, :])
+    def column(h, d):
+        """Row d of K^T = column d of the slot's K, then a vector op reading it (the scale when it applies to
+        K): the PE waits for this DMA before it issues the next. An SRAM transfer queued behind others books
+        the ring from where it will start, and the ring is booked in order (docs/timing.md 2): a PE with a
+        queue of them would hold the ring ahead of every other PE's transfers."""
+        lang.load(slot[pe, :, d], into=kt[h][d])
+        if g.scale_k and g.scale != 1.0:
+            lang.mul(kt[h][d], g.scale, out=kt[h][d])
+        else:
+            lang.copy(kt[h][d][0:1], out=tok)
+
+    def wait_dmas(t):           # wait for the DMAs issued so far (t was loaded last): see column()
+        lang.copy(t[0][0:1], out=tok)
+
+    def load_item(h, item, with_v):
+        bh = item // nqb
+        lang.load(q[item * RQ:item * RQ + RQ, :], into=qb[h])
+        if with_v:
+            lang.load(v[bh * Sk:bh * Sk + Sk, :], into=vb[h])
         if g.mask == "item":
             b = bh // g.H
-            mrow = (b * g.mB + (bh - b * g.H) * g.mH) * Sq + q0
-            mt = lang.load(mask[mrow:lang.minimum(mrow + RQ, mrow - q0 + Sq), :])
-        if g.scale_q and g.scale != 1.0:
-            qt = qt * g.scale                   # exact: a power of two (in Q's type)
-        s = lang.matmul(qt, kt)                 # [RQ, Sk] f32
-        if not g.scale_q:
+            mrow = (b * g.mB + (bh - b * g.H) * g.mH) * Sqp + (item - bh * nqb) * RQ
+            lang.load(mask[mrow:mrow + RQ, :], into=mb[h])
+
+    def qk(h):
+        lang.matmul(qb[h], kt[h], out=sb[h])
+
+    def part_a(h, x):
+        """E(x) in sb[h]; K^T(xn) into kt[1 - h]; y's normalized result (y's buffers: parity 1 - h)."""
+        s = sb[h]
+        if not g.scale_k:
             lang.mul(s, g.scale, out=s)
         if g.mask == "item":
-            lang.add(s, mt, out=s)
+            lang.add(s, mb[h], out=s)
         elif g.mask == "once":
+            q0 = (x - x // nqb * nqb) * RQ
             lang.add(s, mall[q0:q0 + RQ] if nqb > 1 else mall, out=s)
-        m = lang.max(s, axis=1)                 # [RQ, 1]
-        lang.maximum(m, -FLT_MAX, out=m)
-        lang.sub(s, m, out=s)
-        lang.exp(s, out=s)
-        prep(lang.minimum(it + 1, hi - 1))      # the next item's K^T, while the vector unit works
-        tot = lang.matmul(s, one)               # [RQ, 1] row sums (fp32, exact products, fp64 sums)
-        o = lang.matmul(s.astype("f16") if g.dt == "f16" else s, vt)     # [RQ, Dv] f32
-        lang.maximum(tot, FLT_MIN, out=tot)
-        lang.mul(o, lang.recip(tot), out=o)
-        lang.store(out[r0:rend, :], o.astype("f16") if g.dt == "f16" else o)
+        wait_dmas(vb[h])                         # V(x) was the previous part's last DMA
+        d0 = 3 * D // 4                          # the column where y's normalization starts
+        o, t = ob[1 - h], tb[1 - h]
+        for d in lang.static_range(D):
+            column(1 - h, d)
+            r0, r1 = d * RQ // D, (d + 1) * RQ // D
+            if r1 > r0:
+                for r in lang.static_range(r0, r1):
+                    lang.max(s[r], out=mx[r])
+                lang.maximum(mx[r0:r1], -FLT_MAX, out=mx[r0:r1])
+                lang.sub(s[r0:r1], mx[r0:r1], out=s[r0:r1])
+                if d < d0:                       # E of these rows (the rest after the loop: vector work
+                    lang.exp(s[r0:r1], out=s[r0:r1])   # queued while the DMAs of c. run)
+            if d == d0:
+                lang.maximum(t, FLT_MIN, out=t)
+                lang.recip(t, out=t)
+            if d >= d0:
+                n0, n1 = (d - d0) * RQ // (D - d0), (d - d0 + 1) * RQ // (D - d0)
+                if n1 > n0:
+                    lang.mul(o[n0:n1], t[n0:n1], out=o[n0:n1])
+        e0 = d0 * RQ // D
+        lang.exp(s[e0:RQ], out=s[e0:RQ])
+        return o.astype("f16") if cdt == "f16" else o
+
+    def part_d(h):
+        lang.matmul(sb[h], one, out=tb[h])
+        lang.matmul(sb[h], vb[h].astype("f32") if cdt == "f16" else vb[h], out=ob[h])
+
+    # prologue: the first item's K^T, Q, V, mask and S; the second's Q and mask; the slot holds the second's K.
+    # The "previous item" of the first part is a zero result stored into the first item's rows (its real
+    # result overwrites it later, in order)
+    kslot(first)
+    load_item(0, first, True)
+    load_item(1, clampi(first + 1), False)
+    wait_dmas(qb[1])
+    for d in lang.static_range(D):
+        column(0, d)
+    qk(0)
+    kslot(clampi(first + 1))
+    lang.load(zeros, into=ob[1])
+    lang.load(ones[0:RQ, :], into=tb[1])
+
+    for it in range(lo, hi, g.U):
+        xs = [it] + [clampi(it + u) for u in range(1, g.U + 1)]
+        for u in lang.static_range(g.U):
+            h, x, xn = u % 2, xs[u], xs[u + 1]
+            y = lang.maximum(it - 1, first) if u == 0 else xs[u - 1]
+            res = part_a(h, x)                                  # a.
+            qk(1 - h)                                           # b.
+            kslot(clampi(xn + 1))                               # c.
+            lang.store(out[y * RQ:y * RQ + RQ, :], res)
+            load_item(h, clampi(x + 2), False)
+            lang.load(v[(xn // nqb) * Sk:(xn // nqb) * Sk + Sk, :], into=vb[1 - h])
+            part_d(h)                                           # d.
+    if hi > lo:
+        o, t = ob[1], tb[1]
+        lang.maximum(t, FLT_MIN, out=t)
+        lang.mul(o, lang.recip(t), out=o)
+        lang.store(out[last * RQ:last * RQ + RQ, :], o.astype("f16") if cdt == "f16" else o)
 
 
-def _sdpa_rows(card, dt, Sk, D, Dv, mask):
-    """Query rows per item: the item's tiles (twice where the loop double-buffers) fit local memory."""
-    local = int(card.config.local_memory.bytes) - RESERVE
+def _sdpa_bytes(dt, Sq, Sk, D, Dv, RQ, mask):
+    """Local memory of _sdpa's tiles (an estimate: the compiler has the last word)."""
     eb = EB[dt]
-    fixed = D * Sk * eb + 2 * Sk * Dv * eb + Sk * 4 * 2 + 64 * 16
-    if mask == "once":
-        fixed += 0          # counted per row below (the whole mask is Sq rows)
-    per_row = 2 * D * eb + 2 * Sk * 4 + Sk * 2 + 2 * Dv * 4 + 2 * Dv * eb + 64
-    if mask == "item":
-        per_row += 2 * Sk * 4
-    return max(0, (local - fixed) // per_row)
+    Sqp = -(-Sq // RQ) * RQ
+    fixed = 2 * D * Sk * eb + 2 * Sk * Dv * eb + Sk * 4 + (Sqp * Sk * 4 if mask == "once" else 0) + 2048
+    per_row = 2 * D * eb + 2 * Sk * 4 + Sk * 2 + 2 * Dv * 4 + 2 * Dv * eb + 16 + (2 * Sk * 4 if mask == "item" else 0)
+    return fixed + RQ * per_row
 
 
-def _attn_plan(card, dt, BH, H, Sq, Sk, D, Dv, scale, mask, mB, mH, P):
+def _attn_plan(card, dt, BH, H, Sq, Sk, D, Dv, scale, mask, mB, mH, P, cap=128):
+    """The fused kernel's geometry, or None when its tiles cannot fit (then the op runs unfused)."""
     eb = EB[dt]
-    if D * Sk * eb > WEIGHT_BUFFER or Sk * Dv * eb > WEIGHT_BUFFER or Sk * 4 > WEIGHT_BUFFER:
+    if D * Sk * eb > WEIGHT_BUFFER or Sk * Dv * eb > WEIGHT_BUFFER:
         return None
-    rows = _sdpa_rows(card, dt, Sk, D, Dv, mask)
-    if mask == "once":
-        local = int(card.config.local_memory.bytes) - RESERVE
-        if Sq * Sk * 4 > local // 4:
-            mask = "item"
-            rows = _sdpa_rows(card, dt, Sk, D, Dv, mask)
-    rows = min(rows, 128, Sq)
+    local = int(card.config.local_memory.bytes) - RESERVE
+    if mask == "once" and Sq * Sk * 4 > local // 4:
+        mask = "item"
+    rows = min(cap, Sq)
+    while rows >= 1 and _sdpa_bytes(dt, Sq, Sk, D, Dv, -(-Sq // -(-Sq // rows)), mask) > local:
+        rows //= 2
     if rows < 1:
         return None
     RQ = -(-Sq // -(-Sq // rows))               # even blocks
     s32 = float(np.float32(scale))
-    return AGeom(dt, BH, H, Sq, Sk, D, Dv, RQ, s32, _pow2_at_most_1(s32), mask, mB, mH, P)
+    n = -(-BH * -(-Sq // RQ) // P)               # items of the largest share
+    U = 8 if n % 8 == 0 else 4 if n % 4 == 0 else 2
+    return AGeom(dt, BH, H, Sq, Sk, D, Dv, RQ, s32, _pow2_at_most_1(s32), mask, mB, mH, P, U)
 
 
 def _attn_mask(op, mask, is_causal, B, H, Sq, Sk, dtype):
@@ -291,17 +380,35 @@ def scaled_dot_product_attention(card, q, k, v, attn_mask=None, dropout_p=0.0, i
         return _sdpa_unfused(card, q, k, v, mask, mode, mB, mH, B, H, scale, shape, pes, trace)
     k_ = _kernel(_sdpa, op)
     npd = NP[dt]
-    ones = np.ones((Sk, 1), np.float32)
-    mask_arg = mask if mask is not None else None
-    example = [np.empty((BH * Sq, D), npd), np.empty((BH * Sk, D), npd), np.empty((BH * Sk, Dv), npd),
-               None if mask is None else np.empty(mask.shape, np.float32), ones, np.empty(P * Sk * D, npd),
-               np.empty((BH * Sq, Dv), npd)]
-    args = [np.ascontiguousarray(q).reshape(BH * Sq, D), np.ascontiguousarray(k).reshape(BH * Sk, D),
-            np.ascontiguousarray(v).reshape(BH * Sk, Dv), mask_arg, ones,
-            runner.Scratch(P * Sk * D * EB[dt], "shared"), runner.Out((BH * Sq, Dv), npd)]
-    key = ("sdpa", g, None if mask is None else mask.shape, _card_key(card))
-    (out,), result = launch(card, key, k_, example, args, [g], op, pes, trace)
-    return out.reshape(shape), result
+    while True:
+        Sqp, RQ = g.Sqp, g.RQ
+        qp = np.zeros((BH, Sqp, D), npd)
+        qp[:, :Sq] = q.reshape(BH, Sq, D)
+        mask_arg = None
+        if mask is not None:
+            nm = mask.shape[0] // Sq
+            mask_arg = np.zeros((nm, Sqp, Sk), np.float32)
+            mask_arg[:, :Sq] = mask.reshape(nm, Sq, Sk)
+            mask_arg = mask_arg.reshape(nm * Sqp, Sk)
+        ones = np.ones((max(Sk, RQ), 1), np.float32)
+        zeros = np.zeros((RQ, Dv), np.float32)
+        example = [np.empty((0, D), npd), np.empty((BH * Sk, D), npd), np.empty((BH * Sk, Dv), npd),
+                   None if mask_arg is None else np.empty(mask_arg.shape, np.float32), ones, zeros,
+                   np.empty(P * Sk * D, npd), np.empty((0, Dv), npd)]
+        args = [qp.reshape(BH * Sqp, D), np.ascontiguousarray(k).reshape(BH * Sk, D),
+                np.ascontiguousarray(v).reshape(BH * Sk, Dv), mask_arg, ones, zeros,
+                runner.Scratch(P * Sk * D * EB[dt], "shared"), runner.Out((BH * Sqp, Dv), npd)]
+        key = ("sdpa", g, None if mask_arg is None else mask_arg.shape, _card_key(card))
+        try:
+            (out,), result = launch(card, key, k_, example, args, [g], op, pes, trace)
+            break
+        except lang.KernelError as e:      # the tiles do not fit after all: fewer query rows per item
+            if "does not fit local memory" not in str(e) or g.RQ == 1:
+                raise
+            g = _attn_plan(card, dt, BH, H, Sq, Sk, D, Dv, scale, mode, mB, mH, P, cap=g.RQ // 2)
+            if g is None:
+                return _sdpa_unfused(card, q, k, v, mask, mode, mB, mH, B, H, scale, shape, pes, trace)
+    return out.reshape(BH, Sqp, Dv)[:, :Sq].reshape(shape), result
 
 
 def _sdpa_unfused(card, q, k, v, mask, mode, mB, mH, B, H, scale, shape, pes, trace):
@@ -349,7 +456,7 @@ def reference_sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None):
             mask.astype(np.float32)
     with np.errstate(all="ignore"):
         if _pow2_at_most_1(float(s32)):
-            s = _mm((q.astype(np.float32) * s32).astype(q.dtype), np.swapaxes(k, -1, -2))
+            s = _mm(q, np.swapaxes((k.astype(np.float32) * s32).astype(k.dtype), -1, -2))
         else:
             s = (_mm(q, np.swapaxes(k, -1, -2)) * s32).astype(np.float32)
         if mask is not None:
@@ -357,6 +464,6 @@ def reference_sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None):
         m = np.maximum(s.max(axis=-1, keepdims=True), np.float32(-FLT_MAX))
         e = np.exp((s - m).astype(np.float64)).astype(np.float32)
         tot = e.astype(np.float64).sum(axis=-1, keepdims=True).astype(np.float32)
-        o = _mm(e.astype(np.float16) if q.dtype == np.float16 else e, v)
+        o = _mm(e, v.astype(np.float32))
         o = (o * _recip(np.maximum(tot, np.float32(FLT_MIN)))).astype(np.float32)
     return o.astype(q.dtype)
