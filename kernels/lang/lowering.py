@@ -441,17 +441,18 @@ class Lowering:
         if pl is not None:
             pl.stored.add(view.tensor.name)
         if pl is not None and cc.control_depth == pl.depth and view.tensor.name not in cc.in_order:
-            if tile.buf.id not in pl.pf_bufs[pl.half] and all(
-                    cc.shiftable(v, pl.var, pl.first_reg) for v in [view.offset] + [d[1] for d in view.dims]):
+            own = tile.buf.id in pl.half_bufs[pl.half] and tile.buf.id not in pl.pf_bufs[pl.half]
+            if own and all(cc.shiftable(v, pl.var, pl.first_reg) for v in [view.offset] + [d[1] for d in view.dims]):
                 # issued during the next iteration, once its first compute is under way (the builder's
                 # "finish the previous tile while the next one multiplies")
                 pl.deferred[pl.half].append((view, tile, eng))
                 pl.stores[pl.half].append(op)
                 pl.carried.add(tile.buf.id)
                 return
-            if tile.buf.id in pl.pf_bufs[pl.half]:
-                # a prefetched tile itself: the other half prefetches into it next, so the store must be
-                # done by the end of this half (an ordinary store, drained there)
+            if not own:
+                # a prefetched tile (the other half prefetches into it next) or a tile made before the loop
+                # (both halves write it): the store must be done by the end of this half (an ordinary store,
+                # drained there)
                 cc.depend(op.hw, op.reads, op.writes)
                 cc.issued(cc.q(f"e{eng}"), op)
                 self._emit_store(view, tile, eng, cc.q(f"e{eng}"))

@@ -87,3 +87,19 @@ def test_a_block_takes_the_leading_columns_of_a_wider_tile(engine):
     out = leading_columns_of_rows.interpret(*args, pes=1) if engine == "interpret" else \
         leading_columns_of_rows(*args, pes=1, engine=engine)[0]
     np.testing.assert_array_equal(out[1:3], x[1:3, :4])
+
+
+@vnpu.kernel
+def store_a_tile_made_before_the_loop(x, y):
+    t = vnpu.empty((8,), "f32")
+    for p in range(0, x.shape[0], pipeline=True):
+        vnpu.load(x[p, :], into=t)                 # both halves write t
+        vnpu.store(y[p, :], t)
+
+
+@pytest.mark.parametrize("engine", ["numba", "reference", "interpret"])
+def test_a_store_of_a_tile_both_halves_write_is_not_deferred(engine):
+    args = (X, np.zeros((7, 8), F32))
+    out = store_a_tile_made_before_the_loop.interpret(*args, pes=1) if engine == "interpret" else \
+        store_a_tile_made_before_the_loop(*args, pes=1, engine=engine)[0]
+    np.testing.assert_array_equal(out, X)
