@@ -97,7 +97,8 @@ def _gemm_kernel(a, w, scale, bias, out, qp, stage, P: lang.constexpr, nt: lang.
             m_end = lang.minimum(m0 + mt, m_hi)
             at = lang.load(a[0, m0:m_end, :])
             for j in range(pc, n_tiles, npc, pipeline=True):
-                _gemm_unit(at, _weights(w, 0, j, K, N, nt), scale, bias, out, qp, 0, j, m0, m_end, nt, mt, br, epilogue, act)
+                _gemm_unit(at, _weights(w, 0, j, K, N, nt), scale, bias, out, qp, 0, j, m0, m_end, nt, mt, br,
+                           epilogue, act)
     elif B == 1:                # weights from DRAM and several row tiles: each weight tile is read once
         at = lang.empty((mt, K), a.dtype)
         for j in range(pc, n_tiles, npc):
@@ -158,7 +159,8 @@ def _gemm(name, batch, M, K, N, dtype, epilogue, has_bias, pes, cols, local_byte
         br = min(mt, max(BROADCAST_ROWS, math.ceil(mt / MAX_EPILOGUE_CHUNKS)))
         f32 = np.empty(N, np.float32)
         args = (np.empty((batch, M, K), np_dt), np.empty((batch, K * N), np_dt),
-                f32 if (epilogue != "raw" and dtype == "i8") else None, f32 if (has_bias and epilogue != "raw") else None,
+                f32 if (epilogue != "raw" and dtype == "i8") else None,
+                f32 if (has_bias and epilogue != "raw") else None,
                 np.empty((batch, M, N), out_dt), 0 if epilogue == "requant" else None,
                 lang.shared(np.empty(batch * M * K, np_dt)) if stage else None, pes, nt, mt, pm, br, epilogue,
                 activation, row_groups)

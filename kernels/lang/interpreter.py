@@ -181,7 +181,8 @@ class ITile:
 
     def reshape(self, rows, cols):
         if self.ndim == 2 and rows * cols == self.size:
-            return ITile(self.pe, (rows, cols), self.dtype, self.data.reshape(rows, cols), self.init.reshape(rows, cols))
+            return ITile(self.pe, (rows, cols), self.dtype, self.data.reshape(rows, cols),
+                         self.init.reshape(rows, cols))
         if self.ndim != 1 or rows * cols > self.shape[0]:
             raise KernelError(f"reshape of a {self.shape} tile to {rows} x {cols}")
         return ITile(self.pe, (rows, cols), self.dtype, self.data[:rows * cols].reshape(rows, cols),

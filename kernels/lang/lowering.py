@@ -548,8 +548,9 @@ class Lowering:
         cc.depend("e0", op.reads, op.writes)
         src_r = cc.local_reg(src.buf, cc.scalar(src.offset) + src_at * eb)
         dst_r = cc.local_reg(dst.buf, cc.scalar(dst.offset) + dst_at * eb)
+        plane_bytes = (planes[0], planes[1] * eb, planes[2] * eb) if planes else None
         self._dma(0, cc.q("e0"), dst_r, src_r, n * eb, rows[0] if rows else None, (rows[1] * eb) if rows else 0,
-                  (rows[2] * eb) if rows else 0, op, planes=(planes[0], planes[1] * eb, planes[2] * eb) if planes else None)
+                  (rows[2] * eb) if rows else 0, op, planes=plane_bytes)
 
     # --- vector unit -------------------------------------------------------------------------------------
     def _vector(self, mnemonic, dst, a, b, n, dt, extra=()):
