@@ -174,6 +174,65 @@ def run_jobs(card, name, tensors, outs, jobs, pes=None, trace=False):
                   trace)
 
 
+@dataclass(frozen=True)
+class RowsGeom:
+    """Short rows assembled (or taken apart) in local memory: the wide tensor (slot `wide`) has O rows of W
+    bytes; part k (slot, byte offset, width) is the columns [offset, offset + width) of every row. cat: the
+    parts are loaded whole and moved into a row block of the wide tensor; split / narrow: a row block of the
+    wide tensor is loaded whole and each part moved out of it. Every DRAM access is contiguous rows."""
+    wide: int
+    O: int
+    W: int
+    parts: tuple
+    to_wide: bool      # cat (parts -> wide) or split (wide -> parts)
+    R: int             # rows per block
+
+
+def _rows(t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, g: lang.constexpr):
+    ts = (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13)
+    W, R = g.W, g.R
+    wide = ts[g.wide].reshape(g.O, W)
+    lo, hi = lang.split(g.O)
+    for r in range(lo, hi, R, pipeline=True):
+        end = lang.minimum(r + R, hi)
+        if g.to_wide:
+            t = lang.empty((R, W), "i8")
+            for slot, off, w in g.parts:
+                a = lang.load(ts[slot].reshape(g.O, w)[r:end, :])
+                lang.move(t, a, w, rows=(a.shape[0], w, W), dst_at=off)
+            v = wide[r:end, :]
+            lang.store(v, t[0:v.shape[0]])          # (the interpreter's block holds the valid rows only)
+        else:
+            a = lang.load(wide[r:end, :])
+            for slot, off, w in g.parts:
+                p = lang.empty((a.shape[0], w), "i8")
+                lang.move(p, a, w, rows=(a.shape[0], W, w), src_at=off)
+                lang.store(ts[slot].reshape(g.O, w)[r:end, :], p)
+
+
+ASSEMBLE_MAX = 2048           # rows shorter than this (bytes) are assembled in local memory, not moved strided
+
+
+def plan_rows(card, wide, O, W, parts, to_wide):
+    """A RowsGeom when rows of W bytes are short enough to assemble in local memory (and the parts are not
+    whole rows already), else None (the strided copies of run_jobs)."""
+    parts = tuple(p for p in parts if p[2] > 0)
+    if not parts or O < 2 or W > ASSEMBLE_MAX or W > _tile_bytes(card, 4) or all(w == W for _, _, w in parts):
+        return None
+    R = max(1, min(O, _tile_bytes(card, 4) // W, -(-O // card.config.pes)))
+    return RowsGeom(wide, O, W, parts, to_wide, R)
+
+
+def run_rows(card, name, tensors, outs, g, pes=None, trace=False):
+    """Launch the row-assembly kernel (slots: tensors then outs, as run_jobs)."""
+    slots = list(tensors) + list(outs)
+    example = [np.empty(a.shape, np.int8) for a in slots] + [None] * (NSLOTS - len(slots))
+    k = _kernel(_rows, f"rows_{name}")
+    key = ("plumbing_rows", name, g, tuple(e.shape for e in example if e is not None), _card_key(card))
+    return launch(card, key, k, example, slots + [None] * (NSLOTS - len(slots)), [g], f"rows_{name}", pes,
+                  trace)
+
+
 def _prod(v):
     return int(math.prod(int(s) for s in v))
 
@@ -206,8 +265,13 @@ def _narrow(card, x, d, start, length, op, pes, trace):
     shape = x.shape[:d] + (length,) + x.shape[d + 1:]
     O, I = _outer_inner(x.shape, d, x.dtype.itemsize)
     D = x.shape[d]
+    out = runner.Out((O * length * I,), np.int8)
+    g = plan_rows(card, 0, O, D * I, ((1, start * I, length * I),), False) if O * length * I else None
+    if g is not None:
+        (ob,), result = run_rows(card, op, [_bytes(x)], [out], g, pes, trace)
+        return ob.view(x.dtype).reshape(shape), result
     job = plan_job(card, 0, 1, O, D * I, start * I, length * I, 0, length * I)
-    (ob,), result = run_jobs(card, op, [_bytes(x)], [runner.Out((O * length * I,), np.int8)], [job], pes, trace)
+    (ob,), result = run_jobs(card, op, [_bytes(x)], [out], [job], pes, trace)
     return ob.view(x.dtype).reshape(shape), result
 
 
@@ -264,13 +328,18 @@ def cat(card, tensors, dim=0, pes=None, trace=False):
     es = full[0].dtype.itemsize
     O, I = _outer_inner(shape, d, es)
     DW = shape[d] * I
-    jobs, off = [], 0
+    jobs, cols, off = [], [], 0
     for i, x in enumerate(parts):
         w = x.shape[d] * I
         jobs.append(plan_job(card, i, len(parts), O, w, 0, DW, off, w))
+        cols.append((i, off, w))
         off += w
-    (ob,), result = run_jobs(card, op, [_bytes(x) for x in parts], [runner.Out((O * DW,), np.int8)], jobs, pes,
-                             trace)
+    out = runner.Out((O * DW,), np.int8)
+    g = plan_rows(card, len(parts), O, DW, cols, True) if O * DW else None
+    if g is not None:
+        (ob,), result = run_rows(card, op, [_bytes(x) for x in parts], [out], g, pes, trace)
+    else:
+        (ob,), result = run_jobs(card, op, [_bytes(x) for x in parts], [out], jobs, pes, trace)
     return ob.view(full[0].dtype).reshape(shape), result
 
 
@@ -316,7 +385,12 @@ def split(card, x, split_size_or_sections, dim=0, pes=None, trace=False):
         jobs = [plan_job(card, 0, 1 + m, O, SW, starts[k] * I, sizes[k] * I, 0, sizes[k] * I)
                 for m, k in enumerate(group)]
         outs = [runner.Out((O * sizes[k] * I,), np.int8) for k in group]
-        got, result = run_jobs(card, op, [xb], outs, jobs, pes, trace)
+        g = plan_rows(card, 0, O, SW, tuple((1 + m, starts[k] * I, sizes[k] * I) for m, k in enumerate(group)),
+                      False)
+        if g is not None:
+            got, result = run_rows(card, op, [xb], outs, g, pes, trace)
+        else:
+            got, result = run_jobs(card, op, [xb], outs, jobs, pes, trace)
         for k, ob in zip(group, got):
             pieces[k] = ob.view(x.dtype).reshape(x.shape[:d] + (sizes[k],) + x.shape[d + 1:])
         results.append(result)
@@ -591,7 +665,8 @@ def _pad(x, fill, out, g: lang.constexpr):
                 # the window of each plane into place: Hc rows of Wc bytes, G planes, one DMA
                 lang.move(t, a, Wc, rows=(Hc, Wc, Wo), planes=(a.shape[0] // H, H * Wc, Ho * Wo),
                           src_at=g.h0 * Wc, dst_at=g.t * Wo + g.l)
-            lang.store(o2[p * Ho:lang.minimum(p * Ho + G * Ho, pend * Ho), :], t)
+            v = o2[p * Ho:lang.minimum(p * Ho + G * Ho, pend * Ho), :]
+            lang.store(v, t[0:v.shape[0]])          # (the interpreter's block holds the valid rows only)
     elif g.mode == "bands":
         R = g.R
         nb = -(-Hc // R)
@@ -605,13 +680,13 @@ def _pad(x, fill, out, g: lang.constexpr):
             if Wc == 0:
                 t = lang.empty((R, Wo), "i8")
                 lang.move(t, frow, Wo, rows=(R, 0, Wo))
-                lang.store(dst, t)
+                lang.store(dst, t[0:dst.shape[0]])
             elif g.l == 0 and g.r == 0:
                 lang.store(dst, lang.load(x2[s0:lang.minimum(s0 + R, o * H + g.h1), g.c0:g.c1]))
             else:
                 a = lang.load(x2[s0:lang.minimum(s0 + R, o * H + g.h1), g.c0:g.c1])
-                t = lang.empty((R, Wo), "i8")
-                lang.move(t, frow, Wo, rows=(R, 0, Wo))
+                t = lang.empty((a.shape[0], Wo), "i8")
+                lang.move(t, frow, Wo, rows=(a.shape[0], 0, Wo))
                 lang.move(t, a, Wc, rows=(a.shape[0], Wc, Wo), dst_at=g.l)
                 lang.store(dst, t)
         if g.t or g.b:

@@ -260,7 +260,9 @@ def test_pad_matches_pytorch(dtype):
 
 def test_pad_on_every_engine(monkeypatch, small_tiles):
     rng = np.random.default_rng(9)
-    for shape, p, dt in [((2, 3, 5, 7), (1, 1, 1, 1), np.float32), ((1, 1, 30, 40), (1, 2, 3, 4), np.int8),
+    for shape, p, dt in [((2, 3, 5, 7), (1, 1, 1, 1), np.float32), ((1, 1, 31, 40), (1, 2, 3, 4), np.int8),
+                         ((5, 3, 4), (1, 0, 1, 1), np.int8), ((7, 3), (0, 0, 0, 2), np.float32),    # short groups
+                         ((2, 7, 40), (0, 0, 1, 1), np.int8),
                          ((2, 13, 11), (0, 0, 2, 1), np.float16), ((3, 90), (2, 5), np.int32)]:
         x = data(rng, shape, dt)
         out = on_every_engine(monkeypatch, lambda: PL.pad(CARD, x, p, value=1))
