@@ -145,7 +145,6 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     first = lang.minimum(lo, g.items - 1)
     last = lang.maximum(hi - 1, first)
     slot = ks.reshape(g.P, Sk, D)
-    kflat = k.reshape(g.BH * Sk * D)
     kt = [lang.empty((D, Sk), cdt), lang.empty((D, Sk), cdt)]          # K^T
     qb = [lang.empty((RQ, D), cdt), lang.empty((RQ, D), cdt)]          # Q blocks
     vb = [lang.empty((Sk, Dv), cdt), lang.empty((Sk, Dv), cdt)]        # V
@@ -161,9 +160,20 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     def clampi(j):
         return lang.minimum(j, last)
 
-    def kslot(item):            # item's K into this PE's slot of the shared-SRAM scratch
+    def kslot(item):
+        """item's K into this PE's slot of the shared-SRAM scratch, through local memory (so that the PE can
+        wait for each DMA: see column())."""
         bh = item // nqb
-        lang.transfer(ks[pe * (Sk * D):pe * (Sk * D) + Sk * D], kflat[bh * (Sk * D):bh * (Sk * D) + Sk * D])
+        kl = lang.load(k[bh * Sk:bh * Sk + Sk, :])
+        wait_load(kl)
+        lang.store(slot[pe], kl)
+        wait_store(kl)
+
+    def wait_load(t):           # a vector op reading t: the PE waits for t's DMA
+        lang.copy(t[0][0:1], out=tok)
+
+    def wait_store(t):          # a vector op writing t: the PE waits for the DMA that reads t
+        lang.copy(tok, out=t[0][0:1])
 
     def column(h, d):
         """Row d of K^T = column d of the slot's K, then a vector op reading it (the scale when it applies to
@@ -176,18 +186,20 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
         else:
             lang.copy(kt[h][d][0:1], out=tok)
 
-    def wait_dmas(t):           # wait for the DMAs issued so far (t was loaded last): see column()
-        lang.copy(t[0][0:1], out=tok)
-
-    def load_item(h, item, with_v):
+    def load_item(h, item):     # Q (and the mask) of item, each DMA waited for
         bh = item // nqb
         lang.load(q[item * RQ:item * RQ + RQ, :], into=qb[h])
-        if with_v:
-            lang.load(v[bh * Sk:bh * Sk + Sk, :], into=vb[h])
+        wait_load(qb[h])
         if g.mask == "item":
             b = bh // g.H
             mrow = (b * g.mB + (bh - b * g.H) * g.mH) * Sqp + (item - bh * nqb) * RQ
             lang.load(mask[mrow:mrow + RQ, :], into=mb[h])
+            wait_load(mb[h])
+
+    def load_v(h, item):
+        bh = item // nqb
+        lang.load(v[bh * Sk:bh * Sk + Sk, :], into=vb[h])
+        wait_load(vb[h])
 
     def qk(h):
         lang.matmul(qb[h], kt[h], out=sb[h])
@@ -202,8 +214,8 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
         elif g.mask == "once":
             q0 = (x - x // nqb * nqb) * RQ
             lang.add(s, mall[q0:q0 + RQ] if nqb > 1 else mall, out=s)
-        wait_dmas(vb[h])                         # V(x) was the previous part's last DMA
         d0 = 3 * D // 4                          # the column where y's normalization starts
+        d1 = D // 2                              # E of the rows of later columns after the loop
         o, t = ob[1 - h], tb[1 - h]
         for d in lang.static_range(D):
             column(1 - h, d)
@@ -213,7 +225,7 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
                     lang.max(s[r], out=mx[r])
                 lang.maximum(mx[r0:r1], -FLT_MAX, out=mx[r0:r1])
                 lang.sub(s[r0:r1], mx[r0:r1], out=s[r0:r1])
-                if d < d0:                       # E of these rows (the rest after the loop: vector work
+                if d < d1:                       # E of these rows (the rest after the loop: vector work
                     lang.exp(s[r0:r1], out=s[r0:r1])   # queued while the DMAs of c. run)
             if d == d0:
                 lang.maximum(t, FLT_MIN, out=t)
@@ -222,7 +234,7 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
                 n0, n1 = (d - d0) * RQ // (D - d0), (d - d0 + 1) * RQ // (D - d0)
                 if n1 > n0:
                     lang.mul(o[n0:n1], t[n0:n1], out=o[n0:n1])
-        e0 = d0 * RQ // D
+        e0 = d1 * RQ // D
         lang.exp(s[e0:RQ], out=s[e0:RQ])
         return o.astype("f16") if cdt == "f16" else o
 
@@ -234,13 +246,13 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     # The "previous item" of the first part is a zero result stored into the first item's rows (its real
     # result overwrites it later, in order)
     kslot(first)
-    load_item(0, first, True)
-    load_item(1, clampi(first + 1), False)
-    wait_dmas(qb[1])
+    load_item(0, first)
     for d in lang.static_range(D):
         column(0, d)
     qk(0)
     kslot(clampi(first + 1))
+    load_v(0, first)
+    load_item(1, clampi(first + 1))
     lang.load(zeros, into=ob[1])
     lang.load(ones[0:RQ, :], into=tb[1])
 
@@ -252,9 +264,10 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
             res = part_a(h, x)                                  # a.
             qk(1 - h)                                           # b.
             kslot(clampi(xn + 1))                               # c.
+            load_item(h, clampi(x + 2))
+            load_v(1 - h, xn)
             lang.store(out[y * RQ:y * RQ + RQ, :], res)
-            load_item(h, clampi(x + 2), False)
-            lang.load(v[(xn // nqb) * Sk:(xn // nqb) * Sk + Sk, :], into=vb[1 - h])
+            wait_store(res)
             part_d(h)                                           # d.
     if hi > lo:
         o, t = ob[1], tb[1]
