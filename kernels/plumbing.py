@@ -661,10 +661,10 @@ def _pad(x, fill, out, g: lang.constexpr):
         for p in range(lo, hi, G):                                        # the windows land on the same bytes
             pend = lang.minimum(p + G, hi)
             if Hc > 0 and Wc > 0:
-                a = lang.load(x2[p * H:lang.minimum(p * H + G * H, pend * H), g.c0:g.c1])
+                a = lang.load(x2[p * H:lang.minimum(p * H + G * H, pend * H), :])   # whole planes: one run
                 # the window of each plane into place: Hc rows of Wc bytes, G planes, one DMA
-                lang.move(t, a, Wc, rows=(Hc, Wc, Wo), planes=(a.shape[0] // H, H * Wc, Ho * Wo),
-                          src_at=g.h0 * Wc, dst_at=g.t * Wo + g.l)
+                lang.move(t, a, Wc, rows=(Hc, g.Wb, Wo), planes=(a.shape[0] // H, H * g.Wb, Ho * Wo),
+                          src_at=g.h0 * g.Wb + g.c0, dst_at=g.t * Wo + g.l)
             v = o2[p * Ho:lang.minimum(p * Ho + G * Ho, pend * Ho), :]
             lang.store(v, t[0:v.shape[0]])          # (the interpreter's block holds the valid rows only)
     elif g.mode == "bands":
@@ -724,7 +724,7 @@ def plan_pad(card, O, H, Wb, h0, h1, c0, c1, t, b, l, r, es):
     if Wo > tile or Wc > tile:
         F = max(es, min(max(l, r, t * Wo, b * Wo, es), FILL_MAX) // es * es)
         return PadGeom(O, H, Wb, h0, h1, c0, c1, t, b, l, r, F, "wide")
-    plane = max(Ho * Wo, H * max(Wc, 1))
+    plane = max(Ho * Wo, H * Wb)
     if plane <= tile:
         G = max(1, min(tile // plane, -(-O // npes), 256))
         return PadGeom(O, H, Wb, h0, h1, c0, c1, t, b, l, r, Wo, "planes", G=G)
