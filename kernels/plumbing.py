@@ -658,7 +658,7 @@ def _pad(x, fill, out, g: lang.constexpr):
         lo, hi = lang.split(g.O)
         t = lang.empty((G * Ho, Wo), "i8")
         lang.move(t, frow, Wo, rows=(G * Ho, 0, Wo))                      # every byte the fill value, once:
-        for p in range(lo, hi, G):                                        # the windows land on the same bytes
+        for p in range(lo, hi, G, pipeline=True):                         # the windows land on the same bytes
             pend = lang.minimum(p + G, hi)
             if Hc > 0 and Wc > 0:
                 a = lang.load(x2[p * H:lang.minimum(p * H + G * H, pend * H), :])   # whole planes: one run
