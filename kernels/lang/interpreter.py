@@ -460,12 +460,13 @@ class PE:
             q = int(qparam)
             scale = float(np.array([q & 0xFFFFFFFF], np.uint32).view(np.float32)[0])
             zero_point = ((q >> 32) + 2**31) % 2**32 - 2**31
-        if dt in ("i8", "i32") and a.dtype in ("f32", "f16"):
+        if dt in ("i8", "i32"):
             info = np.iinfo(NUMPY[dt])
+            # the source as fp32 (an int32 past 2**24 loses bits there, as on the card), x * scale + zero_point
+            # rounded once to fp32 (the card's fused step), then to even, clamped (int to int saturates)
+            src = x.astype(np.float32).astype(np.float64)
             with np.errstate(all="ignore"):
-                # x * scale + zero_point rounded once to fp32 (the card's fused step), then to even
-                v = np.rint((x.astype(np.float64) * np.float64(np.float32(scale)) + zero_point).astype(np.float32)
-                            .astype(np.float64))
+                v = np.rint((src * np.float64(np.float32(scale)) + zero_point).astype(np.float32).astype(np.float64))
             r = np.where(np.isnan(v), 0, np.clip(v, info.min, info.max)).astype(NUMPY[dt])
         elif a.dtype in ("i8", "i32") and dt in ("f32", "f16"):
             r = _round((x.astype(np.float64) - zero_point) * np.float32(scale), dt)

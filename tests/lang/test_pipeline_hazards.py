@@ -103,3 +103,17 @@ def test_a_store_of_a_tile_both_halves_write_is_not_deferred(engine):
     out = store_a_tile_made_before_the_loop.interpret(*args, pes=1) if engine == "interpret" else \
         store_a_tile_made_before_the_loop(*args, pes=1, engine=engine)[0]
     np.testing.assert_array_equal(out, X)
+
+
+@vnpu.kernel
+def int_to_int8(x, y):
+    vnpu.store(y, vnpu.load(x).astype(np.int8))
+
+
+@pytest.mark.parametrize("engine", ["numba", "reference", "interpret"])
+def test_integer_conversions_saturate_through_fp32_everywhere(engine):
+    x = np.array([300, -300, 16777217, 5, -7, 127, -128, 0], np.int32)
+    args = (x, np.zeros(8, np.int8))
+    out = int_to_int8.interpret(*args, pes=1) if engine == "interpret" else int_to_int8(*args, pes=1,
+                                                                                         engine=engine)[0]
+    np.testing.assert_array_equal(out, [127, -128, 127, 5, -7, 127, -128, 0])
