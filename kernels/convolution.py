@@ -72,15 +72,7 @@ def _conv(xp, w, scale, bias, res, out, qp, G: lang.constexpr, KH: lang.constexp
         if res is not None:
             lang.add(y, lang.load(res.reshape(N * OC, OH * OW)[n * OC + g * OCg:n * OC + g * OCg + OCg,
                                                                  p0:lang.minimum(p0 + M, OH * OW)]), out=y)
-        if act == "relu":
-            lang.relu(y, out=y)
-        elif act is not None:
-            lang.maximum(y, lo, out=y)
-            lang.minimum(y, hi, out=y)
-        if out_dt == "i8":
-            y = y.astype("i8", qparam=qp)
-        elif out_dt == "f16":
-            y = y.astype("f16")
+        y = _finish(y, act, lo, hi, out_dt, qp)
         lang.store(o2[n * OC + g * OCg:n * OC + g * OCg + OCg, p0:lang.minimum(p0 + M, OH * OW)], y)
 
 
@@ -114,17 +106,23 @@ def _conv_nhwc(xh, wt, scale, bias, out, qp, KH: lang.constexpr, KW: lang.conste
             for c in lang.static_range(0, M, br):
                 rows = y[c:min(c + br, M)]
                 op(rows, rep[:rows.shape[0]], out=rows)
-        if act == "relu":
-            lang.relu(y, out=y)
-        elif act is not None:
-            lang.maximum(y, lo, out=y)
-            lang.minimum(y, hi, out=y)
-        if out_dt == "i8":
-            y = y.astype("i8", qparam=qp)
-        elif out_dt == "f16":
-            y = y.astype("f16")
+        y = _finish(y, act, lo, hi, out_dt, qp)
         r0 = n * OH + oh0
         lang.store(o2[r0:lang.minimum(r0 + R, n * OH + OH), :], y.reshape(R, Wp * OC))
+
+
+def _finish(y, act, lo, hi, out_dt, qp):
+    """The epilogue's last steps, on the fp32 tile y: the activation, then the output dtype."""
+    if act == "relu":
+        lang.relu(y, out=y)
+    elif act is not None:
+        lang.maximum(y, lo, out=y)
+        lang.minimum(y, hi, out=y)
+    if out_dt == "i8":
+        return y.astype("i8", qparam=qp)
+    if out_dt == "f16":
+        return y.astype("f16")
+    return y
 
 
 def _pair(v, name, minimum, n=2):

@@ -3,7 +3,6 @@ split, pad, to, where, gather, index_select. Random shapes with sizes 1 and prim
 NaN / -0.0 / inf kept bit for bit by the data-movement ops, empty inputs. Each kernel also runs on the reference
 engine and in the kernel language's interpreter (tiny shapes, and tiles forced small so the multi-block and
 tail paths run there too), which must give the Numba core's bits."""
-import contextlib
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 import vnpu
 from vnpu.emulator.card import Card
 from vnpu.kernels import plumbing as PL
-from vnpu.kernels import runner
+from engine_modes import on_every_engine as every_engine  # tests/ops/engine_modes.py
 
 CARD = Card("tiny")
 SIZES = (1, 2, 3, 5, 7, 11, 13)
@@ -52,45 +51,9 @@ def rand_shape(rng, rank):
 
 
 # --- every engine: the Numba core, the reference engine, the interpreter -----------------------------------------
-@contextlib.contextmanager
-def engine(mode, monkeypatch):
-    """Run the plumbing kernels launched inside on `mode`: "reference" (the numpy engine) or "interpret" (the
-    kernel language's interpreter on the same arguments and constexprs; absent tensors stay None)."""
-    real = runner.run
-
-    def patched(card, key, build, kernel, args, pes=None, sanitize=True, engine="numba", trace=False):
-        if mode == "reference":
-            return real(card, key, build, kernel, args, pes=pes, sanitize=sanitize, engine="reference", trace=trace)
-        if not hasattr(build, "example"):                 # runner.nothing: no language kernel
-            return real(card, key, build, kernel, args, pes=pes)
-        vals, outs, given = [], [], iter(args)
-        for ex in build.example:
-            if ex is None:
-                vals.append(None)
-                continue
-            a = next(given)
-            if isinstance(a, runner.Out):
-                a = np.zeros(a.shape, a.dtype)
-                outs.append(a)
-            elif isinstance(a, runner.Scratch):
-                a = np.zeros(a.nbytes // np.asarray(ex).dtype.itemsize, np.asarray(ex).dtype)
-            vals.append(a)
-        build.kernel.interpret(*vals, *build.consts, pes=len(pes) if pes else None, config=card.config)
-        return outs, None
-    with monkeypatch.context() as m:
-        m.setattr(runner, "run", patched)
-        yield
-
-
 def on_every_engine(monkeypatch, call):
     """call() -> (array, result): the same bytes on the Numba core, the reference engine and the interpreter."""
-    out, res = call()
-    assert res.engine == "numba" and res.cycles > 0
-    for mode in ("reference", "interpret"):
-        with engine(mode, monkeypatch):
-            other, _ = call()
-        assert np.asarray(other).tobytes() == np.asarray(out).tobytes(), mode
-    return out
+    return every_engine(monkeypatch, call, exact_bytes=True)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 against PyTorch: random shapes with 1 and prime sizes, NaN, +-inf, -0.0 and empty inputs; fp32 at fp32
 accuracy, fp16 within fp16 rounding. Each kernel also runs on the reference engine and in the kernel
 language's interpreter (tiny shapes), which must agree with the Numba core."""
-import contextlib
 
 import numpy as np
 import pytest
@@ -11,7 +10,8 @@ import torch.nn.functional as F
 
 import vnpu
 from vnpu.emulator.card import Card
-from vnpu.kernels import pool, runner
+from vnpu.kernels import pool
+from engine_modes import on_every_engine as every_engine  # tests/ops/engine_modes.py
 
 CARD = Card("tiny")
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0], np.float32)
@@ -53,41 +53,7 @@ def close_to(out, ref, tol):
 
 
 # --- every engine: the Numba core, the reference engine, the interpreter ------------------------------------------
-@contextlib.contextmanager
-def engine(mode, monkeypatch):
-    """Run the library kernels launched inside on `mode`: "reference" (the numpy engine) or "interpret" (the
-    kernel language's interpreter on the same arguments and constexprs)."""
-    real = runner.run
-
-    def patched(card, key, build, kernel, args, pes=None, sanitize=True, engine="numba", trace=False):
-        if mode == "reference":
-            return real(card, key, build, kernel, args, pes=pes, sanitize=sanitize, engine="reference", trace=trace)
-        vals, outs = [], []
-        for a, ex in zip(args, build.example):
-            if isinstance(a, runner.Out):
-                a = np.zeros(a.shape, a.dtype)
-                outs.append(a)
-            elif isinstance(a, runner.Scratch):
-                a = np.zeros(a.nbytes // np.asarray(ex).dtype.itemsize, np.asarray(ex).dtype)
-            vals.append(a)
-        build.kernel.interpret(*vals, *build.consts, pes=len(pes) if pes else None, config=card.config)
-        return outs, None
-    with monkeypatch.context() as m:
-        m.setattr(runner, "run", patched)
-        yield
-
-
-def on_every_engine(monkeypatch, call):
-    """call() -> (array, result) on the Numba core, the reference engine and the interpreter: bit-equal."""
-    out, res = call()
-    assert res.engine == "numba" and res.cycles > 0
-    for mode in ("reference", "interpret"):
-        with engine(mode, monkeypatch):
-            other, _ = call()
-        assert np.array_equal(out, other, equal_nan=True), mode
-        num = ~np.isnan(out)           # (NaN signs and payloads: the interpreter computes with numpy)
-        assert np.array_equal(np.signbit(out[num]), np.signbit(other[num])), mode
-    return out
+on_every_engine = every_engine
 
 
 # --- pooling ---------------------------------------------------------------------------------------------------
