@@ -197,16 +197,7 @@ def _pool2d(x: lang.anysize, s, fill, fmap, out: lang.anysize, planes, g: lang.c
                 lang.store(rows_of[srow + ih0 - r0:srow + ih1 - r0, g.pw:g.pw + g.Wc], xt)
             # column phases: G[b][row * Wq + j] = xpad[row, b + sw * j]
             Lg = (Bh + 1) * Wq
-            G = []
-            for b in lang.static_range(sw):
-                gt = lang.empty((Lg,), g.dt)
-                if sw == 1:
-                    view = s[pe * (g.Bs * Wp):pe * (g.Bs * Wp) + Lg]
-                else:
-                    view = phases[pe * (g.Bs * Wq):pe * (g.Bs * Wq) + Lg, b]
-                # into=: a gather of what this iteration stored must not be hoisted (see the module doc)
-                lang.load(view, into=gt if len(view.shape) == 1 else gt.reshape(Lg, 1))
-                G.append(gt if cdt == g.dt else gt.astype(cdt))
+            G = _phases(s, phases, pe, g.Bs, g, sw, Wp, Wq, Lg, cdt)
             # along W: M[row * Wq + ow] = op over kw of xpad[row, ow * sw + kw * dw]
             LM = Bh * Wq
             M = _along_w(G, g, sw, LM, cdt, op)
@@ -262,15 +253,7 @@ def _pool_groups(x, s, out, g, op, fm, pe, srow, rows_of, phases, lo, hi):
             top = srow + j * g.Bs + ih0 - r0
             lang.store(rows_of[top:top + ih1 - ih0, g.pw:g.pw + g.Wc], xt[j * H + ih0:j * H + ih1])
         Lg = ng * g.Bs * Wq
-        G_ = []
-        for b in lang.static_range(sw):
-            gt = lang.empty((Lg,), g.dt)
-            if sw == 1:
-                view = s[pe * (g.slot_rows * Wp):pe * (g.slot_rows * Wp) + Lg]
-            else:
-                view = phases[pe * (g.slot_rows * Wq):pe * (g.slot_rows * Wq) + Lg, b]
-            lang.load(view, into=gt if len(view.shape) == 1 else gt.reshape(Lg, 1))
-            G_.append(gt if cdt == g.dt else gt.astype(cdt))
+        G_ = _phases(s, phases, pe, g.slot_rows, g, sw, Wp, Wq, Lg, cdt)
         LM = ((ng - 1) * g.Bs + Bh) * Wq
         M = _along_w(G_, g, sw, LM, cdt, op)
         offs = [kh * g.dh * Wq for kh in range(g.KH)]
@@ -344,6 +327,22 @@ def _batch_norm(x: lang.anysize, mean, var, weight, bias, out: lang.anysize, ite
 
 
 _kernel = lang.library_kernel
+
+
+def _phases(s, phases, pe, slot_rows, g, sw, Wp, Wq, Lg, cdt):
+    """The column phases of this PE's slot: G[b][row * Wq + j] = xpad[row, b + sw * j], Lg elements each, in the
+    compute dtype. Loaded into= tiles: a gather of what this iteration stored must not be hoisted (see the
+    module doc)."""
+    G = []
+    for b in lang.static_range(sw):
+        gt = lang.empty((Lg,), g.dt)
+        if sw == 1:
+            view = s[pe * (slot_rows * Wp):pe * (slot_rows * Wp) + Lg]
+        else:
+            view = phases[pe * (slot_rows * Wq):pe * (slot_rows * Wq) + Lg, b]
+        lang.load(view, into=gt if len(view.shape) == 1 else gt.reshape(Lg, 1))
+        G.append(gt if cdt == g.dt else gt.astype(cdt))
+    return G
 
 
 def _along_w(G, g, sw, LM, cdt, op):
