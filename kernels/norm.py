@@ -194,6 +194,92 @@ def tolerance(op):
 
 
 # --- the op registry --------------------------------------------------------------------------------------
+# --- local response normalization (AlexNet, GoogLeNet) ------------------------------------------------------
+def _lrn(x: lang.anysize, out: lang.anysize, planes, C: lang.constexpr, HW: lang.constexpr, P: lang.constexpr,
+         size: lang.constexpr, alpha: lang.constexpr, beta: lang.constexpr, k: lang.constexpr):
+    """y = x / (k + alpha / size * sum of x^2 over the channel window)^beta, per block of P positions of one
+    image (all C channels: the window runs across rows of the tile)."""
+    lo_w, hi_w = size // 2, (size - 1) // 2
+    nblk = -(-HW // P)
+    first, last = lang.split(planes // C * nblk)
+    for u in range(first, last, pipeline=True):
+        row, p0 = u // nblk * C, u % nblk * P
+        t = lang.load(x[row:row + C, p0:lang.minimum(p0 + P, HW)])
+        sq = t * t
+        acc = lang.empty(t.shape, "f32")
+        for c in lang.static_range(C):
+            window = [j for j in range(c - lo_w, c + hi_w + 1) if 0 <= j < C]
+            lang.copy(sq[window[0]], out=acc[c])
+            for j in window[1:]:
+                lang.add(acc[c], sq[j], out=acc[c])
+        v = acc * (alpha / size) + k
+        r = lang.rsqrt(v)                                      # v^-1/2
+        if beta == 1.0:
+            r = lang.recip(v)
+        elif beta == 0.75:
+            lang.mul(r, lang.rsqrt(lang.recip(r)), out=r)      # v^-1/2 * v^-1/4
+        lang.store(out[row:row + C, p0:lang.minimum(p0 + P, HW)], t * r)
+
+
+LRN_BETAS = (0.5, 0.75, 1.0)
+
+
+def local_response_norm(card, x, size, alpha=1e-4, beta=0.75, k=1.0, pes=None, trace=False):
+    """torch.nn.functional.local_response_norm for fp32 NCHW x (any rank >= 3: channels on axis 1). The vector
+    unit has no pow: beta must be 0.5, 0.75 (the default, AlexNet's and GoogLeNet's) or 1. Returns
+    (array, LaunchResult)."""
+    x = np.asarray(x)
+    if x.dtype != np.float32 or x.ndim < 3:
+        raise InvalidArgument(f"local_response_norm: x must be float32 with at least 3 dims (N, C, ...), got "
+                              f"{x.dtype} {x.shape}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise InvalidArgument(f"local_response_norm: size must be a positive integer, got {size!r}")
+    if beta not in LRN_BETAS:
+        raise InvalidArgument(f"local_response_norm: beta must be one of {LRN_BETAS} (the vector unit has "
+                              f"rsqrt and recip, no pow), got {beta!r}")
+    for name, v in (("alpha", alpha), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v):
+            raise InvalidArgument(f"local_response_norm: {name} must be a finite number, got {v!r}")
+    N, C = x.shape[:2]
+    HW = int(np.prod(x.shape[2:], dtype=np.int64))
+    if x.size == 0:
+        return np.zeros_like(x), runner.nothing(card, "local_response_norm", pes)
+    local = int(card.config.local_memory.bytes)
+    P = max(ALIGN // 4, min(HW, (local // 3) // (C * 4 * 6) // 16 * 16))
+    if C * 4 * 6 * min(P, HW) > local:
+        raise InvalidArgument(f"local_response_norm: {C} channels do not fit local memory of {card.config.name}")
+    x2 = np.ascontiguousarray(x).reshape(N * C, HW)
+    consts = (C, HW, int(min(P, HW)), int(size), float(alpha), float(beta), float(k))
+    k_ = lang.library_kernel(_lrn, "local_response_norm")
+    example = [np.empty((0, HW), np.float32), np.empty((0, HW), np.float32), 0]
+    (y,), result = runner.run_kernel(card, ("lrn", consts, runner.card_key(card)), k_, example,
+                                     [x2, runner.Out((N * C, HW), np.float32), N * C], consts,
+                                     "local_response_norm", pes, trace)
+    return y.reshape(x.shape), result
+
+
+def reference_local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """The card's steps in numpy (fp32 each; rsqrt and recip in fp64 rounded to fp32)."""
+    x = np.asarray(x, np.float32)
+    C = x.shape[1]
+    sq = (x * x).astype(np.float32)
+    acc = np.zeros_like(sq)
+    for c in range(C):
+        for j in range(max(0, c - size // 2), min(C, c + (size - 1) // 2 + 1)):
+            acc[:, c] = (acc[:, c] + sq[:, j]).astype(np.float32) if j != max(0, c - size // 2) else sq[:, j]
+    v = (acc * np.float32(alpha / size) + np.float32(k)).astype(np.float32)
+
+    def rsqrt(a):
+        return (1.0 / np.sqrt(a.astype(np.float64))).astype(np.float32)
+    if beta == 1.0:
+        r = (1.0 / v.astype(np.float64)).astype(np.float32)
+    else:
+        r = rsqrt(v)
+        if beta == 0.75:
+            r = (r * rsqrt((1.0 / r.astype(np.float64)).astype(np.float32))).astype(np.float32)
+    return (x * r).astype(np.float32)
+
+
 def _ln_inputs(rng, p):
     d = {"x": (rng.standard_normal((p["rows"], p["d"])) * 2 + 0.5).astype(np.float32)}
     if p["affine"]:
@@ -212,7 +298,18 @@ def _sm_run(card, x, p, pes):
     return [out], r
 
 
+def _lrn_run(card, x, p, pes):
+    out, r = local_response_norm(card, x["x"], p["size"], p["alpha"], p["beta"], p["k"], pes=pes)
+    return [out], r
+
+
 OPS = [
+    OpSpec("local_response_norm", dict(n=8, c=96, h=27, w=27, size=5, alpha=1e-4, beta=0.75, k=2.0),
+           lambda rng, p: {"x": (rng.standard_normal((p["n"], p["c"], p["h"], p["w"])) * 3).astype(np.float32)},
+           _lrn_run, lambda x, p: [reference_local_response_norm(x["x"], p["size"], p["alpha"], p["beta"], p["k"])],
+           lambda p: (2e-6, 1e-6), lambda p: 4 * p["n"] * p["c"] * p["h"] * p["w"] * p["size"],
+           "local response normalization across channels (torch.nn.functional.local_response_norm); default: "
+           "AlexNet's first LRN", {"beta": LRN_BETAS}),
     OpSpec("layer_norm", dict(rows=256, d=768, eps=1e-5, affine=1), _ln_inputs, _ln_run,
            lambda x, p: [reference_layer_norm(x["x"], x.get("gamma"), x.get("beta"), p["eps"])],
            lambda p: tolerance("layer_norm"), lambda p: 8 * p["rows"] * p["d"],

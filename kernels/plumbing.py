@@ -42,7 +42,7 @@ from vnpu.errors import InvalidArgument
 
 from . import lang, runner
 from .library import OpSpec
-from .pool import _card_key
+_card_key = runner.card_key
 
 RESERVE = 8192               # local bytes left to the compiler's constants
 TILE_MAX = 65536             # bytes per tile at most (longer tiles only delay the pipeline)
@@ -90,14 +90,7 @@ def _dim(op, d, ndim, name="dim"):
     return int(d) % n
 
 
-def launch(card, key, k, example, args, consts, name, pes, trace):
-    """Compile kernel k for the example arguments (None: an absent tensor) and constexprs, once per key, and
-    run it on args (the present ones) + consts. The build function carries (kernel, consts, example) so a test
-    can interpret the same kernel on the same arguments."""
-    def build():
-        return k.compile(*example, *consts, config=card.config).image
-    build.kernel, build.consts, build.example = k, tuple(consts), list(example)
-    return runner.run(card, key, build, name, [a for a in args if a is not None], pes=pes, trace=trace)
+launch = runner.run_kernel
 
 
 # --- block copies: slice, cat, split ------------------------------------------------------------------------------

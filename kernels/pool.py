@@ -38,7 +38,6 @@ import numpy as np
 from vnpu.errors import InvalidArgument
 
 from . import lang, runner
-from .elementwise import store_engine
 from .library import OpSpec
 
 ALIGN = 64
@@ -359,18 +358,10 @@ def _along_w(G, g, sw, LM, cdt, op):
     return M
 
 
-def launch(card, key, k, example, args, consts, op, pes, trace):
-    """Compile kernel k for the example arguments and constexprs (once per key), run it on args + consts.
-    The build function carries (kernel, consts): a test can interpret the same kernel on the same arguments."""
-    def build():
-        return k.compile(*example, *consts, config=card.config).image
-    build.kernel, build.consts, build.example = k, tuple(consts), list(example)
-    return runner.run(card, key, build, op, list(args), pes=pes, trace=trace)
+launch = runner.run_kernel
 
 
-def _card_key(card):
-    c = card.config
-    return (c.data["name"], int(c.local_memory.bytes), int(c.shared_sram.bytes), c.pes, store_engine(card))
+_card_key = runner.card_key
 
 
 # --- argument checks -------------------------------------------------------------------------------------

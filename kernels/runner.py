@@ -93,6 +93,22 @@ def run(card, key, build, kernel, args, pes=None, sanitize=True, engine="numba",
             card.free(addr)
 
 
+def run_kernel(card, key, k, example, args, consts, name, pes=None, trace=False):
+    """Run a kernel-language kernel k of the library: compiled for the example arguments (None: an absent
+    tensor) and constexprs once per key, launched on args (the present ones) + consts. The build function
+    carries (kernel, consts, example), so a test can interpret the same kernel on the same arguments."""
+    def build():
+        return k.compile(*example, *consts, config=card.config).image
+    build.kernel, build.consts, build.example = k, tuple(consts), list(example)
+    return run(card, key, build, name, [a for a in args if a is not None], pes=pes, trace=trace)
+
+
+def card_key(card):
+    """What a compiled library kernel depends on in a card's configuration (part of its cache key)."""
+    c = card.config
+    return (c.data["name"], int(c.local_memory.bytes), int(c.shared_sram.bytes), c.pes, c.dma.engines_per_pe)
+
+
 def nothing(card, kernel, pes=None):
     """Launch a kernel named `kernel` that does no work, for an op whose result is empty (a dimension is 0):
     the op still returns a real LaunchResult (its few cycles are the launch itself), and never refuses an

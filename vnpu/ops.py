@@ -343,6 +343,12 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5, *, card=None, pes=None):
     return _run("norm", "layer_norm", "layer_norm", x, gamma, beta, eps, card=card, pes=pes)
 
 
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0, *, card=None, pes=None):
+    """torch.nn.functional.local_response_norm on the card (fp32, channels on axis 1; beta 0.5, 0.75 or 1: the
+    vector unit has rsqrt and recip, not pow)."""
+    return _run("norm", "local_response_norm", "local_response_norm", x, size, alpha, beta, k, card=card, pes=pes)
+
+
 def softmax(x, *, card=None, pes=None):
     """Softmax over the last axis of a 2-D float32 array: exp(x - max) / sum, fp32 steps, exp in fp64 rounded
     once (within 4e-6 relative of float64 math). A row holding NaN or +inf, or all -inf, is all NaN (as
