@@ -64,6 +64,7 @@ FLT_MAX = float(np.finfo(np.float32).max)
 FLT_MIN = float(np.finfo(np.float32).tiny)
 RESERVE = 8192               # local bytes left to the compiler's constants and small tiles
 WEIGHT_BUFFER = 1 << 20
+NSTAGE = 16                  # staging rows of the K^T column DMAs
 _kernel = lang.library_kernel
 
 
@@ -128,13 +129,13 @@ class AGeom:
 def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: lang.constexpr):
     """out[bh, i] = softmax(scale * q[bh, i] k[bh]^T + mask) v[bh].
     q [BH*Sqp, D] (Sq padded to Sqp = nqb * RQ rows per head), k [BH*Sk, D], v [BH*Sk, Dv], mask [NM*Sqp, Sk]
-    f32 or None, ones [max(Sk, RQ), 1] f32, zeros [RQ, Dv] f32, ks: shared scratch [P*Sk*D], out [BH*Sqp, Dv].
+    f32 or None, ones [max(Sk, RQ), 1] f32, zeros [Dv] f32, ks: shared scratch [P*Sk*D], out [BH*Sqp, Dv].
 
     A software pipeline over this PE's items, U per loop iteration (buffers of parity 0 / 1). The part of
     item x (parity h; xn = x + 1 and y = x - 1, parity 1 - h):
       a. on the vector unit, row by row: S(x) (+ mask, * scale) - row max, clamped, then exp; between the rows,
-         the column DMAs of K^T(xn) from the shared-SRAM copy of its K, and in the last quarter of them the
-         rows of y's normalization (O(y) * 1 / max(sum(y), FLT_MIN)), once O(y) is done on the matrix unit;
+         the column DMAs of K^T(xn) from the shared-SRAM copy of its K; then y's normalization O(y) * 1 /
+         max(sum(y), FLT_MIN) (O(y) and sum(y) are done on the matrix unit by then);
       b. S(xn) = Q(xn) K^T(xn) on the matrix unit;
       c. DMAs for later items: K(xn + 1) into the SRAM slot, y's result out, Q and mask of x + 2, V(xn);
       d. sum(x) = E ones and O(x) = E V (fp32) on the matrix unit: they run while the next part starts."""
@@ -144,7 +145,7 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     lo, hi = lang.split(g.items)
     first = lang.minimum(lo, g.items - 1)
     last = lang.maximum(hi - 1, first)
-    slot = ks.reshape(g.P, Sk, D)
+    slot = ks.reshape(2 * g.P, Sk, D)           # two slots per PE
     kt = [lang.empty((D, Sk), cdt), lang.empty((D, Sk), cdt)]          # K^T
     qb = [lang.empty((RQ, D), cdt), lang.empty((RQ, D), cdt)]          # Q blocks
     vb = [lang.empty((Sk, Dv), cdt), lang.empty((Sk, Dv), cdt)]        # V
@@ -152,6 +153,7 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     ob = [lang.empty((RQ, Dv), "f32"), lang.empty((RQ, Dv), "f32")]    # E V
     tb = [lang.empty((RQ, 1), "f32"), lang.empty((RQ, 1), "f32")]      # row sums of E
     mb = [lang.empty((RQ, Sk), "f32"), lang.empty((RQ, Sk), "f32")] if g.mask == "item" else None
+    st = [lang.empty((Sk,), cdt) for _ in range(min(D, NSTAGE))]       # columns of K on their way
     mx = lang.empty((RQ, 1), "f32")
     tok = lang.empty((1,), cdt)
     one = lang.load(ones[0:Sk, :])                                     # [Sk, 1] of 1.0
@@ -160,37 +162,41 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     def clampi(j):
         return lang.minimum(j, last)
 
-    def kslot(item):
-        """item's K into this PE's slot of the shared-SRAM scratch, through local memory (so that the PE can
-        wait for each DMA: see column())."""
+    # Every DMA is issued when this PE's engine is idle: a DMA queued behind others books the DRAM channel
+    # or the SRAM ring from where it will start, and both are booked in issue order (docs/timing.md 2), so
+    # a PE with a queue of transfers would hold them ahead of every other PE's. A vector op reading the
+    # tile a load writes (writing the tile a store reads) makes the PE wait for that DMA.
+    def wait_load(t):
+        lang.copy(t[0][0:1], out=tok)
+
+    def wait_store(t):
+        lang.copy(tok, out=t[0][0:1])
+
+    def kslot(item, j):         # item's K into this PE's SRAM slot j, through local memory
         bh = item // nqb
         kl = lang.load(k[bh * Sk:bh * Sk + Sk, :])
         wait_load(kl)
-        lang.store(slot[pe], kl)
+        lang.store(slot[2 * pe + j], kl)
         wait_store(kl)
 
-    def wait_load(t):           # a vector op reading t: the PE waits for t's DMA
-        lang.copy(t[0][0:1], out=tok)
-
-    def wait_store(t):          # a vector op writing t: the PE waits for the DMA that reads t
-        lang.copy(tok, out=t[0][0:1])
-
-    def column(h, d):
-        """Row d of K^T = column d of the slot's K, then a vector op reading it (the scale when it applies to
-        K): the PE waits for this DMA before it issues the next. An SRAM transfer queued behind others books
-        the ring from where it will start, and the ring is booked in order (docs/timing.md 2): a PE with a
-        queue of them would hold the ring ahead of every other PE's transfers."""
-        lang.load(slot[pe, :, d], into=kt[h][d])
+    def column(h, d, j):
+        """Row d of K^T(h) = column d of the K in slot j: a DMA into a staging row, then a vector op copying
+        it into K^T (scaled, when the scale applies to K) makes the PE wait for the DMA; NSTAGE staging
+        rows, so that the PE can issue the DMAs of the next columns while the vector unit catches up."""
+        t = st[d % len(st)]
+        lang.load(slot[2 * pe + j, :, d], into=t)
         if g.scale_k and g.scale != 1.0:
-            lang.mul(kt[h][d], g.scale, out=kt[h][d])
+            lang.mul(t, g.scale, out=kt[h][d])
         else:
-            lang.copy(kt[h][d][0:1], out=tok)
+            lang.copy(t, out=kt[h][d])
 
-    def load_item(h, item):     # Q (and the mask) of item, each DMA waited for
-        bh = item // nqb
+    def load_q(h, item):
         lang.load(q[item * RQ:item * RQ + RQ, :], into=qb[h])
         wait_load(qb[h])
+
+    def load_mask(h, item):
         if g.mask == "item":
+            bh = item // nqb
             b = bh // g.H
             mrow = (b * g.mB + (bh - b * g.H) * g.mH) * Sqp + (item - bh * nqb) * RQ
             lang.load(mask[mrow:mrow + RQ, :], into=mb[h])
@@ -204,9 +210,11 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     def qk(h):
         lang.matmul(qb[h], kt[h], out=sb[h])
 
-    def part_a(h, x):
-        """E(x) in sb[h]; K^T(xn) into kt[1 - h]; y's normalized result (y's buffers: parity 1 - h)."""
+    def part(h, x, xn, y):
+        """Item x (parity h): E(x); K^T(xn) from slot 1 - h; y's result (parity 1 - h) stored; the DMAs of
+        later items between the column DMAs; S(xn); then sum(x) and O(x) on the matrix unit."""
         s = sb[h]
+        v32 = vb[h].astype("f32") if cdt == "f16" else vb[h]
         if not g.scale_k:
             lang.mul(s, g.scale, out=s)
         if g.mask == "item":
@@ -214,61 +222,58 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
         elif g.mask == "once":
             q0 = (x - x // nqb * nqb) * RQ
             lang.add(s, mall[q0:q0 + RQ] if nqb > 1 else mall, out=s)
-        d0 = 3 * D // 4                          # the column where y's normalization starts
-        d1 = D // 2                              # E of the rows of later columns after the loop
-        o, t = ob[1 - h], tb[1 - h]
-        for d in lang.static_range(D):
-            column(1 - h, d)
+        dmas = [lambda: kslot(clampi(xn + 1), h), lambda: load_q(h, clampi(x + 2)),
+                lambda: load_mask(h, clampi(x + 2)), lambda: load_v(1 - h, xn)]
+        at = {D // 2 + i * (D // 8): f for i, f in enumerate(dmas)} if D >= 8 else {}
+        lag = D // 4                             # E of the rows of column d - lag at column d; of the
+        for d in lang.static_range(D):           # last lag columns' rows after the loop
+            column(1 - h, d, 1 - h)
             r0, r1 = d * RQ // D, (d + 1) * RQ // D
             if r1 > r0:
                 for r in lang.static_range(r0, r1):
                     lang.max(s[r], out=mx[r])
                 lang.maximum(mx[r0:r1], -FLT_MAX, out=mx[r0:r1])
                 lang.sub(s[r0:r1], mx[r0:r1], out=s[r0:r1])
-                if d < d1:                       # E of these rows (the rest after the loop: vector work
-                    lang.exp(s[r0:r1], out=s[r0:r1])   # queued while the DMAs of c. run)
-            if d == d0:
-                lang.maximum(t, FLT_MIN, out=t)
-                lang.recip(t, out=t)
-            if d >= d0:
-                n0, n1 = (d - d0) * RQ // (D - d0), (d - d0 + 1) * RQ // (D - d0)
-                if n1 > n0:
-                    lang.mul(o[n0:n1], t[n0:n1], out=o[n0:n1])
-        e0 = d1 * RQ // D
+            e0, e1 = (d - lag) * RQ // D, (d - lag + 1) * RQ // D
+            if d >= lag and e1 > e0:
+                lang.exp(s[e0:e1], out=s[e0:e1])
+            if d in at:
+                at[d]()
+        o, t = ob[1 - h], tb[1 - h]              # y's result: O(y) / sum(y)
+        lang.maximum(t, FLT_MIN, out=t)
+        lang.mul(o, lang.recip(t, out=t), out=o)
+        res = o.astype("f16") if cdt == "f16" else o
+        e0 = (D - lag) * RQ // D                 # (vector work while y's result is stored)
         lang.exp(s[e0:RQ], out=s[e0:RQ])
-        return o.astype("f16") if cdt == "f16" else o
+        if D < 8:
+            for f in dmas:
+                f()
+        qk(1 - h)                                # S(xn)
+        lang.store(out[y * RQ:y * RQ + RQ, :], res)
+        wait_store(res)
+        lang.matmul(s, one, out=tb[h])           # sum(x)
+        lang.matmul(s, v32, out=ob[h])           # O(x)
 
-    def part_d(h):
-        lang.matmul(sb[h], one, out=tb[h])
-        lang.matmul(sb[h], vb[h].astype("f32") if cdt == "f16" else vb[h], out=ob[h])
-
-    # prologue: the first item's K^T, Q, V, mask and S; the second's Q and mask; the slot holds the second's K.
-    # The "previous item" of the first part is a zero result stored into the first item's rows (its real
-    # result overwrites it later, in order)
-    kslot(first)
-    load_item(0, first)
-    for d in lang.static_range(D):
-        column(0, d)
-    qk(0)
-    kslot(clampi(first + 1))
-    load_v(0, first)
-    load_item(1, clampi(first + 1))
-    lang.load(zeros, into=ob[1])
+    # prologue: the first item's K^T, Q, V, mask and S; the second's Q, mask and K (in slot 1). The
+    # "previous item" of the first part is a result stored into the first item's rows (its real result
+    # overwrites it later, in order)
     lang.load(ones[0:RQ, :], into=tb[1])
+    lang.copy(lang.repeat(lang.load(zeros), RQ), out=ob[1])     # (any values: they are overwritten)
+    kslot(first, 0)
+    load_q(0, first)
+    load_mask(0, first)
+    for d in lang.static_range(D):
+        column(0, d, 0)
+    qk(0)
+    kslot(clampi(first + 1), 1)
+    load_v(0, first)
+    load_q(1, clampi(first + 1))
+    load_mask(1, clampi(first + 1))
 
     for it in range(lo, hi, g.U):
         xs = [it] + [clampi(it + u) for u in range(1, g.U + 1)]
         for u in lang.static_range(g.U):
-            h, x, xn = u % 2, xs[u], xs[u + 1]
-            y = lang.maximum(it - 1, first) if u == 0 else xs[u - 1]
-            res = part_a(h, x)                                  # a.
-            qk(1 - h)                                           # b.
-            kslot(clampi(xn + 1))                               # c.
-            load_item(h, clampi(x + 2))
-            load_v(1 - h, xn)
-            lang.store(out[y * RQ:y * RQ + RQ, :], res)
-            wait_store(res)
-            part_d(h)                                           # d.
+            part(u % 2, xs[u], xs[u + 1], lang.maximum(it - 1, first) if u == 0 else xs[u - 1])
     if hi > lo:
         o, t = ob[1], tb[1]
         lang.maximum(t, FLT_MIN, out=t)
@@ -404,13 +409,13 @@ def scaled_dot_product_attention(card, q, k, v, attn_mask=None, dropout_p=0.0, i
             mask_arg[:, :Sq] = mask.reshape(nm, Sq, Sk)
             mask_arg = mask_arg.reshape(nm * Sqp, Sk)
         ones = np.ones((max(Sk, RQ), 1), np.float32)
-        zeros = np.zeros((RQ, Dv), np.float32)
+        zeros = np.zeros(Dv, np.float32)
         example = [np.empty((0, D), npd), np.empty((BH * Sk, D), npd), np.empty((BH * Sk, Dv), npd),
                    None if mask_arg is None else np.empty(mask_arg.shape, np.float32), ones, zeros,
-                   np.empty(P * Sk * D, npd), np.empty((0, Dv), npd)]
+                   np.empty(2 * P * Sk * D, npd), np.empty((0, Dv), npd)]
         args = [qp.reshape(BH * Sqp, D), np.ascontiguousarray(k).reshape(BH * Sk, D),
                 np.ascontiguousarray(v).reshape(BH * Sk, Dv), mask_arg, ones, zeros,
-                runner.Scratch(P * Sk * D * EB[dt], "shared"), runner.Out((BH * Sqp, Dv), npd)]
+                runner.Scratch(2 * P * Sk * D * EB[dt], "shared"), runner.Out((BH * Sqp, Dv), npd)]
         key = ("sdpa", g, None if mask_arg is None else mask_arg.shape, _card_key(card))
         try:
             (out,), result = launch(card, key, k_, example, args, [g], op, pes, trace)
