@@ -485,3 +485,186 @@ def reference_sdpa(q, k, v, attn_mask=None, is_causal=False, scale=None):
         o = _mm(e, v.astype(np.float32))
         o = (o * _recip(np.maximum(tot, np.float32(FLT_MIN)))).astype(np.float32)
     return o.astype(q.dtype)
+
+
+# =============================================================================================================
+# bmm: batched matmul with either operand transposed
+# =============================================================================================================
+@dataclass(frozen=True)
+class BGeom:
+    dt: str            # f16 | f32 | i8 (both operands)
+    B: int
+    Mp: int            # M padded to whole row tiles
+    K: int
+    Np: int            # N padded to whole column tiles
+    MB: int            # rows per tile
+    NB: int            # columns per tile
+    KB: int            # K per matmul (the weight tile KB x NB)
+    ta: bool           # a is given as [B, K, M]
+    tb: bool           # b is given as [B, N, K]
+    P: int
+
+    @property
+    def items(self):
+        return self.B * (self.Mp // self.MB) * (self.Np // self.NB)
+
+
+def _columns(srcs, dsts, st, scale=None):
+    """dsts[i] = srcs[i] (1-D blocks of one element per row, from shared SRAM) one DMA at a time: each lands in
+    a staging row and a vector op copies it into place, which makes the PE wait for that DMA before it issues
+    the next (see _sdpa: a DMA queued behind others books the SRAM ring ahead of its time)."""
+    for i, (src, dst) in enumerate(zip(srcs, dsts)):
+        t = st[i % len(st)]
+        lang.load(src, into=t)
+        if scale is not None:
+            lang.mul(t, scale, out=dst)
+        else:
+            lang.copy(t, out=dst)
+
+
+def _bmm(a, b, out, sa, sb, g: lang.constexpr):
+    """out[bi] = A[bi] @ W[bi]. a: [B*Mp, K] (ta: [B*K, Mp]), b: [B*K, Np] (tb: [B*Np, K]), out [B*Mp, Np];
+    sa / sb: shared-SRAM copies of a / b when transposed (each PE copies its slice, then a barrier)."""
+    B, Mp, K, Np, MB, NB, KB = g.B, g.Mp, g.K, g.Np, g.MB, g.NB, g.KB
+    if g.ta or g.tb:
+        for flag, src, dst, n in ((g.ta, a, sa, B * K * Mp), (g.tb, b, sb, B * K * Np)):
+            if flag:
+                share = -(-(-(-n // g.P)) // 64) * 64
+                lo_ = lang.pe_id() * share
+                lang.transfer(dst[lo_:lo_ + share], src.reshape(n)[lo_:lo_ + share])
+        lang.barrier()
+    sa3 = sa.reshape(B, K, Mp) if g.ta else None
+    sb3 = sb.reshape(B, Np, K) if g.tb else None
+    nst = max(1, min(NSTAGE, max(MB, KB)))
+    st_a = [lang.empty((KB,), g.dt) for _ in range(nst)] if g.ta else None
+    st_b = [lang.empty((NB,), g.dt) for _ in range(nst)] if g.tb else None
+    nm, nn = Mp // MB, Np // NB
+    lo, hi = lang.split(g.items)
+    for it in range(lo, hi):
+        bi = it // (nm * nn)
+        r = it - bi * (nm * nn)
+        n0 = r // nm * NB
+        m0 = (r - r // nm * nm) * MB
+        acc = None
+        for k0 in lang.static_range(0, K, KB):
+            kb = min(KB, K - k0)
+            if g.ta:
+                at = lang.empty((MB, kb), g.dt)
+                st = st_a if kb == KB else [lang.empty((kb,), g.dt) for _ in range(nst)]
+                _columns([sa3[bi, k0:k0 + kb, m0 + m] for m in range(MB)], [at[m] for m in range(MB)], st)
+            else:
+                at = lang.load(a[bi * Mp + m0:bi * Mp + m0 + MB, k0:k0 + kb])
+            if g.tb:
+                wt = lang.empty((kb, NB), g.dt)
+                _columns([sb3[bi, n0:n0 + NB, k0 + kk] for kk in range(kb)], [wt[kk] for kk in range(kb)], st_b)
+            else:
+                wt = lang.load(b[bi * K + k0:bi * K + k0 + kb, n0:n0 + NB])
+            if acc is None:
+                acc = lang.matmul(at, wt)
+            else:
+                lang.matmul(at, wt, out=acc, accumulate=True)
+        lang.store(out[bi * Mp + m0:bi * Mp + m0 + MB, n0:n0 + NB], acc.astype("f16") if g.dt == "f16" else acc)
+
+
+
+def _bmm_plan(card, dt, B, M, K, N, ta, tb, P):
+    """Tile sizes: whole N (up to 256 columns) and up to 128 rows per item, K in chunks whose weight tile fits
+    the matrix unit's buffer; local memory decides the rest (halved until the kernel compiles)."""
+    eb = EB[dt]
+    NB = min(N, 256)
+    MB = min(M, 128)
+    KB = min(K, max(1, WEIGHT_BUFFER // (NB * eb)), 512)
+    Mp, Np = -(-M // MB) * MB, -(-N // NB) * NB
+    return BGeom(dt, B, Mp, K, Np, MB, NB, KB, bool(ta), bool(tb), P)
+
+
+def bmm(card, a, b, transpose_a=False, transpose_b=False, pes=None, trace=False):
+    """out[i] = A[i] @ W[i] with A = a[i] (or a[i]^T when transpose_a: a is [B, K, M]) and W = b[i] (or b[i]^T
+    when transpose_b: b is [B, N, K], i.e. torch's a @ b.transpose(-1, -2)). a, b: 3-D (or 2-D: one batch),
+    both float16 (-> float16: fp32 sums in K order, rounded once), both float32 (exact products summed in fp64,
+    rounded once) or both int8 (-> int32, wrapping). Returns (array, LaunchResult)."""
+    op = "bmm"
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.dtype not in (np.float16, np.float32, np.int8):
+        raise InvalidArgument(f"{op}: a and b must both be float16, float32 or int8, got {a.dtype} and {b.dtype}")
+    if a.ndim != b.ndim or a.ndim not in (2, 3):
+        raise InvalidArgument(f"{op}: a and b must both be 3-D [B, ., .] (or both 2-D), got {a.shape} and {b.shape}")
+    for name, f in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
+        if not isinstance(f, (bool, np.bool_)):
+            raise InvalidArgument(f"{op}: {name} must be True or False, got {f!r}")
+    batched = a.ndim == 3
+    a3, b3 = (a, b) if batched else (a[None], b[None])
+    if a3.shape[0] != b3.shape[0]:
+        raise InvalidArgument(f"{op}: batch sizes differ: {a.shape} and {b.shape}")
+    B = a3.shape[0]
+    K, M = (a3.shape[1], a3.shape[2]) if transpose_a else (a3.shape[2], a3.shape[1])
+    Kb, N = (b3.shape[2], b3.shape[1]) if transpose_b else (b3.shape[1], b3.shape[2])
+    if K != Kb:
+        raise InvalidArgument(f"{op}: inner dimensions differ: {K} and {Kb} (a {a.shape}, b {b.shape}, "
+                              f"transpose_a={transpose_a}, transpose_b={transpose_b})")
+    dt = DT[a.dtype]
+    odt = {"f16": np.float16, "f32": np.float32, "i8": np.int32}[dt]
+    shape = (B, M, N) if batched else (M, N)
+    if B * M * N == 0:
+        return np.zeros(shape, odt), runner.nothing(card, op, pes)
+    if K == 0:         # an empty sum: zeros (as PyTorch); one zero term computes exactly that
+        a3, b3, K = np.zeros((B, M, 1), a.dtype), np.zeros((B, 1, N), a.dtype), 1
+        transpose_a = transpose_b = False
+    P = _npes(card, pes)
+    g = _bmm_plan(card, dt, B, M, K, N, transpose_a, transpose_b, P)
+    k_ = _kernel(_bmm, op)
+    while True:
+        out, result = _bmm_launch(card, k_, g, a3, b3, M, N, pes, trace)
+        if out is not None:
+            break
+        if g.MB == 1 and g.NB == 1 and g.KB == 1:
+            raise InvalidArgument(f"{op}: tiles do not fit local memory")
+        g = BGeom(g.dt, B, 0, K, 0, max(1, g.MB // 2), max(1, g.NB // 2), max(1, g.KB // 2), g.ta, g.tb, P)
+        g = BGeom(g.dt, B, -(-M // g.MB) * g.MB, K, -(-N // g.NB) * g.NB, g.MB, g.NB, g.KB, g.ta, g.tb, P)
+    out = out.reshape(B, g.Mp, g.Np)[:, :M, :N]
+    return (out if batched else out[0]).copy(), result
+
+
+def _bmm_launch(card, k_, g, a3, b3, M, N, pes, trace):
+    """Run one plan; (None, None) when its tiles do not fit local memory."""
+    B, K, Mp, Np, P = g.B, g.K, g.Mp, g.Np, g.P
+    npd = NP[g.dt]
+    odt = {"f16": np.float16, "f32": np.float32, "i8": np.int32}[g.dt]
+    if g.ta:
+        ap = np.zeros((B, K, Mp), npd)
+        ap[:, :, :M] = a3
+        a2 = ap.reshape(B * K, Mp)
+    else:
+        ap = np.zeros((B, Mp, K), npd)
+        ap[:, :M] = a3
+        a2 = ap.reshape(B * Mp, K)
+    if g.tb:
+        bp = np.zeros((B, Np, K), npd)
+        bp[:, :N] = b3
+        b2 = bp.reshape(B * Np, K)
+    else:
+        bp = np.zeros((B, K, Np), npd)
+        bp[:, :, :N] = b3
+        b2 = bp.reshape(B * K, Np)
+    na, nb = B * K * Mp, B * K * Np
+    example = [np.empty(a2.shape, npd), np.empty(b2.shape, npd), np.empty((B * Mp, Np), odt),
+               np.empty(na, npd) if g.ta else None, np.empty(nb, npd) if g.tb else None]
+    args = [a2, b2, runner.Out((B * Mp, Np), odt),
+            runner.Scratch(na * EB[g.dt], "shared") if g.ta else None,
+            runner.Scratch(nb * EB[g.dt], "shared") if g.tb else None]
+    key = ("bmm", g, _card_key(card))
+    try:
+        (out,), result = launch(card, key, k_, example, args, [g], "bmm", pes, trace)
+    except lang.KernelError as e:
+        if "does not fit local memory" in str(e):
+            return None, None
+        raise
+    return out, result
+
+
+def reference_bmm(a, b, transpose_a=False, transpose_b=False):
+    a, b = np.asarray(a), np.asarray(b)
+    A = np.swapaxes(a, -1, -2) if transpose_a else a
+    W = np.swapaxes(b, -1, -2) if transpose_b else b
+    r = _mm(A, W)
+    return r.astype(np.float16) if a.dtype == np.float16 else r
