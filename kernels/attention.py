@@ -668,3 +668,128 @@ def reference_bmm(a, b, transpose_a=False, transpose_b=False):
     W = np.swapaxes(b, -1, -2) if transpose_b else b
     r = _mm(A, W)
     return r.astype(np.float16) if a.dtype == np.float16 else r
+
+
+# =============================================================================================================
+# masked softmax: softmax(x + mask) over the last axis
+# =============================================================================================================
+@dataclass(frozen=True)
+class SGeom:
+    dt: str            # f16 | f32
+    D: tuple           # the rows' dimensions, collapsed with the mask's (the last: a run of rows)
+    sm: tuple          # the mask's row strides per dimension (0: broadcast); () without a mask
+    C: int             # row length
+    R: int             # rows per block
+
+    @property
+    def items(self):
+        return int(np.prod(self.D[:-1], dtype=np.int64)) * -(-self.D[-1] // self.R)
+
+
+def _msoftmax(x, mask, out, g: lang.constexpr):
+    """out = softmax(x + mask) over rows of C: x, out [rows, C]; mask [mask rows, C] or None. Items are blocks
+    of R rows of the last collapsed dimension at one outer index; x + mask in x's type, then fp32: row max,
+    exp(x - max), row sums, times their reciprocal."""
+    C, R, D = g.C, g.R, g.D
+    nb = -(-D[-1] // R)
+    lo, hi = lang.split(g.items)
+    for it in range(lo, hi, pipeline=True):
+        o = it // nb
+        r0 = (it - o * nb) * R
+        row = o * D[-1] + r0
+        end = lang.minimum(row + R, o * D[-1] + D[-1])
+        t = lang.load(x[row:end, :])
+        if mask is not None:
+            mo, rest = 0, o
+            for d in reversed(range(len(D) - 1)):
+                idx = rest % D[d] if d else rest
+                rest = rest // D[d] if d else rest
+                mo = mo + idx * g.sm[d]
+            if g.sm[-1]:
+                mrow = mo + r0
+                lang.add(t, lang.load(mask[mrow:lang.minimum(mrow + R, mo + D[-1]), :]), out=t)
+            else:                              # one mask row for the whole block
+                lang.add(t, lang.load(mask[mo, :]), out=t)
+        f = t if g.dt == "f32" else t.astype("f32")
+        m = lang.max(f, axis=1)
+        lang.sub(f, m, out=f)
+        lang.exp(f, out=f)
+        s = lang.sum(f, axis=1)
+        lang.mul(f, lang.recip(s, out=s), out=f)
+        lang.store(out[row:end, :], f if g.dt == "f32" else f.astype(g.dt))
+
+
+def masked_softmax(card, x, mask=None, dim=-1, pes=None, trace=False):
+    """softmax(x + mask) over the last axis (torch.softmax(x + mask, -1)); x float32 or float16 of any rank;
+    mask None, of x's dtype (added in that type, as PyTorch adds) or bool (True keeps, False is -inf),
+    broadcastable to x. Returns (array, LaunchResult)."""
+    op = "masked_softmax"
+    x = np.asarray(x)
+    if x.dtype not in (np.float16, np.float32):
+        raise InvalidArgument(f"{op}: x must be float16 or float32, got {x.dtype}")
+    if x.ndim == 0:
+        raise InvalidArgument(f"{op}: x must have at least one dimension")
+    if dim not in (-1, x.ndim - 1):
+        raise InvalidArgument(f"{op}: only the last dimension (dim=-1) is supported, got dim={dim!r}")
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype == np.bool_:
+            mask = np.where(mask, x.dtype.type(0), x.dtype.type(-np.inf)).astype(x.dtype)
+        elif mask.dtype != x.dtype:
+            raise InvalidArgument(f"{op}: mask must be bool or {x.dtype} (x's dtype), got {mask.dtype}")
+        try:
+            if np.broadcast_shapes(mask.shape, x.shape) != x.shape:
+                raise ValueError
+        except ValueError:
+            raise InvalidArgument(f"{op}: mask of shape {mask.shape} does not broadcast to x's {x.shape}") from None
+        mask = mask.reshape((1,) * (x.ndim - mask.ndim) + mask.shape)
+        if mask.shape[-1] != x.shape[-1]:
+            mask = np.broadcast_to(mask, mask.shape[:-1] + x.shape[-1:])
+    C = x.shape[-1]
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    if rows == 0 or C == 0:
+        return np.zeros(x.shape, x.dtype), runner.nothing(card, op, pes)
+    lead = x.shape[:-1] if x.ndim > 1 else (1,)
+    if mask is None:
+        D, sm, m2 = (rows,), (), None
+    else:
+        from .broadcast import collapse
+        ml = mask.shape[:-1] if mask.ndim > 1 else (1,)
+        D, sx, sm = collapse(lead, ml)
+        m2 = np.ascontiguousarray(mask).reshape(-1, C)
+    dt = DT[x.dtype]
+    local = int(card.config.local_memory.bytes) - RESERVE
+    per_row = C * (EB[dt] * 2 * (2 if mask is not None else 1) + 4 + EB[dt]) + 64
+    R = int(min(local // (per_row * 2), 64, D[-1]))
+    if R < 1:
+        raise InvalidArgument(f"{op}: rows of {C} elements do not fit local memory of {card.config.name}")
+    g = SGeom(dt, tuple(int(d) for d in D), tuple(int(v) for v in sm), int(C), R)
+    k_ = _kernel(_msoftmax, op)
+    npd = NP[dt]
+    x2 = np.ascontiguousarray(x).reshape(rows, C)
+    example = [np.empty((rows, C), npd), None if m2 is None else np.empty(m2.shape, npd), np.empty((rows, C), npd)]
+    args = [x2, m2, runner.Out((rows, C), npd)]
+    key = ("msoftmax", g, None if m2 is None else m2.shape, _card_key(card))
+    (out,), result = launch(card, key, k_, example, args, [g], op, pes, trace)
+    return out.reshape(x.shape), result
+
+
+def reference_masked_softmax(x, mask=None):
+    """The card's steps: x + mask in x's type; in fp32: max, exp(x - max) (fp64 rounded to fp32), sums (fp64 in
+    order, rounded to fp32), times fp32(1 / sum); rounded to x's type."""
+    x = np.asarray(x)
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype == np.bool_:
+            mask = np.where(mask, x.dtype.type(0), x.dtype.type(-np.inf)).astype(x.dtype)
+        with np.errstate(invalid="ignore"):
+            x = (x.astype(np.float32) + mask.astype(np.float32)).astype(x.dtype)
+    if x.size == 0:
+        return x.copy()
+    f = x.astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = f.max(axis=-1, keepdims=True)
+        e = np.exp((f - m).astype(np.float64)).astype(np.float32)
+        s = e.astype(np.float64).sum(axis=-1, keepdims=True).astype(np.float32)
+        y = (e * _recip(s)).astype(np.float32)
+    return y.astype(x.dtype)
