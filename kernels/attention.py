@@ -793,3 +793,193 @@ def reference_masked_softmax(x, mask=None):
         s = e.astype(np.float64).sum(axis=-1, keepdims=True).astype(np.float32)
         y = (e * _recip(s)).astype(np.float32)
     return y.astype(x.dtype)
+
+
+# =============================================================================================================
+# gelu (tanh form), layer norm in fp16, embedding
+# =============================================================================================================
+GELU_BETA = float(np.float32(math.sqrt(2.0) * (2.0 / math.sqrt(math.pi)) * 0.5))   # PyTorch's kBeta
+GELU_KAPPA = float(np.float32(0.044715))
+STREAM_T = 4096              # elements per tile of the streaming kernels
+
+
+def _gelu_tanh(x: lang.anysize, out: lang.anysize, n, T: lang.constexpr):
+    """PyTorch's tanh GELU in its order, in fp32: 0.5 x (1 + tanh(kBeta (x + kKappa x^3)))."""
+    lo, hi = lang.split(n, align=64)
+    for i in range(lo, hi, T, pipeline=True):
+        end = lang.minimum(i + T, hi)
+        t = lang.load(x[i:end])
+        f = t if x.dtype == "f32" else t.astype("f32")
+        c = f * f
+        lang.mul(c, f, out=c)                    # x^3
+        lang.mul(c, GELU_KAPPA, out=c)
+        lang.add(c, f, out=c)                    # x + kKappa x^3
+        lang.mul(c, GELU_BETA, out=c)
+        lang.tanh(c, out=c)
+        lang.add(c, 1.0, out=c)
+        lang.mul(c, f * 0.5, out=c)              # (0.5 x) (1 + tanh)
+        lang.store(out[i:end], c if x.dtype == "f32" else c.astype(x.dtype))
+
+
+def gelu(card, x, approximate="none", pes=None, trace=False):
+    """torch.nn.functional.gelu: approximate="none" (erf: the elementwise kernel) or "tanh" (this one)."""
+    from . import elementwise
+    if approximate == "none":
+        return elementwise.gelu(card, x, pes=pes, trace=trace)
+    if approximate != "tanh":
+        raise InvalidArgument(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    x = np.asarray(x)
+    if x.dtype not in (np.float16, np.float32):
+        raise InvalidArgument(f"gelu: x must be float16 or float32, got {x.dtype}")
+    n = x.size
+    if n == 0:
+        return np.zeros(x.shape, x.dtype), runner.nothing(card, "gelu_tanh", pes)
+    dt = DT[x.dtype]
+    k_ = _kernel(_gelu_tanh, "gelu_tanh")
+    example = [np.empty(0, x.dtype), np.empty(0, x.dtype), 0]
+    args = [np.ascontiguousarray(x).reshape(-1), runner.Out((n,), x.dtype), n]
+    (out,), result = launch(card, ("gelu_tanh", dt, _card_key(card)), k_, example, args, [STREAM_T], "gelu_tanh",
+                            pes, trace)
+    return out.reshape(x.shape), result
+
+
+def reference_gelu_tanh(x):
+    x = np.asarray(x)
+    f = x.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = (f * f * f * np.float32(GELU_KAPPA) + f) * np.float32(GELU_BETA)
+        th = np.tanh(c.astype(np.float64)).astype(np.float32)
+        y = (f * np.float32(0.5)) * (th + np.float32(1.0))
+    return y.astype(x.dtype)
+
+
+def _layer_norm16(x: lang.anysize, gamma, beta, out: lang.anysize, rows, inv_d, eps, B: lang.constexpr):
+    """norm.py's layer_norm row chain on fp16 rows converted to fp32 (gamma / beta fp16, converted once, or
+    None); the result rounded once to fp16."""
+    g = lang.load(gamma).astype("f32") if gamma is not None else None
+    b = lang.load(beta).astype("f32") if beta is not None else None
+    lo, hi = lang.split(rows)
+    for r0 in range(lo, hi, B, pipeline=True):
+        end = lang.minimum(r0 + B, hi)
+        xt = lang.load(x[r0:end, :]).astype("f32")
+        y = lang.empty(xt.shape, "f32")
+        for r in range(0, end - r0):
+            xr, yr = xt[r], y[r]
+            lang.sub(xr, xr[0], out=yr)                          # xs = x - x[0]
+            lang.sub(yr, lang.sum(yr) * inv_d, out=yr)           # xc = xs - sum(xs) * (1/D)
+            lang.mul(yr, yr, out=xr)                             # xc^2
+            lang.mul(yr, lang.rsqrt(lang.sum(xr) * inv_d + eps), out=yr)
+            if g is not None:
+                lang.mul(yr, g, out=yr)
+            if b is not None:
+                lang.add(yr, b, out=yr)
+        lang.store(out[r0:end, :], y.astype("f16"))
+
+
+def layer_norm(card, x, gamma=None, beta=None, eps=1e-5, pes=None, trace=False):
+    """Layer normalization over the last axis of x (any rank): float32 (norm.py's kernel) or float16 (gamma and
+    beta float16 or None): the fp32 row chain of norm.py on the converted values, rounded once to fp16."""
+    from . import norm
+    op = "layer_norm"
+    x = np.asarray(x)
+    if x.dtype not in (np.float16, np.float32) or x.ndim == 0:
+        raise InvalidArgument(f"{op}: x must be a float16 or float32 array of at least one dimension, got "
+                              f"{x.dtype} {x.shape}")
+    D = x.shape[-1]
+    x2 = x.reshape(-1, D)
+    if x.dtype == np.float32:
+        out, result = norm.layer_norm(card, x2, gamma, beta, eps, pes=pes, trace=trace)
+        return out.reshape(x.shape), result
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        if p is not None and (np.asarray(p).dtype != np.float16 or np.asarray(p).shape != (D,)):
+            raise InvalidArgument(f"{op}: {name} must be float16 of shape ({D},) with float16 x, got "
+                                  f"{np.asarray(p).dtype} {np.asarray(p).shape}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or \
+            not (np.isfinite(np.float32(eps)) and np.float32(eps) >= 0):
+        raise InvalidArgument(f"{op}: eps must be a finite non-negative number, got {eps!r}")
+    R = x2.shape[0]
+    if R == 0 or D == 0:
+        return np.zeros(x.shape, x.dtype), runner.nothing(card, op, pes)
+    local = int(card.config.local_memory.bytes) - RESERVE
+    blk = int(min(64, max(0, (local - 16 * D) // (D * 24)), R))
+    if blk < 1:
+        raise InvalidArgument(f"{op}: rows of {D} elements do not fit local memory of {card.config.name}")
+    k_ = _kernel(_layer_norm16, "layer_norm_fp16")
+    g16 = None if gamma is None else np.ascontiguousarray(gamma, np.float16)
+    b16 = None if beta is None else np.ascontiguousarray(beta, np.float16)
+    example = [np.empty((0, D), np.float16), None if g16 is None else np.empty(D, np.float16),
+               None if b16 is None else np.empty(D, np.float16), np.empty((0, D), np.float16), 0, 0.0, 0.0]
+    args = [np.ascontiguousarray(x2), g16, b16, runner.Out((R, D), np.float16), R,
+            float(np.float32(1.0 / D)), float(np.float32(eps))]
+    key = ("layer_norm16", D, blk, g16 is None, b16 is None, _card_key(card))
+    (out,), result = launch(card, key, k_, example, args, [blk], "layer_norm_fp16", pes, trace)
+    return out.reshape(x.shape), result
+
+
+def reference_layer_norm16(x, gamma=None, beta=None, eps=1e-5):
+    x = np.asarray(x)
+    D = x.shape[-1]
+    g = None if gamma is None else np.asarray(gamma, np.float32)
+    b = None if beta is None else np.asarray(beta, np.float32)
+    y = reference_layer_norm(x.astype(np.float32).reshape(-1, D), g, b, eps)
+    return y.astype(x.dtype).reshape(x.shape)
+
+
+def _embedding(weight, indices, offsets, out32, out16, n, g: lang.constexpr):
+    """out32[i] = weight[indices[i]] on the card's embedding unit (bags of one), issued by PE 0 (one unit per
+    card); an fp16 table's rows come back in fp32 and every PE converts its share to fp16 after a barrier."""
+    if lang.pe_id() == 0:
+        lang.embedding_bag(weight, indices, offsets, out32)
+    if out16 is not None:
+        lang.barrier()
+        lo, hi = lang.split(n)
+        for r in range(lo, hi, g, pipeline=True):
+            end = lang.minimum(r + g, hi)
+            lang.store(out16[r:end, :], lang.load(out32[r:end, :]).astype("f16"))
+
+
+def embedding(card, input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,
+              sparse=False, pes=None, trace=False):
+    """torch.nn.functional.embedding(input, weight): weight[input] for integer indices of any shape, weight a
+    float32 or float16 [rows, dim] table. padding_idx, scale_grad_by_freq and sparse only matter to the gradient
+    (accepted, ignored); max_norm (which renormalizes weight in place) is not supported."""
+    op = "embedding"
+    idx = np.asarray(input)
+    w = np.asarray(weight)
+    if idx.dtype not in (np.int32, np.int64):
+        raise InvalidArgument(f"{op}: input must be int32 or int64 indices, got {idx.dtype}")
+    if w.ndim != 2 or w.dtype not in (np.float32, np.float16):
+        raise InvalidArgument(f"{op}: weight must be a float32 or float16 [rows, dim] table, got {w.dtype} {w.shape}")
+    if max_norm is not None:
+        raise InvalidArgument(f"{op}: max_norm is not supported (it renormalizes weight in place)")
+    rows, dim = w.shape
+    if padding_idx is not None and not (isinstance(padding_idx, (int, np.integer)) and -rows <= padding_idx < rows):
+        raise InvalidArgument(f"{op}: padding_idx must be an index of weight's {rows} rows, got {padding_idx!r}")
+    flat = idx.reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= rows))
+    if bad.size:
+        raise InvalidArgument(f"{op}: index {int(flat[bad[0]])} at position {np.unravel_index(bad[0], idx.shape)} "
+                              f"is out of range for a table of {rows} rows")
+    n = flat.size
+    shape = idx.shape + (dim,)
+    if n == 0 or dim == 0:
+        return np.zeros(shape, w.dtype), runner.nothing(card, op, pes)
+    f16 = w.dtype == np.float16
+    offsets = np.arange(n, dtype=flat.dtype)
+    blk = int(max(1, min(n, 8192 // max(1, dim))))
+    k_ = _kernel(_embedding, op)
+    example = [np.empty(w.shape, w.dtype), np.empty(n, flat.dtype), np.empty(n, flat.dtype),
+               np.empty((n, dim), np.float32), np.empty((n, dim), np.float16) if f16 else None, 0]
+    args = [np.ascontiguousarray(w), np.ascontiguousarray(flat), offsets,
+            runner.Scratch(n * dim * 4) if f16 else runner.Out((n, dim), np.float32),
+            runner.Out((n, dim), np.float16) if f16 else None, n]
+    key = (op, w.shape, str(w.dtype), n, str(flat.dtype), blk, _card_key(card))
+    (out,), result = launch(card, key, k_, example, args, [blk], op, pes, trace)
+    return out.reshape(shape), result
+
+
+def reference_embedding(input, weight):
+    """The unit's result: each row added to 0.0 (so -0.0 comes back as +0.0), in fp32, then the table's type."""
+    w = np.asarray(weight)
+    rows = (np.float32(0) + w[np.asarray(input).reshape(-1)].astype(np.float32)).astype(w.dtype)
+    return rows.reshape(np.asarray(input).shape + (w.shape[1],))
