@@ -53,7 +53,6 @@ import numpy as np
 from vnpu.errors import InvalidArgument
 
 from . import lang, runner
-from .elementwise import store_engine
 from .library import OpSpec
 from .norm import reference_layer_norm
 
@@ -66,21 +65,6 @@ RESERVE = 8192               # local bytes left to the compiler's constants and 
 WEIGHT_BUFFER = 1 << 20
 NSTAGE = 16                  # staging rows of the K^T column DMAs
 _kernel = lang.library_kernel
-
-
-def _card_key(card):
-    c = card.config
-    return (c.data["name"], int(c.local_memory.bytes), int(c.shared_sram.bytes), c.pes, store_engine(card))
-
-
-def launch(card, key, k, example, args, consts, op, pes, trace):
-    """Compile kernel k for the example arguments and constexprs (once per key), run it on args + consts.
-    The build function carries (kernel, consts, example): a test can interpret the same kernel."""
-    def build():
-        return k.compile(*example, *consts, config=card.config).image
-    build.kernel, build.consts, build.example = k, tuple(consts), list(example)
-    build.absent = [i for i, a in enumerate(args) if a is None]      # None arguments: not passed to the card
-    return runner.run(card, key, build, op, [a for a in args if a is not None], pes=pes, trace=trace)
 
 
 def _npes(card, pes):
@@ -416,9 +400,9 @@ def scaled_dot_product_attention(card, q, k, v, attn_mask=None, dropout_p=0.0, i
         args = [qp.reshape(BH * Sqp, D), np.ascontiguousarray(k).reshape(BH * Sk, D),
                 np.ascontiguousarray(v).reshape(BH * Sk, Dv), mask_arg, ones, zeros,
                 runner.Scratch(2 * P * Sk * D * EB[dt], "shared"), runner.Out((BH * Sqp, Dv), npd)]
-        key = ("sdpa", g, None if mask_arg is None else mask_arg.shape, _card_key(card))
+        key = ("sdpa", g, None if mask_arg is None else mask_arg.shape, runner.card_key(card))
         try:
-            (out,), result = launch(card, key, k_, example, args, [g], op, pes, trace)
+            (out,), result = runner.run_kernel(card, key, k_, example, args, [g], op, pes, trace)
             break
         except lang.KernelError as e:      # the tiles do not fit after all: fewer query rows per item
             if "does not fit local memory" not in str(e) or g.RQ == 1:
@@ -627,7 +611,7 @@ def bmm(card, a, b, transpose_a=False, transpose_b=False, pes=None, trace=False)
 
 def _bmm_launch(card, k_, g, a3, b3, M, N, pes, trace):
     """Run one plan; (None, None) when its tiles do not fit local memory."""
-    B, K, Mp, Np, P = g.B, g.K, g.Mp, g.Np, g.P
+    B, K, Mp, Np = g.B, g.K, g.Mp, g.Np
     npd = NP[g.dt]
     odt = {"f16": np.float16, "f32": np.float32, "i8": np.int32}[g.dt]
     if g.ta:
@@ -652,9 +636,9 @@ def _bmm_launch(card, k_, g, a3, b3, M, N, pes, trace):
     args = [a2, b2, runner.Out((B * Mp, Np), odt),
             runner.Scratch(na * EB[g.dt], "shared") if g.ta else None,
             runner.Scratch(nb * EB[g.dt], "shared") if g.tb else None]
-    key = ("bmm", g, _card_key(card))
+    key = ("bmm", g, runner.card_key(card))
     try:
-        (out,), result = launch(card, key, k_, example, args, [g], "bmm", pes, trace)
+        (out,), result = runner.run_kernel(card, key, k_, example, args, [g], "bmm", pes, trace)
     except lang.KernelError as e:
         if "does not fit local memory" in str(e):
             return None, None
@@ -690,7 +674,7 @@ def _msoftmax(x, mask, out, g: lang.constexpr):
     """out = softmax(x + mask) over rows of C: x, out [rows, C]; mask [mask rows, C] or None. Items are blocks
     of R rows of the last collapsed dimension at one outer index; x + mask in x's type, then fp32: row max,
     exp(x - max), row sums, times their reciprocal."""
-    C, R, D = g.C, g.R, g.D
+    R, D = g.R, g.D
     nb = -(-D[-1] // R)
     lo, hi = lang.split(g.items)
     for it in range(lo, hi, pipeline=True):
@@ -769,8 +753,8 @@ def masked_softmax(card, x, mask=None, dim=-1, pes=None, trace=False):
     x2 = np.ascontiguousarray(x).reshape(rows, C)
     example = [np.empty((rows, C), npd), None if m2 is None else np.empty(m2.shape, npd), np.empty((rows, C), npd)]
     args = [x2, m2, runner.Out((rows, C), npd)]
-    key = ("msoftmax", g, None if m2 is None else m2.shape, _card_key(card))
-    (out,), result = launch(card, key, k_, example, args, [g], op, pes, trace)
+    key = ("msoftmax", g, None if m2 is None else m2.shape, runner.card_key(card))
+    (out,), result = runner.run_kernel(card, key, k_, example, args, [g], op, pes, trace)
     return out.reshape(x.shape), result
 
 
@@ -838,7 +822,7 @@ def gelu(card, x, approximate="none", pes=None, trace=False):
     k_ = _kernel(_gelu_tanh, "gelu_tanh")
     example = [np.empty(0, x.dtype), np.empty(0, x.dtype), 0]
     args = [np.ascontiguousarray(x).reshape(-1), runner.Out((n,), x.dtype), n]
-    (out,), result = launch(card, ("gelu_tanh", dt, _card_key(card)), k_, example, args, [STREAM_T], "gelu_tanh",
+    (out,), result = runner.run_kernel(card, ("gelu_tanh", dt, runner.card_key(card)), k_, example, args, [STREAM_T], "gelu_tanh",
                             pes, trace)
     return out.reshape(x.shape), result
 
@@ -911,8 +895,8 @@ def layer_norm(card, x, gamma=None, beta=None, eps=1e-5, pes=None, trace=False):
                None if b16 is None else np.empty(D, np.float16), np.empty((0, D), np.float16), 0, 0.0, 0.0]
     args = [np.ascontiguousarray(x2), g16, b16, runner.Out((R, D), np.float16), R,
             float(np.float32(1.0 / D)), float(np.float32(eps))]
-    key = ("layer_norm16", D, blk, g16 is None, b16 is None, _card_key(card))
-    (out,), result = launch(card, key, k_, example, args, [blk], "layer_norm_fp16", pes, trace)
+    key = ("layer_norm16", D, blk, g16 is None, b16 is None, runner.card_key(card))
+    (out,), result = runner.run_kernel(card, key, k_, example, args, [blk], "layer_norm_fp16", pes, trace)
     return out.reshape(x.shape), result
 
 
@@ -928,6 +912,7 @@ def reference_layer_norm16(x, gamma=None, beta=None, eps=1e-5):
 def _embedding(weight, indices, offsets, out32, out16, n, g: lang.constexpr):
     """out32[i] = weight[indices[i]] on the card's embedding unit (bags of one), issued by PE 0 (one unit per
     card); an fp16 table's rows come back in fp32 and every PE converts its share to fp16 after a barrier."""
+    out32 = out32.reshape(out32.shape[0] // weight.shape[1], weight.shape[1])
     if lang.pe_id() == 0:
         lang.embedding_bag(weight, indices, offsets, out32)
     if out16 is not None:
@@ -969,12 +954,12 @@ def embedding(card, input, weight, padding_idx=None, max_norm=None, norm_type=2.
     blk = int(max(1, min(n, 8192 // max(1, dim))))
     k_ = _kernel(_embedding, op)
     example = [np.empty(w.shape, w.dtype), np.empty(n, flat.dtype), np.empty(n, flat.dtype),
-               np.empty((n, dim), np.float32), np.empty((n, dim), np.float16) if f16 else None, 0]
+               np.empty(n * dim, np.float32), np.empty((n, dim), np.float16) if f16 else None, 0]
     args = [np.ascontiguousarray(w), np.ascontiguousarray(flat), offsets,
-            runner.Scratch(n * dim * 4) if f16 else runner.Out((n, dim), np.float32),
+            runner.Scratch(n * dim * 4) if f16 else runner.Out((n * dim,), np.float32),
             runner.Out((n, dim), np.float16) if f16 else None, n]
-    key = (op, w.shape, str(w.dtype), n, str(flat.dtype), blk, _card_key(card))
-    (out,), result = launch(card, key, k_, example, args, [blk], op, pes, trace)
+    key = (op, w.shape, str(w.dtype), n, str(flat.dtype), blk, runner.card_key(card))
+    (out,), result = runner.run_kernel(card, key, k_, example, args, [blk], op, pes, trace)
     return out.reshape(shape), result
 
 
@@ -983,3 +968,125 @@ def reference_embedding(input, weight):
     w = np.asarray(weight)
     rows = (np.float32(0) + w[np.asarray(input).reshape(-1)].astype(np.float32)).astype(w.dtype)
     return rows.reshape(np.asarray(input).shape + (w.shape[1],))
+
+
+# =============================================================================================================
+# the op registry
+# =============================================================================================================
+def _np_dtype(p):
+    return {"fp16": np.float16, "fp32": np.float32, "int8": np.int8}[p["dtype"]]
+
+
+def _dims(text):
+    try:
+        dims = tuple(int(v) for v in str(text).lower().split("x")) if str(text) else ()
+    except ValueError:
+        raise InvalidArgument(f"a shape is sizes joined by x (like 8x12x128x128), got {text!r}") from None
+    if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.int64)) > (1 << 26):
+        raise InvalidArgument(f"shape {text!r}: sizes must be >= 0 and at most 2**26 elements")
+    return dims
+
+
+def _sdpa_inputs(rng, p):
+    dt = _np_dtype(p)
+    shape = (p["b"], p["h"], p["s"], p["d"])
+    d = {n: rng.standard_normal(shape).astype(dt) for n in ("q", "k", "v")}
+    if p["mask"] == "padding":            # BERT's attention mask: the last keys of each sequence padded
+        keep = np.arange(p["s"])[None, :] < rng.integers(1, p["s"] + 1, p["b"])[:, None]
+        d["mask"] = keep[:, None, None, :]
+    elif p["mask"] == "full":
+        d["mask"] = (rng.standard_normal((p["b"], p["h"], p["s"], p["s"])) * 2).astype(dt)
+    return d
+
+
+def _sdpa_run(card, x, p, pes):
+    out, r = scaled_dot_product_attention(card, x["q"], x["k"], x["v"], attn_mask=x.get("mask"),
+                                          is_causal=p["mask"] == "causal", pes=pes)
+    return [out], r
+
+
+def _bmm_inputs(rng, p):
+    dt = _np_dtype(p)
+    ta, tb = p["transpose_a"] == "true", p["transpose_b"] == "true"
+    sa = (p["batch"], p["k"], p["m"]) if ta else (p["batch"], p["m"], p["k"])
+    sb = (p["batch"], p["n"], p["k"]) if tb else (p["batch"], p["k"], p["n"])
+    if dt == np.int8:
+        return {"a": rng.integers(-128, 128, sa).astype(dt), "b": rng.integers(-128, 128, sb).astype(dt)}
+    return {"a": rng.standard_normal(sa).astype(dt), "b": rng.standard_normal(sb).astype(dt)}
+
+
+def _softmax_inputs(rng, p):
+    dt = _np_dtype(p)
+    d = {"x": (rng.standard_normal(_dims(p["x"])) * 3).astype(dt)}
+    if p["mask"]:
+        d["mask"] = np.where(rng.random(_dims(p["mask"])) < 0.2, -np.inf, 0).astype(dt)
+    return d
+
+
+def _ln_inputs(rng, p):
+    d = {"x": (rng.standard_normal((p["rows"], p["d"])) * 2 + 0.5).astype(np.float16)}
+    if p["affine"]:
+        d["gamma"] = rng.standard_normal(p["d"]).astype(np.float16)
+        d["beta"] = rng.standard_normal(p["d"]).astype(np.float16)
+    return d
+
+
+def _emb_inputs(rng, p):
+    rows = int(p["rows"])
+    return {"weight": rng.standard_normal((rows, p["dim"])).astype(_np_dtype(p)),
+            "input": rng.integers(0, rows, _dims(p["indices"])).astype(np.int64)}
+
+
+def _wrap(f):
+    return lambda card, x, p, pes: (lambda o, r: ([o], r))(*f(card, x, p, pes))
+
+
+def _fp_tol(p):
+    return (1e-6, 1e-7) if p["dtype"] == "fp32" else (1e-3, 1e-4)
+
+
+OPS = [
+    OpSpec("scaled_dot_product_attention", dict(b=8, h=12, s=128, d=64, dtype="fp16", mask="none"), _sdpa_inputs,
+           _sdpa_run,
+           lambda x, p: [reference_sdpa(x["q"], x["k"], x["v"], x.get("mask"), p["mask"] == "causal")], _fp_tol,
+           lambda p: 4 * p["b"] * p["h"] * p["s"] * p["s"] * p["d"],
+           "torch.nn.functional.scaled_dot_product_attention on [b, h, s, d] (self-attention: s keys), fused: Q K^T "
+           "and E V on the matrix unit, scale, mask and softmax on the vector unit; mask none, causal "
+           "(is_causal), padding (a bool key mask [b, 1, 1, s]) or full (an additive [b, h, s, s] mask)",
+           {"dtype": ("fp16", "fp32"), "mask": ("none", "causal", "padding", "full")}),
+    OpSpec("bmm", dict(batch=8, m=128, k=64, n=128, dtype="fp16", transpose_a="false", transpose_b="false"),
+           _bmm_inputs,
+           _wrap(lambda card, x, p, pes: bmm(card, x["a"], x["b"], p["transpose_a"] == "true",
+                                             p["transpose_b"] == "true", pes=pes)),
+           lambda x, p: [reference_bmm(x["a"], x["b"], p["transpose_a"] == "true", p["transpose_b"] == "true")],
+           lambda p: (0.0, 0.0) if p["dtype"] == "int8" else _fp_tol(p),
+           lambda p: 2 * p["batch"] * p["m"] * p["k"] * p["n"],
+           "batched matmul a @ b, a [batch, m, k] (transpose_a: given as [batch, k, m]), b [batch, k, n] "
+           "(transpose_b: given as [batch, n, k], torch's a @ b.transpose(-1, -2)); fp16 -> fp16, fp32, int8 -> int32",
+           {"dtype": ("fp16", "fp32", "int8"), "transpose_a": ("false", "true"), "transpose_b": ("false", "true")}),
+    OpSpec("masked_softmax", dict(x="8x12x128x128", mask="8x1x1x128", dtype="fp16"), _softmax_inputs,
+           _wrap(lambda card, x, p, pes: masked_softmax(card, x["x"], x.get("mask"), pes=pes)),
+           lambda x, p: [reference_masked_softmax(x["x"], x.get("mask"))], _fp_tol,
+           lambda p: 5 * int(np.prod(_dims(p["x"]))),
+           "torch.softmax(x + mask, -1): x of shape --x, an additive mask (0 / -inf) of shape --mask broadcast to it "
+           "(--mask '' for none)", {"dtype": ("fp16", "fp32")}),
+    OpSpec("gelu_tanh", dict(n=65536, dtype="fp32"),
+           lambda rng, p: {"x": (rng.standard_normal(p["n"]) * 3).astype(_np_dtype(p))},
+           _wrap(lambda card, x, p, pes: gelu(card, x["x"], "tanh", pes=pes)),
+           lambda x, p: [reference_gelu_tanh(x["x"])], lambda p: (2e-7, 1e-30) if p["dtype"] == "fp32" else
+           (1e-3, 1e-7), lambda p: 8 * p["n"],
+           "torch.nn.functional.gelu(x, approximate='tanh') on the vector unit (fp32, fp16 computed in fp32)",
+           {"dtype": ("fp16", "fp32")}),
+    OpSpec("layer_norm_fp16", dict(rows=1024, d=768, eps=1e-5, affine=1), _ln_inputs,
+           _wrap(lambda card, x, p, pes: layer_norm(card, x["x"], x.get("gamma"), x.get("beta"), p["eps"], pes=pes)),
+           lambda x, p: [reference_layer_norm16(x["x"], x.get("gamma"), x.get("beta"), p["eps"])],
+           lambda p: (0.0, 0.0), lambda p: 8 * p["rows"] * p["d"],
+           "layer normalization over the last axis of fp16 [rows, d] (fp32 steps, rounded once; affine=1: fp16 gamma "
+           "and beta)", {"affine": (0, 1)}),
+    OpSpec("embedding", dict(rows="30522", dim=768, indices="8x128", dtype="fp16"), _emb_inputs,
+           _wrap(lambda card, x, p, pes: embedding(card, x["input"], x["weight"], pes=pes)),
+           lambda x, p: [reference_embedding(x["input"], x["weight"])], lambda p: (0.0, 0.0),
+           lambda p: 0,
+           "torch.nn.functional.embedding(input, weight): token / position rows gathered by the embedding unit "
+           "(bags of one); --rows table rows, --indices their shape", {"dtype": ("fp16", "fp32")}),
+]
