@@ -212,10 +212,14 @@ def tanh(x, *, card=None, pes=None):
     return _run("elementwise", "tanh", "tanh", x, card=card, pes=pes)
 
 
-def gelu(x, *, card=None, pes=None):
-    """The exact (erf) GELU, 0.5 x (1 + erf(x / sqrt 2)), elementwise (float32 or float16, any shape), fp64 then
-    rounded once. NaN -> NaN, +inf -> +inf, -inf -> -0.0 (the limits; PyTorch gives NaN at -inf, and at
-    +inf on its vectorized fp32 path)."""
+def gelu(x, approximate="none", *, card=None, pes=None):
+    """torch.nn.functional.gelu. approximate="none": the exact (erf) GELU, 0.5 x (1 + erf(x / sqrt 2)),
+    elementwise (float32 or float16, any shape), fp64 then rounded once. NaN -> NaN, +inf -> +inf, -inf -> -0.0
+    (the limits; PyTorch gives NaN at -inf, and at +inf on its vectorized fp32 path). approximate="tanh":
+    PyTorch's formula and order in fp32, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (tanh in fp64 rounded
+    to fp32; fp16 computed in fp32, rounded once): within an fp32 ulp of PyTorch, NaN at -inf as PyTorch."""
+    if approximate != "none":
+        return _run("attention", "gelu", "gelu", x, approximate, card=card, pes=pes)
     return _run("elementwise", "gelu", "gelu", x, card=card, pes=pes)
 
 
@@ -339,7 +343,10 @@ def layer_norm(x, gamma=None, beta=None, eps=1e-5, *, card=None, pes=None):
     shifted by its first element, mean and variance of the shifted row, rstd = 1/sqrt(var + eps) (fp64,
     rounded), y = (x - mean) * rstd * gamma + beta. A constant row gives exactly beta (as PyTorch); against
     float64 math the error is at most 1e-5 * (1 + |gamma|) plus fp32 rounding of the result. A row holding
-    NaN or +-inf is NaN in every element (as PyTorch). Returns float32 [rows, D]."""
+    NaN or +-inf is NaN in every element (as PyTorch). Returns float32 [rows, D]. Any rank and float16 too
+    (gamma, beta float16 [D] or None): the same fp32 steps on the converted values, rounded once to fp16."""
+    if isinstance(x, np.ndarray) and (x.dtype == np.float16 or x.ndim != 2):
+        return _run("attention", "layer_norm", "layer_norm", x, gamma, beta, eps, card=card, pes=pes)
     return _run("norm", "layer_norm", "layer_norm", x, gamma, beta, eps, card=card, pes=pes)
 
 
@@ -489,3 +496,44 @@ def argmax(x, dim=None, keepdim=False, *, card=None, pes=None):
     """torch.argmax(x, dim, keepdim) (dim None: of the flattened array): the first index of the maximum, NaN
     counting as the maximum (the first NaN), as PyTorch; int64."""
     return _reduction("argmax", x, dim, keepdim, card, pes)
+
+
+# --- attention pieces (kernels/attention.py), PyTorch's names and arguments ---------------------------------------
+def bmm(input, mat2, *, transpose_a=False, transpose_b=False, card=None, pes=None):   # noqa: A002 (torch.bmm)
+    """torch.bmm(input, mat2) on the matrix unit: [B, M, K] @ [B, K, N] (2-D: one batch); transpose_b=True takes
+    mat2 as [B, N, K] (torch's input @ mat2.transpose(-1, -2)), transpose_a=True input as [B, K, M]: the
+    transposed operand is gathered by DMA from a shared-SRAM copy. float16 -> float16 (fp32 sums in K order,
+    rounded once), float32 -> float32 (exact products summed in fp64, rounded once), int8 -> int32 (exact,
+    wrapping). K = 0 gives zeros, an empty M, N or B an empty result (as PyTorch)."""
+    return _run("attention", "bmm", "bmm", input, mat2, transpose_a, transpose_b, card=card, pes=pes)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                                 enable_gqa=False, *, card=None, pes=None):
+    """torch.nn.functional.scaled_dot_product_attention for [..., L, E] query, [..., S, E] key, [..., S, Ev]
+    value (2 to 4 dims, float16 or float32), fused in one kernel per (batch, head, block of queries): Q K^T on
+    the matrix unit, scale, mask and softmax on the vector unit, E V on the matrix unit (fp32). attn_mask: bool
+    (True takes part) or of query's dtype (added), broadcastable to [B, H, L, S]; is_causal; scale (default
+    1/sqrt(E)). A fully masked row gives zeros, as PyTorch. fp32 within a few fp32 ulps of PyTorch, fp16 within
+    fp16 rounding (E is not rounded to fp16 before E V). Inference only: dropout_p must be 0."""
+    return _run("attention", "scaled_dot_product_attention", "scaled_dot_product_attention", query, key, value,
+                attn_mask, dropout_p, is_causal, scale, enable_gqa, card=card, pes=pes)
+
+
+def masked_softmax(input, mask=None, dim=-1, *, card=None, pes=None):   # noqa: A002
+    """torch.softmax(input + mask, dim) over the last dimension: input float32 or float16 of any rank; mask None,
+    of input's dtype (added in that type, as PyTorch adds) or bool (True keeps, False is -inf), broadcastable to
+    input. fp32 steps: max, exp(x - max) in fp64 rounded to fp32, sums in fp64, times fp32(1 / sum); rounded to
+    the dtype. A row that is all -inf is NaN (as torch.softmax)."""
+    return _run("attention", "masked_softmax", "masked_softmax", input, mask, dim, card=card, pes=pes)
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0, scale_grad_by_freq=False,   # noqa: A002
+              sparse=False, *, card=None, pes=None):
+    """torch.nn.functional.embedding(input, weight): the rows weight[input] (int32 / int64 indices of any shape,
+    a float32 or float16 [rows, dim] table) gathered by the card's embedding unit, in fp32 (fp16 tables
+    converted back on the vector unit). Exact, except that -0.0 comes back as +0.0 (the unit adds each row to
+    0.0). padding_idx, scale_grad_by_freq and sparse only matter to the gradient; max_norm is not supported.
+    An index out of range is an InvalidArgument (PyTorch: IndexError)."""
+    return _run("attention", "embedding", "embedding", input, weight, padding_idx, max_norm, norm_type,
+                scale_grad_by_freq, sparse, card=card, pes=pes)
