@@ -414,7 +414,44 @@ def scaled_dot_product_attention(card, q, k, v, attn_mask=None, dropout_p=0.0, i
 
 
 def _sdpa_unfused(card, q, k, v, mask, mode, mB, mH, B, H, scale, shape, pes, trace):
-    raise InvalidArgument("scaled_dot_product_attention: these tiles do not fit local memory (unfused path to come)")
+    """When the fused kernel's tiles do not fit: S = Q K^T (bmm, fp32 out), softmax(S * scale + mask) rounded to
+    the inputs' type (a fully masked row gives 0), then P V (bmm); three launches, their costs summed."""
+    Sq, D = q.shape[-2:]
+    Sk, Dv = v.shape[-2:]
+    BH = B * H
+    q3, k3, v3 = (np.ascontiguousarray(t).reshape(BH, t.shape[-2], t.shape[-1]) for t in (q, k, v))
+    s, r1 = bmm(card, q3, k3, transpose_b=True, pes=pes, trace=trace, out_fp32=True)
+    m4 = None
+    if mask is not None:
+        nm = mask.shape[0] // Sq
+        Bm, Hm = (B if mB else 1), (H if mH else 1)
+        if nm != Bm * Hm:               # "once" masks made "item" by the plan keep their shape
+            Bm, Hm = 1, 1
+        m4 = mask.reshape(Bm, Hm, Sq, Sk)
+        s = s.reshape(B, H, Sq, Sk)
+    p, r2 = masked_softmax(card, s, m4, scale=float(np.float32(scale)), out_dtype=q.dtype, zero_empty=True,
+                           pes=pes, trace=trace)
+    o, r3 = bmm(card, p.reshape(BH, Sq, Sk), v3, pes=pes, trace=trace)
+    return o.reshape(shape), chain_results([r1, r2, r3])
+
+
+def chain_results(results):
+    """One LaunchResult for launches run one after the other on the same PEs: cycles and counters summed,
+    trace events shifted to their launch's start."""
+    from dataclasses import replace
+    first = results[0]
+    t, events = 0, []
+    for r in results:
+        if r.events is not None and len(r.events):
+            e = r.events.copy()
+            e[:, 2:4] += t
+            events.append(e)
+        t += r.cycles
+    ev = np.concatenate(events) if events else first.events
+    same = all(r.pes == first.pes for r in results)
+    return replace(first, kernel="+".join(r.kernel for r in results), cycles=t,
+                   pe_stats=sum(r.pe_stats for r in results) if same else first.pe_stats,
+                   card_stats=sum(r.card_stats for r in results), events=ev)
 
 
 # --- numpy reference: the card's steps -------------------------------------------------------------------------
@@ -487,10 +524,14 @@ class BGeom:
     ta: bool           # a is given as [B, K, M]
     tb: bool           # b is given as [B, N, K]
     P: int
+    o32: bool = False  # fp16 inputs: the fp32 sums out (not rounded to fp16)
 
     @property
     def items(self):
         return self.B * (self.Mp // self.MB) * (self.Np // self.NB)
+
+    def odt(self):
+        return {"f16": np.float32 if self.o32 else np.float16, "f32": np.float32, "i8": np.int32}[self.dt]
 
 
 def _columns(srcs, dsts, st, scale=None):
@@ -547,11 +588,12 @@ def _bmm(a, b, out, sa, sb, g: lang.constexpr):
                 acc = lang.matmul(at, wt)
             else:
                 lang.matmul(at, wt, out=acc, accumulate=True)
-        lang.store(out[bi * Mp + m0:bi * Mp + m0 + MB, n0:n0 + NB], acc.astype("f16") if g.dt == "f16" else acc)
+        lang.store(out[bi * Mp + m0:bi * Mp + m0 + MB, n0:n0 + NB],
+                   acc.astype("f16") if g.dt == "f16" and not g.o32 else acc)
 
 
 
-def _bmm_plan(card, dt, B, M, K, N, ta, tb, P):
+def _bmm_plan(card, dt, B, M, K, N, ta, tb, P, o32=False):
     """Tile sizes: whole N (up to 256 columns) and up to 128 rows per item, K in chunks whose weight tile fits
     the matrix unit's buffer; local memory decides the rest (halved until the kernel compiles)."""
     eb = EB[dt]
@@ -559,10 +601,10 @@ def _bmm_plan(card, dt, B, M, K, N, ta, tb, P):
     MB = min(M, 128)
     KB = min(K, max(1, WEIGHT_BUFFER // (NB * eb)), 512)
     Mp, Np = -(-M // MB) * MB, -(-N // NB) * NB
-    return BGeom(dt, B, Mp, K, Np, MB, NB, KB, bool(ta), bool(tb), P)
+    return BGeom(dt, B, Mp, K, Np, MB, NB, KB, bool(ta), bool(tb), P, o32)
 
 
-def bmm(card, a, b, transpose_a=False, transpose_b=False, pes=None, trace=False):
+def bmm(card, a, b, transpose_a=False, transpose_b=False, pes=None, trace=False, out_fp32=False):
     """out[i] = A[i] @ W[i] with A = a[i] (or a[i]^T when transpose_a: a is [B, K, M]) and W = b[i] (or b[i]^T
     when transpose_b: b is [B, N, K], i.e. torch's a @ b.transpose(-1, -2)). a, b: 3-D (or 2-D: one batch),
     both float16 (-> float16: fp32 sums in K order, rounded once), both float32 (exact products summed in fp64,
@@ -587,7 +629,7 @@ def bmm(card, a, b, transpose_a=False, transpose_b=False, pes=None, trace=False)
         raise InvalidArgument(f"{op}: inner dimensions differ: {K} and {Kb} (a {a.shape}, b {b.shape}, "
                               f"transpose_a={transpose_a}, transpose_b={transpose_b})")
     dt = DT[a.dtype]
-    odt = {"f16": np.float16, "f32": np.float32, "i8": np.int32}[dt]
+    odt = {"f16": np.float32 if out_fp32 else np.float16, "f32": np.float32, "i8": np.int32}[dt]
     shape = (B, M, N) if batched else (M, N)
     if B * M * N == 0:
         return np.zeros(shape, odt), runner.nothing(card, op, pes)
@@ -595,7 +637,7 @@ def bmm(card, a, b, transpose_a=False, transpose_b=False, pes=None, trace=False)
         a3, b3, K = np.zeros((B, M, 1), a.dtype), np.zeros((B, 1, N), a.dtype), 1
         transpose_a = transpose_b = False
     P = _npes(card, pes)
-    g = _bmm_plan(card, dt, B, M, K, N, transpose_a, transpose_b, P)
+    g = _bmm_plan(card, dt, B, M, K, N, transpose_a, transpose_b, P, bool(out_fp32))
     k_ = _kernel(_bmm, op)
     while True:
         out, result = _bmm_launch(card, k_, g, a3, b3, M, N, pes, trace)
@@ -603,8 +645,8 @@ def bmm(card, a, b, transpose_a=False, transpose_b=False, pes=None, trace=False)
             break
         if g.MB == 1 and g.NB == 1 and g.KB == 1:
             raise InvalidArgument(f"{op}: tiles do not fit local memory")
-        g = BGeom(g.dt, B, 0, K, 0, max(1, g.MB // 2), max(1, g.NB // 2), max(1, g.KB // 2), g.ta, g.tb, P)
-        g = BGeom(g.dt, B, -(-M // g.MB) * g.MB, K, -(-N // g.NB) * g.NB, g.MB, g.NB, g.KB, g.ta, g.tb, P)
+        MB, NB, KB = max(1, g.MB // 2), max(1, g.NB // 2), max(1, g.KB // 2)
+        g = BGeom(g.dt, B, -(-M // MB) * MB, K, -(-N // NB) * NB, MB, NB, KB, g.ta, g.tb, P, g.o32)
     out = out.reshape(B, g.Mp, g.Np)[:, :M, :N]
     return (out if batched else out[0]).copy(), result
 
@@ -613,7 +655,7 @@ def _bmm_launch(card, k_, g, a3, b3, M, N, pes, trace):
     """Run one plan; (None, None) when its tiles do not fit local memory."""
     B, K, Mp, Np = g.B, g.K, g.Mp, g.Np
     npd = NP[g.dt]
-    odt = {"f16": np.float16, "f32": np.float32, "i8": np.int32}[g.dt]
+    odt = g.odt()
     if g.ta:
         ap = np.zeros((B, K, Mp), npd)
         ap[:, :, :M] = a3
@@ -664,6 +706,9 @@ class SGeom:
     sm: tuple          # the mask's row strides per dimension (0: broadcast); () without a mask
     C: int             # row length
     R: int             # rows per block
+    scale: float = 1.0     # x * scale before the mask (fp32 x)
+    odt: str = ""          # the output's type ("": x's)
+    zero_empty: bool = False   # a row that is all -inf gives 0 (scaled_dot_product_attention), not NaN
 
     @property
     def items(self):
@@ -683,6 +728,8 @@ def _msoftmax(x, mask, out, g: lang.constexpr):
         row = o * D[-1] + r0
         end = lang.minimum(row + R, o * D[-1] + D[-1])
         t = lang.load(x[row:end, :])
+        if g.scale != 1.0:
+            lang.mul(t, g.scale, out=t)
         if mask is not None:
             mo, rest = 0, o
             for d in reversed(range(len(D) - 1)):
@@ -696,14 +743,19 @@ def _msoftmax(x, mask, out, g: lang.constexpr):
                 lang.add(t, lang.load(mask[mo, :]), out=t)
         f = t if g.dt == "f32" else t.astype("f32")
         m = lang.max(f, axis=1)
+        if g.zero_empty:
+            lang.maximum(m, -FLT_MAX, out=m)
         lang.sub(f, m, out=f)
         lang.exp(f, out=f)
         s = lang.sum(f, axis=1)
+        if g.zero_empty:
+            lang.maximum(s, FLT_MIN, out=s)
         lang.mul(f, lang.recip(s, out=s), out=f)
-        lang.store(out[row:end, :], f if g.dt == "f32" else f.astype(g.dt))
+        odt = g.odt or g.dt
+        lang.store(out[row:end, :], f if odt == "f32" else f.astype(odt))
 
 
-def masked_softmax(card, x, mask=None, dim=-1, pes=None, trace=False):
+def masked_softmax(card, x, mask=None, dim=-1, pes=None, trace=False, scale=1.0, out_dtype=None, zero_empty=False):
     """softmax(x + mask) over the last axis (torch.softmax(x + mask, -1)); x float32 or float16 of any rank;
     mask None, of x's dtype (added in that type, as PyTorch adds) or bool (True keeps, False is -inf),
     broadcastable to x. Returns (array, LaunchResult)."""
@@ -732,7 +784,7 @@ def masked_softmax(card, x, mask=None, dim=-1, pes=None, trace=False):
     C = x.shape[-1]
     rows = int(np.prod(x.shape[:-1], dtype=np.int64))
     if rows == 0 or C == 0:
-        return np.zeros(x.shape, x.dtype), runner.nothing(card, op, pes)
+        return np.zeros(x.shape, out_dtype or x.dtype), runner.nothing(card, op, pes)
     lead = x.shape[:-1] if x.ndim > 1 else (1,)
     if mask is None:
         D, sm, m2 = (rows,), (), None
@@ -747,12 +799,14 @@ def masked_softmax(card, x, mask=None, dim=-1, pes=None, trace=False):
     R = int(min(local // (per_row * 2), 64, D[-1]))
     if R < 1:
         raise InvalidArgument(f"{op}: rows of {C} elements do not fit local memory of {card.config.name}")
-    g = SGeom(dt, tuple(int(d) for d in D), tuple(int(v) for v in sm), int(C), R)
+    odt = DT[np.dtype(out_dtype)] if out_dtype is not None else dt
+    g = SGeom(dt, tuple(int(d) for d in D), tuple(int(v) for v in sm), int(C), R, float(np.float32(scale)), odt,
+              bool(zero_empty))
     k_ = _kernel(_msoftmax, op)
     npd = NP[dt]
     x2 = np.ascontiguousarray(x).reshape(rows, C)
-    example = [np.empty((rows, C), npd), None if m2 is None else np.empty(m2.shape, npd), np.empty((rows, C), npd)]
-    args = [x2, m2, runner.Out((rows, C), npd)]
+    example = [np.empty((rows, C), npd), None if m2 is None else np.empty(m2.shape, npd), np.empty((rows, C), NP[odt])]
+    args = [x2, m2, runner.Out((rows, C), NP[odt])]
     key = ("msoftmax", g, None if m2 is None else m2.shape, runner.card_key(card))
     (out,), result = runner.run_kernel(card, key, k_, example, args, [g], op, pes, trace)
     return out.reshape(x.shape), result
