@@ -292,9 +292,16 @@ def _run_nhwc(card, xp, wc, scale, bias, out_shape, np_out, qp, KH, KW, dh, dw, 
     eb = xp.dtype.itemsize
     npe = card.config.pes if pes is None else len(pes)
     local = int(card.config.local_memory.bytes)
-    R = max(1, min(OH, (local // 3) // max(1, Wp * (C * eb * 2 + OC * 12))))
-    while R > 1 and N * math.ceil(OH / R) < 2 * npe:      # two units per PE or more, so the pipeline runs
-        R = (R + 1) // 2
+    r_max = max(1, min(OH, (local // 3) // max(1, Wp * (C * eb * 2 + OC * 12))))
+    rows, cols = int(card.config.matrix.rows), int(card.config.matrix.cols)
+
+    def estimate(r):
+        """The busiest PE's matrix cycles: its units x taps x folds x (fill and drain + rows streamed), plus a
+        unit's worth for the pipeline's fill (docs/timing.md's weight-stationary formula)."""
+        units = N * math.ceil(OH / r)
+        per_unit = KH * KW * math.ceil(OC / cols) * (2 * rows + cols - 2 + r * Wp)
+        return (math.ceil(units / npe) + 1) * per_unit
+    R = min(range(1, r_max + 1), key=estimate)
     k = lang.library_kernel(_conv_nhwc, "conv2d")
     while True:
         br = min(R * Wp, 16)
