@@ -91,7 +91,8 @@ class AGeom:
     RQ: int            # query rows per item
     scale: float       # fp32 value
     scale_k: bool      # applied to K^T (a power of two <= 1: exact) rather than to S
-    mask: str          # "" | "once" (one [Sq, Sk] mask for all heads, loaded once) | "item"
+    mask: str          # "" | "once" (one [Sq, Sk] mask for all heads, loaded once) | "item" ([Sq, Sk] per
+                       # (batch, head)) | "row" (one row of Sk for all queries of a (batch, head): key masks)
     mB: int            # mask row strides (in units of Sq rows) per batch and per head (0: broadcast)
     mH: int
     P: int             # PEs the kernel is built for
@@ -136,7 +137,8 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     sb = [lang.empty((RQ, Sk), "f32"), lang.empty((RQ, Sk), "f32")]    # S, then E
     ob = [lang.empty((RQ, Dv), "f32"), lang.empty((RQ, Dv), "f32")]    # E V
     tb = [lang.empty((RQ, 1), "f32"), lang.empty((RQ, 1), "f32")]      # row sums of E
-    mb = [lang.empty((RQ, Sk), "f32"), lang.empty((RQ, Sk), "f32")] if g.mask == "item" else None
+    mb = [lang.empty((RQ, Sk), "f32"), lang.empty((RQ, Sk), "f32")] if g.mask == "item" else \
+        [lang.empty((Sk,), "f32"), lang.empty((Sk,), "f32")] if g.mask == "row" else None
     st = [lang.empty((Sk,), cdt) for _ in range(min(D, NSTAGE))]       # columns of K on their way
     mx = lang.empty((RQ, 1), "f32")
     tok = lang.empty((1,), cdt)
@@ -179,11 +181,14 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
         wait_load(qb[h])
 
     def load_mask(h, item):
+        bh = item // nqb
+        b = bh // g.H
         if g.mask == "item":
-            bh = item // nqb
-            b = bh // g.H
             mrow = (b * g.mB + (bh - b * g.H) * g.mH) * Sqp + (item - bh * nqb) * RQ
             lang.load(mask[mrow:mrow + RQ, :], into=mb[h])
+            wait_load(mb[h])
+        elif g.mask == "row":
+            lang.load(mask[b * g.mB + (bh - b * g.H) * g.mH, :], into=mb[h])
             wait_load(mb[h])
 
     def load_v(h, item):
@@ -208,6 +213,8 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
             lang.add(s, mall[q0:q0 + RQ] if nqb > 1 else mall, out=s)
         dmas = [lambda: kslot(clampi(xn + 1), h), lambda: load_q(h, clampi(x + 2)),
                 lambda: load_mask(h, clampi(x + 2)), lambda: load_v(1 - h, xn)]
+        if g.mask == "row":                      # (its rows use this item's mask row until the loop ends)
+            dmas, last_dma = dmas[:2] + dmas[3:], dmas[2]
         at = {D // 2 + i * (D // 8): f for i, f in enumerate(dmas)} if D >= 8 else {}
         lag = D // 4                             # E of the rows of column d - lag at column d; of the
         for d in lang.static_range(D):           # last lag columns' rows after the loop
@@ -215,6 +222,8 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
             r0, r1 = d * RQ // D, (d + 1) * RQ // D
             if r1 > r0:
                 for r in lang.static_range(r0, r1):
+                    if g.mask == "row":
+                        lang.add(s[r], mb[h], out=s[r])
                     lang.max(s[r], out=mx[r])
                 lang.maximum(mx[r0:r1], -FLT_MAX, out=mx[r0:r1])
                 lang.sub(s[r0:r1], mx[r0:r1], out=s[r0:r1])
@@ -232,6 +241,8 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
         if D < 8:
             for f in dmas:
                 f()
+        if g.mask == "row":
+            last_dma()
         qk(1 - h)                                # S(xn)
         lang.store(out[y * RQ:y * RQ + RQ, :], res)
         wait_store(res)
@@ -271,6 +282,7 @@ def _sdpa_bytes(dt, Sq, Sk, D, Dv, RQ, mask):
     Sqp = -(-Sq // RQ) * RQ
     fixed = 2 * D * Sk * eb + 2 * Sk * Dv * eb + Sk * 4 + (Sqp * Sk * 4 if mask == "once" else 0) + 2048
     per_row = 2 * D * eb + 2 * Sk * 4 + Sk * 2 + 2 * Dv * 4 + 2 * Dv * eb + 16 + (2 * Sk * 4 if mask == "item" else 0)
+    fixed += 2 * Sk * 4 if mask == "row" else 0
     return fixed + RQ * per_row
 
 
@@ -317,9 +329,13 @@ def _attn_mask(op, mask, is_causal, B, H, Sq, Sk, dtype):
     except ValueError:
         raise InvalidArgument(f"{op}: attn_mask of shape {mask.shape} does not broadcast to {(B, H, Sq, Sk)}") from None
     Bm, Hm = m4.shape[0], m4.shape[1]
+    strides = (Hm if Bm > 1 else 0), (1 if Hm > 1 else 0)
+    if m4.shape[2] == 1 and Bm * Hm > 1:        # a key mask: one row per (batch, head), added row by row
+        m4 = np.broadcast_to(m4, (Bm, Hm, 1, Sk)).astype(np.float32)
+        return np.ascontiguousarray(m4).reshape(Bm * Hm, Sk), "row", *strides
     m4 = np.broadcast_to(m4, (Bm, Hm, Sq, Sk)).astype(np.float32)
     mode = "once" if Bm * Hm == 1 else "item"
-    return np.ascontiguousarray(m4).reshape(Bm * Hm * Sq, Sk), mode, (Hm if Bm > 1 else 0), (1 if Hm > 1 else 0)
+    return np.ascontiguousarray(m4).reshape(Bm * Hm * Sq, Sk), mode, *strides
 
 
 def _attn_args(op, q, k, v):
@@ -387,7 +403,9 @@ def scaled_dot_product_attention(card, q, k, v, attn_mask=None, dropout_p=0.0, i
         qp = np.zeros((BH, Sqp, D), npd)
         qp[:, :Sq] = q.reshape(BH, Sq, D)
         mask_arg = None
-        if mask is not None:
+        if mask is not None and g.mask == "row":
+            mask_arg = mask
+        elif mask is not None:
             nm = mask.shape[0] // Sq
             mask_arg = np.zeros((nm, Sqp, Sk), np.float32)
             mask_arg[:, :Sq] = mask.reshape(nm, Sq, Sk)
@@ -423,11 +441,12 @@ def _sdpa_unfused(card, q, k, v, mask, mode, mB, mH, B, H, scale, shape, pes, tr
     s, r1 = bmm(card, q3, k3, transpose_b=True, pes=pes, trace=trace, out_fp32=True)
     m4 = None
     if mask is not None:
-        nm = mask.shape[0] // Sq
+        rows = 1 if mode == "row" else Sq
+        nm = mask.shape[0] // rows
         Bm, Hm = (B if mB else 1), (H if mH else 1)
         if nm != Bm * Hm:               # "once" masks made "item" by the plan keep their shape
             Bm, Hm = 1, 1
-        m4 = mask.reshape(Bm, Hm, Sq, Sk)
+        m4 = mask.reshape(Bm, Hm, rows, Sk)
         s = s.reshape(B, H, Sq, Sk)
     p, r2 = masked_softmax(card, s, m4, scale=float(np.float32(scale)), out_dtype=q.dtype, zero_empty=True,
                            pes=pes, trace=trace)

@@ -44,6 +44,7 @@ SDPA = [  # q shape, key length, value dim, mask, scale
     ((3, 5, 4), 5, 3, "bool", 0.3),               # 3-D, a bool mask with a fully masked row
     ((2, 2, 5, 4), 9, 4, "float", None),          # an additive mask broadcast over the batch
     ((6, 17), 23, 7, "float2", 2.0),              # 2-D, scale > 1
+    ((3, 4, 6, 8), 9, 8, "keys", None),           # BERT's key padding mask [B, 1, 1, S] (odd shares of 12 items)
 ]
 
 
@@ -60,6 +61,8 @@ def _sdpa_case(i, dt):
     elif mk == "float":
         mask = (RNG.standard_normal((1,) + lead[1:] + (qs[-2], sk)) * 2).astype(dt)
         mask[..., 0, 2] = -np.inf
+    elif mk == "keys":
+        mask = (np.arange(sk)[None, :] < np.array([9, 1, 4])[:, None])[:, None, None, :]
     elif mk == "float2":
         mask = np.where(RNG.random((qs[-2], sk)) < 0.3, -np.inf, RNG.standard_normal((qs[-2], sk))).astype(dt)
     return q, k, v, mask, mk == "causal", scale
