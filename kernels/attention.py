@@ -64,6 +64,7 @@ FLT_MIN = float(np.finfo(np.float32).tiny)
 RESERVE = 8192               # local bytes left to the compiler's constants and small tiles
 WEIGHT_BUFFER = 1 << 20
 NSTAGE = 16                  # staging rows of the K^T column DMAs
+PROLOGUE_DMAS = 2            # column DMAs in flight in the prologue
 _kernel = lang.library_kernel
 
 
@@ -169,8 +170,14 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
         """Row d of K^T(h) = column d of the K in slot j: a DMA into a staging row, then a vector op copying
         it into K^T (scaled, when the scale applies to K) makes the PE wait for the DMA; NSTAGE staging
         rows, so that the PE can issue the DMAs of the next columns while the vector unit catches up."""
+        column_dma(d, j)
+        column_copy(h, d)
+
+    def column_dma(d, j):
+        lang.load(slot[2 * pe + j, :, d], into=st[d % len(st)])
+
+    def column_copy(h, d):
         t = st[d % len(st)]
-        lang.load(slot[2 * pe + j, :, d], into=t)
         if g.scale_k and g.scale != 1.0:
             lang.mul(t, g.scale, out=kt[h][d])
         else:
@@ -257,8 +264,12 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     kslot(first, 0)
     load_q(0, first)
     load_mask(0, first)
-    for d in lang.static_range(D):
-        column(0, d, 0)
+    ahead = PROLOGUE_DMAS - 1                  # (DMAs in flight: the vector unit has nothing else to do yet)
+    for d in lang.static_range(D + ahead):
+        if d < D:
+            column_dma(d, 0)
+        if d >= ahead:
+            column_copy(0, d - ahead)
     qk(0)
     kslot(clampi(first + 1), 1)
     load_v(0, first)
