@@ -3,28 +3,38 @@ softmax with an additive mask, fused scaled-dot-product attention, GELU (tanh fo
 embedding gather. fp16 and fp32 (int8 for bmm).
 
 Transposed operands. The matrix unit multiplies a (M x K, rows streamed) by a weight tile w (K x N, row-major)
-and has no transposed load; the language's blocks have a contiguous inner dimension. A transposed operand is
-therefore built by DMA: its rows are columns of the stored tensor (`x[r0:r1, c]`, a block of one-element rows).
-From DRAM every such element would cost a whole burst (1.14 DRAM cycles per element); from the card's shared
-SRAM a strided DMA costs what a contiguous one does. So the stored operand is first copied to shared SRAM with
-one contiguous DMA (`transfer`), then one DMA per row of the transposed tile gathers a column of it.
+and has no transposed load; the language's blocks have a contiguous inner dimension and at most two dimensions.
+A transposed operand is therefore built by DMA: its rows are columns of the stored tensor (`x[r0:r1, c]`, a
+block of one-element rows). From DRAM every such element would cost a whole burst (1.14 DRAM cycles per
+element); from the card's shared SRAM a strided DMA costs what a contiguous one does. So the stored operand is
+first copied to shared SRAM, then one DMA per row of the transposed tile gathers a column of it.
 
-scaled_dot_product_attention (`_sdpa`): one work item = (batch*head, block of RQ query rows); PE p takes a
-share of the items, in a double-buffered loop (the next item's Q, V and mask tiles load while this one
-computes, its output leaves during the next). Per item:
-  1. K^T [D x Sk]: the head's K is copied into this PE's slot of a shared-SRAM scratch, then D column DMAs
-     fill the rows of K^T; this is done for the NEXT item while the vector unit works on this one;
-  2. S = Q K^T on the matrix unit (fp16 -> fp32 sums; fp32 inputs at the unit's fp32 rate, products exact,
-     summed in fp64); the scale is applied to Q in its own type when it is a power of two <= 1 (exact but for
-     subnormals), else to S in fp32; + the mask (fp32; bool masks become 0 / -inf on the host; an is_causal
-     mask is made on the host and, like every mask shared by all heads, loaded once);
-  3. m = row max of S, clamped to >= -FLT_MAX (a fully masked row then gives exp = 0, not NaN); E = exp(S - m)
-     (fp64 rounded to fp32); the row sums are E @ ones on the matrix unit in fp32 (exact products summed in
-     fp64, rounded once), not a vector reduction per row;
-  4. O = E @ V (fp16: E rounded to fp16 first, as PyTorch's CPU flash kernel does; fp32: E in fp32), then
-     O * (1 / max(sum, FLT_MIN)) per row (a fully masked row gives 0, as PyTorch), rounded to the type.
-Sequences whose tiles do not fit local memory (or the 1 MiB weight buffer) run unfused: bmm, masked softmax,
-bmm through DRAM.
+DMAs one at a time. The DRAM channel and the SRAM ring are booked in issue order from the cycle a transfer will
+begin (docs/timing.md 2), and idle gaps before the latest booking are not reused: a DMA queued behind others on
+its engine books them ahead of its time and every other PE's transfers wait behind it (with twelve PEs queueing
+column DMAs the first version of _sdpa took 285,000 cycles instead of 107,000). So the kernels issue a DMA when
+their engine is idle, and wait for it: a vector op reading the tile a load wrote (writing the tile a store
+read) makes the PE wait for that DMA; columns land in a ring of NSTAGE staging rows and a vector op copies
+each into place, so the PE can run ahead of the vector unit without waiting for its copies.
+
+scaled_dot_product_attention (`_sdpa`): one work item = (batch * head, block of RQ <= 128 query rows); PE p
+takes a share of the items and runs them as a software pipeline, U items (even) per loop iteration with
+buffers of parity 0 and 1. The part of item x (xn = x + 1, y = x - 1):
+  a. on the vector unit, row by row: S(x) (+ mask) - row max, the max clamped to >= -FLT_MAX (a fully masked
+     row then gives exp = 0, not NaN), exp (fp64 rounded to fp32), the exp of a column's rows a quarter of the
+     columns later; between the rows, the D column DMAs that build K^T(xn) [D x Sk] from its K in this PE's
+     SRAM slot, and halfway on, the DMAs of later items (K(xn + 1) into the other slot through local memory,
+     Q and mask of x + 2, V(xn)); then y's result O(y) * 1 / max(sum(y), FLT_MIN) (a fully masked row gives 0,
+     as PyTorch), rounded to the type, and stored;
+  b. on the matrix unit: S(xn) = Q(xn) K^T(xn) (fp16 -> fp32 sums; fp32 inputs at the unit's fp32 rate,
+     exact products summed in fp64), then sum(x) = E(x) @ ones and O(x) = E(x) @ V(x) in fp32 (exact
+     products summed in fp64, rounded once; V converted to fp32 on the vector unit): they run while the
+     vector unit works on xn.
+The scale applies to K^T as its rows arrive when it is a power of two <= 1 (exact but for subnormals), else to
+S in fp32. Masks are fp32 (bool: 0 / -inf): one [Sq, Sk] mask for all heads (is_causal's too) is loaded once,
+a key mask [B, H or 1, 1, Sk] as one row per item added row by row, any other per item.
+Sequences whose tiles do not fit local memory (or the 1 MiB weight buffer) run unfused: bmm (fp32 scores),
+a zero-safe scaled softmax rounded to the inputs' type, bmm, through DRAM.
 
 bmm (`_bmm`): items (batch, column tile, row tile); A rows and W rows come from contiguous blocks, or, for a
 transposed operand, from columns of its copy in shared SRAM (the whole tensor staged once, a slice per PE, then
@@ -33,7 +43,7 @@ exact products summed in fp64; int8 -> int32 (wrapping).
 
 masked_softmax (`_msoftmax`): softmax(x + mask) over the last axis: blocks of rows, x + mask in x's type (fp16
 rounded, as PyTorch adds), then in fp32: row max, exp(x - max), row sums (vsum, fp64 in order), times
-recip(sum), rounded to the type. A mask shared by every row of a block is repeated once by DMA.
+recip(sum), rounded to the type. A mask row shared by a block's rows is added to each row.
 
 gelu tanh form (`_gelu_tanh`): PyTorch's formula and order in fp32 (fp16 computed in fp32, rounded once):
 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
