@@ -918,8 +918,8 @@ def gelu(card, x, approximate="none", pes=None, trace=False):
     k_ = _kernel(_gelu_tanh, "gelu_tanh")
     example = [np.empty(0, x.dtype), np.empty(0, x.dtype), 0]
     args = [np.ascontiguousarray(x).reshape(-1), runner.Out((n,), x.dtype), n]
-    (out,), result = runner.run_kernel(card, ("gelu_tanh", dt, runner.card_key(card)), k_, example, args, [STREAM_T], "gelu_tanh",
-                            pes, trace)
+    (out,), result = runner.run_kernel(card, ("gelu_tanh", dt, runner.card_key(card)), k_, example, args,
+                                       [STREAM_T], "gelu_tanh", pes, trace)
     return out.reshape(x.shape), result
 
 
