@@ -310,7 +310,8 @@ def _sdpa_bytes(dt, Sq, Sk, D, Dv, RQ, mask):
 def _attn_plan(card, dt, BH, H, Sq, Sk, D, Dv, scale, mask, mB, mH, P, cap=128):
     """The fused kernel's geometry, or None when its tiles cannot fit (then the op runs unfused)."""
     eb = EB[dt]
-    if D * Sk * eb > WEIGHT_BUFFER or Sk * Dv * eb > WEIGHT_BUFFER:
+    if D * Sk * eb > WEIGHT_BUFFER or Sk * Dv * eb > WEIGHT_BUFFER or \
+            2 * P * Sk * D * eb > int(card.config.shared_sram.bytes) // 2:
         return None
     local = int(card.config.local_memory.bytes) - RESERVE
     if mask == "once" and Sq * Sk * 4 > local // 4:
@@ -576,17 +577,15 @@ class BGeom:
         return {"f16": np.float32 if self.o32 else np.float16, "f32": np.float32, "i8": np.int32}[self.dt]
 
 
-def _columns(srcs, dsts, st, scale=None):
-    """dsts[i] = srcs[i] (1-D blocks of one element per row, from shared SRAM) one DMA at a time: each lands in
-    a staging row and a vector op copies it into place, which makes the PE wait for that DMA before it issues
-    the next (see _sdpa: a DMA queued behind others books the SRAM ring ahead of its time)."""
-    for i, (src, dst) in enumerate(zip(srcs, dsts)):
+def _columns(n, src, dst, st):
+    """dst(i) = src(i) for i < n (1-D blocks of one element per row, from shared SRAM; made one at a time, so
+    that their card values are not all live at once) one DMA at a time: each lands in a staging row and a
+    vector op copies it into place, which makes the PE wait for that DMA before it issues the next (see the
+    module docstring: a DMA queued behind others books the SRAM ring ahead of its time)."""
+    for i in range(n):
         t = st[i % len(st)]
-        lang.load(src, into=t)
-        if scale is not None:
-            lang.mul(t, scale, out=dst)
-        else:
-            lang.copy(t, out=dst)
+        lang.load(src(i), into=t)
+        lang.copy(t, out=dst(i))
 
 
 def _bmm(a, b, out, sa, sb, g: lang.constexpr):
@@ -618,12 +617,12 @@ def _bmm(a, b, out, sa, sb, g: lang.constexpr):
             if g.ta:
                 at = lang.empty((MB, kb), g.dt)
                 st = st_a if kb == KB else [lang.empty((kb,), g.dt) for _ in range(nst)]
-                _columns([sa3[bi, k0:k0 + kb, m0 + m] for m in range(MB)], [at[m] for m in range(MB)], st)
+                _columns(MB, lambda m: sa3[bi, k0:k0 + kb, m0 + m], lambda m: at[m], st)
             else:
                 at = lang.load(a[bi * Mp + m0:bi * Mp + m0 + MB, k0:k0 + kb])
             if g.tb:
                 wt = lang.empty((kb, NB), g.dt)
-                _columns([sb3[bi, n0:n0 + NB, k0 + kk] for kk in range(kb)], [wt[kk] for kk in range(kb)], st_b)
+                _columns(kb, lambda kk: sb3[bi, n0:n0 + NB, k0 + kk], lambda kk: wt[kk], st_b)
             else:
                 wt = lang.load(b[bi * K + k0:bi * K + k0 + kb, n0:n0 + NB])
             if acc is None:
@@ -679,18 +678,35 @@ def bmm(card, a, b, transpose_a=False, transpose_b=False, pes=None, trace=False,
         a3, b3, K = np.zeros((B, M, 1), a.dtype), np.zeros((B, 1, N), a.dtype), 1
         transpose_a = transpose_b = False
     P = _npes(card, pes)
-    g = _bmm_plan(card, dt, B, M, K, N, transpose_a, transpose_b, P, bool(out_fp32))
-    k_ = _kernel(_bmm, op)
+    # transposed operands are staged whole in the shared SRAM: batches in groups that fit half of it
+    staged = K * ((M if transpose_a else 0) + (N if transpose_b else 0)) * EB[dt]
+    per = max(1, int(card.config.shared_sram.bytes) // 2 // max(1, staged)) if staged else B
+    if staged and staged > int(card.config.shared_sram.bytes) // 2:
+        raise InvalidArgument(f"{op}: one batch's transposed operand ({staged} bytes) does not fit half the shared "
+                              f"SRAM of {card.config.name}")
+    outs, results = [], []
+    for b0 in range(0, B, per):
+        o, r = _bmm_batches(card, a3[b0:b0 + per], b3[b0:b0 + per], M, K, N, dt, transpose_a, transpose_b, P,
+                            out_fp32, pes, trace)
+        outs.append(o)
+        results.append(r)
+    out = np.concatenate(outs) if len(outs) > 1 else outs[0]
+    return (out if batched else out[0]).copy(), (chain_results(results) if len(results) > 1 else results[0])
+
+
+def _bmm_batches(card, a3, b3, M, K, N, dt, ta, tb, P, out_fp32, pes, trace):
+    B = a3.shape[0]
+    g = _bmm_plan(card, dt, B, M, K, N, ta, tb, P, bool(out_fp32))
+    k_ = _kernel(_bmm, "bmm")
     while True:
         out, result = _bmm_launch(card, k_, g, a3, b3, M, N, pes, trace)
         if out is not None:
             break
         if g.MB == 1 and g.NB == 1 and g.KB == 1:
-            raise InvalidArgument(f"{op}: tiles do not fit local memory")
+            raise InvalidArgument("bmm: tiles do not fit local memory")
         MB, NB, KB = max(1, g.MB // 2), max(1, g.NB // 2), max(1, g.KB // 2)
         g = BGeom(g.dt, B, -(-M // MB) * MB, K, -(-N // NB) * NB, MB, NB, KB, g.ta, g.tb, P, g.o32)
-    out = out.reshape(B, g.Mp, g.Np)[:, :M, :N]
-    return (out if batched else out[0]).copy(), result
+    return out.reshape(B, g.Mp, g.Np)[:, :M, :N], result
 
 
 def _bmm_launch(card, k_, g, a3, b3, M, N, pes, trace):
