@@ -308,3 +308,18 @@ def test_vector_kernels_on_every_engine(which, monkeypatch):
              "layer_norm": lambda: A.layer_norm(CARD, x, w[0, :1].repeat(9), w[1, :1].repeat(9)),
              "embedding": lambda: A.embedding(CARD, np.array([[4, 19], [0, 4]]), w)}
     on_every_engine(monkeypatch, calls[which])
+
+
+def test_long_sequences_and_large_operands():
+    """Tiles too large for the fused kernel (the tiny card's 256 KiB of local memory) run unfused; transposed
+    operands larger than half the shared SRAM are staged by groups of batches."""
+    q = RNG.standard_normal((1, 2, 5, 64)).astype(np.float16)
+    k, v = (RNG.standard_normal((1, 2, 600, 64)).astype(np.float16) for _ in range(2))
+    out, res = A.scaled_dot_product_attention(CARD, q, k, v)
+    assert res.kernel == "bmm+masked_softmax+bmm"
+    close16(out, _torch_sdpa(q, k, v, None, False, None), extra=np.abs(v).max() * 2.0 ** -10)
+    a, b = RNG.standard_normal((6, 5, 64)).astype(np.float32), RNG.standard_normal((6, 900, 64)).astype(np.float32)
+    out, res = A.bmm(CARD, a, b, transpose_b=True)
+    assert res.kernel == "bmm+bmm+bmm"
+    np.testing.assert_allclose(out, (t(a).double() @ t(b).double().transpose(-1, -2)).numpy(), rtol=1.2e-7,
+                               atol=1e-30)
