@@ -158,7 +158,9 @@ def matmul(a, b, *, card=None, pes=None):
     """a @ b on the matrix unit: a [M, K] @ b [K, N], or batched [B, M, K] @ [B, K, N]; both int8 (-> int32,
     exact, wrapping modulo 2**32) or both float16 (-> float32: products exact, sums in fp32 in K order; NaN
     and inf propagate, a NaN made by the unit is the canonical quiet NaN). M, N or B = 0 give an empty result,
-    K = 0 zeros (as PyTorch)."""
+    K = 0 zeros (as PyTorch). Both float32: `bmm`'s kernel (exact products summed in fp64, rounded once)."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype == np.float32:
+        return _run("attention", "bmm", "matmul", a, b, card=card, pes=pes)
     return _run("dense", "gemm", "matmul", a, b, card=card, pes=pes)
 
 
