@@ -452,7 +452,7 @@ SMALL = {"rows": 37, "d": 50, "n": 1000, "cols": 45, "w0": 5, "w1": 0, "w2": 7}
 
 
 def test_registered_ops_run_and_match_their_references(card):
-    specs = {s.name: s for s in E.OPS + N.OPS}
+    specs = {s.name: s for s in E.OPS + N.OPS if s.name != "local_response_norm"}   # tests/ops/test_lrn.py
     assert set(specs) == {"add", "mul", "relu", "sigmoid", "tanh", "gelu", "quantize", "dequantize", "concat",
                           "transpose", "layer_norm", "softmax"}
     rng = np.random.default_rng(6)
