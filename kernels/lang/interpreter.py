@@ -286,7 +286,10 @@ class PE:
     def load(self, block, into=None):
         view = self._view(block)
         tile = self.empty(view.shape, view.tensor.dtype) if into is None else into
-        if into is not None and (into.shape != view.shape or into.dtype != view.tensor.dtype):
+        # a block bounded by vnpu.minimum has only its valid rows here (the compiler sees the bound's extent):
+        # it may be shorter than the tile it goes into
+        if into is not None and (len(into.shape) != len(view.shape) or into.dtype != view.tensor.dtype
+                                 or any(v > t for v, t in zip(view.shape, into.shape))):
             raise KernelError(f"load into a tile of {into.shape} {into.dtype} from a block of {view.shape} "
                               f"{view.tensor.dtype}")
         self._check_cross_pe(view, write=False)
@@ -310,12 +313,13 @@ class PE:
         target = view.tensor.array[view.idx]
         n = target.shape
         shape = tile.shape if not (tile.ndim == 1 and len(view.shape) == 2) else (tile.shape[0], 1)
-        wide = len(shape) == 2 and len(view.shape) == 2 and shape[0] == view.shape[0] and shape[1] > view.shape[1]
-        if len(shape) != len(view.shape) or any(t < v for t, v in zip(shape, n)) or \
-                (not wide and any(t > v for t, v in zip(shape, view.shape))):
+        # a tile may be larger than the block: the leading columns of a wider tile, or (a block bounded by
+        # vnpu.minimum has only its valid rows here, where the compiler sees the bound's extent) its leading rows
+        if len(shape) != len(view.shape) or any(t < v for t, v in zip(shape, n)):
             raise KernelError(f"store of a tile of shape {tile.shape} into a block of shape {view.shape}")
-        if wide:                       # the leading columns of a wider tile
-            tile = ITile(self, view.shape, tile.dtype, tile.data[:, :view.shape[1]], tile.init[:, :view.shape[1]])
+        if shape != view.shape:
+            lead = tuple(slice(0, v) for v in view.shape)
+            tile = ITile(self, view.shape, tile.dtype, tile.data.reshape(shape)[lead], tile.init.reshape(shape)[lead])
             shape = view.shape
         src_d = tile.data.reshape(shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.data.reshape(-1)[:1]
         src_i = tile.init.reshape(shape)[tuple(slice(0, s) for s in n)] if target.ndim else tile.init.reshape(-1)[:1]

@@ -117,3 +117,19 @@ def test_integer_conversions_saturate_through_fp32_everywhere(engine):
     out = int_to_int8.interpret(*args, pes=1) if engine == "interpret" else int_to_int8(*args, pes=1,
                                                                                          engine=engine)[0]
     np.testing.assert_array_equal(out, [127, -128, 127, 5, -7, 127, -128, 0])
+
+
+@vnpu.kernel
+def short_block_into_a_tile(x, y, n):
+    t = vnpu.empty((4,), "f32")
+    vnpu.load(x[0:vnpu.minimum(4, n)], into=t)
+    vnpu.store(y[0:vnpu.minimum(4, n)], t)
+
+
+@pytest.mark.parametrize("engine", ["numba", "reference", "interpret"])
+def test_a_block_bounded_by_minimum_fits_a_larger_tile(engine):
+    x = np.arange(8, dtype=F32)
+    args = (x, -np.ones(4, F32), 2)
+    out = short_block_into_a_tile.interpret(*args, pes=1) if engine == "interpret" else \
+        short_block_into_a_tile(*args, pes=1, engine=engine)[0]
+    np.testing.assert_array_equal(out, [0, 1, -1, -1])
