@@ -982,7 +982,7 @@ def layer_norm(card, x, gamma=None, beta=None, eps=1e-5, pes=None, trace=False):
         raise InvalidArgument(f"{op}: x must be a float16 or float32 array of at least one dimension, got "
                               f"{x.dtype} {x.shape}")
     D = x.shape[-1]
-    x2 = x.reshape(-1, D)
+    x2 = x.reshape(int(np.prod(x.shape[:-1], dtype=np.int64)), D)    # (-1 cannot be inferred when D is 0)
     if x.dtype == np.float32:
         out, result = norm.layer_norm(card, x2, gamma, beta, eps, pes=pes, trace=trace)
         return out.reshape(x.shape), result

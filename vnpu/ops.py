@@ -259,16 +259,17 @@ def permute(x, dims, *, card=None, pes=None):
     return _run("plumbing", "permute", "permute", x, dims, card=card, pes=pes)
 
 
-def reshape(x, shape):
-    """torch.reshape(x, shape) (one -1 inferred). Host-side and free, no launch: a contiguous array is reshaped
-    in place (a view), a non-contiguous one is copied by numpy first, as PyTorch copies."""
+def reshape(x, shape, *, card=None, pes=None):
+    """torch.reshape(x, shape) (one -1 inferred). Host-side and free, no launch (card and pes are accepted like
+    every op's and unused): a contiguous array is reshaped in place (a view), a non-contiguous one is copied by
+    numpy first, as PyTorch copies."""
     from vnpu.kernels.plumbing import reshape as _reshape
     return _reshape(x, shape)
 
 
-def view(x, *shape):
+def view(x, *shape, card=None, pes=None):
     """torch.Tensor.view(*shape): reshape of a contiguous array (an error for a non-contiguous one, as
-    PyTorch's view). Host-side, no launch."""
+    PyTorch's view). Host-side, no launch (card and pes accepted and unused)."""
     from vnpu.kernels.plumbing import view as _view
     return _view(x, *shape)
 

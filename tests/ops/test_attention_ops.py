@@ -323,3 +323,16 @@ def test_long_sequences_and_large_operands():
     assert res.kernel == "bmm+bmm+bmm"
     np.testing.assert_allclose(out, (t(a).double() @ t(b).double().transpose(-1, -2)).numpy(), rtol=1.2e-7,
                                atol=1e-30)
+
+
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 4), (2, 0, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_layer_norm_of_empty_arrays_of_any_rank(shape, dtype):
+    y = vnpu.ops.layer_norm(np.zeros(shape, dtype))
+    assert y.shape == shape and y.dtype == dtype
+
+
+def test_reshape_and_view_take_the_card_arguments_like_every_op():
+    x = np.arange(6, dtype=np.float32)
+    assert vnpu.ops.reshape(x, (2, 3), card=None, pes=None).shape == (2, 3)
+    assert vnpu.ops.view(x, 3, 2, card=None).shape == (3, 2)
