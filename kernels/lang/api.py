@@ -74,7 +74,7 @@ def _dtype(dtype):
         return dtype
     try:
         return DTYPES[np.dtype(dtype)]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         raise KernelError(f"dtype {dtype!r}: tiles are float32, float16, int8 or int32") from None
 
 
@@ -219,3 +219,25 @@ def _range(*args, _names=(), **kw):
 __all__ = ["load", "store", "empty", "output", "transfer", "repeat", "move", "matmul", "add", "sub", "mul", "relu",
            "sigmoid", "tanh", "exp", "gelu", "recip", "rsqrt", "copy", "maximum", "minimum", "sum", "max",
            "embedding_bag", "pe_id", "pe_count", "split", "barrier", "range", "static_range", "constexpr", "anysize"]
+
+
+def _typed_arguments(f):
+    """f, raising KernelError (at the kernel's line) instead of Python's TypeError when called with arguments
+    its signature does not take."""
+    import functools
+    import inspect
+    sig = inspect.signature(f)
+
+    @functools.wraps(f)
+    def checked(*args, **kwargs):
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise KernelError(f"vnpu.{f.__name__}{sig}: {e}") from None
+        return f(*args, **kwargs)
+    return checked
+
+
+for _name in __all__:
+    if _name not in ("constexpr", "anysize"):
+        globals()[_name] = _typed_arguments(globals()[_name])

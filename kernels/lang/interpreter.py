@@ -285,6 +285,8 @@ class PE:
 
     def load(self, block, into=None):
         view = self._view(block)
+        if into is not None and not isinstance(into, ITile):
+            raise KernelError(f"load(..., into=) takes a tile, got {type(into).__name__}")
         tile = self.empty(view.shape, view.tensor.dtype) if into is None else into
         # a block bounded by vnpu.minimum has only its valid rows here (the compiler sees the bound's extent):
         # it may be shorter than the tile it goes into

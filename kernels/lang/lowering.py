@@ -369,6 +369,8 @@ class Lowering:
             tile = self.new_tile(shape, view.tensor.dtype, valid=view.dims[0][1] if view.dims else 1)
         else:
             tile = into
+            if not isinstance(tile, Tile):
+                raise KernelError(f"load(..., into=) takes a tile, got {type(tile).__name__}")
             if tile.shape != shape or tile.dtype != view.tensor.dtype:
                 raise KernelError(f"load into a tile of {tile.shape} {tile.dtype} from a block of {shape} "
                                   f"{view.tensor.dtype}")
