@@ -63,6 +63,11 @@ def empty(shape, dtype):
 
 def output(shape, dtype):
     """A new tensor in card memory that the kernel returns (allocated by the host before the launch)."""
+    if isinstance(shape, (int,)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (tuple, list)) or not shape or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise KernelError(f"output: shape must be a tuple of non-negative Python integers, got {shape!r}")
     return current().output(tuple(shape), _dtype(dtype))
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from .compiler import ITEMSIZE, NUMPY
 from .errors import KernelError
-from .lowering import MATRIX_OUT, StaticIf, _same_number
+from .lowering import MATRIX_OUT, StaticIf, _same_number, _split_args
 
 INT_FILL = {"i8": -128, "i32": -(1 << 31), "i64": -(1 << 63)}
 
@@ -349,6 +349,12 @@ class PE:
             raise KernelError("move(dst, src, n, ...) takes two tiles of one dtype")
         if rows is None and planes is not None:
             rows, planes = planes, None
+        ints = (int, np.integer)
+        if isinstance(n, bool) or not isinstance(n, ints) or n < 1 or not all(
+                d is None or (isinstance(d, (tuple, list)) and len(d) == 3 and all(
+                    isinstance(v, ints) and not isinstance(v, bool) for v in d) and d[0] >= 1) for d in (rows, planes)) \
+                or not all(isinstance(v, ints) and not isinstance(v, bool) for v in (src_at, dst_at)):
+            raise KernelError("move: n a positive number, rows and planes (count >= 1, src_stride, dst_stride)")
         dims = [d for d in (planes, rows) if d is not None]
         sd, si = src.data.reshape(-1), src.init.reshape(-1)
         dd, di = dst.data.reshape(-1), dst.init.reshape(-1)
@@ -381,6 +387,8 @@ class PE:
         raise KernelError(f"cannot use {type(x).__name__} {x!r} as a vector operand")
 
     def _result(self, out, like, data, init):
+        if out is not None and (out.size != like.size or out.dtype != like.dtype):
+            raise KernelError(f"out= must be a tile of {like.size} {like.dtype} elements, got {out.shape} {out.dtype}")
         if out is None:       # own, writable arrays (data and init may be broadcast views)
             return ITile(self, like.shape, like.dtype, np.array(data, dtype=NUMPY[like.dtype]).reshape(like.shape),
                          np.array(init, dtype=bool).reshape(like.shape), like.valid)
@@ -389,6 +397,10 @@ class PE:
         return out
 
     def binary(self, op, a, b, out=None, reverse=False):
+        _out_tile(op, out, ITile)
+        if not isinstance(a, ITile) and not isinstance(b, ITile):
+            raise KernelError(f"{op} takes a tile and a tile, number or float argument, got {type(a).__name__} and "
+                              f"{type(b).__name__}")
         if not isinstance(a, ITile):
             a, b, reverse = b, a, not reverse
         b = self._operand(b, a)
@@ -422,6 +434,9 @@ class PE:
         return self._result(out, a, np.broadcast_to(r, a.shape), np.broadcast_to(xi & yi, a.shape))
 
     def unary(self, op, a, out=None):
+        _out_tile(op, out, ITile)
+        if not isinstance(a, ITile):
+            raise KernelError(f"{op} takes a tile, got {type(a).__name__}")
         if not isinstance(a, ITile):
             raise KernelError(f"{op} takes a tile")
         if op in ("relu", "copy"):
@@ -438,6 +453,9 @@ class PE:
         return self._result(out, a, r, a.init)
 
     def reduce(self, op, a, axis=None, out=None):
+        _out_tile(op, out, ITile)
+        if not isinstance(a, ITile) or not (axis is None or (isinstance(axis, int) and not isinstance(axis, bool))):
+            raise KernelError(f"{op} takes a tile and an axis (None or an int), got {type(a).__name__}, {axis!r}")
         acc = "i32" if a.dtype in ("i8", "i32") else "f32"
         rows = a.data.reshape(-1)[None, :] if (axis is None or a.ndim == 1) else a.data
         init = a.init.reshape(-1)[None, :] if (axis is None or a.ndim == 1) else a.init
@@ -482,6 +500,9 @@ class PE:
 
     # --- matrix unit --------------------------------------------------------------------------------------
     def matmul(self, a, w, out=None, accumulate=False):
+        _out_tile("matmul", out, ITile)
+        if not isinstance(accumulate, (bool, np.bool_)):
+            raise KernelError(f"matmul: accumulate must be True or False, got {accumulate!r}")
         if not (isinstance(a, ITile) and a.ndim == 2 and isinstance(w, ITile) and w.ndim == 2):
             raise KernelError("matmul takes two 2-D tiles: a (M x K) and w (K x N)")
         if a.dtype != w.dtype or a.dtype not in MATRIX_OUT:
@@ -540,6 +561,7 @@ class PE:
         return self.shared.npe
 
     def split(self, n, align=1):
+        _split_args(n, align, (int, np.integer))
         chunk = -(-int(n) // self.shared.npe)
         if align > 1:
             chunk = -(-chunk // align) * align
@@ -547,9 +569,15 @@ class PE:
         return lo, min(lo + chunk, n)
 
     def minimum(self, a, b):
+        for v in (a, b):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise KernelError(f"minimum takes tiles, or two integers (Python or card values), got {type(v).__name__}")
         return min(a, b)
 
     def maximum(self, a, b):
+        for v in (a, b):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise KernelError(f"maximum takes tiles, or two integers (Python or card values), got {type(v).__name__}")
         return max(a, b)
 
     def barrier(self):
@@ -557,7 +585,17 @@ class PE:
 
     def range(self, start, stop, step=1, pipeline=False, names=()):
         import sys
+        for v in (start, stop, step):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise KernelError(f"range takes integers (Python or card values), got {type(v).__name__} {v!r}")
+        if step == 0:
+            raise KernelError("range step must be a nonzero number known at compile time")
         return _checked_range(range(start, stop, step), sys._getframe(2), names)
 
     def if_(self, test, jumps, frame, names=()):
         return StaticIf(bool(test))
+
+
+def _out_tile(op, out, tile_class):
+    if out is not None and not isinstance(out, tile_class):
+        raise KernelError(f"{op}: out= takes a tile, got {type(out).__name__}")

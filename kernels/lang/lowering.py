@@ -585,11 +585,16 @@ class Lowering:
         raise KernelError(f"cannot use {type(x).__name__} {x!r} as a vector operand")
 
     def binary(self, op, a, b, out=None, reverse=False):
+        _out_tile(op, out, Tile)
+        if not isinstance(a, Tile) and not isinstance(b, Tile):
+            raise KernelError(f"{op} takes a tile and a tile, number or float argument, got {type(a).__name__} and "
+                              f"{type(b).__name__}")
         if not isinstance(a, Tile):
             a, b, reverse = b, a, not reverse
         b = self._operand(b, a)
         if b.dtype != a.dtype:
             raise KernelError(f"{op} of {a.dtype} and {b.dtype} tiles: convert one (tile.astype)")
+        _check_out(out, a)
         dst = out if out is not None else self._like(a, a.dtype)
         if b.size == 1 and a.size != 1:
             if reverse:          # c - tile: (-tile) + c
@@ -617,14 +622,21 @@ class Lowering:
         return dst
 
     def unary(self, op, a, out=None):
+        _out_tile(op, out, Tile)
+        if not isinstance(a, Tile):
+            raise KernelError(f"{op} takes a tile, got {type(a).__name__}")
         a = self._operand(a, a) if not isinstance(a, Tile) else a
         if op in FLOAT_ONLY and a.dtype not in ("f32", "f16"):
             raise KernelError(f"{op} needs a float tile; the vector unit has no {op} for {a.dtype}")
+        _check_out(out, a)
         dst = out if out is not None else self._like(a, a.dtype)
         self._vector(VECTOR_UNARY[op], dst, a, None, a.count(), a.dtype)
         return dst
 
     def reduce(self, op, a, axis=None, out=None):
+        _out_tile(op, out, Tile)
+        if not isinstance(a, Tile) or not (axis is None or (isinstance(axis, int) and not isinstance(axis, bool))):
+            raise KernelError(f"{op} takes a tile and an axis (None or an int), got {type(a).__name__}, {axis!r}")
         acc = "i32" if a.dtype in ("i8", "i32") else "f32"
         mn = {"sum": "vsum", "max": "vrmax"}[op]
         if axis is None or a.ndim == 1:
@@ -656,6 +668,9 @@ class Lowering:
 
     # --- matrix unit -------------------------------------------------------------------------------------
     def matmul(self, a, w, out=None, accumulate=False):
+        _out_tile("matmul", out, Tile)
+        if not isinstance(accumulate, (bool, np.bool_)):
+            raise KernelError(f"matmul: accumulate must be True or False, got {accumulate!r}")
         cc = self.cc
         if not (isinstance(a, Tile) and a.ndim == 2 and isinstance(w, Tile) and w.ndim == 2):
             raise KernelError("matmul takes two 2-D tiles: a (M x K) and w (K x N)")
@@ -736,6 +751,7 @@ class Lowering:
         return self.cc.csr("pe_count")
 
     def split(self, n, align=1):
+        _split_args(n, align, (int, np.integer, Scalar))
         cc = self.cc
         npe = self.pe_count()
         chunk = cc.alu("div", cc.scalar(n) + npe - 1, npe)      # n >= 0: truncation is ceil's floor here
@@ -746,11 +762,17 @@ class Lowering:
         return lo, hi
 
     def minimum(self, a, b):
+        for v in (a, b):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer, Scalar)):
+                raise KernelError(f"minimum takes tiles, or two integers (Python or card values), got {type(v).__name__}")
         if _static(a) and _static(b):
             return min(a, b)
         return self.cc.alu("min", a, b)
 
     def maximum(self, a, b):
+        for v in (a, b):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer, Scalar)):
+                raise KernelError(f"maximum takes tiles, or two integers (Python or card values), got {type(v).__name__}")
         if _static(a) and _static(b):
             return max(a, b)
         return self.cc.alu("max", a, b)
@@ -1058,3 +1080,22 @@ def _pipelined(cc, var, i, start, stop, step, frame, names):
             cc._wait(f"st{h}", len(pl.stores[h]))
     for q in [q for q in cc.sync.pending if q.endswith((".0", ".1")) or q in ("pf0", "pf1")]:
         del cc.sync.pending[q]
+
+
+def _out_tile(op, out, tile_class):
+    if out is not None and not isinstance(out, tile_class):
+        raise KernelError(f"{op}: out= takes a tile, got {type(out).__name__}")
+
+
+def _split_args(n, align, int_types):
+    """split(n, align): n an integer (Python or card value), align a positive Python integer."""
+    if isinstance(n, bool) or not isinstance(n, int_types):
+        raise KernelError(f"split takes an integer count, got {type(n).__name__} {n!r}")
+    if isinstance(align, bool) or not isinstance(align, (int, np.integer)) or align < 1:
+        raise KernelError(f"split: align must be a positive integer, got {align!r}")
+
+
+def _check_out(out, like):
+    """out= of an elementwise op: a tile of the result's size and dtype (the unit writes that many elements)."""
+    if out is not None and (out.size != like.size or out.dtype != like.dtype):
+        raise KernelError(f"out= must be a tile of {like.size} {like.dtype} elements, got {out.shape} {out.dtype}")
