@@ -152,7 +152,6 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
         [lang.empty((Sk,), "f32"), lang.empty((Sk,), "f32")] if g.mask == "row" else None
     st = [lang.empty((Sk,), cdt) for _ in range(min(D, NSTAGE))]       # columns of K on their way
     mx = lang.empty((RQ, 1), "f32")
-    tok = lang.empty((1,), cdt)
     one = lang.load(ones[0:Sk, :])                                     # [Sk, 1] of 1.0
     mall = lang.load(mask) if g.mask == "once" else None
 
@@ -164,10 +163,10 @@ def _sdpa(q: lang.anysize, k, v, mask, ones, zeros, ks, out: lang.anysize, g: la
     # a PE with a queue of transfers would hold them ahead of every other PE's. A vector op reading the
     # tile a load writes (writing the tile a store reads) makes the PE wait for that DMA.
     def wait_load(t):
-        lang.copy(t[0][0:1], out=tok)
+        lang.copy(t[0][0:1], out=t[0][0:1])          # reads (and rewrites) its first element: waits for the load
 
     def wait_store(t):
-        lang.copy(tok, out=t[0][0:1])
+        lang.copy(t[0][0:1], out=t[0][0:1])          # rewrites its own first element: waits for the store
 
     def kslot(item, j):         # item's K into this PE's SRAM slot j, through local memory
         bh = item // nqb

@@ -387,8 +387,15 @@ class PE:
         raise KernelError(f"cannot use {type(x).__name__} {x!r} as a vector operand")
 
     def _result(self, out, like, data, init):
-        if out is not None and (out.size != like.size or out.dtype != like.dtype):
-            raise KernelError(f"out= must be a tile of {like.size} {like.dtype} elements, got {out.shape} {out.dtype}")
+        if out is not None and out.size * ITEMSIZE[out.dtype] < like.size * ITEMSIZE[like.dtype]:
+            raise KernelError(f"out= must hold the result's {like.size} {like.dtype} elements, got a {out.shape} "
+                              f"{out.dtype} tile")
+        if out is not None and out.size != like.size:      # the result's elements, reinterpreted as on the card
+            raw = np.frombuffer(np.ascontiguousarray(np.asarray(data, NUMPY[like.dtype])).tobytes(), NUMPY[out.dtype])
+            flat, fi = out.data.reshape(-1), out.init.reshape(-1)
+            flat[:raw.size] = raw
+            fi[:raw.size] = np.repeat(np.asarray(init).reshape(-1), max(1, raw.size // max(1, like.size)))[:raw.size]
+            return out
         if out is None:       # own, writable arrays (data and init may be broadcast views)
             return ITile(self, like.shape, like.dtype, np.array(data, dtype=NUMPY[like.dtype]).reshape(like.shape),
                          np.array(init, dtype=bool).reshape(like.shape), like.valid)

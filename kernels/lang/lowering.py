@@ -1089,6 +1089,9 @@ def _out_tile(op, out, tile_class):
 
 def _split_args(n, align, int_types):
     """split(n, align): n an integer (Python or card value), align a positive Python integer."""
+    if n is None:
+        raise KernelError("split: a length not known while compiling (the first dimension of an anysize tensor): "
+                          "pass it to the kernel as an int argument")
     if isinstance(n, bool) or not isinstance(n, int_types):
         raise KernelError(f"split takes an integer count, got {type(n).__name__} {n!r}")
     if isinstance(align, bool) or not isinstance(align, (int, np.integer)) or align < 1:
@@ -1097,5 +1100,6 @@ def _split_args(n, align, int_types):
 
 def _check_out(out, like):
     """out= of an elementwise op: a tile of the result's size and dtype (the unit writes that many elements)."""
-    if out is not None and (out.size != like.size or out.dtype != like.dtype):
-        raise KernelError(f"out= must be a tile of {like.size} {like.dtype} elements, got {out.shape} {out.dtype}")
+    if out is not None and out.size * ITEMSIZE[out.dtype] < like.size * ITEMSIZE[like.dtype]:
+        raise KernelError(f"out= must hold the result's {like.size} {like.dtype} elements "
+                          f"({like.size * ITEMSIZE[like.dtype]} bytes), got a {out.shape} {out.dtype} tile")
