@@ -213,13 +213,7 @@ def _pool2d(x: lang.anysize, s, fill, fmap, out: lang.anysize, planes, g: lang.c
                     for o in offs[2:]:
                         op(C[0:n_out], M[o:o + LA], out=C[0:n_out])
             else:
-                if g.KH >= 3:
-                    A = lang.empty((LA,), cdt)
-                    op(M[0:LA], M[offs[1]:offs[1] + LA], out=A)
-                    for o in offs[2:-1]:
-                        op(A, M[o:o + LA], out=A)
-                else:
-                    A = M
+                A = _first_taps_h(M, offs, LA, cdt, op)
                 step = g.sh * Wq
                 for r in lang.static_range(rows):
                     dst = C[r * g.OW:(r + 1) * g.OW]
@@ -257,13 +251,7 @@ def _pool_groups(x, s, out, g, op, fm, pe, srow, rows_of, phases, lo, hi):
         M = _along_w(G_, g, sw, LM, cdt, op)
         offs = [kh * g.dh * Wq for kh in range(g.KH)]
         LA = ((ng - 1) * g.Bs + (OH - 1) * g.sh + 1) * Wq
-        if g.KH >= 3:
-            A = lang.empty((LA,), cdt)
-            op(M[0:LA], M[offs[1]:offs[1] + LA], out=A)
-            for o in offs[2:-1]:
-                op(A, M[o:o + LA], out=A)
-        else:
-            A = M
+        A = _first_taps_h(M, offs, LA, cdt, op)
         C = lang.empty((ng * OH * OW,), cdt)
         for j in lang.static_range(ng):
             for r in lang.static_range(OH):
@@ -342,6 +330,18 @@ def _phases(s, phases, pe, slot_rows, g, sw, Wp, Wq, Lg, cdt):
         lang.load(view, into=gt if len(view.shape) == 1 else gt.reshape(Lg, 1))
         G.append(gt if cdt == g.dt else gt.astype(cdt))
     return G
+
+
+def _first_taps_h(M, offs, LA, cdt, op):
+    """The H pass's taps but the last, combined: op over kh < KH - 1 of M shifted by offs[kh] (M itself when
+    KH < 3; the caller combines the last tap per output row)."""
+    if len(offs) < 3:
+        return M
+    A = lang.empty((LA,), cdt)
+    op(M[0:LA], M[offs[1]:offs[1] + LA], out=A)
+    for o in offs[2:-1]:
+        op(A, M[o:o + LA], out=A)
+    return A
 
 
 def _along_w(G, g, sw, LM, cdt, op):

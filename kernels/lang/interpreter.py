@@ -19,7 +19,7 @@ import numpy as np
 
 from .compiler import ITEMSIZE, NUMPY
 from .errors import KernelError
-from .lowering import MATRIX_OUT, StaticIf, _same_number, _split_args
+from .lowering import MATRIX_OUT, StaticIf, _same_number, _split_args, binary_operands
 
 INT_FILL = {"i8": -128, "i32": -(1 << 31), "i64": -(1 << 63)}
 
@@ -404,12 +404,7 @@ class PE:
         return out
 
     def binary(self, op, a, b, out=None, reverse=False):
-        _out_tile(op, out, ITile)
-        if not isinstance(a, ITile) and not isinstance(b, ITile):
-            raise KernelError(f"{op} takes a tile and a tile, number or float argument, got {type(a).__name__} and "
-                              f"{type(b).__name__}")
-        if not isinstance(a, ITile):
-            a, b, reverse = b, a, not reverse
+        a, b, reverse = binary_operands(op, a, b, out, reverse, ITile)
         b = self._operand(b, a)
         if b.dtype != a.dtype:
             raise KernelError(f"{op} of {a.dtype} and {b.dtype} tiles: convert one (tile.astype)")

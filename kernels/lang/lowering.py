@@ -585,12 +585,7 @@ class Lowering:
         raise KernelError(f"cannot use {type(x).__name__} {x!r} as a vector operand")
 
     def binary(self, op, a, b, out=None, reverse=False):
-        _out_tile(op, out, Tile)
-        if not isinstance(a, Tile) and not isinstance(b, Tile):
-            raise KernelError(f"{op} takes a tile and a tile, number or float argument, got {type(a).__name__} and "
-                              f"{type(b).__name__}")
-        if not isinstance(a, Tile):
-            a, b, reverse = b, a, not reverse
+        a, b, reverse = binary_operands(op, a, b, out, reverse, Tile)
         b = self._operand(b, a)
         if b.dtype != a.dtype:
             raise KernelError(f"{op} of {a.dtype} and {b.dtype} tiles: convert one (tile.astype)")
@@ -1080,6 +1075,18 @@ def _pipelined(cc, var, i, start, stop, step, frame, names):
             cc._wait(f"st{h}", len(pl.stores[h]))
     for q in [q for q in cc.sync.pending if q.endswith((".0", ".1")) or q in ("pf0", "pf1")]:
         del cc.sync.pending[q]
+
+
+def binary_operands(op, a, b, out, reverse, tile_class):
+    """(tile, other, reverse) of a binary op's operands (the tile first; reverse when they were swapped), after
+    checking that one is a tile and out= is a tile or None (compiler and interpreter alike)."""
+    _out_tile(op, out, tile_class)
+    if not isinstance(a, tile_class) and not isinstance(b, tile_class):
+        raise KernelError(f"{op} takes a tile and a tile, number or float argument, got {type(a).__name__} and "
+                          f"{type(b).__name__}")
+    if not isinstance(a, tile_class):
+        return b, a, not reverse
+    return a, b, reverse
 
 
 def _out_tile(op, out, tile_class):
