@@ -23,7 +23,7 @@ class OpSpec:
     choices: dict = field(default_factory=dict)   # parameter -> allowed values
 
 
-FAMILIES = ("dense", "elementwise", "norm", "interaction", "conv", "convolution", "sls", "pool", "broadcast", "plumbing", "attention")
+FAMILIES = ("dense", "elementwise", "norm", "interaction", "conv", "convolution", "conv_transpose", "sls", "pool", "broadcast", "plumbing", "attention")
 
 
 def all_ops() -> dict:

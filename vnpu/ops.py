@@ -391,6 +391,26 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, x_scal
                 pes=pes, **kw)
 
 
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,  # noqa: A002
+                     dilation=1, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, activation=None,
+                     clip=None, residual=None, card=None, pes=None):
+    """torch.nn.functional.conv_transpose2d on the card, PyTorch's argument order: input [N, C_in, H, W], weight
+    [C_in, C_out/groups, KH, KW], bias [C_out] or None; stride, padding, output_padding, dilation: ints or
+    (h, w); output_padding smaller than stride or dilation (PyTorch's rule). Output size (H-1)*stride -
+    2*padding + dilation*(K-1) + output_padding + 1. Computed as conv2d (kernels/convolution.py) of the
+    zero-inserted, padded input with the flipped weights (kernels/conv_transpose.py): the card does ~stride^2
+    times the op's MACs. float16 -> float16 (fp32 sums), float32 -> float32 (exact products, fp32 / fp64
+    sums; mixed: widened to float32); int8 input and weight with x_scale (per tensor) and w_scale (per
+    output channel or one number): exact int32 sums dequantized to float32, or requantized to int8 with
+    out_scale / out_zero_point. Fused: residual [N, C_out, OH, OW] (after the bias) and activation None |
+    'relu' | 'relu6' | 'clip' (clip=(lo, hi)). NaN and inf in the input propagate as PyTorch's; NaN or inf
+    in the weight poisons every output its tap reads (the inserted zeros too), more than PyTorch's."""
+    return _run("conv_transpose", "conv_transpose2d", "conv_transpose2d", input, weight, bias, stride, padding,
+                output_padding, groups, dilation, x_scale=x_scale, w_scale=w_scale, residual=residual,
+                activation=activation, clip=clip, out_scale=out_scale, out_zero_point=out_zero_point, card=card,
+                pes=pes)
+
+
 def dot_interaction(dense, emb, *, card=None, pes=None):
     """DLRM dot interaction: dense [B, D] and pooled embeddings emb [B, T, D], both float32 or both float16.
     Returns float32 [B, D + F(F-1)/2] (F = T + 1): the dense row, then the lower triangle (i > j, row-major)
