@@ -76,39 +76,110 @@ def _conv(xp, w, scale, bias, res, out, qp, G: lang.constexpr, KH: lang.constexp
         lang.store(o2[n * OC + g * OCg:n * OC + g * OCg + OCg, p0:lang.minimum(p0 + M, OH * OW)], y)
 
 
-def _conv_nhwc(xh, wt, scale, bias, out, qp, KH: lang.constexpr, KW: lang.constexpr, dh: lang.constexpr,
-               dw: lang.constexpr, OH: lang.constexpr, OW: lang.constexpr, R: lang.constexpr, br: lang.constexpr,
-               act: lang.constexpr, lo: lang.constexpr, hi: lang.constexpr, out_dt: lang.constexpr):
-    """Stride 1, one group, channels last: no im2col. The input band [positions, C] is the matrix unit's A
-    operand as it lies; tap (kh, kw) is the band shifted by kh*dh*Wp + kw*dw positions (outputs are computed
-    over the padded width Wp and the extra columns dropped at the store), times that tap's weights [C, OC],
-    accumulated over the taps. The epilogue is per column (channel): rows repeated br deep, like dense."""
-    N, Hp, Wp, C = xh.shape
-    OC = wt.shape[1]
-    M = R * Wp
-    L = (R + (KH - 1) * dh) * Wp + (KW - 1) * dw        # band positions a block of R output rows reads
-    nb = -(-OH // R)
-    x2, o2 = xh.reshape(N * Hp * Wp, C), out.reshape(N * OH, OW * OC)
-    wall = lang.load(wt)                               # every tap's weights, resident: [KH*KW*C, OC]
-    reps = [lang.repeat(lang.load(v), br) for v in (scale, bias) if v is not None]
-    first, last = lang.split(N * nb)
-    for u in range(first, last, pipeline=True):
-        n, oh0 = u // nb, u % nb * R
-        p0 = n * (Hp * Wp) + oh0 * Wp
+def _conv_flat(x2, wf, scale, bias, out, qp, shifts: lang.constexpr, per_pe: lang.constexpr, M: lang.constexpr,
+               cw: lang.constexpr, br: lang.constexpr, act: lang.constexpr, lo: lang.constexpr, hi: lang.constexpr,
+               out_dt: lang.constexpr, qbounds: lang.constexpr, combine: lang.constexpr):
+    """Stride 1, one group, channels last, no im2col: a 1-D convolution over flat positions. The host lays the
+    padded images one under the other, rows of Wp positions, x2 [positions, C]; the output at position p is
+    the sum over taps of x2[p + shift] times the tap's weights [C, cw] (shift = kh*dh*Wp + kw*dw), so the
+    matrix unit's A operand is the input band as it lies, shifted. Positions whose taps leave their image (past
+    OW in a row, past OH in an image) are computed and dropped by the host. Each PE takes per_pe positions in
+    blocks of M.
+
+    Per block the output channels go in items of cw columns (one matrix fold wide), software-pipelined so the
+    matrix unit does not wait for the vector unit: the taps of item i are issued, then the epilogue of item
+    i-1 (which waits only for item i-1's products), then the store of item i-2 (combine: its move into the
+    block's output tile, stored whole at the end of the block, for DRAM where short rows are slow). The last fold is cut in two
+    halves of the block, so the epilogue left when the matrix unit has finished is half as long. With one
+    block per PE the weights and the per-channel vectors load after the band, so the first products wait only
+    for the band and the first fold's weights; with more, they load once before a pipelined loop."""
+    C = x2.shape[1]
+    OCp = out.shape[1]
+    F, taps = OCp // cw, len(shifts)
+    L = M + shifts[-1]                                   # band positions a block reads
+    resident = per_pe > M
+    split_last = M >= 64 and F > 1
+    items = [(f, 0, M) for f in lang.static_range(F - 1)] + ([(F - 1, 0, M // 2), (F - 1, M // 2, M)]
+                                                             if split_last else [(F - 1, 0, M)])
+    ops = [lang.mul] * (scale is not None) + [lang.add] * (bias is not None)
+
+    def weights_and_vectors():
+        walls = [lang.load(wf[f * taps * C:(f + 1) * taps * C, :]) for f in lang.static_range(F)]
+        vecs = [lang.load(v) for v in (scale, bias) if v is not None]
+        return walls, vecs
+
+    if resident:
+        walls, vecs = weights_and_vectors()
+    first, last = lang.split(per_pe * lang.pe_count())
+    for p0 in range(first, last, M, pipeline=resident):
         band = lang.load(x2[p0:p0 + L, :])
-        acc = lang.empty((M, OC), "i32" if xh.dtype == "i8" else "f32")
-        for kh in lang.static_range(KH):
-            for kw in lang.static_range(KW):
-                t, s = kh * KW + kw, kh * dh * Wp + kw * dw
-                lang.matmul(band[s:s + M], wall[t * C:(t + 1) * C], out=acc, accumulate=t > 0)
-        y = acc.astype("f32") if acc.dtype != "f32" or reps else acc
-        for rep, op in zip(reps, [lang.mul] * (scale is not None) + [lang.add] * (bias is not None)):
-            for c in lang.static_range(0, M, br):
-                rows = y[c:min(c + br, M)]
-                op(rows, rep[:rows.shape[0]], out=rows)
-        y = _finish(y, act, lo, hi, out_dt, qp)
-        r0 = n * OH + oh0
-        lang.store(o2[r0:lang.minimum(r0 + R, n * OH + OH), :], y.reshape(R, Wp * OC))
+        if not resident:
+            walls, vecs = weights_and_vectors()
+        accs, done = [], []
+        if combine:
+            yo = lang.empty((M, OCp), out_dt)
+        for i in lang.static_range(len(items) + 2):
+            if i < len(items):                           # item i's taps on the matrix unit
+                f, a, b = items[i]
+                acc = lang.empty((b - a, cw), "i32" if x2.dtype == "i8" else "f32")
+                for t in lang.static_range(taps):
+                    lang.matmul(band[shifts[t] + a:shifts[t] + b], walls[f][t * C:(t + 1) * C], out=acc,
+                                accumulate=t > 0)
+                accs.append(acc)
+            if 1 <= i <= len(items):                     # item i-1's epilogue on the vector unit
+                f, a, b = items[i - 1]
+                reps = [lang.repeat(v[f * cw:(f + 1) * cw], min(br, b - a)) for v in vecs]
+                done.append(_epilogue(accs[i - 1], reps, ops, act, lo, hi, out_dt, qp, qbounds))
+            if i >= 2:                                   # item i-2's result out
+                f, a, b = items[i - 2]
+                if combine:
+                    lang.move(yo, done[i - 2], cw, rows=(b - a, cw, OCp), dst_at=a * OCp + f * cw)
+                else:
+                    lang.store(out[p0 + a:p0 + b, f * cw:(f + 1) * cw], done[i - 2])
+        if combine:
+            lang.store(out[p0:p0 + M, :], yo)
+
+
+def _rate(cfg, dtype):
+    """The matrix unit's MACs per cell per cycle for an element type."""
+    return {np.dtype(np.int8): cfg.matrix.int8_rate, np.dtype(np.float16): cfg.matrix.fp16_rate}.get(
+        np.dtype(dtype), cfg.matrix.fp32_rate)
+
+
+def _epilogue(acc, reps, ops, act, lo, hi, out_dt, qp, qbounds):
+    """acc [m, cw] -> the output dtype: fp32, x scale and + bias per column (the repeated rows reps, br deep),
+    the activation. With int8 output the activation is applied after requantizing, on int8 (a quarter of the
+    vector work): requantization is monotone and maps 0, lo and hi to their quantized values, so clamping
+    before or after gives the same integers (a NaN sum, from a NaN scale or bias, requantizes to 0 and then
+    clamps to the zero point or lo instead of staying 0)."""
+    m = acc.shape[0]
+    y = acc.astype("f32") if acc.dtype != "f32" or ops else acc
+    br = reps[0].shape[0] if reps else m
+    for rep, op in zip(reps, ops):
+        for c in lang.static_range(0, m, br):
+            rows = y[c:min(c + br, m)]
+            op(rows, rep[:rows.shape[0]], out=rows)
+    if out_dt != "i8":
+        return _finish(y, act, lo, hi, out_dt, qp)
+    q = y.astype("i8", qparam=qp)
+    if act is not None:
+        qlo, qhi = qbounds
+        lang.maximum(q, qlo, out=q)
+        if qhi is not None:
+            lang.minimum(q, qhi, out=q)
+    return q
+
+
+def _qbounds(act, lo, hi, inv_scale, zero_point):
+    """The activation's bounds requantized as the vector unit's vcvt does (round half to even of
+    fma(v, 1/scale, zero point), saturated): (low, high or None), or None without an activation."""
+    from .reference import vcvt_to_int
+
+    def q(v):
+        return int(vcvt_to_int(np.array([v], np.float32), inv_scale, zero_point)[0])
+    if act is None:
+        return None
+    return (q(0.0), None) if act == "relu" else (q(lo), q(hi))
 
 
 def _finish(y, act, lo, hi, out_dt, qp):
@@ -147,6 +218,13 @@ def _padding(padding):
     return ph, ph, pw, pw
 
 
+def _positive(name, v):
+    """A quantization scale: a finite positive number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not \
+            (np.isfinite(v) and v > 0):
+        raise InvalidArgument(f"conv2d: {name} must be a finite positive number, got {v!r}")
+
+
 def _float_vec(name, v, n):
     if v is None:
         return None
@@ -178,7 +256,7 @@ def plan_rows(card, N, G, Cg, OCg, KH, KW, OH, OW, sh, dh, Wp, eb, npe):
 
 def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, w_scale=None, x_scale=None,
            residual=None, activation=None, clip=None, out_scale=None, out_zero_point=0, out_dtype=None, pes=None,
-           trace=False):
+           trace=False, memory="dram"):
     """torch.nn.functional.conv2d on the card, plus fusions. x [N, C, H, W], w [OC, C/groups, KH, KW]: both
     float16 or float32 (fp32 computed as fp32; mixed: widened to fp32), or both int8 with x_scale (per
     tensor) and w_scale (per output channel, or one number): the result dequantized to fp32, or requantized
@@ -211,7 +289,7 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
     if min(KH, KW) < 1 or OH < 1 or OW < 1:
         raise InvalidArgument(f"conv2d: kernel {KH}x{KW} (dilation {dh}x{dw}) is larger than the padded input "
                               f"{Hp}x{Wp}")
-    if activation not in ACTIVATIONS:
+    if not (activation is None or isinstance(activation, str)) or activation not in ACTIVATIONS:
         raise InvalidArgument(f"conv2d: activation must be one of {ACTIVATIONS}, got {activation!r}")
     lo, hi = (0.0, 6.0) if activation == "relu6" else (None, None)
     if activation == "clip":
@@ -223,6 +301,13 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
     if quant:
         if x_scale is None or w_scale is None:
             raise InvalidArgument("conv2d: int8 inputs need x_scale (per tensor) and w_scale (per output channel)")
+        _positive("x_scale", x_scale)
+        if out_scale is not None:
+            _positive("out_scale", out_scale)
+            if isinstance(out_zero_point, bool) or not isinstance(out_zero_point, (int, np.integer)) or \
+                    not -128 <= out_zero_point <= 127:
+                raise InvalidArgument(f"conv2d: out_zero_point must be an integer in [-128, 127], got "
+                                      f"{out_zero_point!r}")
         scale = (_float_vec("w_scale", w_scale, OC).astype(np.float64) * float(x_scale)).astype(np.float32)
         out_dt = "i8" if out_scale is not None else "f32"
     else:
@@ -231,6 +316,8 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
         scale = None
         out_dt = "f16" if (x.dtype == np.float16 and w.dtype == np.float16) else "f32"
         if out_dtype is not None:
+            if not isinstance(out_dtype, str):
+                raise InvalidArgument(f"conv2d: out_dtype must be 'fp32' or 'fp16', got {out_dtype!r}")
             if out_dtype not in ("fp32", "fp16"):
                 raise InvalidArgument(f"conv2d: out_dtype must be 'fp32' or 'fp16', got {out_dtype!r}")
             out_dt = "f32" if out_dtype == "fp32" else "f16"
@@ -259,8 +346,10 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
         from .dense import qparam
         qp = qparam(np.float32(1.0) / np.float32(out_scale), out_zero_point)
     if G == 1 and (sh, sw) == (1, 1) and residual is None:
-        done = _run_nhwc(card, xp, wc, scale, b, (N, OC, OH, OW), np_out, qp, KH, KW, dh, dw, activation, lo, hi,
-                         out_dt, pes, trace)
+        qbounds = None if out_dt != "i8" else _qbounds(activation, lo, hi, np.float32(1.0) / np.float32(out_scale),
+                                                       out_zero_point)
+        done = _run_flat(card, np.asarray(x, cdt), wc, scale, b, (N, OC, OH, OW), np_out, qp, qbounds,
+                         (pt, pb, pl, pr), KH, KW, dh, dw, activation, lo, hi, out_dt, memory, pes, trace)
         if done is not None:
             return done
     k = lang.library_kernel(_conv, "conv2d")
@@ -282,48 +371,86 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
     return y, result
 
 
-def _run_nhwc(card, xp, wc, scale, bias, out_shape, np_out, qp, KH, KW, dh, dw, act, lo, hi, out_dt, pes, trace):
-    """The stride-1, one-group path (channels last on the card; the host converts the layouts). None when its
-    tiles do not fit local memory (the general kernel runs instead)."""
-    N, OC, OH, OW = out_shape
-    C, Wp = xp.shape[1], xp.shape[3]
-    xh = np.ascontiguousarray(xp.transpose(0, 2, 3, 1))
-    wt = np.ascontiguousarray(wc.transpose(2, 3, 1, 0)).reshape(KH * KW * C, OC)
-    eb = xp.dtype.itemsize
-    npe = card.config.pes if pes is None else len(pes)
-    local = int(card.config.local_memory.bytes)
-    r_max = max(1, min(OH, (local // 3) // max(1, Wp * (C * eb * 2 + OC * 12))))
-    rows, cols = int(card.config.matrix.rows), int(card.config.matrix.cols)
+def _run_flat(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi,
+              out_dt, memory, pes, trace):
+    """The stride-1, one-group path (channels last on the card; the host converts the layouts and drops the
+    positions computed past the images). None when its tiles do not fit local memory (the general kernel runs
+    instead)."""
+    plan = flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi,
+                     out_dt, memory, pes)
+    if plan is None:
+        return None
+    key = ("conv2d-flat", plan.x2.shape, plan.wf.shape, str(x.dtype), plan.consts, scale is not None,
+           bias is not None, memory, card.config.data["name"], int(card.config.local_memory.bytes))
+    # the weights every PE reads whole: from the shared SRAM (one copy on chip, as a runtime keeps them)
+    wf_arg = runner.OnChip(plan.wf) if plan.wf.nbytes <= card.config.shared_sram.bytes // 4 else plan.wf
+    args = [runner.OnChip(plan.x2) if memory == "shared" else plan.x2, wf_arg] + \
+        [v for v in plan.vecs if v is not None] + [runner.Out(plan.out_shape, np_out, memory)] + \
+        ([qp] if qp is not None else [])
+    (y,), result = runner.run(card, key, lambda: plan.image, "conv2d", args, pes=pes, trace=trace)
+    return plan.unflatten(y), result
 
-    def estimate(r):
-        """The busiest PE's matrix cycles: its units x taps x folds x (fill and drain + rows streamed), plus a
-        unit's worth for the pipeline's fill (docs/timing.md's weight-stationary formula)."""
-        units = N * math.ceil(OH / r)
-        per_unit = KH * KW * math.ceil(OC / cols) * (2 * rows + cols - 2 + r * Wp)
-        return (math.ceil(units / npe) + 1) * per_unit
-    R = min(range(1, r_max + 1), key=estimate)
-    k = lang.library_kernel(_conv_nhwc, "conv2d")
-    while True:
-        br = min(R * Wp, 16)
-        consts = (KH, KW, dh, dw, OH, OW, R, br, act, lo, hi, out_dt)
+
+def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi, out_dt,
+              memory="dram", pes=None):
+    """The flat kernel's operands, constants and compiled image for x (unpadded, NCHW) and wc [OC, C, KH, KW];
+    `unflatten(y)` turns its output back into NCHW. None when no block size fits local memory.
+
+    Layout: each image row is W positions preceded by g = max(left, right padding) zeros, so a row's right
+    padding is the next row's left padding (Wp = W + g); each image is H rows preceded by gr = max(top,
+    bottom) zero rows, likewise shared; zeros past the last image cover the reads of the last PE's block.
+    (Where the padding is wider than the kernel's reach, g and gr grow so a row holds OW outputs.)"""
+    from types import SimpleNamespace
+    pt, pb, pl, pr = pads
+    N, C, H, W = x.shape
+    OC, OH, OW = out_shape[1:]
+    g, gr = max(pl, pr, pl + pr - (KW - 1) * dw), max(pt, pb, pt + pb - (KH - 1) * dh)
+    Wp, Hg = W + g, H + gr
+    shifts = tuple((gr - pt + kh * dh) * Wp + (g - pl) + kw * dw for kh in range(KH) for kw in range(KW))
+    P = ((N - 1) * Hg + OH) * Wp                         # positions up to the last image's last output row
+    cw = min(int(card.config.matrix.cols), OC)           # an item: one fold of output channels
+    F = -(-OC // cw)
+    OCp, taps = F * cw, KH * KW
+    npe = card.config.pes if pes is None else len(pes)
+    wf = np.zeros((KH, KW, C, OCp), wc.dtype)
+    wf[..., :OC] = wc.transpose(2, 3, 1, 0)
+    wf = np.ascontiguousarray(wf.reshape(taps, C, F, cw).transpose(2, 0, 1, 3)).reshape(F * taps * C, cw)
+    vecs = [None if v is None else np.concatenate([v, np.zeros(OCp - OC, np.float32)]) for v in (scale, bias)]
+    k = lang.library_kernel(_conv_flat, "conv2d")
+    share = -(-P // npe)
+    # One block per PE unless the layer streams from DRAM and is bound by it: then two, so the second block's
+    # band loads and the first block's results leave while the matrix unit works (measured on ResNet-50's
+    # stage 3, docs/kernels.md; more blocks cost a matrix fill per tap and fold each)
+    cfg = card.config
+    dram_cycles = (x.nbytes + N * OH * OW * OC * np.dtype(np_out).itemsize) / (cfg.dram.gbps / cfg.clock_ghz)
+    mm_cycles = share * F * taps * -(-C // (cfg.matrix.rows * cfg.matrix.depth)) / _rate(cfg, x.dtype)
+    for blocks in range(2 if memory == "dram" and dram_cycles > mm_cycles and share > 1 else 1, share + 1):
+        M = -(-share // blocks)
+        if blocks > 1 and M == -(-share // (blocks - 1)):
+            continue
+        per_pe = blocks * M
+        consts = (shifts, per_pe, M, cw, min(M, 128), act, lo, hi, out_dt, qbounds, memory != "shared")
         try:
-            image = k.compile(xh, wt, scale, bias, np.empty((N, OH, OW, OC), np_out), qp, *consts,
-                              config=card.config).image
+            image = k.compile(np.empty((npe * per_pe + shifts[-1], C), x.dtype), wf, vecs[0], vecs[1],
+                              np.empty((npe * per_pe, OCp), np_out), qp, *consts, config=card.config).image
             break
         except lang.KernelError as e:
             if "does not fit local memory" not in str(e):
                 raise
-            if R == 1:
-                return None
-            R = (R + 1) // 2
-    key = ("conv2d-nhwc", xh.shape, wt.shape, str(xp.dtype), consts, scale is not None, bias is not None,
-           card.config.data["name"], local)
-    # the weights every PE reads whole: from the shared SRAM (one copy on chip, as a runtime keeps them)
-    wt_arg = runner.OnChip(wt) if wt.nbytes <= card.config.shared_sram.bytes // 4 else wt
-    args = [xh, wt_arg] + [a for a in (scale, bias) if a is not None] + [runner.Out((N, OH, OW, OC), np_out)] + \
-        ([qp] if qp is not None else [])
-    (y,), result = runner.run(card, key, lambda: image, "conv2d", args, pes=pes, trace=trace)
-    return np.ascontiguousarray(y.transpose(0, 3, 1, 2)), result
+    else:
+        return None
+    x2 = np.zeros((npe * per_pe + shifts[-1], C), x.dtype)
+    tall = np.zeros((N, Hg, Wp, C), x.dtype)
+    tall[:, gr:, g:] = x.transpose(0, 2, 3, 1)
+    n = min(N * Hg * Wp, x2.shape[0])
+    x2[:n] = tall.reshape(-1, C)[:n]
+
+    def unflatten(y):
+        need = N * Hg * Wp
+        y = np.concatenate([y, np.zeros((max(0, need - y.shape[0]), OCp), y.dtype)])[:need].reshape(N, Hg, Wp, OCp)
+        return np.ascontiguousarray(y[:, :OH, :OW, :OC].transpose(0, 3, 1, 2))
+    return SimpleNamespace(x2=x2, wf=wf, vecs=vecs, out_shape=(npe * per_pe, OCp), consts=consts, image=image,
+                           unflatten=unflatten, kernel=k)
 
 
 def reference_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, w_scale=None, x_scale=None,
@@ -392,13 +519,14 @@ def _tol(p):
 
 
 OPS = [OpSpec("conv2d_general", dict(n=8, c=128, h=28, w=28, oc=128, k=3, stride=1, padding=1, dilation=1,
-                                     groups=1, dtype="int8", activation="relu"),
+                                     groups=1, dtype="int8", activation="relu", memory="dram"),
               _inputs, lambda card, x, p, pes=None: (lambda r: ([r[0]], r[1]))(
-                  conv2d(card, x["x"], x["w"], pes=pes, **_kw(x, p))),
+                  conv2d(card, x["x"], x["w"], pes=pes, memory=p["memory"], **_kw(x, p))),
               lambda x, p: [reference_conv2d(x["x"], x["w"], **_kw(x, p))], _tol,
               lambda p: 2 * p["n"] * p["oc"] * (p["c"] // p["groups"]) * p["k"] ** 2 *
               ((p["h"] + 2 * p["padding"] - p["dilation"] * (p["k"] - 1) - 1) // p["stride"] + 1) *
               ((p["w"] + 2 * p["padding"] - p["dilation"] * (p["k"] - 1) - 1) // p["stride"] + 1),
               "conv2d with groups, dilation, int8 per-channel scales and fused epilogue (kernel language); "
-              "default: ResNet-50 stage 3, 3x3 128->128 on 28x28, batch 8, int8",
-              {"dtype": ("fp32", "fp16", "int8"), "activation": ("none", "relu", "relu6")})]
+              "default: ResNet-50 stage 3, 3x3 128->128 on 28x28, batch 8, int8; memory: where the input and "
+              "output live (shared: the shared SRAM, as a runtime keeps activations between layers)",
+              {"dtype": ("fp32", "fp16", "int8"), "activation": ("none", "relu", "relu6"), "memory": ("dram", "shared")})]

@@ -15,9 +15,11 @@ _lock = threading.Lock()
 
 @dataclass
 class Out:
-    """An output buffer of the given shape and dtype (zero-filled on the card)."""
+    """An output buffer of the given shape and dtype (zero-filled on the card), in DRAM or (memory="shared")
+    the shared SRAM."""
     shape: tuple
     dtype: object
+    memory: str = "dram"
 
 
 @dataclass
@@ -62,7 +64,7 @@ def run(card, key, build, kernel, args, pes=None, sanitize=True, engine="numba",
         for a in args:
             if isinstance(a, Out):
                 nbytes = int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
-                addr = card.alloc(max(1, nbytes))
+                addr = card.alloc(max(1, nbytes), memory=a.memory)
                 owned.append(addr)
                 outs.append((addr, a))
                 values.append(addr)

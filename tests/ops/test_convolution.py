@@ -154,3 +154,78 @@ def test_misuse_is_a_typed_error(kw, match):
 def test_mixed_int8_and_float_is_an_error():
     with pytest.raises(vnpu.InvalidArgument, match="both be int8"):
         CV.conv2d(CARD, np.zeros((1, 2, 3, 3), np.int8), np.zeros((2, 2, 1, 1), np.float32))
+
+
+# --- the stride-1, one-group path (kernels/convolution.py _conv_flat) ----------------------------------------------
+FLAT = [  # N, C, H, W, OC, KH, KW, padding, dilation
+    (2, 8, 12, 11, 7, 3, 3, 1, 1),                # OC not a multiple of the matrix unit's columns
+    (1, 5, 9, 9, 4, 1, 1, (1, 0, 3, 4), 1),       # padding wider than the kernel reaches
+    (1, 4, 10, 13, 6, 3, 2, (2, 1, 0, 3), (2, 3)),
+    (3, 16, 20, 20, 8, 3, 3, 1, 1),               # several blocks per PE on the tiny card
+    (1, 3, 2, 2, 5, 5, 5, 2, 1),                  # kernel larger than the image
+]
+
+
+@pytest.mark.parametrize("case", FLAT)
+@pytest.mark.parametrize("act, zp", [(None, 0), ("relu", -3), ("relu6", 7), (("clip", (-0.3, 0.2)), 2)])
+@pytest.mark.parametrize("memory", ["dram", "shared"])
+def test_stride1_int8_requantized_equals_the_reference(case, act, zp, memory):
+    """The activation is applied to the requantized int8 values (bounds requantized the same way): the same
+    integers as clamping in fp32 and then requantizing, for every zero point and either placement."""
+    N, C, H, W, OC, KH, KW, p, d = case
+    rng = np.random.default_rng(hash((case, zp)) % 2**32)
+    x = rng.integers(-128, 128, (N, C, H, W)).astype(np.int8)
+    w = rng.integers(-128, 128, (OC, C, KH, KW)).astype(np.int8)
+    b = rng.standard_normal(OC).astype(np.float32)
+    ws = (rng.random(OC) * 2e-4 + 1e-5).astype(np.float32)
+    name, clip = (act, None) if not isinstance(act, tuple) else act
+    kw = dict(x_scale=0.03, w_scale=ws, activation=name, clip=clip, out_scale=0.02, out_zero_point=zp)
+    y, r = CV.conv2d(CARD, x, w, b, 1, p, d, 1, memory=memory, **kw)
+    np.testing.assert_array_equal(y, CV.reference_conv2d(x, w, b, 1, p, d, 1, **kw))
+    assert y.dtype == np.int8 and r.cycles > 0
+
+
+@pytest.mark.parametrize("case", FLAT)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_stride1_float_matches_pytorch_on_both_engines(case, dtype, monkeypatch):
+    N, C, H, W, OC, KH, KW, p, d = case
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((OC, C, KH, KW)) * 0.3).astype(dtype)
+    b = rng.standard_normal(OC).astype(np.float32)
+    y, _ = CV.conv2d(CARD, x, w, b, 1, p, d, 1, activation="relu")
+    pads = p if isinstance(p, tuple) else (p,) * 4
+    ref = np.maximum(torch_conv(x, w, b, 1, pads, d, 1), 0)
+    mag = torch_conv(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), np.abs(b), 1, pads, d, 1)
+    assert np.all(np.abs(y.astype(np.float64) - ref) <= (2 ** -22 if dtype == np.float32 else 2 ** -9) * (mag + 1))
+    if N * H * W <= 200:                          # the reference interpreter: small cases only
+        real = runner.run
+        monkeypatch.setattr(runner, "run", lambda *a, **kw: real(*a, **{**kw, "engine": "reference"}))
+        y2, r2 = CV.conv2d(CARD, x, w, b, 1, p, d, 1, activation="relu")
+        assert r2.engine == "reference" and np.array_equal(y, y2)
+
+
+def test_stride1_kernel_interprets_to_the_same_numbers():
+    """The language interpreter (NaN-filled tiles, unwritten-store checks, one thread per PE) runs the flat
+    kernel on the operands the host prepares, to the numbers the engine gives."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    y, _ = CV.conv2d(CARD, x, w, None, 1, 1)
+    plan = CV.flat_plan(CARD, x, w, None, None, y.shape, np.float32, None, None, (1, 1, 1, 1), 3, 3, 1, 1, None,
+                        None, None, "f32")
+    got = plan.kernel.interpret(plan.x2, plan.wf, None, None, np.zeros(plan.out_shape, np.float32), None,
+                                *plan.consts, pes=CARD.config.pes)
+    np.testing.assert_array_equal(plan.unflatten(got), y)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(x_scale="x"), "x_scale"), (dict(x_scale=0.0), "x_scale"), (dict(x_scale=np.nan), "x_scale"),
+    (dict(out_scale=0), "out_scale"), (dict(out_scale=-1.0), "out_scale"), (dict(out_zero_point=200), "zero_point"),
+    (dict(out_zero_point=1.5), "zero_point"), (dict(activation=np.array(["relu"])), "activation"),
+])
+def test_int8_quantization_arguments_are_checked(kw, match):
+    args = dict(x_scale=0.1, w_scale=np.ones(2, np.float32), out_scale=0.1)
+    args.update(kw)
+    with pytest.raises(vnpu.InvalidArgument, match=match):
+        CV.conv2d(CARD, np.zeros((1, 2, 3, 3), np.int8), np.zeros((2, 2, 1, 1), np.int8), **args)
