@@ -266,5 +266,53 @@ class Queue:
             self.platform.trace.launch(self, kernel.name, start, result)
             return self._finish(kernel.name, ready, end, "launch", {"cycles": result.cycles})
 
+    def run(self, fn, name):
+        """Run `fn(card)`, a host function that launches library kernels on this queue's card (vnpu.ops, the
+        kernels' host functions: they place their operands, launch and read back through the emulated card),
+        as one operation of this queue: every launch it makes is booked on the card in order, as `launch`
+        books one, and traced. Returns (fn's result, the end Event). The host glue fn runs around the launches
+        (layout changes of the operands) costs no virtual time; docs/deviations.md 13.
+        A device fault raised by a launch is sticky, as for `launch`, and raised here."""
+        if not callable(fn):
+            raise InvalidArgument(f"run needs a callable fn(card), got {type(fn).__name__}")
+        with self.device.lock:
+            self._check()
+            faults.before_launch(self.device, self._now())
+            ready = self._ready()
+            start = end = None
+            try:
+                with self.device.card.recording() as launches:
+                    value = fn(self.device.card)
+            except DeviceFault as fault:
+                self.device.set_fault(fault)
+                raise
+            for result in launches:
+                s, end = self.device.book_launch(ready if start is None else end, result.cycles)
+                start = s if start is None else start
+                self.device.stats.add(result.kernel, end - s, result.summary())
+                self.platform.trace.launch(self, result.kernel, s, result)
+            self.last_result = launches[-1] if launches else None
+            if end is None:                  # nothing launched (a host-side reshape): no card time
+                end = ready
+            return value, self._finish(name, ready, end, "launch", {"launches": len(launches),
+                                                                     "cycles": sum(r.cycles for r in launches)})
+
+    def store(self, buf, array, offset: int = 0):
+        """Write `array`, a result a launch on this card just produced, into the device buffer buf without a
+        transfer (the launch's cycles covered writing it; `run`'s kernels return their results to the host
+        side of the emulator, this puts them where the driver's buffers are). Returns an Event at the queue's
+        present."""
+        a = self._host_bytes(array, "store")
+        offset = self._count(offset, "store", "offset")
+        with self.device.lock:
+            self._check()
+            self._buffer(buf, "store")
+            if offset + a.nbytes > buf.nbytes:
+                raise InvalidArgument(f"store: {a.nbytes} bytes at offset {offset} do not fit the {buf.nbytes}-byte "
+                                      f"buffer")
+            if a.nbytes:
+                self.device.card.write(buf.device_address + offset, a.view(np.uint8).reshape(-1), ctx=self.ctx.id)
+            return Event(self, self._now())
+
 
 __all__ = ["Queue", "Event", "InvalidHandle"]

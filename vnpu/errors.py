@@ -34,6 +34,15 @@ class InvalidArgument(VnpuError):
     """A call's argument has the wrong shape, dtype, size or signature."""
 
 
+class UnsupportedOp(InvalidArgument):
+    """A model has an op vnpu cannot run where it was asked to: `op` (its name), `source` (where it came from in
+    the model) and `needs` (what would be needed) are also in the message."""
+
+    def __init__(self, message, op="", source="", needs=""):
+        super().__init__(message)
+        self.op, self.source, self.needs = op, source, needs
+
+
 class InvalidHandle(VnpuError):
     """A freed buffer, an unloaded module, or a handle that belongs to another card or context."""
 
