@@ -8,7 +8,7 @@ nor yaml nor numba.
 from vnpu.errors import (
     AssemblerError, ConfigError, Deadlock, DeviceFault, DeviceLost, DmaFault, EccUncorrectable, IllegalAddress,
     IllegalInstruction, InvalidArgument, InvalidHandle, InvalidModule, LaunchTimeout, OutOfMemory, RaceError,
-    VnpuError,
+    UnsupportedOp, VnpuError,
 )
 
 __version__ = "0.1.0"
@@ -21,6 +21,8 @@ _LAZY = {
     "Module": ("vnpu.isa.module", "Module"),
     "ISA_VERSION": ("vnpu.isa.table", "ISA_VERSION"),
     "Platform": ("vnpu.driver.platform", "Platform"),
+    "compile": ("vnpu.runtime.graph.program", "compile"),
+    "Graph": ("vnpu.runtime.graph.ir", "Graph"),
     "ops": ("vnpu.ops", None),
     "testing": ("vnpu.testing", None),
     # the kernel language (docs/kernel-language.md): the decorator and what kernels call
@@ -33,6 +35,7 @@ _LAZY = {
 
 __all__ = [
     "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops", "Platform", "testing", "kernel",
+    "compile", "Graph", "UnsupportedOp",
     "VnpuError", "AssemblerError", "ConfigError", "InvalidModule", "InvalidArgument", "InvalidHandle",
     "OutOfMemory", "DeviceLost", "DeviceFault", "IllegalAddress", "IllegalInstruction", "Deadlock",
     "LaunchTimeout", "RaceError", "EccUncorrectable", "DmaFault",

@@ -365,7 +365,7 @@ class Program:
         self.graph, self.platform, self.placement, self.dtype = graph, platform, placement, dtype
         self.allow_host, self.reference, self.pes, self.check = allow_host, reference, pes, check
         self.name = name or graph.name
-        self._coverage = Coverage(OpStatus(n.name, n.op, *_status_tuple(n, graph)) for n in graph.nodes)
+        self._coverage = Coverage(OpStatus(n.name, op_name(n), *_status_tuple(n, graph)) for n in graph.nodes)
         self._profile = None
         self.last_check = None
         self._lock = threading.Lock()
@@ -411,6 +411,11 @@ class Program:
         reqs = [check_inputs(self.graph, list(r)) for r in requests]
         with self._lock:
             return _Execution(self, reqs, inflight).run()
+
+
+def op_name(node):
+    """The op as the user knows it: a foreign op by its framework's name."""
+    return str(node.attrs.get("op", node.op)) if node.op == "foreign" else node.op
 
 
 def _status_tuple(node, graph):
@@ -580,8 +585,8 @@ class _Execution:
                 outs, ev = q.run(lambda card: OPS[n.op].card(card, xs, attrs, p.pes), n.name)
             except NotLowered as e:
                 if not p.allow_host:
-                    raise UnsupportedOp(f"{n.op} at {n.source or n.name} cannot run on the card: {e}; compile with "
-                                        f"allow_host=True to run it on the host", op=n.op, source=n.source,
+                    raise UnsupportedOp(f"{op_name(n)} at {n.source or n.name} cannot run on the card: {e}; compile "
+                                        f"with allow_host=True to run it on the host", op=op_name(n), source=n.source,
                                         needs=str(e)) from None
                 outs, ev, where = self._on_host(c, r, n, xs), None, "host"
         else:

@@ -1,0 +1,213 @@
+"""vnpu.compile on vnpu's own graphs: every strategy and dtype against the graph's float64 numpy meaning, the
+coverage report and its errors, the host fallback, serving several requests, the profile."""
+import json
+
+import numpy as np
+import pytest
+
+import vnpu
+from vnpu.runtime.graph import passes
+from vnpu.runtime.graph.interp import run_host
+from vnpu.runtime.graph.ir import Graph
+from vnpu.runtime.graph.program import _balanced_stages, compare
+
+RNG = np.random.default_rng(7)
+
+
+def small_cnn(batch=2):
+    g = Graph("small_cnn")
+    x = g.add_input("x", (batch, 3, 12, 12))
+    c = lambda *s: g.add_const("w", (RNG.standard_normal(s) * 0.3).astype(np.float32))  # noqa: E731
+    y = g.add_node("conv2d", [x, c(8, 3, 3, 3), c(8)], dict(stride=1, padding=1), name="conv1", source="cnn: conv1")
+    y = g.add_node("batch_norm", [y, c(8), g.add_const("var", RNG.random(8).astype(np.float32) + 0.5), c(8), c(8)],
+                   dict(eps=1e-5), name="bn1", source="cnn: bn1")
+    y = g.add_node("relu", [y], name="relu1")
+    z = g.add_node("conv2d", [y, c(8, 8, 3, 3)], dict(stride=1, padding=1), name="conv2", source="cnn: conv2")
+    y = g.add_node("relu", [g.add_node("add", [z, y], name="res")], name="relu2")
+    y = g.add_node("max_pool2d", [y], dict(kernel_size=2, stride=2), name="pool")
+    y = g.add_node("adaptive_avg_pool2d", [y], dict(output_size=1), name="gap")
+    y = g.add_node("reshape", [y], dict(shape=(batch, 8)), name="flatten")
+    y = g.add_node("linear", [y, c(5, 8), c(5)], name="fc", source="cnn: fc")
+    g.set_outputs([g.add_node("softmax", [y], dict(dim=-1), name="prob")])
+    return g
+
+
+X = RNG.standard_normal((2, 3, 12, 12)).astype(np.float32)
+CNN = small_cnn()
+REF = run_host(CNN, [X])[0]
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("strategy, cards", [("single", 1), ("pipeline", 3), ("replicate", 2)])
+def test_every_strategy_and_dtype_computes_the_model(dtype, strategy, cards):
+    prog = vnpu.compile(CNN, [X], cards=cards, dtype=dtype, strategy=strategy)
+    out = prog.run(X)
+    tol = {"fp32": 1e-5, "fp16": 2e-2, "int8": 0.1}[dtype]
+    assert out.shape == REF.shape and np.abs(out - REF).max() <= tol
+    (check,) = prog.last_check
+    assert check["cosine"] > (0.9999 if dtype != "int8" else 0.99) and check["max_abs"] <= tol
+    assert prog.coverage().counts() == {"card": len(prog.graph.nodes), "host": 0, "unsupported": 0}
+    prof = prog.profile()
+    cards_used = {r.card for r in prof.records}
+    assert cards_used == ({0} if strategy != "pipeline" else set(range(cards)))
+    assert all(r.cycles > 0 for r in prof.records if r.op not in ("reshape",))
+    if strategy == "pipeline":                    # activations cross cards through the switch
+        assert any(t["kind"] == "p2p" and t["bytes"] > 0 for t in prof.transfers)
+
+
+def test_passes_fold_and_fuse_what_the_kernels_fuse():
+    g = passes.optimize(CNN)
+    ops = [n.op for n in g.nodes]
+    assert "batch_norm" not in ops and "relu" not in ops and "add" not in ops
+    conv2 = next(n for n in g.nodes if n.name == "conv2")
+    assert conv2.attrs["activation"] == "relu" and len(conv2.inputs) == 4      # residual fused
+    assert np.allclose(run_host(g, [X])[0], REF, atol=1e-6)
+    text = str(g)
+    assert "cnn: conv1 + cnn: bn1" in text and "conv2d(" in text
+
+
+def test_int8_weights_per_channel_activations_per_tensor():
+    g = passes.optimize(CNN, "int8", [[RNG.standard_normal(X.shape).astype(np.float32)] for _ in range(3)])
+    convs = [n for n in g.nodes if n.op == "conv2d"]
+    assert convs and all(g.values[n.inputs[0]].dtype == "int8" and g.values[n.inputs[1]].dtype == "int8"
+                         and np.asarray(n.attrs["w_scale"]).shape == (g.values[n.inputs[1]].shape[0],) for n in convs)
+    assert [n.op for n in g.nodes].count("quantize") == 3        # conv1, conv2 and fc inputs
+
+
+def foreign_graph(with_fn=True):
+    g = Graph("with_cumsum")
+    x = g.add_input("x", (4, 6))
+    y = g.add_node("relu", [x], name="r")
+    attrs = dict(framework="torch", op="aten.cumsum.default", types=[((4, 6), "float32")],
+                 needs="a vnpu op for aten.cumsum")
+    if with_fn:
+        attrs["fn"] = lambda a: [np.cumsum(a, axis=1, dtype=np.float32)]
+    y = g.add_node("foreign", [y], attrs, name="cumsum", source="model.py:12 in forward (aten.cumsum.default)")
+    g.set_outputs([g.add_node("tanh", [y], name="t")])
+    return g
+
+
+def test_an_op_vnpu_lacks_is_an_error_naming_it_and_where_it_came_from():
+    with pytest.raises(vnpu.UnsupportedOp, match=r"aten.cumsum.*model.py:12.*allow_host") as e:
+        vnpu.compile(foreign_graph(), cards=1)
+    assert e.value.op == "aten.cumsum.default" and "model.py:12" in e.value.source
+    assert isinstance(e.value, vnpu.InvalidArgument)
+
+
+def test_allow_host_runs_it_on_the_host_with_its_transfers_on_the_timeline():
+    prog = vnpu.compile(foreign_graph(), cards=1, allow_host=True)
+    x = RNG.standard_normal((4, 6)).astype(np.float32)
+    out = prog.run(x)
+    np.testing.assert_allclose(out, np.tanh(np.cumsum(np.maximum(x, 0), axis=1)), rtol=1e-6)
+    cov = {s.node: s.status for s in prog.coverage()}
+    assert cov == {"r": "card", "cumsum": "host", "t": "card"}
+    rec = {r.node: r for r in prog.profile().records}
+    assert rec["cumsum"].where == "host" and rec["t"].start_ns >= rec["cumsum"].end_ns
+    kinds = [t["kind"] for t in prog.profile().transfers if t["value"] in ("r", "cumsum")]
+    assert "d2h" in kinds and "h2d" in kinds
+
+
+def test_no_host_implementation_either_is_an_error_even_with_allow_host():
+    with pytest.raises(vnpu.UnsupportedOp, match="neither the card nor the host"):
+        vnpu.compile(foreign_graph(with_fn=False), cards=1, allow_host=True)
+
+
+def test_an_op_whose_kernel_refuses_the_dtype_is_reported_before_running():
+    g = Graph("lrn16")
+    x = g.add_input("x", (1, 4, 5, 5), "float16")
+    g.set_outputs([g.add_node("local_response_norm", [x], dict(size=3), name="lrn", source="net: lrn")])
+    with pytest.raises(vnpu.UnsupportedOp, match="local_response_norm at net: lrn.*float32"):
+        vnpu.compile(g, cards=1)
+    prog = vnpu.compile(g, cards=1, allow_host=True)
+    x16 = RNG.standard_normal((1, 4, 5, 5)).astype(np.float16)
+    np.testing.assert_allclose(prog.run(x16), run_host(g, [x16])[0])
+    assert prog.coverage()[0].status == "host"
+
+
+def test_serve_spreads_requests_and_replication_beats_one_card():
+    reqs = [[RNG.standard_normal(X.shape).astype(np.float32)] for _ in range(6)]
+    one = vnpu.compile(CNN, cards=1, strategy="single", check=False)
+    two = vnpu.compile(CNN, cards=3, strategy="replicate", check=False)
+    out1, out3 = one.serve(reqs, inflight=3), two.serve(reqs, inflight=3)
+    for a, b, r in zip(out1, out3, reqs):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_allclose(a[0], run_host(CNN, r)[0], atol=1e-5)
+    p1, p3 = one.profile(), two.profile()
+    assert len(p3.latencies_ns()) == 6 and set(p3.per_card()) == {0, 1, 2}
+    assert p3.makespan_ns < p1.makespan_ns
+
+
+def test_sparsenn_shards_tables_by_bytes_and_replicates_the_dense_part():
+    g = Graph("two_tables")
+    d = g.add_input("dense", (4, 8))
+    idx = [g.add_input(f"idx{t}", (8,), "int64") for t in range(2)]
+    off = g.add_input("off", (4,), "int64")
+    pooled = []
+    for t in range(2):
+        table = g.add_const(f"table{t}", RNG.standard_normal((20000 + 5000 * t, 16)).astype(np.float32))
+        pooled.append(g.add_node("embedding_bag", [table, idx[t], off], dict(mode="sum"), name=f"emb{t}"))
+    h = g.add_node("linear", [d, g.add_const("w", RNG.standard_normal((16, 8)).astype(np.float32))], name="bottom")
+    g.set_outputs([g.add_node("add", [g.add_node("add", pooled), h], name="sum")])
+    prog = vnpu.compile(g, cards=3, strategy="auto")
+    assert prog.placement.strategy == "sparsenn"
+    st = {n.name: prog.placement.stage[i] for i, n in enumerate(prog.graph.nodes)}
+    assert st["emb0"] != st["emb1"] and st["bottom"] is None
+    inputs = [RNG.standard_normal((4, 8)).astype(np.float32), RNG.integers(0, 20000, 8), RNG.integers(0, 20000, 8),
+              np.arange(0, 8, 2)]
+    outs = prog.serve([inputs, inputs], inflight=2)
+    ref = run_host(g, inputs)[0]
+    for (o,) in outs:
+        np.testing.assert_allclose(o, ref, rtol=1e-5, atol=1e-5)
+    assert any(t["kind"] == "p2p" for t in prog.profile().transfers)
+
+
+def test_pipeline_stages_are_consecutive_and_balanced():
+    costs = [1.0] * 12
+    st = _balanced_stages(costs, CNN if len(CNN.nodes) == 12 else _chain(12), 3, 8.0)
+    assert st == sorted(st) and set(st) == {0, 1, 2} and max(st.count(s) for s in range(3)) == 4
+
+
+def _chain(n):
+    g = Graph("chain")
+    y = g.add_input("x", (4,))
+    for _ in range(n):
+        y = g.add_node("relu", [y])
+    g.set_outputs([y])
+    return g
+
+
+def test_profile_reads_as_a_table_and_as_json():
+    prog = vnpu.compile(CNN, cards=2, strategy="pipeline")
+    prog.run(X)
+    text = str(prog.profile())
+    assert "conv2" in text and "card 1:" in text and "makespan" in text
+    d = json.loads(prog.profile().json())
+    assert d["strategy"] == "pipeline" and len(d["ops"]) == len(prog.graph.nodes) and d["latency_ns"]["p50"] > 0
+    assert "8 ops" in str(prog.coverage()) or "ops:" in str(prog.coverage())
+
+
+def test_compare_reports_top1_and_cosine():
+    r = compare([np.array([[1.0, 2.0], [3.0, 1.0]])], [np.array([[1.0, 2.1], [2.0, 1.0]])])[0]
+    assert r["top1"] == 1.0 and 0.9 < r["cosine"] <= 1.0 and r["max_abs"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(dtype="int4"), "dtype"), (dict(strategy="magic"), "strategy"), (dict(cards=0), "cards"),
+    (dict(cards=True), "cards"),
+])
+def test_misuse_of_compile(kw, match):
+    with pytest.raises(vnpu.InvalidArgument, match=match):
+        vnpu.compile(CNN, **kw)
+
+
+def test_misuse_of_run():
+    prog = vnpu.compile(CNN, cards=1)
+    with pytest.raises(vnpu.InvalidArgument, match="shape"):
+        prog.run(X[:1])
+    with pytest.raises(vnpu.InvalidArgument, match="takes 1 inputs"):
+        prog.run(X, X)
+    with pytest.raises(vnpu.InvalidArgument, match="inflight"):
+        prog.serve([[X]], inflight=0)
+    with pytest.raises(vnpu.InvalidArgument, match="cannot take"):
+        vnpu.compile(object())
+    np.testing.assert_allclose(prog.run(X), REF, atol=1e-5)          # still works after the misuse
