@@ -386,6 +386,12 @@ class Program:
     def coverage(self):
         return self._coverage
 
+    def save(self, path):
+        """Write the compiled program to a .vnpp file (vnpu.runtime.graph.bundle): `load_program` and the C API's
+        vnpuProgramLoad run it without the model's framework."""
+        from .bundle import save
+        save(self, path)
+
     def profile(self):
         """The ProgramProfile of the last run or serve (None before the first)."""
         return self._profile

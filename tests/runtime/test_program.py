@@ -211,3 +211,27 @@ def test_misuse_of_run():
     with pytest.raises(vnpu.InvalidArgument, match="cannot take"):
         vnpu.compile(object())
     np.testing.assert_allclose(prog.run(X), REF, atol=1e-5)          # still works after the misuse
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_a_saved_program_loads_and_runs_to_the_same_outputs(dtype, tmp_path):
+    from vnpu.runtime.graph.bundle import load_program
+    prog = vnpu.compile(CNN, [X], cards=2, dtype=dtype, strategy="pipeline")
+    want = prog.run(X)
+    path = tmp_path / "cnn.vnpp"
+    prog.save(path)
+    back = load_program(path)
+    assert back.placement.stage == prog.placement.stage and str(back.graph) == str(prog.graph)
+    np.testing.assert_array_equal(back.run(X), want)
+
+
+def test_load_program_refuses_what_is_not_a_program(tmp_path):
+    from vnpu.runtime.graph.bundle import load_program
+    bad = tmp_path / "x.vnpp"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(vnpu.InvalidArgument, match="not a vnpu program"):
+        load_program(bad)
+    with pytest.raises(vnpu.InvalidArgument, match="not a vnpu program"):
+        load_program(tmp_path / "missing.vnpp")
+    with pytest.raises(vnpu.InvalidArgument, match="cannot be saved"):
+        vnpu.compile(foreign_graph(), cards=1, allow_host=True).save(tmp_path / "f.vnpp")
