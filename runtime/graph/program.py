@@ -409,14 +409,19 @@ class Program:
             self.last_check = compare(outs, ref)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def serve(self, requests, inflight=4):
+    def serve(self, requests, inflight=4, threads=None):
         """Run several requests (each a list of inputs) with up to `inflight` in flight (closed loop: request r
-        enters when request r - inflight has left). Returns the outputs of each; the profile has latencies."""
+        enters when request r - inflight has left). Returns the outputs of each; the profile has latencies.
+        threads=1 runs every card's work on one host thread (the same virtual timeline, for comparing the
+        emulation's wall time); by default each card's queue drains on its own thread."""
         if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 1:
             raise InvalidArgument(f"serve: inflight must be a positive int, got {inflight!r}")
+        if threads not in (None, 1):
+            raise InvalidArgument(f"serve: threads must be None (one per card) or 1, got {threads!r}")
         reqs = [check_inputs(self.graph, list(r)) for r in requests]
         with self._lock:
-            return _Execution(self, reqs, inflight).run()
+            self.platform.reset_clock()        # each run or serve starts the platform's virtual time at 0
+            return _Execution(self, reqs, inflight, one_thread=threads == 1).run()
 
 
 def op_name(node):
@@ -451,8 +456,9 @@ class _Execution:
     """One serve() call: a worker thread per card (Glow's DeviceManager) runs its ops in the global order;
     values cross cards through device buffers and peer copies."""
 
-    def __init__(self, program, requests, inflight):
+    def __init__(self, program, requests, inflight, one_thread=False):
         self.p, self.requests, self.inflight = program, requests, inflight
+        self.one_thread = one_thread
         self.platform = program.platform
         self.devices = self.platform.devices
         self.queues = [d.queue() for d in self.devices[:program.placement.cards]]
@@ -466,20 +472,26 @@ class _Execution:
     def run(self):
         g, pl = self.p.graph, self.p.placement
         tasks = [[] for _ in self.queues]
+        order = []               # every (card, request, node) in the global order (the one-thread run)
         for r in range(len(self.requests)):
             for name in g.outputs + g.inputs + [o for n in g.nodes for o in n.outputs]:
                 self.values.setdefault((r, name), _Future())
             for i, n in enumerate(g.nodes):
                 tasks[pl.card_of(i, r)].append((r, i))
+                order.append((pl.card_of(i, r), r, i))
             # the outputs come back to the host from the card that made them
             tasks[self._out_card(r)].append((r, None))
+            order.append((self._out_card(r), r, None))
         for r, arrays in enumerate(self.requests):
             for name, a in zip(g.inputs, arrays):
                 self.values[(r, name)].set((a, None, None, None))
         t0 = time.perf_counter()
         errors = []
-        threads = [threading.Thread(target=self._worker, args=(c, tasks[c], errors), daemon=True)
-                   for c in range(len(self.queues)) if tasks[c]]
+        if self.one_thread:
+            threads = [threading.Thread(target=self._worker_all, args=(order, errors), daemon=True)]
+        else:
+            threads = [threading.Thread(target=self._worker, args=(c, tasks[c], errors), daemon=True)
+                       for c in range(len(self.queues)) if tasks[c]]
         for t in threads:
             t.start()
         for t in threads:
@@ -526,6 +538,16 @@ class _Execution:
             for f in self.values.values():
                 if not f.event.is_set():
                     f.set(e)
+
+    def _worker_all(self, order, errors):
+        try:
+            for c, r, i in order:
+                if i is None:
+                    self._finish_request(c, r)
+                else:
+                    self._run_node(c, r, i)
+        except BaseException as e:          # noqa: BLE001
+            errors.append(e)
 
     def _arrival_event(self, c, r):
         """Closed loop: request r enters when request r - inflight has left the platform."""

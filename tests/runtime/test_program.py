@@ -235,3 +235,14 @@ def test_load_program_refuses_what_is_not_a_program(tmp_path):
         load_program(tmp_path / "missing.vnpp")
     with pytest.raises(vnpu.InvalidArgument, match="cannot be saved"):
         vnpu.compile(foreign_graph(), cards=1, allow_host=True).save(tmp_path / "f.vnpp")
+
+
+def test_one_host_thread_gives_the_same_outputs_and_virtual_timeline():
+    reqs = [[RNG.standard_normal(X.shape).astype(np.float32)] for _ in range(4)]
+    prog = vnpu.compile(CNN, cards=2, strategy="pipeline", check=False)
+    many = prog.serve(reqs, inflight=2)
+    lat_many = prog.profile().latencies_ns()
+    one = prog.serve(reqs, inflight=2, threads=1)
+    for a, b in zip(many, one):
+        np.testing.assert_array_equal(a[0], b[0])
+    assert prog.profile().latencies_ns() == lat_many
