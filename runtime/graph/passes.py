@@ -178,10 +178,12 @@ def fuse(graph: Graph) -> Graph:
             n.source = f"{n.source} + {u.op}" if n.source else n.source
             drop.add(id(u))
             changed = True
+            break                    # the consumers changed: look again from the start
         g.nodes = [x for x in g.nodes if id(x) not in drop]
-    g.remove_unused()
     # a residual must be computed before the conv that now reads it: move such convs after it
-    return _reorder(g)
+    g = _reorder(g)
+    g.remove_unused()
+    return g
 
 
 def _reorder(g):

@@ -246,3 +246,17 @@ def test_one_host_thread_gives_the_same_outputs_and_virtual_timeline():
     for a, b in zip(many, one):
         np.testing.assert_array_equal(a[0], b[0])
     assert prog.profile().latencies_ns() == lat_many
+
+
+def test_two_convs_meeting_at_one_add_fuse_only_once():
+    """A bottleneck with a downsample: both branches end in a conv feeding the same add; one takes the other
+    as its residual (fusing both would make a cycle)."""
+    g = Graph("two_branches")
+    x = g.add_input("x", (1, 4, 6, 6))
+    a = g.add_node("conv2d", [x, g.add_const("wa", RNG.standard_normal((4, 4, 1, 1)).astype(np.float32))], {})
+    b = g.add_node("conv2d", [x, g.add_const("wb", RNG.standard_normal((4, 4, 1, 1)).astype(np.float32))], {})
+    g.set_outputs([g.add_node("relu", [g.add_node("add", [a, b])])])
+    f = passes.optimize(g)
+    assert [n.op for n in f.nodes] == ["conv2d", "conv2d"] and len(f.nodes[1].inputs) == 4
+    xin = RNG.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(run_host(f, [xin])[0], run_host(g, [xin])[0], atol=1e-5)
