@@ -76,68 +76,99 @@ def _conv(xp, w, scale, bias, res, out, qp, G: lang.constexpr, KH: lang.constexp
         lang.store(o2[n * OC + g * OCg:n * OC + g * OCg + OCg, p0:lang.minimum(p0 + M, OH * OW)], y)
 
 
-def _conv_flat(x2, wf, scale, bias, out, qp, shifts: lang.constexpr, per_pe: lang.constexpr, M: lang.constexpr,
-               cw: lang.constexpr, br: lang.constexpr, act: lang.constexpr, lo: lang.constexpr, hi: lang.constexpr,
-               out_dt: lang.constexpr, qbounds: lang.constexpr, combine: lang.constexpr):
+def _conv_flat(x2, wf, scale, bias, res, out, qp, shifts: lang.constexpr, per_pe: lang.constexpr,
+               M: lang.constexpr, cw: lang.constexpr, fsplit: lang.constexpr, br: lang.constexpr,
+               act: lang.constexpr, lo: lang.constexpr, hi: lang.constexpr, out_dt: lang.constexpr,
+               qbounds: lang.constexpr, combine: lang.constexpr):
     """Stride 1, one group, channels last, no im2col: a 1-D convolution over flat positions. The host lays the
     padded images one under the other, rows of Wp positions, x2 [positions, C]; the output at position p is
     the sum over taps of x2[p + shift] times the tap's weights [C, cw] (shift = kh*dh*Wp + kw*dw), so the
     matrix unit's A operand is the input band as it lies, shifted. Positions whose taps leave their image (past
-    OW in a row, past OH in an image) are computed and dropped by the host. Each PE takes per_pe positions in
-    blocks of M.
+    OW in a row, past OH in an image) are computed and dropped by the host.
+
+    The PEs form a grid: fsplit groups of output-channel folds times pe_count / fsplit groups of positions
+    (fsplit > 1 when the positions are too few to keep every PE busy: a late ResNet stage at batch 1). A PE
+    takes per_pe positions in blocks of M and its group's folds.
 
     Per block the output channels go in items of cw columns (one matrix fold wide), software-pipelined so the
     matrix unit does not wait for the vector unit: the taps of item i are issued, then the epilogue of item
     i-1 (which waits only for item i-1's products), then the store of item i-2 (combine: its move into the
-    block's output tile, stored whole at the end of the block, for DRAM where short rows are slow). The last fold is cut in two
-    halves of the block, so the epilogue left when the matrix unit has finished is half as long. With one
-    block per PE the weights and the per-channel vectors load after the band, so the first products wait only
-    for the band and the first fold's weights; with more, they load once before a pipelined loop."""
+    block's output tile, stored whole at the end of the block, for DRAM where short rows are slow). The last
+    fold is cut in two halves of the block, so the epilogue left when the matrix unit has finished is half as
+    long. With one block per PE the weights and the per-channel vectors load after the band, so the first
+    products wait only for the band and the first fold's weights; with more, they load once before a
+    pipelined loop. res (the residual in the output's flat layout, fp32) is added before the activation."""
     C = x2.shape[1]
     OCp = out.shape[1]
     F, taps = OCp // cw, len(shifts)
+    Fg = F // fsplit                                     # folds per PE
     L = M + shifts[-1]                                   # band positions a block reads
     resident = per_pe > M
-    split_last = M >= 64 and F > 1
-    items = [(f, 0, M) for f in lang.static_range(F - 1)] + ([(F - 1, 0, M // 2), (F - 1, M // 2, M)]
-                                                             if split_last else [(F - 1, 0, M)])
+    split_last = M >= 64 and Fg > 1
+    items = [(j, 0, M) for j in lang.static_range(Fg - 1)] + ([(Fg - 1, 0, M // 2), (Fg - 1, M // 2, M)]
+                                                              if split_last else [(Fg - 1, 0, M)])
     ops = [lang.mul] * (scale is not None) + [lang.add] * (bias is not None)
+    pe = lang.pe_id()
+    pp, pf = pe // fsplit, pe % fsplit
+    f0 = pf * Fg                                         # this PE's first fold
+    c0 = f0 * cw
 
     def weights_and_vectors():
-        walls = [lang.load(wf[f * taps * C:(f + 1) * taps * C, :]) for f in lang.static_range(F)]
-        vecs = [lang.load(v) for v in (scale, bias) if v is not None]
+        walls = [lang.load(wf[(f0 + j) * taps * C:(f0 + j + 1) * taps * C, :]) for j in lang.static_range(Fg)]
+        vecs = [lang.load(v[c0:c0 + Fg * cw]) for v in (scale, bias) if v is not None]
         return walls, vecs
 
     if resident:
         walls, vecs = weights_and_vectors()
-    first, last = lang.split(per_pe * lang.pe_count())
-    for p0 in range(first, last, M, pipeline=resident):
+    first = pp * per_pe
+    for p0 in range(first, first + per_pe, M, pipeline=resident):
         band = lang.load(x2[p0:p0 + L, :])
         if not resident:
             walls, vecs = weights_and_vectors()
         accs, done = [], []
         if combine:
-            yo = lang.empty((M, OCp), out_dt)
+            yo = lang.empty((M, Fg * cw), out_dt)
         for i in lang.static_range(len(items) + 2):
             if i < len(items):                           # item i's taps on the matrix unit
-                f, a, b = items[i]
+                j, a, b = items[i]
                 acc = lang.empty((b - a, cw), "i32" if x2.dtype == "i8" else "f32")
                 for t in lang.static_range(taps):
-                    lang.matmul(band[shifts[t] + a:shifts[t] + b], walls[f][t * C:(t + 1) * C], out=acc,
+                    lang.matmul(band[shifts[t] + a:shifts[t] + b], walls[j][t * C:(t + 1) * C], out=acc,
                                 accumulate=t > 0)
                 accs.append(acc)
             if 1 <= i <= len(items):                     # item i-1's epilogue on the vector unit
-                f, a, b = items[i - 1]
-                reps = [lang.repeat(v[f * cw:(f + 1) * cw], min(br, b - a)) for v in vecs]
-                done.append(_epilogue(accs[i - 1], reps, ops, act, lo, hi, out_dt, qp, qbounds))
+                j, a, b = items[i - 1]
+                reps = [lang.repeat(v[j * cw:(j + 1) * cw], min(br, b - a)) for v in vecs]
+                rt = None if res is None else lang.load(res[p0 + a:p0 + b, c0 + j * cw:c0 + (j + 1) * cw])
+                done.append(_epilogue(accs[i - 1], reps, ops, act, lo, hi, out_dt, qp, qbounds, rt))
             if i >= 2:                                   # item i-2's result out
-                f, a, b = items[i - 2]
+                j, a, b = items[i - 2]
                 if combine:
-                    lang.move(yo, done[i - 2], cw, rows=(b - a, cw, OCp), dst_at=a * OCp + f * cw)
+                    lang.move(yo, done[i - 2], cw, rows=(b - a, cw, Fg * cw), dst_at=a * Fg * cw + j * cw)
                 else:
-                    lang.store(out[p0 + a:p0 + b, f * cw:(f + 1) * cw], done[i - 2])
+                    lang.store(out[p0 + a:p0 + b, c0 + j * cw:c0 + (j + 1) * cw], done[i - 2])
         if combine:
-            lang.store(out[p0:p0 + M, :], yo)
+            lang.store(out[p0:p0 + M, c0:c0 + Fg * cw], yo)
+
+
+def _phases(xp, w, sh, sw, OH, OW):
+    """(phase-stacked input [N, sh*sw*C, Hq, Wq], its weights [OC, sh*sw*C, ceil(KH/sh), ceil(KW/sw)], the new
+    KH, KW) for a stride-(sh, sw) conv of the padded input xp: output (oh, ow) = sum over phases (a, b) and taps
+    (q, r) of phase(a, b)[oh + q, ow + r] * w[:, :, sh*q + a, sw*r + b]."""
+    N, C, Hp, Wp = xp.shape
+    OC, _, KH, KW = w.shape
+    KQ, KR = -(-KH // sh), -(-KW // sw)
+    Hq, Wq = OH + KQ - 1, OW + KR - 1
+    xs = np.zeros((N, sh * sw, C, Hq, Wq), xp.dtype)
+    ws = np.zeros((OC, sh * sw, C, KQ, KR), w.dtype)
+    for a in range(sh):
+        for b in range(sw):
+            ph = xp[:, :, a::sh, b::sw][:, :, :Hq, :Wq]
+            xs[:, a * sw + b, :, :ph.shape[2], :ph.shape[3]] = ph
+            sub = w[:, :, a::sh, b::sw]
+            ws[:, a * sw + b, :, :sub.shape[2], :sub.shape[3]] = sub
+    return (np.ascontiguousarray(xs.reshape(N, sh * sw * C, Hq, Wq)), np.ascontiguousarray(
+        ws.reshape(OC, sh * sw * C, KQ, KR)), KQ, KR)
 
 
 def _rate(cfg, dtype):
@@ -146,19 +177,21 @@ def _rate(cfg, dtype):
         np.dtype(dtype), cfg.matrix.fp32_rate)
 
 
-def _epilogue(acc, reps, ops, act, lo, hi, out_dt, qp, qbounds):
+def _epilogue(acc, reps, ops, act, lo, hi, out_dt, qp, qbounds, res=None):
     """acc [m, cw] -> the output dtype: fp32, x scale and + bias per column (the repeated rows reps, br deep),
     the activation. With int8 output the activation is applied after requantizing, on int8 (a quarter of the
     vector work): requantization is monotone and maps 0, lo and hi to their quantized values, so clamping
     before or after gives the same integers (a NaN sum, from a NaN scale or bias, requantizes to 0 and then
     clamps to the zero point or lo instead of staying 0)."""
     m = acc.shape[0]
-    y = acc.astype("f32") if acc.dtype != "f32" or ops else acc
+    y = acc.astype("f32") if acc.dtype != "f32" or ops or res is not None else acc
     br = reps[0].shape[0] if reps else m
     for rep, op in zip(reps, ops):
         for c in lang.static_range(0, m, br):
             rows = y[c:min(c + br, m)]
             op(rows, rep[:rows.shape[0]], out=rows)
+    if res is not None:
+        lang.add(y, res, out=y)
     if out_dt != "i8":
         return _finish(y, act, lo, hi, out_dt, qp)
     q = y.astype("i8", qparam=qp)
@@ -345,11 +378,25 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
     if out_dt == "i8":
         from .dense import qparam
         qp = qparam(np.float32(1.0) / np.float32(out_scale), out_zero_point)
-    if G == 1 and (sh, sw) == (1, 1) and residual is None:
+    flat_x, flat_pads = None, (pt, pb, pl, pr)
+    if G == 1 and (sh, sw) == (1, 1):
+        flat_x = np.asarray(x, cdt)
+    elif G == 1 and (KH, KW) == (1, 1):
+        # a strided 1x1 conv reads every sh-th row and sw-th column: the host's layout change for the flat
+        # kernel takes those (padding first), and the conv is then a stride-1 1x1 over OH x OW positions
+        flat_x, flat_pads = np.ascontiguousarray(xp[:, :, ::sh, ::sw][:, :, :OH, :OW]), (0, 0, 0, 0)
+    elif G == 1 and (dh, dw) == (1, 1):
+        # strided KxK: the padded input split into its sh x sw phases (every sh-th row from row a, every sw-th
+        # column from column b), stacked as channels, is a stride-1 conv with ceil(K/s) taps per dimension
+        # whose weights are w's taps of each phase (zeros where a phase has no tap: MACs the card spends on
+        # zeros, 16/9 of the useful ones for 3x3 stride 2)
+        flat_x, wc, KH, KW = _phases(xp, wc, sh, sw, OH, OW)
+        flat_pads = (0, 0, 0, 0)
+    if flat_x is not None:
         qbounds = None if out_dt != "i8" else _qbounds(activation, lo, hi, np.float32(1.0) / np.float32(out_scale),
                                                        out_zero_point)
-        done = _run_flat(card, np.asarray(x, cdt), wc, scale, b, (N, OC, OH, OW), np_out, qp, qbounds,
-                         (pt, pb, pl, pr), KH, KW, dh, dw, activation, lo, hi, out_dt, memory, pes, trace)
+        done = _run_flat(card, flat_x, wc, scale, b, (N, OC, OH, OW), np_out, qp, qbounds, flat_pads, KH, KW, dh,
+                         dw, activation, lo, hi, out_dt, memory, pes, trace, residual)
         if done is not None:
             return done
     k = lang.library_kernel(_conv, "conv2d")
@@ -372,34 +419,54 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
 
 
 def _run_flat(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi,
-              out_dt, memory, pes, trace):
+              out_dt, memory, pes, trace, residual=None):
     """The stride-1, one-group path (channels last on the card; the host converts the layouts and drops the
     positions computed past the images). None when its tiles do not fit local memory (the general kernel runs
     instead)."""
     plan = flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi,
-                     out_dt, memory, pes)
+                     out_dt, memory, pes, residual)
     if plan is None:
         return None
     key = ("conv2d-flat", plan.x2.shape, plan.wf.shape, str(x.dtype), plan.consts, scale is not None,
-           bias is not None, memory, card.config.data["name"], int(card.config.local_memory.bytes))
+           bias is not None, residual is not None, memory, card.config.data["name"],
+           int(card.config.local_memory.bytes))
     # the weights every PE reads whole: from the shared SRAM (one copy on chip, as a runtime keeps them)
     wf_arg = runner.OnChip(plan.wf) if plan.wf.nbytes <= card.config.shared_sram.bytes // 4 else plan.wf
-    args = [runner.OnChip(plan.x2) if memory == "shared" else plan.x2, wf_arg] + \
-        [v for v in plan.vecs if v is not None] + [runner.Out(plan.out_shape, np_out, memory)] + \
+    place = (lambda a: runner.OnChip(a)) if memory == "shared" else (lambda a: a)
+    args = [place(plan.x2), wf_arg] + [v for v in plan.vecs if v is not None] + \
+        ([place(plan.res)] if plan.res is not None else []) + [runner.Out(plan.out_shape, np_out, memory)] + \
         ([qp] if qp is not None else [])
     (y,), result = runner.run(card, key, lambda: plan.image, "conv2d", args, pes=pes, trace=trace)
     return plan.unflatten(y), result
 
 
+def _fold_grid(cfg, npe, F, taps, C, P, eb, rate):
+    """How many fold groups the PEs split the output channels into (a divisor of the PE count): the one whose
+    busiest PE has the fewest modeled cycles (matrix fills and streamed rows, the first fold's weights, half a
+    fold's epilogue at the end); the positions split over the rest."""
+    rows, cols = int(cfg.matrix.rows), int(cfg.matrix.cols)
+    kf = -(-C // (rows * int(cfg.matrix.depth)))
+    best = None
+    for d in [d for d in range(1, npe + 1) if npe % d == 0]:
+        Fg = -(-F // d)
+        share = -(-P // (npe // d))
+        per_tap = kf * (2 * rows + cols - 2 + share) / rate + C * cols * eb / 128
+        est = Fg * taps * per_tap + taps * C * cols * eb / 64 + share * cols * 4.25 / 16 / 2
+        if best is None or est < best[0] * 0.98:
+            best = (est, d)
+    return best[1]
+
+
 def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi, out_dt,
-              memory="dram", pes=None):
+              memory="dram", pes=None, residual=None):
     """The flat kernel's operands, constants and compiled image for x (unpadded, NCHW) and wc [OC, C, KH, KW];
     `unflatten(y)` turns its output back into NCHW. None when no block size fits local memory.
 
     Layout: each image row is W positions preceded by g = max(left, right padding) zeros, so a row's right
     padding is the next row's left padding (Wp = W + g); each image is H rows preceded by gr = max(top,
     bottom) zero rows, likewise shared; zeros past the last image cover the reads of the last PE's block.
-    (Where the padding is wider than the kernel's reach, g and gr grow so a row holds OW outputs.)"""
+    (Where the padding is wider than the kernel's reach, g and gr grow so a row holds OW outputs.) The
+    residual, if any, is laid out like the output."""
     from types import SimpleNamespace
     pt, pb, pl, pr = pads
     N, C, H, W = x.shape
@@ -408,48 +475,61 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
     Wp, Hg = W + g, H + gr
     shifts = tuple((gr - pt + kh * dh) * Wp + (g - pl) + kw * dw for kh in range(KH) for kw in range(KW))
     P = ((N - 1) * Hg + OH) * Wp                         # positions up to the last image's last output row
-    cw = min(int(card.config.matrix.cols), OC)           # an item: one fold of output channels
-    F = -(-OC // cw)
-    OCp, taps = F * cw, KH * KW
-    npe = card.config.pes if pes is None else len(pes)
+    cfg = card.config
+    cw = min(int(cfg.matrix.cols), OC)                   # an item: one fold of output channels
+    taps = KH * KW
+    npe = cfg.pes if pes is None else len(pes)
+    fsplit = _fold_grid(cfg, npe, -(-OC // cw), taps, C, P, x.dtype.itemsize, _rate(cfg, x.dtype))
+    F = -(-OC // (cw * fsplit)) * fsplit                 # folds, a multiple of the fold groups
+    OCp = F * cw
+    groups = npe // fsplit
     wf = np.zeros((KH, KW, C, OCp), wc.dtype)
     wf[..., :OC] = wc.transpose(2, 3, 1, 0)
     wf = np.ascontiguousarray(wf.reshape(taps, C, F, cw).transpose(2, 0, 1, 3)).reshape(F * taps * C, cw)
     vecs = [None if v is None else np.concatenate([v, np.zeros(OCp - OC, np.float32)]) for v in (scale, bias)]
     k = lang.library_kernel(_conv_flat, "conv2d")
-    share = -(-P // npe)
+    share = -(-P // groups)
     # One block per PE unless the layer streams from DRAM and is bound by it: then two, so the second block's
     # band loads and the first block's results leave while the matrix unit works (measured on ResNet-50's
     # stage 3, docs/kernels.md; more blocks cost a matrix fill per tap and fold each)
-    cfg = card.config
     dram_cycles = (x.nbytes + N * OH * OW * OC * np.dtype(np_out).itemsize) / (cfg.dram.gbps / cfg.clock_ghz)
-    mm_cycles = share * F * taps * -(-C // (cfg.matrix.rows * cfg.matrix.depth)) / _rate(cfg, x.dtype)
+    mm_cycles = share * (F // fsplit) * taps * -(-C // (cfg.matrix.rows * cfg.matrix.depth)) / _rate(cfg, x.dtype)
+    res_example = None if residual is None else np.empty((1, OCp), np.float32)
     for blocks in range(2 if memory == "dram" and dram_cycles > mm_cycles and share > 1 else 1, share + 1):
         M = -(-share // blocks)
         if blocks > 1 and M == -(-share // (blocks - 1)):
             continue
         per_pe = blocks * M
-        consts = (shifts, per_pe, M, cw, min(M, 128), act, lo, hi, out_dt, qbounds, memory != "shared")
+        consts = (shifts, per_pe, M, cw, fsplit, min(M, 128), act, lo, hi, out_dt, qbounds, memory != "shared")
         try:
-            image = k.compile(np.empty((npe * per_pe + shifts[-1], C), x.dtype), wf, vecs[0], vecs[1],
-                              np.empty((npe * per_pe, OCp), np_out), qp, *consts, config=card.config).image
+            image = k.compile(np.empty((groups * per_pe + shifts[-1], C), x.dtype), wf, vecs[0], vecs[1],
+                              None if res_example is None else np.empty((groups * per_pe, OCp), np.float32),
+                              np.empty((groups * per_pe, OCp), np_out), qp, *consts, config=cfg).image
             break
         except lang.KernelError as e:
             if "does not fit local memory" not in str(e):
                 raise
     else:
         return None
-    x2 = np.zeros((npe * per_pe + shifts[-1], C), x.dtype)
+    alloc = groups * per_pe
+    x2 = np.zeros((alloc + shifts[-1], C), x.dtype)
     tall = np.zeros((N, Hg, Wp, C), x.dtype)
     tall[:, gr:, g:] = x.transpose(0, 2, 3, 1)
     n = min(N * Hg * Wp, x2.shape[0])
     x2[:n] = tall.reshape(-1, C)[:n]
+    res = None
+    if residual is not None:                             # output position of (n, oh, ow): n*Hg*Wp + oh*Wp + ow
+        rt = np.zeros((N, Hg, Wp, OCp), np.float32)
+        rt[:, :OH, :OW, :OC] = residual.transpose(0, 2, 3, 1)
+        res = np.zeros((alloc, OCp), np.float32)
+        m = min(N * Hg * Wp, alloc)
+        res[:m] = rt.reshape(-1, OCp)[:m]
 
     def unflatten(y):
         need = N * Hg * Wp
         y = np.concatenate([y, np.zeros((max(0, need - y.shape[0]), OCp), y.dtype)])[:need].reshape(N, Hg, Wp, OCp)
         return np.ascontiguousarray(y[:, :OH, :OW, :OC].transpose(0, 3, 1, 2))
-    return SimpleNamespace(x2=x2, wf=wf, vecs=vecs, out_shape=(npe * per_pe, OCp), consts=consts, image=image,
+    return SimpleNamespace(x2=x2, wf=wf, vecs=vecs, res=res, out_shape=(alloc, OCp), consts=consts, image=image,
                            unflatten=unflatten, kernel=k)
 
 

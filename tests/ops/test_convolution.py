@@ -214,7 +214,7 @@ def test_stride1_kernel_interprets_to_the_same_numbers():
     y, _ = CV.conv2d(CARD, x, w, None, 1, 1)
     plan = CV.flat_plan(CARD, x, w, None, None, y.shape, np.float32, None, None, (1, 1, 1, 1), 3, 3, 1, 1, None,
                         None, None, "f32")
-    got = plan.kernel.interpret(plan.x2, plan.wf, None, None, np.zeros(plan.out_shape, np.float32), None,
+    got = plan.kernel.interpret(plan.x2, plan.wf, None, None, None, np.zeros(plan.out_shape, np.float32), None,
                                 *plan.consts, pes=CARD.config.pes)
     np.testing.assert_array_equal(plan.unflatten(got), y)
 
@@ -229,3 +229,36 @@ def test_int8_quantization_arguments_are_checked(kw, match):
     args.update(kw)
     with pytest.raises(vnpu.InvalidArgument, match=match):
         CV.conv2d(CARD, np.zeros((1, 2, 3, 3), np.int8), np.zeros((2, 2, 1, 1), np.int8), **args)
+
+
+@pytest.mark.parametrize("case", [
+    (1, 8, 2, 2, 16, 1, 1, 1, 0),          # few positions, many folds: the PEs split the output channels
+    (2, 6, 7, 5, 9, 3, 3, 1, 1),
+    (1, 8, 9, 9, 12, 1, 1, 2, 1),          # strided 1x1 (with padding): the host subsamples, then the flat path
+    (2, 4, 8, 6, 8, 1, 1, (2, 3), 0),
+])
+@pytest.mark.parametrize("dtype", ["int8", "fp32"])
+def test_flat_path_residual_stride_and_channel_split(case, dtype):
+    N, C, H, W, OC, KH, KW, s, p = case
+    rng = np.random.default_rng(17)
+    if dtype == "int8":
+        x = rng.integers(-128, 128, (N, C, H, W)).astype(np.int8)
+        w = rng.integers(-128, 128, (OC, C, KH, KW)).astype(np.int8)
+        kw = dict(x_scale=0.03, w_scale=(rng.random(OC) * 1e-3 + 1e-4).astype(np.float32), out_scale=0.05,
+                  out_zero_point=3)
+    else:
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = rng.standard_normal((OC, C, KH, KW)).astype(np.float32)
+        kw = {}
+    b = rng.standard_normal(OC).astype(np.float32)
+    ref0 = CV.reference_conv2d(x, w, b, s, p, 1, 1, **{k: v for k, v in kw.items() if "out" not in k})
+    res = rng.standard_normal(ref0.shape).astype(np.float32)
+    y, r = CV.conv2d(CARD, x, w, b, s, p, 1, 1, residual=res, activation="relu", **kw)
+    want = CV.reference_conv2d(x, w, b, s, p, 1, 1, residual=res, activation="relu", **kw)
+    if dtype == "int8":
+        np.testing.assert_array_equal(y, want)
+    else:
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+        ref = np.maximum(torch_conv(x, w, b, s, p, 1, 1) + res, 0)
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-4)
+    assert r.cycles > 0
