@@ -28,8 +28,8 @@ Models and their options (keyword arguments of `build`):
   hidden=768, heads=12, intermediate=3072, seq=128, vocab=30522, max_position=512, mask=False,
   pooler=False, seed=0. Weights and biases normal(0, 0.02) (BERT's init; biases random too, so they
   count), layer-norm gamma 1 + normal(0, 0.02). Attention per layer: Q, K, V `linear`, reshape
-  [b, s, h, d] and permute to [b, h, s, d]; scores = bmm(Q, K, transpose_b) * 1/sqrt(d); softmax(scores, mask) over the keys; context =
-  bmm(probs, V), permuted back and reshaped to [b, s, hidden].
+  [b, s, h, d] and permute to [b, h, s, d]; scores = bmm(Q, K, transpose_b) * 1/sqrt(d);
+  softmax(scores, mask) over the keys; context = bmm(probs, V), permuted back and reshaped to [b, s, hidden].
 - "rm1", "rm2", "rm3": the DeepRecSys DLRM presets of `vnpu.runtime.model.PRESETS`, with the very weights
   of `vnpu.runtime.model.DLRM` for the same preset, rows_scale and seed (the model the serving runtime runs,
   its fp16-valued dense weights taken as float32, its tables in float32). Inputs `dense` float32
