@@ -430,8 +430,13 @@ def _conv_card(card, xs, attrs, pes):
                   out_zero_point=attrs.get("out_zero_point", 0))
     else:
         kw["out_dtype"] = "fp16" if x.dtype == w.dtype == np.float16 else "fp32"
-    y, _ = CV.conv2d(card, x, w, None if b is None else np.asarray(b, np.float32), _pair(attrs.get("stride", 1)),
-                     _pads4(attrs.get("padding", 0)), _pair(attrs.get("dilation", 1)), attrs.get("groups", 1), **kw)
+    try:
+        y, _ = CV.conv2d(card, x, w, None if b is None else np.asarray(b, np.float32), _pair(attrs.get("stride", 1)),
+                         _pads4(attrs.get("padding", 0)), _pair(attrs.get("dilation", 1)), attrs.get("groups", 1), **kw)
+    except InvalidArgument as e:
+        if "does not fit the card" in str(e):
+            raise NotLowered(str(e)) from None
+        raise
     return [y]
 
 

@@ -286,7 +286,31 @@ def quantize_int8(graph: Graph, samples) -> Graph:
         nodes.append(n)
     g.nodes = nodes
     g.remove_unused()
-    return infer_shapes(g)
+    return infer_shapes(_requantize_in_epilogue(infer_shapes(g)))
+
+
+def _requantize_in_epilogue(g):
+    """An int8 conv2d or linear whose float result only feeds a quantize: it requantizes in its own epilogue
+    (out_scale, out_zero_point; the same vcvt rounding as the quantize op) and the quantize goes."""
+    users = g.consumers()
+    prod = g.producers()
+    drop = set()
+    for q in g.nodes:
+        if q.op != "quantize":
+            continue
+        x = q.inputs[0]
+        src = prod.get(x)
+        if src is None or src.op not in ("conv2d", "linear") or "out_scale" in src.attrs or x in g.outputs or \
+                len(users.get(x, [])) != 1 or g.values[src.inputs[0]].dtype != "int8":
+            continue
+        src.attrs["out_scale"] = q.attrs["scale"]
+        src.attrs["out_zero_point"] = q.attrs.get("zero_point", 0)
+        g.values[x].dtype = "int8"
+        _replace_uses(g, q.outputs[0], x)
+        drop.add(id(q))
+    g.nodes = [n for n in g.nodes if id(n) not in drop]
+    g.remove_unused()
+    return g
 
 
 def optimize(graph: Graph, dtype="float32", samples=None) -> Graph:
