@@ -148,12 +148,17 @@ def cmd_info(args):
 
 
 def cmd_demo(args):
-    from vnpu.demo import parse_batches, run_demo
-    batches = parse_batches(args.batch)
-    if not 1 <= args.requests <= MAX_DEMO_REQUESTS:
-        raise InvalidArgument(f"--requests must be 1..{MAX_DEMO_REQUESTS}, got {args.requests}")
+    from vnpu.demo import parse_batches, run_demo, run_model_demo
+    compiled = args.model in ("resnet50", "bert")
+    batches = parse_batches(args.batch or ("1" if compiled else "16,64,256"))
+    requests = args.requests if args.requests is not None else (6 if compiled else 16)
+    if not 1 <= requests <= MAX_DEMO_REQUESTS:
+        raise InvalidArgument(f"--requests must be 1..{MAX_DEMO_REQUESTS}, got {requests}")
+    if compiled:
+        return run_model_demo(args.model, batches=batches, requests=requests, as_json=args.json,
+                              trace_path=args.trace, platform_config=args.config)
     return run_demo(as_json=args.json, trace_path=args.trace, model=args.model, full=args.full, batches=batches,
-                    requests=args.requests, platform_config=args.config, table_format=args.tables,
+                    requests=requests, platform_config=args.config, table_format=args.tables,
                     dense_dtype=args.dense, inject=args.inject, fault_policy=args.fault_policy)
 
 
@@ -177,10 +182,14 @@ def build_parser():
     m = sub.add_parser("demo", help="the main job on the embedded default platform")
     m.add_argument("--json", action="store_true")
     m.add_argument("--trace", default=None, help="where to write the Chrome trace (default: a temp file)")
-    m.add_argument("--model", default="rm1", choices=("rm1", "rm2", "rm3"), help="DeepRecSys shape (default rm1)")
+    m.add_argument("--model", default="rm1", choices=("rm1", "rm2", "rm3", "resnet50", "bert"),
+                   help="rm1-rm3: a DeepRecSys DLRM on the recommendation runtime (default rm1); resnet50, bert: the "
+                        "built-in model compiled onto the cards (vnpu.compile)")
     m.add_argument("--full", action="store_true", help="full-size tables (rm1: 8 x 4M rows), where memory allows")
-    m.add_argument("--batch", default="16,64,256", help="batch sizes, comma separated (each 1..1024)")
-    m.add_argument("--requests", type=int, default=16, help=f"requests per batch size (1..{MAX_DEMO_REQUESTS})")
+    m.add_argument("--batch", default=None, help="batch sizes, comma separated (default 16,64,256 for the DLRM, "
+                                                 "1 for resnet50 and bert)")
+    m.add_argument("--requests", type=int, default=None,
+                   help=f"requests per batch size (1..{MAX_DEMO_REQUESTS}; default 16, 6 for resnet50 and bert)")
     m.add_argument("--config", default=None, help="platform YAML (default: the embedded six-card platform)")
     m.add_argument("--tables", default="int8_rowwise", choices=("int8_rowwise", "int4_rowwise"),
                    help="embedding table format")

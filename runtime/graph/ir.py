@@ -106,7 +106,15 @@ class Graph:
                 raise InvalidArgument(f"graph {self.name!r}: {op} {name!r} reads {i!r}, which is not defined yet")
         node = Node(op, list(inputs), [], dict(attrs or {}), name or op, source)
         types = infer(self, node)
-        names = outputs if isinstance(outputs, (list, tuple)) else [self.fresh(name or op) for _ in types]
+        if isinstance(outputs, (list, tuple)):
+            names = list(outputs)
+        else:
+            names = []
+            for _ in types:
+                nm = self.fresh(name or op)
+                while nm in names:
+                    nm = f"{name or op}.{next(self._ids)}"
+                names.append(nm)
         if len(names) != len(types):
             raise InvalidArgument(f"graph {self.name!r}: {op} {name!r} has {len(types)} outputs, {len(names)} named")
         for n, (shape, dtype) in zip(names, types):
@@ -146,6 +154,7 @@ class Graph:
             if any(o in live for o in n.outputs):
                 kept.append(n)
                 live.update(i for i in n.inputs if i)
+                live.update(n.outputs)          # a kept node's other outputs stay defined (a split's parts)
         self.nodes = kept[::-1]
         used = live | set(self.inputs)
         for name in [k for k, v in self.values.items() if k not in used]:

@@ -646,7 +646,10 @@ def _softmax_host(xs, attrs):
     d = attrs.get("dim", -1)
     with np.errstate(all="ignore"):
         e = np.exp(x - np.max(x, axis=d, keepdims=True))
-        return [_to(xs[0].dtype, e / e.sum(axis=d, keepdims=True))]
+        y = e / e.sum(axis=d, keepdims=True)
+    if attrs.get("safe"):                     # PyTorch's _safe_softmax: a row of all -inf gives zeros, not NaN
+        y = np.where(np.isneginf(x).all(axis=d, keepdims=True), 0.0, y)
+    return [_to(xs[0].dtype, y)]
 
 
 def _softmax_card(card, xs, attrs, pes):
@@ -659,6 +662,8 @@ def _softmax_card(card, xs, attrs, pes):
         x = np.ascontiguousarray(np.moveaxis(x, d, -1))
         if mask is not None:
             mask = np.ascontiguousarray(np.moveaxis(np.broadcast_to(mask, xs[0].shape), d, -1))
+    if attrs.get("safe"):
+        raise NotLowered("softmax with zeros for fully masked rows (PyTorch's _safe_softmax): the card's gives NaN")
     y = O.masked_softmax(x, None if mask is None else np.asarray(mask, x.dtype), card=card, pes=pes)
     return [np.moveaxis(y, -1, d) if d != xs[0].ndim - 1 else y]
 
@@ -674,7 +679,8 @@ def _sdpa_infer(types, attrs):
 
 def _sdpa_host(xs, attrs):
     q, k, v = _f64(xs[0]), _f64(xs[1]), _f64(xs[2])
-    s = attrs.get("scale") or 1 / math.sqrt(q.shape[-1])
+    s = attrs.get("scale")
+    s = 1 / math.sqrt(q.shape[-1]) if s is None else s
     a = q @ np.swapaxes(k, -1, -2) * s
     if len(xs) > 3 and xs[3] is not None:
         m = xs[3]
@@ -682,8 +688,11 @@ def _sdpa_host(xs, attrs):
     if attrs.get("is_causal"):
         L, S = a.shape[-2:]
         a = np.where(np.tril(np.ones((L, S), bool)), a, -np.inf)
-    a = np.exp(a - a.max(-1, keepdims=True))
-    return [_to(xs[0].dtype, (a / a.sum(-1, keepdims=True)) @ v)]
+    with np.errstate(all="ignore"):
+        dead = np.isneginf(a).all(-1, keepdims=True)     # a fully masked row: zeros, as PyTorch's SDPA gives
+        a = np.exp(a - a.max(-1, keepdims=True))
+        a = np.where(dead, 0.0, a / a.sum(-1, keepdims=True))
+    return [_to(xs[0].dtype, a @ v)]
 
 
 def _sdpa_card(card, xs, attrs, pes):
@@ -791,7 +800,11 @@ _op("expand", lambda t, a: _by_host(t, a, "expand"), _expand_host, None, cheap=T
 
 
 def _gather_host(xs, attrs):
-    return [np.take_along_axis(xs[0], xs[1].astype(np.int64), axis=attrs.get("dim", 0))]
+    x, idx = xs[0], xs[1].astype(np.int64)
+    d = attrs.get("dim", 0) % x.ndim
+    # torch.gather: the index may be smaller than x in the other dimensions (numpy's take_along_axis wants equal)
+    x = x[tuple(slice(None) if k == d else slice(0, s) for k, s in enumerate(idx.shape))]
+    return [np.take_along_axis(x, idx, axis=d)]
 
 
 def _gather_card(card, xs, attrs, pes):
@@ -875,7 +888,7 @@ _op("to", lambda t, a: [(t[0][0], np.dtype(a["dtype"]).name)], _to_host, _to_car
 # --- reductions -----------------------------------------------------------------------------------------------
 def _dims(attrs, ndim):
     d = attrs.get("dim")
-    if d is None or d == ():
+    if d is None or (isinstance(d, (tuple, list)) and len(d) == 0):
         return tuple(range(ndim))
     return tuple(sorted(e % ndim for e in (d if isinstance(d, (tuple, list)) else (d,))))
 
@@ -891,6 +904,8 @@ def _reduce_host(fn):
             if kd and d is not None:
                 y = np.expand_dims(y, d % x.ndim)
             return [np.asarray(y, np.int64)]
+        if fn == "sum" and x.dtype.kind in "biu":      # PyTorch sums bools and integers as int64
+            return [np.sum(x, axis=dims, keepdims=kd, dtype=np.int64)]
         with np.errstate(all="ignore"):
             y = getattr(np, {"sum": "sum", "mean": "mean", "amax": "max"}[fn])(_f64(x), axis=dims, keepdims=kd)
         return [_to(x.dtype, y)]
