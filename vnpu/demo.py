@@ -84,7 +84,6 @@ def run_model_demo(name, batches=(1,), requests=6, as_json=False, trace_path=Non
     """A built-in model (resnet50: int8, bert: fp16) compiled onto the platform's cards with vnpu.compile and
     served: latency and throughput per batch size on the virtual timeline, the outputs checked against the
     model's float32 numpy meaning, and where the time went."""
-    import numpy as np
 
     import vnpu
     from vnpu.runtime.graph import models
