@@ -446,12 +446,16 @@ def _fold_grid(cfg, npe, F, taps, C, P, eb, rate):
     fold's epilogue at the end); the positions split over the rest."""
     rows, cols = int(cfg.matrix.rows), int(cfg.matrix.cols)
     kf = -(-C // (rows * int(cfg.matrix.depth)))
+    dma_rate = float(cfg.dma.bytes_per_cycle)
     best = None
     for d in [d for d in range(1, npe + 1) if npe % d == 0]:
         Fg = -(-F // d)
         share = -(-P // (npe // d))
         per_tap = kf * (2 * rows + cols - 2 + share) / rate + C * cols * eb / 128
-        est = Fg * taps * per_tap + taps * C * cols * eb / 64 + share * cols * 4.25 / 16 / 2
+        matrix = Fg * taps * per_tap
+        # the PE's one DMA engine brings its folds' weights and its band: a floor under the matrix time
+        dma = (Fg * taps * C * cols + share * C) * eb / dma_rate
+        est = max(matrix, dma) + taps * C * cols * eb / dma_rate + share * cols * 4.25 / 16 / 2
         if best is None or est < best[0] * 0.98:
             best = (est, d)
     return best[1]
