@@ -25,7 +25,7 @@ def check_inputs(graph, inputs):
             if a.dtype.kind != np.dtype(v.dtype).kind and not (a.dtype.kind in "iu" and np.dtype(v.dtype).kind in "iu"):
                 raise InvalidArgument(f"{graph.name}: input {name!r} must be {v.dtype}, got {a.dtype}")
             a = a.astype(v.dtype)
-        out.append(np.ascontiguousarray(a))
+        out.append(np.asarray(a, order="C"))
     return out
 
 

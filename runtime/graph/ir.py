@@ -92,8 +92,8 @@ class Graph:
         return name
 
     def add_const(self, name, array):
-        a = np.ascontiguousarray(array)
-        if a.dtype == np.float64:
+        a = np.asarray(array, order="C")          # (ascontiguousarray would make a 0-d array 1-d)
+        if a.dtype == np.float64:                 # vnpu computes float32 at most: weights are stored so
             a = a.astype(np.float32)
         return self.add_value(self.fresh(name), a.shape, a.dtype, a).name
 

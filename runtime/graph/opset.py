@@ -187,6 +187,22 @@ for _n in BINARY:
     _op(_n, _bcast, _binary_host(_n), _binary_card(_n) if _n != "pow" else None)
 
 
+def _pow_infer(types, attrs):
+    """A float base to an integer power keeps the base's dtype (as ONNX and PyTorch do)."""
+    (shape, dt), = _bcast(types, attrs)
+    if np.dtype(types[0][1]).kind == "f" and np.dtype(types[1][1]).kind in "iub":
+        dt = types[0][1]
+    return [(shape, dt)]
+
+
+def _pow_host(xs, attrs):
+    out = _binary_host("pow")(xs, attrs)[0]
+    return [out.astype(_pow_infer([(xs[0].shape, xs[0].dtype.name), (xs[1].shape, xs[1].dtype.name)], attrs)[0][1])]
+
+
+_op("pow", _pow_infer, _pow_host)
+
+
 def _where_infer(types, attrs):
     return _bcast(types[1:], attrs) if types[0] is None else [(np.broadcast_shapes(*[t[0] for t in types]),
                                                                 _bcast(types[1:], attrs)[0][1])]
@@ -503,6 +519,8 @@ def _pool_infer(types, attrs):
     ph, pw = _pair(attrs.get("padding", 0))
     dh, dw = _pair(attrs.get("dilation", 1))
     c = attrs.get("ceil_mode", False)
+    if ph > kh // 2 or pw > kw // 2:              # PyTorch's rule (the kernels' too)
+        raise ValueError(f"padding {(ph, pw)} is more than half the kernel {(kh, kw)}")
     return [(tuple(x[:-2]) + (_pool_out(x[-2], kh, sh, ph, dh, c), _pool_out(x[-1], kw, sw, pw, dw, c)), xd)]
 
 
@@ -727,7 +745,7 @@ def _permute_card(card, xs, attrs, pes):
 
 
 _op("permute", lambda t, a: _by_host(t, a, "permute"),
-    lambda xs, a: [np.ascontiguousarray(np.transpose(xs[0], tuple(a["dims"])))], _permute_card, cheap=True)
+    lambda xs, a: [np.asarray(np.transpose(xs[0], tuple(a["dims"])), order="C")], _permute_card, cheap=True)
 
 
 def _cat_card(card, xs, attrs, pes):
@@ -793,7 +811,7 @@ _op("pad", lambda t, a: _by_host(t, a, "pad"), _pad_host, _pad_card, cheap=True)
 
 
 def _expand_host(xs, attrs):
-    return [np.ascontiguousarray(np.broadcast_to(xs[0], tuple(attrs["shape"])))]
+    return [np.asarray(np.broadcast_to(xs[0], tuple(attrs["shape"])), order="C")]
 
 
 _op("expand", lambda t, a: _by_host(t, a, "expand"), _expand_host, None, cheap=True)
@@ -904,7 +922,8 @@ def _reduce_host(fn):
             if kd and d is not None:
                 y = np.expand_dims(y, d % x.ndim)
             return [np.asarray(y, np.int64)]
-        if fn == "sum" and x.dtype.kind in "biu":      # PyTorch sums bools and integers as int64
+        if fn == "sum" and x.dtype.kind in "biu":      # PyTorch sums bools and integers as int64 (ONNX keeps
+            # the type: its front end casts back)
             return [np.sum(x, axis=dims, keepdims=kd, dtype=np.int64)]
         with np.errstate(all="ignore"):
             y = getattr(np, {"sum": "sum", "mean": "mean", "amax": "max"}[fn])(_f64(x), axis=dims, keepdims=kd)
