@@ -7,6 +7,13 @@ no call returns VNPU_SUCCESS for work it did not do. Handles are numbers in a ta
 bits), typed as opaque pointers in C but never dereferenced, so a C program that passes a freed, made-up or
 wrong-kind handle gets VNPU_ERROR_INVALID_HANDLE instead of a crash. Argument values are checked by the
 Python driver (driver/validate.py), so the two APIs accept and refuse the same values.
+
+The vnpuProgram functions run compiled models (.vnpp files) through the runtime's Program. Layering: the C
+API lives under driver/ but is a front end, above the runtime (tests/test_layers.py classifies driver/capi
+with the CLI), and the driver proper (driver/*.py) never imports the runtime. Even so this module imports
+vnpu.runtime.graph.bundle only inside vnpuProgramLoad, at call time, as vnpuModuleLoadLibrary imports the
+kernels: starting the library (`import vnpu.driver.capi.impl`) loads neither the runtime nor the graph
+compiler, and a host that never loads a program never pays for them. No hook or registration is needed.
 """
 from __future__ import annotations
 
@@ -16,13 +23,15 @@ import os
 import sys
 import threading
 import traceback
+import zipfile
+import zlib
 
 import numpy as np
 
 import vnpu
 from vnpu import errors as E
 
-API_VERSION = 2
+API_VERSION = 3
 
 # status codes: the same numbers as the enum in vnpu.h (test_capi checks they agree)
 STATUS = {
@@ -43,6 +52,9 @@ _ERROR_STATUS = [
 ARG_BUFFER, ARG_INT, ARG_FLOAT = 0, 1, 2
 QUEUE_SANITIZE = 1                 # vnpuQueueFlags
 QUEUE_FLAGS = QUEUE_SANITIZE
+MAX_DIMS = 8                       # VNPU_MAX_DIMS
+# vnpuDtype: the graph IR's dtypes (vnpu.runtime.graph.ir.DTYPES)
+DTYPE_CODES = {"float32": 0, "float16": 1, "int8": 2, "int32": 3, "int64": 4, "uint8": 5, "bool": 6, "float64": 7}
 
 
 def status_of(exc: BaseException) -> int:
@@ -53,7 +65,7 @@ def status_of(exc: BaseException) -> int:
 
 
 class NotReady(Exception):
-    """vnpuEventQuery's 'not yet': a status, not an error message."""
+    """vnpuEventQuery's 'not yet': a status, not an error message (unless it is given one)."""
 
 
 class Closed:
@@ -66,12 +78,43 @@ class Closed:
         self.invalid = invalid
 
 
-# the platform and the device of what a handle of each kind stands for
+# the platform and the cards of what a handle of each kind stands for (a program is on several)
 PLATFORM_OF = {"device": lambda d: d.platform, "buffer": lambda b: b.device.platform,
                "module": lambda m: m.device.platform, "kernel": lambda k: k.module.device.platform,
-               "queue": lambda q: q.platform, "event": lambda e: e.queue.platform}
-DEVICE_OF = {"device": lambda d: d, "buffer": lambda b: b.device, "module": lambda m: m.device,
-             "kernel": lambda k: k.module.device, "queue": lambda q: q.device, "event": lambda e: e.queue.device}
+               "queue": lambda q: q.platform, "event": lambda e: e.queue.platform,
+               "program": lambda p: p.program.platform}
+DEVICES_OF = {"device": lambda d: [d], "buffer": lambda b: [b.device], "module": lambda m: [m.device],
+              "kernel": lambda k: [k.module.device], "queue": lambda q: [q.device], "event": lambda e: [e.queue.device],
+              "program": lambda p: p.devices}
+
+
+class Tensor:
+    """One input or output of a loaded program, as vnpuTensorInfo gives it (the name as a C string that lives
+    as long as the program's handle)."""
+
+    def __init__(self, value):
+        self.name, self.shape, self.dtype = value.name, tuple(int(d) for d in value.shape), np.dtype(value.dtype)
+        self.code = DTYPE_CODES.get(value.dtype)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        self.c_name = _ffi.new("char[]", self.name.encode("utf-8", "replace"))
+
+    def describe(self):
+        return f"{self.name!r} ({self.dtype}[{', '.join(map(str, self.shape))}], {self.nbytes} bytes)"
+
+
+class LoadedProgram:
+    """What a vnpuProgram handle stands for: the runtime's Program (vnpu.runtime.graph.program), its inputs and
+    outputs, and the last successful run's latency. Runs of one program are serialized (its lock), so the
+    latency read after a run is that run's."""
+
+    def __init__(self, program):
+        self.program = program
+        g = program.graph
+        self.inputs = [Tensor(g.values[n]) for n in g.inputs]
+        self.outputs = [Tensor(g.values[n]) for n in g.outputs]
+        self.devices = list(program.platform.devices[:program.placement.cards])
+        self.latency_ns = None
+        self.lock = threading.Lock()
 
 
 def number_of(h) -> int:
@@ -86,7 +129,8 @@ _ffi = None      # set by install()
 
 class Handles:
     """Objects the C side holds, by number. The kind lives in the top 16 bits of the number."""
-    KINDS = {"platform": 1, "device": 2, "buffer": 3, "module": 4, "kernel": 5, "queue": 6, "event": 7}
+    KINDS = {"platform": 1, "device": 2, "buffer": 3, "module": 4, "kernel": 5, "queue": 6, "event": 7,
+             "program": 8}
 
     def __init__(self):
         self._objects = {}
@@ -178,7 +222,9 @@ def install(ffi):
             try:
                 fn(*args)
                 return 0
-            except NotReady:
+            except NotReady as e:
+                if e.args:
+                    return fail(STATUS["VNPU_ERROR_NOT_READY"], f"{fn.__name__}: {e}")
                 return STATUS["VNPU_ERROR_NOT_READY"]
             except E.VnpuError as e:
                 return fail(status_of(e), f"{fn.__name__}: {type(e).__name__}: {e}")
@@ -230,7 +276,8 @@ def install(ffi):
                 raise E.InvalidHandle(f"{kind} 0x{number_of(h):x} belongs to another platform than "
                                       f"{pairs[0][0]} 0x{number_of(pairs[0][1]):x}")
         for (kind, _), obj in zip(pairs, objs):
-            DEVICE_OF[kind](obj).check()
+            for d in DEVICES_OF[kind](obj):
+                d.check()
         return objs[0] if len(objs) == 1 else objs
 
     def text(ptr, what):
@@ -541,5 +588,110 @@ def install(ffi):
     def vnpuEventDestroy(event):
         look(("event", event))
         handles.drop(event)
+
+    # --- compiled programs ------------------------------------------------------------------------------
+    @api
+    def vnpuProgramLoad(platform, path_ptr, program):
+        p = handles.get("platform", platform)
+        file = path(path_ptr, "path")
+        need(program, "program")
+        # the runtime, at call time: see the module's docstring
+        from vnpu.runtime.graph.bundle import load_program
+        try:
+            prog = load_program(file, platform=p)
+        except E.VnpuError:
+            raise
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, UnicodeError, ValueError,
+                KeyError, IndexError, TypeError, AttributeError, OverflowError, RecursionError) as e:
+            # a zip whose program.json lacks a key or has the wrong types: a bad file, not a bug of vnpu
+            raise E.InvalidArgument(f"{file} is not a readable vnpu program: {type(e).__name__}: {e}") from None
+        out_handle(program, handles.add("program", LoadedProgram(prog)))
+
+    @api
+    def vnpuProgramUnload(program):
+        look(("program", program))
+        handles.drop(program)
+
+    @api
+    def vnpuProgramGetInputCount(program, count):
+        out(count, "count", len(look(("program", program)).inputs))
+
+    @api
+    def vnpuProgramGetOutputCount(program, count):
+        out(count, "count", len(look(("program", program)).outputs))
+
+    def tensor_info(tensors, what, index, info):
+        i = int(index)
+        if not 0 <= i < len(tensors):
+            raise E.InvalidArgument(f"{what} index {i} is not in 0..{len(tensors) - 1} (the program has "
+                                    f"{len(tensors)} {what}s)")
+        need(info, "info")
+        t = tensors[i]
+        if len(t.shape) > MAX_DIMS:
+            raise E.InvalidArgument(f"{what} {i} {t.describe()} has {len(t.shape)} dimensions; vnpuTensorInfo holds "
+                                    f"VNPU_MAX_DIMS ({MAX_DIMS})")
+        if t.code is None:
+            raise E.InvalidArgument(f"{what} {i} {t.describe()} has a dtype no vnpuDtype names")
+        info.ndim, info.dtype, info.nbytes, info.name = len(t.shape), t.code, t.nbytes, t.c_name
+        for d in range(MAX_DIMS):
+            info.dims[d] = t.shape[d] if d < len(t.shape) else 0
+
+    @api
+    def vnpuProgramGetInputInfo(program, index, info):
+        tensor_info(look(("program", program)).inputs, "input", index, info)
+
+    @api
+    def vnpuProgramGetOutputInfo(program, index, info):
+        tensor_info(look(("program", program)).outputs, "output", index, info)
+
+    def host_tensors(tensors, what, ptrs, sizes, n, ptrs_name, sizes_name):
+        """The (pointer, tensor) pairs of a run's inputs or outputs, every count, pointer and size checked."""
+        if n != len(tensors):
+            raise E.InvalidArgument(f"n{what}s is {n}; the program has {len(tensors)} {what}s "
+                                    f"({', '.join(t.name for t in tensors) or 'none'})")
+        if n and ptrs == ffi.NULL:
+            raise E.InvalidArgument(f"{ptrs_name} is NULL")
+        if n and sizes == ffi.NULL:
+            raise E.InvalidArgument(f"{sizes_name} is NULL")
+        pairs = []
+        for i, t in enumerate(tensors):
+            if int(sizes[i]) != t.nbytes:
+                raise E.InvalidArgument(f"{sizes_name}[{i}] is {int(sizes[i])}; {what} {i} {t.describe()} takes "
+                                        f"exactly {t.nbytes}")
+            if t.nbytes and ptrs[i] == ffi.NULL:
+                raise E.InvalidArgument(f"{ptrs_name}[{i}] ({what} {t.name!r}) is NULL")
+            pairs.append((ptrs[i], t))
+        return pairs
+
+    @api
+    def vnpuProgramRun(program, inputs, input_nbytes, ninputs, outputs, output_nbytes, noutputs):
+        lp = look(("program", program))
+        ins = host_tensors(lp.inputs, "input", inputs, input_nbytes, int(ninputs), "inputs", "input_nbytes")
+        outs = host_tensors(lp.outputs, "output", outputs, output_nbytes, int(noutputs), "outputs",
+                            "output_nbytes")
+        arrays = [np.frombuffer(ffi.buffer(ptr, t.nbytes), dtype=t.dtype).reshape(t.shape).copy() if t.nbytes
+                  else np.zeros(t.shape, t.dtype) for ptr, t in ins]          # copies: the host may reuse its memory
+        with lp.lock:
+            got = lp.program.run(*arrays)
+            got = list(got) if isinstance(got, tuple) else [got]
+            latency = lp.program.profile().latencies_ns()[0]
+            results = []
+            for (ptr, t), a in zip(outs, got):
+                a = np.ascontiguousarray(a)
+                if a.shape != t.shape or a.dtype != t.dtype:
+                    raise RuntimeError(f"output {t.describe()} came back as {a.dtype}{list(a.shape)}")
+                results.append((ptr, a))
+            for ptr, a in results:          # every output is ready before the first is written
+                if a.nbytes:
+                    ffi.memmove(ptr, a, a.nbytes)
+            lp.latency_ns = float(latency)
+
+    @api
+    def vnpuProgramGetLatencyNs(program, ns):
+        lp = look(("program", program))
+        need(ns, "ns")
+        if lp.latency_ns is None:
+            raise NotReady("the program has not run yet (no vnpuProgramRun has succeeded)")
+        ns[0] = lp.latency_ns
 
     return handles

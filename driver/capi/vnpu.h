@@ -19,6 +19,10 @@
  * working. After vnpuPlatformClose, the platform handle is VNPU_ERROR_INVALID_HANDLE (it was closed, like
  * a freed buffer) and every handle of its devices and their objects is VNPU_ERROR_DEVICE_LOST.
  *
+ * A compiled model (`vnpu compile MODEL -o model.vnpp`: its optimized graph, weights and placement)
+ * loads with vnpuProgramLoad onto a platform's cards and serves a request per vnpuProgramRun, host buffers
+ * in and out: a C/C++ host runs a model without Python code of its own.
+ *
  * Times are the emulator's virtual time; a host thread's clock moves when it synchronizes, and by poll_ns
  * (1 us) each time vnpuEventQuery or vnpuEventElapsedTime says "not ready". The first call starts an
  * embedded Python; the host's signal dispositions (SIGINT stays as the host left it) and locale are as they
@@ -36,7 +40,7 @@ extern "C" {
 #endif
 
 /* VNPU_API_BEGIN: the part between the markers is also the declaration cffi compiles the library from */
-#define VNPU_API_VERSION 2
+#define VNPU_API_VERSION 3
 
 typedef enum {
     VNPU_SUCCESS = 0,
@@ -55,7 +59,8 @@ typedef enum {
     VNPU_ERROR_ECC_UNCORRECTABLE = 13,   /* a double-bit DRAM error in data read (sticky) */
     VNPU_ERROR_DMA_FAULT = 14,           /* a DMA engine reported an error (sticky) */
     VNPU_ERROR_DEVICE_FAULT = 15,        /* another fault on the card (sticky) */
-    VNPU_ERROR_NOT_READY = 16,           /* vnpuEventQuery, vnpuEventElapsedTime: an event is not reached yet */
+    VNPU_ERROR_NOT_READY = 16,           /* vnpuEventQuery, vnpuEventElapsedTime: an event is not reached yet;
+                                            vnpuProgramGetLatencyNs: the program has not run yet */
     VNPU_ERROR_INTERNAL = 99             /* a bug in vnpu, or its embedded Python could not start or was
                                             interrupted: the message says which */
 } vnpuStatus;
@@ -68,6 +73,7 @@ typedef struct vnpuModule_st *vnpuModule;
 typedef struct vnpuKernel_st *vnpuKernel;
 typedef struct vnpuQueue_st *vnpuQueue;
 typedef struct vnpuEvent_st *vnpuEvent;
+typedef struct vnpuProgram_st *vnpuProgram;
 
 /* vnpuQueueCreateWithFlags: VNPU_QUEUE_SANITIZE runs every launch on the queue under the race sanitizer
    (unordered accesses to the same bytes are VNPU_ERROR_RACE, sticky like any fault); slower, for kernel
@@ -99,6 +105,31 @@ typedef struct {
     int64_t i;                     /* VNPU_ARG_INT (scalars of any integer type) */
     double f;                      /* VNPU_ARG_FLOAT (f32 scalars; beyond the f32 range: INVALID_ARGUMENT) */
 } vnpuArg;
+
+/* the element type of a program's input or output (dense, row-major; VNPU_DTYPE_BOOL is one byte, 0 or 1) */
+typedef enum {
+    VNPU_DTYPE_FLOAT32 = 0,
+    VNPU_DTYPE_FLOAT16 = 1,              /* IEEE half */
+    VNPU_DTYPE_INT8 = 2,
+    VNPU_DTYPE_INT32 = 3,
+    VNPU_DTYPE_INT64 = 4,
+    VNPU_DTYPE_UINT8 = 5,
+    VNPU_DTYPE_BOOL = 6,
+    VNPU_DTYPE_FLOAT64 = 7
+} vnpuDtype;
+
+#define VNPU_MAX_DIMS 8
+
+/* vnpuProgramGetInputInfo, vnpuProgramGetOutputInfo */
+typedef struct {
+    int32_t ndim;                  /* 0 (a scalar) .. VNPU_MAX_DIMS */
+    int64_t dims[VNPU_MAX_DIMS];   /* dims[0 .. ndim-1]; the others are 0 */
+    int32_t dtype;                 /* a vnpuDtype */
+    uint64_t nbytes;               /* the product of dims times the element size: the exact size vnpuProgramRun
+                                      takes for it */
+    const char *name;              /* the graph's name of the tensor, NUL-terminated UTF-8; valid until the
+                                      program is unloaded or its platform closed */
+} vnpuTensorInfo;
 
 /* initialization, errors and versions */
 vnpuStatus vnpuInit(uint32_t flags);                   /* optional (any first call initializes): starts the
@@ -165,6 +196,28 @@ vnpuStatus vnpuEventElapsedTime(double *ns, vnpuEvent start, vnpuEvent end);   /
                                    one platform; VNPU_ERROR_NOT_READY (and *ns unwritten) until this thread
                                    has reached both, each time moving its clock by poll_ns as EventQuery */
 vnpuStatus vnpuEventDestroy(vnpuEvent event);
+
+/* compiled programs (`vnpu compile MODEL -o model.vnpp`, or Program.save in Python). A program runs on the
+   first cards of the platform it is loaded on (as many as it was placed on: fewer is INVALID_ARGUMENT, as is
+   a path that is no readable program file); its handle is INVALID_HANDLE after vnpuProgramUnload and
+   DEVICE_LOST after vnpuPlatformClose, and every call on it returns the sticky fault of any of its cards */
+vnpuStatus vnpuProgramLoad(vnpuPlatform platform, const char *path, vnpuProgram *program);
+vnpuStatus vnpuProgramUnload(vnpuProgram program);
+vnpuStatus vnpuProgramGetInputCount(vnpuProgram program, int32_t *count);
+vnpuStatus vnpuProgramGetOutputCount(vnpuProgram program, int32_t *count);
+vnpuStatus vnpuProgramGetInputInfo(vnpuProgram program, int32_t index, vnpuTensorInfo *info);
+vnpuStatus vnpuProgramGetOutputInfo(vnpuProgram program, int32_t index, vnpuTensorInfo *info);
+/* one request, synchronous: copies inputs[i] (input_nbytes[i] bytes, exactly input i's nbytes) to the
+   cards, runs the program and copies result i to outputs[i] (output_nbytes[i], exactly output i's nbytes)
+   before returning. ninputs and noutputs must be the program's counts; a wrong count or size, or a NULL
+   array or element, is INVALID_ARGUMENT naming it, and nothing is written to the outputs unless the call
+   succeeds. Each run starts the platform's virtual time at 0 (as Program.run in Python): events recorded on
+   its queues before belong to the old timeline. Runs of one program from several threads take turns */
+vnpuStatus vnpuProgramRun(vnpuProgram program, const void *const *inputs, const size_t *input_nbytes,
+                          int32_t ninputs, void *const *outputs, const size_t *output_nbytes, int32_t noutputs);
+vnpuStatus vnpuProgramGetLatencyNs(vnpuProgram program, double *ns);   /* the last successful run's modeled
+                                   latency (virtual ns, from its first input copy to its last output copy);
+                                   VNPU_ERROR_NOT_READY before the first */
 /* VNPU_API_END */
 
 #ifdef __cplusplus
