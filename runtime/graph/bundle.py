@@ -99,16 +99,19 @@ def load_program(path, platform=None, cards=None, check=False):
             if isinstance(v, dict) and "$tuple" in v:
                 return tuple(attr(x) for x in v["$tuple"])
             return v
-        g = Graph(doc["name"])
-        for d in doc["values"]:
-            g.values[d["name"]] = Value(d["name"], tuple(d["shape"]), d["dtype"],
-                                        array(d["data"]) if "data" in d else None)
-        g.nodes = [Node(n["op"], n["inputs"], n["outputs"], {k: attr(v) for k, v in n["attrs"].items()}, n["name"],
-                        n["source"]) for n in doc["nodes"]]
-        g.inputs, g.outputs = doc["inputs"], doc["outputs"]
-    p = doc["placement"]
-    placement = Placement(p["strategy"], p["cards"], p["stage"], p["weight_memory"], p["card_weight_bytes"],
-                          p["estimate_s"])
+        try:
+            g = Graph(doc["name"])
+            for d in doc["values"]:
+                g.values[d["name"]] = Value(d["name"], tuple(d["shape"]), d["dtype"],
+                                            array(d["data"]) if "data" in d else None)
+            g.nodes = [Node(n["op"], n["inputs"], n["outputs"], {k: attr(v) for k, v in n["attrs"].items()},
+                            n["name"], n["source"]) for n in doc["nodes"]]
+            g.inputs, g.outputs = doc["inputs"], doc["outputs"]
+            p = doc["placement"]
+            placement = Placement(p["strategy"], p["cards"], p["stage"], p["weight_memory"], p["card_weight_bytes"],
+                                  p["estimate_s"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise InvalidArgument(f"load_program: {path} is not a valid program: {type(e).__name__}: {e}") from None
     if platform is None:
         from vnpu.driver.platform import Platform
         platform = Platform(cards=max(placement.cards, cards or 1))

@@ -81,7 +81,7 @@ def _float_in(x, what):
 
 def _unary_card(fn):
     def run(card, xs, attrs, pes):
-        import vnpu.ops as O
+        from vnpu.kernels import ops as O
         _float_in(xs[0], fn)
         return [getattr(O, fn)(xs[0], card=card, pes=pes, **attrs)]
     return run
@@ -139,7 +139,7 @@ def _clamp_host(xs, attrs):
 
 
 def _clamp_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     _float_in(xs[0], "clamp")
     return [O.clamp(xs[0], attrs.get("min"), attrs.get("max"), card=card, pes=pes)]
 
@@ -171,7 +171,7 @@ def _binary_host(name):
 
 def _binary_card(name):
     def run(card, xs, attrs, pes):
-        import vnpu.ops as O
+        from vnpu.kernels import ops as O
         a, b = xs
         for v in (a, b):
             _float_in(v, name)
@@ -209,7 +209,7 @@ def _where_infer(types, attrs):
 
 
 def _where_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     c, a, b = xs
     shape = np.broadcast_shapes(c.shape, a.shape, b.shape)
     if a.dtype != b.dtype or a.dtype.name not in FLOATS:
@@ -248,7 +248,7 @@ def _matmul_host(xs, attrs):
 
 
 def _matmul_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     a, b = xs
     if a.dtype != b.dtype or a.dtype.name not in FLOATS + ("int8",):
         raise NotLowered(f"matmul on the card takes two float32, float16 or int8 operands of one dtype, got "
@@ -319,7 +319,7 @@ def _requant(y, attrs):
 
 
 def _linear_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     x, w, b = xs[0], xs[1], xs[2] if len(xs) > 2 else None
     if x.dtype != w.dtype or x.dtype.name not in FLOATS + ("int8",):
         raise NotLowered(f"linear on the card takes x and weight of one dtype (float32, float16 or int8), got "
@@ -367,7 +367,7 @@ def _bmm_host(xs, attrs):
 
 
 def _bmm_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     a, b = xs
     if a.dtype != b.dtype or a.dtype.name not in FLOATS or a.size == 0 or b.size == 0:
         raise NotLowered(f"bmm on the card takes two non-empty float operands of one dtype, got {a.dtype}, {b.dtype}")
@@ -489,7 +489,7 @@ def _convt_host(xs, attrs):
 
 
 def _convt_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     x, w = xs[0], xs[1]
     b = xs[2] if len(xs) > 2 else None
     if x.dtype != w.dtype or x.dtype.name not in FLOATS or x.size == 0:
@@ -541,7 +541,7 @@ def _pool_host(kind):
 
 def _pool_card(kind):
     def run(card, xs, attrs, pes):
-        import vnpu.ops as O
+        from vnpu.kernels import ops as O
         x = xs[0]
         _float_in(x, f"{kind}_pool2d")
         if kind == "max":
@@ -577,7 +577,7 @@ def _adaptive_host(xs, attrs):
 
 
 def _adaptive_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     _float_in(xs[0], "adaptive_avg_pool2d")
     return [O.adaptive_avg_pool2d(xs[0], attrs["output_size"], card=card, pes=pes)]
 
@@ -596,7 +596,7 @@ def _bn_host(xs, attrs):
 
 
 def _bn_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     _float_in(xs[0], "batch_norm")
     ps = [None if p is None else np.asarray(p, np.float32) for p in (list(xs[1:]) + [None, None])[:4]]
     return [O.batch_norm(xs[0], ps[0], ps[1], ps[2], ps[3], eps=attrs.get("eps", 1e-5), card=card, pes=pes)]
@@ -620,7 +620,7 @@ def _ln_host(xs, attrs):
 
 
 def _ln_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     x = xs[0]
     _float_in(x, "layer_norm")
     n = len(attrs.get("normalized_shape", (x.shape[-1],)))
@@ -647,7 +647,7 @@ def _lrn_host(xs, attrs):
 
 
 def _lrn_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     if xs[0].dtype != np.float32:
         raise NotLowered(f"local_response_norm on the card takes float32, got {xs[0].dtype}")
     return [O.local_response_norm(xs[0], attrs["size"], attrs.get("alpha", 1e-4), attrs.get("beta", 0.75),
@@ -671,7 +671,7 @@ def _softmax_host(xs, attrs):
 
 
 def _softmax_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     x = xs[0]
     _float_in(x, "softmax")
     d = attrs.get("dim", -1) % x.ndim
@@ -714,7 +714,7 @@ def _sdpa_host(xs, attrs):
 
 
 def _sdpa_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     q, k, v = xs[:3]
     for t in (q, k, v):
         _float_in(t, "scaled_dot_product_attention")
@@ -737,7 +737,7 @@ _op("reshape", lambda t, a: _by_host(t, a, "reshape"), _reshape_host,
 
 
 def _permute_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     x = xs[0]
     if x.size == 0 or x.dtype.name not in FLOATS + ("int8", "int32"):
         raise NotLowered(f"permute on the card of {x.dtype}")
@@ -749,7 +749,7 @@ _op("permute", lambda t, a: _by_host(t, a, "permute"),
 
 
 def _cat_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     if len({x.dtype for x in xs}) != 1:
         raise NotLowered("cat of different dtypes")
     return [O.cat(list(xs), attrs.get("dim", 0), card=card, pes=pes)]
@@ -767,7 +767,7 @@ def _split_host(xs, attrs):
 
 
 def _split_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     return list(O.split(xs[0], list(attrs["sizes"]), attrs.get("dim", 0), card=card, pes=pes))
 
 
@@ -783,7 +783,7 @@ def _slice_host(xs, attrs):
 
 
 def _slice_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     if attrs.get("step", 1) != 1:
         raise NotLowered("slice with a step other than 1")
     return [O.slice_(xs[0], attrs.get("dim", 0), attrs.get("start"), attrs.get("end"), card=card, pes=pes)]
@@ -803,7 +803,7 @@ def _pad_host(xs, attrs):
 
 
 def _pad_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     return [O.pad(xs[0], tuple(attrs["pad"]), value=attrs.get("value"), card=card, pes=pes)]
 
 
@@ -826,7 +826,7 @@ def _gather_host(xs, attrs):
 
 
 def _gather_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     return [O.gather(xs[0], attrs.get("dim", 0), xs[1], card=card, pes=pes)]
 
 
@@ -838,7 +838,7 @@ def _index_select_host(xs, attrs):
 
 
 def _index_select_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     return [O.index_select(xs[0], attrs.get("dim", 0), xs[1].reshape(-1), card=card, pes=pes)
             .reshape(_index_select_host([np.zeros(xs[0].shape, xs[0].dtype), xs[1]], attrs)[0].shape)]
 
@@ -847,7 +847,7 @@ _op("index_select", lambda t, a: _by_host(t, a, "index_select"), _index_select_h
 
 
 def _embedding_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     w, idx = xs
     return [O.embedding(idx, w, card=card, pes=pes)]
 
@@ -869,7 +869,7 @@ def _embedding_bag_host(xs, attrs):
 
 
 def _embedding_bag_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     w, idx, offsets = xs
     if w.dtype != np.float32 or attrs.get("mode", "sum") not in ("sum", "mean"):
         raise NotLowered("embedding_bag on the card: float32 tables, mode sum or mean")
@@ -890,7 +890,7 @@ def _to_host(xs, attrs):
 
 
 def _to_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     x, dt = xs[0], np.dtype(attrs["dtype"])
     if x.dtype == dt:
         return [x]
@@ -933,7 +933,7 @@ def _reduce_host(fn):
 
 def _reduce_card(fn):
     def run(card, xs, attrs, pes):
-        import vnpu.ops as O
+        from vnpu.kernels import ops as O
         _float_in(xs[0], fn)
         d = attrs.get("dim")
         if fn == "argmax":
@@ -954,7 +954,7 @@ def _quantize_host(xs, attrs):
 
 
 def _quantize_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     if xs[0].dtype != np.float32:
         raise NotLowered(f"quantize takes float32, got {xs[0].dtype}")
     return [O.quantize(xs[0], attrs["scale"], attrs.get("zero_point", 0), card=card, pes=pes)]
@@ -968,7 +968,7 @@ def _dequantize_host(xs, attrs):
 
 
 def _dequantize_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     return [O.dequantize(xs[0], attrs["scale"], attrs.get("zero_point", 0), card=card, pes=pes)]
 
 
@@ -985,7 +985,7 @@ def _interaction_host(xs, attrs):
 
 
 def _interaction_card(card, xs, attrs, pes):
-    import vnpu.ops as O
+    from vnpu.kernels import ops as O
     return [O.dot_interaction(xs[0], xs[1], card=card, pes=pes)]
 
 

@@ -420,7 +420,6 @@ class Program:
             raise InvalidArgument(f"serve: threads must be None (one per card) or 1, got {threads!r}")
         reqs = [check_inputs(self.graph, list(r)) for r in requests]
         with self._lock:
-            self.platform.reset_clock()        # each run or serve starts the platform's virtual time at 0
             return _Execution(self, reqs, inflight, one_thread=threads == 1).run()
 
 
@@ -468,6 +467,9 @@ class _Execution:
         self.buffers = []
         self.done = {}
         self.lock = threading.Lock()
+        # the run starts when the cards it uses are free (the platform may have served others before): every
+        # worker thread's virtual clock starts there, so the timeline continues instead of restarting
+        self.t0 = max([d.busy_until_ns for d in self.devices[:program.placement.cards]] + [self.platform.host_ns])
 
     def run(self):
         g, pl = self.p.graph, self.p.placement
@@ -525,6 +527,7 @@ class _Execution:
         return pl.card_of(max(last), r) if last else r % pl.cards
 
     def _worker(self, c, tasks, errors):
+        self.platform.advance_host(self.t0)
         try:
             for r, i in tasks:
                 if errors:
@@ -540,6 +543,7 @@ class _Execution:
                     f.set(e)
 
     def _worker_all(self, order, errors):
+        self.platform.advance_host(self.t0)
         try:
             for c, r, i in order:
                 if i is None:
@@ -580,7 +584,7 @@ class _Execution:
             arrive = self._arrival_event(c, r)
             if arrive is not None:
                 q.wait(arrive)
-            t0 = q.tail_ns
+            t0 = q.record().time_ns
             e = q.copy_to_device(dst, arr)
             self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": c, "bytes": arr.nbytes,
                                    "start_ns": t0, "end_ns": e.time_ns})
@@ -717,7 +721,7 @@ class _Execution:
             self.transfers.append({"request": r, "value": name, "kind": "d2h", "card": c, "bytes": arr.nbytes,
                                    "end_ns": q.tail_ns})
         first = [t for t in self.transfers if t["request"] == r and t["kind"] == "h2d" and "start_ns" in t]
-        start = min([t["start_ns"] for t in first] + [0.0 if r < self.inflight else
+        start = min([t["start_ns"] for t in first] + [self.t0 if r < self.inflight else
                                                       self.done.get(r - self.inflight, (None, 0, 0, None))[2]])
         ev = q.record()
         with self.lock:

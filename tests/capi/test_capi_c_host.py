@@ -19,23 +19,27 @@ from capi_toolchain import CC, needs_toolchain
 import vnpu
 from vnpu.driver.capi import build, link_flags
 from vnpu.driver.capi.build import declarations
+from vnpu.driver.capi.impl import API_VERSION
 
 pytestmark = needs_toolchain
 
 KERNEL_SOURCE = ".kernel k\n.arg x, buffer, f32\n.arg n, scalar, i32\n  halt\n"
 CRASH_SOURCE = ".kernel crash\n  li r5, -8\n  lw r6, 0(r5)\n  halt\n"
 
-HANDLE_TYPES = ("vnpuPlatform", "vnpuDevice", "vnpuBuffer", "vnpuModule", "vnpuKernel", "vnpuQueue", "vnpuEvent")
+HANDLE_TYPES = ("vnpuPlatform", "vnpuDevice", "vnpuBuffer", "vnpuModule", "vnpuKernel", "vnpuQueue", "vnpuEvent",
+                "vnpuProgram")
 # which field of a world a handle parameter takes, by (type, name); `args` is the launch's argument array
 FIELD = {("vnpuPlatform", None): "P", ("vnpuDevice", None): "D", ("vnpuBuffer", None): "B",
          ("vnpuBuffer", "src"): "B2", ("vnpuModule", None): "M", ("vnpuKernel", None): "K",
-         ("vnpuQueue", None): "Q", ("vnpuEvent", None): "E", ("vnpuEvent", "end"): "E2"}
-WRONG_KIND = {"P": "D", "D": "Q", "B": "Q", "B2": "M", "M": "K", "K": "B", "Q": "B", "E": "Q", "E2": "D"}
+         ("vnpuQueue", None): "Q", ("vnpuEvent", None): "E", ("vnpuEvent", "end"): "E2", ("vnpuProgram", None): "R"}
+WRONG_KIND = {"P": "D", "D": "Q", "B": "Q", "B2": "M", "M": "K", "K": "B", "Q": "B", "E": "Q", "E2": "D", "R": "B"}
 # a valid value for each non-handle input, by name (a (function, name) entry wins)
 VALUES = {"yaml_path": "yaml_path", "card": '"tiny"', "cards": "1", "index": "0", "nbytes": "64",
           "path": "module_path", "source": "kernel_source", "op": '"add"', "dtype": '"fp32"', "name": '"k"',
-          "image": "image", "flags": "0", "dst_offset": "0", "src_offset": "0", "src": "host_in", "nargs": "2"}
-VALUES_OF = {("vnpuModuleLoadData", "nbytes"): "sizeof image"}
+          "image": "image", "flags": "0", "dst_offset": "0", "src_offset": "0", "src": "host_in", "nargs": "2",
+          "inputs": "prog_inputs", "input_nbytes": "prog_in_nbytes", "ninputs": "1", "outputs": "prog_outputs",
+          "output_nbytes": "prog_out_nbytes", "noutputs": "1"}
+VALUES_OF = {("vnpuModuleLoadData", "nbytes"): "sizeof image", ("vnpuProgramLoad", "path"): "program_path"}
 OPTIONAL = {("vnpuPlatformOpen", "yaml_path"), ("vnpuModuleLoadLibrary", "dtype"), ("vnpuLaunchKernel", "cycles")}
 NO_HANDLE_CASES = {"vnpuInit", "vnpuGetVersion", "vnpuPlatformOpen", "vnpuPlatformOpenCards"}
 
@@ -146,12 +150,16 @@ PROGRAM = r"""
 
 static const unsigned char image[] = {%(image)s};
 static const char *kernel_source = %(kernel)s;
-static const char *yaml_path, *module_path;
+static const char *yaml_path, *module_path, *program_path;
 static unsigned char host_in[64];
+static float prog_in[4], prog_out[4];          /* the program's one input and one output: float32[4] */
+static const void *prog_inputs[1] = {prog_in};
+static void *prog_outputs[1] = {prog_out};
+static size_t prog_in_nbytes[1] = {sizeof prog_in}, prog_out_nbytes[1] = {sizeof prog_out};
 static int cases = 0, failures = 0;
 
 struct world { vnpuPlatform P; vnpuDevice D; vnpuBuffer B, B2; vnpuModule M; vnpuKernel K; vnpuQueue Q;
-               vnpuEvent E, E2; vnpuArg args[2], args_wrong_kind[2]; };
+               vnpuEvent E, E2; vnpuArg args[2], args_wrong_kind[2]; vnpuProgram R; };
 static struct world W, O, X, F, C;
 
 #define OK(call) do { vnpuStatus s_ = (call); if (s_) { fprintf(stderr, "setup %%s: %%s %%s\n", #call, \
@@ -187,16 +195,18 @@ static void make_world(struct world *w) {
     w->args[1].kind = VNPU_ARG_INT; w->args[1].i = 16;
     w->args_wrong_kind[0] = w->args[0]; w->args_wrong_kind[1] = w->args[1];
     w->args_wrong_kind[0].buffer = (vnpuBuffer)(void *)w->Q;
+    OK(vnpuProgramLoad(w->P, program_path, &w->R));
 }
 
 int main(int argc, char **argv) {
-    if (argc < 3) return 2;
-    yaml_path = argv[1]; module_path = argv[2];
+    if (argc < 4) return 2;
+    yaml_path = argv[1]; module_path = argv[2]; program_path = argv[3];
     make_world(&W);
     make_world(&O);
     make_world(&X);                        /* every handle destroyed, the platform closed */
     OK(vnpuEventDestroy(X.E)); OK(vnpuEventDestroy(X.E2)); OK(vnpuQueueDestroy(X.Q));
-    OK(vnpuModuleUnload(X.M)); OK(vnpuMemFree(X.B)); OK(vnpuMemFree(X.B2)); OK(vnpuPlatformClose(X.P));
+    OK(vnpuModuleUnload(X.M)); OK(vnpuMemFree(X.B)); OK(vnpuMemFree(X.B2)); OK(vnpuProgramUnload(X.R));
+    OK(vnpuPlatformClose(X.P));
     make_world(&F);                        /* a card holding a sticky fault */
     vnpuModule crash_module; vnpuKernel crash;
     OK(vnpuModuleLoadAssembly(F.D, %(crash)s, &crash_module));
@@ -249,7 +259,12 @@ def test_every_function_fails_cleanly_from_c(libdir, tmp_path):
     exe = compile_c(libdir, tmp_path, "failure_paths", source)
     (tmp_path / "platform.yaml").write_text("card: tiny\ncards: 1\n")
     (tmp_path / "k.vnpu").write_bytes(bytes(vnpu.assemble(KERNEL_SOURCE)))
-    run = subprocess.run([str(exe), str(tmp_path / "platform.yaml"), str(tmp_path / "k.vnpu")],
+    from vnpu.runtime.graph.ir import Graph
+    g = Graph("relu4")
+    g.set_outputs([g.add_node("relu", [g.add_input("x", (4,))], name="y")])
+    vnpu.compile(g, cards=1, dtype="fp32", platform=vnpu.Platform(card="tiny", cards=1)).save(tmp_path / "p.vnpp")
+    run = subprocess.run([str(exe), str(tmp_path / "platform.yaml"), str(tmp_path / "k.vnpu"),
+                          str(tmp_path / "p.vnpp")],
                          capture_output=True, text=True, timeout=600)
     fails = [line for line in run.stdout.splitlines() if line.startswith("FAIL")]
     assert run.returncode == 0 and not fails, "\n".join(fails[:60]) + run.stderr[-3000:]
@@ -370,7 +385,7 @@ def test_a_python_that_cannot_start_is_an_error_not_success(libdir, tmp_path):
     assert lines[1] == "VNPU_ERROR_OUT_OF_MEMORY"
     assert "could not start" in lines[2]
     ok = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
-    assert ok.stdout.splitlines()[0] == "VNPU_SUCCESS VNPU_SUCCESS VNPU_SUCCESS 2 0", ok.stdout + ok.stderr
+    assert ok.stdout.splitlines()[0] == f"VNPU_SUCCESS VNPU_SUCCESS VNPU_SUCCESS {API_VERSION} 0", ok.stdout + ok.stderr
 
 
 SANITIZE = r"""
