@@ -150,7 +150,7 @@ def cmd_info(args):
 def cmd_demo(args):
     from vnpu.demo import parse_batches, run_demo, run_model_demo
     compiled = args.model in ("resnet50", "bert")
-    batches = parse_batches(args.batch or ("1" if compiled else "16,64,256"))
+    batches = parse_batches(args.batch if args.batch is not None else ("1" if compiled else "16,64,256"))
     requests = args.requests if args.requests is not None else (6 if compiled else 16)
     if not 1 <= requests <= MAX_DEMO_REQUESTS:
         raise InvalidArgument(f"--requests must be 1..{MAX_DEMO_REQUESTS}, got {requests}")
