@@ -111,7 +111,7 @@ def load_program(path, platform=None, cards=None, check=False):
             placement = Placement(p["strategy"], p["cards"], p["stage"], p["weight_memory"], p["card_weight_bytes"],
                                   p["estimate_s"])
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            raise InvalidArgument(f"load_program: {path} is not a valid program: {type(e).__name__}: {e}") from None
+            raise InvalidArgument(f"load_program: {path} is not a readable vnpu program: {type(e).__name__}: {e}") from None
     if platform is None:
         from vnpu.driver.platform import Platform
         platform = Platform(cards=max(placement.cards, cards or 1))
