@@ -115,6 +115,7 @@ class Executor:
                                            for t in range(T)])
         self.emb_img = kernel_image()
         self.loaded = []
+        self.unloaded = False
         self.load()
 
     # --- the model on the cards ------------------------------------------------------------------------------
@@ -149,25 +150,47 @@ class Executor:
         """Load one card's share of the model (again, after a reset)."""
         dev = self.devices[ci]
         q = self.queues[ci][0]
-        per = {"emb": dev.load(self.emb_img)["embedding_bag"], "inter": dev.load(self.inter_img)["dot_interaction"],
-               "assemble": dev.load(self.assemble_img)["gather"], "bottom": [], "top": [], "tables": {}}
+        held = {"modules": [], "buffers": []}       # what unload() gives back
+
+        def load(img, name):
+            mod = dev.load(img)
+            held["modules"].append(mod)
+            return mod[name]
+
+        def put(array):
+            buf = dev.alloc(array.nbytes)
+            held["buffers"].append(buf)
+            q.copy_to_device(buf, array)
+            return buf
+        per = {"emb": load(self.emb_img, "embedding_bag"), "inter": load(self.inter_img, "dot_interaction"),
+               "assemble": load(self.assemble_img, "gather"), "bottom": [], "top": [], "tables": {}, **held}
         for part in ("bottom", "top"):
             for img, wp, vecs, K, N, last, qp in self.layers[part]:
-                kern = dev.load(img)["gemm"]
-                wb = dev.alloc(wp.nbytes)
-                q.copy_to_device(wb, wp)
-                bufs = []
-                for v in vecs:              # [scale,] bias
-                    vb = dev.alloc(v.nbytes)
-                    q.copy_to_device(vb, v)
-                    bufs.append(vb)
-                per[part].append((kern, wb, bufs, K, N, last, qp))
+                kern = load(img, "gemm")
+                per[part].append((kern, put(wp), [put(v) for v in vecs], K, N, last, qp))   # [scale,] bias
         for t in self.placement.tables_on(ci):
-            tb = dev.alloc(self.model.tables[t].nbytes)
-            q.copy_to_device(tb, self.model.tables[t])
-            per["tables"][t] = tb
+            per["tables"][t] = put(self.model.tables[t])   # straight from the model's packed table: no copy
         q.synchronize()
         self.loaded[ci] = per
+
+    def unload(self):
+        """Take the model off the cards: free its tables and dense weights and unload its kernels on every card
+        that still holds them (a reset or a lost link already took them). The executor serves no more requests
+        afterwards. serve() does this when it is done, so consecutive runs (the demo's batch sizes, each with its
+        own executor) hold one copy of the tables on the cards at a time, not one per run."""
+        self.release()
+        for ci, per in enumerate(self.loaded):
+            dev = self.devices[ci]
+            if per is None or dev.is_lost or dev.fault is not None:
+                continue
+            for buf in per["buffers"]:
+                if not buf.freed and buf.generation == dev.generation:
+                    buf.free()
+            for mod in per["modules"]:
+                if not mod.unloaded and mod.generation == dev.generation:
+                    mod.unload()
+        self.loaded = [None] * len(self.devices)
+        self.unloaded = True
 
     # --- one request --------------------------------------------------------------------------------------------
     def _check_request(self, r, dense, lookups):
@@ -194,6 +217,8 @@ class Executor:
         array, start event, end event)."""
         c, B = self.cfg, self.batch
         T, D = c.tables, c.dim
+        if self.unloaded:
+            raise InvalidArgument("submit: the executor's model was unloaded from the cards (Executor.unload)")
         self._check_request(r, dense, lookups)
         dc = self.alive[r % len(self.alive)]                # the request's dense card (round robin)
         slot = r % self.inflight

@@ -19,7 +19,7 @@ from vnpu.errors import InvalidArgument
 from vnpu.isa.table import EMB_FORMATS
 from vnpu.kernels.dense import reference_gemm
 from vnpu.kernels.interaction import reference_rounded
-from vnpu.kernels.reference import embedding_bag as ref_embedding_bag, pack_table, vcvt_to_int
+from vnpu.kernels.reference import embedding_bag as ref_embedding_bag, pack_table, table_row_bytes, vcvt_to_int
 
 @dataclass
 class DLRMConfig:
@@ -92,10 +92,8 @@ class DLRM:
         self.bottom = self._mlp(rng, cfg.bottom)
         top_in = cfg.interaction_width
         self.top = self._mlp(rng, (top_in,) + tuple(cfg.top[1:]) if cfg.top[0] == top_in else (top_in,) + tuple(cfg.top))
-        self.tables = []
-        for _ in range(cfg.tables):
-            w = (rng.standard_normal((cfg.rows, cfg.dim)) * 0.1).astype(np.float32)
-            self.tables.append(pack_table(w, cfg.table_format))
+        # the tables as the cards store them (packed): the only host copy, and what the reference reads
+        self.tables = [random_table(rng, cfg.rows, cfg.dim, cfg.table_format) for _ in range(cfg.tables)]
         if cfg.dense_dtype == "int8":
             self._quantize_dense(rng)
 
@@ -117,12 +115,10 @@ class DLRM:
           LAYER_BUDGET; then, while all int8 layers together move a score by more than MODEL_BUDGET, the
           most sensitive one goes back to fp16. The rest run in fp16 like the fp16 model (docs/serving.md
           lists the layers each preset keeps in int8)."""
-        cfg = self.cfg
         layers = self.bottom + self.top
         nb, nl = len(self.bottom), len(layers)
         cal = [self.make_request(64, rng) for _ in range(self.CAL_BATCHES)]
-        cal = [(d, [ref_embedding_bag(t, idx, offsets=off, format=cfg.table_format, dim=cfg.dim)
-                    .astype(np.float16).astype(np.float32) for t, (idx, off) in zip(self.tables, lk)]) for d, lk in cal]
+        cal = [(d, [p.astype(np.float32) for p in self.pooled(lk)]) for d, lk in cal]
 
         def forward(dense, pooled, fake=(), collect=None):
             """The model in fp32 numpy (fake-quantized layers in `fake`) for calibration and selection."""
@@ -185,6 +181,25 @@ class DLRM:
     @property
     def table_bytes(self):
         return [t.nbytes for t in self.tables]
+
+    @property
+    def dense_bytes(self):
+        """The bytes of the dense layers' weights, scales and biases as one card holds them (every card holds
+        them: the dense part is replicated)."""
+        return sum(sum(a.nbytes for a in self.layer_args(i)[:3] if a is not None)
+                   for i in range(len(self.bottom) + len(self.top)))
+
+    def pooled(self, lookups):
+        """A request's pooled rows, [B, D] fp16 per table, the way the card pools them: only the rows the request
+        looks up are read from the packed tables and dequantized (q * scale + bias in fp32, pooled in index order
+        in fp32); no table is ever unpacked whole (an fp32 RM1 table would be 512 MB)."""
+        c = self.cfg
+        out = []
+        for t, (idx, off) in zip(self.tables, lookups):
+            if t.dtype != np.uint8:     # a float table would be packed whole by the reference: never here
+                raise InvalidArgument(f"DLRM tables are packed uint8 rows, got a {t.dtype} table")
+            out.append(ref_embedding_bag(t, idx, offsets=off, format=c.table_format, dim=c.dim).astype(np.float16))
+        return out
 
     def graph(self) -> Graph:
         """The model as a graph of library ops."""
@@ -251,9 +266,7 @@ class DLRM:
         x = dense
         for i, (w, b) in enumerate(self.bottom):
             x = reference_gemm(x, w, bias=b, activation="relu").astype(np.float16)
-        pooled = [ref_embedding_bag(t, idx, offsets=off, format=self.cfg.table_format, dim=self.cfg.dim)
-                  .astype(np.float16) for t, (idx, off) in zip(self.tables, lookups)]
-        z = np.stack([x] + pooled, axis=1)                                     # [B, F, D]
+        z = np.stack([x] + self.pooled(lookups), axis=1)                       # [B, F, D]
         inter = reference_interaction(z)
         y = inter
         for i, (w, b) in enumerate(self.top):
@@ -275,14 +288,29 @@ class DLRM:
         x = self.host_input(dense)
         for i in range(nb):
             x = layer(i, x)
-        pooled = [ref_embedding_bag(t, idx, offsets=off, format=self.cfg.table_format, dim=self.cfg.dim)
-                  .astype(np.float16) for t, (idx, off) in zip(self.tables, lookups)]
-        y = reference_interaction(np.stack([x] + pooled, axis=1))
+        y = reference_interaction(np.stack([x] + self.pooled(lookups), axis=1))
         if self.int8_layers[nb]:            # the interaction quantizes its output row for an int8 top layer
             y = quantize(y, self.act_scales[nb], self.act_zero_points[nb])
         for i in range(nb, nl):
             y = layer(i, y)
         return y
+
+
+TABLE_CHUNK_BYTES = 4 << 20      # the float64 draws of one chunk of a table being generated
+
+
+def random_table(rng, rows, dim, fmt):
+    """A [rows, dim] table of N(0, 0.1^2) values packed to `fmt` (uint8 [rows, row bytes]), generated and packed
+    a chunk of rows at a time: the same draws and the same bytes as pack_table((rng.standard_normal((rows,
+    dim)) * 0.1).astype(np.float32), fmt) in one piece (the generator fills row-major, every format packs row
+    by row), without the whole table in float64 and float32 on the host (about 2.5 GB for one full-size RM1 table
+    of 160 MB)."""
+    out = np.empty((rows, table_row_bytes(fmt, dim)), np.uint8)
+    step = max(1, TABLE_CHUNK_BYTES // (8 * dim))
+    for s in range(0, rows, step):
+        n = min(step, rows - s)
+        out[s:s + n] = pack_table((rng.standard_normal((n, dim)) * 0.1).astype(np.float32), fmt)
+    return out
 
 
 def reference_interaction(z):

@@ -85,7 +85,7 @@ def _serve_with_faults(platform, model, batch, requests, route, seed, policy, pr
             lat.append(end.time_ns - start.time_ns)
         if progress:
             progress(r + 1, requests)
-    ex.release()
+    ex.unload()                 # the tables leave the cards: the next run loads its own copy
     return {"batch": batch, "requests": requests, "route": route, "fault_policy": policy,
             "completed": outcomes["ok"] + outcomes["retried"], "retried": outcomes["retried"],
             "failed": outcomes["failed"], "errors": errors, "wrong_outputs": wrong, "max_abs_error": max_err,
@@ -147,7 +147,7 @@ def serve(platform, model: DLRM, batch, requests=16, inflight=4, route="p2p", se
                                                             * (d.config.dma.engines_per_pe if u == "dma" else 1))
                                       for u in d.stats.UNITS},
                       "bytes": dict(d.stats.bytes)})
-    ex.release()
+    ex.unload()                 # the tables leave the cards: the next run loads its own copy
     return {"batch": batch, "requests": requests, "route": route, "single_request_us": single / 1e3,
             "latency_p50_us": percentile(lat, 50) / 1e3, "latency_p99_us": percentile(lat, 99) / 1e3,
             "throughput_samples_per_s": requests * batch / (span / 1e9), "max_abs_error": max_err,

@@ -70,6 +70,8 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
               "platform": {"cards": len(platform.devices), "card": platform.devices[0].config.data["name"],
                            "link": platform.config["link"], "uplink": platform.config["uplink"]},
               "runs": runs, "route_via_host": via_host, "trace": trace_path,
+              "host_memory": {"peak_rss_bytes": _peak_rss(),
+                              "on_cards_bytes": sum(m.table_bytes) + len(platform.devices) * m.dense_bytes},
               "wall_s": time.perf_counter() - t0}
     ok = all(r["wrong_outputs"] == 0 for r in runs + [via_host])
     report["all_outputs_match_numpy"] = ok
@@ -78,6 +80,16 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
     else:
         print(format_report(report))
     return 0 if ok else 1
+
+
+def _peak_rss():
+    """This process's peak resident set in bytes (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024     # Linux counts KiB
 
 
 def run_model_demo(name, batches=(1,), requests=6, as_json=False, trace_path=None, platform_config=None):
@@ -230,6 +242,10 @@ def format_report(rep):
                   f"{mid['throughput_samples_per_s']:,.0f} vs {h['throughput_samples_per_s']:,.0f} samples/s; "
                   f"uplink bytes {sum(mid['pcie_bytes']['uplink'].values()) / 2**20:.2f} vs "
                   f"{sum(h['pcie_bytes']['uplink'].values()) / 2**20:.2f} MiB",
-              f"trace (open in https://ui.perfetto.dev): {rep['trace']}",
-              f"all outputs match numpy: {rep['all_outputs_match_numpy']}; wall {rep['wall_s']:.1f} s"]
+              f"trace (open in https://ui.perfetto.dev): {rep['trace']}"]
+    hm = rep.get("host_memory") or {}
+    if hm.get("peak_rss_bytes"):
+        lines.append(f"host memory: {hm['peak_rss_bytes'] / 1e9:.2f} GB peak resident, for "
+                     f"{hm['on_cards_bytes'] / 1e9:.3f} GB of tables and weights on the cards (docs/serving.md)")
+    lines.append(f"all outputs match numpy: {rep['all_outputs_match_numpy']}; wall {rep['wall_s']:.1f} s")
     return "\n".join(lines)
