@@ -246,25 +246,9 @@ def reference_conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padd
                 contrib = np.einsum("nchw,co->nohw", xg, w64[g * Cg:(g + 1) * Cg, :, kh, kw])
                 full[:, g * OCg:(g + 1) * OCg, kh * dh:kh * dh + (H - 1) * sh + 1:sh,
                      kw * dw:kw * dw + (W - 1) * sw + 1:sw] += contrib
-    y = full[:, :, ph:ph + OH, pw:pw + OW].astype(np.float32)
-    if x.dtype == np.int8:
-        scale = (np.broadcast_to(np.asarray(w_scale, np.float64), (OC,)) * float(x_scale)).astype(np.float32)
-        y = (y * scale[None, :, None, None]).astype(np.float32)
-    if bias is not None:
-        y = (y + np.asarray(bias, np.float32)[None, :, None, None]).astype(np.float32)
-    if residual is not None:
-        y = (y + np.asarray(residual, np.float32)).astype(np.float32)
-    if activation == "relu":
-        y = np.where(y < 0, np.float32(0), y)
-    elif activation in ("relu6", "clip"):
-        lo, hi = (0.0, 6.0) if activation == "relu6" else clip
-        y = np.minimum(np.maximum(y, np.float32(lo)), np.float32(hi))
-    if x.dtype == np.int8 and out_scale is not None:
-        from .reference import vcvt_to_int
-        return vcvt_to_int(y, np.float32(1.0) / np.float32(out_scale), out_zero_point)
-    if x.dtype == np.float16 and w.dtype == np.float16:
-        return y.astype(np.float16)
-    return y
+    return convolution.reference_epilogue(full[:, :, ph:ph + OH, pw:pw + OW].astype(np.float32), x.dtype, w.dtype, OC,
+                                          w_scale, x_scale, bias, residual, activation, clip, out_scale,
+                                          out_zero_point)
 
 
 # --- `vnpu op conv_transpose2d` -------------------------------------------------------------------------------

@@ -559,8 +559,15 @@ def reference_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1,
                 patch = xg[:, :, kh * dh:kh * dh + (OH - 1) * sh + 1:sh, kw * dw:kw * dw + (OW - 1) * sw + 1:sw]
                 y[:, g * OCg:(g + 1) * OCg] += np.einsum("nchw,oc->nohw", patch,
                                                           w[g * OCg:(g + 1) * OCg, :, kh, kw].astype(np.float64))
-    y = y.astype(np.float32)
-    if x.dtype == np.int8:
+    return reference_epilogue(y.astype(np.float32), x.dtype, w.dtype, OC, w_scale, x_scale, bias, residual, activation,
+                              clip, out_scale, out_zero_point)
+
+
+def reference_epilogue(y, x_dtype, w_dtype, OC, w_scale, x_scale, bias, residual, activation, clip, out_scale,
+                       out_zero_point):
+    """The fused epilogue of a conv's numpy reference (conv2d and conv_transpose2d share it), on the fp32 sums
+    y [N, OC, ...]: int8 scales, bias, residual, activation, each step rounded to fp32, then the output dtype."""
+    if x_dtype == np.int8:
         scale = (np.broadcast_to(np.asarray(w_scale, np.float64), (OC,)) * float(x_scale)).astype(np.float32)
         y = (y * scale[None, :, None, None]).astype(np.float32)
     if bias is not None:
@@ -572,10 +579,10 @@ def reference_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1,
     elif activation in ("relu6", "clip"):
         lo, hi = (0.0, 6.0) if activation == "relu6" else clip
         y = np.minimum(np.maximum(y, np.float32(lo)), np.float32(hi))
-    if x.dtype == np.int8 and out_scale is not None:
+    if x_dtype == np.int8 and out_scale is not None:
         from .reference import vcvt_to_int
         return vcvt_to_int(y, np.float32(1.0) / np.float32(out_scale), out_zero_point)
-    if x.dtype == np.float16 and w.dtype == np.float16:
+    if x_dtype == np.float16 and w_dtype == np.float16:
         return y.astype(np.float16)
     return y
 

@@ -17,7 +17,7 @@ from vnpu.errors import InvalidArgument, UnsupportedOp  # noqa: E402
 from vnpu.runtime.graph.frontends.onnx_frontend import from_onnx  # noqa: E402
 from vnpu.runtime.graph.interp import run_host  # noqa: E402
 
-LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+from onnx_zoo import LIGHT, randomized, runner_input  # noqa: E402
 ZOO = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
        "vgg19", "zfnet512"]
 
@@ -85,16 +85,6 @@ def ops_of(g):
 
 
 # --- the light model zoo ---------------------------------------------------------------------------------------------
-def _runner_input(model):
-    """What onnx's backend test runner feeds a light model (onnx/backend/test/runner/__init__.py,
-    generate_dummy_data(random=False)): arange(n) / n in the input's shape, float32."""
-    inits = {i.name for i in model.graph.initializer}
-    x = [i for i in model.graph.input if i.name not in inits][0]
-    shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in x.type.tensor_type.shape.dim)
-    n = int(np.prod(shape))
-    return x.name, (np.arange(n).reshape(shape) / n).astype(np.float32)
-
-
 ZOO_RUN = [pytest.param(m, marks=pytest.mark.slow) if m == "vgg19" else m for m in ZOO]
 
 
@@ -118,7 +108,7 @@ def test_zoo_matches_the_expected_output(name):
     depend on the input)."""
     path = os.path.join(LIGHT, f"light_{name}.onnx")
     model = onnx.load(path)
-    _, x = _runner_input(model)
+    _, x = runner_input(model)
     y = run_host(from_onnx(path), [x])[0]
     expected = nh.to_array(onnx.load_tensor(os.path.join(LIGHT, f"light_{name}_output_0.pb")))
     assert y.shape == expected.shape
@@ -126,28 +116,7 @@ def test_zoo_matches_the_expected_output(name):
 
 
 def _randomized(model, seed=0):
-    """The light model with random weights in place of its ConstantOfShape(0.02) ones (He-uniform for matrices
-    and kernels, U(0.5, 1.5) for vectors: positive variances), and the softmax's input (the logits) as a second
-    output: constant weights make every class equal, which would test little."""
-    rng = np.random.default_rng(seed)
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {i.name: nh.to_array(i) for i in m.graph.initializer}
-    keep = []
-    for n in m.graph.node:
-        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
-            shape = tuple(int(e) for e in inits[n.input[0]])
-            a = rng.uniform(-1, 1, shape) * np.sqrt(6 / np.prod(shape[1:])) if len(shape) >= 2 else \
-                rng.uniform(0.5, 1.5, shape)
-            m.graph.initializer.append(nh.from_array(a.astype(np.float32), n.output[0]))
-        else:
-            keep.append(n)
-    del m.graph.node[:]
-    m.graph.node.extend(keep)
-    soft = [n for n in keep if n.op_type == "Softmax"]
-    if soft:
-        m.graph.output.append(oh.make_tensor_value_info(soft[-1].input[0], TP.FLOAT, None))
-    return m
+    return randomized(model, seed, logits=True)
 
 
 ZOO_ORT = [pytest.param(m, marks=pytest.mark.slow) if m in ("vgg19", "zfnet512") else m for m in ZOO]
@@ -157,7 +126,7 @@ ZOO_ORT = [pytest.param(m, marks=pytest.mark.slow) if m in ("vgg19", "zfnet512")
 def test_zoo_with_random_weights_matches_onnxruntime(name):
     model = _randomized(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")))
     g = from_onnx(model)
-    xname, _ = _runner_input(model)
+    xname, _ = runner_input(model)
     x = np.random.default_rng(1).random(g.values[g.inputs[0]].shape, np.float32)
     ys = run_host(g, [x])
     rs = ort_run(model, {xname: x})

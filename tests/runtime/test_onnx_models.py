@@ -11,41 +11,12 @@ from onnx import numpy_helper as nh  # noqa: E402
 
 import vnpu  # noqa: E402
 
-LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-
-
-def runner_input(model):
-    """What onnx's backend test runner feeds a light model: arange(n) / n in the input's shape."""
-    inits = {i.name for i in model.graph.initializer}
-    x = [i for i in model.graph.input if i.name not in inits][0]
-    shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in x.type.tensor_type.shape.dim)
-    n = int(np.prod(shape))
-    return (np.arange(n).reshape(shape) / n).astype(np.float32)
-
-
-def randomized(model, seed=0):
-    """The light model with random weights instead of its ConstantOfShape(0.02) ones (so classes differ)."""
-    rng = np.random.default_rng(seed)
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {i.name: nh.to_array(i) for i in m.graph.initializer}
-    keep = []
-    for n in m.graph.node:
-        if n.op_type == "ConstantOfShape" and n.input[0] in inits:
-            shape = tuple(int(e) for e in inits[n.input[0]])
-            a = rng.uniform(-1, 1, shape) * np.sqrt(6 / np.prod(shape[1:])) if len(shape) >= 2 else \
-                rng.uniform(0.5, 1.5, shape)
-            m.graph.initializer.append(nh.from_array(a.astype(np.float32), n.output[0]))
-        else:
-            keep.append(n)
-    del m.graph.node[:]
-    m.graph.node.extend(keep)
-    return m
+from onnx_zoo import LIGHT, randomized, runner_input  # noqa: E402
 
 
 def test_resnet50_from_the_zoo_on_six_cards_matches_its_expected_output_and_onnxruntime():
     path = os.path.join(LIGHT, "light_resnet50.onnx")
-    x = runner_input(onnx.load(path))
+    _, x = runner_input(onnx.load(path))
     prog = vnpu.compile(path, cards=6, dtype="fp32", strategy="pipeline")
     y = prog.run(x)
     expected = nh.to_array(onnx.load_tensor(os.path.join(LIGHT, "light_resnet50_output_0.pb")))
@@ -63,7 +34,7 @@ def test_resnet50_from_the_zoo_on_six_cards_matches_its_expected_output_and_onnx
 def test_zoo_networks_with_random_weights_run_on_the_card_like_onnxruntime(name):
     """Random weights make the classes differ, so top-1 agreement means something; fp32 on the card."""
     model = randomized(onnx.load(os.path.join(LIGHT, f"light_{name}.onnx")))
-    x = np.random.default_rng(3).random(runner_input(model).shape, np.float32)
+    x = np.random.default_rng(3).random(runner_input(model)[1].shape, np.float32)
     prog = vnpu.compile(model, cards=1, dtype="fp32")
     prog.run(x)
     (check,) = prog.last_check

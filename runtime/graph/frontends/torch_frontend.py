@@ -200,21 +200,6 @@ def _numpy(t):
     return np.ascontiguousarray(t.numpy())
 
 
-def _remove_unused(g):
-    """Graph.remove_unused, but keeping every output of a node it keeps (a split of which one part is read)."""
-    live = set(g.outputs)
-    kept = []
-    for n in reversed(g.nodes):
-        if any(o in live for o in n.outputs):
-            kept.append(n)
-            live.update(i for i in n.inputs if i)
-            live.update(n.outputs)
-    g.nodes = kept[::-1]
-    used = live | set(g.inputs)
-    for name in [k for k in g.values if k not in used]:
-        del g.values[name]
-
-
 # --- conversion -------------------------------------------------------------------------------------------------
 class _Unmapped(Exception):
     """A mapped op in a form vnpu has no op for: the message completes 'a vnpu op for aten.x ...'."""
@@ -326,7 +311,7 @@ class _Converter:
                 v = _Const(torch.tensor(v), "output")
             names.append(self.value(v))
         self.g.set_outputs(names)
-        _remove_unused(self.g)
+        self.g.remove_unused()
         return self.g
 
     def convert(self, n):
