@@ -499,7 +499,12 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
     dram_cycles = (x.nbytes + N * OH * OW * OC * np.dtype(np_out).itemsize) / (cfg.dram.gbps / cfg.clock_ghz)
     mm_cycles = share * (F // fsplit) * taps * -(-C // (cfg.matrix.rows * cfg.matrix.depth)) / _rate(cfg, x.dtype)
     res_example = None if residual is None else np.empty((1, OCp), np.float32)
-    for blocks in range(2 if memory == "dram" and dram_cycles > mm_cycles and share > 1 else 1, share + 1):
+    # the fewest blocks whose tiles could fit: the band (twice, prefetched), three item accumulators and their
+    # fp32 epilogue, the block's output, per position; the compile below has the last word
+    per_pos = 2 * C * x.dtype.itemsize + 4 * cw * 4 + (F // fsplit) * cw * np.dtype(np_out).itemsize + 4 * cw
+    fewest = max(1, -(-share * per_pos // max(1, int(cfg.local_memory.bytes) // 2)))
+    start = max(fewest, 2 if memory == "dram" and dram_cycles > mm_cycles and share > 1 else 1)
+    for blocks in range(min(start, share), share + 1):
         M = -(-share // blocks)
         if blocks > 1 and M == -(-share // (blocks - 1)):
             continue
@@ -511,7 +516,7 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
                               np.empty((groups * per_pe, OCp), np_out), qp, *consts, config=cfg).image
             break
         except lang.KernelError as e:
-            if "does not fit local memory" not in str(e):
+            if "does not fit local memory" not in str(e) and "larger than the PE's local memory" not in str(e):
                 raise
     else:
         return None

@@ -163,6 +163,7 @@ FLAT = [  # N, C, H, W, OC, KH, KW, padding, dilation
     (1, 4, 10, 13, 6, 3, 2, (2, 1, 0, 3), (2, 3)),
     (3, 16, 20, 20, 8, 3, 3, 1, 1),               # several blocks per PE on the tiny card
     (1, 3, 2, 2, 5, 5, 5, 2, 1),                  # kernel larger than the image
+    (4, 64, 32, 32, 4, 1, 1, 0, 1),               # one PE's positions in one band would not fit local memory
 ]
 
 
