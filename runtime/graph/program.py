@@ -286,7 +286,9 @@ class ProgramProfile:
 
     @property
     def makespan_ns(self):
-        return max([e for _, _, e in self.requests] + [0.0]) - min([s for _, s, _ in self.requests] + [0.0])
+        if not self.requests:
+            return 0.0
+        return max(e for _, _, e in self.requests) - min(s for _, s, _ in self.requests)
 
     def latencies_ns(self):
         return [e - s for _, s, e in self.requests]

@@ -247,6 +247,9 @@ def test_one_host_thread_gives_the_same_outputs_and_virtual_timeline():
     for a, b in zip(many, one):
         np.testing.assert_array_equal(a[0], b[0])
     assert prog.profile().latencies_ns() == pytest.approx(lat_many, rel=1e-9)   # the same timeline, later
+    first = prog.profile().makespan_ns
+    prog.serve(reqs, inflight=2)
+    assert prog.profile().makespan_ns == pytest.approx(first, rel=1e-9)       # not counted from time 0
 
 
 def test_two_convs_meeting_at_one_add_fuse_only_once():
