@@ -79,7 +79,7 @@ def _conv(xp, w, scale, bias, res, out, qp, G: lang.constexpr, KH: lang.constexp
 def _conv_flat(x2, wf, scale, bias, res, out, qp, shifts: lang.constexpr, per_pe: lang.constexpr,
                M: lang.constexpr, cw: lang.constexpr, fsplit: lang.constexpr, br: lang.constexpr,
                act: lang.constexpr, lo: lang.constexpr, hi: lang.constexpr, out_dt: lang.constexpr,
-               qbounds: lang.constexpr, combine: lang.constexpr):
+               qbounds: lang.constexpr, combine: lang.constexpr, rq: lang.constexpr):
     """Stride 1, one group, channels last, no im2col: a 1-D convolution over flat positions. The host lays the
     padded images one under the other, rows of Wp positions, x2 [positions, C]; the output at position p is
     the sum over taps of x2[p + shift] times the tap's weights [C, cw] (shift = kh*dh*Wp + kw*dw), so the
@@ -97,7 +97,8 @@ def _conv_flat(x2, wf, scale, bias, res, out, qp, shifts: lang.constexpr, per_pe
     fold is cut in two halves of the block, so the epilogue left when the matrix unit has finished is half as
     long. With one block per PE the weights and the per-channel vectors load after the band, so the first
     products wait only for the band and the first fold's weights; with more, they load once before a
-    pipelined loop. res (the residual in the output's flat layout, fp32) is added before the activation."""
+    pipelined loop. res (the residual in the output's flat layout, fp32, or int8 with rq = (scale, zero point):
+    dequantized by a vcvt first) is added before the activation."""
     C = x2.shape[1]
     OCp = out.shape[1]
     F, taps = OCp // cw, len(shifts)
@@ -140,6 +141,8 @@ def _conv_flat(x2, wf, scale, bias, res, out, qp, shifts: lang.constexpr, per_pe
                 j, a, b = items[i - 1]
                 reps = [lang.repeat(v[j * cw:(j + 1) * cw], min(br, b - a)) for v in vecs]
                 rt = None if res is None else lang.load(res[p0 + a:p0 + b, c0 + j * cw:c0 + (j + 1) * cw])
+                if rq is not None:
+                    rt = rt.astype("f32", scale=rq[0], zero_point=rq[1])
                 done.append(_epilogue(accs[i - 1], reps, ops, act, lo, hi, out_dt, qp, qbounds, rt))
             if i >= 2:                                   # item i-2's result out
                 j, a, b = items[i - 2]
@@ -289,7 +292,7 @@ def plan_rows(card, N, G, Cg, OCg, KH, KW, OH, OW, sh, dh, Wp, eb, npe):
 
 def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, w_scale=None, x_scale=None,
            residual=None, activation=None, clip=None, out_scale=None, out_zero_point=0, out_dtype=None, pes=None,
-           trace=False, memory="dram"):
+           trace=False, memory="dram", residual_scale=None, residual_zero_point=0):
     """torch.nn.functional.conv2d on the card, plus fusions. x [N, C, H, W], w [OC, C/groups, KH, KW]: both
     float16 or float32 (fp32 computed as fp32; mixed: widened to fp32), or both int8 with x_scale (per
     tensor) and w_scale (per output channel, or one number): the result dequantized to fp32, or requantized
@@ -356,12 +359,24 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
             out_dt = "f32" if out_dtype == "fp32" else "f16"
     b = _float_vec("bias", bias, OC)
     np_out = {"f32": np.float32, "f16": np.float16, "i8": np.int8}[out_dt]
+    rq = None                  # an int8 residual's (scale, zero point): dequantized on the card before the add
     if residual is not None:
         residual = np.asarray(residual)
-        if residual.shape != (N, OC, OH, OW) or residual.dtype.kind != "f":
-            raise InvalidArgument(f"conv2d: residual must be a float array of shape {(N, OC, OH, OW)}, got "
+        if residual.shape != (N, OC, OH, OW) or residual.dtype.kind not in "fi" or \
+                (residual.dtype.kind == "i" and residual.dtype != np.int8):
+            raise InvalidArgument(f"conv2d: residual must be a float or int8 array of shape {(N, OC, OH, OW)}, got "
                                   f"{residual.shape} {residual.dtype}")
-        residual = np.ascontiguousarray(residual, np.float32)
+        if residual.dtype == np.int8:
+            if residual_scale is None:
+                raise InvalidArgument("conv2d: an int8 residual needs residual_scale (and residual_zero_point)")
+            _positive("residual_scale", residual_scale)
+            if isinstance(residual_zero_point, bool) or not isinstance(residual_zero_point, (int, np.integer)) or \
+                    not -128 <= residual_zero_point <= 127:
+                raise InvalidArgument(f"conv2d: residual_zero_point must be an integer in [-128, 127], got "
+                                      f"{residual_zero_point!r}")
+            rq = (float(np.float32(residual_scale)), int(residual_zero_point))
+        else:
+            residual = np.ascontiguousarray(residual, np.float32)
     if N == 0 or OC == 0:
         return np.zeros((N, OC, OH, OW), np_out), runner.nothing(card, "conv2d", pes)
     if C == 0:           # an empty sum: zeros through the epilogue
@@ -396,9 +411,12 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
         qbounds = None if out_dt != "i8" else _qbounds(activation, lo, hi, np.float32(1.0) / np.float32(out_scale),
                                                        out_zero_point)
         done = _run_flat(card, flat_x, wc, scale, b, (N, OC, OH, OW), np_out, qp, qbounds, flat_pads, KH, KW, dh,
-                         dw, activation, lo, hi, out_dt, memory, pes, trace, residual)
+                         dw, activation, lo, hi, out_dt, memory, pes, trace, residual, rq)
         if done is not None:
             return done
+    if rq is not None:
+        raise InvalidArgument(f"conv2d: an int8 residual is taken by the one-group path only (groups={G}, dilation "
+                              f"{(dh, dw)} with stride {(sh, sw)} run the im2col kernel); give a float residual")
     k = lang.library_kernel(_conv, "conv2d")
     while True:
         consts = (G, KH, KW, sh, sw, dh, dw, OH, OW, R, activation, lo, hi, out_dt)
@@ -419,12 +437,12 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
 
 
 def _run_flat(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi,
-              out_dt, memory, pes, trace, residual=None):
+              out_dt, memory, pes, trace, residual=None, rq=None):
     """The stride-1, one-group path (channels last on the card; the host converts the layouts and drops the
     positions computed past the images). None when its tiles do not fit local memory (the general kernel runs
     instead)."""
     plan = flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi,
-                     out_dt, memory, pes, residual)
+                     out_dt, memory, pes, residual, rq)
     if plan is None:
         return None
     key = ("conv2d-flat", plan.x2.shape, plan.wf.shape, str(x.dtype), plan.consts, scale is not None,
@@ -462,7 +480,7 @@ def _fold_grid(cfg, npe, F, taps, C, P, eb, rate):
 
 
 def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi, out_dt,
-              memory="dram", pes=None, residual=None):
+              memory="dram", pes=None, residual=None, rq=None):
     """The flat kernel's operands, constants and compiled image for x (unpadded, NCHW) and wc [OC, C, KH, KW];
     `unflatten(y)` turns its output back into NCHW. None when no block size fits local memory.
 
@@ -498,7 +516,7 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
     # stage 3, docs/kernels.md; more blocks cost a matrix fill per tap and fold each)
     dram_cycles = (x.nbytes + N * OH * OW * OC * np.dtype(np_out).itemsize) / (cfg.dram.gbps / cfg.clock_ghz)
     mm_cycles = share * (F // fsplit) * taps * -(-C // (cfg.matrix.rows * cfg.matrix.depth)) / _rate(cfg, x.dtype)
-    res_example = None if residual is None else np.empty((1, OCp), np.float32)
+    res_dt = None if residual is None else residual.dtype
     # the fewest blocks whose tiles could fit: the band (twice, prefetched), three item accumulators and their
     # fp32 epilogue, the block's output, per position; the compile below has the last word
     per_pos = 2 * C * x.dtype.itemsize + 4 * cw * 4 + (F // fsplit) * cw * np.dtype(np_out).itemsize + 4 * cw
@@ -509,10 +527,10 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
         if blocks > 1 and M == -(-share // (blocks - 1)):
             continue
         per_pe = blocks * M
-        consts = (shifts, per_pe, M, cw, fsplit, min(M, 128), act, lo, hi, out_dt, qbounds, memory != "shared")
+        consts = (shifts, per_pe, M, cw, fsplit, min(M, 128), act, lo, hi, out_dt, qbounds, memory != "shared", rq)
         try:
             image = k.compile(np.empty((groups * per_pe + shifts[-1], C), x.dtype), wf, vecs[0], vecs[1],
-                              None if res_example is None else np.empty((groups * per_pe, OCp), np.float32),
+                              None if res_dt is None else np.empty((groups * per_pe, OCp), res_dt),
                               np.empty((groups * per_pe, OCp), np_out), qp, *consts, config=cfg).image
             break
         except lang.KernelError as e:
@@ -528,9 +546,9 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
     x2[:n] = tall.reshape(-1, C)[:n]
     res = None
     if residual is not None:                             # output position of (n, oh, ow): n*Hg*Wp + oh*Wp + ow
-        rt = np.zeros((N, Hg, Wp, OCp), np.float32)
+        rt = np.zeros((N, Hg, Wp, OCp), residual.dtype)
         rt[:, :OH, :OW, :OC] = residual.transpose(0, 2, 3, 1)
-        res = np.zeros((alloc, OCp), np.float32)
+        res = np.zeros((alloc, OCp), residual.dtype)
         m = min(N * Hg * Wp, alloc)
         res[:m] = rt.reshape(-1, OCp)[:m]
 
@@ -543,7 +561,8 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
 
 
 def reference_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, w_scale=None, x_scale=None,
-                     residual=None, activation=None, clip=None, out_scale=None, out_zero_point=0):
+                     residual=None, activation=None, clip=None, out_scale=None, out_zero_point=0, residual_scale=None,
+                     residual_zero_point=0):
     """What the card computes, in numpy: float64 sums (the card's fp32 mode rounds fp64 sums once; its fp16
     mode sums in fp32: within fp16-product rounding of this), then the epilogue in fp32."""
     N, C, H, W = x.shape
@@ -564,6 +583,9 @@ def reference_conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1,
                 patch = xg[:, :, kh * dh:kh * dh + (OH - 1) * sh + 1:sh, kw * dw:kw * dw + (OW - 1) * sw + 1:sw]
                 y[:, g * OCg:(g + 1) * OCg] += np.einsum("nchw,oc->nohw", patch,
                                                           w[g * OCg:(g + 1) * OCg, :, kh, kw].astype(np.float64))
+    if residual is not None and np.asarray(residual).dtype == np.int8:     # the card's vcvt: (q - zp) * scale, once
+        residual = ((np.asarray(residual, np.float64) - residual_zero_point) *
+                    np.float64(np.float32(residual_scale))).astype(np.float32)
     return reference_epilogue(y.astype(np.float32), x.dtype, w.dtype, OC, w_scale, x_scale, bias, residual, activation,
                               clip, out_scale, out_zero_point)
 

@@ -263,3 +263,38 @@ def test_flat_path_residual_stride_and_channel_split(case, dtype):
         ref = np.maximum(torch_conv(x, w, b, s, p, 1, 1) + res, 0)
         np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-4)
     assert r.cycles > 0
+
+
+@pytest.mark.parametrize("case", [(2, 8, 7, 9, 12, 3, 3, 1, 1), (1, 16, 6, 6, 8, 1, 1, 2, 0), (1, 4, 10, 10, 6, 3, 3, 2, 1)])
+@pytest.mark.parametrize("zp", [0, -5])
+def test_int8_residual_is_dequantized_on_the_card(case, zp):
+    """A ResNet's residual stream kept in int8: the card dequantizes it (vcvt: (q - zp) * scale, one fp32
+    rounding) before the add; equal to adding the dequantized residual."""
+    N, C, H, W, OC, KH, KW, s, p = case
+    rng = np.random.default_rng(23)
+    x = rng.integers(-128, 128, (N, C, H, W)).astype(np.int8)
+    w = rng.integers(-128, 128, (OC, C, KH, KW)).astype(np.int8)
+    kw = dict(x_scale=0.02, w_scale=(rng.random(OC) * 1e-3 + 1e-4).astype(np.float32), activation="relu",
+              out_scale=0.07, out_zero_point=0)
+    out_shape = CV.reference_conv2d(x, w, None, s, p, **kw).shape
+    rq = rng.integers(-128, 128, out_shape).astype(np.int8)
+    y, _ = CV.conv2d(CARD, x, w, None, s, p, residual=rq, residual_scale=0.031, residual_zero_point=zp, **kw)
+    deq = ((rq.astype(np.float64) - zp) * np.float64(np.float32(0.031))).astype(np.float32)
+    np.testing.assert_array_equal(y, CV.reference_conv2d(x, w, None, s, p, residual=deq, **kw))
+    np.testing.assert_array_equal(y, CV.reference_conv2d(x, w, None, s, p, residual=rq, residual_scale=0.031,
+                                                         residual_zero_point=zp, **kw))
+
+
+def test_int8_residual_misuse():
+    x, w = np.zeros((1, 4, 5, 5), np.int8), np.zeros((4, 4, 3, 3), np.int8)
+    q = dict(x_scale=0.1, w_scale=np.ones(4, np.float32))
+    with pytest.raises(vnpu.InvalidArgument, match="residual_scale"):
+        CV.conv2d(CARD, x, w, None, 1, 1, residual=np.zeros((1, 4, 5, 5), np.int8), **q)
+    with pytest.raises(vnpu.InvalidArgument, match="residual_zero_point"):
+        CV.conv2d(CARD, x, w, None, 1, 1, residual=np.zeros((1, 4, 5, 5), np.int8), residual_scale=0.1,
+                  residual_zero_point=300, **q)
+    with pytest.raises(vnpu.InvalidArgument, match="one-group path"):
+        CV.conv2d(CARD, x, np.zeros((4, 1, 3, 3), np.int8), None, 1, 1, 1, 4,
+                  residual=np.zeros((1, 4, 5, 5), np.int8), residual_scale=0.1, **q)
+    with pytest.raises(vnpu.InvalidArgument, match="float or int8"):
+        CV.conv2d(CARD, x, w, None, 1, 1, residual=np.zeros((1, 4, 5, 5), np.int32), **q)
