@@ -421,6 +421,8 @@ def _conv_host(xs, attrs):
     kw = dict(stride=_pair(attrs.get("stride", 1)), padding=_pads4(attrs.get("padding", 0)),
               dilation=_pair(attrs.get("dilation", 1)), groups=attrs.get("groups", 1), residual=res,
               activation=attrs.get("activation"), clip=attrs.get("clip"))
+    if res is not None and res.dtype == np.int8:
+        kw.update(residual_scale=attrs["residual_scale"], residual_zero_point=attrs.get("residual_zero_point", 0))
     if x.dtype == np.int8:
         kw.update(x_scale=attrs["x_scale"], w_scale=attrs["w_scale"], out_scale=attrs.get("out_scale"),
                   out_zero_point=attrs.get("out_zero_point", 0))
@@ -439,8 +441,10 @@ def _conv_card(card, xs, attrs, pes):
         raise NotLowered(f"conv2d on the card takes float32/float16 or int8 x and w, got {x.dtype} and {w.dtype}")
     if x.size == 0 or w.size == 0:
         raise NotLowered("conv2d of an empty operand")
-    kw = dict(residual=None if res is None else np.asarray(res, np.float32), activation=attrs.get("activation"),
-              clip=attrs.get("clip"), pes=pes, memory=attrs.get("memory", "dram"))
+    kw = dict(residual=None if res is None else (res if res.dtype == np.int8 else np.asarray(res, np.float32)),
+              activation=attrs.get("activation"), clip=attrs.get("clip"), pes=pes, memory=attrs.get("memory", "dram"))
+    if res is not None and res.dtype == np.int8:
+        kw.update(residual_scale=attrs["residual_scale"], residual_zero_point=attrs.get("residual_zero_point", 0))
     if x.dtype == np.int8:
         kw.update(x_scale=attrs["x_scale"], w_scale=attrs["w_scale"], out_scale=attrs.get("out_scale"),
                   out_zero_point=attrs.get("out_zero_point", 0))

@@ -71,7 +71,12 @@ def test_int8_weights_per_channel_activations_per_tensor():
     convs = [n for n in g.nodes if n.op == "conv2d"]
     assert convs and all(g.values[n.inputs[0]].dtype == "int8" and g.values[n.inputs[1]].dtype == "int8"
                          and np.asarray(n.attrs["w_scale"]).shape == (g.values[n.inputs[1]].shape[0],) for n in convs)
-    assert [n.op for n in g.nodes].count("quantize") == 3        # conv1, conv2 and fc inputs
+    # the input of conv1 and of fc are quantized; conv1's result, read by conv2 and as conv2's residual, leaves
+    # conv1 in int8 (requantized in its epilogue) and conv2 dequantizes the residual on the card
+    assert [n.op for n in g.nodes].count("quantize") == 2
+    conv1, conv2 = convs
+    assert g.values[conv1.outputs[0]].dtype == "int8" and conv1.attrs["out_scale"] == conv2.attrs["residual_scale"]
+    assert conv2.inputs[0] == conv2.inputs[3] == conv1.outputs[0]
 
 
 def foreign_graph(with_fn=True):
