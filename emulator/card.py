@@ -61,6 +61,13 @@ class LaunchResult:
         from .trace import summarize
         return summarize(self)
 
+    def energy(self, mac_dtype="int8", vector_dtype="fp32", clock_ghz=None):
+        """Joules (total and per unit), average watts over the launch's time and TOPS/W: the energy model of
+        emulator/power.py (docs/power.md). The MACs' and vector lanes' element types are the caller's to
+        name (the statistics count them, not their type); clock_ghz prices the cycles at another point."""
+        from .power import launch_energy
+        return launch_energy(self, mac_dtype=mac_dtype, vector_dtype=vector_dtype, clock_ghz=clock_ghz)
+
     def chrome_trace(self, **kw):
         from .trace import chrome_trace
         return chrome_trace(self, **kw)

@@ -2,7 +2,8 @@
 
 Every key is checked: an unknown key, a wrong type or a value out of range is a ConfigError naming the
 key's dotted path. Overrides come from code (`load_config("tiny", {"matrix.rows": 16})`) or from the
-command line (`--set matrix.rows=16`).
+command line (`--set matrix.rows=16`). The `power:` and `area:` sections (docs/power.md) may be left out of a
+YAML: the card then takes the `reference` card's.
 """
 from __future__ import annotations
 
@@ -15,6 +16,66 @@ import yaml
 
 from vnpu.errors import ConfigError
 from vnpu.isa import table as T
+
+
+
+class Points:
+    """Rule of a list of operating points: [[clock_ghz, volts], ...], clocks rising, volts never falling."""
+
+    def __init__(self, clock=(0.01, 10.0), volts=(0.3, 1.5), most=16):
+        self.clock, self.volts, self.most = clock, volts, most
+
+    def check(self, v, where):
+        if not isinstance(v, (list, tuple)) or not 1 <= len(v) <= self.most:
+            raise ConfigError(f"config key {where!r} must be a list of 1 to {self.most} [clock_ghz, volts] pairs, "
+                              f"got {_shown(v)}")
+        out = []
+        for i, pt in enumerate(v):
+            if not isinstance(pt, (list, tuple)) or len(pt) != 2 or any(
+                    isinstance(x, bool) or not isinstance(x, (int, float)) or x != x for x in pt):
+                raise ConfigError(f"config key {where!r}: point {i} must be a pair of numbers [clock_ghz, volts], "
+                                  f"got {_shown(pt)}")
+            f, volts = float(pt[0]), float(pt[1])
+            for name, x, (lo, hi) in (("clock_ghz", f, self.clock), ("volts", volts, self.volts)):
+                if not lo <= x <= hi:
+                    raise ConfigError(f"config key {where!r}: point {i} {name} = {x!r} is out of range [{lo}, {hi}]")
+            if out and (f <= out[-1][0] or volts < out[-1][1]):
+                raise ConfigError(f"config key {where!r}: points must have rising clocks and volts that never fall; "
+                                  f"point {i} {[f, volts]} follows {out[-1]}")
+            out.append([f, volts])
+        return out
+
+
+def _shown(v):
+    return repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+
+
+_PJ = (float, 0.0, 1e6)       # an energy per action, pJ
+_W = (float, 0.0, 1000.0)     # a power, W
+_MM2 = (float, 0.0, 1e5)      # an area, mm^2 (or um^2 for one MAC)
+# The power and area sections (docs/power.md): optional in a YAML; a card without them takes the `reference`
+# card's (same technology), see _fill_sections.
+POWER = {
+    "reference_volts": (float, 0.3, 1.5),
+    "static_exponent": (float, 0.0, 4.0),
+    "operating_points": Points(),
+    "matrix": {"mac_int8_pj": _PJ, "mac_fp16_pj": _PJ, "mac_fp32_pj": _PJ, "cell_active_pj": _PJ,
+               "cell_idle_pj": _PJ, "cell_static_uw": (float, 0.0, 1e6)},
+    "vector": {"lane_i8_pj": _PJ, "lane_f16_pj": _PJ, "lane_i32_pj": _PJ, "lane_f32_pj": _PJ,
+               "active_cycle_pj": _PJ, "idle_cycle_pj": _PJ, "static_w": _W},
+    "scalar": {"instruction_pj": _PJ, "idle_cycle_pj": _PJ, "static_w": _W},
+    "dma": {"byte_pj": _PJ, "idle_cycle_pj": _PJ, "static_w": _W},
+    "local_memory": {"read_byte_pj": _PJ, "write_byte_pj": _PJ, "static_w_per_mib": _W},
+    "shared_sram": {"read_byte_pj": _PJ, "write_byte_pj": _PJ, "static_w_per_mib": _W},
+    "dram": {"pj_per_bit": _PJ, "active_w": _W, "background_w": _W},
+    "embedding": {"row_pj": _PJ, "active_cycle_pj": _PJ, "idle_cycle_pj": _PJ, "static_w": _W},
+    "uncore": {"static_w": _W},
+    "pcie": {"gen3_pj_per_bit": _PJ, "gen4_pj_per_bit": _PJ, "gen5_pj_per_bit": _PJ},
+}
+AREA = {"mac_um2": _MM2, "weight_buffer_mm2_per_mib": _MM2, "local_mm2_per_mib": _MM2,
+        "shared_mm2_per_mib": _MM2, "vector_mm2_per_512b": _MM2, "scalar_mm2": _MM2, "dma_engine_mm2": _MM2,
+        "embedding_mm2": _MM2, "dram_phy_mm2_per_gbps": _MM2, "pcie_mm2": _MM2, "uncore_mm2": _MM2}
+OPTIONAL_SECTIONS = ("power", "area")
 
 # key -> (type, low, high) for numbers, or a tuple of choices for strings.
 SCHEMA = {
@@ -42,6 +103,8 @@ SCHEMA = {
     "dma": {"engines_per_pe": (int, 1, T.NUM_ENGINES), "queue_depth": (int, 1, 1024),
             "setup_cycles": (int, 0, 1 << 20), "bytes_per_cycle": (float, 1, 1 << 16)},
     "embedding": {"place": ("card",), "outstanding": (int, 1, 4096), "bytes_per_cycle": (float, 1, 1 << 16)},
+    "power": POWER,
+    "area": AREA,
 }
 EMBEDDED = ("reference", "tiny")
 
@@ -56,13 +119,15 @@ def _check(node, schema, path):
     for key, rule in schema.items():
         where = f"{path}.{key}" if path else key
         if key not in node:
-            if not isinstance(rule, dict) and len(rule) == 4:
+            if isinstance(rule, tuple) and len(rule) == 4:
                 node[key] = rule[3]
                 continue
             raise ConfigError(f"missing config key {where!r}")
         v = node[key]
         if isinstance(rule, dict):
             _check(v, rule, where)
+        elif isinstance(rule, Points):
+            node[key] = rule.check(v, where)
         elif rule[0] is str:
             if not isinstance(v, str):
                 raise ConfigError(f"config key {where!r} must be a string, got {v!r}")
@@ -77,8 +142,7 @@ def _check(node, schema, path):
                 raise ConfigError(f"config key {where!r} must be {'an integer' if typ is int else 'a number'}, "
                                   f"got {v!r}")
             if not lo <= v <= hi:
-                shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
-                raise ConfigError(f"config key {where!r} = {shown} is out of range [{lo}, {hi}]")
+                raise ConfigError(f"config key {where!r} = {_shown(v)} is out of range [{lo}, {hi}]")
             node[key] = typ(v)
 
 
@@ -114,6 +178,28 @@ def apply_overrides(data, overrides):
     return data
 
 
+def _reference_sections():
+    """The `reference` card's power and area sections (parsed once), for a card config without them."""
+    global _REF_SECTIONS
+    if _REF_SECTIONS is None:
+        text = resources.files("vnpu.emulator").joinpath("configs", "reference.yaml").read_text()
+        data = yaml.safe_load(text)
+        _REF_SECTIONS = {k: data[k] for k in OPTIONAL_SECTIONS}
+    return _REF_SECTIONS
+
+
+_REF_SECTIONS = None
+
+
+def _fill_sections(data):
+    """A config dict without a `power` or `area` section gets the reference card's (in place)."""
+    if isinstance(data, dict):
+        for key in OPTIONAL_SECTIONS:
+            if key not in data:
+                data[key] = copy.deepcopy(_reference_sections()[key])
+    return data
+
+
 def _ns(d):
     return SimpleNamespace(**{k: _ns(v) if isinstance(v, dict) else v for k, v in d.items()})
 
@@ -122,7 +208,7 @@ class CardConfig:
     """A validated card configuration. Attribute access (`cfg.matrix.rows`) and `cfg.data` (the dict)."""
 
     def __init__(self, data: dict):
-        data = copy.deepcopy(data)
+        data = _fill_sections(copy.deepcopy(data))
         _check(data, SCHEMA, "")
         self.data = data
         self.__dict__.update(vars(_ns(data)))
@@ -183,6 +269,7 @@ def load_config(name_or_path="reference", overrides=None) -> CardConfig:
         raise ConfigError(f"no card config {name_or_path!r}: give one of {', '.join(EMBEDDED)} or a YAML file path")
     if not isinstance(data, dict):
         raise ConfigError(f"config {name_or_path!r}: expected a mapping at the top level")
+    _fill_sections(data)
     try:
         apply_overrides(data, overrides)
     except (KeyError, TypeError):
