@@ -220,7 +220,8 @@ class Platform:
     # --- reporting -----------------------------------------------------------------------------------------
     def info(self):
         link = self.config["link"]
-        return {"name": self.config["name"], "cards": [d.properties for d in self.devices],
+        return {"name": self.config["name"], "cards": [dict(d.properties, power=_envelope(d.config))
+                                                      for d in self.devices],
                 "link": dict(link), "uplink": dict(self.config["uplink"]),
                 "pcie_bytes": self.switch.bytes_moved()}
 
@@ -236,18 +237,31 @@ class Platform:
         return path
 
 
+def _envelope(card_config):
+    """A card's area and power envelope (emulator/power.py, docs/power.md): die mm^2, idle and int8-peak
+    watts at its operating point."""
+    from vnpu.emulator.power import power_envelope
+    e = power_envelope(card_config)
+    return {"area_mm2": e["area_mm2"], "idle_w": e["idle_w"], "peak_w": e["peak_w"],
+            "peak_tops_per_w": e["peak_tops_per_w"], "clock_ghz": e["clock_ghz"], "volts": e["volts"]}
+
+
 def platform_info(config=None):
     p = Platform.from_yaml(config) if config else Platform()
     return p.info()
 
 
 def format_platform_table(info) -> str:
-    rows = [("card", "PEs", "clock", "memory used / total", "link")]
+    rows = [("card", "PEs", "clock", "memory used / total", "link", "area", "power idle / int8 peak")]
     link = info["link"]
     for c in info["cards"]:
+        pw = c.get("power") or {}
         rows.append((str(c["index"]), str(c["pes"]), f"{c['clock_ghz']} GHz",
                      f"{c['dram_used'] / 2**20:.1f} MiB / {c['dram_bytes'] / 2**30:.1f} GiB",
-                     f"PCIe Gen{link['gen']} x{link['lanes']}"))
+                     f"PCIe Gen{link['gen']} x{link['lanes']}",
+                     f"{pw['area_mm2']:.0f} mm^2" if pw else "-",
+                     f"{pw['idle_w']:.1f} / {pw['peak_w']:.1f} W at {pw['volts']:.2f} V "
+                     f"({pw['peak_tops_per_w']:.1f} TOPS/W)" if pw else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [f"platform {info['name']}: {len(info['cards'])} cards behind a switch, uplink Gen{info['uplink']['gen']} "
              f"x{info['uplink']['lanes']}"]

@@ -44,6 +44,22 @@ ELEMENTS = {
 }
 
 
+# Element types the energy model prices an op's MACs and vector lanes at (the emulator counts MACs and
+# lane-ops, not their type): the op's `dtype` parameter where it has one, else this table; int8 ops'
+# epilogues run in fp32 on the vector unit.
+OP_DTYPES = {"conv2d": ("fp16", "fp32"), "layer_norm_fp16": ("fp16", "fp16")}
+
+
+def op_dtypes(name, params):
+    """(mac_dtype, vector_dtype) of op `name` with `params`, for emulator/power.py."""
+    if name in OP_DTYPES:
+        return OP_DTYPES[name]
+    dt = params.get("dtype")
+    if dt in ("int8", "fp16", "fp32"):
+        return dt, ("fp16" if dt == "fp16" else "fp32")
+    return "int8", "fp32"
+
+
 def _elements(name, params):
     """Operand elements of op `name`; for an op without a formula, the product of its size parameters."""
     if name in ELEMENTS:
@@ -154,6 +170,16 @@ def run_op(name, extra=(), config="reference", overrides=None, pes=None, trace_p
                            "achieved_dram_bytes_per_s": dram / result.seconds if result.seconds else 0,
                            "peak_dram_bytes_per_s": cfg.dram.gbps * 1e9,
                            "arithmetic_intensity": ops_count / dram if dram else None}}
+    from vnpu.emulator.power import launch_energy
+    mac_dt, lane_dt = op_dtypes(name, params)
+    e = launch_energy(result, mac_dtype=mac_dt, vector_dtype=lane_dt)
+    # TOPS/W of the op's own ops (the roofline's), where it runs MACs
+    tops_per_w = ops_count / e["total_j"] / 1e12 if s["macs"] and e["total_j"] else None
+    report["energy"] = {"total_uj": e["total_j"] * 1e6, "average_w": e["average_w"], "tops_per_w": tops_per_w,
+                        "mac_dtype": e["mac_dtype"], "vector_dtype": e["vector_dtype"],
+                        "clock_ghz": e["clock_ghz"], "volts": e["volts"],
+                        "units_uj": {u: v["total_j"] * 1e6 for u, v in e["units"].items()}}
+    report["roofline"]["tops_per_w"] = tops_per_w
     if trace_path:
         # every launch the op made, one after the other on the card's timeline
         traces, start_ns = [], 0.0
@@ -176,8 +202,17 @@ def format_report(r):
     lines.append(f"  bytes: DRAM read {b['dram_read']}, write {b['dram_write']}; SRAM read {b['sram_read']}, "
                  f"write {b['sram_write']}")
     rf = r["roofline"]
+    tpw = "" if rf.get("tops_per_w") is None else f", {rf['tops_per_w']:.2f} TOPS/W"
     lines.append(f"  roofline: {rf['achieved_ops_per_s'] / 1e12:.3f} of {rf['peak_ops_per_s'] / 1e12:.1f} Top/s, "
-                 f"DRAM {rf['achieved_dram_bytes_per_s'] / 1e9:.2f} of {rf['peak_dram_bytes_per_s'] / 1e9:.1f} GB/s")
+                 f"DRAM {rf['achieved_dram_bytes_per_s'] / 1e9:.2f} of {rf['peak_dram_bytes_per_s'] / 1e9:.1f} GB/s{tpw}")
+    e = r.get("energy")
+    if e:
+        tot = e["total_uj"] or 1.0
+        top = sorted(((v, k) for k, v in e["units_uj"].items() if v > 0), reverse=True)[:4]
+        lines.append(f"  energy: {e['total_uj']:.3f} uJ, {e['average_w']:.2f} W average "
+                     f"({e['mac_dtype'] + ' MACs, ' if e['tops_per_w'] is not None else ''}{e['vector_dtype']} lanes; "
+                     f"{e['clock_ghz']:g} GHz, {e['volts']:.2f} V): "
+                     + ", ".join(f"{k} {v / tot:.0%}" for v, k in top))
     lines.append(f"  wall {r['wall_s']:.3f} s")
     return "\n".join(lines)
 

@@ -212,3 +212,34 @@ def test_a_yaml_without_power_takes_the_reference_sections(tmp_path):
     text = r.files("vnpu.emulator").joinpath("configs", "reference.yaml").read_text()
     section = text[text.index("power:"):]
     assert section.count("[inf]") >= 40
+
+
+def test_vnpu_op_reports_energy_power_and_tops_per_w(capsys):
+    import json
+    from vnpu.cli import main
+    assert main(["op", "matmul", "--m", "64", "--k", "128", "--n", "64", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    e = r["energy"]
+    assert e["total_uj"] > 0 and e["average_w"] > 0 and (e["mac_dtype"], e["vector_dtype"]) == ("int8", "fp32")
+    assert abs(sum(e["units_uj"].values()) - e["total_uj"]) <= 1e-9 * e["total_uj"]
+    assert abs(e["average_w"] - e["total_uj"] * 1e-6 / (r["time_us"] * 1e-6)) <= 1e-9 * e["average_w"]
+    assert r["roofline"]["tops_per_w"] == e["tops_per_w"] > 0
+    assert abs(e["tops_per_w"] - r["roofline"]["ops"] / (e["total_uj"] * 1e-6) / 1e12) < 1e-12
+    assert main(["op", "add", "--n", "4096", "--pes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "energy:" in out and " W average (fp32 lanes" in out and "TOPS/W" not in out   # no MACs, no TOPS/W
+    assert main(["op", "matmul", "--dtype", "fp16", "--m", "32", "--k", "64", "--n", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "TOPS/W" in out and "fp16 MACs, fp16 lanes" in out
+
+
+def test_vnpu_info_shows_area_and_power_envelope(capsys):
+    import json
+    from vnpu.cli import main
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "155 mm^2" in out and "2.4 / 12.0 W at 0.70 V" in out
+    assert main(["info", "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)["platform"]["cards"][0]
+    assert set(card["power"]) == {"area_mm2", "idle_w", "peak_w", "peak_tops_per_w", "clock_ghz", "volts"}
+    assert card["power"]["idle_w"] < card["power"]["peak_w"]
