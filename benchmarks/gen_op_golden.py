@@ -759,8 +759,10 @@ def transposed_convolution(g, rng):
     g.add("conv_transpose2d", "fp32-residual-relu", [x, w, b], dict(kw, residual=res, activation="relu"),
           n(F.relu(torch.from_numpy(ref) + t(res).double())), close(1e-5, 1e-5), out_dtype=np.float32,
           note="F.relu(F.conv_transpose2d(...) + residual): the residual after the bias")
-    for (N, C, H, W, OC, KH, KW, s, p, op, d, gr, _), act, clip in [(cases[0], "relu", None),
-                                                                   (cases[5], "clip", (-0.5, 0.25))]:
+    def int8_operands(case):
+        """int8 x and w, a float bias, per-channel weight scales, the arguments, and the dequantized float64
+        result + bias (before any activation) of one conv_transpose2d case."""
+        N, C, H, W, OC, KH, KW, s, p, op, d, gr, _ = case
         x = rng.integers(-128, 128, (N, C, H, W)).astype(np.int8)
         w = rng.integers(-128, 128, (C, OC // gr, KH, KW)).astype(np.int8)
         b = randn(rng, (OC,), np.float32)
@@ -768,6 +770,11 @@ def transposed_convolution(g, rng):
         kw = {"stride": s, "padding": p, "output_padding": op, "groups": gr, "dilation": d}
         z = torch_conv_transpose(x, w, None, **kw) * (0.05 * ws.astype(np.float64))[None, :, None, None] \
             + b[None, :, None, None]
+        return x, w, b, ws, kw, z
+
+    for case, act, clip in [(cases[0], "relu", None), (cases[5], "clip", (-0.5, 0.25))]:
+        N, C, H, W = case[:4]
+        x, w, b, ws, kw, z = int8_operands(case)
         z = n(F.relu(torch.from_numpy(z)) if act == "relu" else torch.clamp(torch.from_numpy(z), *clip))
         kwq = dict(kw, x_scale=0.05, w_scale=ws, activation=act)
         if clip:
@@ -775,14 +782,7 @@ def transposed_convolution(g, rng):
         g.add("conv_transpose2d", f"int8-{act}-{N}x{C}x{H}x{W}", [x, w, b], kwq, z, close(1e-5, 1e-5),
               out_dtype=np.float32, note="F.conv_transpose2d of the int8 operands in float64, dequantized, + bias, "
                                          "then the activation (F.relu / torch.clamp)")
-    N, C, H, W, OC, KH, KW, s, p, op, d, gr, _ = cases[2]
-    x = rng.integers(-128, 128, (N, C, H, W)).astype(np.int8)
-    w = rng.integers(-128, 128, (C, OC // gr, KH, KW)).astype(np.int8)
-    b = randn(rng, (OC,), np.float32)
-    ws = (rng.random(OC) * 1e-3 + 1e-4).astype(np.float32)
-    kw = {"stride": s, "padding": p, "output_padding": op, "groups": gr, "dilation": d}
-    z = torch_conv_transpose(x, w, None, **kw) * (0.05 * ws.astype(np.float64))[None, :, None, None] \
-        + b[None, :, None, None]
+    x, w, b, ws, kw, z = int8_operands(cases[2])
     ref = n(torch.quantize_per_tensor(F.relu(torch.from_numpy(z)).float(), 0.05, -7, torch.qint8).int_repr())
     g.add("conv_transpose2d", "int8-requantized", [x, w, b],
           dict(kw, x_scale=0.05, w_scale=ws, activation="relu", out_scale=0.05, out_zero_point=-7), ref, close(0, 1),
