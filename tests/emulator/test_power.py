@@ -243,3 +243,14 @@ def test_vnpu_info_shows_area_and_power_envelope(capsys):
     card = json.loads(capsys.readouterr().out)["platform"]["cards"][0]
     assert set(card["power"]) == {"area_mm2", "idle_w", "peak_w", "peak_tops_per_w", "clock_ghz", "volts"}
     assert card["power"]["idle_w"] < card["power"]["peak_w"]
+
+
+def test_every_power_and_area_key_is_documented():
+    from pathlib import Path
+    from vnpu.emulator.config import AREA, POWER
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "power.md").read_text()
+    keys = [k for k, v in AREA.items()]
+    for k, v in POWER.items():
+        keys += [f"{k}.{sub}" for sub in v] if isinstance(v, dict) else [k]
+    missing = [k for k in keys if k not in doc and k.rsplit(".", 1)[-1] not in doc]
+    assert not missing, missing
