@@ -37,6 +37,7 @@ class Queue:
         self._waits = []
         self.destroyed = False
         self.last_result = None          # the last successful launch's result (None after a failed one)
+        self.last_launches = []          # the launches of the last `run`
 
     def __repr__(self):
         return f"Queue({self.id}, card {self.device.index}, at {self.tail_ns:.0f} ns)"
@@ -292,6 +293,7 @@ class Queue:
                 self.device.stats.add(result.kernel, end - s, result.summary())
                 self.platform.trace.launch(self, result.kernel, s, result)
             self.last_result = launches[-1] if launches else None
+            self.last_launches = list(launches)      # every launch fn made (the model compiler's profile)
             if end is None:                  # nothing launched (a host-side reshape): no card time
                 end = ready
             return value, self._finish(name, ready, end, "launch", {"launches": len(launches),

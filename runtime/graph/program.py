@@ -274,6 +274,7 @@ class OpRecord:
     bound: str
     source: str
     placement: str = ""
+    energy_j: float = 0.0      # the card's energy for the op's launches (emulator/power.py, docs/power.md)
 
 
 class ProgramProfile:
@@ -296,11 +297,18 @@ class ProgramProfile:
     def per_card(self):
         cards = {}
         for r in self.records:
-            c = cards.setdefault(r.card, {"ops": 0, "cycles": 0, "busy_ns": 0.0})
+            c = cards.setdefault(r.card, {"ops": 0, "cycles": 0, "busy_ns": 0.0, "energy_j": 0.0})
             c["ops"] += 1
             c["cycles"] += r.cycles
             c["busy_ns"] += r.end_ns - r.start_ns
+            c["energy_j"] += r.energy_j
         return dict(sorted(cards.items()))
+
+    @property
+    def energy_j(self):
+        """The cards' energy for every op of the run(s): the launches' dynamic, idle and static energy (not the
+        cards' idle time between launches, nor PCIe)."""
+        return sum(r.energy_j for r in self.records)
 
     def to_dict(self):
         lat = sorted(self.latencies_ns())
@@ -308,7 +316,8 @@ class ProgramProfile:
                 "cards": self.program.placement.cards, "dtype": self.program.dtype,
                 "requests": len(self.requests), "makespan_ns": self.makespan_ns,
                 "latency_ns": {"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99)},
-                "per_card": self.per_card(),
+                "per_card": self.per_card(), "energy_j": self.energy_j,
+                "requests_per_j": len(self.requests) / self.energy_j if self.energy_j else None,
                 "ops": [r.__dict__ for r in self.records],
                 "transfers": self.transfers, "wall_s": self.wall_s}
 
@@ -328,7 +337,11 @@ class ProgramProfile:
                          f"{(r.end_ns - r.start_ns) / 1e3:9.2f} {u.get('matrix', 0):7.0%} {u.get('vector', 0):7.0%} "
                          f"{u.get('dma', 0):5.0%} {mb:8.2f}  {r.bound}{' (host)' if r.where == 'host' else ''}")
         for c, t in self.per_card().items():
-            lines.append(f"card {c}: {t['ops']} ops, {t['cycles']:,} cycles, busy {t['busy_ns'] / 1e3:.1f} us")
+            lines.append(f"card {c}: {t['ops']} ops, {t['cycles']:,} cycles, busy {t['busy_ns'] / 1e3:.1f} us, "
+                         f"{t['energy_j'] * 1e3:.3f} mJ")
+        if self.energy_j:
+            lines.append(f"energy: {self.energy_j * 1e3:.3f} mJ for {len(self.requests)} request(s), "
+                         f"{len(self.requests) / self.energy_j:.1f} requests per joule (docs/power.md)")
         if self.transfers:
             tb = sum(t["bytes"] for t in self.transfers)
             lines.append(f"transfers: {len(self.transfers)} ({tb / 1e6:.2f} MB over PCIe / the switch)")
@@ -633,8 +646,8 @@ class _Execution:
             if tuple(o.shape) != want.shape:
                 raise InvalidArgument(f"{n.op} at {n.source or n.name}: the card returned shape {list(o.shape)} where "
                                       f"the graph says {list(want.shape)} (a compiler defect)")
-        res = q.last_result if where == "card" else None
-        self._record(r, n, c, where, res, ev, q)
+        launches = q.last_launches if where == "card" else []
+        self._record(r, n, c, where, launches, ev, q)
         users = self._users_elsewhere(r, n, c)
         for o, name in zip(outs, n.outputs):
             buf = None
@@ -680,15 +693,27 @@ class _Execution:
                                        "end_ns": q.tail_ns})
         return outs
 
-    def _record(self, r, n, c, where, res, ev, q):
+    def _record(self, r, n, c, where, launches, ev, q):
+        """One op's record: its launches' cycles, bytes and energy summed; the unit utilizations and the bound
+        of its longest launch."""
+        from vnpu.emulator.power import launch_energy
         g = self.p.graph
-        if where == "card" and res is not None:
-            s = res.summary()
+        energy = 0.0
+        if where == "card" and launches:
+            longest = max(launches, key=lambda x: x.cycles)
+            s = longest.summary()
             units = {k: v.get("utilization", 0.0) for k, v in s.get("units", {}).items()}
-            cycles = res.cycles
-            kernels = [res.kernel]
-            byts = dict(s.get("bytes", {}))
+            cycles = sum(x.cycles for x in launches)
+            kernels = [x.kernel for x in launches]
+            byts = {}
+            for x in launches:
+                for k, v in x.summary().get("bytes", {}).items():
+                    byts[k] = byts.get(k, 0) + v
             bound = _bound(s)
+            dt = g.values[n.inputs[0]].dtype if n.inputs and n.inputs[0] else "float32"
+            mac = {"int8": "int8", "float16": "fp16"}.get(dt, "fp32")
+            lanes = {"float16": "fp16", "int8": "int8"}.get(dt, "fp32")
+            energy = sum(launch_energy(x, mac_dtype=mac, vector_dtype=lanes)["total_j"] for x in launches)
         else:
             units, cycles, kernels, byts = {}, 0, [], {}
             bound = "host" if where == "host" else "none (no launch)"
@@ -697,7 +722,7 @@ class _Execution:
         wm = sorted({self.p.placement.weight_memory.get(x, "") for x in n.inputs if x and g.values[x].is_const} - {""})
         with self.lock:
             self.records.append(OpRecord(r, n.name, n.op, c, where, kernels, cycles, start, end, units, byts, bound,
-                                         n.source, ",".join(wm)))
+                                         n.source, ",".join(wm), energy))
 
     def _finish_request(self, c, r):
         g = self.p.graph

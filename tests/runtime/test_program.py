@@ -269,3 +269,14 @@ def test_two_convs_meeting_at_one_add_fuse_only_once():
     assert [n.op for n in f.nodes] == ["conv2d", "conv2d"] and len(f.nodes[1].inputs) == 4
     xin = RNG.standard_normal((1, 4, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(run_host(f, [xin])[0], run_host(g, [xin])[0], atol=1e-5)
+
+
+def test_profile_energy_adds_up_per_op_and_card():
+    prog = vnpu.compile(CNN, cards=2, strategy="pipeline", check=False)
+    prog.run(X)
+    prof = prog.profile()
+    assert all(r.energy_j > 0 for r in prof.records if r.cycles) and prof.energy_j > 0
+    assert sum(c["energy_j"] for c in prof.per_card().values()) == pytest.approx(prof.energy_j)
+    assert "requests per joule" in str(prof) and json.loads(prof.json())["energy_j"] == pytest.approx(prof.energy_j)
+    two = prog.serve([[X], [X]], inflight=1)
+    assert len(two) == 2 and prog.profile().energy_j == pytest.approx(2 * prof.energy_j, rel=1e-9)
