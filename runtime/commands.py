@@ -144,7 +144,8 @@ def cmd_serve(args):
            "dtype": prog.dtype, "batch": args.batch, "requests": args.requests, "inflight": args.inflight,
            "latency_us": {p: _pct(lat, int(p[1:])) / 1e3 for p in ("p50", "p90", "p99")},
            "throughput_items_per_s": args.requests * args.batch / (span / 1e9) if span else 0.0,
-           "makespan_us": span / 1e3, "wall_s": prof.wall_s}
+           "makespan_us": span / 1e3, "wall_s": prof.wall_s, "energy_j": prof.energy_j,
+           "items_per_j": args.requests * args.batch / prof.energy_j if prof.energy_j else None}
     if args.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -153,6 +154,9 @@ def cmd_serve(args):
     print(f"latency p50 {out['latency_us']['p50']:.1f} us, p90 {out['latency_us']['p90']:.1f} us, "
           f"p99 {out['latency_us']['p99']:.1f} us; throughput {out['throughput_items_per_s']:.1f} items/s "
           f"(virtual time; {prof.wall_s:.1f} s of host time to emulate)")
+    if prof.energy_j:
+        print(f"energy: {prof.energy_j * 1e3 / args.requests:.3f} mJ per request on the cards, "
+              f"{out['items_per_j']:.1f} items per joule (docs/power.md)")
     return 0
 
 
