@@ -83,15 +83,43 @@ class Device:
         self._fault = error
         return error
 
-    def book_launch(self, ready_ns: float, cycles) -> tuple[float, float]:
+    def book_launch(self, ready_ns: float, cycles, clock_ghz=None) -> tuple[float, float]:
         """Book the card for a launch of `cycles` card cycles that is ready at ready_ns (virtual ns). The card
         runs one launch at a time: it starts when the card is free and the platform's launch overhead has
-        passed. Returns (start_ns, end_ns); busy_until_ns becomes end_ns."""
+        passed; its cycles take cycles / clock_ghz (default: the card's clock; `operating_point` chooses a
+        lower one under the power cap). Returns (start_ns, end_ns); busy_until_ns becomes end_ns."""
         with self.lock:
             start = max(ready_ns, self._busy_until_ns) + self.platform.config["launch_overhead_ns"]
-            end = start + cycles / self.config.clock_ghz
+            end = start + cycles / (clock_ghz or self.config.clock_ghz)
             self._busy_until_ns = end
             return start, end
+
+    def book_result(self, ready_ns: float, result) -> tuple[float, float, float]:
+        """Book a launch's result on the card at the operating point the power cap allows (`operating_point`);
+        counts a slowed launch in stats.throttled. Returns (start_ns, end_ns, average watts)."""
+        clock, watts = self.operating_point(result)
+        with self.lock:
+            self.stats.throttled += clock < self.config.clock_ghz
+        start, end = self.book_launch(ready_ns, result.cycles, clock)
+        return start, end, watts
+
+    def operating_point(self, result):
+        """(clock_ghz, average watts) a launch runs at under the platform's power cap (DVFS): the card's own
+        clock when the launch's average power there is within the cap, else the highest of the card's operating
+        points (docs/power.md) whose average power for the same cycles is within it (the lowest when none is).
+        The window is the launch: its energy over its own time. Cycles stay cycles; time stretches."""
+        from vnpu.emulator.power import launch_energy
+        cap = self.platform.config.get("power_cap_w")
+        nominal = launch_energy(result)["average_w"]
+        if cap is None or nominal <= cap:
+            return self.config.clock_ghz, nominal
+        points = sorted(p[0] for p in self.config.power.operating_points if p[0] < self.config.clock_ghz)
+        choice = None
+        for f in points:
+            w = launch_energy(result, clock_ghz=f)["average_w"]
+            if choice is None or w <= cap:
+                choice = (f, w)
+        return choice if choice is not None else (self.config.clock_ghz, nominal)
 
     def _new_queue(self, ctx, sanitize):
         """Context.queue(): a new queue of ctx, visited by synchronize, reset and reset_clock."""
@@ -238,6 +266,7 @@ class DeviceStats:
 
     def reset(self):
         self.kernels = {}          # name -> [launches, virtual ns]
+        self.throttled = 0         # launches slowed to a lower operating point by the power cap
         self.busy = dict.fromkeys(self.UNITS, 0)
         self.bytes = {"dram_read": 0, "dram_write": 0, "sram_read": 0, "sram_write": 0}
 

@@ -21,7 +21,7 @@ from .device import Device
 from .tracing import PlatformTrace
 
 PLATFORM_KEYS = {"name", "cards", "card", "card_overrides", "link", "uplink", "launch_overhead_ns", "poll_ns",
-                 "faults", "sanitize", "engine"}
+                 "faults", "sanitize", "engine", "power_cap_w"}
 LINK_KEYS = {"gen", "lanes", "max_payload", "max_read_request", "tlp_overhead_bytes", "completion_overhead_bytes",
              "read_completion_boundary", "dllp_overhead", "setup_ns"}
 SANITIZE_ENV = "VNPU_SANITIZE"
@@ -75,6 +75,10 @@ def validate_platform(data):
     merged["cards"] = validate.integer(merged["cards"], "platform key 'cards'", 1, 64, error=ConfigError)
     merged["launch_overhead_ns"] = validate.time_ns(merged["launch_overhead_ns"], "platform key 'launch_overhead_ns'")
     merged["poll_ns"] = validate.time_ns(merged["poll_ns"], "platform key 'poll_ns'", positive=True)
+    cap = merged.get("power_cap_w")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap < 1e4):
+        raise ConfigError(f"platform key 'power_cap_w' must be a number of watts in (0, 10000) or null (no cap), got "
+                          f"{validate.show(cap)}")
     merged["card"] = _card_source(merged["card"])
     merged["card_overrides"] = validate.card_overrides(merged.get("card_overrides"))
     if merged.get("sanitize") is not None:

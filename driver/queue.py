@@ -260,7 +260,8 @@ class Queue:
                 self.device.set_fault(fault)
                 _, end = self.device.book_launch(ready, 0)
                 return self._finish(f"{kernel.name} (faulted: {type(fault).__name__})", ready, end, "launch")
-            start, end = self.device.book_launch(ready, result.cycles)
+            start, end, watts = self.device.book_result(ready, result)   # DVFS under the platform's power cap
+            self.platform.trace.power(self.device, start, end, watts)
             self.last_result = result
             faults.after_launch(self.device, kernel.name, result.card_stats[0])   # S_DRAM_RD: what it read
             self.device.stats.add(kernel.name, end - start, result.summary())
@@ -288,7 +289,8 @@ class Queue:
                 self.device.set_fault(fault)
                 raise
             for result in launches:
-                s, end = self.device.book_launch(ready if start is None else end, result.cycles)
+                s, end, watts = self.device.book_result(ready if start is None else end, result)
+                self.platform.trace.power(self.device, s, end, watts)
                 start = s if start is None else start
                 self.device.stats.add(result.kernel, end - s, result.summary())
                 self.platform.trace.launch(self, result.kernel, s, result)

@@ -53,6 +53,16 @@ class PlatformTrace:
             evs.append(self._x(name, PCIE_PID, tid, start_ns, end_ns, {"bytes": nbytes}, "pcie"))
         self._add(*evs)
 
+    def power(self, device, start_ns, end_ns, watts):
+        """The card's power counter track: the launch's average watts over its time, the idle card's after."""
+        if not self.enabled:
+            return
+        from vnpu.emulator.power import idle_power
+        pid = CARD_PID0 + device.index
+        self._add({"name": "power (W)", "ph": "C", "pid": pid, "ts": start_ns / 1000.0, "args": {"W": watts}},
+                  {"name": "power (W)", "ph": "C", "pid": pid, "ts": end_ns / 1000.0,
+                   "args": {"W": idle_power(device.config)}})
+
     def queue_op(self, queue, name, start_ns, end_ns, args=None):
         if self.enabled:
             self._add(self._x(name, CARD_PID0 + queue.device.index, QUEUE_TID0 + queue.id, start_ns, end_ns,

@@ -1,0 +1,85 @@
+"""The platform's power cap (DVFS): a launch whose average power would exceed it runs at a lower operating point
+(its cycles take longer), within the cap; the card's power counter track in the platform trace."""
+import numpy as np
+import pytest
+
+import vnpu
+from vnpu.emulator.power import launch_energy
+
+PEAK = """
+.kernel peak
+.arg reps, scalar, i32
+.arg m, scalar, i32
+    li r10, 0
+    li r11, 524288
+    li r12, 528384
+    li r13, 128
+    li r14, 32
+    mm.ldw r11, r13, r14, i8, s0
+    wait s0, 1
+top:
+    mm.mul r12, r10, m, i8, set, s0
+    wait s0, 1
+    loop reps, top
+    halt
+"""
+
+
+def launch_peak(platform):
+    dev = platform.devices[0]
+    q = dev.queue()
+    k = dev.load(vnpu.assemble(PEAK))["peak"]
+    ev = q.launch(k, 2, 4096)
+    q.synchronize()
+    return q, ev, q.last_result
+
+
+@pytest.mark.parametrize("cap", [10.0, 8.0])
+def test_a_launch_over_the_cap_runs_slower_within_the_cap(cap):
+    free = vnpu.Platform({"cards": 1, "power_cap_w": None})
+    _, ev_free, r = launch_peak(free)
+    nominal = launch_energy(r)["average_w"]
+    assert nominal > cap                                   # the peak kernel draws about 12 W
+    capped = vnpu.Platform({"cards": 1, "power_cap_w": cap})
+    _, ev_cap, r2 = launch_peak(capped)
+    assert r2.cycles == r.cycles                           # cycles stay cycles
+    assert ev_cap.time_ns > ev_free.time_ns                # time stretches
+    clock, watts = capped.devices[0].operating_point(r2)
+    assert clock < capped.devices[0].config.clock_ghz and watts <= cap + 1e-9
+    assert capped.devices[0].stats.throttled == 1
+    assert launch_energy(r2, clock_ghz=clock)["average_w"] == pytest.approx(watts)
+
+
+def test_no_cap_or_a_high_cap_leaves_the_launch_alone():
+    times = []
+    for cap in (None, 100.0):
+        _, ev, r = launch_peak(vnpu.Platform({"cards": 1, "power_cap_w": cap}))
+        times.append(ev.time_ns)
+    assert times[0] == times[1]
+
+
+def test_the_trace_has_a_power_counter_track(tmp_path):
+    import json
+    p = vnpu.Platform({"cards": 1})
+    p.start_trace()
+    launch_peak(p)
+    path = p.write_trace(str(tmp_path / "t.json"))
+    ev = json.load(open(path))
+    ev = ev["traceEvents"] if isinstance(ev, dict) else ev
+    counters = [e for e in ev if e.get("ph") == "C" and e.get("name") == "power (W)"]
+    assert len(counters) == 2 and counters[0]["args"]["W"] > counters[1]["args"]["W"] > 0
+    assert counters[0]["args"]["W"] <= 12.0 + 1e-6                   # the default cap
+
+
+@pytest.mark.parametrize("bad", [0, -1, "x", True, 1e9])
+def test_a_bad_cap_names_the_key(bad):
+    with pytest.raises(vnpu.ConfigError, match="power_cap_w"):
+        vnpu.Platform({"power_cap_w": bad})
+
+
+def test_a_cap_below_the_lowest_operating_point_runs_there():
+    """5 W is below what the peak kernel draws even at the lowest point (0.3 GHz): it runs at that point."""
+    p = vnpu.Platform({"cards": 1, "power_cap_w": 5.0})
+    _, _, r = launch_peak(p)
+    clock, watts = p.devices[0].operating_point(r)
+    assert clock == min(f for f, _ in p.devices[0].config.power.operating_points) and watts > 5.0
