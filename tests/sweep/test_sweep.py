@@ -1,0 +1,134 @@
+"""vnpu sweep (issue 19): the grid, Dask workers (one killed mid-sweep), the cache, error rows, vnpu plot."""
+import os
+import signal
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+distributed = pytest.importorskip("distributed")
+
+from vnpu.cli import main  # noqa: E402
+from vnpu.sweep import FIGURES, RUN_COLUMNS, sweep  # noqa: E402
+
+SPACE = {"matrix.rows": [4, 8], "matrix.cols": [4, 8], "dram.gbps": [34.0, 67.2]}   # 8 points
+PARAMS = {"m": 64, "k": 128, "n": 128}
+
+
+def same_figures(a, b):
+    cols = [c for c in a.columns if c not in RUN_COLUMNS]
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
+
+
+@pytest.fixture(scope="module")
+def serial():
+    df = sweep(SPACE, "matmul", PARAMS, workers=0, cache=None)
+    assert len(df) == 8 and df["error"].isna().all()
+    assert df.attrs["computed"] == 8
+    return df
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def test_grid_columns(serial):
+    assert list(serial[["matrix.rows", "matrix.cols", "dram.gbps"]].itertuples(index=False, name=None))[:3] == \
+        [(4, 4, 34.0), (4, 4, 67.2), (4, 8, 34.0)]
+    for col in FIGURES:
+        assert col in serial.columns
+    assert (serial["cycles"] > 0).all() and (serial["energy_j"] > 0).all() and (serial["area_mm2"] > 0).all()
+    # a bigger array is faster and bigger; faster DRAM never slower
+    r = serial.set_index(["matrix.rows", "matrix.cols", "dram.gbps"])
+    assert r.loc[(8, 8, 67.2), "cycles"] < r.loc[(4, 4, 67.2), "cycles"]
+    assert r.loc[(8, 8, 67.2), "area_mm2"] > r.loc[(4, 4, 67.2), "area_mm2"]
+    assert r.loc[(4, 4, 67.2), "cycles"] <= r.loc[(4, 4, 34.0), "cycles"]
+
+
+def test_two_workers_equal_serial(serial, client):
+    df = sweep(SPACE, "matmul", PARAMS, client=client, cache=None)
+    same_figures(df, serial)
+    assert df.attrs["computed"] == 8
+    assert df["worker"].nunique() == 2      # both workers ran points
+
+
+def test_killed_worker_every_point_once(serial, client, tmp_path):
+    """SIGKILL the worker that sent the first row: the rows it still held (and its queued tasks) are
+    recomputed on the other worker and its replacement; every point arrives exactly once, figures as serial."""
+    space = dict(SPACE, **{"dram.latency_cycles": [100, 101, 102]})     # 24 points
+    ref = sweep(space, "matmul", PARAMS, workers=0, cache=None)
+    pids = {os.getpid()}
+    killed, seen = [], []
+
+    def on_row(i, row, cached):
+        seen.append(i)
+        if not killed:
+            pid = int(row["worker"].rsplit(":", 1)[1])
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)
+
+    df = sweep(space, "matmul", PARAMS, client=client, cache=str(tmp_path), on_row=on_row)
+    assert killed and killed[0] not in pids
+    assert sorted(seen) == list(range(24))            # each point reported exactly once
+    assert len(df) == 24 and df["key"].is_unique and df["error"].isna().all()
+    same_figures(df, ref)
+    assert any(not w.endswith(f":{killed[0]}") for w in df["worker"])   # from a surviving or restarted worker
+    client.wait_for_workers(2, timeout=30)
+    assert killed[0] not in client.run(os.getpid).values()
+
+
+def test_resume_from_cache(serial, tmp_path):
+    """An interrupted sweep (Ctrl-C after 3 points) resumes: the rerun computes only the 5 missing points;
+    a third run computes none."""
+    class Stop(Exception):
+        pass
+
+    def stop_after_3(i, row, cached):
+        if i == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        sweep(SPACE, "matmul", PARAMS, workers=0, cache=str(tmp_path), on_row=stop_after_3)
+    df = sweep(SPACE, "matmul", PARAMS, workers=0, cache=str(tmp_path))
+    assert (df.attrs["computed"], df.attrs["cached"]) == (5, 3)
+    assert df["cached"].sum() == 3
+    same_figures(df, serial)
+    again = sweep(SPACE, "matmul", PARAMS, workers=0, cache=str(tmp_path))
+    assert (again.attrs["computed"], again.attrs["cached"]) == (0, 8)
+    same_figures(again, serial)
+
+
+def test_bad_config_is_a_row(tmp_path):
+    df = sweep({"matrix.rows": [4, 0, 8]}, "add", {"n": 1024}, workers=0, cache=str(tmp_path))
+    assert len(df) == 3 and df.attrs["failed"] == 1
+    assert df["error"].isna().tolist() == [True, False, True]
+    assert "matrix.rows" in df["error"][1] and pd.isna(df["cycles"][1])
+    # a bad op parameter: every row fails, none is lost
+    df = sweep({"matrix.rows": [4, 8]}, "add", {"n": 0}, workers=0, cache=None)
+    assert df["error"].str.contains("--n must be").all()
+
+
+def test_command_writes_parquet_and_csv(tmp_path, capsys):
+    out = tmp_path / "r.parquet"
+    rc = main(["sweep", "--op", "add", "--param", "n=1024", "--set", "matrix.rows=4,8", "--set",
+               "dram.gbps=34,67.2,0", "--workers", "0", "--cache", str(tmp_path / "c"), "-o", str(out), "-q"])
+    assert rc == 0
+    assert "6 points: 6 computed" in capsys.readouterr().out
+    a, b = pd.read_parquet(out), pd.read_csv(tmp_path / "r.csv")
+    assert len(a) == len(b) == 6 and a["error"].notna().sum() == 2
+    assert list(a["cycles"].fillna(-1)) == list(b["cycles"].fillna(-1))
+    # --samples: 3 of the 6
+    rc = main(["sweep", "--op", "add", "--param", "n=1024", "--set", "matrix.rows=4,8", "--set",
+               "dram.gbps=34,67.2,0", "--samples", "3", "--seed", "1", "--workers", "0", "--no-cache", "--json", "-q"])
+    assert rc == 0 and '"points": 3' in capsys.readouterr().out
+
+
+def test_command_errors(capsys):
+    assert main(["sweep", "--op", "add", "--set", "matrix.rows", "--workers", "0"]) == 1
+    assert "must look like KEY=V1,V2" in capsys.readouterr().err
+    assert main(["sweep", "--op", "add", "--workers", "0", "--no-cache", "-o", "/nonexistent/x.parquet"]) == 1
+    assert "no folder" in capsys.readouterr().err

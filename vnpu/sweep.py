@@ -1,0 +1,408 @@
+"""Design-space sweeps on Dask (issue 19, first version): `vnpu sweep` and `vnpu.sweep.sweep(space, workload)`.
+
+A sweep is a set of points: card-config overrides (a grid over `--set KEY=V1,V2,...`, or a random sample
+of it) times op parameters (`--param KEY=V1,V2`). Each point builds its card, runs the op once on random
+inputs and becomes one row: the point's keys and its figures (cycles, seconds, utilization per unit, DRAM
+bytes, energy, power, area), or its error. Points run as Dask tasks, on a LocalCluster the command starts or
+on an existing cluster (`--scheduler`); each finished row is cached on disk under a hash of (configuration,
+workload, vnpu version), so an interrupted sweep resumes and a repeated one is free. docs/sweep.md.
+
+dask, pandas and pyarrow are an optional extra (`pip install 'vnpu[sweep]'`), imported only when a sweep runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import socket
+import sys
+import time
+
+from vnpu.cli import extra_command
+from vnpu.errors import InvalidArgument, VnpuError
+
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vnpu", "sweep")
+# figure columns of a row (inputs come first: the override keys, "config", "op", "param.*")
+FIGURES = ("cycles", "seconds", "ops", "ops_per_s", "macs", "util.pe", "util.matrix", "util.vector", "util.dma",
+           "util.embedding", "dram_read_bytes", "dram_write_bytes", "dram_bytes", "sram_bytes", "energy_j",
+           "power_w", "tops_per_w", "area_mm2", "error")
+INT_FIGURES = ("cycles", "ops", "macs", "dram_read_bytes", "dram_write_bytes", "dram_bytes", "sram_bytes")
+# not figures of the design point: where and how fast it ran (left out when sweeps are compared)
+RUN_COLUMNS = ("key", "wall_s", "warm", "worker", "cached")
+
+
+def need(module):
+    """Import an optional dependency of the sweep extra, or a one-line error naming the extra."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InvalidArgument(f"vnpu sweep needs {module.split('.')[0]}: pip install 'vnpu[sweep]' (dask[distributed], "
+                              f"pandas, pyarrow, matplotlib)") from None
+
+
+# ---------------------------------------------------------------------------------------------- the space
+def _value(text):
+    from vnpu.emulator.config import _parse_value
+    return _parse_value(text.strip())
+
+
+def parse_axes(items, what="--set"):
+    """["matrix.rows=16,32", "dram.gbps=34"] -> {"matrix.rows": [16, 32], "dram.gbps": [34]}."""
+    axes = {}
+    for item in items or ():
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise InvalidArgument(f"{what} {item!r} must look like KEY=V1,V2,..., e.g. matrix.rows=16,32")
+        if key in axes:
+            raise InvalidArgument(f"{what} {key} is given twice")
+        axes[key] = [_value(v) for v in values.split(",") if v.strip()]
+    return axes
+
+
+def grid(axes: dict) -> list:
+    """Every combination of the axes' values, as a list of {key: value}."""
+    keys = list(axes)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+def sample(axes: dict, n: int, seed: int = 0) -> list:
+    """n points drawn from the grid: without repetition while n <= its size, else uniformly with repetition
+    removed (so at most the grid's size)."""
+    if n < 1:
+        raise InvalidArgument(f"--samples must be >= 1, got {n}")
+    full = grid(axes)
+    rng = random.Random(seed)
+    if n >= len(full):
+        return full
+    return [full[i] for i in sorted(rng.sample(range(len(full)), n))]
+
+
+def points_of(space, params=None, samples=None, seed=0) -> list:
+    """The points of a space: a dict of axes ({key: [values]}) or a list of override dicts; op params
+    likewise ({param: [values]} multiplies the points). Returns a list of (overrides, params)."""
+    if space is None:
+        space = {}
+    if isinstance(space, dict):
+        axes = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in space.items()}
+        cards = sample(axes, samples, seed) if samples else grid(axes)
+    else:
+        cards = [dict(p) for p in space]
+    paxes = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in (params or {}).items()}
+    return [(c, p) for c in cards for p in grid(paxes)]
+
+
+# ---------------------------------------------------------------------------------------------- one point
+def point_key(config, overrides, workload, params, seed=0) -> str:
+    """sha256 of (card config, overrides, workload, its params, input seed, vnpu version): the cache key."""
+    import vnpu
+    blob = json.dumps({"config": config, "overrides": overrides, "workload": workload, "params": params,
+                       "seed": seed, "version": vnpu.__version__}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+_RUN_IN_PROCESS = [0]     # points this process has run: the first pays for the kernels' compile
+
+
+def run_point(config, overrides, op, params, seed=0) -> dict:
+    """Build the card, run op `op` once on random inputs, and return the row's figures. Never raises: a
+    point that fails is a row with `error` set (a bad config value, an op that does not fit the card...)."""
+    t0 = time.perf_counter()
+    warm = _RUN_IN_PROCESS[0] > 0
+    _RUN_IN_PROCESS[0] += 1
+    row = {k: None for k in FIGURES}
+    try:
+        row.update(_measure(config, overrides, op, params, seed))
+    except VnpuError as e:
+        row["error"] = f"{type(e).__name__}: {e}"
+        row["_cache"] = True          # deterministic: the same point fails the same way
+    except Exception as e:  # noqa: BLE001 - a bug or a fault is still a row, never a lost sweep
+        row["error"] = f"{type(e).__name__}: {e}"
+        row["_cache"] = False
+    row["wall_s"] = time.perf_counter() - t0
+    row["warm"] = warm
+    row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    return row
+
+
+def _measure(config, overrides, op, params, seed):
+    import numpy as np
+    from vnpu.emulator.card import Card
+    from vnpu.emulator.power import card_area, launch_energy
+    from vnpu.emulator.trace import summarize
+    from vnpu.kernels.commands import _parse_params, op_dtypes
+    from vnpu.kernels.library import all_ops
+    ops = all_ops()
+    if op not in ops:
+        raise InvalidArgument(f"no library op {op!r}; there are {', '.join(sorted(ops))}")
+    spec = ops[op]
+    p = _parse_params(spec, [f"--{k}={v}" for k, v in params.items()])
+    card = Card(config, {k: v for k, v in overrides.items()} or None)
+    inputs = spec.make_inputs(np.random.default_rng(seed), p)
+    _, result = spec.run(card, inputs, p, None)
+    s = summarize(result)
+    ops_count = spec.ops_per_call(p) if spec.ops_per_call else 2 * s["macs"]
+    mac_dt, lane_dt = op_dtypes(op, p)
+    e = launch_energy(result, mac_dtype=mac_dt, vector_dtype=lane_dt)
+    b = s["bytes"]
+    sec = result.seconds
+    row = {"cycles": int(result.cycles), "seconds": sec, "ops": int(ops_count),
+           "ops_per_s": ops_count / sec if sec else None, "macs": int(s["macs"]),
+           "dram_read_bytes": int(b["dram_read"]), "dram_write_bytes": int(b["dram_write"]),
+           "dram_bytes": int(b["dram_read"] + b["dram_write"]), "sram_bytes": int(b["sram_read"] + b["sram_write"]),
+           "energy_j": e["total_j"], "power_w": e["average_w"],
+           "tops_per_w": ops_count / e["total_j"] / 1e12 if s["macs"] and e["total_j"] else None,
+           "area_mm2": card_area(card.config)["total_mm2"], "error": None}
+    for unit, u in s["units"].items():
+        row[f"util.{unit}"] = u["utilization"]
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+class Cache:
+    """One JSON file per point, DIR/ab/abcdef....json, written atomically; None: no cache."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def _path(self, key):
+        return os.path.join(self.folder, key[:2], key + ".json")
+
+    def get(self, key):
+        if not self.folder:
+            return None
+        try:
+            with open(self._path(key)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key, row):
+        if not self.folder:
+            return
+        path = self._path(key)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(row, f)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise VnpuError(f"cannot write the sweep cache {self.folder}: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------------------------------------- the engine
+class Progress:
+    """points done / failed / rate on stderr: one rewritten line on a terminal, a line a second otherwise."""
+
+    def __init__(self, total, enabled=True, stream=None):
+        self.total, self.enabled = total, enabled
+        self.stream = stream or sys.stderr
+        self.done = self.failed = self.cached = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, row, cached):
+        self.done += 1
+        self.failed += row.get("error") is not None
+        self.cached += cached
+        now = time.perf_counter()
+        if self.enabled and (now - self.last >= 1.0 or self.done == self.total):
+            self.last = now
+            self._print(now)
+
+    def _print(self, now, end=""):
+        computed = self.done - self.cached
+        rate = computed / (now - self.t0) * 60 if now > self.t0 else 0.0
+        tty = getattr(self.stream, "isatty", lambda: False)()
+        line = (f"sweep: {self.done}/{self.total} points done, {self.failed} failed, {self.cached} from cache, "
+                f"{rate:.0f} points/min")
+        print(("\r" + line) if tty else line, end="" if tty and self.done < self.total else "\n",
+              file=self.stream, flush=True)
+
+
+def sweep(space=None, workload="add", params=None, *, config="tiny", samples=None, seed=0, workers=None,
+          scheduler=None, client=None, cache=DEFAULT_CACHE, progress=False, on_row=None):
+    """Run a design-space sweep and return a pandas DataFrame, one row per point (in the points' order).
+
+    space: {config_key: [values]} (a grid; `samples` draws that many points of it with `seed`) or a list of
+    override dicts. workload: a library op name (`vnpu op list`); params: {param: value or [values]}.
+    workers: 0 runs serially in this process (no Dask); N starts a LocalCluster of N worker processes;
+    scheduler: the address of an existing Dask cluster; client: an existing distributed.Client.
+    cache: a folder (None: no cache). on_row(index, row, cached): called as each row arrives.
+    df.attrs: {"computed": n, "cached": n, "failed": n, "seconds": wall}."""
+    pd = need("pandas")
+    if not isinstance(workload, str):
+        raise InvalidArgument("workload must be a library op name for now (model workloads: a later step)")
+    pts = points_of(space, params, samples, seed)
+    if not pts:
+        raise InvalidArgument("the sweep has no points")
+    keys = [point_key(config, o, workload, p) for o, p in pts]
+    store = Cache(cache)
+    rows, computed = {}, 0
+    prog = Progress(len(pts), enabled=bool(progress))
+    t0 = time.perf_counter()
+
+    def got(i, row, cached):
+        rows[i] = row
+        prog.update(row, cached)
+        if on_row:
+            on_row(i, row, cached)
+
+    todo = []
+    for i, k in enumerate(keys):
+        hit = store.get(k)
+        if hit is not None:
+            got(i, hit, True)
+        else:
+            todo.append(i)
+    # one task per distinct point (a point given twice is run once)
+    first = {}
+    for i in todo:
+        first.setdefault(keys[i], i)
+
+    def finish(i, row):
+        nonlocal computed
+        computed += 1
+        if row.pop("_cache", True):
+            store.put(keys[i], row)
+        for j in todo:
+            if keys[j] == keys[i] and j not in rows:
+                got(j, dict(row), False)
+
+    if first and workers == 0 and client is None and scheduler is None:
+        for k, i in first.items():
+            o, p = pts[i]
+            finish(i, run_point(config, o, workload, p))
+    elif first:
+        _on_dask(first, pts, config, workload, finish, workers, scheduler, client)
+    df = pd.DataFrame([_flat(pts[i], config, workload, rows[i], i in todo) | {"key": keys[i]}
+                       for i in range(len(pts))])
+    for c in INT_FIGURES:
+        df[c] = df[c].astype("Int64")
+    df.attrs.update(computed=computed, cached=len(pts) - len(todo), failed=int(df["error"].notna().sum()),
+                    seconds=time.perf_counter() - t0)
+    return df
+
+
+def _flat(point, config, workload, row, computed):
+    overrides, params = point
+    out = {"config": config, **overrides, "op": workload, **{f"param.{k}": v for k, v in params.items()}}
+    out.update({k: row.get(k) for k in FIGURES})
+    out.update(wall_s=row.get("wall_s"), warm=row.get("warm"), worker=row.get("worker"), cached=not computed)
+    return out
+
+
+def _on_dask(first, pts, config, workload, finish, workers, scheduler, client):
+    distributed = need("distributed")
+    own = None
+    if client is None:
+        if scheduler:
+            client = own = distributed.Client(scheduler)
+        else:
+            n = workers or os.cpu_count() or 1
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                               dashboard_address=None)
+            client = own = distributed.Client(cluster)
+    try:
+        futures = {}
+        for k, i in first.items():
+            o, p = pts[i]
+            f = client.submit(run_point, config, o, workload, p, key=f"vnpu-point-{k}", pure=False, retries=2)
+            futures[f] = i
+        for f in distributed.as_completed(futures):
+            i = futures[f]
+            try:
+                row = f.result()
+            except Exception as e:  # noqa: BLE001 - e.g. KilledWorker after too many worker deaths
+                row = {k: None for k in FIGURES}
+                row.update(error=f"{type(e).__name__}: {e}", _cache=False)
+            finish(i, row)
+    finally:
+        if own is not None:
+            cluster = getattr(own, "cluster", None)
+            own.close()
+            if cluster is not None and not scheduler:
+                cluster.close()
+
+
+def write_results(df, out):
+    """FILE.parquet: FILE.parquet and FILE.csv; FILE.csv: the CSV only. Returns the paths written."""
+    base, ext = os.path.splitext(out)
+    if ext not in (".parquet", ".csv"):
+        raise InvalidArgument(f"--out {out}: give a .parquet or .csv file")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise InvalidArgument(f"--out {out}: no folder {folder}")
+    written = []
+    if ext == ".parquet":
+        need("pyarrow")
+        df.to_parquet(out, index=False)
+        written.append(out)
+    df.to_csv(base + ".csv", index=False)
+    written.append(base + ".csv")
+    return written
+
+
+def read_results(path):
+    pd = need("pandas")
+    if not os.path.exists(path):
+        raise InvalidArgument(f"no results file {path}")
+    try:
+        if path.endswith(".parquet"):
+            need("pyarrow")
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (ValueError, OSError) as e:
+        raise InvalidArgument(f"cannot read results {path}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------- the command
+def cmd_sweep(args):
+    from vnpu.cli import card_config
+    if args.workers is not None and args.workers < 0:
+        raise InvalidArgument(f"--workers must be >= 0, got {args.workers}")
+    config = card_config(args.config)
+    space = parse_axes(args.set)
+    params = parse_axes(args.param, "--param")
+    df = sweep(space, args.op, params, config=config, samples=args.samples, seed=args.seed, workers=args.workers,
+               scheduler=args.scheduler, cache=None if args.no_cache else args.cache, progress=not args.quiet)
+    a = df.attrs
+    written = write_results(df, args.out) if args.out else []
+    rate = a["computed"] / a["seconds"] * 60 if a["seconds"] and a["computed"] else 0.0
+    summary = {"points": len(df), "computed": a["computed"], "cached": a["cached"], "failed": a["failed"],
+               "seconds": a["seconds"], "points_per_min": rate, "written": written}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    if not written:
+        show = [c for c in df.columns if c not in RUN_COLUMNS and not c.startswith("util.") and c != "config"]
+        print(df[show].to_string(index=False, max_rows=60))
+    print(f"{len(df)} points: {a['computed']} computed ({rate:.0f} points/min), {a['cached']} from cache, "
+          f"{a['failed']} failed; {a['seconds']:.1f} s" + (f"; wrote {', '.join(written)}" if written else ""))
+    return 0
+
+
+@extra_command
+def _register(sub):
+    s = sub.add_parser("sweep", help="design-space sweep of a library op over card configs, on Dask")
+    s.add_argument("--op", required=True, help="library op to run at each point (vnpu op list)")
+    s.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
+                   help="op parameter (as vnpu op --KEY); several values sweep it")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
+                   help="card config key and its values, e.g. matrix.rows=16,32 (the grid is every combination)")
+    s.add_argument("--config", default="tiny", help="base card config: tiny, reference or a YAML file (default tiny)")
+    s.add_argument("--samples", type=int, default=None, help="a random sample of N points of the grid")
+    s.add_argument("--seed", type=int, default=0, help="seed of --samples (default 0)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="worker processes of the local Dask cluster (default: one per core; 0: serial, no Dask)")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="an existing Dask scheduler, e.g. tcp://10.0.0.1:8786")
+    s.add_argument("--cache", default=DEFAULT_CACHE, help=f"cache folder (default {DEFAULT_CACHE})")
+    s.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    s.add_argument("--out", "-o", default=None, help="FILE.parquet (also writes FILE.csv) or FILE.csv")
+    s.add_argument("--json", action="store_true", help="a JSON summary instead of the table")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    s.set_defaults(func=cmd_sweep)
