@@ -132,3 +132,22 @@ def test_command_errors(capsys):
     assert "must look like KEY=V1,V2" in capsys.readouterr().err
     assert main(["sweep", "--op", "add", "--workers", "0", "--no-cache", "-o", "/nonexistent/x.parquet"]) == 1
     assert "no folder" in capsys.readouterr().err
+
+
+def test_plot_pareto_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from vnpu.plot import pareto_mask
+    assert pareto_mask([1, 2, 3, 2, 1], [5, 3, 4, 3, 6]) == [True, True, False, True, False]
+    assert pareto_mask([1, 2, 3], [1, 2, 3], max_y=True) == [True, True, True]
+    res = tmp_path / "r.parquet"
+    assert main(["sweep", "--op", "matmul", "--param", "m=64", "--param", "k=128", "--param", "n=128", "--set",
+                 "matrix.rows=4,8,0", "--set", "dram.gbps=34,67.2", "--workers", "0", "--no-cache", "-q",
+                 "-o", str(res)]) == 0
+    png = tmp_path / "p.png"
+    assert main(["plot", str(res), "--x", "area_mm2", "--y", "ops_per_s", "--color", "matrix.rows", "--pareto",
+                 "-o", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "4 points" in out and "on the Pareto front" in out and "2 failed points not shown" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert main(["plot", str(res), "--x", "nope", "--y", "ops_per_s", "-o", str(png)]) == 1
+    assert "no column 'nope'" in capsys.readouterr().err
