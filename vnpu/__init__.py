@@ -22,6 +22,7 @@ _LAZY = {
     "ISA_VERSION": ("vnpu.isa.table", "ISA_VERSION"),
     "Platform": ("vnpu.driver.platform", "Platform"),
     "compile": ("vnpu.runtime.graph.program", "compile"),
+    "sweep": ("vnpu.sweeps", "sweep"),
     "Graph": ("vnpu.runtime.graph.ir", "Graph"),
     "ops": ("vnpu.ops", None),
     "testing": ("vnpu.testing", None),
@@ -35,7 +36,7 @@ _LAZY = {
 
 __all__ = [
     "assemble", "disassemble", "load_module", "Module", "ISA_VERSION", "ops", "Platform", "testing", "kernel",
-    "compile", "Graph", "UnsupportedOp",
+    "compile", "Graph", "UnsupportedOp", "sweep",
     "VnpuError", "AssemblerError", "ConfigError", "InvalidModule", "InvalidArgument", "InvalidHandle",
     "OutOfMemory", "DeviceLost", "DeviceFault", "IllegalAddress", "IllegalInstruction", "Deadlock",
     "LaunchTimeout", "RaceError", "EccUncorrectable", "DmaFault",

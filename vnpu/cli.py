@@ -254,7 +254,7 @@ def main(argv=None):
 def _load_extra_commands():
     import importlib
     for name in ("vnpu.emulator.commands", "vnpu.driver.commands", "vnpu.kernels.commands", "vnpu.bench.commands",
-                 "vnpu.runtime.commands", "vnpu.sweep", "vnpu.plot"):
+                 "vnpu.runtime.commands", "vnpu.sweeps", "vnpu.plot"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:

@@ -57,7 +57,7 @@ def pareto_mask(xs, ys, max_x=False, max_y=False):
 
 def plot(df, x, y, out, color=None, pareto=False, title=None):
     """Write the scatter plot to `out` (PNG); returns the number of points plotted and on the front."""
-    from vnpu.sweep import need
+    from vnpu.sweeps import need
     need("matplotlib")
     import matplotlib
     matplotlib.use("Agg")
@@ -112,7 +112,7 @@ def plot(df, x, y, out, color=None, pareto=False, title=None):
 
 
 def cmd_plot(args):
-    from vnpu.sweep import read_results
+    from vnpu.sweeps import read_results
     if not args.output.endswith(".png"):
         raise InvalidArgument(f"-o {args.output}: give a .png file")
     r = plot(read_results(args.results), args.x, args.y, args.output, color=args.color, pareto=args.pareto,

@@ -8,7 +8,7 @@ pd = pytest.importorskip("pandas")
 distributed = pytest.importorskip("distributed")
 
 from vnpu.cli import main  # noqa: E402
-from vnpu.sweep import FIGURES, RUN_COLUMNS, sweep  # noqa: E402
+from vnpu.sweeps import FIGURES, RUN_COLUMNS, sweep  # noqa: E402
 
 SPACE = {"matrix.rows": [4, 8], "matrix.cols": [4, 8], "dram.gbps": [34.0, 67.2]}   # 8 points
 PARAMS = {"m": 64, "k": 128, "n": 128}
