@@ -132,6 +132,8 @@ def run_model_demo(name, batches=(1,), requests=6, as_json=False, trace_path=Non
                      "max_abs_error": max(c[0]["max_abs"] for c in checks),
                      "ops": len(prog.graph.nodes), "coverage": prog.coverage().counts(),
                      "time_by_op_us": {k: v / 1e3 for k, v in sorted(by_op.items(), key=lambda kv: -kv[1])},
+                     "energy_mj_per_request": prof.energy_j * 1e3 / requests,
+                     "items_per_j": requests * b / prof.energy_j if prof.energy_j else None,
                      "wall_s": prof.wall_s})
     report = {"model": name, "dtype": dtype, "cards": len(platform.devices), "strategy": "replicate",
               "runs": runs, "trace": trace_path, "wall_s": time.perf_counter() - t0}
@@ -142,11 +144,12 @@ def run_model_demo(name, batches=(1,), requests=6, as_json=False, trace_path=Non
         return 0 if ok else 1
     lines = [f"{name} ({dtype}) compiled onto {report['cards']} cards, replicated (requests round robin); "
              f"{runs[0]['ops']} ops, all on the card: {runs[0]['coverage']['host'] == 0}", "",
-             " batch  latency p50 (us)  p99 (us)  throughput (items/s)  outputs vs float32 numpy"]
+             " batch  latency p50 (us)  p99 (us)  throughput (items/s)  mJ/request  items/J  outputs vs float32 numpy"]
     for r in runs:
         extra = f", top-1 {r['top1']:.0%}" if name == "resnet50" else ""
         lines.append(f" {r['batch']:>5}  {r['latency_p50_us']:>16.1f}  {r['latency_p99_us']:>8.1f}  "
-                     f"{r['throughput_items_per_s']:>20,.1f}  cosine >= {r['cosine_min']:.5f}{extra}")
+                     f"{r['throughput_items_per_s']:>20,.1f}  {r['energy_mj_per_request']:>10.3f}  "
+                     f"{r['items_per_j'] or 0:>7.1f}  cosine >= {r['cosine_min']:.5f}{extra}")
     lines += ["", f"where the time went at batch {runs[0]['batch']} (card time, all requests):"]
     tot = sum(runs[0]["time_by_op_us"].values()) or 1.0
     for k, v in list(runs[0]["time_by_op_us"].items())[:8]:
