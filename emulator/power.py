@@ -227,3 +227,25 @@ def format_energy(e: dict) -> str:
     parts = sorted(((u["total_j"], k) for k, u in e["units"].items() if u["total_j"] > 0), reverse=True)
     share = ", ".join(f"{k} {j / tot:.0%}" for j, k in parts[:6])
     return head + (f"\n  energy by unit: {share}" if share else "")
+
+
+# The calibration kernel (docs/power.md 3): every PE loads a 128 x 32 int8 weight tile once, then multiplies
+# `reps` times an m x 128 block by it back to back, keeping its matrix unit busy; args (reps, m). The peak the
+# card's published 12 W is matched at (tests/emulator/test_power.py) and what the power cap is checked with.
+CALIBRATION_KERNEL = """
+.kernel peak
+.arg reps, scalar, i32
+.arg m, scalar, i32
+    li r10, 0
+    li r11, 524288
+    li r12, 528384
+    li r13, 128
+    li r14, 32
+    mm.ldw r11, r13, r14, i8, s0
+    wait s0, 1
+top:
+    mm.mul r12, r10, m, i8, set, s0
+    wait s0, 1
+    loop reps, top
+    halt
+"""

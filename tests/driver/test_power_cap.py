@@ -1,28 +1,11 @@
 """The platform's power cap (DVFS): a launch whose average power would exceed it runs at a lower operating point
 (its cycles take longer), within the cap; the card's power counter track in the platform trace."""
-import numpy as np
 import pytest
 
 import vnpu
-from vnpu.emulator.power import launch_energy
+from vnpu.emulator.power import CALIBRATION_KERNEL, launch_energy
 
-PEAK = """
-.kernel peak
-.arg reps, scalar, i32
-.arg m, scalar, i32
-    li r10, 0
-    li r11, 524288
-    li r12, 528384
-    li r13, 128
-    li r14, 32
-    mm.ldw r11, r13, r14, i8, s0
-    wait s0, 1
-top:
-    mm.mul r12, r10, m, i8, set, s0
-    wait s0, 1
-    loop reps, top
-    halt
-"""
+PEAK = CALIBRATION_KERNEL
 
 
 def launch_peak(platform):

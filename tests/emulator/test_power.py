@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import vnpu
+from vnpu.emulator.power import CALIBRATION_KERNEL
 from vnpu.emulator import power
 from vnpu.emulator.card import Card
 from vnpu.emulator.config import load_config
@@ -13,23 +14,7 @@ from vnpu.kernels.library import all_ops
 # Every PE: a 128 x 32 int8 weight tile, then `reps` mm.mul of A (m x 128, PE-local) by it, back to back:
 # one fold each (K = rows x depth, N = cols), so the array streams m rows a fold and every matrix unit is
 # busy from the first cycle to the last. Operands are whatever local memory holds (the model prices counts).
-PEAK = """
-.kernel peak
-.arg reps, scalar, i32
-.arg m, scalar, i32
-    li r10, 0
-    li r11, 524288
-    li r12, 528384
-    li r13, 128
-    li r14, 32
-    mm.ldw r11, r13, r14, i8, s0
-    wait s0, 1
-top:
-    mm.mul r12, r10, m, i8, set, s0
-    wait s0, 1
-    loop reps, top
-    halt
-"""
+PEAK = CALIBRATION_KERNEL
 # One PE spins a scalar loop: the rest of the card idles for the launch's time.
 SPIN = """
 .kernel spin
