@@ -124,6 +124,10 @@ def cmd_run(args):
             raise
         raise VnpuError(f"the {args.engine} engine is not available in this build ({e.name} is missing)") from None
     summary = summarize(result)
+    from .power import launch_energy
+    # the launch's energy (docs/power.md): MACs priced as int8 and lane-ops as fp32 unless the kernel says
+    # otherwise (the core does not count them by element type yet)
+    summary["energy"] = launch_energy(result)
     summary["outputs"] = {}
     for name, path in outs.items():
         address, nbytes, shape, dtype = buffers[name]
@@ -140,6 +144,8 @@ def cmd_run(args):
     else:
         print(f"{args.kernel}: {result.cycles} cycles")
         print(format_summary(summary))
+        from .power import format_energy
+        print(format_energy(summary["energy"]))
         for name, o in summary["outputs"].items():
             print(f"wrote {name} ({o['dtype']} {tuple(o['shape'])}) to {o['file']}")
         if args.trace:
