@@ -81,14 +81,42 @@ def sample(axes: dict, n: int, seed: int = 0) -> list:
     return [full[i] for i in sorted(rng.sample(range(len(full)), n))]
 
 
-def points_of(space, params=None, samples=None, seed=0) -> list:
+def latin_hypercube(axes: dict, n: int, seed: int = 0) -> list:
+    """n points over the axes, each axis's listed values taken as its levels: every level of an axis appears
+    n // levels or n // levels + 1 times (as evenly as possible), the levels' order shuffled per axis with
+    `seed`. Points may repeat when n exceeds the grid (a repeated point is run once)."""
+    if n < 1:
+        raise InvalidArgument(f"--lhs must be >= 1, got {n}")
+    rng = random.Random(seed)
+    columns = {}
+    for key, values in axes.items():
+        if not values:
+            raise InvalidArgument(f"axis {key} has no values")
+        levels = [values[i % len(values)] for i in range(n)]
+        rng.shuffle(levels)
+        columns[key] = levels
+    return [{k: columns[k][i] for k in axes} for i in range(n)]
+
+
+METHODS = ("grid", "random", "lhs")
+
+
+def points_of(space, params=None, samples=None, seed=0, method=None) -> list:
     """The points of a space: a dict of axes ({key: [values]}) or a list of override dicts; op params
-    likewise ({param: [values]} multiplies the points). Returns a list of (overrides, params)."""
+    likewise ({param: [values]} multiplies the points). method: "grid" (every combination), "random"
+    (`samples` points of the grid) or "lhs" (a Latin hypercube of `samples` points); default "random" when
+    samples is given, else "grid". Returns a list of (overrides, params)."""
     if space is None:
         space = {}
+    method = method or ("random" if samples else "grid")
+    if method not in METHODS:
+        raise InvalidArgument(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method != "grid" and samples is None:
+        raise InvalidArgument(f"method {method!r} needs samples=N")
     if isinstance(space, dict):
         axes = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in space.items()}
-        cards = sample(axes, samples, seed) if samples else grid(axes)
+        cards = {"grid": lambda: grid(axes), "random": lambda: sample(axes, samples, seed),
+                 "lhs": lambda: latin_hypercube(axes, samples, seed)}[method]()
     else:
         cards = [dict(p) for p in space]
     paxes = {k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in (params or {}).items()}
@@ -223,12 +251,12 @@ class Progress:
               file=self.stream, flush=True)
 
 
-def sweep(space=None, workload="add", params=None, *, config="tiny", samples=None, seed=0, workers=None,
+def sweep(space=None, workload="add", params=None, *, config="tiny", samples=None, seed=0, method=None, workers=None,
           scheduler=None, client=None, cache=DEFAULT_CACHE, progress=False, on_row=None):
     """Run a design-space sweep and return a pandas DataFrame, one row per point (in the points' order).
 
-    space: {config_key: [values]} (a grid; `samples` draws that many points of it with `seed`) or a list of
-    override dicts. workload: a library op name (`vnpu op list`); params: {param: value or [values]}.
+    space: {config_key: [values]} (a grid; `samples` draws that many points of it with `seed`; method="lhs":
+    a Latin hypercube of `samples` points, each axis's values as its levels) or a list of override dicts. workload: a library op name (`vnpu op list`); params: {param: value or [values]}.
     workers: 0 runs serially in this process (no Dask); N starts a LocalCluster of N worker processes;
     scheduler: the address of an existing Dask cluster; client: an existing distributed.Client.
     cache: a folder (None: no cache). on_row(index, row, cached): called as each row arrives.
@@ -236,7 +264,7 @@ def sweep(space=None, workload="add", params=None, *, config="tiny", samples=Non
     pd = need("pandas")
     if not isinstance(workload, str):
         raise InvalidArgument("workload must be a library op name for now (model workloads: a later step)")
-    pts = points_of(space, params, samples, seed)
+    pts = points_of(space, params, samples, seed, method)
     if not pts:
         raise InvalidArgument("the sweep has no points")
     keys = [point_key(config, o, workload, p) for o, p in pts]
@@ -367,7 +395,11 @@ def cmd_sweep(args):
     config = card_config(args.config)
     space = parse_axes(args.set)
     params = parse_axes(args.param, "--param")
-    df = sweep(space, args.op, params, config=config, samples=args.samples, seed=args.seed, workers=args.workers,
+    if args.samples is not None and args.lhs is not None:
+        raise InvalidArgument("give --samples N or --lhs N, not both")
+    samples, method = (args.lhs, "lhs") if args.lhs is not None else (args.samples, None)
+    df = sweep(space, args.op, params, config=config, samples=samples, method=method, seed=args.seed,
+               workers=args.workers,
                scheduler=args.scheduler, cache=None if args.no_cache else args.cache, progress=not args.quiet)
     a = df.attrs
     written = write_results(df, args.out) if args.out else []
@@ -395,7 +427,10 @@ def _register(sub):
                    help="card config key and its values, e.g. matrix.rows=16,32 (the grid is every combination)")
     s.add_argument("--config", default="tiny", help="base card config: tiny, reference or a YAML file (default tiny)")
     s.add_argument("--samples", type=int, default=None, help="a random sample of N points of the grid")
-    s.add_argument("--seed", type=int, default=0, help="seed of --samples (default 0)")
+    s.add_argument("--lhs", type=int, default=None, metavar="N",
+                   help="a Latin-hypercube sample of N points: each --set axis's values are its levels, each level "
+                        "used as evenly as possible, shuffled per axis with --seed")
+    s.add_argument("--seed", type=int, default=0, help="seed of --samples and --lhs (default 0)")
     s.add_argument("--workers", type=int, default=None,
                    help="worker processes of the local Dask cluster (default: one per core; 0: serial, no Dask)")
     s.add_argument("--scheduler", default=None, metavar="ADDRESS",

@@ -151,3 +151,33 @@ def test_plot_pareto_png(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert main(["plot", str(res), "--x", "nope", "--y", "ops_per_s", "-o", str(png)]) == 1
     assert "no column 'nope'" in capsys.readouterr().err
+
+
+def test_latin_hypercube_levels_even_and_seeded(capsys):
+    from collections import Counter
+
+    from vnpu.sweeps import latin_hypercube, points_of
+    axes = {"matrix.rows": [4, 8, 16], "matrix.cols": [4, 8], "dram.gbps": [17, 34, 67.2, 134]}
+    pts = latin_hypercube(axes, 10, seed=3)
+    assert len(pts) == 10
+    for key, levels in axes.items():
+        counts = Counter(p[key] for p in pts)
+        assert set(counts) == set(levels)                      # every level appears
+        assert max(counts.values()) - min(counts.values()) <= 1    # as evenly as possible
+    assert latin_hypercube(axes, 10, seed=3) == pts            # deterministic with the seed
+    assert latin_hypercube(axes, 10, seed=4) != pts            # shuffled per seed
+    assert [p for p, _ in points_of(axes, samples=10, seed=3, method="lhs")] == pts
+    with pytest.raises(Exception, match="needs samples"):
+        points_of(axes, method="lhs")
+    # the API and the command
+    df = sweep({"matrix.rows": [4, 8], "dram.gbps": [34.0, 67.2, 134.0]}, "add", {"n": 1024}, samples=6,
+               method="lhs", seed=1, workers=0, cache=None)
+    assert len(df) == 6 and df["error"].isna().all()
+    assert sorted(Counter(df["matrix.rows"]).values()) == [3, 3]
+    assert sorted(Counter(df["dram.gbps"]).values()) == [2, 2, 2]
+    assert main(["sweep", "--op", "add", "--param", "n=1024", "--set", "matrix.rows=4,8", "--set",
+                 "dram.gbps=34,67.2,134", "--lhs", "4", "--workers", "0", "--no-cache", "--json", "-q"]) == 0
+    assert '"points": 4' in capsys.readouterr().out
+    assert main(["sweep", "--op", "add", "--set", "matrix.rows=4,8", "--lhs", "4", "--samples", "2",
+                 "--workers", "0", "--no-cache", "-q"]) == 1
+    assert "not both" in capsys.readouterr().err
