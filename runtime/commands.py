@@ -70,10 +70,11 @@ def _program(args, batch):
         from vnpu.runtime.graph.bundle import load_program
         return load_program(args.model), None
     options = {}
-    if getattr(args, "image", None):
-        options["image"] = args.image
-    if getattr(args, "layers", None):
-        options["layers"] = args.layers
+    for key in ("image", "layers"):
+        if getattr(args, key, None) is not None:
+            if args.model not in BUILTIN:
+                raise InvalidArgument(f"--{key} is an option of the built-in models, not of {args.model}")
+            options[key] = _positive(key, getattr(args, key), 4096)
     model, example = load_model(args.model, batch, options)
     prog = vnpu.compile(model, example, cards=args.cards, dtype=args.dtype, strategy=args.strategy,
                         allow_host=args.allow_host)

@@ -280,3 +280,16 @@ def test_profile_energy_adds_up_per_op_and_card():
     assert "requests per joule" in str(prof) and json.loads(prof.json())["energy_j"] == pytest.approx(prof.energy_j)
     two = prog.serve([[X], [X]], inflight=1)
     assert len(two) == 2 and prog.profile().energy_j == pytest.approx(2 * prof.energy_j, rel=1e-9)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["profile", "nosuch"], "not a .onnx"), (["profile", "resnet50", "--cards", "0"], "--cards"),
+    (["profile", "resnet50", "--image", "0"], "--image"), (["serve", "resnet50", "--requests", "0"], "--requests"),
+    (["profile", "/nonexistent.onnx"], "no such file"), (["profile", "missing.vnpp"], "not a vnpu program"),
+    (["profile", "os:nofunction"], "no function"),
+])
+def test_model_commands_misuse_is_one_line(argv, match, capsys):
+    from vnpu.cli import main
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and "Traceback" not in err[0]
