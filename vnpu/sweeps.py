@@ -28,6 +28,11 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "vnpu", "sweep")
 FIGURES = ("cycles", "seconds", "ops", "ops_per_s", "macs", "util.pe", "util.matrix", "util.vector", "util.dma",
            "util.embedding", "dram_read_bytes", "dram_write_bytes", "dram_bytes", "sram_bytes", "energy_j",
            "power_w", "tops_per_w", "area_mm2", "error")
+# figure columns of a model workload's row (inputs: the card keys, platform.* keys, "model", "batch", "dtype",
+# "requests", "option.*")
+MODEL_FIGURES = ("cards", "latency_p50_us", "latency_p90_us", "latency_p99_us", "items_per_s", "makespan_us",
+                 "energy_j", "items_per_j", "power_w", "area_mm2", "card_area_mm2", "strategy", "error")
+MODEL_PARAMS = {"batch": 1, "dtype": "fp32", "requests": 8}
 INT_FIGURES = ("cycles", "ops", "macs", "dram_read_bytes", "dram_write_bytes", "dram_bytes", "sram_bytes")
 # not figures of the design point: where and how fast it ran (left out when sweeps are compared)
 RUN_COLUMNS = ("key", "wall_s", "warm", "worker", "cached")
@@ -46,7 +51,13 @@ def need(module):
 # ---------------------------------------------------------------------------------------------- the space
 def _value(text):
     from vnpu.emulator.config import _parse_value
-    return _parse_value(text.strip())
+    v = _parse_value(text.strip())
+    if isinstance(v, str):          # YAML 1.1 reads 1e-5 as a string
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
 
 
 def parse_axes(items, what="--set"):
@@ -135,15 +146,35 @@ def point_key(config, overrides, workload, params, seed=0) -> str:
 _RUN_IN_PROCESS = [0]     # points this process has run: the first pays for the kernels' compile
 
 
+def model_workload(model, batch=None, dtype=None, requests=None, options=None) -> dict:
+    """The workload of a model sweep: {"model": name, "options": {...}} (batch, dtype and requests are its
+    params, so each may be an axis: sweep(space, model_workload("rm1"), {"batch": [1, 64]}))."""
+    from vnpu.runtime.graph.models import _canonical
+    wl = {"model": _canonical(model), "options": dict(options or {})}
+    for k, v in (("batch", batch), ("dtype", dtype), ("requests", requests)):
+        if v is not None:
+            wl[k] = v
+    return wl
+
+
+def is_model(workload):
+    return isinstance(workload, dict) and "model" in workload
+
+
+def figures_of(workload):
+    return MODEL_FIGURES if is_model(workload) else FIGURES
+
+
 def run_point(config, overrides, op, params, seed=0) -> dict:
     """Build the card, run op `op` once on random inputs, and return the row's figures. Never raises: a
     point that fails is a row with `error` set (a bad config value, an op that does not fit the card...)."""
     t0 = time.perf_counter()
     warm = _RUN_IN_PROCESS[0] > 0
     _RUN_IN_PROCESS[0] += 1
-    row = {k: None for k in FIGURES}
+    row = {k: None for k in figures_of(op)}
     try:
-        row.update(_measure(config, overrides, op, params, seed))
+        measure = _measure_model if is_model(op) else _measure
+        row.update(measure(config, overrides, op, params, seed))
     except VnpuError as e:
         row["error"] = f"{type(e).__name__}: {e}"
         row["_cache"] = True          # deterministic: the same point fails the same way
@@ -187,6 +218,44 @@ def _measure(config, overrides, op, params, seed):
     for unit, u in s["units"].items():
         row[f"util.{unit}"] = u["utilization"]
     return row
+
+
+def _measure_model(config, overrides, workload, params, seed):
+    """Compile the model onto a platform of `platform.cards` cards (the other keys: card overrides), serve
+    `requests` requests with as many in flight as cards, and measure the virtual timeline."""
+    import vnpu
+    from vnpu.emulator.power import card_area
+    from vnpu.runtime.graph import models
+    from vnpu.runtime.graph.program import _pct
+    p = {**MODEL_PARAMS, **{k: v for k, v in workload.items() if k in MODEL_PARAMS}, **params}
+    unknown = sorted(set(p) - set(MODEL_PARAMS))
+    if unknown:
+        raise InvalidArgument(f"a model sweep's params are {', '.join(MODEL_PARAMS)}, not {', '.join(unknown)}")
+    batch, dtype, requests = p["batch"], p["dtype"], p["requests"]
+    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+        raise InvalidArgument(f"--requests must be a positive int, got {requests!r}")
+    platform_keys = {k[len("platform."):]: v for k, v in overrides.items() if k.startswith("platform.")}
+    card_keys = {k: v for k, v in overrides.items() if not k.startswith("platform.")}
+    data = {"card": config, **platform_keys, "card_overrides": card_keys}
+    platform = vnpu.Platform(data)
+    cards = len(platform.devices)
+    graph = models.build(workload["model"], batch=batch, **workload.get("options", {}))
+    example = models.example_inputs(graph, seed=seed)
+    prog = vnpu.compile(graph, example, cards=cards, dtype=dtype, strategy="auto", platform=platform, check=False)
+    reqs = [models.example_inputs(graph, seed=seed + 1 + r) for r in range(requests)]
+    prog.serve(reqs, inflight=cards, threads=1)      # one host thread: a deterministic timeline
+    prof = prog.profile()
+    lat = sorted(prof.latencies_ns())
+    span_s = prof.makespan_ns / 1e9
+    items = requests * batch
+    energy = prof.energy_j
+    area = card_area(platform.devices[0].config)["total_mm2"]
+    return {"cards": cards, "latency_p50_us": _pct(lat, 50) / 1e3, "latency_p90_us": _pct(lat, 90) / 1e3,
+            "latency_p99_us": _pct(lat, 99) / 1e3, "items_per_s": items / span_s if span_s else None,
+            "makespan_us": prof.makespan_ns / 1e3, "energy_j": energy,
+            "items_per_j": items / energy if energy else None,
+            "power_w": energy / span_s if span_s else None,
+            "area_mm2": area * cards, "card_area_mm2": area, "strategy": prog.placement.strategy, "error": None}
 
 
 # ---------------------------------------------------------------------------------------------- the cache
@@ -251,19 +320,33 @@ class Progress:
               file=self.stream, flush=True)
 
 
-def sweep(space=None, workload="add", params=None, *, config="tiny", samples=None, seed=0, method=None, workers=None,
+def sweep(space=None, workload="add", params=None, *, config=None, samples=None, seed=0, method=None, workers=None,
           scheduler=None, client=None, cache=DEFAULT_CACHE, progress=False, on_row=None):
     """Run a design-space sweep and return a pandas DataFrame, one row per point (in the points' order).
 
     space: {config_key: [values]} (a grid; `samples` draws that many points of it with `seed`; method="lhs":
-    a Latin hypercube of `samples` points, each axis's values as its levels) or a list of override dicts. workload: a library op name (`vnpu op list`); params: {param: value or [values]}.
+    a Latin hypercube of `samples` points, each axis's values as its levels) or a list of override dicts.
+    workload: a library op name (`vnpu op list`; params: {param: value or [values]}), or a model workload,
+    model_workload("rm1", options={"rows_scale": 1e-4}) or {"model": "rm1", ...} (params: batch, dtype,
+    requests, each a value or [values]; space keys `platform.KEY` are platform keys, e.g. platform.cards,
+    the others card keys). config: the base card (default "tiny" for an op, "reference" for a model).
     workers: 0 runs serially in this process (no Dask); N starts a LocalCluster of N worker processes;
     scheduler: the address of an existing Dask cluster; client: an existing distributed.Client.
     cache: a folder (None: no cache). on_row(index, row, cached): called as each row arrives.
     df.attrs: {"computed": n, "cached": n, "failed": n, "seconds": wall}."""
     pd = need("pandas")
-    if not isinstance(workload, str):
-        raise InvalidArgument("workload must be a library op name for now (model workloads: a later step)")
+    if isinstance(workload, dict):
+        if "model" not in workload:
+            raise InvalidArgument("a dict workload must name its model: {\"model\": \"rm1\", ...}")
+        workload = model_workload(workload["model"], workload.get("batch"), workload.get("dtype"),
+                                  workload.get("requests"), workload.get("options"))
+    elif not isinstance(workload, str):
+        raise InvalidArgument(f"workload must be a library op name or a model workload, got {workload!r}")
+    if config is None:
+        config = "reference" if is_model(workload) else "tiny"
+    if not is_model(workload) and any(str(k).startswith("platform.") for k in (space or {})
+                                      if isinstance(space, dict)):
+        raise InvalidArgument("platform.* keys need a model workload (--model); an op runs on one card")
     pts = points_of(space, params, samples, seed, method)
     if not pts:
         raise InvalidArgument("the sweep has no points")
@@ -309,7 +392,8 @@ def sweep(space=None, workload="add", params=None, *, config="tiny", samples=Non
     df = pd.DataFrame([_flat(pts[i], config, workload, rows[i], i in todo) | {"key": keys[i]}
                        for i in range(len(pts))])
     for c in INT_FIGURES:
-        df[c] = df[c].astype("Int64")
+        if c in df.columns:
+            df[c] = df[c].astype("Int64")
     df.attrs.update(computed=computed, cached=len(pts) - len(todo), failed=int(df["error"].notna().sum()),
                     seconds=time.perf_counter() - t0)
     return df
@@ -317,8 +401,13 @@ def sweep(space=None, workload="add", params=None, *, config="tiny", samples=Non
 
 def _flat(point, config, workload, row, computed):
     overrides, params = point
-    out = {"config": config, **overrides, "op": workload, **{f"param.{k}": v for k, v in params.items()}}
-    out.update({k: row.get(k) for k in FIGURES})
+    if is_model(workload):
+        p = {**MODEL_PARAMS, **{k: v for k, v in workload.items() if k in MODEL_PARAMS}, **params}
+        out = {"config": config, **overrides, "model": workload["model"], **p,
+               **{f"option.{k}": v for k, v in workload.get("options", {}).items()}}
+    else:
+        out = {"config": config, **overrides, "op": workload, **{f"param.{k}": v for k, v in params.items()}}
+    out.update({k: row.get(k) for k in figures_of(workload)})
     out.update(wall_s=row.get("wall_s"), warm=row.get("warm"), worker=row.get("worker"), cached=not computed)
     return out
 
@@ -345,7 +434,7 @@ def _on_dask(first, pts, config, workload, finish, workers, scheduler, client):
             try:
                 row = f.result()
             except Exception as e:  # noqa: BLE001 - e.g. KilledWorker after too many worker deaths
-                row = {k: None for k in FIGURES}
+                row = {k: None for k in figures_of(workload)}
                 row.update(error=f"{type(e).__name__}: {e}", _cache=False)
             finish(i, row)
     finally:
@@ -392,13 +481,34 @@ def cmd_sweep(args):
     from vnpu.cli import card_config
     if args.workers is not None and args.workers < 0:
         raise InvalidArgument(f"--workers must be >= 0, got {args.workers}")
-    config = card_config(args.config)
+    config = card_config(args.config) if args.config is not None else None
     space = parse_axes(args.set)
-    params = parse_axes(args.param, "--param")
+    if (args.op is None) == (args.model is None):
+        raise InvalidArgument("give the workload: --op NAME (a library op) or --model NAME (a built-in model)")
+    if args.model is not None:
+        if args.param:
+            raise InvalidArgument("--param is for --op; a model takes --model-option KEY=V, --batch, --dtype, --requests")
+        options = {}
+        for item in args.model_option:
+            k, sep, v = item.partition("=")
+            if not sep or not k.strip() or not v.strip():
+                raise InvalidArgument(f"--model-option {item!r} must look like KEY=VALUE, e.g. image=64")
+            options[k.strip()] = _value(v)
+        workload = model_workload(args.model, options=options)
+        params = {}
+        for key in MODEL_PARAMS:
+            if getattr(args, key) is not None:
+                params.update(parse_axes([f"{key}={getattr(args, key)}"], f"--{key}"))
+    else:
+        for flag in ("model_option", "batch", "dtype", "requests"):
+            if getattr(args, flag) not in (None, []):
+                raise InvalidArgument(f"--{flag.replace('_', '-')} is for --model; an op takes --param KEY=V")
+        workload = args.op
+        params = parse_axes(args.param, "--param")
     if args.samples is not None and args.lhs is not None:
         raise InvalidArgument("give --samples N or --lhs N, not both")
     samples, method = (args.lhs, "lhs") if args.lhs is not None else (args.samples, None)
-    df = sweep(space, args.op, params, config=config, samples=samples, method=method, seed=args.seed,
+    df = sweep(space, workload, params, config=config, samples=samples, method=method, seed=args.seed,
                workers=args.workers,
                scheduler=args.scheduler, cache=None if args.no_cache else args.cache, progress=not args.quiet)
     a = df.attrs
@@ -419,13 +529,25 @@ def cmd_sweep(args):
 
 @extra_command
 def _register(sub):
-    s = sub.add_parser("sweep", help="design-space sweep of a library op over card configs, on Dask")
-    s.add_argument("--op", required=True, help="library op to run at each point (vnpu op list)")
+    s = sub.add_parser("sweep", help="design-space sweep of a library op or a model over card and platform configs, "
+                                     "on Dask")
+    s.add_argument("--op", default=None, help="library op to run at each point (vnpu op list)")
+    s.add_argument("--model", default=None, help="built-in model to compile and serve at each point: resnet50, bert, "
+                                                 "rm1, rm2, rm3")
+    s.add_argument("--model-option", action="append", default=[], metavar="KEY=V",
+                   help="a model option, e.g. image=64 (resnet50), rows_scale=1e-4 (rm1)")
+    s.add_argument("--batch", default=None, metavar="B[,B...]", help="the model's batch (default 1); several sweep it")
+    s.add_argument("--dtype", default=None, metavar="D[,D...]",
+                   help="fp32 (default), fp16 or int8; several sweep it")
+    s.add_argument("--requests", default=None, metavar="R",
+                   help="requests served per point, as many in flight as cards (default 8)")
     s.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
                    help="op parameter (as vnpu op --KEY); several values sweep it")
     s.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
-                   help="card config key and its values, e.g. matrix.rows=16,32 (the grid is every combination)")
-    s.add_argument("--config", default="tiny", help="base card config: tiny, reference or a YAML file (default tiny)")
+                   help="card config key and its values, e.g. matrix.rows=16,32 (the grid is every combination); "
+                        "with --model also platform keys, e.g. platform.cards=1,2,6")
+    s.add_argument("--config", default=None,
+                   help="base card config: tiny, reference or a YAML file (default tiny for --op, reference for --model)")
     s.add_argument("--samples", type=int, default=None, help="a random sample of N points of the grid")
     s.add_argument("--lhs", type=int, default=None, metavar="N",
                    help="a Latin-hypercube sample of N points: each --set axis's values are its levels, each level "

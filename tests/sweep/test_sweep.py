@@ -181,3 +181,51 @@ def test_latin_hypercube_levels_even_and_seeded(capsys):
     assert main(["sweep", "--op", "add", "--set", "matrix.rows=4,8", "--lhs", "4", "--samples", "2",
                  "--workers", "0", "--no-cache", "-q"]) == 1
     assert "not both" in capsys.readouterr().err
+
+
+RM1 = {"model": "rm1", "options": {"rows_scale": 1e-5}}
+
+
+def test_model_sweep_rows_sensible_and_deterministic():
+    """rm1 compiled and served at 4 points (platform.cards x matrix.rows): latency percentiles ordered, more
+    cards more throughput and twice the area, the card keys in the row, the same rows on a rerun."""
+    space = {"platform.cards": [1, 2], "matrix.rows": [16, 32]}
+    df = sweep(space, RM1, {"batch": 8, "requests": 4}, workers=0, cache=None)
+    assert len(df) == 4 and df["error"].isna().all(), df["error"].tolist()
+    assert list(df["cards"]) == [1, 1, 2, 2] and (df["model"] == "rm1").all() and (df["config"] == "reference").all()
+    assert (df["latency_p50_us"] > 0).all()
+    assert (df["latency_p50_us"] <= df["latency_p90_us"]).all() and (df["latency_p90_us"] <= df["latency_p99_us"]).all()
+    assert (df["energy_j"] > 0).all() and (df["items_per_j"] > 0).all()
+    assert ((df["items_per_s"] * df["makespan_us"] / 1e6 - 32).abs() < 1e-6).all()     # 4 requests x batch 8
+    r = df.set_index(["platform.cards", "matrix.rows"])
+    for rows in (16, 32):
+        assert r.loc[(2, rows), "items_per_s"] > r.loc[(1, rows), "items_per_s"]
+        assert r.loc[(2, rows), "area_mm2"] == pytest.approx(2 * r.loc[(1, rows), "area_mm2"])
+    assert r.loc[(1, 32), "card_area_mm2"] > r.loc[(1, 16), "card_area_mm2"]
+    again = sweep(space, RM1, {"batch": 8, "requests": 4}, workers=0, cache=None)
+    same_figures(df, again)
+
+
+def test_model_sweep_resnet_and_command(tmp_path, capsys):
+    out = tmp_path / "r.parquet"
+    assert main(["sweep", "--model", "resnet50", "--model-option", "image=32", "--batch", "1", "--requests", "2",
+                 "--dtype", "fp16", "--set", "dram.gbps=17,134", "--workers", "0", "--cache", str(tmp_path / "c"),
+                 "-q", "-o", str(out)]) == 0
+    df = pd.read_parquet(out)
+    assert len(df) == 2 and df["error"].isna().all() and (df["dtype"] == "fp16").all()
+    assert (df["option.image"] == 32).all()
+    assert df["items_per_s"][1] >= df["items_per_s"][0]          # faster DRAM: never slower
+    capsys.readouterr()
+    # a bad model name, a platform key without a model, --param with a model: usage errors
+    assert main(["sweep", "--model", "resnet5", "--workers", "0", "--no-cache", "-q"]) == 1
+    assert "no built-in model 'resnet5'" in capsys.readouterr().err
+    with pytest.raises(Exception, match="no built-in model"):
+        sweep({}, {"model": "nope"}, workers=0, cache=None)
+    assert main(["sweep", "--op", "add", "--set", "platform.cards=1,2", "--workers", "0", "--no-cache", "-q"]) == 1
+    assert "platform.* keys need a model" in capsys.readouterr().err
+    assert main(["sweep", "--model", "rm1", "--param", "n=1", "--workers", "0", "--no-cache", "-q"]) == 1
+    assert main(["sweep", "--workers", "0", "--no-cache", "-q"]) == 1
+    assert "--op NAME" in capsys.readouterr().err
+    # a bad option value or card key is an error row, not a lost sweep
+    df = sweep({"platform.cards": [1, 0]}, RM1, {"batch": 2, "requests": 2}, workers=0, cache=None)
+    assert df["error"].isna().tolist() == [True, False] and "cards" in df["error"][1]
