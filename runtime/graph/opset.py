@@ -44,17 +44,62 @@ def _op(name, infer, host, card=None, macs=None, cheap=False):
     OPS[name] = OpDef(name, infer, host, card, macs, cheap)
 
 
+# how many inputs each op takes (min, max); an op not listed takes one
+ARITY = {**{n: (2, 2) for n in ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "matmul", "bmm", "gather",
+                                "index_select", "embedding", "dot_interaction")},
+         "where": (3, 3), "conv2d": (2, 4), "conv_transpose2d": (2, 3), "linear": (2, 3), "batch_norm": (3, 5),
+         "layer_norm": (1, 3), "softmax": (1, 2), "scaled_dot_product_attention": (3, 4), "embedding_bag": (3, 3),
+         "cat": (1, 1 << 16), "foreign": (0, 1 << 16)}
+# attributes an op reads (any other is an error naming it, so a misspelt one is not silently ignored)
+_COMMON = {"memory"}
+ATTRS = {
+    "gelu": {"approximate"}, "clamp": {"min", "max"}, "conv2d": {"stride", "padding", "dilation", "groups",
+    "activation", "clip", "x_scale", "w_scale", "out_scale", "out_zero_point", "residual_scale", "residual_zero_point"},
+    "linear": {"activation", "clip", "x_scale", "w_scale", "out_scale", "out_zero_point"},
+    "bmm": {"transpose_a", "transpose_b"},
+    "conv_transpose2d": {"stride", "padding", "output_padding", "groups", "dilation"},
+    "max_pool2d": {"kernel_size", "stride", "padding", "dilation", "ceil_mode"},
+    "avg_pool2d": {"kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"},
+    "adaptive_avg_pool2d": {"output_size"}, "batch_norm": {"eps"}, "layer_norm": {"normalized_shape", "eps"},
+    "local_response_norm": {"size", "alpha", "beta", "k"}, "softmax": {"dim", "safe"},
+    "scaled_dot_product_attention": {"scale", "is_causal"}, "reshape": {"shape"}, "permute": {"dims"},
+    "cat": {"dim"}, "split": {"sizes", "dim"}, "slice": {"dim", "start", "end", "step"}, "pad": {"pad", "value"},
+    "expand": {"shape"}, "gather": {"dim"}, "index_select": {"dim"}, "embedding_bag": {"mode"}, "to": {"dtype"},
+    **{n: {"dim", "keepdim"} for n in ("sum", "mean", "amax", "argmax")},
+    "quantize": {"scale", "zero_point"}, "dequantize": {"scale", "zero_point"},
+    "foreign": {"framework", "op", "types", "needs", "fn"},
+}
+# attributes an op cannot do without
+REQUIRED = {"max_pool2d": {"kernel_size"}, "avg_pool2d": {"kernel_size"}, "adaptive_avg_pool2d": {"output_size"},
+            "local_response_norm": {"size"}, "reshape": {"shape"}, "permute": {"dims"}, "split": {"sizes"},
+            "pad": {"pad"}, "expand": {"shape"}, "to": {"dtype"}, "quantize": {"scale"}, "dequantize": {"scale"},
+            "foreign": {"types"}}
+
+
 def infer(graph, node):
-    """The output types of `node` in `graph` ([(shape, dtype)]); InvalidArgument for an unknown op or
-    operands the op does not take."""
+    """The output types of `node` in `graph` ([(shape, dtype)]); InvalidArgument for an unknown op, a wrong
+    number of inputs, an attribute the op does not read or lacks, or operands the op does not take."""
     d = OPS.get(node.op)
+    where = node.source or node.name
     if d is None:
-        raise InvalidArgument(f"unknown op {node.op!r} ({node.source or node.name}); vnpu's ops: "
-                              f"{', '.join(sorted(OPS))}")
+        raise InvalidArgument(f"unknown op {node.op!r} ({where}); vnpu's ops: {', '.join(sorted(OPS))}")
+    lo, hi = ARITY.get(node.op, (1, 1))
+    if not lo <= len(node.inputs) <= hi:
+        raise InvalidArgument(f"{node.op} ({where}) takes {lo if lo == hi else f'{lo} to {hi}'} inputs, got "
+                              f"{len(node.inputs)}")
+    if node.inputs and not node.inputs[0] and node.op != "foreign":
+        raise InvalidArgument(f"{node.op} ({where}): its first input cannot be absent")
+    unknown = set(node.attrs) - ATTRS.get(node.op, set()) - _COMMON
+    if unknown:
+        raise InvalidArgument(f"{node.op} ({where}) has no attribute {', '.join(sorted(map(str, unknown)))}; it "
+                              f"reads {', '.join(sorted(ATTRS.get(node.op, set()))) or 'none'}")
+    missing = REQUIRED.get(node.op, set()) - set(node.attrs)
+    if missing:
+        raise InvalidArgument(f"{node.op} ({where}) needs the attribute {', '.join(sorted(missing))}")
     types = [(graph.values[i].shape, graph.values[i].dtype) if i else None for i in node.inputs]
     try:
         return d.infer(types, node.attrs)
-    except (ValueError, IndexError, TypeError, KeyError) as e:
+    except (ValueError, IndexError, TypeError, KeyError, AttributeError, OverflowError, ZeroDivisionError) as e:
         raise InvalidArgument(f"{node.op} ({node.source or node.name}): operands "
                               f"{[t and list(t[0]) for t in types]} with {node.attrs} are not valid: {e}") from None
 

@@ -448,6 +448,19 @@ def _status_tuple(node, graph):
     return status, node.source, detail
 
 
+def _lowered(n, card, xs, attrs, pes):
+    """The op's card lowering; an exception that is not vnpu's (operands its kernel does not take that the shape
+    rule let through) becomes InvalidArgument naming the op and where it came from, never a raw error."""
+    try:
+        return OPS[n.op].card(card, xs, attrs, pes)
+    except (VnpuError, NotLowered):
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError, ZeroDivisionError) as e:
+        raise InvalidArgument(f"{op_name(n)} at {n.source or n.name}: its kernel refused the operands "
+                              f"{[None if x is None else f'{x.dtype}{list(x.shape)}' for x in xs]}: "
+                              f"{type(e).__name__}: {e}") from None
+
+
 class _Future:
     __slots__ = ("event", "value")
 
@@ -629,7 +642,7 @@ class _Execution:
         where = "card"
         if status == "card":
             try:
-                outs, ev = q.run(lambda card: OPS[n.op].card(card, xs, attrs, p.pes), n.name)
+                outs, ev = q.run(lambda card: _lowered(n, card, xs, attrs, p.pes), n.name)
             except NotLowered as e:
                 if not p.allow_host:
                     raise UnsupportedOp(f"{op_name(n)} at {n.source or n.name} cannot run on the card: {e}; compile "
@@ -679,7 +692,13 @@ class _Execution:
                                        "end_ns": q.tail_ns})
         q.synchronize()
         t0 = time.perf_counter()
-        outs = OPS[n.op].host(xs, n.attrs)
+        try:
+            outs = OPS[n.op].host(xs, n.attrs)
+        except (VnpuError, NotLowered):
+            raise
+        except Exception as e:              # noqa: BLE001  (the user's framework code or numpy: named, typed)
+            raise InvalidArgument(f"{op_name(n)} at {n.source or n.name} failed on the host: {type(e).__name__}: "
+                                  f"{e}") from None
         host_ns = (time.perf_counter() - t0) * 1e9
         self.platform.advance_host(self.platform.host_ns + host_ns)
         self.platform.trace.api(f"host op {n.op} ({n.name})", self.platform.host_ns, {"ns": host_ns})

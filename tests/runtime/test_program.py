@@ -293,3 +293,19 @@ def test_model_commands_misuse_is_one_line(argv, match, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("op, inputs, attrs, match", [
+    ("maximum", [("float32", (4,))], {}, "takes 2 inputs"),
+    ("relu", [("float32", (4,))], {"dims": (1, 0)}, "has no attribute dims"),
+    ("max_pool2d", [("float32", (1, 2, 4, 4))], {}, "needs the attribute kernel_size"),
+    ("where", [("bool", (2,)), ("float32", (2,))], {}, "takes 3 inputs"),
+    ("amax", [("int64", ())], {"dim": -1}, "operands"),
+    ("conv2d", [("float32", (1, 2, 4, 4)), ("float32", (3, 5, 3, 3))], {}, "operands"),
+])
+def test_graph_builder_misuse_is_a_typed_error_naming_the_op(op, inputs, attrs, match):
+    g = Graph("bad")
+    names = [g.add_input(f"x{i}", s, dt) for i, (dt, s) in enumerate(inputs)]
+    with pytest.raises(vnpu.InvalidArgument, match=match):
+        g.add_node(op, names, attrs, name="n1", source="model.py:3")
+    assert not g.nodes                     # nothing was added
