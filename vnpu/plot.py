@@ -18,9 +18,15 @@ UNITS = {
     "clock_ghz": ("clock", "GHz", 1), "pes": ("PEs", "PEs", 1), "local_memory.bytes": ("local memory", "MiB", 2 ** -20),
     "shared_sram.bytes": ("shared SRAM", "MiB", 2 ** -20), "dram.latency_cycles": ("DRAM latency", "cycles", 1),
     "vector.width_bits": ("vector width", "bits", 1),
+    # model workloads
+    "latency_p50_us": ("latency p50", "us", 1), "latency_p90_us": ("latency p90", "us", 1),
+    "latency_p99_us": ("latency p99", "us", 1), "items_per_s": ("throughput", "items/s", 1),
+    "items_per_j": ("throughput per watt", "items/J = items/s per W", 1), "makespan_us": ("makespan", "us", 1),
+    "card_area_mm2": ("area per card", "mm$^2$", 1), "platform.cards": ("cards", "cards", 1),
+    "batch": ("batch", None, 1),
 }
 # columns where more is better (the Pareto front maximizes them; every other column is minimized)
-MAXIMIZE = {"ops_per_s", "tops_per_w", "util.pe", "util.matrix", "util.vector", "util.dma", "util.embedding"}
+MAXIMIZE = {"ops_per_s", "tops_per_w", "items_per_s", "items_per_j", "util.pe", "util.matrix", "util.vector", "util.dma", "util.embedding"}
 
 
 def label(col):
@@ -28,6 +34,19 @@ def label(col):
         return f"{col[5:]} utilization (fraction)"
     name, unit, _ = UNITS.get(col, (col, None, 1))
     return f"{name} ({unit})" if unit else name
+
+
+def legend_entry(col, v, unit=True):
+    """'shared SRAM = 6 MiB' for a value of a known column, 'col = v' otherwise."""
+    import numbers
+    if isinstance(v, bool) or not isinstance(v, numbers.Number):
+        return f"{col} = {v}"
+    name, u, scale = UNITS.get(col, (col, None, 1))
+    return f"{name} = {v * scale:g}" + (f" {u}" if u and unit else "")
+
+
+def pd_row(values):
+    return list(values)
 
 
 def scaled(df, col):
@@ -62,24 +81,35 @@ def plot(df, x, y, out, color=None, pareto=False, title=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    for col in (x, y) + ((color,) if color else ()):
+    colors = [c.strip() for c in color.split(",")] if color else []
+    for col in [x, y] + colors:
         if col not in df.columns:
             raise InvalidArgument(f"no column {col!r} in the results; there are {', '.join(map(str, df.columns))}")
     ok = df[df["error"].isna()] if "error" in df.columns else df
     ok = ok[ok[x].notna() & ok[y].notna()]
+    if len(colors) > 1:
+        ok = ok.dropna(subset=colors)
     failed = len(df) - len(ok)
     if not len(ok):
         raise InvalidArgument("no point of the results has both values (every point failed?)")
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     xs, ys = scaled(ok, x), scaled(ok, y)
-    if color:
+    if len(colors) > 1:
+        # groups of several columns: one colour per combination, e.g. --color matrix.rows,matrix.cols
+        groups = sorted(ok.groupby(colors).groups)
+        cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+        for n, g in enumerate(groups):
+            sel = (ok[colors] == pd_row(g)).all(axis=1)
+            ax.scatter(xs[sel], ys[sel], s=44 if n % 2 else 70, color=cmap(n % cmap.N), alpha=0.8, zorder=2,
+                       marker="osD^vP<X>*"[n % 10],    # coinciding groups stay visible
+                       label=", ".join(legend_entry(c, v, unit=False) for c, v in zip(colors, g)))
+    elif color:
         values = sorted(ok[color].dropna().unique())
         if len(values) <= 10:
             cmap = plt.get_cmap("tab10")
             for n, v in enumerate(values):
                 sel = ok[color] == v
-                ax.scatter(xs[sel], ys[sel], s=36, color=cmap(n), alpha=0.85, label=f"{label(color)} = {v:g}"
-                           if isinstance(v, (int, float)) else f"{color} = {v}", zorder=2)
+                ax.scatter(xs[sel], ys[sel], s=36, color=cmap(n), alpha=0.85, label=legend_entry(color, v), zorder=2)
         else:
             sc = ax.scatter(xs, ys, c=scaled(ok, color), cmap="viridis", s=36, alpha=0.85, zorder=2)
             fig.colorbar(sc, ax=ax, label=label(color))
@@ -96,8 +126,10 @@ def plot(df, x, y, out, color=None, pareto=False, title=None):
                                    f"{'max' if y in MAXIMIZE else 'min'} y): {on_front} points")
     ax.set_xlabel(label(x), fontsize=11)
     ax.set_ylabel(label(y), fontsize=11)
-    what = ", ".join(sorted(set(f"{o}" for o in ok["op"]))) if "op" in ok.columns else ""
-    ax.set_title(title or f"{what}: {label(y)} vs {label(x)} ({len(ok)} points"
+    name = "op" if "op" in ok.columns else "model" if "model" in ok.columns else None
+    what = ", ".join(sorted(set(f"{o}" for o in ok[name]))) if name else ""
+    import textwrap
+    ax.set_title(textwrap.fill(title, 95, break_on_hyphens=False) if title else f"{what}: {label(y)} vs {label(x)} ({len(ok)} points"
                  + (f", {failed} failed not shown" if failed else "") + ")", fontsize=11)
     ax.grid(True, alpha=0.3, zorder=0)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
@@ -128,7 +160,9 @@ def _register(sub):
     p.add_argument("results", help="a .parquet or .csv file from vnpu sweep --out")
     p.add_argument("--x", required=True, help="column on the x axis, e.g. area_mm2")
     p.add_argument("--y", required=True, help="column on the y axis, e.g. ops_per_s")
-    p.add_argument("--color", default=None, help="column that colours the points, e.g. matrix.rows")
+    p.add_argument("--color", default=None,
+                   help="column that colours the points, e.g. matrix.rows; several (matrix.rows,matrix.cols): a colour "
+                        "per combination")
     p.add_argument("--pareto", action="store_true",
                    help="highlight the Pareto front (throughput, TOPS/W, utilization maximized; the rest minimized)")
     p.add_argument("--title", default=None)

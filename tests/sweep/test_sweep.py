@@ -229,3 +229,18 @@ def test_model_sweep_resnet_and_command(tmp_path, capsys):
     # a bad option value or card key is an error row, not a lost sweep
     df = sweep({"platform.cards": [1, 0]}, RM1, {"batch": 2, "requests": 2}, workers=0, cache=None)
     assert df["error"].isna().tolist() == [True, False] and "cards" in df["error"][1]
+
+
+def test_plot_model_results_grouped_colour(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    res = tmp_path / "m.csv"
+    assert main(["sweep", "--model", "rm1", "--model-option", "rows_scale=1e-5", "--batch", "4", "--requests", "2",
+                 "--set", "matrix.rows=16,32", "--set", "matrix.cols=16,32", "--workers", "0", "--no-cache", "-q",
+                 "-o", str(res)]) == 0
+    png = tmp_path / "m.png"
+    assert main(["plot", str(res), "--x", "area_mm2", "--y", "items_per_j", "--color", "matrix.rows,matrix.cols",
+                 "--pareto", "-o", str(png)]) == 0
+    assert "4 points" in capsys.readouterr().out and png.stat().st_size > 10_000
+    from vnpu.plot import label, legend_entry
+    assert label("items_per_s") == "throughput (items/s)"
+    assert legend_entry("shared_sram.bytes", 6291456) == "shared SRAM = 6 MiB"
