@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 
-from vnpu.errors import DeviceLost, InvalidArgument, VnpuError
+from vnpu.errors import DeviceFault, DeviceLost, InvalidArgument, VnpuError
 
 from . import validate
 from .handles import MEMORIES, Buffer, Context, Kernel, Module, _module_of  # noqa: F401  (old import path)
@@ -93,6 +93,19 @@ class Device:
             end = start + cycles / (clock_ghz or self.config.clock_ghz)
             self._busy_until_ns = end
             return start, end
+
+    def compute(self, fn):
+        """Run fn(card), a host function launching library kernels on this card, without booking any time:
+        (fn's result, its LaunchResults in order), for `Queue.book`. A device fault is sticky and raised."""
+        with self.lock:
+            self.check()
+            try:
+                with self.card.recording() as launches:
+                    value = fn(self.card)
+            except DeviceFault as fault:
+                self.set_fault(fault)
+                raise
+            return value, list(launches)
 
     def book_result(self, ready_ns: float, result) -> tuple[float, float, float]:
         """Book a launch's result on the card at the operating point the power cap allows (`operating_point`);

@@ -279,15 +279,18 @@ class Queue:
             raise InvalidArgument(f"run needs a callable fn(card), got {type(fn).__name__}")
         with self.device.lock:
             self._check()
+            value, launches = self.device.compute(fn)
+            return value, self.book(launches, name)
+
+    def book(self, launches, name):
+        """Book launches `Device.compute` already ran (LaunchResults of this queue's card) as one operation of
+        this queue, as `run` books them: the card's timeline, the power cap, stats and trace. Returns the end
+        Event. (An executor can emulate its cards in parallel and book their work in a fixed order.)"""
+        with self.device.lock:
+            self._check()
             faults.before_launch(self.device, self._now())
             ready = self._ready()
             start = end = None
-            try:
-                with self.device.card.recording() as launches:
-                    value = fn(self.device.card)
-            except DeviceFault as fault:
-                self.device.set_fault(fault)
-                raise
             for result in launches:
                 s, end, watts = self.device.book_result(ready if start is None else end, result)
                 self.platform.trace.power(self.device, s, end, watts)
@@ -295,11 +298,11 @@ class Queue:
                 self.device.stats.add(result.kernel, end - s, result.summary())
                 self.platform.trace.launch(self, result.kernel, s, result)
             self.last_result = launches[-1] if launches else None
-            self.last_launches = list(launches)      # every launch fn made (the model compiler's profile)
+            self.last_launches = list(launches)      # every launch booked (the model compiler's profile)
             if end is None:                  # nothing launched (a host-side reshape): no card time
                 end = ready
-            return value, self._finish(name, ready, end, "launch", {"launches": len(launches),
-                                                                     "cycles": sum(r.cycles for r in launches)})
+            return self._finish(name, ready, end, "launch", {"launches": len(launches),
+                                                             "cycles": sum(r.cycles for r in launches)})
 
     def store(self, buf, array, offset: int = 0):
         """Write `array`, a result a launch on this card just produced, into the device buffer buf without a

@@ -480,8 +480,12 @@ class _Future:
 
 
 class _Execution:
-    """One serve() call: a worker thread per card (Glow's DeviceManager) runs its ops in the global order;
-    values cross cards through device buffers and peer copies."""
+    """One serve() call, in two phases. Emulation: a worker thread per card (Glow's DeviceManager) runs its
+    ops' kernels in order, the cards in parallel on the host's cores (the Numba launches release the GIL),
+    each op's inputs waiting for the ops that make them. Booking: one thread then books every op, copy and
+    host op on the platform's virtual timeline in the global order (requests in order, ops in topological
+    order), so the timeline does not depend on how the threads interleaved (shared links are booked in call
+    order: docs/deviations.md 13.2). Values cross cards through device buffers and peer copies."""
 
     def __init__(self, program, requests, inflight, one_thread=False):
         self.p, self.requests, self.inflight = program, requests, inflight
@@ -495,6 +499,8 @@ class _Execution:
         self.buffers = []
         self.done = {}
         self.lock = threading.Lock()
+        self.arrays = {}         # (request, value name) -> _Future of the array (the emulation phase)
+        self.computed = {}       # (request, node index) -> (outputs, launches, host ns, "card" | "host")
         # the run starts when the cards it uses are free (the platform may have served others before): every
         # worker thread's virtual clock starts there, so the timeline continues instead of restarting
         self.t0 = max([d.busy_until_ns for d in self.devices[:program.placement.cards]] + [self.platform.host_ns])
@@ -515,17 +521,27 @@ class _Execution:
         for r, arrays in enumerate(self.requests):
             for name, a in zip(g.inputs, arrays):
                 self.values[(r, name)].set((a, None, None, None))
+                self.arrays.setdefault((r, name), _Future()).set(a)
+            for n in g.nodes:
+                for o in n.outputs:
+                    self.arrays.setdefault((r, o), _Future())
         t0 = time.perf_counter()
         errors = []
         if self.one_thread:
-            threads = [threading.Thread(target=self._worker_all, args=(order, errors), daemon=True)]
+            threads = [threading.Thread(target=self._emulate, args=([(r, i) for _, r, i in order if i is not None],
+                                                                    errors), daemon=True)]
         else:
-            threads = [threading.Thread(target=self._worker, args=(c, tasks[c], errors), daemon=True)
+            threads = [threading.Thread(target=self._emulate, args=([t for t in tasks[c] if t[1] is not None],
+                                                                    errors), daemon=True)
                        for c in range(len(self.queues)) if tasks[c]]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if not errors:
+            booking = threading.Thread(target=self._worker_all, args=(order, errors), daemon=True)
+            booking.start()
+            booking.join()
         wall = time.perf_counter() - t0
         try:
             if errors:
@@ -554,19 +570,56 @@ class _Execution:
         last = [prod[o] for o in g.outputs if o in prod]
         return pl.card_of(max(last), r) if last else r % pl.cards
 
-    def _worker(self, c, tasks, errors):
-        self.platform.advance_host(self.t0)
+    def _emulate(self, tasks, errors):
+        """The emulation phase for one card's ops (or all of them, one_thread): each op's kernels run on its card
+        with its inputs (waiting for the ops that make them), no time booked."""
+        g, p = self.p.graph, self.p
         try:
             for r, i in tasks:
                 if errors:
                     return
-                if i is None:
-                    self._finish_request(c, r)
+                n = g.nodes[i]
+                c = p.placement.card_of(i, r)
+                xs = [None if not x else (g.values[x].data if g.values[x].is_const else self.arrays[(r, x)].get())
+                      for x in n.inputs]
+                attrs = dict(n.attrs)
+                status = next(s for s in p._coverage if s.node == n.name).status
+                outs, launches, host_ns, where = None, [], 0.0, "card"
+                if status == "card":
+                    try:
+                        outs, launches = self.devices[c].compute(lambda card: _lowered(n, card, xs, attrs, p.pes))
+                    except NotLowered as e:
+                        if not p.allow_host:
+                            raise UnsupportedOp(f"{op_name(n)} at {n.source or n.name} cannot run on the card: {e}; "
+                                                f"compile with allow_host=True to run it on the host",
+                                                op=op_name(n), source=n.source, needs=str(e)) from None
+                        where = "host"
                 else:
-                    self._run_node(c, r, i)
+                    where = "host"
+                if where == "host":
+                    t0 = time.perf_counter()
+                    try:
+                        outs = OPS[n.op].host(xs, n.attrs)
+                    except (VnpuError, NotLowered):
+                        raise
+                    except Exception as e:      # noqa: BLE001  (the user's framework code or numpy: named, typed)
+                        raise InvalidArgument(f"{op_name(n)} at {n.source or n.name} failed on the host: "
+                                              f"{type(e).__name__}: {e}") from None
+                    host_ns = (time.perf_counter() - t0) * 1e9
+                outs = [np.asarray(o) for o in outs]
+                for o, name in zip(outs, n.outputs):
+                    want = g.values[name]
+                    if tuple(o.shape) != want.shape:
+                        raise InvalidArgument(f"{n.op} at {n.source or n.name}: the card returned shape "
+                                              f"{list(o.shape)} where the graph says {list(want.shape)} (a compiler "
+                                              f"defect)")
+                outs = [o.astype(g.values[name].dtype, copy=False) for o, name in zip(outs, n.outputs)]
+                self.computed[(r, i)] = (outs, launches, host_ns, where)
+                for o, name in zip(outs, n.outputs):
+                    self.arrays[(r, name)].set(o)
         except BaseException as e:          # noqa: BLE001  (handed to the caller; the other workers stop)
             errors.append(e)
-            for f in self.values.values():
+            for f in self.arrays.values():
                 if not f.event.is_set():
                     f.set(e)
 
@@ -625,7 +678,9 @@ class _Execution:
         return arr, e
 
     def _run_node(self, c, r, i):
-        g, p = self.p.graph, self.p
+        """The booking phase for one op: its inputs' copies, its launches (or its host run) on the timeline, its
+        results stored where other cards or the host will read them."""
+        g = self.p.graph
         n = g.nodes[i]
         q = self.queues[c]
         xs = []
@@ -637,38 +692,21 @@ class _Execution:
             if ev is not None:
                 q.wait(ev)
             xs.append(arr)
-        attrs = dict(n.attrs)
-        status = next(s for s in p._coverage if s.node == n.name).status
-        where = "card"
-        if status == "card":
-            try:
-                outs, ev = q.run(lambda card: _lowered(n, card, xs, attrs, p.pes), n.name)
-            except NotLowered as e:
-                if not p.allow_host:
-                    raise UnsupportedOp(f"{op_name(n)} at {n.source or n.name} cannot run on the card: {e}; compile "
-                                        f"with allow_host=True to run it on the host", op=op_name(n), source=n.source,
-                                        needs=str(e)) from None
-                outs, ev, where = self._on_host(c, r, n, xs), None, "host"
+        outs, launches, host_ns, where = self.computed[(r, i)]
+        if where == "card":
+            ev = q.book(launches, n.name)
         else:
-            outs, ev, where = self._on_host(c, r, n, xs), None, "host"
-        if where == "host":
+            self._on_host(c, r, n, xs, outs, host_ns)
             ev = q.record()
-        outs = [np.asarray(o) for o in outs]
-        for o, name in zip(outs, n.outputs):
-            want = g.values[name]
-            if tuple(o.shape) != want.shape:
-                raise InvalidArgument(f"{n.op} at {n.source or n.name}: the card returned shape {list(o.shape)} where "
-                                      f"the graph says {list(want.shape)} (a compiler defect)")
-        launches = q.last_launches if where == "card" else []
-        self._record(r, n, c, where, launches, ev, q)
+        self._record(r, n, c, where, launches if where == "card" else [], ev, q)
         users = self._users_elsewhere(r, n, c)
         for o, name in zip(outs, n.outputs):
             buf = None
             if name in users or name in g.outputs:
                 buf = self.devices[c].alloc(max(1, o.nbytes))
                 self.buffers.append(buf)
-                q.store(buf, o.astype(g.values[name].dtype, copy=False))
-            self.values[(r, name)].set((o.astype(g.values[name].dtype, copy=False), c, buf, ev))
+                q.store(buf, o)
+            self.values[(r, name)].set((o, c, buf, ev))
 
     def _users_elsewhere(self, r, n, c):
         g, pl = self.p.graph, self.p.placement
@@ -678,9 +716,10 @@ class _Execution:
                 names.update(x for x in m.inputs if x in n.outputs)
         return names
 
-    def _on_host(self, c, r, n, xs):
-        """An op the card cannot run, on the host: its operands cross PCIe to the host, it runs (its wall time
-        is booked on this thread's virtual clock), its results cross back."""
+    def _on_host(self, c, r, n, xs, outs, host_ns):
+        """An op the card cannot run, on the host (run in the emulation phase; booked here): its operands cross
+        PCIe to the host, its measured wall time passes on the booking thread's virtual clock, its results cross
+        back."""
         q = self.queues[c]
         for x, a in zip(n.inputs, xs):
             if x and a is not None and not self.p.graph.values[x].is_const and a.nbytes:
@@ -691,26 +730,15 @@ class _Execution:
                 self.transfers.append({"request": r, "value": x, "kind": "d2h", "card": c, "bytes": a.nbytes,
                                        "end_ns": q.tail_ns})
         q.synchronize()
-        t0 = time.perf_counter()
-        try:
-            outs = OPS[n.op].host(xs, n.attrs)
-        except (VnpuError, NotLowered):
-            raise
-        except Exception as e:              # noqa: BLE001  (the user's framework code or numpy: named, typed)
-            raise InvalidArgument(f"{op_name(n)} at {n.source or n.name} failed on the host: {type(e).__name__}: "
-                                  f"{e}") from None
-        host_ns = (time.perf_counter() - t0) * 1e9
         self.platform.advance_host(self.platform.host_ns + host_ns)
         self.platform.trace.api(f"host op {n.op} ({n.name})", self.platform.host_ns, {"ns": host_ns})
         for name, a in zip(n.outputs, outs):
-            a = np.asarray(a)
             if a.nbytes:
                 b = self.devices[c].alloc(a.nbytes)
                 self.buffers.append(b)
                 q.copy_to_device(b, np.ascontiguousarray(a))
                 self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": c, "bytes": a.nbytes,
                                        "end_ns": q.tail_ns})
-        return outs
 
     def _record(self, r, n, c, where, launches, ev, q):
         """One op's record: its launches' cycles, bytes and energy summed; the unit utilizations and the bound

@@ -309,3 +309,18 @@ def test_graph_builder_misuse_is_a_typed_error_naming_the_op(op, inputs, attrs, 
     with pytest.raises(vnpu.InvalidArgument, match=match):
         g.add_node(op, names, attrs, name="n1", source="model.py:3")
     assert not g.nodes                     # nothing was added
+
+
+def test_serving_on_many_cards_gives_the_same_timeline_every_time():
+    """The cards are emulated on a thread each, but the timeline is booked in one fixed order: requests
+    contending for the switch's uplink get the same latencies whatever the threads did."""
+    reqs = [[RNG.standard_normal(X.shape).astype(np.float32)] for _ in range(8)]
+    runs = []
+    for _ in range(3):
+        prog = vnpu.compile(CNN, cards=4, strategy="replicate", check=False)
+        prog.serve(reqs, inflight=4)
+        runs.append((prog.profile().latencies_ns(), prog.profile().makespan_ns))
+    assert runs[0] == runs[1] == runs[2]
+    one = vnpu.compile(CNN, cards=4, strategy="replicate", check=False)
+    one.serve(reqs, inflight=4, threads=1)
+    assert (one.profile().latencies_ns(), one.profile().makespan_ns) == runs[0]
