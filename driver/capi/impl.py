@@ -23,8 +23,6 @@ import os
 import sys
 import threading
 import traceback
-import zipfile
-import zlib
 
 import numpy as np
 
@@ -597,14 +595,7 @@ def install(ffi):
         need(program, "program")
         # the runtime, at call time: see the module's docstring
         from vnpu.runtime.graph.bundle import load_program
-        try:
-            prog = load_program(file, platform=p)
-        except E.VnpuError:
-            raise
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, UnicodeError, ValueError,
-                KeyError, IndexError, TypeError, AttributeError, OverflowError, RecursionError) as e:
-            # a zip whose program.json lacks a key or has the wrong types: a bad file, not a bug of vnpu
-            raise E.InvalidArgument(f"{file} is not a readable vnpu program: {type(e).__name__}: {e}") from None
+        prog = load_program(file, platform=p)    # a damaged or foreign file is its typed error (bundle.py)
         out_handle(program, handles.add("program", LoadedProgram(prog)))
 
     @api

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from vnpu.errors import InvalidArgument
 from .ir import Graph, Node, Value
 
 FORMAT = "vnpu-program"
+# what reading a damaged member of the zip raises (truncated, corrupt, an unsupported compression)
+_BROKEN = (OSError, EOFError, zlib.error, NotImplementedError, zipfile.BadZipFile, RecursionError)
 VERSION = 1
 
 
@@ -75,12 +78,12 @@ def load_program(path, platform=None, cards=None, check=False):
     from .program import Placement, Program
     try:
         z = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as e:
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
         raise InvalidArgument(f"load_program: {path} is not a vnpu program file: {e}") from None
     with z:
         try:
             doc = json.loads(z.read("program.json"))
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, *_BROKEN) as e:
             raise InvalidArgument(f"load_program: {path} has no readable program.json: {e}") from None
         if doc.get("format") != FORMAT or doc.get("version") != VERSION:
             raise InvalidArgument(f"load_program: {path} is {doc.get('format')!r} version {doc.get('version')!r}, "
@@ -89,7 +92,7 @@ def load_program(path, platform=None, cards=None, check=False):
         def array(ref):
             try:
                 return np.load(io.BytesIO(z.read(ref["$array"])), allow_pickle=False)
-            except (KeyError, ValueError, OSError) as e:
+            except (KeyError, ValueError, TypeError, *_BROKEN) as e:
                 raise InvalidArgument(f"load_program: {path}: array {ref.get('$array')} is missing or broken: "
                                       f"{e}") from None
 
@@ -110,7 +113,7 @@ def load_program(path, platform=None, cards=None, check=False):
             p = doc["placement"]
             placement = Placement(p["strategy"], p["cards"], p["stage"], p["weight_memory"], p["card_weight_bytes"],
                                   p["estimate_s"])
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RecursionError) as e:
             raise InvalidArgument(f"load_program: {path} is not a readable vnpu program: {type(e).__name__}: {e}") from None
     if platform is None:
         from vnpu.driver.platform import Platform
