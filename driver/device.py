@@ -94,13 +94,17 @@ class Device:
             self._busy_until_ns = end
             return start, end
 
-    def compute(self, fn):
+    def compute(self, fn, sanitize=None):
         """Run fn(card), a host function launching library kernels on this card, without booking any time:
-        (fn's result, its LaunchResults in order), for `Queue.book`. A device fault is sticky and raised."""
+        (fn's result, its LaunchResults in order), for `Queue.book`. A device fault is sticky and raised.
+        The launches run under the race sanitizer when `sanitize` (None: the platform's `sanitize`, off by
+        default) and record trace events only while the platform's trace is on."""
+        if sanitize is None:
+            sanitize = self.platform.sanitize
         with self.lock:
             self.check()
             try:
-                with self.card.recording() as launches:
+                with self.card.recording(trace=self.platform.trace.enabled, sanitize=sanitize) as launches:
                     value = fn(self.card)
             except DeviceFault as fault:
                 self.set_fault(fault)

@@ -279,7 +279,7 @@ class Queue:
             raise InvalidArgument(f"run needs a callable fn(card), got {type(fn).__name__}")
         with self.device.lock:
             self._check()
-            value, launches = self.device.compute(fn)
+            value, launches = self.device.compute(fn, sanitize=self.sanitize)
             return value, self.book(launches, name)
 
     def book(self, launches, name):

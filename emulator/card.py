@@ -83,6 +83,8 @@ class Card:
         self.lock = threading.RLock()
         self.launch_count = 0
         self._recording = None       # a list while `recording()` is active
+        self._recording_trace = False  # whether launches within `recording()` record trace events
+        self._default_sanitize = True  # the sanitizer for launches that pass sanitize=None
         self._reset_state()
 
     def _reset_state(self):
@@ -237,15 +239,19 @@ class Card:
                 self.free(lm.rodata_address, lm.ctx)
 
     # --- launches ----------------------------------------------------------------------------------
-    def launch(self, module, kernel: str, args=(), pes=None, engine: str = "numba", sanitize: bool = True,
+    def launch(self, module, kernel: str, args=(), pes=None, engine: str = "numba", sanitize: bool = None,
                trace: bool = False, trace_events: int = DEFAULT_TRACE_EVENTS, ctx: int = None) -> LaunchResult:
         """Run `kernel` of a loaded module (or an image / Module, loaded for this launch) SPMD on `pes`
-        (default: every PE). args: integers (device addresses, scalars) or floats (passed as fp32 bits)."""
+        (default: every PE). args: integers (device addresses, scalars) or floats (passed as fp32 bits).
+        sanitize=None: the card's default (on; `recording(sanitize=...)` changes it for a block)."""
+        if sanitize is None:
+            sanitize = self._default_sanitize
         temp = None
         if not isinstance(module, LoadedModule):
             module = temp = self.load(module, ctx or 0)
         try:
-            result = self._launch(module, kernel, args, pes, engine, sanitize, trace or self._recording is not None,
+            result = self._launch(module, kernel, args, pes, engine, sanitize,
+                                  trace or (self._recording is not None and self._recording_trace),
                                   trace_events, module.ctx if ctx is None else ctx)
             if self._recording is not None:
                 self._recording.append(result)
@@ -255,14 +261,20 @@ class Card:
                 self.unload(temp)
 
     @contextlib.contextmanager
-    def recording(self):
-        """Within the block, every launch on this card records trace events; yields the list of their
-        LaunchResults, in order (what `vnpu op --trace` writes, whatever launches an op makes)."""
-        previous, self._recording = self._recording, []
+    def recording(self, trace=True, sanitize=None):
+        """Within the block, every launch on this card is collected; yields the list of their LaunchResults, in
+        order (what `vnpu op --trace` writes, whatever launches an op makes). trace=True: each records trace
+        events. sanitize: the race sanitizer for launches that do not choose (`launch(sanitize=None)`, as the
+        kernel library's host functions launch); None keeps the card's default, on. A runtime serving a model
+        passes its platform's setting (off unless asked): the sanitizer costs a quarter of the emulation."""
+        previous = self._recording, self._recording_trace, self._default_sanitize
+        self._recording, self._recording_trace = [], bool(trace)
+        if sanitize is not None:
+            self._default_sanitize = bool(sanitize)
         try:
             yield self._recording
         finally:
-            self._recording = previous
+            self._recording, self._recording_trace, self._default_sanitize = previous
 
     def _launch(self, lm, kernel, args, pes, engine, sanitize, trace, trace_events, ctx):
         mod = lm.module

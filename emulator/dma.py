@@ -49,12 +49,24 @@ def book(res, channel, begin, cycles, cstat, busy_stat):
 
 
 @njit(cache=True, nogil=True)
+def span(base, nbytes, c1, s1, c2, s2):
+    """[lo, hi): the bytes the rows of a strided access touch at most (strides may be negative)."""
+    lo = base + min(0, (c1 - 1) * s1) + min(0, (c2 - 1) * s2)
+    hi = base + max(0, (c1 - 1) * s1) + max(0, (c2 - 1) * s2) + nbytes
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
 def check_rows(ptab, lay, pe, base, nbytes, c1, s1, c2, s2):
     """(False, first address not mapped) for the first row that is not wholly mapped, (True, 0) when all
     rows are valid. The flag is separate because any int64, negative ones included, can be the bad address.
     Zero-byte rows move nothing and are not checked (a no-op, like memcpy of 0 bytes)."""
     if nbytes <= 0:
         return True, np.int64(0)
+    if c1 > 0 and c2 > 0:
+        lo, hi = span(base, nbytes, c1, s1, c2, s2)
+        if translate(ptab, lay, pe, lo, hi - lo) >= 0:     # the rows' whole span is mapped: so is every row
+            return True, np.int64(0)
     for k2 in range(c2):
         for k1 in range(c1):
             a = base + k1 * s1 + k2 * s2
@@ -68,6 +80,36 @@ def check_rows(ptab, lay, pe, base, nbytes, c1, s1, c2, s2):
                         return False, bad
                     done += chunk
     return True, np.int64(0)
+
+
+@njit(cache=True, nogil=True)
+def copy_rows_fast(pool, ptab, lay, pe, dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2):
+    """Copy every row when both the source's and the destination's spans are each one mapped, contiguous run
+    of the pool and do not overlap: rows are then plain offsets into the pool, with no translation per row
+    (a gather of 4-byte elements was ~100 ns a row through copy_bytes). Returns False, having copied
+    nothing, when that does not hold; the caller then copies row by row (same bytes, same order)."""
+    if nbytes <= 0 or c1 <= 0 or c2 <= 0:
+        return True
+    slo, shi = span(src, nbytes, c1, ss1, c2, ss2)
+    dlo, dhi = span(dst, nbytes, c1, ds1, c2, ds2)
+    if slo < dhi and dlo < shi:
+        return False
+    so = translate(ptab, lay, pe, slo, shi - slo)
+    do = translate(ptab, lay, pe, dlo, dhi - dlo)
+    if so < 0 or do < 0:
+        return False
+    so += src - slo
+    do += dst - dlo
+    for k2 in range(c2):
+        for k1 in range(c1):
+            s = so + k1 * ss1 + k2 * ss2
+            d = do + k1 * ds1 + k2 * ds2
+            if nbytes <= 64:
+                for b in range(nbytes):
+                    pool[d + b] = pool[s + b]
+            else:
+                pool[d:d + nbytes] = pool[s:s + nbytes]
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -86,15 +128,17 @@ def transfer(mem, pe, desc, t_start, cfg, res, cstat):
     src_region = region_of(lay, src)
     dst_region = region_of(lay, dst)
     dram_cyc = 0.0
-    for k2 in range(c2):
-        for k1 in range(c1):
-            s = src + k1 * ss1 + k2 * ss2
-            d = dst + k1 * ds1 + k2 * ds2
-            copy_bytes(pool, ptab, lay, pe, d, s, nbytes)
-            if src_region == 2:
-                dram_cyc += dram_run_cycles(s, nbytes, cfg)
-            if dst_region == 2:
-                dram_cyc += dram_run_cycles(d, nbytes, cfg)
+    if not copy_rows_fast(pool, ptab, lay, pe, dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2):
+        for k2 in range(c2):
+            for k1 in range(c1):
+                copy_bytes(pool, ptab, lay, pe, dst + k1 * ds1 + k2 * ds2, src + k1 * ss1 + k2 * ss2, nbytes)
+    if src_region == 2 or dst_region == 2:
+        for k2 in range(c2):
+            for k1 in range(c1):
+                if src_region == 2:
+                    dram_cyc += dram_run_cycles(src + k1 * ss1 + k2 * ss2, nbytes, cfg)
+                if dst_region == 2:
+                    dram_cyc += dram_run_cycles(dst + k1 * ds1 + k2 * ds2, nbytes, cfg)
     total = nbytes * c1 * c2
     # bytes per memory level
     for region, rd in ((src_region, True), (dst_region, False)):

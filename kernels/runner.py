@@ -54,9 +54,10 @@ def _loaded_module(card, key, img):
         return lm
 
 
-def run(card, key, build, kernel, args, pes=None, sanitize=True, engine="numba", trace=False):
+def run(card, key, build, kernel, args, pes=None, sanitize=None, engine="numba", trace=False):
     """Launch `kernel` of the image `key` with args (arrays are inputs, Out/Scratch are allocated, numbers
-    are scalars). Returns ([output arrays in order], LaunchResult)."""
+    are scalars). Returns ([output arrays in order], LaunchResult). sanitize=None: the card's default (on,
+    unless a runtime's `card.recording(sanitize=False)` block says otherwise)."""
     img = image(key, build)
     lm = _loaded_module(card, key, img)
     owned, outs, values = [], [], []
