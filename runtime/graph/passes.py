@@ -209,10 +209,14 @@ FP32_ONLY = {"local_response_norm", "embedding_bag", "quantize", "dot_interactio
 
 def to_fp16(graph: Graph) -> Graph:
     """Float32 constants and activations to float16; graph inputs and outputs stay float32 (cast on the card
-    at the edges); ops in FP32_ONLY keep float32 operands."""
+    at the edges); ops in FP32_ONLY keep float32 operands: a constant they read stays a float32 constant (an
+    embedding table is not rounded to fp16 and cast back on the card for every request)."""
     g = graph.copy()
-    for v in g.values.values():
-        if v.is_const and v.dtype == "float32":
+    half = {i for n in g.nodes if n.op not in FP32_ONLY for i in n.inputs if i}
+    wide = {}                   # constant read by FP32_ONLY ops too -> its float32 copy's name
+    for k, v in g.values.items():
+        if v.is_const and v.dtype == "float32" and k in half:
+            wide[k] = v.data
             v.data, v.dtype = v.data.astype(np.float16), "float16"
     out = Graph(g.name)
     out.values = {k: v for k, v in g.values.items() if v.is_const}
@@ -227,6 +231,10 @@ def to_fp16(graph: Graph) -> Graph:
     def cast(name, dtype):
         if out.values[name].dtype == dtype or out.values[name].dtype not in ("float32", "float16"):
             return name
+        if dtype == "float32" and isinstance(wide.get(name), np.ndarray):    # the constant's float32 original
+            wide[name] = out.add_const(f"{name}.float32", wide[name])
+        if isinstance(wide.get(name), str):
+            return wide[name]
         return out.add_node("to", [name], {"dtype": dtype}, name=f"{name}.{dtype}", source="fp16: cast")
     for n in g.nodes:
         ins = [rename.get(i, i) for i in n.inputs]
