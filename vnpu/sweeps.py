@@ -29,13 +29,15 @@ FIGURES = ("cycles", "seconds", "ops", "ops_per_s", "macs", "util.pe", "util.mat
            "util.embedding", "dram_read_bytes", "dram_write_bytes", "dram_bytes", "sram_bytes", "energy_j",
            "power_w", "tops_per_w", "area_mm2", "error")
 # figure columns of a model workload's row (inputs: the card keys, platform.* keys, "model", "batch", "dtype",
-# "requests", "option.*")
+# "requests", "inflight", "option.*")
 MODEL_FIGURES = ("cards", "latency_p50_us", "latency_p90_us", "latency_p99_us", "items_per_s", "makespan_us",
                  "energy_j", "items_per_j", "power_w", "area_mm2", "card_area_mm2", "strategy", "error")
-MODEL_PARAMS = {"batch": 1, "dtype": "fp32", "requests": 8}
+# a model point's serving scenario: `requests` requests of `batch` items, `inflight` of them in flight (closed
+# loop, as `vnpu serve`: request r enters when request r - inflight has left; None: as many as cards)
+MODEL_PARAMS = {"batch": 1, "dtype": "fp32", "requests": 8, "inflight": None}
 INT_FIGURES = ("cycles", "ops", "macs", "dram_read_bytes", "dram_write_bytes", "dram_bytes", "sram_bytes")
 # not figures of the design point: where and how fast it ran (left out when sweeps are compared)
-RUN_COLUMNS = ("key", "wall_s", "warm", "worker", "cached")
+RUN_COLUMNS = ("key", "wall_s", "cpu_s", "warm", "worker", "cached")
 
 
 def need(module):
@@ -146,12 +148,54 @@ def point_key(config, overrides, workload, params, seed=0) -> str:
 _RUN_IN_PROCESS = [0]     # points this process has run: the first pays for the kernels' compile
 
 
-def model_workload(model, batch=None, dtype=None, requests=None, options=None) -> dict:
-    """The workload of a model sweep: {"model": name, "options": {...}} (batch, dtype and requests are its
-    params, so each may be an axis: sweep(space, model_workload("rm1"), {"batch": [1, 64]}))."""
-    from vnpu.runtime.graph.models import _canonical
-    wl = {"model": _canonical(model), "options": dict(options or {})}
-    for k, v in (("batch", batch), ("dtype", dtype), ("requests", requests)):
+BUILTIN_MODELS = ("resnet50", "bert", "bert-base", "rm1", "rm2", "rm3")
+
+
+def is_imported(spec):
+    """A --model that is not a built-in name: a .onnx file or `module:callable` (as `vnpu profile` takes)."""
+    return isinstance(spec, str) and (spec.endswith(".onnx") or ":" in spec)
+
+
+def _imported_source(spec):
+    """(spec with its file made absolute, sha256 of the file): the file's content is part of the cache key, so
+    an edited model is a new point. Checked here, on the client, so a missing file is a usage error."""
+    path, fn = (spec, None) if spec.endswith(".onnx") else spec.rsplit(":", 1)
+    if fn is not None and not fn.strip():
+        raise InvalidArgument(f"--model {spec}: module:callable needs the callable's name after the colon")
+    if spec.endswith(".onnx") or path.endswith(".py") or os.path.sep in path:
+        if not os.path.isfile(path):
+            raise InvalidArgument(f"--model {spec}: no such file {path}")
+        origin = path = os.path.abspath(path)
+    else:                                   # an importable module: its source file, when it has one
+        import importlib.util
+        try:
+            found = importlib.util.find_spec(path)
+        except (ImportError, ValueError) as e:
+            raise InvalidArgument(f"--model {spec}: cannot find module {path}: {e}") from None
+        if found is None:
+            raise InvalidArgument(f"--model {spec}: no module {path} (give module:callable or file.py:callable)")
+        origin = found.origin if found.origin and os.path.isfile(found.origin) else None
+    digest = None
+    if origin:
+        with open(origin, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    return (path if fn is None else f"{path}:{fn}"), digest
+
+
+def model_workload(model, batch=None, dtype=None, requests=None, options=None, inflight=None) -> dict:
+    """The workload of a model sweep: {"model": name, "options": {...}} (batch, dtype, requests and inflight
+    are its params, so each may be an axis: sweep(space, model_workload("rm1"), {"batch": [1, 64]})).
+    model: a built-in name (resnet50, bert, rm1, rm2, rm3), a .onnx file or `module:callable` / `file.py:callable`
+    returning (model, example_inputs), loaded on each worker as `vnpu profile` loads it."""
+    if is_imported(model):
+        if options:
+            raise InvalidArgument(f"model options ({', '.join(options)}) are for the built-in models, not {model}")
+        spec, digest = _imported_source(model)
+        wl = {"model": spec, "options": {}, "digest": digest}
+    else:
+        from vnpu.runtime.graph.models import _canonical
+        wl = {"model": _canonical(model), "options": dict(options or {})}
+    for k, v in (("batch", batch), ("dtype", dtype), ("requests", requests), ("inflight", inflight)):
         if v is not None:
             wl[k] = v
     return wl
@@ -168,7 +212,7 @@ def figures_of(workload):
 def run_point(config, overrides, op, params, seed=0) -> dict:
     """Build the card, run op `op` once on random inputs, and return the row's figures. Never raises: a
     point that fails is a row with `error` set (a bad config value, an op that does not fit the card...)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     warm = _RUN_IN_PROCESS[0] > 0
     _RUN_IN_PROCESS[0] += 1
     row = {k: None for k in figures_of(op)}
@@ -182,6 +226,7 @@ def run_point(config, overrides, op, params, seed=0) -> dict:
         row["error"] = f"{type(e).__name__}: {e}"
         row["_cache"] = False
     row["wall_s"] = time.perf_counter() - t0
+    row["cpu_s"] = time.process_time() - c0     # CPU time of the worker process (all its threads) meanwhile
     row["warm"] = warm
     row["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return row
@@ -220,9 +265,28 @@ def _measure(config, overrides, op, params, seed):
     return row
 
 
+_IMPORTED = {}       # (spec, digest, batch) -> (Graph, example inputs): one import/export per worker process
+
+
+def _imported_graph(spec, digest, batch):
+    """The imported model's graph and example inputs, loaded by `vnpu profile`'s loader (runtime/commands.py)
+    once per worker process; the graph is never mutated by compile (its passes copy)."""
+    key = (spec, digest, batch)
+    if key not in _IMPORTED:
+        import numpy as np
+        from vnpu.runtime.commands import load_model
+        from vnpu.runtime.graph.program import _np, to_graph
+        model, example = load_model(spec, batch)
+        graph = to_graph(model, example, batch if spec.endswith(".onnx") else None)
+        _IMPORTED.clear()                   # one model at a time: a sweep has one workload
+        _IMPORTED[key] = graph, [np.asarray(_np(x)) for x in example]
+    return _IMPORTED[key]
+
+
 def _measure_model(config, overrides, workload, params, seed):
     """Compile the model onto a platform of `platform.cards` cards (the other keys: card overrides), serve
-    `requests` requests with as many in flight as cards, and measure the virtual timeline."""
+    `requests` requests with `inflight` of them in flight (default: as many as cards), and measure the virtual
+    timeline."""
     import vnpu
     from vnpu.emulator.power import card_area
     from vnpu.runtime.graph import models
@@ -231,19 +295,31 @@ def _measure_model(config, overrides, workload, params, seed):
     unknown = sorted(set(p) - set(MODEL_PARAMS))
     if unknown:
         raise InvalidArgument(f"a model sweep's params are {', '.join(MODEL_PARAMS)}, not {', '.join(unknown)}")
-    batch, dtype, requests = p["batch"], p["dtype"], p["requests"]
-    if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
-        raise InvalidArgument(f"--requests must be a positive int, got {requests!r}")
+    batch, dtype, requests, inflight = p["batch"], p["dtype"], p["requests"], p["inflight"]
+    for name, v in (("requests", requests), ("inflight", inflight)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise InvalidArgument(f"--{name} must be a positive int, got {v!r}")
     platform_keys = {k[len("platform."):]: v for k, v in overrides.items() if k.startswith("platform.")}
     card_keys = {k: v for k, v in overrides.items() if not k.startswith("platform.")}
     data = {"card": config, **platform_keys, "card_overrides": card_keys}
     platform = vnpu.Platform(data)
     cards = len(platform.devices)
-    graph = models.build(workload["model"], batch=batch, **workload.get("options", {}))
-    example = models.example_inputs(graph, seed=seed)
+    inflight = inflight or cards
+    spec = workload["model"]
+    if is_imported(spec):
+        if not spec.endswith(".onnx") and batch != 1:
+            raise InvalidArgument(f"--batch is for built-in and .onnx models; {spec} returns its own example "
+                                  f"inputs (their batch is the row's batch)")
+        graph, example = _imported_graph(spec, workload.get("digest"), batch)
+        if not spec.endswith(".onnx"):      # the callable's inputs fix the batch: their leading dimension
+            batch = int(example[0].shape[0]) if example and getattr(example[0], "ndim", 0) else 1
+        reqs = [example] * requests         # as `vnpu serve`: the example inputs, once per request
+    else:
+        graph = models.build(spec, batch=batch, **workload.get("options", {}))
+        example = models.example_inputs(graph, seed=seed)
+        reqs = [models.example_inputs(graph, seed=seed + 1 + r) for r in range(requests)]
     prog = vnpu.compile(graph, example, cards=cards, dtype=dtype, strategy="auto", platform=platform, check=False)
-    reqs = [models.example_inputs(graph, seed=seed + 1 + r) for r in range(requests)]
-    prog.serve(reqs, inflight=cards, threads=1)      # one host thread: a deterministic timeline
+    prog.serve(reqs, inflight=inflight, threads=1)      # one host thread: a deterministic timeline
     prof = prog.profile()
     lat = sorted(prof.latencies_ns())
     span_s = prof.makespan_ns / 1e9
@@ -255,7 +331,8 @@ def _measure_model(config, overrides, workload, params, seed):
             "makespan_us": prof.makespan_ns / 1e3, "energy_j": energy,
             "items_per_j": items / energy if energy else None,
             "power_w": energy / span_s if span_s else None,
-            "area_mm2": area * cards, "card_area_mm2": area, "strategy": prog.placement.strategy, "error": None}
+            "area_mm2": area * cards, "card_area_mm2": area, "strategy": prog.placement.strategy, "error": None,
+            "batch": batch, "inflight": inflight}
 
 
 # ---------------------------------------------------------------------------------------------- the cache
@@ -293,31 +370,49 @@ class Cache:
 
 # ---------------------------------------------------------------------------------------------- the engine
 class Progress:
-    """points done / failed / rate on stderr: one rewritten line on a terminal, a line a second otherwise."""
+    """A tqdm bar on stderr: points done of the total, failed, from cache, and the rate of computed points
+    (points/min; cached points are counted in the bar's start, not in the rate). Silent unless enabled and the
+    stream is a terminal (a log file or a pipe gets only the command's final summary line), or when tqdm is
+    not installed (it is in the sweep extra)."""
 
-    def __init__(self, total, enabled=True, stream=None):
-        self.total, self.enabled = total, enabled
-        self.stream = stream or sys.stderr
-        self.done = self.failed = self.cached = 0
-        self.t0 = self.last = time.perf_counter()
+    def __init__(self, total, enabled=True, stream=None, cached=0, failed=0):
+        self.total, self.stream = total, stream or sys.stderr
+        self.done, self.failed, self.cached = cached, failed, cached
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if enabled and getattr(self.stream, "isatty", lambda: False)():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, initial=cached, file=self.stream, unit="pt", desc="sweep", leave=True,
+                            dynamic_ncols=True, mininterval=0.5,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} points "
+                                       "[{elapsed}<{remaining}{postfix}]")
+            self._postfix()
+
+    def rate(self):
+        """Computed points per minute so far."""
+        dt = time.perf_counter() - self.t0
+        return (self.done - self.cached) / dt * 60 if dt > 0 else 0.0
+
+    def _postfix(self):
+        self.bar.set_postfix_str(f"{self.failed} failed, {self.cached} cached, {self.rate():.0f} points/min",
+                                 refresh=False)
 
     def update(self, row, cached):
         self.done += 1
         self.failed += row.get("error") is not None
         self.cached += cached
-        now = time.perf_counter()
-        if self.enabled and (now - self.last >= 1.0 or self.done == self.total):
-            self.last = now
-            self._print(now)
+        if self.bar is not None:
+            self._postfix()
+            self.bar.update(1)
 
-    def _print(self, now, end=""):
-        computed = self.done - self.cached
-        rate = computed / (now - self.t0) * 60 if now > self.t0 else 0.0
-        tty = getattr(self.stream, "isatty", lambda: False)()
-        line = (f"sweep: {self.done}/{self.total} points done, {self.failed} failed, {self.cached} from cache, "
-                f"{rate:.0f} points/min")
-        print(("\r" + line) if tty else line, end="" if tty and self.done < self.total else "\n",
-              file=self.stream, flush=True)
+    def close(self):
+        if self.bar is not None:
+            self._postfix()
+            self.bar.close()
+            self.bar = None
 
 
 def sweep(space=None, workload="add", params=None, *, config=None, samples=None, seed=0, method=None, workers=None,
@@ -333,13 +428,21 @@ def sweep(space=None, workload="add", params=None, *, config=None, samples=None,
     workers: 0 runs serially in this process (no Dask); N starts a LocalCluster of N worker processes;
     scheduler: the address of an existing Dask cluster; client: an existing distributed.Client.
     cache: a folder (None: no cache). on_row(index, row, cached): called as each row arrives.
+    progress: True for a tqdm bar on stderr (only when it is a terminal), or a stream to draw it on.
     df.attrs: {"computed": n, "cached": n, "failed": n, "seconds": wall}."""
     pd = need("pandas")
     if isinstance(workload, dict):
         if "model" not in workload:
             raise InvalidArgument("a dict workload must name its model: {\"model\": \"rm1\", ...}")
-        workload = model_workload(workload["model"], workload.get("batch"), workload.get("dtype"),
-                                  workload.get("requests"), workload.get("options"))
+        if "digest" in workload and is_imported(workload["model"]):
+            workload = dict(workload)        # already resolved by model_workload
+        else:
+            workload = model_workload(workload["model"], workload.get("batch"), workload.get("dtype"),
+                                      workload.get("requests"), workload.get("options"), workload.get("inflight"))
+        if is_imported(workload["model"]) and not workload["model"].endswith(".onnx") and \
+                ("batch" in (params or {}) or "batch" in workload):
+            raise InvalidArgument(f"--batch is for built-in and .onnx models; {workload['model']} returns its own "
+                                  f"example inputs (their leading dimension is the row's batch)")
     elif not isinstance(workload, str):
         raise InvalidArgument(f"workload must be a library op name or a model workload, got {workload!r}")
     if config is None:
@@ -353,12 +456,13 @@ def sweep(space=None, workload="add", params=None, *, config=None, samples=None,
     keys = [point_key(config, o, workload, p) for o, p in pts]
     store = Cache(cache)
     rows, computed = {}, 0
-    prog = Progress(len(pts), enabled=bool(progress))
     t0 = time.perf_counter()
+    prog = None
 
     def got(i, row, cached):
         rows[i] = row
-        prog.update(row, cached)
+        if prog is not None:
+            prog.update(row, cached)
         if on_row:
             on_row(i, row, cached)
 
@@ -369,6 +473,9 @@ def sweep(space=None, workload="add", params=None, *, config=None, samples=None,
             got(i, hit, True)
         else:
             todo.append(i)
+    prog = Progress(len(pts), enabled=bool(progress), stream=progress if hasattr(progress, "write") else None,
+                    cached=len(rows),
+                    failed=sum(r.get("error") is not None for r in rows.values()))
     # one task per distinct point (a point given twice is run once)
     first = {}
     for i in todo:
@@ -383,12 +490,15 @@ def sweep(space=None, workload="add", params=None, *, config=None, samples=None,
             if keys[j] == keys[i] and j not in rows:
                 got(j, dict(row), False)
 
-    if first and workers == 0 and client is None and scheduler is None:
-        for k, i in first.items():
-            o, p = pts[i]
-            finish(i, run_point(config, o, workload, p))
-    elif first:
-        _on_dask(first, pts, config, workload, finish, workers, scheduler, client)
+    try:
+        if first and workers == 0 and client is None and scheduler is None:
+            for k, i in first.items():
+                o, p = pts[i]
+                finish(i, run_point(config, o, workload, p))
+        elif first:
+            _on_dask(first, pts, config, workload, finish, workers, scheduler, client)
+    finally:
+        prog.close()
     df = pd.DataFrame([_flat(pts[i], config, workload, rows[i], i in todo) | {"key": keys[i]}
                        for i in range(len(pts))])
     for c in INT_FIGURES:
@@ -403,12 +513,15 @@ def _flat(point, config, workload, row, computed):
     overrides, params = point
     if is_model(workload):
         p = {**MODEL_PARAMS, **{k: v for k, v in workload.items() if k in MODEL_PARAMS}, **params}
+        # the batch of a callable's inputs and the inflight count the point ran with, when the row knows them
+        p.update({k: row[k] for k in ("batch", "inflight") if row.get(k) is not None})
         out = {"config": config, **overrides, "model": workload["model"], **p,
                **{f"option.{k}": v for k, v in workload.get("options", {}).items()}}
     else:
         out = {"config": config, **overrides, "op": workload, **{f"param.{k}": v for k, v in params.items()}}
     out.update({k: row.get(k) for k in figures_of(workload)})
-    out.update(wall_s=row.get("wall_s"), warm=row.get("warm"), worker=row.get("worker"), cached=not computed)
+    out.update(wall_s=row.get("wall_s"), cpu_s=row.get("cpu_s"), warm=row.get("warm"), worker=row.get("worker"),
+               cached=not computed)
     return out
 
 
@@ -484,10 +597,12 @@ def cmd_sweep(args):
     config = card_config(args.config) if args.config is not None else None
     space = parse_axes(args.set)
     if (args.op is None) == (args.model is None):
-        raise InvalidArgument("give the workload: --op NAME (a library op) or --model NAME (a built-in model)")
+        raise InvalidArgument("give the workload: --op NAME (a library op) or --model NAME|FILE (a built-in model, "
+                              "a .onnx file or module:callable)")
     if args.model is not None:
         if args.param:
-            raise InvalidArgument("--param is for --op; a model takes --model-option KEY=V, --batch, --dtype, --requests")
+            raise InvalidArgument("--param is for --op; a model takes --model-option KEY=V, --batch, --dtype, "
+                                  "--requests, --inflight")
         options = {}
         for item in args.model_option:
             k, sep, v = item.partition("=")
@@ -500,7 +615,7 @@ def cmd_sweep(args):
             if getattr(args, key) is not None:
                 params.update(parse_axes([f"{key}={getattr(args, key)}"], f"--{key}"))
     else:
-        for flag in ("model_option", "batch", "dtype", "requests"):
+        for flag in ("model_option", "batch", "dtype", "requests", "inflight"):
             if getattr(args, flag) not in (None, []):
                 raise InvalidArgument(f"--{flag.replace('_', '-')} is for --model; an op takes --param KEY=V")
         workload = args.op
@@ -532,15 +647,19 @@ def _register(sub):
     s = sub.add_parser("sweep", help="design-space sweep of a library op or a model over card and platform configs, "
                                      "on Dask")
     s.add_argument("--op", default=None, help="library op to run at each point (vnpu op list)")
-    s.add_argument("--model", default=None, help="built-in model to compile and serve at each point: resnet50, bert, "
-                                                 "rm1, rm2, rm3")
+    s.add_argument("--model", default=None, metavar="NAME|FILE",
+                   help="model to compile and serve at each point: a built-in one (resnet50, bert, rm1, rm2, rm3), a "
+                        ".onnx file, or module:callable / file.py:callable returning (model, example_inputs), as "
+                        "vnpu profile takes it")
     s.add_argument("--model-option", action="append", default=[], metavar="KEY=V",
                    help="a model option, e.g. image=64 (resnet50), rows_scale=1e-4 (rm1)")
     s.add_argument("--batch", default=None, metavar="B[,B...]", help="the model's batch (default 1); several sweep it")
     s.add_argument("--dtype", default=None, metavar="D[,D...]",
                    help="fp32 (default), fp16 or int8; several sweep it")
-    s.add_argument("--requests", default=None, metavar="R",
-                   help="requests served per point, as many in flight as cards (default 8)")
+    s.add_argument("--requests", default=None, metavar="R[,R...]",
+                   help="requests served per point (default 8); several sweep it")
+    s.add_argument("--inflight", default=None, metavar="I[,I...]",
+                   help="requests in flight (closed loop, as vnpu serve; default: as many as cards); several sweep it")
     s.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
                    help="op parameter (as vnpu op --KEY); several values sweep it")
     s.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
@@ -561,5 +680,5 @@ def _register(sub):
     s.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     s.add_argument("--out", "-o", default=None, help="FILE.parquet (also writes FILE.csv) or FILE.csv")
     s.add_argument("--json", action="store_true", help="a JSON summary instead of the table")
-    s.add_argument("--quiet", "-q", action="store_true", help="no progress line")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar (there is none either when stderr is not a terminal)")
     s.set_defaults(func=cmd_sweep)

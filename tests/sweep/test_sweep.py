@@ -27,15 +27,6 @@ def serial():
     return df
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-    c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
 def test_grid_columns(serial):
     assert list(serial[["matrix.rows", "matrix.cols", "dram.gbps"]].itertuples(index=False, name=None))[:3] == \
         [(4, 4, 34.0), (4, 4, 67.2), (4, 8, 34.0)]
