@@ -375,10 +375,12 @@ def reference_gemm(a, w, scale=None, bias=None, out_scale=None, out_zero_point=0
     return out
 
 
-def linear(card, x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, pes=None):
-    """A fully connected layer y = x @ weight.T + bias (PyTorch's layout: weight [N, K]).
+def linear(card, x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0,
+           activation=None, pes=None):
+    """A fully connected layer y = act(x @ weight.T + bias) (PyTorch's layout: weight [N, K]).
     int8: x and weight int8 with x_scale (per tensor) and w_scale (per tensor or per output row [N]):
-    y = acc * x_scale * w_scale + bias, fp32, or int8 with out_scale. fp16: x and weight fp16, fp32 y."""
+    y = act(acc * x_scale * w_scale + bias), fp32, or int8 with out_scale (the activation before the
+    requantization, in the epilogue). fp16: x and weight fp16, fp32 y. activation: None, "relu", "sigmoid"."""
     x, weight = np.asarray(x), np.asarray(weight)
     if weight.ndim != 2 or x.ndim != 2 or x.shape[1] != weight.shape[1]:
         raise InvalidArgument(f"linear: x [M, K] and weight [N, K] expected, got {x.shape} and {weight.shape}")
@@ -387,8 +389,9 @@ def linear(card, x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=
         if x_scale is None or w_scale is None:
             raise InvalidArgument("linear: int8 inputs need x_scale and w_scale")
         scale = (np.float32(x_scale) * np.asarray(w_scale, np.float32)).astype(np.float32)
-        return gemm(card, x, wt, scale=scale, bias=bias, out_scale=out_scale, out_zero_point=out_zero_point, pes=pes)
-    return gemm(card, x, wt, bias=bias, pes=pes)
+        return gemm(card, x, wt, scale=scale, bias=bias, out_scale=out_scale, out_zero_point=out_zero_point,
+                    activation=activation, pes=pes)
+    return gemm(card, x, wt, bias=bias, activation=activation, pes=pes)
 
 
 # --- the op registry ---------------------------------------------------------------------------------

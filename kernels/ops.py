@@ -164,15 +164,16 @@ def matmul(a, b, *, card=None, pes=None):
     return _run("dense", "gemm", "matmul", a, b, card=card, pes=pes)
 
 
-def linear(x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, card=None,
-           pes=None):
+def linear(x, weight, bias=None, *, x_scale=None, w_scale=None, out_scale=None, out_zero_point=0, activation=None,
+           card=None, pes=None):
     """A fully connected layer, PyTorch layout (x [M, K], weight [N, K]): y = x @ weight.T + bias (bias float32
     [N]). int8 x and weight need x_scale and w_scale (per tensor or per output row): y = fp32(acc) *
     f32(x_scale * w_scale[n]) + bias[n], each step rounded to fp32 (acc exact in int32); with out_scale the
     result is requantized to int8 like `quantize`. fp16 x and weight: fp32 sums in K order, + bias in fp32.
-    K = 0 gives the bias (as PyTorch), M or N = 0 an empty result."""
+    activation None, "relu" or "sigmoid": applied in the epilogue to the fp32 result, before any
+    requantization. K = 0 gives the bias (as PyTorch), M or N = 0 an empty result."""
     return _run("dense", "linear", "linear", x, weight, bias, x_scale=x_scale, w_scale=w_scale,
-                out_scale=out_scale, out_zero_point=out_zero_point, card=card, pes=pes)
+                out_scale=out_scale, out_zero_point=out_zero_point, activation=activation, card=card, pes=pes)
 
 
 def add(a, b, *, card=None, pes=None):

@@ -39,7 +39,10 @@ Models and their options (keyword arguments of `build`):
   the last layer too), one embedding_bag (sum) per table, the pooled rows stacked [batch, tables, dim]
   (reshape + cat), dot_interaction, top MLP (relu except the last layer), sigmoid: output [batch, 1].
   Options rows_scale=1e-3 (of the preset's rows, at least 16; the full RM1 is 8 tables x 4M rows),
-  pooling=<the preset's>, seed=0. Node names follow facebookresearch/dlrm's modules (bot_l.0, emb_l.3,
+  pooling=<the preset's>, seed=0, table_format="fp32" (or a packed format the embedding unit reads:
+  "int8_rowwise" as the serving demo stores its tables, fp16, int8_rowwise_fp16, int4_rowwise; the tables are
+  then uint8 constants [rows, row bytes], the very arrays of the DLRM model, and the embedding_bag nodes carry
+  format and dim). Node names follow facebookresearch/dlrm's modules (bot_l.0, emb_l.3,
   top_l.4, interact, sigmoid).
 """
 from __future__ import annotations
@@ -59,7 +62,7 @@ _OPTIONS = {
     "resnet50": {"image": 224, "classes": 1000, "width": 64, "seed": 0},
     "bert": {"layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072, "seq": 128, "vocab": 30522,
              "max_position": 512, "mask": False, "pooler": False, "seed": 0},
-    **{rm: {"rows_scale": 1e-3, "pooling": None, "seed": 0} for rm in ("rm1", "rm2", "rm3")},
+    **{rm: {"rows_scale": 1e-3, "pooling": None, "seed": 0, "table_format": "fp32"} for rm in ("rm1", "rm2", "rm3")},
 }
 
 
@@ -241,15 +244,18 @@ def bert(batch=1, layers=12, hidden=768, heads=12, intermediate=3072, seq=128, v
 
 
 # --- DLRM ------------------------------------------------------------------------------------------------------------
-def dlrm(name="rm1", batch=1, rows_scale=1e-3, pooling=None, seed=0, **_):
+def dlrm(name="rm1", batch=1, rows_scale=1e-3, pooling=None, seed=0, table_format="fp32", **_):
     """The DLRM preset `name` with vnpu.runtime.model.DLRM's weights; see the module docstring."""
+    from vnpu.emulator.tables import FORMATS
     from vnpu.runtime.model import DLRM, preset
     from vnpu.kernels.reference import unpack_rows
     key = _canonical(name)
     if key not in ("rm1", "rm2", "rm3"):
         raise InvalidArgument(f"dlrm: no preset {name!r}; one of rm1, rm2, rm3")
     batch = _positive_int("batch", batch)
-    cfg = preset(key, rows_scale, table_format="fp32", dense_dtype="fp16")
+    if table_format not in FORMATS:
+        raise InvalidArgument(f"dlrm: table_format must be one of {', '.join(FORMATS)}, got {table_format!r}")
+    cfg = preset(key, rows_scale, table_format=table_format, dense_dtype="fp16")
     cfg.seed = int(seed)
     if pooling is not None:
         cfg.pooling = _positive_int("pooling", pooling)
@@ -275,9 +281,11 @@ def dlrm(name="rm1", batch=1, rows_scale=1e-3, pooling=None, seed=0, **_):
     x = mlp(dense, m.bottom, "bot_l", "relu")
     pooled = []
     for t, (idx, off) in enumerate(lookups):
-        table = unpack_rows(m.tables[t], "fp32", cfg.dim).astype(np.float32)
-        e = b.node("embedding_bag", [g.add_const(f"emb_l.{t}.weight", table), idx, off], {"mode": "sum"},
-                   f"emb_l.{t}")
+        if table_format == "fp32":
+            table, attrs = unpack_rows(m.tables[t], "fp32", cfg.dim).astype(np.float32), {"mode": "sum"}
+        else:        # the packed rows themselves (no copy): the embedding unit reads this format
+            table, attrs = m.tables[t], {"mode": "sum", "format": table_format, "dim": cfg.dim}
+        e = b.node("embedding_bag", [g.add_const(f"emb_l.{t}.weight", table), idx, off], attrs, f"emb_l.{t}")
         pooled.append(b.node("reshape", [e], {"shape": (batch, 1, cfg.dim)}, f"emb_l.{t}.view"))
     z = b.node("cat", pooled, {"dim": 1}, "stack") if len(pooled) > 1 else pooled[0]
     y = b.node("dot_interaction", [x, z], module="interact")

@@ -64,7 +64,7 @@ ATTRS = {
     "local_response_norm": {"size", "alpha", "beta", "k"}, "softmax": {"dim", "safe"},
     "scaled_dot_product_attention": {"scale", "is_causal"}, "reshape": {"shape"}, "permute": {"dims"},
     "cat": {"dim"}, "split": {"sizes", "dim"}, "slice": {"dim", "start", "end", "step"}, "pad": {"pad", "value"},
-    "expand": {"shape"}, "gather": {"dim"}, "index_select": {"dim"}, "embedding_bag": {"mode"}, "to": {"dtype"},
+    "expand": {"shape"}, "gather": {"dim"}, "index_select": {"dim"}, "embedding_bag": {"mode", "format", "dim"}, "to": {"dtype"},
     **{n: {"dim", "keepdim"} for n in ("sum", "mean", "amax", "argmax")},
     "quantize": {"scale", "zero_point"}, "dequantize": {"scale", "zero_point"},
     "foreign": {"framework", "op", "types", "needs", "fn"},
@@ -379,11 +379,11 @@ def _linear_card(card, xs, attrs, pes):
         y = O.matmul(x2, np.ascontiguousarray(w.T), card=card, pes=pes)
         if bias is not None:
             y = O.add(y, np.ascontiguousarray(np.broadcast_to(bias, y.shape)), card=card, pes=pes)
-    else:
+        if attrs.get("activation") == "relu":
+            y = O.relu(y, card=card, pes=pes)
+    else:      # int8 or fp16: the activation in the gemm's epilogue, before an int8 output's requantization
         q = {k: attrs[k] for k in ("x_scale", "w_scale", "out_scale", "out_zero_point") if k in attrs}
-        y = O.linear(x2, w, bias, card=card, pes=pes, **q)
-    if attrs.get("activation") == "relu":
-        y = O.relu(y, card=card, pes=pes) if y.dtype.name in FLOATS else y
+        y = O.linear(x2, w, bias, activation=attrs.get("activation"), card=card, pes=pes, **q)
     out_dt = _linear_infer([(x.shape, x.dtype.name), (w.shape, w.dtype.name)], attrs)[0][1]
     return [y.reshape(x.shape[:-1] + (w.shape[0],)).astype(out_dt)]
 
@@ -905,8 +905,38 @@ _op("embedding", lambda t, a: [(tuple(t[1][0]) + (t[0][0][1],), t[0][1])],
     lambda xs, a: [np.take(xs[0], xs[1].astype(np.int64), axis=0)], _embedding_card)
 
 
+def _packed_format(attrs):
+    """The table's format: "fp32" for a float table [rows, dim], else a packed uint8 table [rows, row_bytes]
+    in one of the embedding unit's formats (fbgemm's prepack layouts, emulator/tables.py)."""
+    from vnpu.emulator.tables import FORMATS
+    fmt = attrs.get("format", "fp32")
+    if fmt not in FORMATS:
+        raise InvalidArgument(f"embedding_bag: format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return fmt
+
+
+def _embedding_bag_infer(t, a):
+    from vnpu.emulator.tables import table_dim
+    fmt = _packed_format(a)
+    (rows_shape, tdt), (off_shape, _) = t[0], t[2]
+    if fmt == "fp32" and tdt != "uint8":
+        return [((off_shape[0], rows_shape[1]), "float32")]
+    if tdt != "uint8" or len(rows_shape) != 2:
+        raise InvalidArgument(f"embedding_bag format={fmt!r} takes a packed uint8 table [rows, row_bytes], got "
+                              f"{tdt}{list(rows_shape)}")
+    try:
+        dim = int(a["dim"]) if a.get("dim") is not None else table_dim(fmt, rows_shape[1])
+    except ValueError as e:
+        raise InvalidArgument(f"embedding_bag: {e}") from None
+    return [((off_shape[0], dim), "float32")]
+
+
 def _embedding_bag_host(xs, attrs):
     w, idx, offsets = xs[0], xs[1].astype(np.int64), xs[2].astype(np.int64)
+    if w.dtype == np.uint8:      # a packed table: the embedding unit's own definition (rows dequantized in fp32)
+        from vnpu.kernels.reference import embedding_bag
+        return [embedding_bag(w, idx, offsets, mode=attrs.get("mode", "sum"), format=_packed_format(attrs),
+                              dim=attrs.get("dim"))]
     ends = list(offsets[1:]) + [len(idx)]
     out = np.zeros((len(offsets), w.shape[1]), np.float64)
     for i, (a, b) in enumerate(zip(offsets, ends)):
@@ -920,14 +950,13 @@ def _embedding_bag_host(xs, attrs):
 def _embedding_bag_card(card, xs, attrs, pes):
     from vnpu.kernels import ops as O
     w, idx, offsets = xs
-    if w.dtype != np.float32 or attrs.get("mode", "sum") not in ("sum", "mean"):
-        raise NotLowered("embedding_bag on the card: float32 tables, mode sum or mean")
+    if w.dtype not in (np.float32, np.uint8) or attrs.get("mode", "sum") not in ("sum", "mean"):
+        raise NotLowered("embedding_bag on the card: float32 or packed (uint8) tables, mode sum or mean")
     return [O.embedding_bag(w, idx.astype(np.int64), offsets.astype(np.int64), mode=attrs.get("mode", "sum"),
-                            card=card)]
+                            format=_packed_format(attrs), dim=attrs.get("dim"), card=card)]
 
 
-_op("embedding_bag", lambda t, a: [((t[2][0][0], t[0][0][1]), "float32")], _embedding_bag_host,
-    _embedding_bag_card)
+_op("embedding_bag", _embedding_bag_infer, _embedding_bag_host, _embedding_bag_card)
 
 
 def _to_host(xs, attrs):
