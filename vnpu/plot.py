@@ -25,7 +25,8 @@ UNITS = {
     "latency_p99_us": ("latency p99", "us", 1), "items_per_s": ("throughput", "items/s", 1),
     "items_per_j": ("throughput per watt", "items/J = items/s per W", 1), "makespan_us": ("makespan", "us", 1),
     "card_area_mm2": ("area per card", "mm$^2$", 1), "platform.cards": ("cards", "cards", 1),
-    "batch": ("batch", None, 1),
+    "batch": ("batch", None, 1), "inflight": ("requests in flight", None, 1), "requests": ("requests", None, 1),
+    "cards": ("cards", "cards", 1), "cpu_s": ("worker CPU time per point", "s", 1),
 }
 # columns where more is better (the Pareto front maximizes them; every other column is minimized)
 MAXIMIZE = {"ops_per_s", "tops_per_w", "items_per_s", "items_per_j", "util.pe", "util.matrix", "util.vector", "util.dma", "util.embedding"}
@@ -88,24 +89,44 @@ def _pyplot():
     return plt
 
 
+def tick(v, _=None):
+    """A tick label a reader takes in at a glance: 0.5, 20, 1000, 50k, 2M, 1.5G (no 2e+06, no offset)."""
+    a = abs(v)
+    for at, scale, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+        if a >= at:
+            return f"{v / scale:.4g}{suffix}"
+    return f"{v:.4g}"
+
+
+def _plain_ticks(ax):
+    """Linear axes with large numbers: 2M instead of an offset '1e6' in the corner."""
+    from matplotlib.ticker import FuncFormatter
+    for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
+        if scale == "linear":
+            lo, hi = (ax.get_xlim() if axis is ax.xaxis else ax.get_ylim())
+            if max(abs(lo), abs(hi)) >= 1e5:
+                axis.set_major_formatter(FuncFormatter(tick))
+
+
 def _plain_log_ticks(axis):
-    """Ticks of a log axis at 1, 2, 5 x 10^k, labelled as plain numbers (0.5, 20, 1000), not 2 x 10^1."""
+    """Ticks of a log axis at 1, 2, 5 x 10^k, labelled as plain numbers (0.5, 20, 1000, 2M), not 2 x 10^1."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_major_formatter(FuncFormatter(tick))
     axis.set_minor_formatter(NullFormatter())
 
 
 def _log_axis(ax, which, values):
-    """A log axis whose ticks read as plain numbers; the data's own values as ticks when there are few."""
+    """A log axis whose ticks read as plain numbers; on x, the data's own values as ticks when there are few
+    (an input axis of the sweep: 8.4, 17, 34, 67.2, 134 GB/s)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
     axis = ax.xaxis if which == "x" else ax.yaxis
     (ax.set_xscale if which == "x" else ax.set_yscale)("log")
     distinct = sorted(set(float(v) for v in values))
-    if 1 < len(distinct) <= 12 and distinct[-1] / distinct[0] < 1e4:
+    if which == "x" and 1 < len(distinct) <= 12 and distinct[-1] / distinct[0] < 1e4:
         axis.set_major_locator(FixedLocator(distinct))
         axis.set_minor_locator(NullLocator())
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_major_formatter(FuncFormatter(tick))
     else:
         _plain_log_ticks(axis)
 
@@ -173,10 +194,12 @@ def plot(df, x, y, out, color=None, pareto=False, title=None, kind="scatter", lo
     ax.set_xlabel(label(x) + (", log scale" if logx else ""), fontsize=11)
     ax.set_ylabel(label(y) + (", log scale" if logy else ""), fontsize=11)
     name = "op" if "op" in ok.columns else "model" if "model" in ok.columns else None
-    what = ", ".join(sorted(set(f"{o}" for o in ok[name]))) if name else ""
+    import os
+    what = ", ".join(sorted(set(os.path.basename(str(o)) for o in ok[name]))) if name else ""
     import textwrap
     ax.set_title(textwrap.fill(title, 95, break_on_hyphens=False) if title else f"{what}: {label(y)} vs {label(x)} ({len(ok)} points"
                  + (f", {failed} failed not shown" if failed else "") + ")", fontsize=11)
+    _plain_ticks(ax)
     ax.grid(True, alpha=0.3, zorder=0, which="both" if (logx or logy) else "major")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)

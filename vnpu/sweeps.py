@@ -47,7 +47,7 @@ def need(module):
         return importlib.import_module(module)
     except ImportError:
         raise InvalidArgument(f"vnpu sweep needs {module.split('.')[0]}: pip install 'vnpu[sweep]' (dask[distributed], "
-                              f"pandas, pyarrow, matplotlib)") from None
+                              f"pandas, pyarrow, matplotlib, tqdm)") from None
 
 
 # ---------------------------------------------------------------------------------------------- the space
