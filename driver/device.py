@@ -33,6 +33,7 @@ class Device:
         self._fault = None               # a device fault, raised by every call until reset (set_fault)
         self._lost = None                # why the card is lost (lose), or None
         self._busy_until_ns = 0.0        # the card runs one launch at a time (book_launch)
+        self._power = PowerTimeline(self)  # booked launches' watts: the power cap's window (operating_point)
         self.primary = Context(self, 0)
         self.contexts = {0: self.primary}
         self._queues = []
@@ -112,31 +113,69 @@ class Device:
             return value, list(launches)
 
     def book_result(self, ready_ns: float, result) -> tuple[float, float, float]:
-        """Book a launch's result on the card at the operating point the power cap allows (`operating_point`);
-        counts a slowed launch in stats.throttled. Returns (start_ns, end_ns, average watts)."""
-        clock, watts = self.operating_point(result)
+        """Book a launch's result on the card at the operating point the power cap allows (`operating_point`):
+        it starts as `book_launch` starts it, its cycles take cycles / the chosen clock, and its (start, end,
+        watts, clock, joules) joins the card's power timeline (`power_timeline`). Counts a slowed launch in
+        stats.throttled. Returns (start_ns, end_ns, average watts)."""
         with self.lock:
+            start = max(ready_ns, self._busy_until_ns) + self.platform.config["launch_overhead_ns"]
+            clock, watts = self.operating_point(result, start)
             self.stats.throttled += clock < self.config.clock_ghz
-        start, end = self.book_launch(ready_ns, result.cycles, clock)
-        return start, end, watts
+            end = start + result.cycles / clock
+            self._busy_until_ns = end
+            self._power.book(start, end, watts, clock)
+            return start, end, watts
 
-    def operating_point(self, result):
-        """(clock_ghz, average watts) a launch runs at under the platform's power cap (DVFS): the card's own
-        clock when the launch's average power there is within the cap, else the highest of the card's operating
-        points (docs/power.md) whose average power for the same cycles is within it (the lowest when none is).
-        The window is the launch: its energy over its own time. Cycles stay cycles; time stretches."""
+    def operating_point(self, result, start_ns=None):
+        """(clock_ghz, average watts) a launch starting at start_ns (default: when the card could next start one)
+        runs at under the platform's power cap (DVFS; docs/power.md section 7a). The cap bounds the card's average
+        power over every window of `power_window_us` of virtual time: its booked launches at their average watts,
+        the idle card's watts between them (and before the first). The launch runs at the card's own clock when
+        every window ending inside it, or in the window after it with the card then drawing what any launch draws
+        at the lowest operating point (or the cap, if less), stays within the cap; else at the highest of its
+        lower operating points for which they do (the lowest when none does). Looking a window ahead keeps the
+        lowest point always enough for the next launch, so a burst now never forces the cap to be broken later.
+        Cycles stay cycles; time stretches."""
         from vnpu.emulator.power import launch_energy
         cap = self.platform.config.get("power_cap_w")
         nominal = launch_energy(result)["average_w"]
-        if cap is None or nominal <= cap:
+        if cap is None:
             return self.config.clock_ghz, nominal
-        points = sorted(p[0] for p in self.config.power.operating_points if p[0] < self.config.clock_ghz)
+        if start_ns is None:
+            start_ns = self._busy_until_ns + self.platform.config["launch_overhead_ns"]
+        pw = self._power
+        after = max(pw.idle_w, min(pw.lowest_peak_w, cap))
+
+        def fits(clock, watts):
+            return pw.peak_window_w(start_ns, start_ns + result.cycles / clock, watts, after, cap) <= cap
+
+        if fits(self.config.clock_ghz, nominal):
+            return self.config.clock_ghz, nominal
         choice = None
-        for f in points:
-            w = launch_energy(result, clock_ghz=f)["average_w"]
-            if choice is None or w <= cap:
-                choice = (f, w)
+        for f in sorted((p[0] for p in self.config.power.operating_points if p[0] < self.config.clock_ghz),
+                        reverse=True):
+            choice = (f, launch_energy(result, clock_ghz=f)["average_w"])
+            if fits(*choice):
+                break
         return choice if choice is not None else (self.config.clock_ghz, nominal)
+
+    def power_timeline(self):
+        """The card's booked launches since the clock was last reset, in time order (at most the last
+        PowerTimeline.KEEP): [(start_ns, end_ns, watts, clock_ghz)]; the card idles between them at
+        `idle_w`."""
+        with self.lock:
+            return list(self._power.log)
+
+    @property
+    def last_booking(self):
+        """(start_ns, end_ns, watts, clock_ghz) of the card's last booked launch (None before the first)."""
+        log = self._power.log
+        return log[-1] if log else None
+
+    @property
+    def idle_w(self) -> float:
+        """The watts of the idle card at its own clock (emulator/power.py idle_power)."""
+        return self._power.idle_w
 
     def _new_queue(self, ctx, sanitize):
         """Context.queue(): a new queue of ctx, visited by synchronize, reset and reset_clock."""
@@ -165,6 +204,7 @@ class Device:
         """Platform.reset_clock(): the card and its queues back to virtual time 0."""
         with self.lock:
             self._busy_until_ns = 0.0
+            self._power = PowerTimeline(self)
             for q in self._queues:
                 q._rewind_clock()
 
@@ -271,6 +311,79 @@ class Device:
     def synchronize(self):
         for q in list(self._queues):
             q.synchronize()
+
+
+class PowerTimeline:
+    """A card's power over virtual time for the power cap (docs/power.md section 7a): its booked launches, each
+    at its average watts, and the idle card's watts (at its own clock) everywhere else, before the first launch
+    too. `peak_window_w` is the highest average over a window of `power_window_us` ending inside a candidate
+    launch or in the window after it, assuming the card then draws `after_w`: exact, since the power is piecewise
+    constant (a window's average is piecewise linear in where it ends, so its maximum is at a breakpoint)."""
+
+    KEEP = 100_000              # launches power_timeline() keeps (the window itself needs only its own span)
+
+    def __init__(self, device):
+        from collections import deque
+
+        from vnpu.emulator.power import idle_power, peak_power
+        cfg = device.config
+        self.idle_w = idle_power(cfg)
+        lowest = min(p[0] for p in cfg.power.operating_points)
+        self.lowest_peak_w = peak_power(cfg, clock_ghz=lowest)["w"]   # the most a launch draws at the lowest point
+        self.window_ns = float(device.platform.config.get("power_window_us", 1000.0)) * 1e3
+        self.log = deque(maxlen=self.KEEP)      # (start_ns, end_ns, watts, clock_ghz) of every booked launch
+        self.recent = deque()                   # (start_ns, end_ns, watts) still inside a window of the present
+
+    def book(self, start, end, watts, clock):
+        self.log.append((start, end, watts, clock))
+        self.recent.append((start, end, watts))
+        while self.recent and self.recent[0][1] <= end - self.window_ns:
+            self.recent.popleft()
+
+    def _pieces(self, lo, hi):
+        """The power over [lo, hi) as contiguous (from, to, watts) pieces, idle between booked launches."""
+        out, t = [], lo
+        for s, e, w in self.recent:
+            if e <= t or s >= hi:
+                continue
+            if s > t:
+                out.append((t, s, self.idle_w))
+            out.append((max(s, t), min(e, hi), w))
+            t = min(e, hi)
+        if t < hi:
+            out.append((t, hi, self.idle_w))
+        return out
+
+    def peak_window_w(self, start, end, watts, after_w, cap=None):
+        """The highest average power over a window [t - W, t], t from start to end + W, if a launch of `watts` ran
+        over [start, end) after the booked ones (which all end by start) and the card drew after_w after it.
+        With `cap`: an upper bound of it instead when that bound is already within cap (cheaper; what
+        `Device.operating_point` compares with the cap)."""
+        W = self.window_ns
+        leaving = self._pieces(start - W, start) + [(start, end, watts)]     # where the window's start passes
+        entering = [(start, end, watts), (end, end + W, after_w)]            # where its end passes
+        energy = sum((b - a) * w for a, b, w in leaving[:-1])               # the window ending at start
+        if cap is not None:
+            # a bound first (the common case, far from the cap): what leaves the window draws at least its
+            # lowest piece; when even the bound fits, the exact walk is not needed
+            low = min(w for _, _, w in leaving)
+            bound = energy + max(0.0, watts - low) * (end - start) + max(0.0, after_w - low) * W
+            if bound <= cap * W:
+                return bound / W
+        best, t, i, j = energy, start, 0, 0
+        while t < end + W and j < len(leaving):
+            # the window's end moves on to the next breakpoint of either the piece it is in or the piece its
+            # start is in
+            step = min(entering[i][1] - t, leaving[j][1] - (t - W))
+            if step > 0:
+                energy += (entering[i][2] - leaving[j][2]) * step
+                t += step
+                best = max(best, energy)
+            if entering[i][1] - t <= 1e-9 * W and i + 1 < len(entering):
+                i += 1
+            if leaving[j][1] - (t - W) <= 1e-9 * W:
+                j += 1
+        return best / W
 
 
 class DeviceStats:

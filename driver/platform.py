@@ -21,7 +21,7 @@ from .device import Device
 from .tracing import PlatformTrace
 
 PLATFORM_KEYS = {"name", "cards", "card", "card_overrides", "link", "uplink", "launch_overhead_ns", "poll_ns",
-                 "faults", "sanitize", "engine", "power_cap_w"}
+                 "faults", "sanitize", "engine", "power_cap_w", "power_window_us"}
 LINK_KEYS = {"gen", "lanes", "max_payload", "max_read_request", "tlp_overhead_bytes", "completion_overhead_bytes",
              "read_completion_boundary", "dllp_overhead", "setup_ns"}
 SANITIZE_ENV = "VNPU_SANITIZE"
@@ -79,6 +79,10 @@ def validate_platform(data):
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap < 1e4):
         raise ConfigError(f"platform key 'power_cap_w' must be a number of watts in (0, 10000) or null (no cap), got "
                           f"{validate.show(cap)}")
+    window = merged.get("power_window_us")
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not 0 < window <= 1e9:
+        raise ConfigError(f"platform key 'power_window_us' must be a number of microseconds in (0, 1e9] (the power "
+                          f"cap's averaging window), got {validate.show(window)}")
     merged["card"] = _card_source(merged["card"])
     merged["card_overrides"] = validate.card_overrides(merged.get("card_overrides"))
     if merged.get("sanitize") is not None:

@@ -38,6 +38,7 @@ class Queue:
         self.destroyed = False
         self.last_result = None          # the last successful launch's result (None after a failed one)
         self.last_launches = []          # the launches of the last `run`
+        self.last_bookings = []          # where and at what operating point each of them was booked
 
     def __repr__(self):
         return f"Queue({self.id}, card {self.device.index}, at {self.tail_ns:.0f} ns)"
@@ -291,8 +292,10 @@ class Queue:
             faults.before_launch(self.device, self._now())
             ready = self._ready()
             start = end = None
+            self.last_bookings = []          # each launch as booked: Device.last_booking
             for result in launches:
                 s, end, watts = self.device.book_result(ready if start is None else end, result)
+                self.last_bookings.append(self.device.last_booking)
                 self.platform.trace.power(self.device, s, end, watts)
                 start = s if start is None else start
                 self.device.stats.add(result.kernel, end - s, result.summary())

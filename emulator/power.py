@@ -221,8 +221,8 @@ def format_energy(e: dict) -> str:
     """One line of a launch_energy() dict, plus where the joules went."""
     tpw = "" if e["tops_per_w"] is None else f", {e['tops_per_w']:.2f} TOPS/W"
     head = (f"energy {e['total_j'] * 1e6:.3f} uJ over {e['seconds'] * 1e6:.3f} us: {e['average_w']:.2f} W "
-            f"average{tpw} ({e['mac_dtype']} MACs, {e['vector_dtype']} lanes; {e['clock_ghz']:g} GHz at "
-            f"{e['volts']:.3f} V)")
+            f"average = peak (one launch, one power){tpw} ({e['mac_dtype']} MACs, {e['vector_dtype']} lanes; "
+            f"{e['clock_ghz']:g} GHz at {e['volts']:.3f} V)")
     tot = e["total_j"] or 1.0
     parts = sorted(((u["total_j"], k) for k, u in e["units"].items() if u["total_j"] > 0), reverse=True)
     share = ", ".join(f"{k} {j / tot:.0%}" for j, k in parts[:6])

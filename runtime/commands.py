@@ -146,6 +146,11 @@ def cmd_serve(args):
            "latency_us": {p: _pct(lat, int(p[1:])) / 1e3 for p in ("p50", "p90", "p99")},
            "throughput_items_per_s": args.requests * args.batch / (span / 1e9) if span else 0.0,
            "makespan_us": span / 1e3, "wall_s": prof.wall_s, "energy_j": prof.energy_j,
+           "card_energy_j": prof.card_energy_j, "pcie_energy_j": prof.pcie_energy_j,
+           "energy_per_request_j": prof.energy_j / args.requests,
+           "per_card": {c: {k: t[k] for k in ("energy_j", "launch_energy_j", "pcie_energy_j", "average_w", "peak_w")}
+                        for c, t in prof.per_card().items()},
+           "average_w": prof.average_w, "peak_w": prof.peak_w, "requests_per_j": prof.requests_per_j,
            "items_per_j": args.requests * args.batch / prof.energy_j if prof.energy_j else None}
     if args.json:
         print(json.dumps(out, indent=1))
@@ -155,9 +160,13 @@ def cmd_serve(args):
     print(f"latency p50 {out['latency_us']['p50']:.1f} us, p90 {out['latency_us']['p90']:.1f} us, "
           f"p99 {out['latency_us']['p99']:.1f} us; throughput {out['throughput_items_per_s']:.1f} items/s "
           f"(virtual time; {prof.wall_s:.1f} s of host time to emulate)")
+    for line in prof.energy_lines():
+        print(line)
     if prof.energy_j:
-        print(f"energy: {prof.energy_j * 1e3 / args.requests:.3f} mJ per request on the cards, "
-              f"{out['items_per_j']:.1f} items per joule (docs/power.md)")
+        print("per card: " + "; ".join(f"{c}: {t['energy_j'] * 1e3:.3f} mJ (PCIe {t['pcie_energy_j'] * 1e3:.3f}), "
+                                       f"{t['average_w']:.2f} W average, {t['peak_w']:.2f} W peak"
+                                       for c, t in out["per_card"].items()))
+        print(f"{out['items_per_j']:.1f} items per joule ({args.batch} per inference)")
     return 0
 
 

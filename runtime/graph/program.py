@@ -275,15 +275,23 @@ class OpRecord:
     source: str
     placement: str = ""
     energy_j: float = 0.0      # the card's energy for the op's launches (emulator/power.py, docs/power.md)
+    peak_w: float = 0.0        # the highest average power of its launches, at their booked operating points
+    launch_ns: float = 0.0     # its launches' booked time (under the power cap: at the clock they ran at)
 
 
 class ProgramProfile:
-    """What one `run` (or `serve`) cost, per op and per card, on the platform's virtual timeline."""
+    """What one `run` (or `serve`) cost, per op, per card and per request, on the platform's virtual timeline.
+
+    Energy (docs/power.md section 8): each op's launches on its card (`records[i].energy_j`) plus every PCIe
+    copy the requests made, host to card, card to host and card to card (`pcie()`: the copy's wire bytes priced
+    on each link it crosses at that link's generation). `energy_j` = `card_energy_j` + `pcie_energy_j`; per card,
+    per request and per transfer they add up to it."""
 
     def __init__(self, program, records, transfers, requests, wall_s):
         self.program, self.records, self.transfers = program, records, transfers
         self.requests = requests                 # [(request, start_ns, end_ns)]
         self.wall_s = wall_s
+        self._pcie = None
 
     @property
     def makespan_ns(self):
@@ -294,58 +302,163 @@ class ProgramProfile:
     def latencies_ns(self):
         return [e - s for _, s, e in self.requests]
 
-    def per_card(self):
-        cards = {}
-        for r in self.records:
-            c = cards.setdefault(r.card, {"ops": 0, "cycles": 0, "busy_ns": 0.0, "energy_j": 0.0})
-            c["ops"] += 1
-            c["cycles"] += r.cycles
-            c["busy_ns"] += r.end_ns - r.start_ns
-            c["energy_j"] += r.energy_j
-        return dict(sorted(cards.items()))
+    def pcie(self):
+        """Each transfer with its PCIe energy: a copy of the transfer dict plus `energy_j` and `energy_by_card`
+        ({card: joules}: a card's own link to that card, the shared uplink to the card the copy served)."""
+        if self._pcie is None:
+            self._pcie = [dict(t, **_pcie_energy(self.program.platform, t)) for t in self.transfers]
+        return self._pcie
+
+    @property
+    def pcie_energy_j(self):
+        """Joules of every PCIe copy of the run(s) (emulator/power.py pcie_energy, per link crossed)."""
+        return sum(t["energy_j"] for t in self.pcie())
+
+    @property
+    def card_energy_j(self):
+        """The cards' energy for every op of the run(s): the launches' dynamic, idle and static energy at the
+        operating points they were booked at (not the cards' idle time between launches)."""
+        return sum(r.energy_j for r in self.records)
 
     @property
     def energy_j(self):
-        """The cards' energy for every op of the run(s): the launches' dynamic, idle and static energy (not the
-        cards' idle time between launches, nor PCIe)."""
-        return sum(r.energy_j for r in self.records)
+        """Total: the cards' launches plus the PCIe copies (docs/power.md section 8)."""
+        return self.card_energy_j + self.pcie_energy_j
+
+    @property
+    def requests_per_j(self):
+        """Inferences (requests) per joule of the total energy; None without energy."""
+        e = self.energy_j
+        return len(self.requests) / e if e else None
+
+    @property
+    def average_w(self):
+        """A card's average power while it runs a launch: the launches' energy over their booked time, every card
+        together (PCIe not included). Not over the makespan: the cards' idle time between launches is not in the
+        energy (docs/deviations.md 14)."""
+        ns = sum(r.launch_ns for r in self.records)
+        return self.card_energy_j / (ns * 1e-9) if ns else 0.0
+
+    @property
+    def peak_w(self):
+        """The highest average power of any launch of the run, on any card (what the power cap bounds)."""
+        return max((r.peak_w for r in self.records), default=0.0)
+
+    def per_card(self):
+        cards = {}
+
+        def card(c):
+            return cards.setdefault(c, {"ops": 0, "cycles": 0, "busy_ns": 0.0, "launch_ns": 0.0, "energy_j": 0.0,
+                                        "launch_energy_j": 0.0, "pcie_energy_j": 0.0, "average_w": 0.0,
+                                        "peak_w": 0.0})
+        for r in self.records:
+            c = card(r.card)
+            c["ops"] += 1
+            c["cycles"] += r.cycles
+            c["busy_ns"] += r.end_ns - r.start_ns
+            c["launch_ns"] += r.launch_ns
+            c["launch_energy_j"] += r.energy_j
+            c["peak_w"] = max(c["peak_w"], r.peak_w)
+        for t in self.pcie():
+            for k, j in t["energy_by_card"].items():
+                card(k)["pcie_energy_j"] += j
+        for c in cards.values():
+            c["energy_j"] = c["launch_energy_j"] + c["pcie_energy_j"]
+            c["average_w"] = c["launch_energy_j"] / (c["launch_ns"] * 1e-9) if c["launch_ns"] else 0.0
+        return dict(sorted(cards.items()))
+
+    def per_request(self):
+        """[{request, latency_ns, energy_j, card_energy_j, pcie_energy_j}]: what each inference cost."""
+        out = {r: {"request": r, "latency_ns": e - s, "energy_j": 0.0, "card_energy_j": 0.0, "pcie_energy_j": 0.0}
+               for r, s, e in self.requests}
+        for rec in self.records:
+            if rec.request in out:
+                out[rec.request]["card_energy_j"] += rec.energy_j
+        for t in self.pcie():
+            if t["request"] in out:
+                out[t["request"]]["pcie_energy_j"] += t["energy_j"]
+        for d in out.values():
+            d["energy_j"] = d["card_energy_j"] + d["pcie_energy_j"]
+        return [out[r] for r in sorted(out)]
 
     def to_dict(self):
         lat = sorted(self.latencies_ns())
+        n = len(self.requests)
         return {"model": self.program.graph.name, "strategy": self.program.placement.strategy,
                 "cards": self.program.placement.cards, "dtype": self.program.dtype,
-                "requests": len(self.requests), "makespan_ns": self.makespan_ns,
+                "requests": n, "makespan_ns": self.makespan_ns,
                 "latency_ns": {"p50": _pct(lat, 50), "p90": _pct(lat, 90), "p99": _pct(lat, 99)},
-                "per_card": self.per_card(), "energy_j": self.energy_j,
-                "requests_per_j": len(self.requests) / self.energy_j if self.energy_j else None,
+                "per_card": self.per_card(), "per_request": self.per_request(), "energy_j": self.energy_j,
+                "card_energy_j": self.card_energy_j, "pcie_energy_j": self.pcie_energy_j,
+                "energy_per_request_j": self.energy_j / n if n else None,
+                "requests_per_j": self.requests_per_j, "average_w": self.average_w, "peak_w": self.peak_w,
                 "ops": [r.__dict__ for r in self.records],
-                "transfers": self.transfers, "wall_s": self.wall_s}
+                "transfers": self.pcie(), "wall_s": self.wall_s}
 
     def json(self):
         return json.dumps(self.to_dict(), indent=1, default=_jsonable)
+
+    def energy_lines(self):
+        """The energy summary `str()` ends with and `vnpu serve` prints."""
+        n = len(self.requests)
+        if not self.energy_j or not n:
+            return []
+        return [f"energy: {self.energy_j * 1e3:.3f} mJ = cards {self.card_energy_j * 1e3:.3f} + PCIe "
+                f"{self.pcie_energy_j * 1e3:.3f} mJ; per inference {self.energy_j * 1e3 / n:.3f} mJ (cards "
+                f"{self.card_energy_j * 1e3 / n:.3f} + PCIe {self.pcie_energy_j * 1e3 / n:.3f})",
+                f"power: {self.average_w:.2f} W average per card while running, {self.peak_w:.2f} W peak (a "
+                f"launch); {self.requests_per_j:.1f} requests per joule (inferences/J; docs/power.md)"]
 
     def __str__(self):
         lines = [f"{self.program.graph.name}: {len(self.requests)} request(s), strategy {self.program.placement.strategy} "
                  f"on {self.program.placement.cards} card(s), {self.program.dtype}; makespan "
                  f"{self.makespan_ns / 1e3:.1f} us, latency p50 {_pct(sorted(self.latencies_ns()), 50) / 1e3:.1f} us",
                  f"{'op':28s} {'kind':20s} {'card':>4s} {'cycles':>10s} {'us':>9s} {'matrix':>7s} {'vector':>7s} "
-                 f"{'DMA':>5s} {'DRAM MB':>8s}  bound"]
+                 f"{'DMA':>5s} {'DRAM MB':>8s} {'uJ':>9s} {'W':>6s}  bound"]
         for r in self.records if len(self.requests) == 1 else [x for x in self.records if x.request == 0]:
             u = r.units
             mb = (r.bytes.get("dram_read", 0) + r.bytes.get("dram_write", 0)) / 1e6
+            w = r.energy_j / (r.launch_ns * 1e-9) if r.launch_ns else 0.0
             lines.append(f"{r.node[:28]:28s} {r.op[:20]:20s} {r.card:4d} {r.cycles:10d} "
                          f"{(r.end_ns - r.start_ns) / 1e3:9.2f} {u.get('matrix', 0):7.0%} {u.get('vector', 0):7.0%} "
-                         f"{u.get('dma', 0):5.0%} {mb:8.2f}  {r.bound}{' (host)' if r.where == 'host' else ''}")
+                         f"{u.get('dma', 0):5.0%} {mb:8.2f} {r.energy_j * 1e6:9.2f} {w:6.2f}  "
+                         f"{r.bound}{' (host)' if r.where == 'host' else ''}")
         for c, t in self.per_card().items():
             lines.append(f"card {c}: {t['ops']} ops, {t['cycles']:,} cycles, busy {t['busy_ns'] / 1e3:.1f} us, "
-                         f"{t['energy_j'] * 1e3:.3f} mJ")
-        if self.energy_j:
-            lines.append(f"energy: {self.energy_j * 1e3:.3f} mJ for {len(self.requests)} request(s), "
-                         f"{len(self.requests) / self.energy_j:.1f} requests per joule (docs/power.md)")
+                         f"{t['energy_j'] * 1e3:.3f} mJ (launches {t['launch_energy_j'] * 1e3:.3f}, PCIe "
+                         f"{t['pcie_energy_j'] * 1e3:.3f}), {t['average_w']:.2f} W average while running, "
+                         f"{t['peak_w']:.2f} W peak")
+        lines += self.energy_lines()
         if self.transfers:
             tb = sum(t["bytes"] for t in self.transfers)
-            lines.append(f"transfers: {len(self.transfers)} ({tb / 1e6:.2f} MB over PCIe / the switch)")
+            lines.append(f"transfers: {len(self.transfers)} ({tb / 1e6:.2f} MB over PCIe / the switch, "
+                         f"{self.pcie_energy_j * 1e6:.1f} uJ)")
         return "\n".join(lines)
+
+
+def _pcie_energy(platform, t):
+    """The PCIe energy of one transfer record of the executor (kind h2d, d2h or p2p; card; from, for p2p): its wire
+    bytes (payload, TLP headers, read requests, as driver/pcie.py counts them) priced on each link it crosses at
+    that link's generation (emulator/power.py pcie_energy, both ends of a link). A card's link is charged to that
+    card, the uplink to the card the copy went to or came from."""
+    from vnpu.emulator.power import pcie_energy
+    sw, n = platform.switch, int(t.get("bytes", 0))
+    if n <= 0:
+        return {"energy_j": 0.0, "energy_by_card": {}}
+    if t["kind"] == "p2p":
+        issuer = t["from"]
+        route = sw.route("p2p", issuer, t["card"])
+    else:
+        issuer = t["card"]
+        route = sw.route(t["kind"], issuer)
+    cfg = sw.cards[issuer].config
+    data, req = cfg.wire_bytes(n, t["kind"], min(link.config.max_payload for link, _ in route))
+    card_cfg = platform.devices[t["card"]].config
+    by_card = {}
+    for link, _ in route:
+        owner = next((i for i, x in enumerate(sw.cards) if x is link), t["card"])
+        by_card[owner] = by_card.get(owner, 0.0) + pcie_energy(card_cfg, data + req, link.config.gen)
+    return {"energy_j": sum(by_card.values()), "energy_by_card": by_card}
 
 
 def _pct(sorted_values, p):
@@ -740,7 +853,7 @@ class _Execution:
         of its longest launch."""
         from vnpu.emulator.power import launch_energy
         g = self.p.graph
-        energy = 0.0
+        energy = peak_w = launch_ns = 0.0
         if where == "card" and launches:
             longest = max(launches, key=lambda x: x.cycles)
             s = longest.summary()
@@ -755,7 +868,14 @@ class _Execution:
             dt = g.values[n.inputs[0]].dtype if n.inputs and n.inputs[0] else "float32"
             mac = {"int8": "int8", "float16": "fp16"}.get(dt, "fp32")
             lanes = {"float16": "fp16", "int8": "int8"}.get(dt, "fp32")
-            energy = sum(launch_energy(x, mac_dtype=mac, vector_dtype=lanes)["total_j"] for x in launches)
+            # priced at the operating point each launch was booked at (the power cap may have slowed it)
+            booked = q.last_bookings if len(q.last_bookings) == len(launches) else [None] * len(launches)
+            joules = [launch_energy(x, mac_dtype=mac, vector_dtype=lanes,
+                                    clock_ghz=None if b is None else b[3])["total_j"] for x, b in zip(launches, booked)]
+            energy = sum(joules)
+            times = [x.seconds * 1e9 if b is None else b[1] - b[0] for x, b in zip(launches, booked)]
+            launch_ns = sum(times)
+            peak_w = max((j / (t * 1e-9) for j, t in zip(joules, times) if t > 0), default=0.0)
         else:
             units, cycles, kernels, byts = {}, 0, [], {}
             bound = "host" if where == "host" else "none (no launch)"
@@ -764,7 +884,7 @@ class _Execution:
         wm = sorted({self.p.placement.weight_memory.get(x, "") for x in n.inputs if x and g.values[x].is_const} - {""})
         with self.lock:
             self.records.append(OpRecord(r, n.name, n.op, c, where, kernels, cycles, start, end, units, byts, bound,
-                                         n.source, ",".join(wm), energy))
+                                         n.source, ",".join(wm), energy, peak_w, launch_ns))
 
     def _finish_request(self, c, r):
         g = self.p.graph

@@ -1,11 +1,14 @@
 """The platform's power cap (DVFS): a launch whose average power would exceed it runs at a lower operating point
-(its cycles take longer), within the cap; the card's power counter track in the platform trace."""
+(its cycles take longer), within the cap; the card's power counter track in the platform trace. These tests use a
+1 us window (`power_window_us`), shorter than the launch: the cap then bounds each launch's own average power.
+The window across launches: tests/driver/test_power_window.py."""
 import pytest
 
 import vnpu
 from vnpu.emulator.power import CALIBRATION_KERNEL, launch_energy
 
 PEAK = CALIBRATION_KERNEL
+ONE_LAUNCH = 1.0      # power_window_us: shorter than the launch (18.9 us)
 
 
 def launch_peak(platform):
@@ -23,11 +26,12 @@ def test_a_launch_over_the_cap_runs_slower_within_the_cap(cap):
     _, ev_free, r = launch_peak(free)
     nominal = launch_energy(r)["average_w"]
     assert nominal > cap                                   # the peak kernel draws about 12 W
-    capped = vnpu.Platform({"cards": 1, "power_cap_w": cap})
+    capped = vnpu.Platform({"cards": 1, "power_cap_w": cap, "power_window_us": ONE_LAUNCH})
     _, ev_cap, r2 = launch_peak(capped)
     assert r2.cycles == r.cycles                           # cycles stay cycles
     assert ev_cap.time_ns > ev_free.time_ns                # time stretches
-    clock, watts = capped.devices[0].operating_point(r2)
+    (start, end, watts, clock), = capped.devices[0].power_timeline()
+    assert end - start == pytest.approx(r2.cycles / clock)
     assert clock < capped.devices[0].config.clock_ghz and watts <= cap + 1e-9
     assert capped.devices[0].stats.throttled == 1
     assert launch_energy(r2, clock_ghz=clock)["average_w"] == pytest.approx(watts)
@@ -62,7 +66,7 @@ def test_a_bad_cap_names_the_key(bad):
 
 def test_a_cap_below_the_lowest_operating_point_runs_there():
     """5 W is below what the peak kernel draws even at the lowest point (0.3 GHz): it runs at that point."""
-    p = vnpu.Platform({"cards": 1, "power_cap_w": 5.0})
-    _, _, r = launch_peak(p)
-    clock, watts = p.devices[0].operating_point(r)
+    p = vnpu.Platform({"cards": 1, "power_cap_w": 5.0, "power_window_us": ONE_LAUNCH})
+    launch_peak(p)
+    (_, _, watts, clock), = p.devices[0].power_timeline()
     assert clock == min(f for f, _ in p.devices[0].config.power.operating_points) and watts > 5.0
