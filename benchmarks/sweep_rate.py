@@ -53,7 +53,7 @@ def one(workers, space, params, config):
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+                                       dashboard_address=":0")
     client = distributed.Client(cluster)
     start_s = time.perf_counter() - t0
     try:
@@ -83,7 +83,8 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=2, help="runs of each worker count (default 2)")
     ap.add_argument("--config", default="reference")
     ap.add_argument("--quick", action="store_true", help="12 points of matmul 256^3 (a smoke run)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="every figure of every run as JSON instead of the text")
+    ap.add_argument("--save", default=None, metavar="FILE.json", help="also write every figure to FILE.json")
     a = ap.parse_args(argv)
     space, params = SPACE, PARAMS
     if a.quick:
@@ -107,16 +108,21 @@ def main(argv=None):
     for w in (1, 2):
         rs = [x for x in runs if x["workers"] == w]
         summary[w] = {k: (min(x[k] for x in rs), max(x[k] for x in rs))
-                      for k in ("points_per_min", "warm_point_s", "compile_s", "cpu_share", "row_bytes",
+                      for k in ("points_per_min", "warm_point_s", "warm_point_cpu_s", "compile_s", "cpu_share",
+                                "row_bytes",
                                 "scheduler_s_per_task", "cluster_start_s", "load_before")}
     speedups = [b["points_per_min"] / a_["points_per_min"] for a_, b in zip(runs[0::2], runs[1::2])]
     if a.json:
         print(json.dumps({"runs": runs, "speedup_2_over_1": speedups, "cores": os.cpu_count()}, indent=1))
         return 0
-    print(f"\n{len(runs[0:1]) and runs[0]['points']} points, {a.repeat} repeats, {os.cpu_count()} cores (range over repeats):")
+    if a.save:
+        with open(a.save, "w") as f:
+            json.dump({"runs": runs, "speedup_2_over_1": speedups, "cores": os.cpu_count()}, f, indent=1)
+    print(f"\n{runs[0]['points']} points, {a.repeat} repeats, {os.cpu_count()} cores (range over repeats):")
     for w, s in summary.items():
         print(f"  {w} worker(s): {s['points_per_min'][0]:.0f}-{s['points_per_min'][1]:.0f} points/min, warm point "
-              f"{s['warm_point_s'][0] * 1e3:.0f}-{s['warm_point_s'][1] * 1e3:.0f} ms, CPU share "
+              f"{s['warm_point_s'][0] * 1e3:.0f}-{s['warm_point_s'][1] * 1e3:.0f} ms (CPU "
+              f"{s['warm_point_cpu_s'][0] * 1e3:.0f}-{s['warm_point_cpu_s'][1] * 1e3:.0f} ms), CPU share "
               f"{s['cpu_share'][0]:.2f}-{s['cpu_share'][1]:.2f}, compile {s['compile_s'][0]:.2f}-"
               f"{s['compile_s'][1]:.2f} s, scheduler {s['scheduler_s_per_task'][0] * 1e3:.2f}-"
               f"{s['scheduler_s_per_task'][1] * 1e3:.2f} ms/task, row {s['row_bytes'][0]:.0f} B, load before "
