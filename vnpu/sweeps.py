@@ -187,6 +187,9 @@ def model_workload(model, batch=None, dtype=None, requests=None, options=None, i
     are its params, so each may be an axis: sweep(space, model_workload("rm1"), {"batch": [1, 64]})).
     model: a built-in name (resnet50, bert, rm1, rm2, rm3), a .onnx file or `module:callable` / `file.py:callable`
     returning (model, example_inputs), loaded on each worker as `vnpu profile` loads it."""
+    if isinstance(model, str) and model.endswith(".vnpp"):
+        raise InvalidArgument(f"--model {model}: a compiled .vnpp program is fixed to the platform it was compiled "
+                              f"for; a sweep compiles per point: give the .onnx file or module:callable")
     if is_imported(model):
         if options:
             raise InvalidArgument(f"model options ({', '.join(options)}) are for the built-in models, not {model}")

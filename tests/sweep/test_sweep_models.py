@@ -89,7 +89,8 @@ def test_callable_model_and_bad_models(tmp_path, capsys):
     assert main(["sweep", "--model", spec, "--model-option", "image=32", "--workers", "0", "--no-cache", "-q"]) == 1
     assert "model options (image) are for the built-in models" in capsys.readouterr().err
     for bad, what in ((str(tmp_path / "none.onnx"), "no such file"), (str(tmp_path / "none.py") + ":f", "no such file"),
-                      ("no_such_module_xyz:f", "no module no_such_module_xyz")):
+                      ("no_such_module_xyz:f", "no module no_such_module_xyz"),
+                      ("m.vnpp", "a compiled .vnpp program is fixed to the platform")):
         assert main(["sweep", "--model", bad, "--workers", "0", "--no-cache", "-q"]) == 1
         assert what in capsys.readouterr().err
     with pytest.raises(VnpuError, match="no such file"):
