@@ -273,7 +273,8 @@ class Switch:
             link.wire_bytes[direction] += data_wire
             link.wire_bytes["up" if direction == "down" else "down"] += req_wire
             end, lone = max(end, seg_end), max(lone, service)
-        return end - lone - cfg.setup_ns, end
+        # never before ready_ns: end - lone - setup_ns rounds to a hair below it on an idle link (-2e-16 ns)
+        return max(float(ready_ns), end - lone - cfg.setup_ns), end
 
 
     def copy(self, kind: str, card_index: int, nbytes: int, ready_ns: float, peer_index: int | None = None,

@@ -23,11 +23,13 @@ class PlatformTrace:
         self.events = []
         self.lock = threading.Lock()
         self._link_tids = {}
+        self._queue_tracks = {}      # (pid, tid) -> name of every queue that put an event on the trace
 
     def start(self):
         with self.lock:
             self.enabled = True
             self.events = []
+            self._queue_tracks = {}
 
     def stop(self):
         self.enabled = False
@@ -65,8 +67,9 @@ class PlatformTrace:
 
     def queue_op(self, queue, name, start_ns, end_ns, args=None):
         if self.enabled:
-            self._add(self._x(name, CARD_PID0 + queue.device.index, QUEUE_TID0 + queue.id, start_ns, end_ns,
-                              args, "queue"))
+            key = (CARD_PID0 + queue.device.index, QUEUE_TID0 + queue.id)
+            self._queue_tracks[key] = f"queue {queue.id}"    # named even when the queue is gone by write time
+            self._add(self._x(name, *key, start_ns, end_ns, args, "queue"))
 
     def launch(self, queue, kernel, start_ns, result):
         if self.enabled and result.events is not None and len(result.events):
@@ -89,9 +92,10 @@ class PlatformTrace:
             pid = CARD_PID0 + d.index
             meta.append({"name": "process_name", "ph": "M", "pid": pid, "args": {"name": f"card {d.index}"}})
             meta.append({"name": "process_sort_index", "ph": "M", "pid": pid, "args": {"sort_index": pid}})
-            for q in d.queues:
-                meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": QUEUE_TID0 + q.id,
-                             "args": {"name": f"queue {q.id}"}})
+            tracks = {**{(pid, QUEUE_TID0 + q.id): f"queue {q.id}" for q in d.queues},
+                      **{k: v for k, v in self._queue_tracks.items() if k[0] == pid}}
+            for (_, tid), name in sorted(tracks.items()):
+                meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": name}})
         return meta
 
     def to_json(self):

@@ -40,6 +40,12 @@ class LoadedModule:
     ctx: int = 0
 
 
+def _host_key(array):
+    """A pinned array's identity: its bytes' address and size on the host. A contiguous view of the same bytes
+    (a uint8 view of a float table) finds the same copy; the pin holds the array, so the address stays its."""
+    return array.__array_interface__["data"][0], array.nbytes
+
+
 @dataclass
 class LaunchResult:
     kernel: str
@@ -97,6 +103,7 @@ class Card:
         self._next_handle = 1
         self.res = np.zeros(NRES, dtype=np.int64)
         self.wbuf = None
+        self.pinned = {}               # (host pointer, nbytes) -> [array, address, memory, pins]: resident arrays
 
     def reset(self):
         """Forget everything on the card: memory, modules, timelines."""
@@ -188,6 +195,56 @@ class Card:
             size = table.pop(address)
             self.owner.pop(address)
             self.memory.unmap(self.memory.gpage(address), size // PAGE, ctx)
+
+    # --- resident operands: a host array kept on the card across launches ---------------------------
+    def pin(self, array, memory: str = "dram") -> int:
+        """Keep a copy of `array` (a contiguous numpy array the caller will not change) on the card until
+        `unpin`: a launch whose host function places this very array (`place`) reads that copy instead of
+        copying it in again; how a runtime keeps a model's weights and embedding tables resident. Pinning it
+        again counts; returns its device address."""
+        if not isinstance(array, np.ndarray) or not array.flags.c_contiguous or array.dtype.hasobject:
+            raise InvalidArgument(f"card {self.card_id}: pin takes a C-contiguous numeric numpy array, got "
+                                  f"{type(array).__name__}")
+        with self.lock:
+            entry = self.pinned.get(_host_key(array))
+            if entry is not None and entry[2] == memory:
+                entry[3] += 1
+                return entry[1]
+            addr = self.alloc(max(1, array.nbytes), memory=memory)
+            if array.nbytes:
+                self.memory.write(addr, array.reshape(-1).view(np.uint8), ctx=0)
+            self.pinned[_host_key(array)] = [array, addr, memory, 1]
+            return addr
+
+    def unpin(self, array):
+        """Drop one pin of `array`; the last frees its copy on the card. An array not pinned is ignored (a
+        reset already dropped every pin)."""
+        if not isinstance(array, np.ndarray):
+            return
+        with self.lock:
+            entry = self.pinned.get(_host_key(array))
+            if entry is None:
+                return
+            entry[3] -= 1
+            if entry[3] <= 0:
+                del self.pinned[_host_key(array)]
+                self.free(entry[1])
+
+    def is_pinned(self, array) -> bool:
+        return isinstance(array, np.ndarray) and _host_key(array) in self.pinned
+
+    def place(self, array, memory: str = "dram"):
+        """Where a launch's host function puts an input array: (device address, owned). A pinned array is
+        already on the card (owned False: the caller must not free it); anything else is allocated and
+        written (owned True: the caller frees it after the launch)."""
+        entry = self.pinned.get(_host_key(array)) if self.pinned and array.flags.c_contiguous else None
+        if entry is not None and entry[2] == memory:
+            return entry[1], False
+        raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        addr = self.alloc(max(1, raw.nbytes), memory=memory)
+        if raw.nbytes:
+            self.write(addr, raw)
+        return addr, True
 
     def write(self, address: int, data, ctx: int = 0):
         address = self._int("address", address, -(1 << 63), (1 << 63) - 1)

@@ -157,11 +157,9 @@ def run_embedding_bag(card, args: EmbeddingArgs, table_memory="dram", engine="nu
     owned = []
 
     def put(array, memory="dram"):
-        raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-        addr = card.alloc(max(1, raw.nbytes), memory=memory)
-        owned.append(addr)
-        if raw.nbytes:
-            card.write(addr, raw)
+        addr, own = card.place(array, memory)          # a pinned table stays where it is
+        if own:
+            owned.append(addr)
         return addr
 
     try:

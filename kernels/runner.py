@@ -75,11 +75,9 @@ def run(card, key, build, kernel, args, pes=None, sanitize=None, engine="numba",
                 values.append(addr)
             elif isinstance(a, (np.ndarray, OnChip)):
                 memory = "shared" if isinstance(a, OnChip) else "dram"
-                raw = np.ascontiguousarray(a.array if isinstance(a, OnChip) else a).view(np.uint8).reshape(-1)
-                addr = card.alloc(max(1, raw.nbytes), memory=memory)
-                owned.append(addr)
-                if raw.nbytes:
-                    card.write(addr, raw)
+                addr, own = card.place(a.array if isinstance(a, OnChip) else a, memory)   # a pinned array: resident
+                if own:
+                    owned.append(addr)
                 values.append(addr)
             else:
                 values.append(a)

@@ -105,11 +105,7 @@ def serve(platform, model: DLRM, batch, requests=16, inflight=4, route="p2p", se
     if any(d.faults is not None and d.faults.active for d in platform.devices):
         return _serve_with_faults(platform, model, batch, requests, route, seed, fault_policy, progress)
     ex = Executor(platform, model, batch, inflight=inflight, route=route)
-    # the figures start from an idle platform at virtual time 0 (loading the model is not part of them)
-    platform.reset_clock()
-    for d in platform.devices:
-        d.stats.reset()
-    platform.switch.reset()
+    _fresh_figures(platform)
     if trace:
         platform.start_trace()
     rng = np.random.default_rng(seed)
@@ -133,6 +129,25 @@ def serve(platform, model: DLRM, batch, requests=16, inflight=4, route="p2p", se
     max_err, wrong = max(errs), sum(e > 1e-3 for e in errs)
     lat = [end - arrival for arrival, end, *_ in results]
     span = max(end for _, end, *_ in results) - results[0][0]
+    report = {"batch": batch, "requests": requests, "route": route, "single_request_us": single / 1e3,
+              "latency_p50_us": percentile(lat, 50) / 1e3, "latency_p99_us": percentile(lat, 99) / 1e3,
+              "throughput_samples_per_s": requests * batch / (span / 1e9), "max_abs_error": max_err,
+              "wrong_outputs": wrong, **platform_figures(platform, span, ex.placement.tables_on)}
+    ex.unload()                 # the tables leave the cards: the next run loads its own copy
+    return report
+
+
+def _fresh_figures(platform):
+    """The figures start from an idle platform at virtual time 0 (loading the model is not part of them)."""
+    platform.reset_clock()
+    for d in platform.devices:
+        d.stats.reset()
+    platform.switch.reset()
+
+
+def platform_figures(platform, span_ns, tables_on):
+    """Where a run's time went, from the cards' statistics since the last reset: card time per kernel, each
+    card's tables (`tables_on(card)`), unit utilization over the run's span and bytes, PCIe bytes per link."""
     kernels = {}
     for d in platform.devices:
         for name, (n, ns) in d.stats.kernels.items():
@@ -141,15 +156,49 @@ def serve(platform, model: DLRM, batch, requests=16, inflight=4, route="p2p", se
             k[1] += ns
     cards = []
     for d in platform.devices:
-        cyc = span * d.config.clock_ghz
-        cards.append({"card": d.index, "tables": ex.placement.tables_on(d.index),
+        cyc = span_ns * d.config.clock_ghz
+        cards.append({"card": d.index, "tables": tables_on(d.index),
                       "utilization": {u: d.stats.busy[u] / (cyc * (1 if u == "embedding" else d.config.pes)
                                                             * (d.config.dma.engines_per_pe if u == "dma" else 1))
                                       for u in d.stats.UNITS},
                       "bytes": dict(d.stats.bytes)})
-    ex.unload()                 # the tables leave the cards: the next run loads its own copy
-    return {"batch": batch, "requests": requests, "route": route, "single_request_us": single / 1e3,
+    return {"kernel_time_us": {k: v[1] / 1e3 for k, v in kernels.items()}, "cards": cards,
+            "pcie_bytes": platform.switch.bytes_moved(), "span_us": span_ns / 1e3}
+
+
+def serve_compiled(platform, program, graph, batch, requests=16, inflight=4, route="p2p", seed=1, trace=False,
+                   tolerance=1e-2, progress=None):
+    """Serve `requests` requests of `batch` samples through a compiled program (vnpu.compile; the SparseNN
+    strategy for a recommendation model: tables sharded over the cards by bytes, the dense part replicated),
+    `inflight` in flight (closed loop). Inputs are models.example_inputs of `graph` (the model before
+    compilation) with seeds seed, seed + 1, ...; every output is compared with the graph's float32 numpy
+    meaning (run_host) and counted wrong beyond `tolerance` (absolute: the compute dtype's rounding). Returns
+    the report `serve` returns, the same keys."""
+    from .graph.interp import run_host
+    from .graph.models import example_inputs
+    from .graph.program import TABLE_OPS
+    _fresh_figures(platform)
+    if trace:
+        platform.start_trace()
+    reqs = [example_inputs(graph, seed=seed + r) for r in range(requests)]
+    outs = program.serve(reqs, inflight=inflight, route=route)
+    if trace:
+        platform.stop_trace()
+    if progress:
+        progress(requests, requests)
+    errs = [float(np.max(np.abs(o[0].astype(np.float64) - run_host(graph, r)[0]))) for o, r in zip(outs, reqs)]
+    prof = program.profile()
+    lat = sorted(prof.latencies_ns())
+    span = prof.makespan_ns
+    stage, names = program.placement.stage, [n for n in program.graph.nodes]
+
+    def tables_on(card):      # a built-in DLRM's tables by number (emb_l.3 -> 3), others by node name
+        tail = [n.name.rsplit(".", 1)[-1] for n, st in zip(names, stage) if n.op in TABLE_OPS and st == card]
+        return [int(t) if t.isdigit() else t for t in tail]
+    return {"batch": batch, "requests": requests, "route": route, "inflight": inflight,
             "latency_p50_us": percentile(lat, 50) / 1e3, "latency_p99_us": percentile(lat, 99) / 1e3,
-            "throughput_samples_per_s": requests * batch / (span / 1e9), "max_abs_error": max_err,
-            "wrong_outputs": wrong, "kernel_time_us": {k: v[1] / 1e3 for k, v in kernels.items()},
-            "cards": cards, "pcie_bytes": platform.switch.bytes_moved(), "span_us": span / 1e3}
+            "throughput_samples_per_s": requests * batch / (span / 1e9), "max_abs_error": max(errs),
+            "wrong_outputs": sum(e > tolerance for e in errs), "tolerance": tolerance,
+            "energy_mj_per_request": prof.energy_j * 1e3 / requests,
+            "samples_per_j": requests * batch / prof.energy_j if prof.energy_j else None,
+            **platform_figures(platform, span, tables_on)}

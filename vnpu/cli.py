@@ -183,8 +183,8 @@ def build_parser():
     m.add_argument("--json", action="store_true")
     m.add_argument("--trace", default=None, help="where to write the Chrome trace (default: a temp file)")
     m.add_argument("--model", default="rm1", choices=("rm1", "rm2", "rm3", "resnet50", "bert"),
-                   help="rm1-rm3: a DeepRecSys DLRM on the recommendation runtime (default rm1); resnet50, bert: the "
-                        "built-in model compiled onto the cards (vnpu.compile)")
+                   help="rm1-rm3: a DeepRecSys DLRM compiled onto the cards with the SparseNN strategy (default "
+                        "rm1); resnet50, bert: the built-in model compiled onto the cards, replicated (vnpu.compile)")
     m.add_argument("--full", action="store_true", help="full-size tables (rm1: 8 x 4M rows), where memory allows")
     m.add_argument("--batch", default=None, help="batch sizes, comma separated (default 16,64,256 for the DLRM, "
                                                  "1 for resnet50 and bert)")
@@ -195,7 +195,8 @@ def build_parser():
                    help="embedding table format")
     m.add_argument("--dense", default="fp16", choices=("fp16", "int8"), help="dense layers' arithmetic")
     m.add_argument("--inject", action="append", default=[], metavar="CARD:key=value,...",
-                   help="inject faults into a card, e.g. 2:pe_hang_rate=0.2,dram_dbe_per_mib=1,seed=3")
+                   help="inject faults into a card, e.g. 2:pe_hang_rate=0.2,dram_dbe_per_mib=1,seed=3 (served by the "
+                        "recommendation runtime's fault-tolerant executor, vnpu.runtime.serve)")
     m.add_argument("--fault-policy", default="retry", choices=("retry", "fail"),
                    help="on a device fault: reset the card and retry the request, or fail it")
     m.set_defaults(func=cmd_demo)

@@ -23,6 +23,7 @@ def _bar(label):
     return progress
 
 
+INFLIGHT = 4               # requests in flight while serving (closed loop): the recommendation demo's load
 MAX_DEMO_BATCH = 8192      # measured to work (the dense epilogue chunks tall tiles to fit a semaphore)
 
 
@@ -45,33 +46,57 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
              platform_config=None, rows_scale=None, table_format="int8_rowwise", dense_dtype="fp16",
              inject=(), fault_policy="retry"):
     import vnpu
-    from vnpu.runtime import DLRM, preset, serve
+    from vnpu.runtime import DLRM, preset
+    from vnpu.runtime.graph.models import dlrm_graph
+    from vnpu.runtime.serving import serve_compiled
 
     t0 = time.perf_counter()
     platform = vnpu.Platform.from_yaml(platform_config) if platform_config else vnpu.Platform()
     scale = 1.0 if full else (rows_scale or 1 / 100)
-    cfg = preset(model, rows_scale=scale, table_format=table_format, dense_dtype=dense_dtype)
-    m = DLRM(cfg)
     trace_path = trace_path or os.path.join(tempfile.gettempdir(), "vnpu-demo-trace.json")
     if inject:
-        return _fault_demo(platform, m, cfg, batches, requests, inject, fault_policy, as_json, t0)
-    runs = []
-    for i, b in enumerate(batches):
-        runs.append(serve(platform, m, b, requests=requests, trace=(i == len(batches) // 2),
-                          progress=None if as_json else _bar(f"batch {b:>4}")))
-        if i == len(batches) // 2:
-            platform.write_trace(trace_path)
-    mid = batches[len(batches) // 2]
-    via_host = serve(platform, m, mid, requests=requests, route="host")
+        cfg = preset(model, rows_scale=scale, table_format=table_format, dense_dtype=dense_dtype)
+        return _fault_demo(platform, DLRM(cfg), cfg, batches, requests, inject, fault_policy, as_json, t0)
+    # the model's weights as the runtime's DLRM makes them (fp16-valued dense layers, packed tables); the dense
+    # part compiles to `dense_dtype` (int8: post-training quantization calibrated on sample requests)
+    cfg = preset(model, rows_scale=scale, table_format=table_format, dense_dtype="fp16")
+    m = DLRM(cfg)
+    cards = len(platform.devices)
+    tolerance = {"fp32": 1e-4, "fp16": 1e-2, "int8": 1e-1}[dense_dtype]   # scores in [0, 1]: rounding; int8 quantization
+
+    def program(batch):
+        """The model compiled for `batch` samples: SparseNN placement (tables sharded by bytes, dense part
+        replicated). Every batch size's graph shares the model's table arrays, so the cards hold one copy."""
+        g = dlrm_graph(m, batch)
+        calib = [example(g, 100 + s) for s in range(4)] if dense_dtype == "int8" else None
+        return g, vnpu.compile(g, cards=cards, dtype=dense_dtype, strategy="sparsenn", platform=platform,
+                               calibration=calib, check=False)
+    from vnpu.runtime.graph.models import example_inputs as example
+    runs, via_host, programs = [], None, []
+    try:
+        for i, b in enumerate(batches):
+            g, prog = program(b)
+            programs.append(prog)
+            mid = i == len(batches) // 2
+            runs.append(serve_compiled(platform, prog, g, b, requests=requests, inflight=INFLIGHT, trace=mid,
+                                       tolerance=tolerance, progress=None if as_json else _bar(f"batch {b:>4}")))
+            if mid:
+                platform.write_trace(trace_path)
+                via_host = serve_compiled(platform, prog, g, b, requests=requests, inflight=INFLIGHT, route="host",
+                                          tolerance=tolerance)
+    finally:
+        for p in programs:
+            p.release()
     report = {"model": {"name": cfg.name, "tables": cfg.tables, "rows": cfg.rows, "dim": cfg.dim,
-                        "pooling": cfg.pooling, "format": cfg.table_format, "dense": cfg.dense_dtype, "bottom": list(cfg.bottom),
-                        "top": [m.top[0][0].shape[0]] + [w.shape[1] for w, _ in m.top], "rows_scale": scale,
-                        "table_bytes": sum(m.table_bytes)},
-              "platform": {"cards": len(platform.devices), "card": platform.devices[0].config.data["name"],
+                        "pooling": cfg.pooling, "format": cfg.table_format, "dense": dense_dtype,
+                        "bottom": list(cfg.bottom), "top": [m.top[0][0].shape[0]] + [w.shape[1] for w, _ in m.top],
+                        "rows_scale": scale, "table_bytes": sum(m.table_bytes)},
+              "platform": {"cards": cards, "card": platform.devices[0].config.data["name"],
                            "link": platform.config["link"], "uplink": platform.config["uplink"]},
+              "compiled": {"strategy": "sparsenn", "dtype": dense_dtype, "ops": len(programs[0].graph.nodes)},
               "runs": runs, "route_via_host": via_host, "trace": trace_path,
               "host_memory": {"peak_rss_bytes": _peak_rss(),
-                              "on_cards_bytes": sum(m.table_bytes) + len(platform.devices) * m.dense_bytes},
+                              "on_cards_bytes": sum(m.table_bytes) + cards * m.dense_bytes},
               "wall_s": time.perf_counter() - t0}
     ok = all(r["wrong_outputs"] == 0 for r in runs + [via_host])
     report["all_outputs_match_numpy"] = ok
@@ -219,12 +244,19 @@ def format_report(rep):
              f"{rep['platform']['link']['gen']} x{rep['platform']['link']['lanes']}, uplink Gen"
              f"{rep['platform']['uplink']['gen']} x{rep['platform']['uplink']['lanes']}",
              "",
-             " batch  latency p50 (us)  p99 (us)  throughput (samples/s)  outputs vs numpy",
              ]
+    c = rep.get("compiled")
+    if c:
+        lines[-1:-1] = [f"compiled with vnpu.compile: {c['ops']} ops, dense part {c['dtype']}, strategy {c['strategy']} "
+                        f"(tables sharded over the cards by bytes, the dense part on every card), "
+                        f"{rep['runs'][0].get('inflight', 4)} requests in flight"]
+    lines.append(" batch  latency p50 (us)  p99 (us)  throughput (samples/s)  mJ/request  outputs vs float32 numpy")
     for r in rep["runs"]:
+        tol = f"within {r['tolerance']:g}" if "tolerance" in r else "match"
+        energy = f"{r['energy_mj_per_request']:>10.3f}" if r.get("energy_mj_per_request") is not None else " " * 10
         lines.append(f" {r['batch']:>5}  {r['latency_p50_us']:>16.1f}  {r['latency_p99_us']:>8.1f}  "
-                     f"{r['throughput_samples_per_s']:>22,.0f}  {r['requests'] - r['wrong_outputs']}/{r['requests']} "
-                     f"match (max error {r['max_abs_error']:.1e})")
+                     f"{r['throughput_samples_per_s']:>22,.0f}  {energy}  {r['requests'] - r['wrong_outputs']}/"
+                     f"{r['requests']} {tol} (max error {r['max_abs_error']:.1e})")
     mid = rep["runs"][len(rep["runs"]) // 2]
     lines += ["", f"where the time went at batch {mid['batch']} (card-time summed over the six cards):"]
     total = sum(mid["kernel_time_us"].values())

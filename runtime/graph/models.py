@@ -248,7 +248,6 @@ def dlrm(name="rm1", batch=1, rows_scale=1e-3, pooling=None, seed=0, table_forma
     """The DLRM preset `name` with vnpu.runtime.model.DLRM's weights; see the module docstring."""
     from vnpu.emulator.tables import FORMATS
     from vnpu.runtime.model import DLRM, preset
-    from vnpu.kernels.reference import unpack_rows
     key = _canonical(name)
     if key not in ("rm1", "rm2", "rm3"):
         raise InvalidArgument(f"dlrm: no preset {name!r}; one of rm1, rm2, rm3")
@@ -259,7 +258,16 @@ def dlrm(name="rm1", batch=1, rows_scale=1e-3, pooling=None, seed=0, table_forma
     cfg.seed = int(seed)
     if pooling is not None:
         cfg.pooling = _positive_int("pooling", pooling)
-    m = DLRM(cfg)
+    return dlrm_graph(DLRM(cfg), batch)
+
+
+def dlrm_graph(m, batch=1) -> Graph:
+    """The graph of a `vnpu.runtime.model.DLRM` model `m` for `batch` samples, its tables the model's own arrays
+    (packed ones shared, not copied: graphs of several batch sizes hold one copy of the tables)."""
+    from vnpu.kernels.reference import unpack_rows
+    cfg, key = m.cfg, m.cfg.name
+    table_format = cfg.table_format
+    batch = _positive_int("batch", batch)
     g = Graph(key)
     b = _Builder(g, key)
 

@@ -35,13 +35,15 @@ class OpDef:
     card: Callable | None      # (card, inputs, attrs, pes) -> [np.ndarray]; None: no card kernel
     macs: Callable | None = None   # (in_types, out_types, attrs) -> MACs (matrix-unit work)
     cheap: bool = False        # pure data movement (reshape-like): free to constant-fold
+    resident: tuple = ()       # inputs the card lowering hands to its kernel as they are: a program pins
+                               # constants there on the cards (Card.pin) instead of copying them per launch
 
 
 OPS: dict[str, OpDef] = {}
 
 
-def _op(name, infer, host, card=None, macs=None, cheap=False):
-    OPS[name] = OpDef(name, infer, host, card, macs, cheap)
+def _op(name, infer, host, card=None, macs=None, cheap=False, resident=()):
+    OPS[name] = OpDef(name, infer, host, card, macs, cheap, resident)
 
 
 # how many inputs each op takes (min, max); an op not listed takes one
@@ -64,7 +66,7 @@ ATTRS = {
     "local_response_norm": {"size", "alpha", "beta", "k"}, "softmax": {"dim", "safe"},
     "scaled_dot_product_attention": {"scale", "is_causal"}, "reshape": {"shape"}, "permute": {"dims"},
     "cat": {"dim"}, "split": {"sizes", "dim"}, "slice": {"dim", "start", "end", "step"}, "pad": {"pad", "value"},
-    "expand": {"shape"}, "gather": {"dim"}, "index_select": {"dim"}, "embedding_bag": {"mode", "format", "dim"}, "to": {"dtype"},
+    "expand": {"shape"}, "gather": {"dim"}, "index_select": {"dim"}, "embedding_bag": {"mode", "format", "dim", "out_dtype"}, "to": {"dtype"},
     **{n: {"dim", "keepdim"} for n in ("sum", "mean", "amax", "argmax")},
     "quantize": {"scale", "zero_point"}, "dequantize": {"scale", "zero_point"},
     "foreign": {"framework", "op", "types", "needs", "fn"},
@@ -919,8 +921,11 @@ def _embedding_bag_infer(t, a):
     from vnpu.emulator.tables import table_dim
     fmt = _packed_format(a)
     (rows_shape, tdt), (off_shape, _) = t[0], t[2]
+    out = a.get("out_dtype", "float32")
+    if out not in FLOATS:
+        raise InvalidArgument(f"embedding_bag: out_dtype must be float32 or float16, got {out!r}")
     if fmt == "fp32" and tdt != "uint8":
-        return [((off_shape[0], rows_shape[1]), "float32")]
+        return [((off_shape[0], rows_shape[1]), out)]
     if tdt != "uint8" or len(rows_shape) != 2:
         raise InvalidArgument(f"embedding_bag format={fmt!r} takes a packed uint8 table [rows, row_bytes], got "
                               f"{tdt}{list(rows_shape)}")
@@ -928,23 +933,24 @@ def _embedding_bag_infer(t, a):
         dim = int(a["dim"]) if a.get("dim") is not None else table_dim(fmt, rows_shape[1])
     except ValueError as e:
         raise InvalidArgument(f"embedding_bag: {e}") from None
-    return [((off_shape[0], dim), "float32")]
+    return [((off_shape[0], dim), out)]
 
 
 def _embedding_bag_host(xs, attrs):
     w, idx, offsets = xs[0], xs[1].astype(np.int64), xs[2].astype(np.int64)
+    out = np.dtype(attrs.get("out_dtype", "float32"))
     if w.dtype == np.uint8:      # a packed table: the embedding unit's own definition (rows dequantized in fp32)
         from vnpu.kernels.reference import embedding_bag
         return [embedding_bag(w, idx, offsets, mode=attrs.get("mode", "sum"), format=_packed_format(attrs),
-                              dim=attrs.get("dim"))]
+                              dim=attrs.get("dim")).astype(out)]
     ends = list(offsets[1:]) + [len(idx)]
-    out = np.zeros((len(offsets), w.shape[1]), np.float64)
+    pooled = np.zeros((len(offsets), w.shape[1]), np.float64)
     for i, (a, b) in enumerate(zip(offsets, ends)):
         rows = _f64(w[idx[a:b]])
         if b > a:
-            out[i] = rows.sum(0) if attrs.get("mode", "sum") == "sum" else (
+            pooled[i] = rows.sum(0) if attrs.get("mode", "sum") == "sum" else (
                 rows.mean(0) if attrs.get("mode") == "mean" else rows.max(0))
-    return [out.astype(np.float32)]
+    return [pooled.astype(np.float32).astype(out)]
 
 
 def _embedding_bag_card(card, xs, attrs, pes):
@@ -952,11 +958,15 @@ def _embedding_bag_card(card, xs, attrs, pes):
     w, idx, offsets = xs
     if w.dtype not in (np.float32, np.uint8) or attrs.get("mode", "sum") not in ("sum", "mean"):
         raise NotLowered("embedding_bag on the card: float32 or packed (uint8) tables, mode sum or mean")
+    fmt = _packed_format(attrs)
+    if w.dtype == np.float32:        # its bytes as the card stores an fp32 table: a pinned table is found resident
+        w, fmt = w.reshape(w.shape[0], -1).view(np.uint8), "fp32"
+    out = "fp16" if attrs.get("out_dtype") == "float16" else "fp32"      # the unit rounds its fp32 sums once
     return [O.embedding_bag(w, idx.astype(np.int64), offsets.astype(np.int64), mode=attrs.get("mode", "sum"),
-                            format=_packed_format(attrs), dim=attrs.get("dim"), card=card)]
+                            format=fmt, dim=attrs.get("dim"), out_dtype=out, card=card)]
 
 
-_op("embedding_bag", _embedding_bag_infer, _embedding_bag_host, _embedding_bag_card)
+_op("embedding_bag", _embedding_bag_infer, _embedding_bag_host, _embedding_bag_card, resident=(0,))
 
 
 def _to_host(xs, attrs):

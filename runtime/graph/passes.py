@@ -204,7 +204,7 @@ def _reorder(g):
 
 
 # ops the card computes only in fp32: the fp16 pass leaves them in fp32, with casts around them
-FP32_ONLY = {"local_response_norm", "embedding_bag", "quantize", "dot_interaction", "foreign"}
+FP32_ONLY = {"local_response_norm", "embedding_bag", "quantize", "foreign"}
 
 
 def to_fp16(graph: Graph) -> Graph:
@@ -238,11 +238,14 @@ def to_fp16(graph: Graph) -> Graph:
         return out.add_node("to", [name], {"dtype": dtype}, name=f"{name}.{dtype}", source="fp16: cast")
     for n in g.nodes:
         ins = [rename.get(i, i) for i in n.inputs]
+        attrs = dict(n.attrs)
         if n.op in FP32_ONLY:
             ins = [cast(i, "float32") if i else i for i in ins]
+            if n.op == "embedding_bag":     # fp32 table and sums, the pooled rows rounded once to fp16
+                attrs["out_dtype"] = "float16"
         else:
             ins = [cast(i, "float16") if i and out.values[i].dtype == "float32" else i for i in ins]
-        out.add_node(n.op, ins, dict(n.attrs), outputs=list(n.outputs), name=n.name, source=n.source)
+        out.add_node(n.op, ins, attrs, outputs=list(n.outputs), name=n.name, source=n.source)
     outs = []
     for o in g.outputs:
         src = rename.get(o, o)

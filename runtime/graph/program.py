@@ -497,6 +497,7 @@ class Program:
         self._profile = None
         self.last_check = None
         self._lock = threading.Lock()
+        self._pins = []              # (device, array) this program pinned on the cards (resident constants)
         bad = self._coverage.unsupported()
         if bad and not allow_host:
             s = bad[0]
@@ -537,18 +538,50 @@ class Program:
             self.last_check = compare(outs, ref)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def serve(self, requests, inflight=4, threads=None):
+    def serve(self, requests, inflight=4, threads=None, route="p2p"):
         """Run several requests (each a list of inputs) with up to `inflight` in flight (closed loop: request r
         enters when request r - inflight has left). Returns the outputs of each; the profile has latencies.
         threads=1 runs every card's work on one host thread (the same virtual timeline, for comparing the
-        emulation's wall time); by default each card's queue drains on its own thread."""
+        emulation's wall time); by default each card's queue drains on its own thread. route: how a value
+        crosses cards, "p2p" (through the PCIe switch) or "host" (up to host memory and down again)."""
         if isinstance(inflight, bool) or not isinstance(inflight, int) or inflight < 1:
             raise InvalidArgument(f"serve: inflight must be a positive int, got {inflight!r}")
         if threads not in (None, 1):
             raise InvalidArgument(f"serve: threads must be None (one per card) or 1, got {threads!r}")
+        if route not in ("p2p", "host"):
+            raise InvalidArgument(f"serve: route must be 'p2p' or 'host', got {route!r}")
         reqs = [check_inputs(self.graph, list(r)) for r in requests]
         with self._lock:
-            return _Execution(self, reqs, inflight, one_thread=threads == 1).run()
+            self._pin()
+            return _Execution(self, reqs, inflight, one_thread=threads == 1, route=route).run()
+
+    def _pin(self):
+        """Keep the constants the cards' kernels read as they are (OpDef.resident: embedding tables) on the
+        cards that run them, once: a request then reads the card's copy instead of copying the table in for
+        every lookup. Pins a reset dropped are made again."""
+        want = []
+        for i, n in enumerate(self.graph.nodes):
+            for pos in OPS[n.op].resident if n.op in OPS else ():
+                v = self.graph.values.get(n.inputs[pos]) if pos < len(n.inputs) and n.inputs[pos] else None
+                if v is None or not v.is_const or not v.data.flags.c_contiguous:
+                    continue
+                s = self.placement.stage[i]
+                for c in ([s] if s is not None else range(self.placement.cards)):
+                    want.append((self.platform.devices[c], v.data))
+        held = {(id(d), id(a)) for d, a in self._pins if d.card.is_pinned(a)}
+        self._pins = [(d, a) for d, a in self._pins if (id(d), id(a)) in held]
+        for d, a in want:
+            if (id(d), id(a)) not in held:
+                d.card.pin(a)
+                self._pins.append((d, a))
+                held.add((id(d), id(a)))
+
+    def release(self):
+        """Take this program's resident constants off the cards (the next serve puts them back)."""
+        with self._lock:
+            for d, a in self._pins:
+                d.card.unpin(a)
+            self._pins = []
 
 
 def op_name(node):
@@ -600,9 +633,9 @@ class _Execution:
     order), so the timeline does not depend on how the threads interleaved (shared links are booked in call
     order: docs/deviations.md 13.2). Values cross cards through device buffers and peer copies."""
 
-    def __init__(self, program, requests, inflight, one_thread=False):
+    def __init__(self, program, requests, inflight, one_thread=False, route="p2p"):
         self.p, self.requests, self.inflight = program, requests, inflight
-        self.one_thread = one_thread
+        self.one_thread, self.route = one_thread, route
         self.platform = program.platform
         self.devices = self.platform.devices
         self.queues = [d.queue() for d in self.devices[:program.placement.cards]]
@@ -777,6 +810,18 @@ class _Execution:
             e = q.copy_to_device(dst, arr)
             self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": c, "bytes": arr.nbytes,
                                    "start_ns": t0, "end_ns": e.time_ns})
+        elif self.route == "host" and arr.nbytes:   # another card's value, up to host memory and down again
+            src_q = self.queues[card]
+            src_q.wait(ev)
+            staged = np.empty(arr.nbytes, np.uint8)
+            src_q.copy_to_host(buf, out=staged)
+            up = src_q.record()
+            self.transfers.append({"request": r, "value": name, "kind": "d2h", "card": card, "bytes": arr.nbytes,
+                                   "end_ns": up.time_ns})
+            q.wait(up)
+            e = q.copy_to_device(dst, staged)
+            self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": c, "bytes": arr.nbytes,
+                                   "end_ns": e.time_ns})
         else:                                # another card's value: through the switch
             q.wait(ev)
             e = q.copy_peer(dst, buf, arr.nbytes) if arr.nbytes else ev

@@ -365,3 +365,59 @@ def test_int8_fused_activation_on_the_card_matches_its_meaning(op, activation, o
             assert got.min() >= out_zero_point
     else:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_tables_stay_resident_on_their_cards_until_released():
+    """A program pins each embedding table on the card that looks it up (Card.pin), once, instead of copying it
+    in for every lookup; release() takes them off. route='host' sends the pooled rows up to the host and down
+    again instead of card to card: the same outputs, more uplink traffic."""
+    from vnpu.runtime.graph import models
+    g = models.build("rm1", batch=4, rows_scale=0.01, table_format="int8_rowwise")
+    prog = vnpu.compile(g, cards=3, strategy="sparsenn", dtype="fp16")
+    cards = [d.card for d in prog.platform.devices[:3]]
+    free0 = [c.dram_free for c in cards]
+    x = models.example_inputs(g, seed=1)
+    (p2p,) = prog.serve([x])
+    tables = [(prog.placement.stage[i], prog.graph.values[n.inputs[0]].data)
+              for i, n in enumerate(prog.graph.nodes) if n.op == "embedding_bag"]
+    assert len(tables) == 8 and {c for c, _ in tables} == {0, 1, 2}
+    for c, t in tables:
+        assert [card.is_pinned(t) for card in cards] == [k == c for k in range(3)]
+    held = [free0[k] - cards[k].dram_free for k in range(3)]
+    assert sum(held) >= sum(t.nbytes for _, t in tables)
+    (again,) = prog.serve([x])                      # the second serve pins nothing more
+    assert [free0[k] - cards[k].dram_free for k in range(3)] == held
+    (via_host,) = prog.serve([x], route="host")
+    np.testing.assert_array_equal(via_host[0], p2p[0])
+    kinds = {t["kind"] for t in prog.profile().transfers}
+    assert "p2p" not in kinds and "d2h" in kinds
+    with pytest.raises(vnpu.InvalidArgument, match="route"):
+        prog.serve([x], route="carrier pigeon")
+    prog.release()
+    assert [c.dram_free for c in cards] == free0 and not any(c.pinned for c in cards)
+
+
+def test_card_pin_and_place():
+    from vnpu.emulator.card import Card
+    card = Card("tiny")
+    a = np.arange(1000, dtype=np.float32)
+    free0 = card.dram_free
+    addr = card.pin(a)
+    assert card.pin(a) == addr and card.is_pinned(a) and card.is_pinned(a.view(np.uint8))
+    assert card.place(a.view(np.uint8)) == (addr, False)               # the same bytes: the resident copy
+    other, owned = card.place(a.copy())
+    assert owned and other != addr
+    card.free(other)
+    np.testing.assert_array_equal(card.read(addr, a.nbytes).view(np.float32), a)
+    card.unpin(a)
+    assert card.is_pinned(a)                                           # pinned twice, unpinned once
+    card.unpin(a)
+    assert not card.is_pinned(a) and card.dram_free == free0
+    card.unpin(a)                                                      # not pinned: ignored
+    with pytest.raises(vnpu.InvalidArgument, match="pin"):
+        card.pin([1, 2, 3])
+    with pytest.raises(vnpu.InvalidArgument, match="pin"):
+        card.pin(np.arange(10)[::2])
+    card.pin(a)
+    card.reset()                                                       # a reset forgets the pins
+    assert not card.is_pinned(a)
