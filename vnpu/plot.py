@@ -155,8 +155,9 @@ def plot(df, x, y, out, color=None, pareto=False, title=None, kind="scatter", lo
                 raise InvalidArgument(f"{flag}: {bad} point(s) have {col} <= 0, which a log axis cannot show")
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=120)
     xs, ys = scaled(ok, x), scaled(ok, y)
+    stacked = 0
     if kind == "line":
-        _lines(plt, fig, ax, ok, x, y, colors)
+        stacked = _lines(plt, fig, ax, ok, x, y, colors)
     elif len(colors) > 1:
         # groups of several columns: one colour per combination, e.g. --color matrix.rows,matrix.cols
         groups = sorted(ok.groupby(colors).groups)
@@ -204,7 +205,7 @@ def plot(df, x, y, out, color=None, pareto=False, title=None, kind="scatter", lo
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
     _save(plt, fig, out)
-    return {"points": len(ok), "failed": failed, "pareto": on_front}
+    return {"points": len(ok), "failed": failed, "pareto": on_front, "stacked": stacked}
 
 
 def _save(plt, fig, out):
@@ -219,13 +220,15 @@ def _save(plt, fig, out):
 
 def _lines(plt, fig, ax, ok, x, y, colors):
     """One line per group of the colour columns (one line without them), its points joined in x order; a
-    group with several points at one x (another axis varies) draws them all, joined in (x, y) order."""
+    group with several points at one x (another axis varies) draws them all, joined in (x, y) order. Returns the
+    number of such groups."""
     if colors:
         keys = colors if len(colors) > 1 else colors[0]
         groups = sorted(ok.groupby(keys).groups)
     else:
         groups = [None]
     many = len(groups) > 10
+    stacked = 0
     cmap = plt.get_cmap("viridis" if many else "tab10")
     for n, g in enumerate(groups):
         if g is None:
@@ -236,6 +239,7 @@ def _lines(plt, fig, ax, ok, x, y, colors):
             part = ok[sel]
             name = ", ".join(legend_entry(c, v, unit=len(colors) == 1) for c, v in zip(colors, gv))
         part = part.sort_values([x, y])
+        stacked += bool(part[x].duplicated().any())
         col = cmap(n / max(1, len(groups) - 1)) if many else cmap(n % 10)
         ax.plot(scaled(part, x), scaled(part, y), "-", marker="osD^vP<X>*"[n % 10], ms=6, lw=1.6, color=col,
                 alpha=0.9, zorder=2, label=None if many else name)
@@ -245,6 +249,7 @@ def _lines(plt, fig, ax, ok, x, y, colors):
             values = [float(v) * UNITS.get(colors[0], (None, None, 1))[2] for v in groups]
             norm = mpl.colors.Normalize(min(values), max(values))
             fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=label(colors[0]))
+    return stacked
 
 
 DTYPE_RATE = {"int8": "int8_rate", "fp16": "fp16_rate", "fp32": "fp32_rate"}
@@ -401,6 +406,9 @@ def cmd_plot(args):
              title=args.title, kind=args.kind or "scatter", logx=args.logx, logy=args.logy)
     print(f"{args.output}: {r['points']} points" + (f", {r['pareto']} on the Pareto front" if args.pareto else "")
           + (f" ({r['failed']} failed points not shown)" if r["failed"] else ""))
+    if r["stacked"]:
+        print(f"note: {r['stacked']} line(s) have several points at one {args.x} (another axis varies): add it to "
+              f"--color to get one line per value")
     return 0
 
 

@@ -683,5 +683,6 @@ def _register(sub):
     s.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     s.add_argument("--out", "-o", default=None, help="FILE.parquet (also writes FILE.csv) or FILE.csv")
     s.add_argument("--json", action="store_true", help="a JSON summary instead of the table")
-    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar (there is none either when stderr is not a terminal)")
+    s.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar (there is none either when stderr is not a terminal)")
     s.set_defaults(func=cmd_sweep)

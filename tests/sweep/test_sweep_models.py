@@ -150,9 +150,9 @@ def test_plot_line_log(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     df = pd.read_csv(res)
     r = plot(df, "dram.gbps", "cycles", str(tmp_path / "l2.png"), kind="line")        # one line, no groups
-    assert r["points"] == 10
+    assert r["points"] == 10 and r["stacked"] == 1        # matrix.rows varies along it: said, not hidden
     r = plot(df, "dram.gbps", "cycles", str(tmp_path / "l3.png"), color="matrix.rows,dram.gbps", kind="line")
-    assert r["points"] == 10
+    assert r["points"] == 10 and r["stacked"] == 0
     with pytest.raises(InvalidArgument, match="--kind must be one of scatter, line"):
         plot(df, "dram.gbps", "cycles", str(png), kind="bar")
     with pytest.raises(InvalidArgument, match="--logy: 10 point"):
