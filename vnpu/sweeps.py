@@ -537,7 +537,7 @@ def _on_dask(first, pts, config, workload, finish, workers, scheduler, client):
         else:
             n = workers or os.cpu_count() or 1
             cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                               dashboard_address=None)
+                                               dashboard_address=":0")     # a free port: no clash with 8787
             client = own = distributed.Client(cluster)
     try:
         futures = {}
