@@ -26,7 +26,8 @@ UNITS = {
     "items_per_j": ("throughput per watt", "items/J = items/s per W", 1), "makespan_us": ("makespan", "us", 1),
     "card_area_mm2": ("area per card", "mm$^2$", 1), "platform.cards": ("cards", "cards", 1),
     "batch": ("batch", None, 1), "inflight": ("requests in flight", None, 1), "requests": ("requests", None, 1),
-    "cards": ("cards", "cards", 1), "cpu_s": ("worker CPU time per point", "s", 1),
+    "cards": ("cards", "cards", 1), "card_energy_j": ("cards' energy", "uJ", 1e6),
+    "pcie_energy_j": ("PCIe energy", "uJ", 1e6), "cpu_s": ("worker CPU time per point", "s", 1),
 }
 # columns where more is better (the Pareto front maximizes them; every other column is minimized)
 MAXIMIZE = {"ops_per_s", "tops_per_w", "items_per_s", "items_per_j", "util.pe", "util.matrix", "util.vector", "util.dma", "util.embedding"}

@@ -31,7 +31,8 @@ FIGURES = ("cycles", "seconds", "ops", "ops_per_s", "macs", "util.pe", "util.mat
 # figure columns of a model workload's row (inputs: the card keys, platform.* keys, "model", "batch", "dtype",
 # "requests", "inflight", "option.*")
 MODEL_FIGURES = ("cards", "latency_p50_us", "latency_p90_us", "latency_p99_us", "items_per_s", "makespan_us",
-                 "energy_j", "items_per_j", "power_w", "area_mm2", "card_area_mm2", "strategy", "error")
+                 "energy_j", "card_energy_j", "pcie_energy_j", "items_per_j", "power_w", "area_mm2", "card_area_mm2",
+                 "strategy", "error")
 # a model point's serving scenario: `requests` requests of `batch` items, `inflight` of them in flight (closed
 # loop, as `vnpu serve`: request r enters when request r - inflight has left; None: as many as cards)
 MODEL_PARAMS = {"batch": 1, "dtype": "fp32", "requests": 8, "inflight": None}
@@ -332,6 +333,8 @@ def _measure_model(config, overrides, workload, params, seed):
     return {"cards": cards, "latency_p50_us": _pct(lat, 50) / 1e3, "latency_p90_us": _pct(lat, 90) / 1e3,
             "latency_p99_us": _pct(lat, 99) / 1e3, "items_per_s": items / span_s if span_s else None,
             "makespan_us": prof.makespan_ns / 1e3, "energy_j": energy,
+            # the split of the total (docs/power.md 8): the cards' launches and the PCIe copies
+            "card_energy_j": getattr(prof, "card_energy_j", None), "pcie_energy_j": getattr(prof, "pcie_energy_j", None),
             "items_per_j": items / energy if energy else None,
             "power_w": energy / span_s if span_s else None,
             "area_mm2": area * cards, "card_area_mm2": area, "strategy": prog.placement.strategy, "error": None,

@@ -57,6 +57,7 @@ def test_onnx_model_serving_scenarios(tmp_path, capsys):
     for col in ("latency_p50_us", "latency_p90_us", "latency_p99_us", "items_per_s", "energy_j", "items_per_j"):
         assert (df[col] > 0).all(), col
     assert (df["latency_p50_us"] <= df["latency_p99_us"]).all()
+    assert ((df["card_energy_j"] + df["pcie_energy_j"] - df["energy_j"]).abs() <= 1e-12 * df["energy_j"]).all()
     r = df.set_index(["platform.cards", "inflight"])
     assert r.loc[(1, 2), "latency_p50_us"] == pytest.approx(2 * r.loc[(1, 1), "latency_p50_us"], rel=1e-6)
     assert r.loc[(1, 2), "items_per_s"] == pytest.approx(r.loc[(1, 1), "items_per_s"], rel=1e-6)
