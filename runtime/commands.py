@@ -5,6 +5,7 @@ function returning (model, example_inputs)), or a built-in model name (resnet50,
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -44,9 +45,11 @@ def load_model(spec, batch, options=None):
         if mod_name.endswith(".py") or os.path.sep in mod_name:
             if not os.path.exists(mod_name):
                 raise InvalidArgument(f"{mod_name}: no such file")
-            s = importlib.util.spec_from_file_location("vnpu_user_model", mod_name)
+            # one module per file (a second, different file in the same process is its own module)
+            name = "vnpu_user_model_" + hashlib.sha1(os.path.abspath(mod_name).encode()).hexdigest()[:12]
+            s = importlib.util.spec_from_file_location(name, mod_name)
             mod = importlib.util.module_from_spec(s)
-            sys.modules.setdefault("vnpu_user_model", mod)
+            sys.modules[name] = mod
             s.loader.exec_module(mod)
         else:
             try:
@@ -76,8 +79,9 @@ def _program(args, batch):
                 raise InvalidArgument(f"--{key} is an option of the built-in models, not of {args.model}")
             options[key] = _positive(key, getattr(args, key), 4096)
     model, example = load_model(args.model, batch, options)
+    # an ONNX file's dynamic batch dimension takes --batch, as its example inputs did
     prog = vnpu.compile(model, example, cards=args.cards, dtype=args.dtype, strategy=args.strategy,
-                        allow_host=args.allow_host)
+                        allow_host=args.allow_host, batch=batch if args.model.endswith(".onnx") else None)
     return prog, example
 
 

@@ -278,8 +278,8 @@ def read_profile(path):
 def roofline_points(profile, cfg):
     """The profile's card ops of its first request as roofline points: ops (2 per MAC), DRAM bytes, seconds,
     arithmetic intensity (ops per DRAM byte) and achieved ops/s. An op record's MACs come from its `macs`
-    (or `ops`) field; a profile without them (the runtime's OpRecord carries no MAC count yet) gets an
-    estimate, matrix utilization x cycles x the array's MACs per cycle x the card's PEs at the profile's
+    (or `ops`) field (the runtime's OpRecord counts the MACs its launches ran); an older profile without them gets
+    an estimate, matrix utilization x cycles x the array's MACs per cycle x the card's PEs at the profile's
     dtype: an upper bound (the array counts busy on partly filled tiles too; a 256x512x512 int8 matmul: 1.5x).
     Returns (points, skipped, estimated)."""
     m = cfg.matrix

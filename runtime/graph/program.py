@@ -277,6 +277,7 @@ class OpRecord:
     energy_j: float = 0.0      # the card's energy for the op's launches (emulator/power.py, docs/power.md)
     peak_w: float = 0.0        # the highest average power of its launches, at their booked operating points
     launch_ns: float = 0.0     # its launches' booked time (under the power cap: at the clock they ran at)
+    macs: int = 0              # MACs its launches ran on the matrix units (the emulator's count, padding included)
 
 
 class ProgramProfile:
@@ -905,9 +906,11 @@ class _Execution:
             units = {k: v.get("utilization", 0.0) for k, v in s.get("units", {}).items()}
             cycles = sum(x.cycles for x in launches)
             kernels = [x.kernel for x in launches]
-            byts = {}
+            byts, macs = {}, 0
             for x in launches:
-                for k, v in x.summary().get("bytes", {}).items():
+                sx = x.summary()
+                macs += int(sx.get("macs", 0))
+                for k, v in sx.get("bytes", {}).items():
                     byts[k] = byts.get(k, 0) + v
             bound = _bound(s)
             dt = g.values[n.inputs[0]].dtype if n.inputs and n.inputs[0] else "float32"
@@ -922,14 +925,14 @@ class _Execution:
             launch_ns = sum(times)
             peak_w = max((j / (t * 1e-9) for j, t in zip(joules, times) if t > 0), default=0.0)
         else:
-            units, cycles, kernels, byts = {}, 0, [], {}
+            units, cycles, kernels, byts, macs = {}, 0, [], {}, 0
             bound = "host" if where == "host" else "none (no launch)"
         end = ev.time_ns if ev is not None else q.tail_ns
         start = end - cycles / self.devices[c].config.clock_ghz if where == "card" else end
         wm = sorted({self.p.placement.weight_memory.get(x, "") for x in n.inputs if x and g.values[x].is_const} - {""})
         with self.lock:
             self.records.append(OpRecord(r, n.name, n.op, c, where, kernels, cycles, start, end, units, byts, bound,
-                                         n.source, ",".join(wm), energy, peak_w, launch_ns))
+                                         n.source, ",".join(wm), energy, peak_w, launch_ns, macs))
 
     def _finish_request(self, c, r):
         g = self.p.graph

@@ -421,3 +421,20 @@ def test_card_pin_and_place():
     card.pin(a)
     card.reset()                                                       # a reset forgets the pins
     assert not card.is_pinned(a)
+
+
+def test_profile_takes_batch_for_an_onnx_file_with_a_dynamic_batch(tmp_path, capsys):
+    """`vnpu profile model.onnx --batch 4` on a model whose batch dimension is symbolic compiles it for batch 4
+    (it compiled batch 1 and refused its own batch-4 example inputs)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from vnpu.cli import main
+    w = helper.make_tensor("w", TensorProto.FLOAT, [16, 8], RNG.standard_normal(128).astype(np.float32).tolist())
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "dyn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])], [w])
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    assert main(["profile", str(path), "--batch", "4", "--dtype", "fp32", "--cards", "1", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["requests"] == 1 and rep["ops"][0]["op"] == "matmul"
