@@ -479,6 +479,29 @@ def _fold_grid(cfg, npe, F, taps, C, P, eb, rate):
     return best[1]
 
 
+_FLAT_SEARCH = {}     # flat_plan's block search per layer shape -> (image, per_pe, consts), or False: none fits
+
+
+def _flat_search(k, x, wf, vecs, res_dt, np_out, qp, C, OCp, groups, shifts, share, start, cw, fsplit, act, lo, hi,
+                 out_dt, qbounds, memory, rq, cfg):
+    """The fewest blocks per PE (from `start`) whose tiles fit local memory: (image, per_pe, consts), or False."""
+    for blocks in range(min(start, share), share + 1):
+        M = -(-share // blocks)
+        if blocks > 1 and M == -(-share // (blocks - 1)):
+            continue
+        per_pe = blocks * M
+        consts = (shifts, per_pe, M, cw, fsplit, min(M, 128), act, lo, hi, out_dt, qbounds, memory != "shared", rq)
+        try:
+            image = k.compile(np.empty((groups * per_pe + shifts[-1], C), x.dtype), wf, vecs[0], vecs[1],
+                              None if res_dt is None else np.empty((groups * per_pe, OCp), res_dt),
+                              np.empty((groups * per_pe, OCp), np_out), qp, *consts, config=cfg).image
+            return image, per_pe, consts
+        except lang.KernelError as e:
+            if "does not fit local memory" not in str(e) and "larger than the PE's local memory" not in str(e):
+                raise
+    return False
+
+
 def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH, KW, dh, dw, act, lo, hi, out_dt,
               memory="dram", pes=None, residual=None, rq=None):
     """The flat kernel's operands, constants and compiled image for x (unpadded, NCHW) and wc [OC, C, KH, KW];
@@ -522,22 +545,22 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
     per_pos = 2 * C * x.dtype.itemsize + 4 * cw * 4 + (F // fsplit) * cw * np.dtype(np_out).itemsize + 4 * cw
     fewest = max(1, -(-share * per_pos // max(1, int(cfg.local_memory.bytes) // 2)))
     start = max(fewest, 2 if memory == "dram" and dram_cycles > mm_cycles and share > 1 else 1)
-    for blocks in range(min(start, share), share + 1):
-        M = -(-share // blocks)
-        if blocks > 1 and M == -(-share // (blocks - 1)):
-            continue
-        per_pe = blocks * M
-        consts = (shifts, per_pe, M, cw, fsplit, min(M, 128), act, lo, hi, out_dt, qbounds, memory != "shared", rq)
-        try:
-            image = k.compile(np.empty((groups * per_pe + shifts[-1], C), x.dtype), wf, vecs[0], vecs[1],
-                              None if res_dt is None else np.empty((groups * per_pe, OCp), res_dt),
-                              np.empty((groups * per_pe, OCp), np_out), qp, *consts, config=cfg).image
-            break
-        except lang.KernelError as e:
-            if "does not fit local memory" not in str(e) and "larger than the PE's local memory" not in str(e):
-                raise
-    else:
+    # the block search and its compiles depend on shapes, dtypes and constants only: once per layer shape
+    # (a model serves the same layers again and again; the search costs a millisecond of Python, under the GIL)
+    search_key = (x.shape, str(x.dtype), wf.shape, str(wf.dtype), scale is None, bias is None, res_dt and str(res_dt),
+                  str(np.dtype(np_out)), None if qp is None else (np.shape(qp), str(np.asarray(qp).dtype)), shifts,
+                  start, share, groups, cw, fsplit, act, lo, hi, out_dt, qbounds, memory, rq, cfg.data["name"],
+                  int(cfg.local_memory.bytes))
+    found = _FLAT_SEARCH.get(search_key)
+    if found is None:
+        found = _flat_search(k, x, wf, vecs, res_dt, np_out, qp, C, OCp, groups, shifts, share, start, cw, fsplit,
+                             act, lo, hi, out_dt, qbounds, memory, rq, cfg)
+        if len(_FLAT_SEARCH) > 4096:
+            _FLAT_SEARCH.clear()
+        _FLAT_SEARCH[search_key] = found
+    if found is False:
         return None
+    image, per_pe, consts = found
     alloc = groups * per_pe
     x2 = np.zeros((alloc + shifts[-1], C), x.dtype)
     tall = np.zeros((N, Hg, Wp, C), x.dtype)
