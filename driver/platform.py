@@ -231,6 +231,7 @@ class Platform:
         return {"name": self.config["name"], "cards": [dict(d.properties, power=_envelope(d.config))
                                                       for d in self.devices],
                 "link": dict(link), "uplink": dict(self.config["uplink"]),
+                "power_cap_w": self.config.get("power_cap_w"), "power_window_us": self.config.get("power_window_us"),
                 "pcie_bytes": self.switch.bytes_moved()}
 
     def start_trace(self):
@@ -271,8 +272,11 @@ def format_platform_table(info) -> str:
                      f"{pw['idle_w']:.1f} / {pw['peak_w']:.1f} W at {pw['volts']:.2f} V "
                      f"({pw['peak_tops_per_w']:.1f} TOPS/W)" if pw else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    cap = info.get("power_cap_w")
+    capped = "no power cap" if cap is None else (f"power cap {cap:g} W per card over {info.get('power_window_us'):g} us "
+                                                 f"windows (DVFS, docs/power.md)")
     lines = [f"platform {info['name']}: {len(info['cards'])} cards behind a switch, uplink Gen{info['uplink']['gen']} "
-             f"x{info['uplink']['lanes']}"]
+             f"x{info['uplink']['lanes']}; {capped}"]
     for r in rows:
         lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
     return "\n".join(lines)

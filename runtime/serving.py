@@ -200,5 +200,6 @@ def serve_compiled(platform, program, graph, batch, requests=16, inflight=4, rou
             "throughput_samples_per_s": requests * batch / (span / 1e9), "max_abs_error": max(errs),
             "wrong_outputs": sum(e > tolerance for e in errs), "tolerance": tolerance,
             "energy_mj_per_request": prof.energy_j * 1e3 / requests,
+            "energy_with_idle_mj_per_request": prof.energy_with_idle_j * 1e3 / requests,
             "samples_per_j": requests * batch / prof.energy_j if prof.energy_j else None,
             **platform_figures(platform, span, tables_on)}

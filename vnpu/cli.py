@@ -246,6 +246,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{where}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`vnpu info | head -2`): stop quietly, as Unix tools do; stdout goes to /dev/null
+        # so the interpreter's flush at exit does not raise again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
     except Exception as e:  # noqa: BLE001 - last resort: a bug, said in one line rather than a traceback
         print(f"{where}: internal error: {type(e).__name__}: {one_line(e)[:300]} (a bug in vnpu; please report "
               f"it)", file=sys.stderr)

@@ -341,6 +341,24 @@ class ProgramProfile:
         return self.card_energy_j / (ns * 1e-9) if ns else 0.0
 
     @property
+    def idle_energy_j(self):
+        """The program's cards' idle energy over the makespan, outside their launches: each card's idle power
+        (emulator/power.py idle_power: static power and clock spines) x (makespan - its booked launch time).
+        Not in `energy_j` (what the ops cost); in `energy_with_idle_j` (what the platform drew)."""
+        from vnpu.emulator.power import idle_power
+        busy = {}
+        for r in self.records:
+            busy[r.card] = busy.get(r.card, 0.0) + r.launch_ns
+        devices = self.program.platform.devices[:self.program.placement.cards]
+        return sum(idle_power(d.config) * max(0.0, self.makespan_ns - busy.get(d.index, 0.0)) * 1e-9
+                   for d in devices)
+
+    @property
+    def energy_with_idle_j(self):
+        """What the program's cards and links drew over the makespan: `energy_j` + `idle_energy_j`."""
+        return self.energy_j + self.idle_energy_j
+
+    @property
     def peak_w(self):
         """The highest average power of any launch of the run, on any card (what the power cap bounds)."""
         return max((r.peak_w for r in self.records), default=0.0)
@@ -393,6 +411,7 @@ class ProgramProfile:
                 "card_energy_j": self.card_energy_j, "pcie_energy_j": self.pcie_energy_j,
                 "energy_per_request_j": self.energy_j / n if n else None,
                 "requests_per_j": self.requests_per_j, "average_w": self.average_w, "peak_w": self.peak_w,
+                "idle_energy_j": self.idle_energy_j, "energy_with_idle_j": self.energy_with_idle_j,
                 "ops": [r.__dict__ for r in self.records],
                 "transfers": self.pcie(), "wall_s": self.wall_s}
 

@@ -164,3 +164,16 @@ def test_space_is_zero():
 def test_capi_build_into_an_impossible_folder(capsys):
     assert main(["capi", "build", "-o", "/dev/null/x"]) == 1
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_is_not_an_internal_error():
+    """`vnpu info | head -1`: the pipe closes under the command; it stops quietly (status 141, as Unix tools
+    exit on SIGPIPE), no 'internal error' and no traceback on stderr."""
+    import subprocess
+    import sys
+    code = ("import os, sys; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+            "from vnpu.cli import main; sys.exit(main(['info']))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=False, stderr=subprocess.PIPE, text=True,
+                       timeout=120)
+    assert p.returncode == 141, p.stderr
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr, p.stderr

@@ -15,6 +15,10 @@ def test_info_prints_area_and_the_power_envelope(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"\d+ mm\^2", out) and re.search(r"[\d.]+ / [\d.]+ W at [\d.]+ V \([\d.]+ TOPS/W\)", out)
+    assert re.search(r"power cap 12 W per card over 1000 us windows", out)       # the platform's cap and window
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["platform"]["power_cap_w"] == 12 and info["platform"]["power_window_us"] == 1000
 
 
 def test_op_prints_energy_average_power_and_tops_per_w(capsys):

@@ -104,3 +104,17 @@ def test_the_report_and_json_show_pcie_power_and_inferences_per_joule(served):
     assert d["energy_j"] == pytest.approx(d["card_energy_j"] + d["pcie_energy_j"])
     assert all("energy_j" in t for t in d["transfers"])
     assert 0 < d["average_w"] <= d["peak_w"] <= 12.0 + 1e-9          # the default cap
+
+
+def test_idle_energy_fills_the_makespan_outside_the_launches(served):
+    """What the platform drew = the ops' energy + each card's idle power over the makespan outside its launches."""
+    from vnpu.emulator.power import idle_power
+    prog, prof = served
+    cards = prog.platform.devices[:prog.placement.cards]
+    busy = {d.index: sum(r.launch_ns for r in prof.records if r.card == d.index) for d in cards}
+    want = sum(idle_power(d.config) * (prof.makespan_ns - busy[d.index]) * 1e-9 for d in cards)
+    assert all(prof.makespan_ns >= b for b in busy.values())
+    assert prof.idle_energy_j == pytest.approx(want) and prof.idle_energy_j > 0
+    assert prof.energy_with_idle_j == pytest.approx(prof.energy_j + prof.idle_energy_j)
+    d = prof.to_dict()
+    assert d["energy_with_idle_j"] == pytest.approx(prof.energy_with_idle_j)
