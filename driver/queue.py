@@ -294,12 +294,22 @@ class Queue:
             start = end = None
             self.last_bookings = []          # each launch as booked: Device.last_booking
             for result in launches:
-                s, end, watts = self.device.book_result(ready if start is None else end, result)
+                at = ready if start is None else end
+                if faults.launch_hangs(self.device, result.kernel):
+                    # as `launch`: a PE never halts, the watchdog stops it (its time booked), the fault is sticky
+                    # (raised by the device's next call) and the op's later launches never run
+                    s, end = self.device.book_launch(at, self.device.config.watchdog_cycles)
+                    start = s if start is None else start
+                    break
+                s, end, watts = self.device.book_result(at, result)
                 self.last_bookings.append(self.device.last_booking)
                 self.platform.trace.power(self.device, s, end, watts)
                 start = s if start is None else start
+                faults.after_launch(self.device, result.kernel, result.card_stats[0])   # S_DRAM_RD: what it read
                 self.device.stats.add(result.kernel, end - s, result.summary())
                 self.platform.trace.launch(self, result.kernel, s, result)
+                if self.device.fault is not None:
+                    break
             self.last_result = launches[-1] if launches else None
             self.last_launches = list(launches)      # every launch booked (the model compiler's profile)
             if end is None:                  # nothing launched (a host-side reshape): no card time

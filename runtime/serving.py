@@ -167,16 +167,22 @@ def platform_figures(platform, span_ns, tables_on):
 
 
 def serve_compiled(platform, program, graph, batch, requests=16, inflight=4, route="p2p", seed=1, trace=False,
-                   tolerance=1e-2, progress=None):
+                   tolerance=1e-2, progress=None, fault_policy="retry"):
     """Serve `requests` requests of `batch` samples through a compiled program (vnpu.compile; the SparseNN
     strategy for a recommendation model: tables sharded over the cards by bytes, the dense part replicated),
     `inflight` in flight (closed loop). Inputs are models.example_inputs of `graph` (the model before
     compilation) with seeds seed, seed + 1, ...; every output is compared with the graph's float32 numpy
     meaning (run_host) and counted wrong beyond `tolerance` (absolute: the compute dtype's rounding). Returns
-    the report `serve` returns, the same keys."""
+    the report `serve` returns, the same keys. With faults injected into a card, requests run one by one under
+    `fault_policy` (serve_one_compiled) and the report counts completed, retried and failed requests."""
     from .graph.interp import run_host
     from .graph.models import example_inputs
     from .graph.program import TABLE_OPS
+    if fault_policy not in POLICIES:
+        raise InvalidArgument(f"fault policy must be one of {', '.join(POLICIES)}, got {fault_policy!r}")
+    if any(d.faults is not None and d.faults.active for d in platform.devices):
+        return _serve_compiled_with_faults(platform, program, graph, batch, requests, seed, fault_policy, tolerance,
+                                           progress)
     _fresh_figures(platform)
     if trace:
         platform.start_trace()
@@ -191,9 +197,11 @@ def serve_compiled(platform, program, graph, batch, requests=16, inflight=4, rou
     lat = sorted(prof.latencies_ns())
     span = prof.makespan_ns
     stage, names = program.placement.stage, [n for n in program.graph.nodes]
+    dev = program.device_map
 
     def tables_on(card):      # a built-in DLRM's tables by number (emb_l.3 -> 3), others by node name
-        tail = [n.name.rsplit(".", 1)[-1] for n, st in zip(names, stage) if n.op in TABLE_OPS and st == card]
+        tail = [n.name.rsplit(".", 1)[-1] for n, st in zip(names, stage)
+                if n.op in TABLE_OPS and st is not None and dev[st] == card]
         return [int(t) if t.isdigit() else t for t in tail]
     return {"batch": batch, "requests": requests, "route": route, "inflight": inflight,
             "latency_p50_us": percentile(lat, 50) / 1e3, "latency_p99_us": percentile(lat, 99) / 1e3,
@@ -203,3 +211,65 @@ def serve_compiled(platform, program, graph, batch, requests=16, inflight=4, rou
             "energy_with_idle_mj_per_request": prof.energy_with_idle_j * 1e3 / requests,
             "samples_per_j": requests * batch / prof.energy_j if prof.energy_j else None,
             **platform_figures(platform, span, tables_on)}
+
+
+def serve_one_compiled(program, inputs, policy="retry", max_retries=1):
+    """Run one request through a compiled program, surviving device faults by `policy`, as `serve_one` does for
+    the recommendation runtime: "retry" resets the faulted cards (their resident tables are pinned again by the
+    next serve) and runs the request again, up to max_retries; a lost card (link down) cannot be reset: the
+    program is placed again over the cards alive (`Program.relocate`) and the request runs there; "fail" reports
+    the error (the faulted cards are reset either way, usable for what follows). Returns (status "ok" |
+    "retried" | "failed", outputs or None, error or None)."""
+    if policy not in POLICIES:
+        raise InvalidArgument(f"fault policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    attempts = 0
+    while True:
+        try:
+            outs = program.serve([inputs], inflight=1)[0]
+            return ("retried" if attempts else "ok"), outs, None
+        except DeviceLost as e:
+            lost = [d for d in program.devices if d.is_lost]
+            for d in program.platform.devices:
+                if not d.is_lost and d.fault is not None:
+                    d.reset()
+            try:
+                if lost:
+                    program.relocate()       # either way: the requests that follow run on the cards left
+            except DeviceLost as gone:
+                return "failed", None, gone
+            if policy != "retry" or attempts >= max_retries or not lost:
+                return "failed", None, e
+            attempts += 1
+        except DeviceFault as e:
+            faulted = [d for d in program.platform.devices if d.fault is not None and not d.is_lost]
+            for d in faulted:
+                d.reset()
+            if policy != "retry" or attempts >= max_retries or not faulted:
+                return "failed", None, e
+            attempts += 1
+
+
+def _serve_compiled_with_faults(platform, program, graph, batch, requests, seed, policy, tolerance, progress):
+    from .graph.interp import run_host
+    from .graph.models import example_inputs
+    outcomes, errors, lat, wrong, max_err = {"ok": 0, "retried": 0, "failed": 0}, {}, [], 0, 0.0
+    for r in range(requests):
+        req = example_inputs(graph, seed=seed + r)
+        status, outs, err = serve_one_compiled(program, req, policy)
+        outcomes[status] += 1
+        if err is not None:
+            errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
+        if outs is not None:
+            e = float(np.max(np.abs(outs[0].astype(np.float64) - run_host(graph, req)[0])))
+            max_err = max(max_err, e)
+            wrong += e > tolerance
+            lat.extend(program.profile().latencies_ns())
+        if progress:
+            progress(r + 1, requests)
+    return {"batch": batch, "requests": requests, "route": "p2p", "fault_policy": policy,
+            "completed": outcomes["ok"] + outcomes["retried"], "retried": outcomes["retried"],
+            "failed": outcomes["failed"], "errors": errors, "wrong_outputs": wrong, "max_abs_error": max_err,
+            "tolerance": tolerance, "cards_serving": [d.index for d in program.devices],
+            "latency_p50_us": percentile(lat, 50) / 1e3 if lat else None,
+            "latency_p99_us": percentile(lat, 99) / 1e3 if lat else None,
+            "health": [d.health() for d in platform.devices]}

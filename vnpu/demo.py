@@ -54,9 +54,6 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
     platform = vnpu.Platform.from_yaml(platform_config) if platform_config else vnpu.Platform()
     scale = 1.0 if full else (rows_scale or 1 / 100)
     trace_path = trace_path or os.path.join(tempfile.gettempdir(), "vnpu-demo-trace.json")
-    if inject:
-        cfg = preset(model, rows_scale=scale, table_format=table_format, dense_dtype=dense_dtype)
-        return _fault_demo(platform, DLRM(cfg), cfg, batches, requests, inject, fault_policy, as_json, t0)
     # the model's weights as the runtime's DLRM makes them (fp16-valued dense layers, packed tables); the dense
     # part compiles to `dense_dtype` (int8: post-training quantization calibrated on sample requests)
     cfg = preset(model, rows_scale=scale, table_format=table_format, dense_dtype="fp16")
@@ -72,6 +69,8 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
         return g, vnpu.compile(g, cards=cards, dtype=dense_dtype, strategy="sparsenn", platform=platform,
                                calibration=calib, check=False)
     from vnpu.runtime.graph.models import example_inputs as example
+    if inject:
+        return _fault_demo(platform, program, cfg, batches, requests, inject, fault_policy, tolerance, as_json, t0)
     runs, via_host, programs = [], None, []
     try:
         for i, b in enumerate(batches):
@@ -204,10 +203,11 @@ def parse_injection(text):
             from None
 
 
-def _fault_demo(platform, m, cfg, batches, requests, inject, policy, as_json, t0):
+def _fault_demo(platform, program, cfg, batches, requests, inject, policy, tolerance, as_json, t0):
     """The serving demo with faults injected into some cards: every request completes, is retried after a
-    reset, or fails with a typed error; no output is silently wrong."""
-    from vnpu.runtime import serve
+    reset (or, a card lost, on the cards left), or fails with a typed error; no output is silently wrong.
+    `program(batch)` compiles the model: (graph, Program)."""
+    from vnpu.runtime.serving import serve_compiled
     from vnpu.errors import ConfigError
     for spec in inject:
         card, settings = parse_injection(spec)
@@ -215,8 +215,12 @@ def _fault_demo(platform, m, cfg, batches, requests, inject, policy, as_json, t0
             raise ConfigError(f"--inject: no card {card} (the platform has {len(platform.devices)})")
         platform.devices[card].inject_faults(settings)
     b = batches[len(batches) // 2]
-    rep = serve(platform, m, b, requests=requests, fault_policy=policy,
-                progress=None if as_json else _bar(f"batch {b:>4}"))
+    g, prog = program(b)
+    try:
+        rep = serve_compiled(platform, prog, g, b, requests=requests, fault_policy=policy, tolerance=tolerance,
+                             progress=None if as_json else _bar(f"batch {b:>4}"))
+    finally:
+        prog.release()
     rep["wall_s"] = time.perf_counter() - t0
     ok = rep["wrong_outputs"] == 0
     if as_json:

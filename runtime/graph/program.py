@@ -349,7 +349,7 @@ class ProgramProfile:
         busy = {}
         for r in self.records:
             busy[r.card] = busy.get(r.card, 0.0) + r.launch_ns
-        devices = self.program.platform.devices[:self.program.placement.cards]
+        devices = self.program.devices[:self.program.placement.cards]
         return sum(idle_power(d.config) * max(0.0, self.makespan_ns - busy.get(d.index, 0.0)) * 1e-9
                    for d in devices)
 
@@ -518,6 +518,7 @@ class Program:
         self.last_check = None
         self._lock = threading.Lock()
         self._pins = []              # (device, array) this program pinned on the cards (resident constants)
+        self.device_map = list(range(placement.cards))   # the platform's device of each of the program's cards
         bad = self._coverage.unsupported()
         if bad and not allow_host:
             s = bad[0]
@@ -534,6 +535,29 @@ class Program:
 
     def coverage(self):
         return self._coverage
+
+    @property
+    def devices(self):
+        """The platform's devices the program runs on, its card c on devices[c]."""
+        return [self.platform.devices[i] for i in self.device_map]
+
+    def relocate(self):
+        """Place the program again over those of its cards still alive: a lost card's tables and its share of
+        the requests move to the others (the SparseNN runtime's answer to a card whose link went down). Raises
+        DeviceLost when none is left."""
+        from vnpu.errors import DeviceLost
+        with self._lock:
+            alive = [i for i in self.device_map if not self.platform.devices[i].is_lost]
+            if not alive:
+                raise DeviceLost(f"every card of {self.name!r} is lost")
+            for d, a in self._pins:
+                if not d.is_lost:
+                    d.card.unpin(a)
+            self._pins = []
+            cfg = self.platform.devices[alive[0]].config
+            link = self.platform.switch.cards[alive[0]].config.effective_gbps("p2p")
+            self.placement = partition(self.graph, len(alive), self.placement.strategy, cfg, link)
+            self.device_map = alive
 
     def save(self, path):
         """Write the compiled program to a .vnpp file (vnpu.runtime.graph.bundle): `load_program` and the C API's
@@ -587,7 +611,7 @@ class Program:
                     continue
                 s = self.placement.stage[i]
                 for c in ([s] if s is not None else range(self.placement.cards)):
-                    want.append((self.platform.devices[c], v.data))
+                    want.append((self.devices[c], v.data))
         held = {(id(d), id(a)) for d, a in self._pins if d.card.is_pinned(a)}
         self._pins = [(d, a) for d, a in self._pins if (id(d), id(a)) in held]
         for d, a in want:
@@ -657,7 +681,7 @@ class _Execution:
         self.p, self.requests, self.inflight = program, requests, inflight
         self.one_thread, self.route = one_thread, route
         self.platform = program.platform
-        self.devices = self.platform.devices
+        self.devices = program.devices      # the program's card c is self.devices[c] (records name the device)
         self.queues = [d.queue() for d in self.devices[:program.placement.cards]]
         self.values = {}         # (request, value name) -> _Future of (array, card, buffer or None, event)
         self.copies = {}         # (request, value name, card) -> (buffer, event)
@@ -712,6 +736,8 @@ class _Execution:
         try:
             if errors:
                 raise errors[0]
+            for d in self.devices[:self.p.placement.cards]:
+                d.check()           # a fault the booking made sticky (an injected hang, a DRAM error) fails the run
             outs = []
             reqs = []
             for r in range(len(self.requests)):
@@ -828,7 +854,8 @@ class _Execution:
                 q.wait(arrive)
             t0 = q.record().time_ns
             e = q.copy_to_device(dst, arr)
-            self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": c, "bytes": arr.nbytes,
+            self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": self.devices[c].index,
+                                   "bytes": arr.nbytes,
                                    "start_ns": t0, "end_ns": e.time_ns})
         elif self.route == "host" and arr.nbytes:   # another card's value, up to host memory and down again
             src_q = self.queues[card]
@@ -836,17 +863,19 @@ class _Execution:
             staged = np.empty(arr.nbytes, np.uint8)
             src_q.copy_to_host(buf, out=staged)
             up = src_q.record()
-            self.transfers.append({"request": r, "value": name, "kind": "d2h", "card": card, "bytes": arr.nbytes,
+            self.transfers.append({"request": r, "value": name, "kind": "d2h", "card": self.devices[card].index,
+                                   "bytes": arr.nbytes,
                                    "end_ns": up.time_ns})
             q.wait(up)
             e = q.copy_to_device(dst, staged)
-            self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": c, "bytes": arr.nbytes,
+            self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": self.devices[c].index,
+                                   "bytes": arr.nbytes,
                                    "end_ns": e.time_ns})
         else:                                # another card's value: through the switch
             q.wait(ev)
             e = q.copy_peer(dst, buf, arr.nbytes) if arr.nbytes else ev
-            self.transfers.append({"request": r, "value": name, "kind": "p2p", "card": c, "from": card,
-                                   "bytes": arr.nbytes, "end_ns": e.time_ns})
+            self.transfers.append({"request": r, "value": name, "kind": "p2p", "card": self.devices[c].index,
+                                   "from": self.devices[card].index, "bytes": arr.nbytes, "end_ns": e.time_ns})
         self.copies[key] = (dst, e)
         return arr, e
 
@@ -900,7 +929,8 @@ class _Execution:
                 self.buffers.append(b)
                 q.store(b, a)
                 q.copy_to_host(b, dtype=np.uint8)
-                self.transfers.append({"request": r, "value": x, "kind": "d2h", "card": c, "bytes": a.nbytes,
+                self.transfers.append({"request": r, "value": x, "kind": "d2h", "card": self.devices[c].index,
+                                       "bytes": a.nbytes,
                                        "end_ns": q.tail_ns})
         q.synchronize()
         self.platform.advance_host(self.platform.host_ns + host_ns)
@@ -910,7 +940,8 @@ class _Execution:
                 b = self.devices[c].alloc(a.nbytes)
                 self.buffers.append(b)
                 q.copy_to_device(b, np.ascontiguousarray(a))
-                self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": c, "bytes": a.nbytes,
+                self.transfers.append({"request": r, "value": name, "kind": "h2d", "card": self.devices[c].index,
+                                       "bytes": a.nbytes,
                                        "end_ns": q.tail_ns})
 
     def _record(self, r, n, c, where, launches, ev, q):
@@ -950,7 +981,8 @@ class _Execution:
         start = end - cycles / self.devices[c].config.clock_ghz if where == "card" else end
         wm = sorted({self.p.placement.weight_memory.get(x, "") for x in n.inputs if x and g.values[x].is_const} - {""})
         with self.lock:
-            self.records.append(OpRecord(r, n.name, n.op, c, where, kernels, cycles, start, end, units, byts, bound,
+            self.records.append(OpRecord(r, n.name, n.op, self.devices[c].index, where, kernels, cycles, start, end,
+                                         units, byts, bound,
                                          n.source, ",".join(wm), energy, peak_w, launch_ns, macs))
 
     def _finish_request(self, c, r):
@@ -974,7 +1006,8 @@ class _Execution:
                 q.wait(e)
             host = q.copy_to_host(b, dtype=np.uint8)
             outs.append(host[:arr.nbytes].view(arr.dtype).reshape(arr.shape).copy() if arr.nbytes else arr.copy())
-            self.transfers.append({"request": r, "value": name, "kind": "d2h", "card": c, "bytes": arr.nbytes,
+            self.transfers.append({"request": r, "value": name, "kind": "d2h", "card": self.devices[c].index,
+                                   "bytes": arr.nbytes,
                                    "end_ns": q.tail_ns})
         first = [t for t in self.transfers if t["request"] == r and t["kind"] == "h2d" and "start_ns" in t]
         start = min([t["start_ns"] for t in first] + [self.t0 if r < self.inflight else

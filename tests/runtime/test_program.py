@@ -438,3 +438,60 @@ def test_profile_takes_batch_for_an_onnx_file_with_a_dynamic_batch(tmp_path, cap
     assert main(["profile", str(path), "--batch", "4", "--dtype", "fp32", "--cards", "1", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["requests"] == 1 and rep["ops"][0]["op"] == "matmul"
+
+
+def _rm1_program(cards=3):
+    from vnpu.runtime.graph import models
+    g = models.build("rm1", batch=4, rows_scale=0.01, table_format="int8_rowwise")
+    return g, vnpu.compile(g, cards=cards, strategy="sparsenn", dtype="fp16")
+
+
+def test_a_fault_in_a_compiled_serve_is_typed_and_the_retry_policy_recovers():
+    """Injected faults reach a compiled program's launches too (Queue.book applies the launch faults
+    Queue.launch does): the serve raises the typed fault, leaves nothing on the cards, and serve_one_compiled
+    resets the card and runs the request again, to the clean run's outputs."""
+    from vnpu.runtime.graph import models
+    from vnpu.runtime.serving import serve_one_compiled
+    g, prog = _rm1_program()
+    x = models.example_inputs(g, seed=2)
+    (clean,) = prog.serve([x])
+    free = [d.card.dram_free for d in prog.devices]
+    prog.devices[1].inject_faults({"pe_hang_rate": 1.0, "seed": 1})
+    with pytest.raises(vnpu.DeviceFault):
+        prog.serve([x])
+    assert [d.card.dram_free for d in prog.devices][0::2] == free[0::2]       # the other cards: nothing left
+    prog.devices[1].reset()
+    prog.devices[1].inject_faults({"pe_hang_rate": 0.0, "seed": 1})
+    status, outs, err = serve_one_compiled(prog, x)
+    assert status == "ok" and err is None
+    np.testing.assert_array_equal(outs[0], clean[0])
+    prog.devices[1].inject_faults({"pe_hang_rate": 1.0, "seed": 1})
+    status, outs, err = serve_one_compiled(prog, x, policy="fail")
+    assert status == "failed" and isinstance(err, vnpu.DeviceFault) and outs is None
+    assert prog.devices[1].fault is None                                       # reset either way
+    with pytest.raises(vnpu.InvalidArgument, match="fault policy"):
+        serve_one_compiled(prog, x, policy="pray")
+    prog.release()
+
+
+def test_a_lost_card_moves_its_tables_to_the_cards_left():
+    from vnpu.runtime.graph import models
+    from vnpu.runtime.serving import serve_one_compiled
+    g, prog = _rm1_program()
+    x = models.example_inputs(g, seed=3)
+    (clean,) = prog.serve([x])
+    prog.devices[2].inject_faults({"link_down_at_ns": 0.0})
+    status, outs, err = serve_one_compiled(prog, x)
+    assert status == "retried" and err is None
+    np.testing.assert_allclose(outs[0], clean[0], rtol=0, atol=2e-3)          # fp16 on other cards: same rounding
+    assert [d.index for d in prog.devices] == [0, 1] and prog.placement.cards == 2
+    tables = [(prog.placement.stage[i], prog.graph.values[n.inputs[0]].data)
+              for i, n in enumerate(prog.graph.nodes) if n.op == "embedding_bag"]
+    assert {c for c, _ in tables} == {0, 1}
+    assert all(prog.devices[c].card.is_pinned(t) for c, t in tables)
+    kinds = {t["card"] for t in prog.profile().transfers}
+    assert 2 not in kinds
+    prog.devices[0].inject_faults({"link_down_at_ns": 0.0})
+    prog.devices[1].inject_faults({"link_down_at_ns": 0.0})
+    status, outs, err = serve_one_compiled(prog, x)
+    assert status == "failed" and isinstance(err, vnpu.DeviceLost)
