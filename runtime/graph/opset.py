@@ -918,7 +918,7 @@ def _packed_format(attrs):
 
 
 def _embedding_bag_infer(t, a):
-    from vnpu.emulator.tables import table_dim
+    from vnpu.emulator.tables import table_dim, table_row_bytes
     fmt = _packed_format(a)
     (rows_shape, tdt), (off_shape, _) = t[0], t[2]
     out = a.get("out_dtype", "float32")
@@ -930,8 +930,16 @@ def _embedding_bag_infer(t, a):
         raise InvalidArgument(f"embedding_bag format={fmt!r} takes a packed uint8 table [rows, row_bytes], got "
                               f"{tdt}{list(rows_shape)}")
     try:
-        dim = int(a["dim"]) if a.get("dim") is not None else table_dim(fmt, rows_shape[1])
-    except ValueError as e:
+        dim = table_dim(fmt, rows_shape[1])
+        if a.get("dim") is not None:      # int4 rows of an odd dimension carry a pad nibble: dim says which
+            if isinstance(a["dim"], bool) or not isinstance(a["dim"], (int, np.integer)):
+                raise ValueError(f"dim must be an int, got {a['dim']!r}")
+            want = int(a["dim"])
+            if want < 1 or table_row_bytes(fmt, want) != rows_shape[1]:
+                raise ValueError(f"dim {want} in format {fmt} needs {table_row_bytes(fmt, max(want, 0))}-byte rows, "
+                                 f"the table has {rows_shape[1]}")
+            dim = want
+    except (ValueError, TypeError) as e:
         raise InvalidArgument(f"embedding_bag: {e}") from None
     return [((off_shape[0], dim), out)]
 

@@ -309,6 +309,18 @@ def test_model_commands_misuse_is_one_line(argv, match, capsys):
     ("where", [("bool", (2,)), ("float32", (2,))], {}, "takes 3 inputs"),
     ("amax", [("int64", ())], {"dim": -1}, "operands"),
     ("conv2d", [("float32", (1, 2, 4, 4)), ("float32", (3, 5, 3, 3))], {}, "operands"),
+    # packed embedding tables: format, dim and out_dtype are checked when the node is added
+    ("embedding_bag", [("uint8", (100, 40)), ("int64", (8,)), ("int64", (2,))], {"format": "int3"}, "format must be"),
+    ("embedding_bag", [("uint8", (100, 40)), ("int64", (8,)), ("int64", (2,))],
+     {"format": "int8_rowwise", "dim": 64}, "needs 72-byte rows"),
+    ("embedding_bag", [("uint8", (100, 40)), ("int64", (8,)), ("int64", (2,))],
+     {"format": "int8_rowwise", "dim": "32"}, "dim must be an int"),
+    ("embedding_bag", [("uint8", (100, 40)), ("int64", (8,)), ("int64", (2,))],
+     {"format": "int8_rowwise", "out_dtype": "int8"}, "out_dtype must be"),
+    ("embedding_bag", [("float32", (100, 4)), ("int64", (8,)), ("int64", (2,))],
+     {"format": "int8_rowwise"}, "packed uint8 table"),
+    ("embedding_bag", [("uint8", (100, 40)), ("int64", (8,)), ("int64", (2,))], {"mode": "sum", "size": 3},
+     "has no attribute size"),
 ])
 def test_graph_builder_misuse_is_a_typed_error_naming_the_op(op, inputs, attrs, match):
     g = Graph("bad")
