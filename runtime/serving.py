@@ -1,7 +1,9 @@
-"""Serving: requests arrive, run as batches on the executor, and come back with modeled latency; every
-output is checked against the numpy model. Under injected faults, requests run one by one under a fault
-policy: "retry" resets the faulted card, reloads its share of the model and runs the request again;
-"fail" reports the typed error; a lost card's tables move to the cards alive (Executor.lose).
+"""Serving: requests arrive, run as batches, and come back with modeled latency; every output is checked against
+the numpy model. Two paths with one report: `serve_compiled` / `serve_one_compiled` serve a program of the model
+compiler (what `vnpu demo` runs: the SparseNN strategy), `serve` / `serve_one` the recommendation runtime's own
+executor. Under injected faults, requests run one by one under a fault policy: "retry" resets the faulted card,
+reloads its share of the model and runs the request again; "fail" reports the typed error; a lost card's tables
+move to the cards alive (Program.relocate, Executor.lose).
 """
 from __future__ import annotations
 

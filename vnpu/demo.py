@@ -47,7 +47,7 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
              inject=(), fault_policy="retry"):
     import vnpu
     from vnpu.runtime import DLRM, preset
-    from vnpu.runtime.graph.models import dlrm_graph
+    from vnpu.runtime.graph.models import dlrm_graph, example_inputs as example
     from vnpu.runtime.serving import serve_compiled
 
     t0 = time.perf_counter()
@@ -68,7 +68,6 @@ def run_demo(as_json=False, trace_path=None, model="rm1", full=False, batches=(1
         calib = [example(g, 100 + s) for s in range(4)] if dense_dtype == "int8" else None
         return g, vnpu.compile(g, cards=cards, dtype=dense_dtype, strategy="sparsenn", platform=platform,
                                calibration=calib, check=False)
-    from vnpu.runtime.graph.models import example_inputs as example
     if inject:
         return _fault_demo(platform, program, cfg, batches, requests, inject, fault_policy, tolerance, as_json, t0)
     runs, via_host, programs = [], None, []
