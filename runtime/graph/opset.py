@@ -970,7 +970,9 @@ def _embedding_bag_card(card, xs, attrs, pes):
     if w.dtype == np.float32:        # its bytes as the card stores an fp32 table: a pinned table is found resident
         w, fmt = w.reshape(w.shape[0], -1).view(np.uint8), "fp32"
     out = "fp16" if attrs.get("out_dtype") == "float16" else "fp32"      # the unit rounds its fp32 sums once
-    return [O.embedding_bag(w, idx.astype(np.int64), offsets.astype(np.int64), mode=attrs.get("mode", "sum"),
+    # int32 or int64 indices and offsets as they came (the executor sends int32 when they fit: half the bytes)
+    idx, offsets = (a if a.dtype in (np.int32, np.int64) else a.astype(np.int64) for a in (idx, offsets))
+    return [O.embedding_bag(w, idx, offsets, mode=attrs.get("mode", "sum"),
                             format=fmt, dim=attrs.get("dim"), out_dtype=out, card=card)]
 
 

@@ -423,9 +423,9 @@ class ProgramProfile:
         n = len(self.requests)
         if not self.energy_j or not n:
             return []
-        return [f"energy: {self.energy_j * 1e3:.3f} mJ = cards {self.card_energy_j * 1e3:.3f} + PCIe "
-                f"{self.pcie_energy_j * 1e3:.3f} mJ; per inference {self.energy_j * 1e3 / n:.3f} mJ (cards "
-                f"{self.card_energy_j * 1e3 / n:.3f} + PCIe {self.pcie_energy_j * 1e3 / n:.3f})",
+        return [f"energy: {self.energy_j * 1e3:.4f} mJ = cards {self.card_energy_j * 1e3:.4f} + PCIe "
+                f"{self.pcie_energy_j * 1e3:.4f} mJ; per inference {self.energy_j * 1e3 / n:.4f} mJ (cards "
+                f"{self.card_energy_j * 1e3 / n:.4f} + PCIe {self.pcie_energy_j * 1e3 / n:.4f})",
                 f"power: {self.average_w:.2f} W average per card while running, {self.peak_w:.2f} W peak (a "
                 f"launch); {self.requests_per_j:.1f} requests per joule (inferences/J; docs/power.md)"]
 
@@ -519,6 +519,11 @@ class Program:
         self._lock = threading.Lock()
         self._pins = []              # (device, array) this program pinned on the cards (resident constants)
         self.device_map = list(range(placement.cards))   # the platform's device of each of the program's cards
+        # int64 inputs read only as embedding indices or offsets: sent to the cards as int32 when a request's
+        # values fit (FBGEMM's table-batched embedding takes int32 indices; half the PCIe bytes)
+        users = graph.consumers()
+        self.index_inputs = {i for i in graph.inputs if graph.values[i].dtype == "int64" and users.get(i) and all(
+            n.op == "embedding_bag" and i in n.inputs[1:3] and i != n.inputs[0] for n in users[i])}
         bad = self._coverage.unsupported()
         if bad and not allow_host:
             s = bad[0]
@@ -710,6 +715,8 @@ class _Execution:
             order.append((self._out_card(r), r, None))
         for r, arrays in enumerate(self.requests):
             for name, a in zip(g.inputs, arrays):
+                if name in self.p.index_inputs and a.size and -2**31 <= a.min() and a.max() < 2**31:
+                    a = a.astype(np.int32)       # an index out of int32's range stays int64 (and is refused)
                 self.values[(r, name)].set((a, None, None, None))
                 self.arrays.setdefault((r, name), _Future()).set(a)
             for n in g.nodes:

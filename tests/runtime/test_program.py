@@ -507,3 +507,23 @@ def test_a_lost_card_moves_its_tables_to_the_cards_left():
     prog.devices[1].inject_faults({"link_down_at_ns": 0.0})
     status, outs, err = serve_one_compiled(prog, x)
     assert status == "failed" and isinstance(err, vnpu.DeviceLost)
+
+
+def test_embedding_indices_cross_pcie_as_int32_when_they_fit():
+    """int64 inputs read only as embedding indices or offsets are sent as int32 when a request's values fit
+    (half the bytes); an index beyond int32 is not wrapped into a valid row but refused, typed."""
+    from vnpu.runtime.graph import models
+    g, prog = _rm1_program()
+    assert prog.index_inputs == {i for i in g.inputs if i.startswith(("indices_", "offsets_"))}
+    x = models.example_inputs(g, seed=4)
+    (out,) = prog.serve([x])
+    np.testing.assert_allclose(out[0], run_host(g, x)[0], rtol=0, atol=1e-2)
+    sent = {t["value"]: t["bytes"] for t in prog.profile().transfers if t["kind"] == "h2d"}
+    for name, a in zip(g.inputs, x):
+        assert sent[name] == (a.size * 4 if name in prog.index_inputs else a.nbytes), name
+    bad = [a.copy() for a in x]
+    k = g.inputs.index("indices_0")
+    bad[k][0] = 2**32 + 1                        # wrapped to int32 it would be row 1
+    with pytest.raises(vnpu.VnpuError, match="index|indices"):
+        prog.serve([bad])
+    prog.release()
