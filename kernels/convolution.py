@@ -163,15 +163,21 @@ def _phases(xp, w, sh, sw, OH, OW):
     KQ, KR = -(-KH // sh), -(-KW // sw)
     Hq, Wq = OH + KQ - 1, OW + KR - 1
     xs = np.zeros((N, sh * sw, C, Hq, Wq), xp.dtype)
-    ws = np.zeros((OC, sh * sw, C, KQ, KR), w.dtype)
     for a in range(sh):
         for b in range(sw):
             ph = xp[:, :, a::sh, b::sw][:, :, :Hq, :Wq]
             xs[:, a * sw + b, :, :ph.shape[2], :ph.shape[3]] = ph
-            sub = w[:, :, a::sh, b::sw]
-            ws[:, a * sw + b, :, :sub.shape[2], :sub.shape[3]] = sub
-    return (np.ascontiguousarray(xs.reshape(N, sh * sw * C, Hq, Wq)), np.ascontiguousarray(
-        ws.reshape(OC, sh * sw * C, KQ, KR)), KQ, KR)
+
+    def phase_weights():
+        ws = np.zeros((OC, sh * sw, C, KQ, KR), w.dtype)
+        for a in range(sh):
+            for b in range(sw):
+                sub = w[:, :, a::sh, b::sw]
+                ws[:, a * sw + b, :, :sub.shape[2], :sub.shape[3]] = sub
+        return np.ascontiguousarray(ws.reshape(OC, sh * sw * C, KQ, KR))
+    # a runtime's constant weights: their phases once (and so the flat layout of those, keyed on the result)
+    return (np.ascontiguousarray(xs.reshape(N, sh * sw * C, Hq, Wq)),
+            runner.derived(w, ("conv2d-phase-weights", sh, sw), phase_weights), KQ, KR)
 
 
 def _rate(cfg, dtype):
@@ -383,8 +389,12 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
         x, w = np.zeros((N, G, H, W), x.dtype), np.zeros((OC, 1, KH, KW), w.dtype)
         C, Cg = G, 1
     cdt = x.dtype if x.dtype == w.dtype else np.float32
-    xp = np.zeros((N, C, Hp, Wp), cdt)
-    xp[:, :, pt:pt + H, pl:pl + W] = x
+
+    def padded():
+        """The padded input (the strided paths and the im2col kernel read it; the flat stride-1 path does not)."""
+        xp = np.zeros((N, C, Hp, Wp), cdt)
+        xp[:, :, pt:pt + H, pl:pl + W] = x
+        return xp
     wc = np.ascontiguousarray(w, cdt)
     eb = np.dtype(cdt).itemsize
     npe = card.config.pes if pes is None else len(pes)
@@ -399,13 +409,13 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
     elif G == 1 and (KH, KW) == (1, 1):
         # a strided 1x1 conv reads every sh-th row and sw-th column: the host's layout change for the flat
         # kernel takes those (padding first), and the conv is then a stride-1 1x1 over OH x OW positions
-        flat_x, flat_pads = np.ascontiguousarray(xp[:, :, ::sh, ::sw][:, :, :OH, :OW]), (0, 0, 0, 0)
+        flat_x, flat_pads = np.ascontiguousarray(padded()[:, :, ::sh, ::sw][:, :, :OH, :OW]), (0, 0, 0, 0)
     elif G == 1 and (dh, dw) == (1, 1):
         # strided KxK: the padded input split into its sh x sw phases (every sh-th row from row a, every sw-th
         # column from column b), stacked as channels, is a stride-1 conv with ceil(K/s) taps per dimension
         # whose weights are w's taps of each phase (zeros where a phase has no tap: MACs the card spends on
         # zeros, 16/9 of the useful ones for 3x3 stride 2)
-        flat_x, wc, KH, KW = _phases(xp, wc, sh, sw, OH, OW)
+        flat_x, wc, KH, KW = _phases(padded(), wc, sh, sw, OH, OW)
         flat_pads = (0, 0, 0, 0)
     if flat_x is not None:
         qbounds = None if out_dt != "i8" else _qbounds(activation, lo, hi, np.float32(1.0) / np.float32(out_scale),
@@ -417,6 +427,7 @@ def conv2d(card, x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, 
     if rq is not None:
         raise InvalidArgument(f"conv2d: an int8 residual is taken by the one-group path only (groups={G}, dilation "
                               f"{(dh, dw)} with stride {(sh, sw)} run the im2col kernel); give a float residual")
+    xp = padded()
     k = lang.library_kernel(_conv, "conv2d")
     while True:
         consts = (G, KH, KW, sh, sw, dh, dw, OH, OW, R, activation, lo, hi, out_dt)
@@ -528,9 +539,12 @@ def flat_plan(card, x, wc, scale, bias, out_shape, np_out, qp, qbounds, pads, KH
     F = -(-OC // (cw * fsplit)) * fsplit                 # folds, a multiple of the fold groups
     OCp = F * cw
     groups = npe // fsplit
-    wf = np.zeros((KH, KW, C, OCp), wc.dtype)
-    wf[..., :OC] = wc.transpose(2, 3, 1, 0)
-    wf = np.ascontiguousarray(wf.reshape(taps, C, F, cw).transpose(2, 0, 1, 3)).reshape(F * taps * C, cw)
+    def layout():
+        wf = np.zeros((KH, KW, C, OCp), wc.dtype)
+        wf[..., :OC] = wc.transpose(2, 3, 1, 0)
+        return np.ascontiguousarray(wf.reshape(taps, C, F, cw).transpose(2, 0, 1, 3)).reshape(F * taps * C, cw)
+    # a runtime's constant weights (runner.mark_constant) are laid out once, not on every call
+    wf = runner.derived(wc, ("conv2d-flat-weights", KH, KW, C, OCp, F, cw), layout)
     vecs = [None if v is None else np.concatenate([v, np.zeros(OCp - OC, np.float32)]) for v in (scale, bias)]
     k = lang.library_kernel(_conv_flat, "conv2d")
     share = -(-P // groups)

@@ -5,6 +5,7 @@ Built images are cached per (kernel family, parameters) and loaded once per card
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,38 @@ def _loaded_module(card, key, img):
             lm = card.load(img)
             cache[key] = lm
         return lm
+
+
+# --- constants a runtime promises not to change: host work derived from them is done once ----------------------
+_CONSTANTS = weakref.WeakValueDictionary()     # id(array) -> array
+_DERIVED = {}                                  # (id(array), key) -> what was derived from it
+
+
+def mark_constant(array):
+    """Declare `array` a constant its owner will not change while it lives (a compiled model's weights): kernels'
+    host functions may then keep what they derive from it (`derived`). Arrays nobody marked are never cached."""
+    if isinstance(array, np.ndarray):
+        _CONSTANTS[id(array)] = array
+
+
+def is_constant(array) -> bool:
+    return isinstance(array, np.ndarray) and _CONSTANTS.get(id(array)) is array
+
+
+def derived(array, key, make):
+    """make(), once per (constant array, key) while the array lives; for an array not marked constant, make()
+    every time. The result is read-only and a constant itself."""
+    if not is_constant(array):
+        return make()
+    k = (id(array), key)
+    out = _DERIVED.get(k)
+    if out is None:
+        out = make()
+        out.setflags(write=False)
+        mark_constant(out)
+        _DERIVED[k] = out
+        weakref.finalize(array, _DERIVED.pop, k, None)
+    return out
 
 
 def run(card, key, build, kernel, args, pes=None, sanitize=None, engine="numba", trace=False):

@@ -518,6 +518,10 @@ class Program:
         self.last_check = None
         self._lock = threading.Lock()
         self._pins = []              # (device, array) this program pinned on the cards (resident constants)
+        from vnpu.kernels.runner import mark_constant
+        for v in graph.values.values():  # the kernels' host functions lay out constant weights once (runner.derived)
+            if v.is_const:
+                mark_constant(v.data)
         self.device_map = list(range(placement.cards))   # the platform's device of each of the program's cards
         # int64 inputs read only as embedding indices or offsets: sent to the cards as int32 when a request's
         # values fit (FBGEMM's table-batched embedding takes int32 indices; half the PCIe bytes)
