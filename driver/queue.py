@@ -261,13 +261,20 @@ class Queue:
                 self.device.set_fault(fault)
                 _, end = self.device.book_launch(ready, 0)
                 return self._finish(f"{kernel.name} (faulted: {type(fault).__name__})", ready, end, "launch")
-            start, end, watts = self.device.book_result(ready, result)   # DVFS under the platform's power cap
-            self.platform.trace.power(self.device, start, end, watts)
+            _, end = self._book_result(ready, result, kernel.name)
             self.last_result = result
-            faults.after_launch(self.device, kernel.name, result.card_stats[0])   # S_DRAM_RD: what it read
-            self.device.stats.add(kernel.name, end - start, result.summary())
-            self.platform.trace.launch(self, kernel.name, start, result)
             return self._finish(kernel.name, ready, end, "launch", {"cycles": result.cycles})
+
+    def _book_result(self, at, result, name):
+        """A finished launch onto the card's timeline (under the device lock), at the operating point the power
+        cap allows (DVFS), with its power track, an injected DRAM error in what it read, stats and trace.
+        Returns (start_ns, end_ns)."""
+        start, end, watts = self.device.book_result(at, result)
+        self.platform.trace.power(self.device, start, end, watts)
+        faults.after_launch(self.device, name, result.card_stats[0])   # S_DRAM_RD: what it read
+        self.device.stats.add(name, end - start, result.summary())
+        self.platform.trace.launch(self, name, start, result)
+        return start, end
 
     def run(self, fn, name):
         """Run `fn(card)`, a host function that launches library kernels on this queue's card (vnpu.ops, the
@@ -301,13 +308,9 @@ class Queue:
                     s, end = self.device.book_launch(at, self.device.config.watchdog_cycles)
                     start = s if start is None else start
                     break
-                s, end, watts = self.device.book_result(at, result)
+                s, end = self._book_result(at, result, result.kernel)
                 self.last_bookings.append(self.device.last_booking)
-                self.platform.trace.power(self.device, s, end, watts)
                 start = s if start is None else start
-                faults.after_launch(self.device, result.kernel, result.card_stats[0])   # S_DRAM_RD: what it read
-                self.device.stats.add(result.kernel, end - s, result.summary())
-                self.platform.trace.launch(self, result.kernel, s, result)
                 if self.device.fault is not None:
                     break
             self.last_result = launches[-1] if launches else None

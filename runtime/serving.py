@@ -73,21 +73,33 @@ def _check(model, out, dense, lookups):
 def _serve_with_faults(platform, model, batch, requests, route, seed, policy, progress):
     ex = Executor(platform, model, batch, inflight=1, route=route)
     rng = np.random.default_rng(seed)
-    outcomes, errors, lat, wrong, max_err = {"ok": 0, "retried": 0, "failed": 0}, {}, [], 0, 0.0
-    for r in range(requests):
+
+    def run_one(r):
         dense, lookups = model.make_request(batch, rng)
         status, out, start, end, err = serve_one(ex, r, dense, lookups, policy=policy)
+        if out is None:
+            return status, err, None, []
+        return status, err, _check(model, out, dense, lookups), [end.time_ns - start.time_ns]
+    report = _faults_report(platform, batch, requests, route, policy, 1e-3, progress, run_one)
+    ex.unload()                 # the tables leave the cards: the next run loads its own copy
+    return report
+
+
+def _faults_report(platform, batch, requests, route, policy, tolerance, progress, run_one):
+    """Requests one by one under a fault policy, counted: run_one(r) -> (status "ok" | "retried" | "failed", error
+    or None, the output's largest error against numpy or None, latencies in ns)."""
+    outcomes, errors, lat, wrong, max_err = {"ok": 0, "retried": 0, "failed": 0}, {}, [], 0, 0.0
+    for r in range(requests):
+        status, err, e, latencies = run_one(r)
         outcomes[status] += 1
         if err is not None:
             errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
-        if out is not None:
-            e = _check(model, out, dense, lookups)
+        if e is not None:
             max_err = max(max_err, e)
-            wrong += e > 1e-3
-            lat.append(end.time_ns - start.time_ns)
+            wrong += e > tolerance
+            lat.extend(latencies)
         if progress:
             progress(r + 1, requests)
-    ex.unload()                 # the tables leave the cards: the next run loads its own copy
     return {"batch": batch, "requests": requests, "route": route, "fault_policy": policy,
             "completed": outcomes["ok"] + outcomes["retried"], "retried": outcomes["retried"],
             "failed": outcomes["failed"], "errors": errors, "wrong_outputs": wrong, "max_abs_error": max_err,
@@ -198,7 +210,7 @@ def serve_compiled(platform, program, graph, batch, requests=16, inflight=4, rou
     prof = program.profile()
     lat = sorted(prof.latencies_ns())
     span = prof.makespan_ns
-    stage, names = program.placement.stage, [n for n in program.graph.nodes]
+    stage, names = program.placement.stage, program.graph.nodes
     dev = program.device_map
 
     def tables_on(card):      # a built-in DLRM's tables by number (emb_l.3 -> 3), others by node name
@@ -254,24 +266,13 @@ def serve_one_compiled(program, inputs, policy="retry", max_retries=1):
 def _serve_compiled_with_faults(platform, program, graph, batch, requests, seed, policy, tolerance, progress):
     from .graph.interp import run_host
     from .graph.models import example_inputs
-    outcomes, errors, lat, wrong, max_err = {"ok": 0, "retried": 0, "failed": 0}, {}, [], 0, 0.0
-    for r in range(requests):
+
+    def run_one(r):
         req = example_inputs(graph, seed=seed + r)
         status, outs, err = serve_one_compiled(program, req, policy)
-        outcomes[status] += 1
-        if err is not None:
-            errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
-        if outs is not None:
-            e = float(np.max(np.abs(outs[0].astype(np.float64) - run_host(graph, req)[0])))
-            max_err = max(max_err, e)
-            wrong += e > tolerance
-            lat.extend(program.profile().latencies_ns())
-        if progress:
-            progress(r + 1, requests)
-    return {"batch": batch, "requests": requests, "route": "p2p", "fault_policy": policy,
-            "completed": outcomes["ok"] + outcomes["retried"], "retried": outcomes["retried"],
-            "failed": outcomes["failed"], "errors": errors, "wrong_outputs": wrong, "max_abs_error": max_err,
-            "tolerance": tolerance, "cards_serving": [d.index for d in program.devices],
-            "latency_p50_us": percentile(lat, 50) / 1e3 if lat else None,
-            "latency_p99_us": percentile(lat, 99) / 1e3 if lat else None,
-            "health": [d.health() for d in platform.devices]}
+        if outs is None:
+            return status, err, None, []
+        e = float(np.max(np.abs(outs[0].astype(np.float64) - run_host(graph, req)[0])))
+        return status, err, e, program.profile().latencies_ns()
+    report = _faults_report(platform, batch, requests, "p2p", policy, tolerance, progress, run_one)
+    return {**report, "tolerance": tolerance, "cards_serving": [d.index for d in program.devices]}

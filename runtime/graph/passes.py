@@ -213,11 +213,12 @@ def to_fp16(graph: Graph) -> Graph:
     embedding table is not rounded to fp16 and cast back on the card for every request)."""
     g = graph.copy()
     half = {i for n in g.nodes if n.op not in FP32_ONLY for i in n.inputs if i}
-    wide = {}                   # constant read by FP32_ONLY ops too -> its float32 copy's name
+    originals = {}              # a halved constant -> its float32 array, for the FP32_ONLY ops that read it too
     for k, v in g.values.items():
         if v.is_const and v.dtype == "float32" and k in half:
-            wide[k] = v.data
+            originals[k] = v.data
             v.data, v.dtype = v.data.astype(np.float16), "float16"
+    wide = {}                   # a halved constant -> the name of its float32 copy, made when first read
     out = Graph(g.name)
     out.values = {k: v for k, v in g.values.items() if v.is_const}
     out._ids = g._ids
@@ -231,9 +232,9 @@ def to_fp16(graph: Graph) -> Graph:
     def cast(name, dtype):
         if out.values[name].dtype == dtype or out.values[name].dtype not in ("float32", "float16"):
             return name
-        if dtype == "float32" and isinstance(wide.get(name), np.ndarray):    # the constant's float32 original
-            wide[name] = out.add_const(f"{name}.float32", wide[name])
-        if isinstance(wide.get(name), str):
+        if dtype == "float32" and name in originals:      # the constant's float32 original, not a cast on the card
+            if name not in wide:
+                wide[name] = out.add_const(f"{name}.float32", originals[name])
             return wide[name]
         return out.add_node("to", [name], {"dtype": dtype}, name=f"{name}.{dtype}", source="fp16: cast")
     for n in g.nodes:
