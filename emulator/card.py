@@ -364,6 +364,7 @@ class Card:
             self.launch_count += 1
             if engine == "numba":
                 from .core import run_launch
+                from .units import entry_points
                 pstat = np.zeros((npe, NPSTAT), dtype=np.int64)
                 cstat = np.zeros(NCSTAT, dtype=np.int64)
                 events = np.zeros((trace_events if trace else 0, NEV), dtype=np.int64)
@@ -373,7 +374,7 @@ class Card:
                 if self.wbuf is None or self.wbuf.shape[0] < self.config.pes:
                     self.wbuf = np.zeros((self.config.pes, WEIGHT_BUFFER_BYTES), dtype=np.uint8)
                 self.res[:] = 0
-                cycles = run_launch(Program(mod.decoded, np.int64(sym.entry), pe_ids, ids),
+                cycles = run_launch(Program(mod.decoded, np.int64(sym.entry), pe_ids, ids, entry_points(mod.decoded)),
                                     Memory(self.memory.pool, self.memory.ptabs[ctx], self.memory.layout, self.wbuf),
                                     self.cfgv, self.res, Record(pstat, cstat, events, evn),
                                     Checks(fault, san, sanc, bool(sanitize)), regs)

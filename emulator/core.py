@@ -11,20 +11,17 @@ are ordered by waits (what the sanitizer enforces) cannot tell the difference fr
 at completion; docs/deviations.md says so.
 """
 import numpy as np
-from numba import njit
+from .jit import jit
 
 from vnpu.isa import table as T
 
-from . import dma as dma_unit
-from . import embedding as emb_unit
-from . import matrix as mat_unit
 from . import sanitizer as san_mod
 from . import sync
-from . import vector as vec_unit
 from .issue import (INF, SEMCAP, Q_SCALAR, consume, local_ok, race, record_event, set_fault, timeout)
-from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, IS_VECTOR, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED,
-                       MEM_STORE)
+from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED, MEM_STORE,
+                       SHARED_UNIT, UNIT_SLOT)
 from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local
+from .units import call_unit
 from .state import (HALTED, RUN, WAITSEM, Sched, Scratch, Units, C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, C_WATCHDOG,
                     C_WATCHDOG_INSTR, EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION,
                     K_MARK, K_RUN, K_STALL_SEM, P_END, P_INSTR, P_ISSUE, P_STALL_SEM, S_CYCLES, S_EV_DROPPED,
@@ -39,11 +36,22 @@ OP_SLT, OP_SLTU, OP_MIN, OP_MAX = T.OP_SLT, T.OP_SLTU, T.OP_MIN, T.OP_MAX
 OP_ADDI, OP_MULI, OP_ANDI, OP_ORI, OP_XORI = T.OP_ADDI, T.OP_MULI, T.OP_ANDI, T.OP_ORI, T.OP_XORI
 OP_SHLI, OP_SHRI, OP_SRAI, OP_SLTI = T.OP_SHLI, T.OP_SHRI, T.OP_SRAI, T.OP_SLTI
 OP_LOOP = T.OP_LOOP
-OP_DMA_DIM, OP_DMA, OP_MM_LDW, OP_MM_MUL = T.OP_DMA_DIM, T.OP_DMA, T.OP_MM_LDW, T.OP_MM_MUL
-OP_EMB, OP_SIG, OP_WAIT, OP_BARRIER, OP_FENCE, OP_MARK = T.OP_EMB, T.OP_SIG, T.OP_WAIT, T.OP_BARRIER, T.OP_FENCE, T.OP_MARK
+OP_DMA_DIM, OP_SIG, OP_WAIT, OP_BARRIER, OP_FENCE, OP_MARK = (T.OP_DMA_DIM, T.OP_SIG, T.OP_WAIT, T.OP_BARRIER,
+                                                              T.OP_FENCE, T.OP_MARK)
 RD, RS1, RS2, RS3, IMM, DT, DT2, FLAG, SEM, ENG, SR = T.RD, T.RS1, T.RS2, T.RS3, T.IMM, T.DT, T.DT2, T.FLAG, T.SEM, T.ENG, T.SR
 
-@njit(cache=True, nogil=True)
+@jit(inline="always")
+def issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+    """Hand the async instruction at pc `cur` to its unit (its `issue`, compiled on its own; units.py).
+    Returns (completion cycle or -1 with a fault recorded, cycles the PE stalled)."""
+    address = prog.unit_entry[UNIT_SLOT[prog.code[cur, 0]]]
+    if address == 0:    # not in the launch's entry table: cannot happen for code the table was made from
+        set_fault(chk.fault, FAULT_INSTRUCTION, p, cur, -1, -1)
+        return np.int64(-1), np.int64(0)
+    return call_unit(address, prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
+
+
+@jit
 def run_launch(prog, mem, cfg, res, rec, chk, regs):
     """Run one launch to completion or to its first fault: `prog` (state.Program) on the memories `mem`
     (state.Memory) of a card configured by the vector `cfg`, its shared resources' free cycles in `res`;
@@ -309,14 +317,9 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
             elif op == OP_MARK:
                 if events.shape[0] > 0:
                     record_event(events, evn, cstat, TRACK_PE, p, tp, tp, cur, op, dec[cur, IMM], K_MARK)
-            # --- async units: vector and matrix are private to the PE, so they issue at once ----------
-            elif IS_VECTOR[op]:
-                done = vec_unit.issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r)
-                if done < 0:
-                    return tp
-                last_done = max(last_done, done)
-            elif op == OP_MM_LDW or op == OP_MM_MUL:
-                done = mat_unit.issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r)
+            # --- async units private to the PE (vector, matrix) issue at once ---------------------------
+            elif UNIT_SLOT[op] >= 0 and not SHARED_UNIT[op]:
+                done, stall = issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
                 if done < 0:
                     return tp
                 last_done = max(last_done, done)
@@ -335,15 +338,10 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                     tp -= ISSUE_CYCLES[op]
                     executed -= 1            # not issued yet: it runs again when this PE resumes
                     break
-                if op == OP_DMA:
-                    done, stall = dma_unit.issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
+                if UNIT_SLOT[op] >= 0:        # the card's shared units: DMA, embedding
+                    done, stall = issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
                     tp += stall          # a full descriptor queue stalls the PE
                     stalled += stall
-                    if done < 0:
-                        return tp
-                    last_done = max(last_done, done)
-                elif op == OP_EMB:
-                    done = emb_unit.issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
                     if done < 0:
                         return tp
                     last_done = max(last_done, done)

@@ -31,4 +31,9 @@ VEC_BINARY = _array(lambda i: i.vec_operands == 2, np.bool_)
 VEC_BCAST = _array(lambda i: i.broadcast, np.bool_)
 VEC_FLOAT_ONLY = _array(lambda i: i.float_only, np.bool_)
 VEC_TRANS = _array(lambda i: i.transcendental, np.bool_)
-IS_VECTOR = _array(lambda i: i.unit == "vector", np.bool_)
+# the async unit that runs an instruction: its slot in a launch's table of unit entry points (units.py), or -1
+# for an instruction the core runs itself
+UNIT_SLOT = _array(lambda i: T.ASYNC_UNITS.index(i.unit) if i.async_op else -1)
+# the units whose resources every PE of the card shares (the DRAM channel and SRAM ring, the one embedding
+# unit): their instructions, like sync's, issue only when no other PE is behind (global time order)
+SHARED_UNIT = _array(lambda i: i.async_op and i.unit in ("dma", "embedding"), np.bool_)

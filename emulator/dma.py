@@ -8,7 +8,7 @@ See docs/timing.md.
 import math
 
 import numpy as np
-from numba import njit
+from .jit import jit
 
 from vnpu.isa import table as T
 
@@ -24,7 +24,7 @@ from .state import (C_BURST, C_DMA_BPC, C_DMA_ENGINES, C_DMA_QDEPTH, C_DMA_SETUP
 MAX_ROWS = 1 << 24
 
 
-@njit(cache=True, nogil=True)
+@jit
 def dram_run_cycles(address, nbytes, cfg):
     """Cycles the DRAM channel is busy for one contiguous run: whole bursts, at an efficiency that rises
     from `random_efficiency` for a lone burst to 1 for a run of a DRAM page or more."""
@@ -38,7 +38,7 @@ def dram_run_cycles(address, nbytes, cfg):
     return moved / cfg[C_DRAM_BPC] / eff
 
 
-@njit(cache=True, nogil=True)
+@jit
 def book(res, channel, begin, cycles, cstat, busy_stat):
     """Book `cycles` on a card-wide channel (the DRAM channel, the SRAM ring), first come first served in
     global time order; returns when this use of it ends."""
@@ -48,7 +48,7 @@ def book(res, channel, begin, cycles, cstat, busy_stat):
     return start + cycles
 
 
-@njit(cache=True, nogil=True)
+@jit
 def span(base, nbytes, c1, s1, c2, s2):
     """[lo, hi): the bytes the rows of a strided access touch at most (strides may be negative)."""
     lo = base + min(0, (c1 - 1) * s1) + min(0, (c2 - 1) * s2)
@@ -56,7 +56,7 @@ def span(base, nbytes, c1, s1, c2, s2):
     return lo, hi
 
 
-@njit(cache=True, nogil=True)
+@jit
 def check_rows(ptab, lay, pe, base, nbytes, c1, s1, c2, s2):
     """(False, first address not mapped) for the first row that is not wholly mapped, (True, 0) when all
     rows are valid. The flag is separate because any int64, negative ones included, can be the bad address.
@@ -82,7 +82,7 @@ def check_rows(ptab, lay, pe, base, nbytes, c1, s1, c2, s2):
     return True, np.int64(0)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def copy_rows_fast(pool, ptab, lay, pe, dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2):
     """Copy every row when both the source's and the destination's spans are each one mapped, contiguous run
     of the pool and do not overlap: rows are then plain offsets into the pool, with no translation per row
@@ -122,7 +122,7 @@ def copy_rows_fast(pool, ptab, lay, pe, dst, src, nbytes, c1, ss1, ds1, c2, ss2,
     return True
 
 
-@njit(cache=True, nogil=True)
+@jit
 def transfer(mem, pe, desc, t_start, cfg, res, cstat):
     """Copy and time one descriptor `desc` = (dst, src, nbytes, c1, ss1, ds1, c2, ss2, ds2) for PE pe in the
     memories `mem` (state.Memory). Returns (status, end_cycle, bad_address); status 0 ok, 1 bad source
@@ -168,7 +168,7 @@ def transfer(mem, pe, desc, t_start, cfg, res, cstat):
     return 0, end + latency, -1
 
 
-@njit(cache=True, nogil=True)
+@jit
 def cost_parts(src_region, dst_region, total, dram_cyc, cfg):
     """The cycles of a transfer of `total` bytes on each resource it uses, and its latency: (the engine's
     stream, the PE-local port, the shared SRAM ring, the DRAM channel, latency). Regions: 0 local, 1 shared
@@ -187,7 +187,7 @@ def cost_parts(src_region, dst_region, total, dram_cyc, cfg):
     return stream, local, sram, dram, latency
 
 
-@njit(cache=True, nogil=True)
+@jit
 def copy_cycles(lay, src, dst, nbytes, cfg):
     """Cycles one DMA engine takes to copy nbytes contiguous bytes from device address src to dst on an idle
     card (nothing else booked): the formula of `transfer`, for callers outside a launch (the driver's
@@ -203,9 +203,8 @@ def copy_cycles(lay, src, dst, nbytes, cfg):
     return int(cfg[C_DMA_SETUP]) + max(stream, local, sram, dram) + latency
 
 
-# inlined into the core at the numba IR level: compiled as a separate function it would carry its own copy of
-# every helper it calls through LLVM again (7 s more of cold start for the four units)
-@njit(cache=True, nogil=True, inline="always")
+# compiled on its own the first time a launch uses this unit; the core calls it through its address (units.py)
+@jit
 def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
     """Issue the `dma` at pc `cur` of PE p at cycle tp (registers r): take the engine's staged dimensions,
     check the descriptor, wait for a free slot in the engine's queue, copy and price the transfer (booking

@@ -16,7 +16,7 @@ short run; requests in flight (`outstanding`) hide the DRAM latency up to that b
 import math
 
 import numpy as np
-from numba import njit
+from .jit import jit
 
 from vnpu.isa import table as T
 
@@ -44,7 +44,7 @@ SETUP_CYCLES = 16   # [inf] descriptor fetch and start
 MAX_COUNT = 1 << 31
 
 
-@njit(cache=True, nogil=True)
+@jit
 def row_bytes(fmt, dim):
     if fmt == FMT_FP32:
         return 4 * dim
@@ -57,14 +57,14 @@ def row_bytes(fmt, dim):
     return (dim + 1) // 2 + 4
 
 
-@njit(cache=True, nogil=True)
+@jit
 def segment_count(desc):
     if desc[D_MODE] & MODE_OFFSETS and desc[D_MODE] & MODE_INCLUDE_LAST:
         return desc[D_NUM_BAGS] + 1
     return desc[D_NUM_BAGS]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def valid(desc):
     if desc[D_FORMAT] < 0 or desc[D_FORMAT] > FMT_INT4 or desc[D_DIM] <= 0 or desc[D_DIM] > 65536:
         return False
@@ -86,17 +86,17 @@ def valid(desc):
     return desc[D_RES0] == 0 and desc[D_RES1] == 0
 
 
-@njit(cache=True, nogil=True)
+@jit
 def output_address(desc):
     return desc[D_OUTPUT]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def output_bytes(desc):
     return desc[D_NUM_BAGS] * desc[D_DIM] * (4 if desc[D_OUT_DTYPE] == 0 else 2)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def ranges(desc, reads):
     """Fill reads[k] = [lo, hi) device addresses the lookup reads; -1 if the descriptor is malformed."""
     if not valid(desc):
@@ -114,7 +114,7 @@ def ranges(desc, reads):
     return 4
 
 
-@njit(cache=True, nogil=True)
+@jit
 def accumulate_row(pool, off, fmt, dim, w, weighted, acc):
     """acc += w * row (or acc += row): the row at flat pool offset off, dequantized to fp32 first
     (q * scale + bias, rounded), then weighted (rounded), then added — the unit's order of operations."""
@@ -156,14 +156,14 @@ def accumulate_row(pool, off, fmt, dim, w, weighted, acc):
             acc[j] += np.float32(np.float32(pool[off + j]) * scale) + bias
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _read_int(pool, off, nbytes, i):
     if nbytes == 4:
         return np.int64(pool[off + 4 * i:off + 4 * i + 4].view(np.int32)[0])
     return pool[off + 8 * i:off + 8 * i + 8].view(np.int64)[0]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     """Run one pooled lookup. Returns (status, done_cycle, bad, why): status 0 ok; 1 bad address (bad is it);
     2 bad contents (why names it, bad is the first offending position)."""
@@ -303,13 +303,12 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     return 0, end + int(latency), -1, 0
 
 
-# inlined into the core at the numba IR level: compiled as a separate function it would carry its own copy of
-# every helper it calls through LLVM again (7 s more of cold start for the four units)
-@njit(cache=True, nogil=True, inline="always")
+# compiled on its own the first time a launch uses this unit; the core calls it through its address (units.py)
+@jit
 def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
     """Issue the `emb` at pc `cur` of PE p at cycle tp (registers r): read its descriptor from local memory,
     check it, run the lookup on the card's one embedding unit (in issue order across PEs), and complete it.
-    Returns its completion cycle, or -1 with the fault recorded in chk.fault."""
+    Returns (its completion cycle, 0), or (-1, 0) with the fault recorded in chk.fault."""
     dec, pe_ids, pool, ptab, lay = prog.code, prog.pe_ids, mem.pool, mem.ptab, mem.layout
     fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
     cstat, events, evn = rec.cstat, rec.events, rec.evn
@@ -323,18 +322,18 @@ def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
     s = dec[cur, T.SEM]
     if s >= nsem:
         set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
-        return -1
+        return -1, 0
     d = r[dec[cur, T.RS1]]
     if not local_ok(lay, d, 8 * T.EMB_DESC_WORDS):
         nd = 8 * T.EMB_DESC_WORDS
         set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, d, nd), nd)
-        return -1
+        return -1, 0
     desc = pool[lbase[p] + d:lbase[p] + d + 8 * T.EMB_DESC_WORDS].view(np.int64).copy()
     if sanitize:
         nr = ranges(desc, reads)
         if nr < 0:
             set_fault(fault, FAULT_INSTRUCTION, p, cur, d, WHY_EMB_DESC)
-            return -1
+            return -1, 0
         kd = san_mod.key(local_bytes, pe_ids[p], d)
         for k in range(san_mod.NREAD):
             if reads[k, 1] > reads[k, 0]:
@@ -351,7 +350,7 @@ def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
             hit = san_mod.check(san, sanc, where, p, Q_SCALAR, tmp, 0, 0, plain)
         if hit >= 0:
             race(fault, san, where, p, cur, hit)
-            return -1
+            return -1, 0
     start = max(tp, res[R_EMB])
     st, done, bad, why = lookup(pool, ptab, lay, pe_ids[p], desc, start, cfg, res, cstat)
     if st != 0:
@@ -359,12 +358,12 @@ def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
             set_fault(fault, FAULT_ADDRESS, p, cur, bad, -1)
         else:
             set_fault(fault, FAULT_INSTRUCTION, p, cur, bad, why)
-        return -1
+        return -1, 0
     res[R_EMB] = done
     cstat[S_EMB_BUSY] += done - start
     cstat[S_EMB_LOOKUPS] += desc[D_NUM_BAGS]
     cstat[S_EMB_ROWS] += desc[D_NUM_INDICES]
     if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_EMB,
                      TRACK_EMB, start, done, desc[D_NUM_INDICES], reads, wlo, whi, plain):
-        return -1
-    return done
+        return -1, 0
+    return done, 0

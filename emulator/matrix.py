@@ -9,7 +9,7 @@ Cycles: the fill / stream / drain model of SCALE-Sim v3, which it reproduces exa
 import math
 
 import numpy as np
-from numba import njit
+from .jit import jit
 
 from vnpu.isa import table as T
 
@@ -22,7 +22,7 @@ from .state import (C_FP16_RATE, C_FP32_RATE, C_INT8_RATE, C_LOCAL_BPC, C_MCOLS,
                     WHY_DTYPE, WHY_NO_WEIGHTS, WHY_SEMAPHORE, WHY_SIZE, WHY_WEIGHTS)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def multiply_cycles(M, N, K, rows, cols, depth, dataflow, rate):
     """Cycles of one mm.mul of an M x K by K x N product (weights already in the unit's buffer).
 
@@ -48,7 +48,7 @@ def multiply_cycles(M, N, K, rows, cols, depth, dataflow, rate):
     return int(math.ceil(cyc / rate))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def load_weights_cycles(K, N, elem_bytes, local_bytes_per_cycle):
     """mm.ldw moves the tile from PE-local SRAM into the unit's weight buffer at the local port's width."""
     return max(1, int(math.ceil(K * N * elem_bytes / local_bytes_per_cycle)))
@@ -57,7 +57,7 @@ def load_weights_cycles(K, N, elem_bytes, local_bytes_per_cycle):
 INT8_EXACT_K = 1024   # int8 x int8 sums of up to 1024 products stay within 2**24: exact in fp32
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
+@jit(fastmath={"contract"})
 def _gemm_rows(a, w, acc, M, K, N):
     """acc[i, :] = sum over k, in K order, of a[i, k] * w[k, :], in fp32.
 
@@ -110,7 +110,7 @@ def _gemm_rows(a, w, acc, M, K, N):
                     r1[j] += a1 * wk[j]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def multiply_int8(pool, a_off, w, out_off, M, K, N, accumulate):
     """int8 x int8 -> int32, wrapping. Computed in fp32 on chunks of K small enough to be exact (each chunk's
     sum is an integer below 2**24), the chunks added into the int32 result (modulo 2**32, as it wraps)."""
@@ -136,7 +136,7 @@ def multiply_int8(pool, a_off, w, out_off, M, K, N, accumulate):
 CANONICAL_NAN = np.uint32(0x7FC00000)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _store_float_result(out, flat, accumulate):
     """out (=|+=) flat, then every NaN made the canonical quiet NaN (the engines agree on NaN bits)."""
     if accumulate:
@@ -149,7 +149,7 @@ def _store_float_result(out, flat, accumulate):
             bits[t] = CANONICAL_NAN
 
 
-@njit(cache=True, nogil=True)
+@jit
 def multiply_fp32(pool, a_off, w, out_off, M, K, N, accumulate):
     """fp32 x fp32: products exact in fp64, summed in fp64 in K order, rounded once into the fp32 result
     (with accumulate, the fp32 accumulator is added in fp64 before that one rounding)."""
@@ -164,7 +164,7 @@ def multiply_fp32(pool, a_off, w, out_off, M, K, N, accumulate):
     _store_float_result(out, flat.astype(np.float32), False)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def multiply_fp16(pool, a_off, w, out_off, M, K, N, accumulate):
     """fp16 x fp16 -> fp32, accumulated in K order."""
     a = np.empty(M * K, dtype=np.float32)
@@ -177,13 +177,12 @@ def multiply_fp16(pool, a_off, w, out_off, M, K, N, accumulate):
     _store_float_result(out, acc.reshape(M * N), accumulate)
 
 
-# inlined into the core at the numba IR level: compiled as a separate function it would carry its own copy of
-# every helper it calls through LLVM again (7 s more of cold start for the four units)
-@njit(cache=True, nogil=True, inline="always")
-def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
+# compiled on its own the first time a launch uses this unit; the core calls it through its address (units.py)
+@jit
+def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
     """Issue mm.ldw or mm.mul at pc `cur` of PE p at cycle tp (registers r): check the operands, load the
-    weight tile or multiply, price it, book the PE's matrix unit and complete it. Returns its completion
-    cycle, or -1 with the fault recorded in chk.fault."""
+    weight tile or multiply, price it, book the PE's matrix unit and complete it. Returns (its completion
+    cycle, 0), or (-1, 0) with the fault recorded in chk.fault."""
     dec, pe_ids, pool, lay = prog.code, prog.pe_ids, mem.pool, mem.layout
     fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
     pstat, cstat, events, evn = rec.pstat, rec.cstat, rec.events, rec.evn
@@ -197,7 +196,7 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
     s = dec[cur, T.SEM]
     if s >= nsem:
         set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
-        return -1
+        return -1, 0
     dt = dec[cur, T.DT]
     eb = ELEM[dt]
     lb = lbase[p]
@@ -209,11 +208,11 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
         # K and N bounded before the product, which could wrap in int64
         if K <= 0 or N <= 0 or K > wbuf_bytes or N > wbuf_bytes or K * N * eb > wbuf_bytes:
             set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_WEIGHTS)
-            return -1
+            return -1, 0
         nbytes = K * N * eb
         if not local_ok(lay, a, nbytes):
             set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, nbytes), nbytes)
-            return -1
+            return -1, 0
         ka = san_mod.key(local_bytes, pe_ids[p], a)
         reads[0, 0] = ka
         reads[0, 1] = ka + nbytes
@@ -225,21 +224,21 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
         M = r[dec[cur, T.RS2]]
         if wk[p, 0] < 0:
             set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_NO_WEIGHTS)
-            return -1
+            return -1, 0
         if wk[p, 2] != dt:
             set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
-            return -1
+            return -1, 0
         K = wk[p, 0]
         N = wk[p, 1]
         if M < 0 or M > MAX_ELEMS:
             set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
-            return -1
+            return -1, 0
         if not local_ok(lay, a, M * K * eb):
             set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, M * K * eb), M * K * eb)
-            return -1
+            return -1, 0
         if not local_ok(lay, dst, M * N * 4):
             set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, dst, M * N * 4), M * N * 4)
-            return -1
+            return -1, 0
         ka = san_mod.key(local_bytes, pe_ids[p], a)
         reads[0, 0] = ka
         reads[0, 1] = ka + M * K * eb
@@ -249,7 +248,7 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
         hit = san_mod.check(san, sanc, where, p, Q_MATRIX, reads, wlo, whi, plain)
         if hit >= 0:
             race(fault, san, where, p, cur, hit)
-            return -1
+            return -1, 0
     if op == T.OP_MM_LDW:
         wbuf[p, :nbytes] = pool[lb + a:lb + a + nbytes]
         wk[p, 0] = K
@@ -277,5 +276,5 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
     pstat[p, P_MATRIX] += cyc
     if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_MATRIX,
                      TRACK_MATRIX, start, done, aux, reads, wlo, whi, plain):
-        return -1
-    return done
+        return -1, 0
+    return done, 0

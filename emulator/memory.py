@@ -14,7 +14,7 @@ from __future__ import annotations
 import mmap
 
 import numpy as np
-from numba import njit
+from .jit import jit
 
 from vnpu.errors import IllegalAddress, OutOfMemory
 from vnpu.isa import table as T
@@ -180,14 +180,14 @@ class CardMemory:
 
 # --- compiled address translation -------------------------------------------------------------------
 
-@njit(cache=True, nogil=True)
+@jit
 def in_range(address, nbytes, base, size):
     """True when [address, address+nbytes) lies inside [base, base+size). Written without
     `address + nbytes`, which wraps negative for an address near 2**63 and would pass a naive check."""
     return 0 <= nbytes <= size and address >= base and address - base <= size - nbytes
 
 
-@njit(cache=True, nogil=True)
+@jit
 def translate(ptab, lay, pe, address, nbytes):
     """Flat pool offset of [address, address+nbytes) as seen by PE `pe`, or -1 if any byte is outside
     a mapped page or the range is not one contiguous run of the pool. pe < 0: no local memory."""
@@ -212,7 +212,7 @@ def translate(ptab, lay, pe, address, nbytes):
     return p0 * 65536 + (g & 65535)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def first_bad_byte(ptab, lay, pe, address, nbytes):
     """The first byte of [address, address+nbytes) that PE pe may not touch (the address a fault names, on
     both engines: like a CPU's faulting address, the first byte of the access that is not mapped).
@@ -239,7 +239,7 @@ def first_bad_byte(ptab, lay, pe, address, nbytes):
     return address
 
 
-@njit(cache=True, nogil=True)
+@jit
 def first_bad_local(lay, address, nbytes):
     """first_bad_byte for an access that must lie in PE-local memory."""
     if nbytes <= 0 or address < 0 or address >= lay[L_LOCAL_BYTES]:
@@ -247,7 +247,7 @@ def first_bad_local(lay, address, nbytes):
     return lay[L_LOCAL_BYTES]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def region_of(lay, address):
     """0 local, 1 shared SRAM, 2 DRAM, -1 none (the region that prices an access)."""
     if 0 <= address < lay[L_LOCAL_BYTES]:
@@ -259,7 +259,7 @@ def region_of(lay, address):
     return -1
 
 
-@njit(cache=True, nogil=True)
+@jit
 def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
     """Copy nbytes between two device ranges seen by PE pe, page run by page run. -1 on a bad source
     address, -2 on a bad destination. Overlapping ranges copy like memmove (every byte read before any is
@@ -283,7 +283,7 @@ def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
     return 0
 
 
-@njit(cache=True, nogil=True)
+@jit
 def copy_host(pool, ptab, lay, pe, address, host, to_device):
     """Copy between a host byte array and device memory, page run by page run; -1 on a bad address."""
     done = 0

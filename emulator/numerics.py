@@ -7,11 +7,13 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.core.extending import intrinsic
 
+from .jit import jit
 
-@njit(cache=True, nogil=True)
+
+@jit
 def f32bits_to_f16bits(f):
     """numpy's npy_floatbits_to_halfbits: one float32's bits to float16 bits, round to nearest even."""
     h_sgn = (f & 0x80000000) >> 16
@@ -42,7 +44,7 @@ def f32bits_to_f16bits(f):
     return h_sgn + (f_sig >> 13) + h_exp
 
 
-@njit(cache=True, nogil=True)
+@jit
 def f16bits_to_f32bits(h):
     """numpy's npy_halfbits_to_floatbits: exact."""
     h_exp = h & 0x7C00
@@ -63,21 +65,21 @@ def f16bits_to_f32bits(h):
     return f_sgn + (((h & 0x7FFF) + 0x1C000) << 13)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def f16_to_f32(src_u16, out_f32):
     bits = out_f32.view(np.uint32)
     for i in range(len(src_u16)):
         bits[i] = f16bits_to_f32bits(np.uint32(src_u16[i]))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def f32_to_f16(src_f32, out_u16):
     bits = src_f32.view(np.uint32)
     for i in range(len(out_u16)):
         out_u16[i] = f32bits_to_f16bits(np.uint32(bits[i]))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def round_half_even(x):
     return np.rint(x)
 
@@ -93,24 +95,24 @@ def _bitcast_u32_to_f32(typingctx, x):
     return types.float32(types.uint32), codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def bits_to_f32(bits):
     return _bitcast_u32_to_f32(np.uint32(bits))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def load_u32(pool, off):
     """A little-endian uint32 from any byte offset."""
     return (np.uint32(pool[off]) | (np.uint32(pool[off + 1]) << 8) | (np.uint32(pool[off + 2]) << 16)
             | (np.uint32(pool[off + 3]) << 24))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def load_f32(pool, off):
     return bits_to_f32(load_u32(pool, off))
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def load_f16(pool, off):
     return bits_to_f32(f16bits_to_f32bits(np.uint32(pool[off]) | (np.uint32(pool[off + 1]) << 8)))
 
@@ -126,18 +128,18 @@ def _bitcast_f32_to_u32(typingctx, x):
     return types.uint32(types.float32), codegen
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def f32_bits(x):
     return _bitcast_f32_to_u32(np.float32(x))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def quiet_nan_f32(x):
     """A NaN with its quiet bit set, sign and payload kept (what an IEEE operation returns for a NaN input)."""
     return bits_to_f32(f32_bits(x) | np.uint32(0x00400000))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _next_f32_toward(r, target):
     """The float32 next to r in the direction of the float64 `target` (r != target, both finite)."""
     if r == 0:
@@ -148,7 +150,7 @@ def _next_f32_toward(r, target):
     return bits_to_f32(b - np.uint32(1))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def fma_f32(x, s, c):
     """x * s + c for float32 x, s, c rounded once to float32 (round to nearest even), like a fused
     multiply-add. The product is exact in float64 (24 + 24 bits); the sum is exact as the pair S + err

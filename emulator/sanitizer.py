@@ -10,7 +10,7 @@ checked against what the other PE has not yet waited for at that moment; ranges 
 their bounding interval (conservative).
 """
 import numpy as np
-from numba import njit
+from .jit import jit
 
 SAN_CAP = 4096
 (Z_LIVE, Z_PE, Z_QUEUE, Z_SEM, Z_PC, Z_R0LO, Z_R0HI, Z_R1LO, Z_R1HI, Z_R2LO, Z_R2HI, Z_R3LO, Z_R3HI, Z_WLO,
@@ -37,7 +37,7 @@ def new_table():
     return np.zeros((SAN_CAP, NZ), dtype=np.int64), np.zeros(2, dtype=np.int64)  # table, [used, seq]
 
 
-@njit(cache=True, nogil=True)
+@jit
 def key(local_bytes, pe, address):
     """One namespace for all memories: a PE's local bytes are distinct from every other PE's."""
     if 0 <= address < local_bytes:
@@ -45,12 +45,12 @@ def key(local_bytes, pe, address):
     return address
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _overlap(alo, ahi, blo, bhi):
     return alo < ahi and blo < bhi and alo < bhi and blo < ahi
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _rows_first(alo, ahi, arow, acnt, astr, blo, bhi, brow, bcnt, bstr):
     """The first byte two strided patterns share (cnt rows of `row` bytes, `str` apart, first at lo; hi
     bounds them), or -1. Exact for 2-D patterns (a DMA writing columns of a matrix that another PE also
@@ -86,7 +86,7 @@ def _rows_first(alo, ahi, arow, acnt, astr, blo, bhi, brow, bcnt, bstr):
     return first
 
 
-@njit("void(int64[::1], int64, int64, int64, int64, int64, int64, int64)", cache=True, nogil=True)
+@jit("void(int64[::1], int64, int64, int64, int64, int64, int64, int64)")
 def _note(where, byte, this_writes, other_writes, tlo, thi, olo, ohi):
     where[W_BYTE] = byte
     where[W_THIS_WRITES] = this_writes
@@ -97,8 +97,7 @@ def _note(where, byte, this_writes, other_writes, tlo, thi, olo, ohi):
     where[W_OTHER_HI] = ohi
 
 
-@njit("int64(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64[:, ::1], int64, int64, int64[::1])",
-      cache=True, nogil=True)
+@jit("int64(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64[:, ::1], int64, int64, int64[::1])")
 def check(san, sanc, where, pe, queue, reads, wlo, whi, pat):
     """Index of an in-flight operation this access races with, or -1 (then `where` tells the first shared
     byte and both ranges). reads: int64[NREAD, 2]; pat: [read0 row bytes, rows, stride, write row bytes,
@@ -136,7 +135,7 @@ def check(san, sanc, where, pe, queue, reads, wlo, whi, pat):
     return -1
 
 
-@njit(cache=True, nogil=True)
+@jit
 def _compact(san, sanc):
     j = 0
     for i in range(sanc[0]):
@@ -147,8 +146,7 @@ def _compact(san, sanc):
     sanc[0] = j
 
 
-@njit("void(int64[:, ::1], int64[::1], int64, int64, int64, int64, int64[:, ::1], int64, int64, int64[::1])",
-      cache=True, nogil=True)
+@jit("void(int64[:, ::1], int64[::1], int64, int64, int64, int64, int64[:, ::1], int64, int64, int64[::1])")
 def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi, pat):
     if sanc[0] >= SAN_CAP:
         _compact(san, sanc)
@@ -177,7 +175,7 @@ def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi, pat):
     sanc[0] += 1
 
 
-@njit("void(int64[:, ::1], int64[::1], int64, int64, int64)", cache=True, nogil=True)
+@jit("void(int64[:, ::1], int64[::1], int64, int64, int64)")
 def retire(san, sanc, pe, sem, count):
     """Retire the `count` oldest live operations of PE pe on semaphore sem (sem < 0: all of them)."""
     left = count

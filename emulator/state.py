@@ -5,7 +5,8 @@ from collections import namedtuple
 import numpy as np
 
 # --- a launch's state, grouped by what it is (named tuples of arrays: free to pass to compiled code) -----
-Program = namedtuple("Program", "code entry pe_ids ids")         # decoded rows, entry pc, PEs, [rodata, card, launch]
+# decoded rows, entry pc, PEs, [rodata, card, launch], the address of each async unit's issue (units.py)
+Program = namedtuple("Program", "code entry pe_ids ids unit_entry")
 Memory = namedtuple("Memory", "pool ptab layout weights")         # the card's pool, a context's page table, the
                                                                   # address layout, the matrix units' weight buffers
 Record = namedtuple("Record", "pstat cstat events evn")           # per-PE and card statistics, trace events

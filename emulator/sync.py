@@ -6,7 +6,7 @@ PE's semaphore `barrier_cycles` later; `fence` waits for everything the PE issue
 of the launch until the last arrives. The scheduler state these change travels in state.Sched. The
 functions are inlined into the core (numba IR), like the units' issue functions.
 """
-from numba import njit
+from .jit import jit
 
 from vnpu.isa import table as T
 
@@ -17,7 +17,7 @@ from .state import (BARRIER, C_BARRIER, C_DMA_ENGINES, C_NSEM, FAULT_INSTRUCTION
                     WHY_SEMAPHORE, WHY_SIG_PE)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def signal(prog, cfg, chk, units, sched, p, cur, tp, r):
     """`sig rs1, s`: semaphore s of PE rs1 += 1, delivered barrier_cycles later. Returns the wake cycle of
     that PE if it is waiting on s (INF if it still cannot run), or -1 with a fault recorded."""
@@ -40,7 +40,7 @@ def signal(prog, cfg, chk, units, sched, p, cur, tp, r):
     return INF_CYCLE
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def wait(prog, cfg, rec, chk, units, sched, p, cur, tp):
     """`wait s, n`: 1 when the n earliest signals have arrived by tp (taken; the sanitizer retires the n
     oldest operations on s), 0 when the PE blocks until they arrive, -1 with a fault recorded."""
@@ -63,7 +63,7 @@ def wait(prog, cfg, rec, chk, units, sched, p, cur, tp):
     return 0
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def fence(prog, cfg, rec, chk, units, p, cur, tp):
     """`fence`: the cycle by which everything PE p issued is done (its stall is recorded); the sanitizer
     retires all of the PE's in-flight operations."""
@@ -85,7 +85,7 @@ def fence(prog, cfg, rec, chk, units, p, cur, tp):
     return tdone
 
 
-@njit(cache=True, nogil=True, inline="always")
+@jit(inline="always")
 def barrier(prog, cfg, rec, sched, p, cur, tp):
     """`barrier`: PE p arrives at tp. Returns -1 while others are still to come (p waits in BARRIER), or
     the cycle every PE resumes at when p is the last (barrier_cycles after the latest arrival); the others

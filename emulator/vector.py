@@ -11,7 +11,7 @@ default NaN. `vcopy` moves bits unchanged. The reference interpreter defines the
 import math
 
 import numpy as np
-from numba import njit
+from .jit import jit
 
 from vnpu.isa import table as T
 
@@ -32,20 +32,20 @@ V_ADD, V_SUB, V_MUL, V_MAX, V_MIN, V_RELU, V_SIGMOID, V_TANH, V_EXP, V_GELU, V_C
 CANONICAL_NAN = np.uint32(0x7FC00000)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def elementwise_cycles(n, dt, transcendental, width_bits, latency, trans_cycles):
     lanes = width_bits // (8 * ELEM[dt])
     per = trans_cycles if transcendental else 1
     return latency + ((n + lanes - 1) // lanes) * per
 
 
-@njit(cache=True, nogil=True)
+@jit
 def reduce_cycles(n, dt, width_bits, latency):
     lanes = width_bits // (8 * ELEM[dt])
     return latency + (n + lanes - 1) // lanes + int(math.ceil(math.log2(max(lanes, 2))))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def load_float(pool, off, n, dt):
     if dt == DT_F32:
         return pool[off:off + 4 * n].view(np.float32).copy()
@@ -54,7 +54,7 @@ def load_float(pool, off, n, dt):
     return x
 
 
-@njit(cache=True, nogil=True)
+@jit
 def store_float(pool, off, x, dt):
     n = len(x)
     if dt == DT_F32:
@@ -63,14 +63,14 @@ def store_float(pool, off, x, dt):
         f32_to_f16(x, pool[off:off + 2 * n].view(np.uint16))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def load_int(pool, off, n, dt):
     if dt == DT_I8:
         return pool[off:off + n].view(np.int8).astype(np.int64)
     return pool[off:off + 4 * n].view(np.int32).astype(np.int64)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def store_int(pool, off, x, dt):
     """Store with two's-complement wrap to the element width (numpy's astype semantics)."""
     n = len(x)
@@ -84,14 +84,14 @@ def store_int(pool, off, x, dt):
             d32[i] = np.int32(((x[i] + 2147483648) & 4294967295) - 2147483648)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def gelu64(x):
     if math.isinf(x):        # the limits (PyTorch's fp32 formula gives NaN at both infinities)
         return x if x > 0 else -0.0
     return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
-@njit(cache=True, nogil=True)
+@jit
 def nan_result(a, b, binary):
     """The NaN a float op writes: its first NaN operand, quieted (sign and payload kept); a NaN made from
     numbers (inf - inf, 0 * inf, sqrt(-1)) is the canonical quiet NaN. Defined here, not left to the host's
@@ -103,7 +103,7 @@ def nan_result(a, b, binary):
     return bits_to_f32(CANONICAL_NAN)
 
 
-@njit(cache=True, nogil=True)
+@jit
 def elementwise(pool, op, dt, dst, a, b, n, binary, bcast, float_only):
     """Returns False when the op is not defined for the dtype (an IllegalInstruction). binary: reads a
     second operand b; bcast: b is one element, used for every i; float_only: undefined for integers."""
@@ -188,7 +188,7 @@ def elementwise(pool, op, dt, dst, a, b, n, binary, bcast, float_only):
     return True
 
 
-@njit(cache=True, nogil=True)
+@jit
 def reduce(pool, is_max, dt, dst, a, n):
     """Sum or max of n elements; the result is i32 for integer inputs, f32 for floats."""
     if dt == DT_I8 or dt == DT_I32:
@@ -221,7 +221,7 @@ def reduce(pool, is_max, dt, dst, a, n):
         pool[dst:dst + 4].view(np.float32)[0] = r
 
 
-@njit(cache=True, nogil=True)
+@jit
 def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
     """vcvt. Float to integer: q = clamp(round_half_even(fma(x, scale, zp))), x * scale + zp rounded ONCE to
     fp32 (PyTorch's quantize_per_tensor with scale = 1.0f / fp32(its scale), bit for bit); NaN converts to 0
@@ -254,13 +254,12 @@ def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
         store_float(pool, dst, y, dst_dt)
 
 
-# inlined into the core at the numba IR level: compiled as a separate function it would carry its own copy of
-# every helper it calls through LLVM again (7 s more of cold start for the four units)
-@njit(cache=True, nogil=True, inline="always")
-def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
+# compiled on its own the first time a launch uses this unit; the core calls it through its address (units.py)
+@jit
+def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
     """Issue the vector instruction at pc `cur` of PE p at cycle tp (registers r): check its operands, compute
-    its result, price it, book the PE's vector unit and complete it. Returns its completion cycle, or -1
-    with the fault recorded in chk.fault."""
+    its result, price it, book the PE's vector unit and complete it. Returns (its completion cycle, 0),
+    or (-1, 0) with the fault recorded in chk.fault."""
     dec, pe_ids, pool, lay = prog.code, prog.pe_ids, mem.pool, mem.layout
     fault, san, sanc, sanitize = chk.fault, chk.san, chk.sanc, chk.sanitize
     pstat, cstat, events, evn = rec.pstat, rec.cstat, rec.events, rec.evn
@@ -273,12 +272,12 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
     s = dec[cur, T.SEM]
     if s >= nsem:
         set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SEMAPHORE)
-        return -1
+        return -1, 0
     dt = dec[cur, T.DT]
     n = r[dec[cur, T.RS3]]
     if n < 0 or n > MAX_ELEMS:
         set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_SIZE)
-        return -1
+        return -1, 0
     dst = r[dec[cur, T.RD]]
     a = r[dec[cur, T.RS1]]
     b = r[dec[cur, T.RS2]]
@@ -293,14 +292,14 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
     src_bytes = n * ELEM[dt]
     if not local_ok(lay, a, src_bytes):
         set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, a, src_bytes), src_bytes)
-        return -1
+        return -1, 0
     b_bytes = ELEM[dt] if bcast else src_bytes
     if binary and not local_ok(lay, b, b_bytes):
         set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, b, b_bytes), b_bytes)
-        return -1
+        return -1, 0
     if not local_ok(lay, dst, dst_bytes):
         set_fault(fault, FAULT_ADDRESS, p, cur, first_bad_local(lay, dst, dst_bytes), dst_bytes)
-        return -1
+        return -1, 0
     kd = np.int64(0)
     if sanitize:
         reads[:, :] = 0
@@ -315,7 +314,7 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
         hit = san_mod.check(san, sanc, where, p, Q_VECTOR, reads, kd, kd + dst_bytes, plain)
         if hit >= 0:
             race(fault, san, where, p, cur, hit)
-            return -1
+            return -1, 0
     lb = lbase[p]
     width = int(cfg[C_VWIDTH])
     if op == T.OP_VSUM or op == T.OP_VRMAX:
@@ -332,7 +331,7 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
         if not elementwise(pool, VEC_FN[op], dt, lb + dst, lb + a, lb + b, n, binary, bcast,
                                     VEC_FLOAT_ONLY[op]):
             set_fault(fault, FAULT_INSTRUCTION, p, cur, -1, WHY_DTYPE)
-            return -1
+            return -1, 0
         cyc = elementwise_cycles(n, dt, VEC_TRANS[op], width, int(cfg[C_VLAT]),
                                           int(cfg[C_VTRANS]))
     start = max(tp, vecfree[p])
@@ -342,5 +341,5 @@ def issue(prog, mem, cfg, rec, chk, units, scratch, p, cur, tp, r):
     pstat[p, P_VOPS] += n
     if not complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, Q_VECTOR,
                      TRACK_VECTOR, start, done, n, reads, kd, kd + dst_bytes, plain):
-        return -1
-    return done
+        return -1, 0
+    return done, 0

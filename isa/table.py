@@ -107,6 +107,8 @@ class Instr:
     broadcast: bool = False    # b is one element, used for every i
     float_only: bool = False   # undefined for integer element types (IllegalInstruction)
     transcendental: bool = False   # priced at vector.transcendental_cycles per vector
+    async_op: bool = False     # handed to its unit (DMA, matrix, vector, embedding), whose `issue` runs it and
+                               # signals sem at completion; the core runs every other instruction itself
 
     def encoding_fields(self):
         out = []
@@ -145,13 +147,14 @@ def _st(mn, op, nbytes):
 def _vbin(mn, op, expr, broadcast=False):
     return Instr(mn, op, (RD_, RS1_, RS2_, RS3_, DT_, SEM_), "vector", "vector_elementwise", 1,
                  f"for i < rs3: local_dt[rd+i] = {expr}; then signal sem",
-                 vec_fn=mn[1:-1] if broadcast else mn[1:], vec_operands=2, broadcast=broadcast)
+                 vec_fn=mn[1:-1] if broadcast else mn[1:], vec_operands=2, broadcast=broadcast, async_op=True)
 
 
 def _vun(mn, op, expr, float_only=False, transcendental=False):
     return Instr(mn, op, (RD_, RS1_, RS3_, DT_, SEM_), "vector", "vector_elementwise", 1,
                  f"for i < rs3: local_dt[rd+i] = {expr}; then signal sem",
-                 vec_fn=mn[1:], vec_operands=1, float_only=float_only, transcendental=transcendental)
+                 vec_fn=mn[1:], vec_operands=1, float_only=float_only, transcendental=transcendental,
+                 async_op=True)
 
 
 INSTRUCTIONS = (
@@ -204,14 +207,15 @@ INSTRUCTIONS = (
           "destination stride rs3 (bytes)"),
     Instr("dma", 0x51, (ENG_, RD_, RS1_, RS2_, SEM_), "dma", "dma_transfer", 1,
           "engine eng copies rs2 contiguous bytes from address rs1 to rd, repeated over the staged "
-          "outer dimensions (1-D to 3-D), then signals sem; clears the staged dimensions"),
+          "outer dimensions (1-D to 3-D), then signals sem; clears the staged dimensions", async_op=True),
     # --- matrix unit -------------------------------------------------------------------------------
     Instr("mm.ldw", 0x60, (RS1_, RS2_, RS3_, MDT, SEM_), "matrix", "matrix_load_weights", 1,
-          "load a K=rs2 x N=rs3 weight tile (row-major, dt) from local[rs1] into the matrix unit; then signal sem"),
+          "load a K=rs2 x N=rs3 weight tile (row-major, dt) from local[rs1] into the matrix unit; then signal sem",
+          async_op=True),
     Instr("mm.mul", 0x61, (RD_, RS1_, RS2_, MDT, ACC_, SEM_), "matrix", "matrix_multiply", 1,
           "local_acc[rd] (=|+=) A(M=rs2 x K, row-major, dt, at local[rs1]) @ W; acc is i32 for i8 (wrapping), "
           "f32 for f16 (exact products, f32 sums in K order) and for f32 (exact products summed in f64 in K order, "
-          "rounded once); a NaN result is the canonical quiet NaN; then signal sem"),
+          "rounded once); a NaN result is the canonical quiet NaN; then signal sem", async_op=True),
     # --- vector unit -------------------------------------------------------------------------------
     _vbin("vadd", 0x70, "a[i] + b[i]"),
     _vbin("vsub", 0x71, "a[i] - b[i]"),
@@ -232,18 +236,20 @@ INSTRUCTIONS = (
     _vbin("vmaxs", 0x88, "max(a[i], b[0]) (b: one element, broadcast)", broadcast=True),
     _vbin("vmins", 0x89, "min(a[i], b[0]) (b: one element, broadcast)", broadcast=True),
     Instr("vsum", 0x80, (RD_, RS1_, RS3_, DT_, SEM_), "vector", "vector_reduce", 1,
-          "local_acc[rd] = sum(a[0:rs3]) (acc dtype: i32 for integers, f32 for floats); then signal sem"),
+          "local_acc[rd] = sum(a[0:rs3]) (acc dtype: i32 for integers, f32 for floats); then signal sem",
+          async_op=True),
     Instr("vrmax", 0x81, (RD_, RS1_, RS3_, DT_, SEM_), "vector", "vector_reduce", 1,
-          "local_acc[rd] = max(a[0:rs3]) (acc dtype: i32 for integers, f32 for floats); then signal sem"),
+          "local_acc[rd] = max(a[0:rs3]) (acc dtype: i32 for integers, f32 for floats); then signal sem",
+          async_op=True),
     Instr("vcvt", 0x82, (RD_, RS1_, RS3_, RS2_, DT_, DT2_, SEM_), "vector", "vector_elementwise", 1,
           "convert rs3 elements from dt to dt2 with scale = f32(low 32 bits of rs2), zero point = int32(high 32): "
           "to integer q = clamp(round_even(fma(x, scale, f32(zp)))) with x * scale + zp rounded once to f32 "
           "(NaN gives 0), to float y = (x - zp) * scale from integers, float to float y = x (NaN quieted); "
-          "then signal sem"),
+          "then signal sem", async_op=True),
     # --- embedding unit ----------------------------------------------------------------------------
     Instr("emb", 0x90, (RS1_, SEM_), "embedding", "embedding_lookup", 1,
           "start the pooled lookup described by the descriptor at local[rs1] on the card's embedding unit; "
-          "then signal sem"),
+          "then signal sem", async_op=True),
     # --- synchronization ---------------------------------------------------------------------------
     Instr("sig", 0xA0, (RS1_, SEM_), "sync", "1", 1, "semaphore sem of PE rs1 += 1"),
     Instr("wait", 0xA1, (SEM_, UIMM16), "sync", "1 + stall", 1,
@@ -261,6 +267,7 @@ VECTOR_FUNCTIONS = tuple(dict.fromkeys(i.vec_fn for i in INSTRUCTIONS if i.vec_f
 BRANCH_CONDITIONS = ("eq", "ne", "lt", "ge", "ltu", "geu", "always")
 BY_OPCODE = {i.opcode: i for i in INSTRUCTIONS}
 UNITS = ("scalar", "control", "memory", "dma", "matrix", "vector", "embedding", "sync", "debug")
+ASYNC_UNITS = ("dma", "matrix", "vector", "embedding")   # units with an instruction queue and a completion signal
 
 # Opcode constants for the emulator (OP_ADD, OP_DMA_DIM, OP_MM_MUL, ...): names derived from the table.
 _consts = {"OP_" + i.mnemonic.upper().replace(".", "_"): i.opcode for i in INSTRUCTIONS}
@@ -281,6 +288,7 @@ def _check_table():
         assert (ins.mem_bytes > 0) == (ins.unit == "memory"), ins.mnemonic
         assert (ins.vec_fn != "") == (ins.cost == "vector_elementwise" and ins.mnemonic != "vcvt"), ins.mnemonic
         assert ins.branch in BRANCH_CONDITIONS + ("",), ins.mnemonic
+        assert ins.async_op == (ins.unit in ASYNC_UNITS and SEM_ in ins.fields), ins.mnemonic
 
 
 _check_table()

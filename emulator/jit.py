@@ -1,0 +1,38 @@
+"""The one decorator of the card's compiled functions: nopython, no GIL, cached, compiled for plain types.
+
+Numba's `njit` compiles a function called with a constant (`book(res, R_DRAM, ...)`) for that constant's
+literal type, so each distinct constant at a call site costs one more compilation of the callee (33 versions
+of the fault helper once, two of most DMA helpers). A cold start is mostly compilation, so the card's
+functions compile for the arguments' plain types instead: one version per function, however it is called.
+"""
+from numba import types
+from numba.core import config, typeinfer
+from numba.core.registry import CPUDispatcher
+
+
+class CardDispatcher(CPUDispatcher):
+    """A CPU dispatcher that types a call with its arguments' plain (non-literal) types."""
+
+    def get_call_template(self, args, kws):
+        return super().get_call_template(tuple(types.unliteral(a) for a in args),
+                                         {k: types.unliteral(v) for k, v in kws.items()})
+
+
+def jit(sig_or_function=None, **options):
+    """`@jit`, `@jit(inline="always")`, `@jit("int64(int64[::1])")` (compiled now, for that signature
+    only); other options as numba's (fastmath=...). Always nopython, nogil and cached."""
+    sig = None if callable(sig_or_function) else sig_or_function
+    targetoptions = {"nopython": True, "nogil": True, **options}
+
+    def wrap(fn):
+        if config.DISABLE_JIT:
+            return fn
+        disp = CardDispatcher(py_func=fn, locals={}, targetoptions=targetoptions)
+        disp.enable_caching()
+        if sig is not None:
+            with typeinfer.register_dispatcher(disp):
+                disp.compile(sig)
+            disp.disable_compile()
+        return disp
+
+    return wrap(sig_or_function) if callable(sig_or_function) else wrap

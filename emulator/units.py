@@ -1,0 +1,101 @@
+"""The async units' entry points: each unit's `issue` is compiled on its own, the first time a launch uses the
+unit, and the core calls it through its address.
+
+Why not call the units directly: a compiled function carries every function it calls, so a core calling
+four units compiled all four, and LLVM optimized them again inside the core, on the first launch of a new
+process even for a vector add (42 s of cold start on two cores). Through an address, the core compiles once
+without them and a launch compiles, or loads from the cache, only the units its code names: a scalar loop
+with one DMA brings the DMA unit, a vector add the DMA and vector units, a DLRM all four.
+
+Every unit's `issue` has one signature (`issue_argtypes`): the launch's named structures (state.py), the PE,
+the pc, the PE's cycle and its registers; it returns (completion cycle or -1 with a fault recorded, cycles
+the PE stalled). `call_unit` checks at the core's compile time that the core calls with exactly those types,
+and `entry_points` that every compiled unit returns exactly that, so the call through the address cannot
+disagree with the function behind it.
+"""
+import threading
+
+import numpy as np
+from numba import typeof, types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+from vnpu.isa import table as T
+
+from . import dma, embedding, matrix, vector
+from .dispatch import UNIT_SLOT
+from .state import NCFG, NCSTAT, NEV, NFAULT, NPSTAT, NRES, Checks, Memory, Program, Record, Scratch, Units
+
+ISSUE = {"dma": dma.issue, "matrix": matrix.issue, "vector": vector.issue, "embedding": embedding.issue}
+NUNITS = len(T.ASYNC_UNITS)
+RESULT = types.UniTuple(types.int64, 2)     # (completion cycle, or -1 with a fault recorded; cycles stalled)
+_lock = threading.Lock()
+_address = {}                               # unit slot -> address of its compiled issue, in this process
+_argtypes = []
+
+
+def issue_argtypes():
+    """The numba types a unit's issue takes, from arrays shaped as a launch makes them (Card._launch builds
+    Program, Memory, Record and Checks; the core builds Units and Scratch)."""
+    if not _argtypes:
+        i8 = np.int64
+        z = np.zeros
+        prog = Program(z((1, T.NCOLS), i8), i8(0), z(1, i8), z(3, i8), z(NUNITS, i8))
+        mem = Memory(z(1, np.uint8), z(1, np.int32), z(8, i8), z((1, 1), np.uint8))
+        rec = Record(z((1, NPSTAT), i8), z(NCSTAT, i8), z((0, NEV), i8), z(1, i8))
+        chk = Checks(z(NFAULT, i8), z((1, 1), i8), z(2, i8), True)
+        units = Units(z((1, 1, 1), i8), z((1, 1), i8), z(1, i8), z(1, i8), z((1, 1), i8), z((1, 1, 1), i8),
+                      z((1, 1), i8), z((1, 1, 6), i8), z((1, 3), i8), z(1, i8))
+        scratch = Scratch(z((1, 2), i8), z(6, i8), z(6, i8), z(1, i8))
+        _argtypes.append(tuple(typeof(v) for v in (prog, mem, z(NCFG), z(NRES, i8), rec, chk, units, scratch))
+                         + (types.int64, types.int64, types.int64, typeof(z(1, i8))))
+    return _argtypes[0]
+
+
+@intrinsic
+def call_unit(typingctx, address, prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+    """Call the unit `issue` compiled at `address` (entry_points) with the launch's state; returns RESULT."""
+    args = tuple(types.unliteral(a) for a in (prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r))
+    want = issue_argtypes()
+    if args != want:
+        bad = [f"argument {i}: {a} (want {w})" for i, (a, w) in enumerate(zip(args, want)) if a != w]
+        raise TypingError("call_unit: the core calls a unit with other types than units.issue_argtypes: "
+                          + "; ".join(bad))
+
+    def codegen(context, builder, sig, llargs):
+        fnty = context.call_conv.get_function_type(RESULT, args)
+        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
+        status, out = context.call_conv.call_function(builder, fn, RESULT, args, llargs[1:])
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return out
+
+    return RESULT(types.int64, *args), codegen
+
+
+def _compile(slot):
+    """Address of unit `slot`'s issue in this process: compiled now, or loaded from numba's cache."""
+    with _lock:
+        if slot not in _address:
+            fn = ISSUE[T.ASYNC_UNITS[slot]]
+            sig = issue_argtypes()
+            fn.compile(RESULT(*sig))        # returns cast to RESULT, whatever integer types it returns
+            cres = fn.overloads[sig]
+            if cres.signature.return_type != RESULT:
+                raise TypeError(f"{T.ASYNC_UNITS[slot]}.issue returns {cres.signature.return_type}, "
+                                f"the core expects {RESULT}")
+            _address[slot] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+        return _address[slot]
+
+
+def entry_points(code):
+    """The entry table of a launch of the decoded `code`: the address of each unit's issue for the units
+    its instructions name, 0 for the others (the core faults rather than call 0; it cannot happen, since
+    code holds every instruction a launch can run)."""
+    used = np.zeros(NUNITS + 1, dtype=np.bool_)
+    used[UNIT_SLOT[code[:, 0]] + 1] = True
+    out = np.zeros(NUNITS, dtype=np.int64)
+    for slot in np.flatnonzero(used[1:]):
+        out[slot] = _address.get(slot) or _compile(int(slot))
+    return out
