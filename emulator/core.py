@@ -20,7 +20,7 @@ from . import sync
 from .issue import (INF, SEMCAP, Q_SCALAR, consume, local_ok, race, record_event, set_fault, timeout)
 from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED, MEM_STORE,
                        SHARED_UNIT, UNIT_SLOT)
-from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local
+from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local, load_int, store_int
 from .units import call_unit
 from .state import (HALTED, RUN, WAITSEM, Sched, Scratch, Units, C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, C_WATCHDOG,
                     C_WATCHDOG_INSTR, EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION,
@@ -70,15 +70,18 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
     max_instr = int(cfg[C_WATCHDOG_INSTR])    # a runaway launch ends within seconds, whatever its cycles
     executed = np.int64(0)
     local_bytes = lay[L_LOCAL_BYTES]
-    pc = np.full(npe, entry, dtype=np.int64)
+    pc = np.zeros(npe, dtype=np.int64)      # np.zeros and loops, not np.full or .max(): less to compile
     t = np.zeros(npe, dtype=np.int64)
     status = np.zeros(npe, dtype=np.int64)
-    wake = np.full(npe, INF, dtype=np.int64)
+    wake = np.zeros(npe, dtype=np.int64)
     want = np.zeros(npe, dtype=np.int64)
     wait_since = np.zeros(npe, dtype=np.int64)
-    run_ev = np.full(npe, -1, dtype=np.int64)
+    run_ev = np.zeros(npe, dtype=np.int64)
     lbase = np.zeros(npe, dtype=np.int64)
     for p in range(npe):
+        pc[p] = entry
+        wake[p] = INF
+        run_ev[p] = -1
         lbase[p] = np.int64(ptab[lay[L_LOCAL_P0] + pe_ids[p] * lay[L_LOCAL_PAGES]]) * 65536
     semt = np.zeros((npe, nsem, SEMCAP), dtype=np.int64)
     semn = np.zeros((npe, nsem), dtype=np.int64)
@@ -92,7 +95,10 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
             dims[p, e, 3] = 1
     matfree = np.zeros(npe, dtype=np.int64)
     vecfree = np.zeros(npe, dtype=np.int64)
-    wk = np.full((npe, 3), -1, dtype=np.int64)
+    wk = np.zeros((npe, 3), dtype=np.int64)
+    for p in range(npe):
+        for k in range(3):
+            wk[p, k] = -1
     reads = np.zeros((san_mod.NREAD, 2), dtype=np.int64)
     where = np.zeros(san_mod.NWHERE, dtype=np.int64)
     plain = np.zeros(6, dtype=np.int64)        # sanitizer pattern of non-strided accesses: plain intervals
@@ -123,7 +129,10 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
             set_fault(fault, FAULT_DEADLOCK, stuck, pc[stuck], -1, status[stuck])
             fault[F_PE2] = want[stuck]
             fault[F_PC2] = dec[pc[stuck], SEM] if status[stuck] == WAITSEM else -1
-            return t.max()
+            end = np.int64(0)
+            for q in range(npe):
+                end = max(end, t[q])
+            return end
         if status[p] == WAITSEM:
             s = dec[pc[p], SEM]
             consume(semt, semn, p, s, want[p])
@@ -286,28 +295,9 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                         return tp
                 o = lbase[p] + a
                 if store:
-                    v = r[dec[cur, RS2]]
-                    if nb == 1:
-                        pool[o] = np.uint8(v & 0xFF)
-                    elif nb == 2:
-                        pool[o:o + 2].view(np.int16)[0] = np.int16(((v + 32768) & 0xFFFF) - 32768)
-                    elif nb == 4:
-                        pool[o:o + 4].view(np.int32)[0] = np.int32(((v + 2147483648) & 0xFFFFFFFF) - 2147483648)
-                    else:
-                        pool[o:o + 8].view(np.int64)[0] = v
+                    store_int(pool, o, nb, r[dec[cur, RS2]])
                 else:
-                    signed = MEM_SIGNED[op]
-                    if nb == 1:
-                        v = np.int64(pool[o:o + 1].view(np.int8)[0]) if signed else np.int64(pool[o])
-                    elif nb == 2:
-                        v = np.int64(pool[o:o + 2].view(np.int16)[0]) if signed else \
-                            np.int64(pool[o:o + 2].view(np.uint16)[0])
-                    elif nb == 4:
-                        v = np.int64(pool[o:o + 4].view(np.int32)[0]) if signed else \
-                            np.int64(pool[o:o + 4].view(np.uint32)[0])
-                    else:
-                        v = pool[o:o + 8].view(np.int64)[0]
-                    r[dec[cur, RD]] = v
+                    r[dec[cur, RD]] = load_int(pool, o, nb, MEM_SIGNED[op])
             elif op == OP_NOP:
                 pass
             elif op == OP_HALT:

@@ -31,9 +31,21 @@ VEC_BINARY = _array(lambda i: i.vec_operands == 2, np.bool_)
 VEC_BCAST = _array(lambda i: i.broadcast, np.bool_)
 VEC_FLOAT_ONLY = _array(lambda i: i.float_only, np.bool_)
 VEC_TRANS = _array(lambda i: i.transcendental, np.bool_)
-# the async unit that runs an instruction: its slot in a launch's table of unit entry points (units.py), or -1
-# for an instruction the core runs itself
-UNIT_SLOT = _array(lambda i: T.ASYNC_UNITS.index(i.unit) if i.async_op else -1)
+# The units' entries: the issue functions the core calls through a launch's table of their addresses (units.py).
+# The vector unit has one per kind of instruction, so a vector add compiles none of the reduce or convert code.
+ENTRIES = ("dma", "matrix", "vector.elementwise", "vector.reduce", "vector.convert", "embedding")
+
+
+def _entry(ins):
+    if not ins.async_op:
+        return -1        # the core runs it itself
+    if ins.unit == "vector":
+        kind = "reduce" if ins.cost == "vector_reduce" else ("elementwise" if ins.vec_fn else "convert")
+        return ENTRIES.index("vector." + kind)
+    return ENTRIES.index(ins.unit)
+
+
+UNIT_SLOT = _array(_entry)     # an instruction's entry, as an index into ENTRIES (-1: the core runs it)
 # the units whose resources every PE of the card shares (the DRAM channel and SRAM ring, the one embedding
 # unit): their instructions, like sync's, issue only when no other PE is behind (global time order)
 SHARED_UNIT = _array(lambda i: i.async_op and i.unit in ("dma", "embedding"), np.bool_)

@@ -60,7 +60,8 @@ def race(fault, san, where, pe, pc, hit):
     """A RaceError: this access (pe, pc) against the in-flight operation `hit` of the sanitizer; `where`
     (the sanitizer's record) names the first byte they share and both ranges."""
     set_fault(fault, FAULT_RACE, pe, pc, where[san_mod.W_BYTE], hit)
-    fault[F_RACE:F_RACE + san_mod.NWHERE] = where
+    for k in range(san_mod.NWHERE):     # loops, not slice assignment, in compiled code: see memory.copy_run
+        fault[F_RACE + k] = where[k]
     fault[F_PE2] = san[hit, san_mod.Z_PE]
     fault[F_PC2] = san[hit, san_mod.Z_PC]
 

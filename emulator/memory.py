@@ -260,6 +260,15 @@ def region_of(lay, address):
 
 
 @jit
+def copy_run(dst, d, src, s, n):
+    """dst[d:d+n] = src[s:s+n], front to back (the callers never move a range onto a later part of itself).
+    A loop rather than slice assignment: numba's array assignment brings its shape-error reporting, string
+    formatting included, seconds of compilation on a cold start; LLVM vectorizes this loop."""
+    for k in range(n):
+        dst[d + k] = src[s + k]
+
+
+@jit
 def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
     """Copy nbytes between two device ranges seen by PE pe, page run by page run. -1 on a bad source
     address, -2 on a bad destination. Overlapping ranges copy like memmove (every byte read before any is
@@ -278,7 +287,7 @@ def copy_bytes(pool, ptab, lay, pe, dst, src, nbytes):
             return -1
         if d < 0:
             return -2
-        pool[d:d + chunk] = pool[s:s + chunk]
+        copy_run(pool, d, pool, s, chunk)
         done += chunk
     return 0
 
@@ -294,8 +303,27 @@ def copy_host(pool, ptab, lay, pe, address, host, to_device):
         if o < 0:
             return -1
         if to_device:
-            pool[o:o + chunk] = host[done:done + chunk]
+            copy_run(pool, o, host, done, chunk)
         else:
-            host[done:done + chunk] = pool[o:o + chunk]
+            copy_run(host, done, pool, o, chunk)
         done += chunk
     return 0
+
+
+@jit
+def load_int(pool, o, nbytes, signed):
+    """The little-endian integer of nbytes (1, 2, 4 or 8) at pool[o], sign- or zero-extended to int64."""
+    v = np.uint64(0)
+    for k in range(nbytes):
+        v |= np.uint64(pool[o + k]) << np.uint64(8 * k)
+    if signed and nbytes < 8:
+        shift = 64 - 8 * nbytes
+        return np.int64(v << np.uint64(shift)) >> shift
+    return np.int64(v)
+
+
+@jit
+def store_int(pool, o, nbytes, v):
+    """Store the low nbytes (1, 2, 4 or 8) of v at pool[o], little-endian (a narrower store wraps)."""
+    for k in range(nbytes):
+        pool[o + k] = np.uint8((v >> (8 * k)) & 0xFF)

@@ -141,7 +141,8 @@ def _compact(san, sanc):
     for i in range(sanc[0]):
         if san[i, Z_LIVE]:
             if i != j:
-                san[j, :] = san[i, :]
+                for c in range(NZ):     # a loop, not san[j, :] = san[i, :]: array assignment compiles for seconds
+                    san[j, c] = san[i, c]
             j += 1
     sanc[0] = j
 

@@ -24,14 +24,16 @@ from numba.extending import intrinsic
 from vnpu.isa import table as T
 
 from . import dma, embedding, matrix, vector
-from .dispatch import UNIT_SLOT
+from .dispatch import ENTRIES, UNIT_SLOT
 from .state import NCFG, NCSTAT, NEV, NFAULT, NPSTAT, NRES, Checks, Memory, Program, Record, Scratch, Units
 
-ISSUE = {"dma": dma.issue, "matrix": matrix.issue, "vector": vector.issue, "embedding": embedding.issue}
-NUNITS = len(T.ASYNC_UNITS)
+ISSUE = {"dma": dma.issue, "matrix": matrix.issue, "vector.elementwise": vector.issue_elementwise,
+         "vector.reduce": vector.issue_reduce, "vector.convert": vector.issue_convert, "embedding": embedding.issue}
+NENTRIES = len(ENTRIES)
+assert set(ISSUE) == set(ENTRIES)
 RESULT = types.UniTuple(types.int64, 2)     # (completion cycle, or -1 with a fault recorded; cycles stalled)
 _lock = threading.Lock()
-_address = {}                               # unit slot -> address of its compiled issue, in this process
+_address = {}                               # entry (slot) -> address of its compiled issue, in this process
 _argtypes = []
 
 
@@ -41,7 +43,7 @@ def issue_argtypes():
     if not _argtypes:
         i8 = np.int64
         z = np.zeros
-        prog = Program(z((1, T.NCOLS), i8), i8(0), z(1, i8), z(3, i8), z(NUNITS, i8))
+        prog = Program(z((1, T.NCOLS), i8), i8(0), z(1, i8), z(3, i8), z(NENTRIES, i8))
         mem = Memory(z(1, np.uint8), z(1, np.int32), z(8, i8), z((1, 1), np.uint8))
         rec = Record(z((1, NPSTAT), i8), z(NCSTAT, i8), z((0, NEV), i8), z(1, i8))
         chk = Checks(z(NFAULT, i8), z((1, 1), i8), z(2, i8), True)
@@ -78,12 +80,12 @@ def _compile(slot):
     """Address of unit `slot`'s issue in this process: compiled now, or loaded from numba's cache."""
     with _lock:
         if slot not in _address:
-            fn = ISSUE[T.ASYNC_UNITS[slot]]
+            fn = ISSUE[ENTRIES[slot]]
             sig = issue_argtypes()
             fn.compile(RESULT(*sig))        # returns cast to RESULT, whatever integer types it returns
             cres = fn.overloads[sig]
             if cres.signature.return_type != RESULT:
-                raise TypeError(f"{T.ASYNC_UNITS[slot]}.issue returns {cres.signature.return_type}, "
+                raise TypeError(f"{ENTRIES[slot]} issue returns {cres.signature.return_type}, "
                                 f"the core expects {RESULT}")
             _address[slot] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
         return _address[slot]
@@ -93,9 +95,9 @@ def entry_points(code):
     """The entry table of a launch of the decoded `code`: the address of each unit's issue for the units
     its instructions name, 0 for the others (the core faults rather than call 0; it cannot happen, since
     code holds every instruction a launch can run)."""
-    used = np.zeros(NUNITS + 1, dtype=np.bool_)
+    used = np.zeros(NENTRIES + 1, dtype=np.bool_)
     used[UNIT_SLOT[code[:, 0]] + 1] = True
-    out = np.zeros(NUNITS, dtype=np.int64)
+    out = np.zeros(NENTRIES, dtype=np.int64)
     for slot in np.flatnonzero(used[1:]):
         out[slot] = _address.get(slot) or _compile(int(slot))
     return out

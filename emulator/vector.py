@@ -58,7 +58,9 @@ def load_float(pool, off, n, dt):
 def store_float(pool, off, x, dt):
     n = len(x)
     if dt == DT_F32:
-        pool[off:off + 4 * n].view(np.float32)[:] = x
+        out = pool[off:off + 4 * n].view(np.float32)
+        for i in range(n):          # a loop, not out[:] = x (see memory.copy_run)
+            out[i] = x[i]
     else:
         f32_to_f16(x, pool[off:off + 2 * n].view(np.uint16))
 
@@ -254,9 +256,12 @@ def convert(pool, src_dt, dst_dt, dst, a, n, scale, zero_point):
         store_float(pool, dst, y, dst_dt)
 
 
-# compiled on its own the first time a launch uses this unit; the core calls it through its address (units.py)
-@jit
-def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+ELEMENTWISE, REDUCE, CONVERT = range(3)     # the vector unit's kinds of instruction, each its own entry
+
+
+# inlined into the three entries below with `kind` a constant, so each compiles only its own kind's code
+@jit(inline="always")
+def _issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r, kind):
     """Issue the vector instruction at pc `cur` of PE p at cycle tp (registers r): check its operands, compute
     its result, price it, book the PE's vector unit and complete it. Returns (its completion cycle, 0),
     or (-1, 0) with the fault recorded in chk.fault."""
@@ -283,9 +288,9 @@ def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
     b = r[dec[cur, T.RS2]]
     binary = VEC_BINARY[op]
     bcast = VEC_BCAST[op]
-    if op == T.OP_VSUM or op == T.OP_VRMAX:
+    if kind == REDUCE:
         dst_bytes = 4
-    elif op == T.OP_VCVT:
+    elif kind == CONVERT:
         dst_bytes = n * ELEM[dec[cur, T.DT2]]
     else:
         dst_bytes = n * ELEM[dt]
@@ -317,10 +322,10 @@ def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
             return -1, 0
     lb = lbase[p]
     width = int(cfg[C_VWIDTH])
-    if op == T.OP_VSUM or op == T.OP_VRMAX:
+    if kind == REDUCE:
         reduce(pool, op == T.OP_VRMAX, dt, lb + dst, lb + a, n)
         cyc = reduce_cycles(n, dt, width, int(cfg[C_VLAT]))
-    elif op == T.OP_VCVT:
+    elif kind == CONVERT:
         q = r[dec[cur, T.RS2]]
         scale = bits_to_f32(np.uint32(q & 0xFFFFFFFF))
         zp = ((q >> 32) + 2147483648) % 4294967296 - 2147483648
@@ -343,3 +348,23 @@ def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
                      TRACK_VECTOR, start, done, n, reads, kd, kd + dst_bytes, plain):
         return -1, 0
     return done, 0
+
+
+# The unit's entries (units.py): compiled on its own each, the first time a launch uses that kind of instruction,
+# and called by the core through its address.
+@jit
+def issue_elementwise(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+    """vadd ... vrsqrt, vadds ... vmins."""
+    return _issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r, ELEMENTWISE)
+
+
+@jit
+def issue_reduce(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+    """vsum, vrmax."""
+    return _issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r, REDUCE)
+
+
+@jit
+def issue_convert(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+    """vcvt."""
+    return _issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r, CONVERT)
