@@ -13,6 +13,9 @@ the PE stalled). `call_unit` checks at the core's compile time that the core cal
 and `entry_points` that every compiled unit returns exactly that, so the call through the address cannot
 disagree with the function behind it.
 """
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -32,7 +35,8 @@ ISSUE = {"dma": dma.issue, "matrix": matrix.issue, "vector.elementwise": vector.
 NENTRIES = len(ENTRIES)
 assert set(ISSUE) == set(ENTRIES)
 RESULT = types.UniTuple(types.int64, 2)     # (completion cycle, or -1 with a fault recorded; cycles stalled)
-_lock = threading.Lock()
+_lock = threading.RLock()
+HELPER_TIMEOUT_S = 900                      # a helper process compiling entries that takes longer is stopped
 _address = {}                               # entry (slot) -> address of its compiled issue, in this process
 _argtypes = []
 
@@ -77,7 +81,7 @@ def call_unit(typingctx, address, prog, mem, cfg, res, rec, chk, units, scratch,
 
 
 def _compile(slot):
-    """Address of unit `slot`'s issue in this process: compiled now, or loaded from numba's cache."""
+    """Address of entry `slot`'s issue in this process: compiled now, or loaded from numba's cache."""
     with _lock:
         if slot not in _address:
             fn = ISSUE[ENTRIES[slot]]
@@ -91,13 +95,92 @@ def _compile(slot):
         return _address[slot]
 
 
+def core_argtypes():
+    """The numba types run_launch is called with (Card._launch): the units' first six and the registers."""
+    return issue_argtypes()[:6] + (typeof(np.zeros((1, T.NUM_REGS), dtype=np.int64)),)
+
+
+def _from_cache(fn, sig):
+    """Load fn's version for `sig` from numba's cache, as fn.compile(sig) would first try, but never compile.
+    True when fn has it now. Numba has no public call for this; any surprise means "not cached"."""
+    args = tuple(sig.args) if hasattr(sig, "args") else tuple(sig)
+    if args in fn.overloads:
+        return True
+    try:
+        from numba.core.compiler_lock import global_compiler_lock
+        with global_compiler_lock:
+            cres = fn._cache.load_overload(sig, fn.targetctx)
+            if cres is None:
+                return False
+            fn.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+            fn.add_overload(cres)
+        return True
+    except Exception:
+        return False
+
+
+def _helper_allowed():
+    """Compile in a second process only from a Python interpreter (not an embedding program) and unless
+    VNPU_COMPILE_HELPER=0."""
+    name = os.path.basename(sys.executable or "")
+    return os.environ.get("VNPU_COMPILE_HELPER", "1") != "0" and name.startswith("python")
+
+
+def _start_helper(slots):
+    """A second Python process that compiles these entries into numba's cache (numba compiles one function
+    at a time per process, and a cold start is mostly compiling; the card's two cores can share it)."""
+    import numba
+    env = dict(os.environ, NUMBA_CACHE_DIR=numba.config.CACHE_DIR)
+    code = f"from vnpu.emulator import units; units.compile_in_helper({list(slots)!r})"
+    try:
+        return subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
+def compile_in_helper(slots):
+    for slot in slots:
+        _compile(slot)
+
+
+def _prepare(slots):
+    """Make the entries `slots` ready in this process. What numba's cache holds is loaded; what it does not is
+    compiled, and when there are two things to compile (the core on a process's first launch, or a second
+    entry) a helper process compiles the entries while this one compiles the core or the first entry. If the
+    helper fails, this process compiles what is left itself; the result is the same code either way."""
+    from .core import run_launch
+    argtypes = issue_argtypes()
+    cold = [s for s in slots if not _from_cache(ISSUE[ENTRIES[s]], RESULT(*argtypes))]
+    core_cold = not _from_cache(run_launch, core_argtypes())
+    helper = None
+    if cold and (core_cold or len(cold) > 1) and _helper_allowed():
+        mine = [] if core_cold else cold[:1]
+        helper = _start_helper([s for s in cold if s not in mine])
+    if core_cold:
+        run_launch.compile(core_argtypes())
+    if helper is not None:
+        try:
+            helper.wait(timeout=HELPER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
+    for s in slots:
+        _compile(s)          # from the cache the helper filled, or compiled here if it could not
+
+
 def entry_points(code):
-    """The entry table of a launch of the decoded `code`: the address of each unit's issue for the units
-    its instructions name, 0 for the others (the core faults rather than call 0; it cannot happen, since
-    code holds every instruction a launch can run)."""
+    """The entry table of a launch of the decoded `code`: the address of each entry its instructions need,
+    0 for the others (the core faults rather than call 0; it cannot happen, since code holds every
+    instruction a launch can run). The first launch that needs an entry compiles it (see _prepare)."""
     used = np.zeros(NENTRIES + 1, dtype=np.bool_)
     used[UNIT_SLOT[code[:, 0]] + 1] = True
+    slots = [int(s) for s in np.flatnonzero(used[1:])]
+    missing = [s for s in slots if s not in _address]
+    if missing:
+        with _lock:
+            _prepare([s for s in missing if s not in _address])
     out = np.zeros(NENTRIES, dtype=np.int64)
-    for slot in np.flatnonzero(used[1:]):
-        out[slot] = _address.get(slot) or _compile(int(slot))
+    for s in slots:
+        out[s] = _address[s]
     return out

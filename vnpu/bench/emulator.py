@@ -66,9 +66,32 @@ done:
     halt
 """
 
+VADD = """
+; out = a + b for n <= 1024 fp32 elements on one PE: DMA both in, add on the vector unit, DMA the sum out
+.kernel vadd
+.arg a, buffer, f32
+.arg b, buffer, f32
+.arg out, buffer, f32
+.arg n, scalar, i32
+    shli r16, n, 2
+    li   r20, 0
+    li   r21, 4096
+    li   r22, 8192
+    dma  e0, r20, a, r16, s0
+    dma  e0, r21, b, r16, s0
+    wait s0, 2
+    vadd r22, r20, r21, n, f32, s1
+    wait s1, 1
+    dma  e0, out, r22, r16, s2
+    wait s2, 1
+    halt
+"""
+
+# a new process's first vector add (VADD on the 'tiny' card, 1024 fp32 elements, checked)
 START = ("import time; t=time.time(); import numpy as np, vnpu; from vnpu.emulator.card import Card; c=Card('tiny'); "
-         "o=c.alloc(8); c.launch(vnpu.assemble(open({path!r}).read()), 'spin', (o, 1000), pes=(0,)); "
-         "print(time.time()-t)")
+         "x=np.arange(1024, dtype=np.float32); a, b, o = c.alloc(4096), c.alloc(4096), c.alloc(4096); "
+         "c.write(a, x); c.write(b, x); c.launch(vnpu.assemble(open({path!r}).read()), 'vadd', (a, b, o, 1024), "
+         "pes=(0,)); assert np.array_equal(c.read(o, 4096, np.float32), 2 * x); print(time.time()-t)")
 
 
 def _minimal_interpreter():
@@ -183,13 +206,17 @@ def bench_matmul(quick):
     return out
 
 
-def bench_start(cold=True):
-    """Wall time of a new process's first launch: with an empty JIT cache (cold; every Numba function of
-    the core compiles) and with the cache it left (warm). cold=False: warm only, on the user's cache."""
+def bench_start(cold=True, helper=True):
+    """Wall time of a new process's first launch, a vector add (VADD): with an empty JIT cache (cold: the
+    core, the DMA unit and the vector unit's elementwise entry compile) and with the cache it left (warm).
+    cold=False: warm only, on the user's cache. helper=False: compile in the one process
+    (VNPU_COMPILE_HELPER=0), not with a helper process (emulator/units.py)."""
     with tempfile.TemporaryDirectory() as cache, tempfile.NamedTemporaryFile("w", suffix=".s", delete=False) as f:
-        f.write(CONTROL)
+        f.write(VADD)
         f.flush()
         env = dict(os.environ, NUMBA_CACHE_DIR=cache) if cold else dict(os.environ)
+        if not helper:
+            env["VNPU_COMPILE_HELPER"] = "0"
         times = []
         for _ in range(2 if cold else 1):
             t = time.perf_counter()
