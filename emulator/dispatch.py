@@ -46,6 +46,6 @@ def _entry(ins):
 
 
 UNIT_SLOT = _array(_entry)     # an instruction's entry, as an index into ENTRIES (-1: the core runs it)
-# the units whose resources every PE of the card shares (the DRAM channel and SRAM ring, the one embedding
-# unit): their instructions, like sync's, issue only when no other PE is behind (global time order)
-SHARED_UNIT = _array(lambda i: i.async_op and i.unit in ("dma", "embedding"), np.bool_)
+# an instruction of a unit every PE of the card shares (table.SHARED_UNITS): like sync's, it issues only when
+# no other PE is behind (global time order)
+SHARED_UNIT = _array(lambda i: i.async_op and i.unit in T.SHARED_UNITS, np.bool_)

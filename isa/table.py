@@ -268,6 +268,9 @@ BRANCH_CONDITIONS = ("eq", "ne", "lt", "ge", "ltu", "geu", "always")
 BY_OPCODE = {i.opcode: i for i in INSTRUCTIONS}
 UNITS = ("scalar", "control", "memory", "dma", "matrix", "vector", "embedding", "sync", "debug")
 ASYNC_UNITS = ("dma", "matrix", "vector", "embedding")   # units with an instruction queue and a completion signal
+# the async units every PE of a card shares (the DRAM channel and SRAM ring the DMA engines book, the one
+# embedding unit); the matrix and vector units are each PE's own
+SHARED_UNITS = ("dma", "embedding")
 
 # Opcode constants for the emulator (OP_ADD, OP_DMA_DIM, OP_MM_MUL, ...): names derived from the table.
 _consts = {"OP_" + i.mnemonic.upper().replace(".", "_"): i.opcode for i in INSTRUCTIONS}

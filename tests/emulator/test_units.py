@@ -44,7 +44,7 @@ def test_every_async_instruction_has_one_entry_of_its_own_unit():
         assert (slot >= 0) == ins.async_op, ins.mnemonic
         if ins.async_op:
             assert dispatch.ENTRIES[slot].split(".")[0] == ins.unit, ins.mnemonic
-            assert dispatch.SHARED_UNIT[ins.opcode] == (ins.unit in ("dma", "embedding")), ins.mnemonic
+            assert dispatch.SHARED_UNIT[ins.opcode] == (ins.unit in T.SHARED_UNITS), ins.mnemonic
     assert set(units.ISSUE) == set(dispatch.ENTRIES)
     kinds = {dispatch.ENTRIES[dispatch.UNIT_SLOT[i.opcode]] for i in T.INSTRUCTIONS if i.unit == "vector"}
     assert kinds == {"vector.elementwise", "vector.reduce", "vector.convert"}
