@@ -114,7 +114,7 @@ def load_f32(pool, off):
 
 @jit(inline="always")
 def load_f16(pool, off):
-    return bits_to_f32(f16bits_to_f32bits(np.uint32(pool[off]) | (np.uint32(pool[off + 1]) << 8)))
+    return bits_to_f32(f16bits_to_f32bits(np.uint32(np.uint32(pool[off]) | (np.uint32(pool[off + 1]) << 8))))
 
 
 @intrinsic

@@ -1,17 +1,20 @@
-"""The async units' entry points: each unit's `issue` is compiled on its own, the first time a launch uses the
-unit, and the core calls it through its address.
+"""The units' entries: each compiled on its own, the first time a launch needs it, and called by the core through
+its address.
 
-Why not call the units directly: a compiled function carries every function it calls, so a core calling
-four units compiled all four, and LLVM optimized them again inside the core, on the first launch of a new
-process even for a vector add (42 s of cold start on two cores). Through an address, the core compiles once
-without them and a launch compiles, or loads from the cache, only the units its code names: a scalar loop
-with one DMA brings the DMA unit, a vector add the DMA and vector units, a DLRM all four.
+An entry is an issue function (dispatch.ENTRIES): `dma.issue`, `matrix.issue`, the vector unit's
+`issue_elementwise`, `issue_reduce` and `issue_convert`, `embedding.issue`. Why not call them directly: a
+compiled function carries every function it calls, so a core calling the units compiled all of them, and LLVM
+optimized them again inside the core, on the first launch of a new process even for a vector add (42 s of
+cold start on two cores). Through an address, the core compiles once without them and a launch compiles, or
+loads from the cache, only the entries its code names: a scalar loop with one DMA brings the DMA entry, a
+vector add the DMA and elementwise entries, a DLRM most of them. A process's first launch compiles its entries
+in a helper process while it compiles the core (`_prepare`).
 
-Every unit's `issue` has one signature (`issue_argtypes`): the launch's named structures (state.py), the PE,
-the pc, the PE's cycle and its registers; it returns (completion cycle or -1 with a fault recorded, cycles
-the PE stalled). `call_unit` checks at the core's compile time that the core calls with exactly those types,
-and `entry_points` that every compiled unit returns exactly that, so the call through the address cannot
-disagree with the function behind it.
+Every entry has one signature (`issue_argtypes`): the launch's named structures (state.py), the PE, the pc,
+the PE's cycle and its registers; it returns (completion cycle or -1 with a fault recorded, cycles the PE
+stalled). `call_unit` checks at the core's compile time that the core calls with exactly those types, and
+`_compile` that every compiled entry returns exactly that, so the call through the address cannot disagree
+with the function behind it.
 """
 import os
 import subprocess
@@ -36,7 +39,7 @@ NENTRIES = len(ENTRIES)
 assert set(ISSUE) == set(ENTRIES)
 RESULT = types.UniTuple(types.int64, 2)     # (completion cycle, or -1 with a fault recorded; cycles stalled)
 _lock = threading.RLock()
-HELPER_TIMEOUT_S = 900                      # a helper process compiling entries that takes longer is stopped
+HELPER_TIMEOUT_S = 300       # a helper that takes longer (it needs 5-15 s) is stopped and this process compiles
 _address = {}                               # entry (slot) -> address of its compiled issue, in this process
 _argtypes = []
 
