@@ -11,17 +11,18 @@ are ordered by waits (what the sanitizer enforces) cannot tell the difference fr
 at completion; docs/deviations.md says so.
 """
 import numpy as np
-from .jit import jit
+from numba.core import config
 
 from vnpu.isa import table as T
 
 from . import sanitizer as san_mod
 from . import sync
 from .issue import (INF, SEMCAP, Q_SCALAR, consume, local_ok, race, record_event, set_fault, timeout)
-from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED, MEM_STORE,
-                       SHARED_UNIT, UNIT_SLOT)
+from .jit import jit
+from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, ENTRIES, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED,
+                       MEM_STORE, SHARED_UNIT, UNIT_SLOT)
 from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local, load_int, store_int
-from .units import call_unit
+from .units import ISSUE, call_unit
 from .state import (HALTED, RUN, WAITSEM, Sched, Scratch, Units, C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, C_WATCHDOG,
                     C_WATCHDOG_INSTR, EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION,
                     K_MARK, K_RUN, K_STALL_SEM, P_END, P_INSTR, P_ISSUE, P_STALL_SEM, S_CYCLES, S_EV_DROPPED,
@@ -49,6 +50,14 @@ def issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
         set_fault(chk.fault, FAULT_INSTRUCTION, p, cur, -1, -1)
         return np.int64(-1), np.int64(0)
     return call_unit(address, prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
+
+
+if config.DISABLE_JIT:
+    def issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):   # noqa: F811
+        """Numba off (NUMBA_DISABLE_JIT=1, to step through the core in a debugger): no addresses, the core
+        calls the entry's Python function."""
+        entry = ISSUE[ENTRIES[UNIT_SLOT[prog.code[cur, 0]]]]
+        return entry(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
 
 
 @jit

@@ -20,7 +20,7 @@ MAX_ELEMS = 1 << 28               # largest element count of one vector or matri
 ELEM = np.array([1, 4, 2, 4], dtype=np.int64)   # bytes per element of i8, i32, f16, f32
 
 
-@jit
+@jit(shared="void(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64, int64, int64, int64, int64, int64)")
 def record_event(events, evn, cstat, track, pe, start, end, pc, op, aux, kind):
     if evn[0] >= events.shape[0]:
         cstat[S_EV_DROPPED] += 1
@@ -37,7 +37,7 @@ def record_event(events, evn, cstat, track, pe, start, end, pc, op, aux, kind):
     evn[0] += 1
 
 
-@jit
+@jit(shared="void(int64[::1], int64, int64, int64, int64, int64)")
 def set_fault(fault, code, pe, pc, addr, aux):
     fault[F_CODE] = code
     fault[F_PE] = pe
@@ -46,14 +46,14 @@ def set_fault(fault, code, pe, pc, addr, aux):
     fault[F_AUX] = aux
 
 
-@jit
+@jit(shared="void(int64[::1], int64, int64, int64, boolean)")
 def timeout(fault, pe, pc, tp, by_instructions):
     """LaunchTimeout: the card-time watchdog (cycles) or the executed-instruction budget of the launch."""
     set_fault(fault, FAULT_TIMEOUT, pe, pc, -1, tp)
     fault[F_PC2] = 1 if by_instructions else 0
 
 
-@jit
+@jit(shared="void(int64[::1], int64[:, ::1], int64[::1], int64, int64, int64)")
 def race(fault, san, where, pe, pc, hit):
     """A RaceError: this access (pe, pc) against the in-flight operation `hit` of the sanitizer; `where`
     (the sanitizer's record) names the first byte they share and both ranges."""
@@ -64,7 +64,7 @@ def race(fault, san, where, pe, pc, hit):
     fault[F_PC2] = san[hit, san_mod.Z_PC]
 
 
-@jit
+@jit(shared="boolean(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)")
 def post(semt, semn, pe, s, when):
     """Deliver one signal to semaphore s of PE pe at cycle `when`; False when too many are pending. The
     pending times stay sorted (insertion; at most SEMCAP of them), so waits need no sort."""
@@ -86,7 +86,7 @@ def local_ok(lay, a, nbytes):
     return in_range(a, nbytes, 0, lay[L_LOCAL_BYTES])
 
 
-@jit
+@jit(shared="int64(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)")
 def wake_time(semt, semn, p, s, want):
     """Cycle at which `want` signals of semaphore s of PE p have arrived (INF if not enough pending).
     Pending signal times are kept sorted (`_post` inserts in order)."""
@@ -98,7 +98,7 @@ def wake_time(semt, semn, p, s, want):
     return semt[p, s, want - 1]
 
 
-@jit
+@jit(shared="void(int64[:, :, ::1], int64[:, ::1], int64, int64, int64)")
 def consume(semt, semn, p, s, want):
     """Take the `want` earliest pending signals."""
     n = semn[p, s]
@@ -107,7 +107,9 @@ def consume(semt, semn, p, s, want):
     semn[p, s] = n - want
 
 
-@jit
+@jit(shared="boolean(int64[:, :, ::1], int64[:, ::1], int64[::1], int64[:, ::1], int64[::1], boolean, "
+            "int64[:, ::1], int64[::1], int64[::1], int64, int64, int64, int64, int64, int64, int64, int64, int64, "
+            "int64[:, ::1], int64, int64, int64[::1])")
 def complete(semt, semn, fault, san, sanc, sanitize, events, evn, cstat, p, cur, op, s, queue, track, start, done,
               aux, reads, wlo, whi, pat):
     """What every async unit does once it has booked its work: signal semaphore s at `done`, keep the

@@ -86,7 +86,7 @@ def _rows_first(alo, ahi, arow, acnt, astr, blo, bhi, brow, bcnt, bstr):
     return first
 
 
-@jit
+@jit(shared="void(int64[::1], int64, int64, int64, int64, int64, int64, int64)")
 def _note(where, byte, this_writes, other_writes, tlo, thi, olo, ohi):
     where[W_BYTE] = byte
     where[W_THIS_WRITES] = this_writes
@@ -97,7 +97,7 @@ def _note(where, byte, this_writes, other_writes, tlo, thi, olo, ohi):
     where[W_OTHER_HI] = ohi
 
 
-@jit
+@jit(shared="int64(int64[:, ::1], int64[::1], int64[::1], int64, int64, int64[:, ::1], int64, int64, int64[::1])")
 def check(san, sanc, where, pe, queue, reads, wlo, whi, pat):
     """Index of an in-flight operation this access races with, or -1 (then `where` tells the first shared
     byte and both ranges). reads: int64[NREAD, 2]; pat: [read0 row bytes, rows, stride, write row bytes,
@@ -147,7 +147,7 @@ def _compact(san, sanc):
     sanc[0] = j
 
 
-@jit
+@jit(shared="void(int64[:, ::1], int64[::1], int64, int64, int64, int64, int64[:, ::1], int64, int64, int64[::1])")
 def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi, pat):
     if sanc[0] >= SAN_CAP:
         _compact(san, sanc)
@@ -176,7 +176,7 @@ def add(san, sanc, pe, queue, sem, pc, reads, wlo, whi, pat):
     sanc[0] += 1
 
 
-@jit
+@jit(shared="void(int64[:, ::1], int64[::1], int64, int64, int64)")
 def retire(san, sanc, pe, sem, count):
     """Retire the `count` oldest live operations of PE pe on semaphore sem (sem < 0: all of them)."""
     left = count

@@ -16,6 +16,7 @@ stalled). `call_unit` checks at the core's compile time that the core calls with
 `_compile` that every compiled entry returns exactly that, so the call through the address cannot disagree
 with the function behind it.
 """
+import logging
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import threading
 
 import numpy as np
 from numba import typeof, types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
@@ -31,6 +32,7 @@ from vnpu.isa import table as T
 
 from . import dma, embedding, matrix, vector
 from .dispatch import ENTRIES, UNIT_SLOT
+from .jit import SHARED
 from .state import NCFG, NCSTAT, NEV, NFAULT, NPSTAT, NRES, Checks, Memory, Program, Record, Scratch, Units
 
 ISSUE = {"dma": dma.issue, "matrix": matrix.issue, "vector.elementwise": vector.issue_elementwise,
@@ -39,6 +41,7 @@ NENTRIES = len(ENTRIES)
 assert set(ISSUE) == set(ENTRIES)
 RESULT = types.UniTuple(types.int64, 2)     # (completion cycle, or -1 with a fault recorded; cycles stalled)
 _lock = threading.RLock()
+_log = logging.getLogger(__name__)
 HELPER_TIMEOUT_S = 300       # a helper that takes longer (it needs 5-15 s) is stopped and this process compiles
 _address = {}                               # entry (slot) -> address of its compiled issue, in this process
 _argtypes = []
@@ -94,7 +97,10 @@ def _compile(slot):
             if cres.signature.return_type != RESULT:
                 raise TypeError(f"{ENTRIES[slot]} issue returns {cres.signature.return_type}, "
                                 f"the core expects {RESULT}")
-            _address[slot] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            if not address:
+                raise RuntimeError(f"numba gave no address for the compiled {ENTRIES[slot]} entry")
+            _address[slot] = address
         return _address[slot]
 
 
@@ -133,7 +139,9 @@ def _start_helper(slots):
     """A second Python process that compiles these entries into numba's cache (numba compiles one function
     at a time per process, and a cold start is mostly compiling; the card's two cores can share it)."""
     import numba
-    env = dict(os.environ, NUMBA_CACHE_DIR=numba.config.CACHE_DIR)
+    # the same cache (already keyed by the sources: emulator/__init__.py) and the same import path
+    env = dict(os.environ, NUMBA_CACHE_DIR=numba.config.CACHE_DIR,
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     code = f"from vnpu.emulator import units; units.compile_in_helper({list(slots)!r})"
     try:
         return subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL,
@@ -157,15 +165,26 @@ def _prepare(slots):
     cold = [s for s in slots if not _from_cache(ISSUE[ENTRIES[s]], RESULT(*argtypes))]
     core_cold = not _from_cache(run_launch, core_argtypes())
     helper = None
+    mine = cold
     if cold and (core_cold or len(cold) > 1) and _helper_allowed():
+        for fn, args in SHARED:     # both processes call these: compile them once, before the helper starts
+            fn.compile(args)
         mine = [] if core_cold else cold[:1]
         helper = _start_helper([s for s in cold if s not in mine])
-    if core_cold:
-        run_launch.compile(core_argtypes())
-    if helper is not None:
-        try:
-            helper.wait(timeout=HELPER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+    try:
+        if core_cold:
+            run_launch.compile(core_argtypes())
+        for s in mine:
+            _compile(s)
+        if helper is not None:
+            try:
+                code = helper.wait(timeout=HELPER_TIMEOUT_S)
+                if code != 0:
+                    _log.debug("the compile helper exited with %s; compiling its entries here", code)
+            except subprocess.TimeoutExpired:
+                _log.debug("the compile helper took over %s s; compiling its entries here", HELPER_TIMEOUT_S)
+    finally:
+        if helper is not None and helper.poll() is None:     # an error or an interrupt here: stop it
             helper.kill()
             helper.wait()
     for s in slots:
@@ -176,6 +195,8 @@ def entry_points(code):
     """The entry table of a launch of the decoded `code`: the address of each entry its instructions need,
     0 for the others (the core faults rather than call 0; it cannot happen, since code holds every
     instruction a launch can run). The first launch that needs an entry compiles it (see _prepare)."""
+    if config.DISABLE_JIT:       # numba off: the core calls the entries as Python functions (core.py)
+        return np.zeros(NENTRIES, dtype=np.int64)
     used = np.zeros(NENTRIES + 1, dtype=np.bool_)
     used[UNIT_SLOT[code[:, 0]] + 1] = True
     slots = [int(s) for s in np.flatnonzero(used[1:])]

@@ -88,13 +88,14 @@ COLD = textwrap.dedent("""
     import numpy as np, vnpu
     from vnpu.emulator import units
     from vnpu.emulator.card import Card
-    helpers, fail = [], {fail!r}
+    helpers, procs, fail = [], [], {fail!r}
     start = units._start_helper
     def spy(slots):
         helpers.append([units.ENTRIES[s] for s in slots])
         if len(helpers) in fail:     # a helper that dies at once: this process must compile its entries
             return subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-        return start(slots)
+        procs.append(start(slots))
+        return procs[-1]
     units._start_helper = spy
     card = Card("tiny")
     x = np.arange(1024, dtype=np.float32)
@@ -105,6 +106,8 @@ COLD = textwrap.dedent("""
     card.write_local(0, 0, np.array([1.5, 2.0, -4.0, 8.25], dtype=np.float32))
     card.launch(vnpu.assemble({reduce_convert!r}), "k", (o,), pes=(0,))
     assert card.read(o, 4, np.float32)[0] == np.float32(7.75)
+    assert np.array_equal(card.read_local(0, 128, 8).view(np.float16), [1.5, 2.0, -4.0, 8.25])
+    assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]   # the helpers did compile
     print(json.dumps(helpers))
 """)
 
@@ -127,3 +130,32 @@ def test_a_cold_process_compiles_entries_in_a_helper_and_falls_back_when_it_fail
     assert _first_launches(tmp_path, fail=(2,)) == [["dma", "vector.elementwise"], ["vector.convert"]]
     # a new process on the filled cache starts no helper: everything loads
     assert _first_launches(tmp_path, fail=()) == []
+
+
+def _python(code, **env):
+    run = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env), capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.strip().splitlines()[-1]
+
+
+def test_the_cache_is_keyed_by_the_sources_under_a_given_directory_and_old_keys_are_pruned(tmp_path):
+    old, recent = tmp_path / "numba-0123456789abcdef", tmp_path / "numba-fedcba9876543210"
+    for d in (old, recent):
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "f.nbi").write_bytes(b"x")
+    for f in (old, old / "sub", old / "sub" / "f.nbi"):
+        os.utime(f, (0, 0))
+    code = "import vnpu.emulator, numba; print(numba.config.CACHE_DIR)"
+    keyed = _python(code, NUMBA_CACHE_DIR=str(tmp_path))
+    assert os.path.dirname(keyed) == str(tmp_path) and os.path.basename(keyed).startswith("numba-")
+    assert not old.exists() and recent.exists()      # unused for years: removed; recently written: kept
+    assert _python(code, NUMBA_CACHE_DIR=keyed) == keyed     # a helper given the keyed directory keeps it
+
+
+def test_with_numba_disabled_the_core_calls_the_entries_as_python():
+    code = ("import numpy as np, vnpu; from vnpu.emulator.card import Card; from vnpu.bench.emulator import VADD; "
+            "c = Card('tiny'); x = np.arange(16, dtype=np.float32); a, o = c.alloc(64), c.alloc(64); "
+            "c.write(a, x); c.launch(vnpu.assemble(VADD), 'vadd', (a, a, o, 16), pes=(0,)); "
+            "print(c.read(o, 64, np.float32).tolist())")
+    assert _python(code, NUMBA_DISABLE_JIT="1") == str([2.0 * i for i in range(16)])
