@@ -23,7 +23,7 @@ from vnpu.isa import table as T
 from . import sanitizer as san_mod
 from .dma import book, dram_run_cycles
 from .issue import Q_EMB, Q_SCALAR, complete, local_ok, race, set_fault
-from .memory import L_LOCAL_BYTES, first_bad_byte, first_bad_local, region_of, translate
+from .memory import L_LOCAL_BYTES, copy_run, first_bad_byte, first_bad_local, region_of, translate
 from .numerics import bits_to_f32, f16bits_to_f32bits, f32_to_f16, load_f16, load_f32
 from .state import (C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_NSEM, C_SRAM_BPC, C_SRAM_LAT,
                     FAULT_ADDRESS, FAULT_INSTRUCTION, R_DRAM, R_EMB, R_SRAM, S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR,
@@ -224,16 +224,20 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
         if bounds[n_bags] != n_idx:
             return 2, start, n_bags, WHY_EMB_SEGMENTS
     idx = np.empty(n_idx, dtype=np.int64)
+    # loops, not slice assignment, in compiled code (see memory.copy_run)
     if ib == 4:
-        idx[:] = pool[i_off:i_off + 4 * n_idx].view(np.int32)
+        i32 = pool[i_off:i_off + 4 * n_idx].view(np.int32)
+        for i in range(n_idx):
+            idx[i] = i32[i]
     else:
-        idx[:] = pool[i_off:i_off + 8 * n_idx].view(np.int64)
+        i64 = pool[i_off:i_off + 8 * n_idx].view(np.int64)
+        for i in range(n_idx):
+            idx[i] = i64[i]
     for i in range(n_idx):
         if idx[i] < 0 or idx[i] >= nrows:
             return 2, start, i, WHY_EMB_INDEX
     # gather, dequantize, pool: fp32, index order (the numpy reference does the same, bit for bit)
     acc = np.empty(dim, dtype=np.float32)
-    out32 = np.empty(dim, dtype=np.float32)
     tab_region = region_of(lay, desc[D_TABLE])
     dram_busy = 0.0
     wts = pool[w_off:w_off + 4 * n_idx].view(np.float32) if pool_mode == MODE_WEIGHTED else acc
@@ -245,7 +249,8 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     # table, the indices or the weights reads their values from before the lookup (the reference's order)
     staged = np.empty(ob, dtype=np.uint8)
     for b in range(n_bags):
-        acc[:] = 0
+        for j in range(dim):
+            acc[j] = 0
         lo = bounds[b]
         hi = bounds[b + 1]
         for i in range(lo, hi):
@@ -260,11 +265,12 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
             for j in range(dim):
                 acc[j] = acc[j] / inv
         if desc[D_OUT_DTYPE] == 0:
-            staged[4 * b * dim:4 * (b + 1) * dim].view(np.float32)[:] = acc
+            row = staged[4 * b * dim:4 * (b + 1) * dim].view(np.float32)
+            for j in range(dim):
+                row[j] = acc[j]
         else:
-            out32[:] = acc
-            f32_to_f16(out32, staged[2 * b * dim:2 * (b + 1) * dim].view(np.uint16))
-    pool[o_off:o_off + ob] = staged
+            f32_to_f16(acc, staged[2 * b * dim:2 * (b + 1) * dim].view(np.uint16))
+    copy_run(pool, o_off, staged, 0, ob)
     # --- timing -------------------------------------------------------------------------------------------
     gathered = n_idx * rb
     meta = n_idx * ib + nseg * sb + (4 * n_idx if pool_mode == MODE_WEIGHTED else 0)

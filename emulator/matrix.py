@@ -15,7 +15,7 @@ from vnpu.isa import table as T
 
 from . import sanitizer as san_mod
 from .issue import ELEM, MAX_ELEMS, Q_MATRIX, complete, local_ok, race, set_fault
-from .memory import L_LOCAL_BYTES, first_bad_local
+from .memory import L_LOCAL_BYTES, copy_run, first_bad_local
 from .numerics import f16_to_f32
 from .state import (C_FP16_RATE, C_FP32_RATE, C_INT8_RATE, C_LOCAL_BPC, C_MCOLS, C_MDATAFLOW, C_MDEPTH, C_MROWS,
                     C_NSEM, C_WBUF_BYTES, FAULT_ADDRESS, FAULT_INSTRUCTION, P_MACS, P_MATRIX, TRACK_MATRIX,
@@ -139,12 +139,9 @@ CANONICAL_NAN = np.uint32(0x7FC00000)
 @jit
 def _store_float_result(out, flat, accumulate):
     """out (=|+=) flat, then every NaN made the canonical quiet NaN (the engines agree on NaN bits)."""
-    if accumulate:
-        out += flat
-    else:
-        out[:] = flat
     bits = out.view(np.uint32)
-    for t in range(len(out)):
+    for t in range(len(out)):       # loops, not out += flat / out[:] = flat (see memory.copy_run)
+        out[t] = out[t] + flat[t] if accumulate else flat[t]
         if out[t] != out[t]:
             bits[t] = CANONICAL_NAN
 
@@ -160,7 +157,8 @@ def multiply_fp32(pool, a_off, w, out_off, M, K, N, accumulate):
     _gemm_rows(a, wf, acc, M, K, N)
     flat = acc.reshape(M * N)
     if accumulate:
-        flat += out.astype(np.float64)
+        for t in range(M * N):
+            flat[t] += np.float64(out[t])
     _store_float_result(out, flat.astype(np.float32), False)
 
 
@@ -250,7 +248,7 @@ def issue(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
             race(fault, san, where, p, cur, hit)
             return -1, 0
     if op == T.OP_MM_LDW:
-        wbuf[p, :nbytes] = pool[lb + a:lb + a + nbytes]
+        copy_run(wbuf[p], 0, pool, lb + a, nbytes)
         wk[p, 0] = K
         wk[p, 1] = N
         wk[p, 2] = dt
