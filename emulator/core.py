@@ -21,7 +21,7 @@ from .issue import (INF, SEMCAP, Q_SCALAR, consume, local_ok, race, record_event
 from .jit import jit
 from .dispatch import (B_EQ, B_GE, B_GEU, B_LT, B_LTU, B_NE, BRANCH, ENTRIES, ISSUE_CYCLES, MEM_BYTES, MEM_SIGNED,
                        MEM_STORE, SHARED_UNIT, UNIT_SLOT)
-from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local, load_int, store_int
+from .memory import L_LOCAL_BYTES, L_LOCAL_P0, L_LOCAL_PAGES, first_bad_local, load_scalar, store_scalar
 from .units import ISSUE, call_unit
 from .state import (HALTED, RUN, WAITSEM, Sched, Scratch, Units, C_DMA_ENGINES, C_DMA_QDEPTH, C_NSEM, C_WATCHDOG,
                     C_WATCHDOG_INSTR, EV_END, F_PC2, F_PE2, FAULT_ADDRESS, FAULT_DEADLOCK, FAULT_INSTRUCTION,
@@ -41,23 +41,22 @@ OP_DMA_DIM, OP_SIG, OP_WAIT, OP_BARRIER, OP_FENCE, OP_MARK = (T.OP_DMA_DIM, T.OP
                                                               T.OP_FENCE, T.OP_MARK)
 RD, RS1, RS2, RS3, IMM, DT, DT2, FLAG, SEM, ENG, SR = T.RD, T.RS1, T.RS2, T.RS3, T.IMM, T.DT, T.DT2, T.FLAG, T.SEM, T.ENG, T.SR
 
-@jit(inline="always")
-def issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
-    """Hand the async instruction at pc `cur` to its unit (its `issue`, compiled on its own; units.py).
-    Returns (completion cycle or -1 with a fault recorded, cycles the PE stalled)."""
-    address = prog.unit_entry[UNIT_SLOT[prog.code[cur, 0]]]
-    if address == 0:    # not in the launch's entry table: cannot happen for code the table was made from
-        set_fault(chk.fault, FAULT_INSTRUCTION, p, cur, -1, -1)
-        return np.int64(-1), np.int64(0)
-    return call_unit(address, prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
-
-
 if config.DISABLE_JIT:
-    def issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):   # noqa: F811
+    def issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
         """Numba off (NUMBA_DISABLE_JIT=1, to step through the core in a debugger): no addresses, the core
         calls the entry's Python function."""
         entry = ISSUE[ENTRIES[UNIT_SLOT[prog.code[cur, 0]]]]
         return entry(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
+else:
+    @jit(inline="always")
+    def issue_on_unit(prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r):
+        """Hand the async instruction at pc `cur` to its unit (its `issue`, compiled on its own; units.py).
+        Returns (completion cycle or -1 with a fault recorded, cycles the PE stalled)."""
+        address = prog.unit_entry[UNIT_SLOT[prog.code[cur, 0]]]
+        if address == 0:    # not in the launch's entry table: cannot happen for code the table was made from
+            set_fault(chk.fault, FAULT_INSTRUCTION, p, cur, -1, -1)
+            return np.int64(-1), np.int64(0)
+        return call_unit(address, prog, mem, cfg, res, rec, chk, units, scratch, p, cur, tp, r)
 
 
 @jit
@@ -304,9 +303,9 @@ def run_launch(prog, mem, cfg, res, rec, chk, regs):
                         return tp
                 o = lbase[p] + a
                 if store:
-                    store_int(pool, o, nb, r[dec[cur, RS2]])
+                    store_scalar(pool, o, nb, r[dec[cur, RS2]])
                 else:
-                    r[dec[cur, RD]] = load_int(pool, o, nb, MEM_SIGNED[op])
+                    r[dec[cur, RD]] = load_scalar(pool, o, nb, MEM_SIGNED[op])
             elif op == OP_NOP:
                 pass
             elif op == OP_HALT:

@@ -23,7 +23,8 @@ from vnpu.isa import table as T
 from . import sanitizer as san_mod
 from .dma import book, dram_run_cycles
 from .issue import Q_EMB, Q_SCALAR, complete, local_ok, race, set_fault
-from .memory import L_LOCAL_BYTES, copy_run, first_bad_byte, first_bad_local, region_of, translate
+from .memory import (L_LOCAL_BYTES, copy_run, first_bad_byte, first_bad_local, load_scalar, region_of,
+                     translate)
 from .numerics import bits_to_f32, f16bits_to_f32bits, f32_to_f16, load_f16, load_f32
 from .state import (C_BURST, C_DRAM_LAT, C_EMB_BPC, C_EMB_OUTSTANDING, C_NSEM, C_SRAM_BPC, C_SRAM_LAT,
                     FAULT_ADDRESS, FAULT_INSTRUCTION, R_DRAM, R_EMB, R_SRAM, S_DRAM_BUSY, S_DRAM_RD, S_DRAM_WR,
@@ -157,13 +158,6 @@ def accumulate_row(pool, off, fmt, dim, w, weighted, acc):
 
 
 @jit
-def _read_int(pool, off, nbytes, i):
-    if nbytes == 4:
-        return np.int64(pool[off + 4 * i:off + 4 * i + 4].view(np.int32)[0])
-    return pool[off + 8 * i:off + 8 * i + 8].view(np.int64)[0]
-
-
-@jit
 def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     """Run one pooled lookup. Returns (status, done_cycle, bad, why): status 0 ok; 1 bad address (bad is it);
     2 bad contents (why names it, bad is the first offending position)."""
@@ -202,7 +196,7 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     bounds = np.empty(n_bags + 1, dtype=np.int64)
     if mode & MODE_OFFSETS:
         for b in range(nseg):
-            v = _read_int(pool, s_off, sb, b)
+            v = load_scalar(pool, s_off + sb * b, sb, True)
             if v < 0 or v > n_idx or (b > 0 and v < bounds[b - 1]) or (b == 0 and v != 0):
                 return 2, start, b, WHY_EMB_SEGMENTS
             if b <= n_bags:
@@ -217,7 +211,7 @@ def lookup(pool, ptab, lay, pe, desc, start, cfg, res, cstat):
     else:
         bounds[0] = 0
         for b in range(n_bags):
-            v = _read_int(pool, s_off, sb, b)
+            v = load_scalar(pool, s_off + sb * b, sb, True)
             if v < 0 or bounds[b] + v > n_idx:
                 return 2, start, b, WHY_EMB_SEGMENTS
             bounds[b + 1] = bounds[b] + v

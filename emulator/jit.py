@@ -6,7 +6,7 @@ of the fault helper once, two of most DMA helpers). A cold start is mostly compi
 functions compile for the arguments' plain types instead: one version per function, however it is called.
 """
 from numba import types
-from numba.core import config, sigutils, typeinfer
+from numba.core import config, sigutils
 from numba.core.registry import CPUDispatcher
 
 
@@ -21,15 +21,14 @@ class CardDispatcher(CPUDispatcher):
 SHARED = []     # helpers both the core and the units' entries call, with their argument types (see `jit`)
 
 
-def jit(sig_or_function=None, shared=None, **options):
-    """`@jit`, `@jit(inline="always")`, `@jit("int64(int64[::1])")` (compiled now, for that signature
-    only); other options as numba's (fastmath=...). Always nopython, nogil and cached.
+def jit(function=None, shared=None, **options):
+    """`@jit`, `@jit(inline="always")`; other options as numba's (fastmath=...). Always nopython, nogil and
+    cached, compiled lazily.
 
     shared="void(int64[::1], int64)": a helper the core and the units' entries both call, with the argument
     types they call it with. It still compiles lazily (a warm process never loads it: the compiled core and
     entries contain it), but a cold first launch compiles every shared helper before it starts compiling the
     core and the entries in two processes (units._prepare), so they are compiled once, not once in each."""
-    sig = None if callable(sig_or_function) else sig_or_function
     targetoptions = {"nopython": True, "nogil": True, **options}
 
     def wrap(fn):
@@ -37,12 +36,8 @@ def jit(sig_or_function=None, shared=None, **options):
             return fn
         disp = CardDispatcher(py_func=fn, locals={}, targetoptions=targetoptions)
         disp.enable_caching()
-        if sig is not None:
-            with typeinfer.register_dispatcher(disp):
-                disp.compile(sig)
-            disp.disable_compile()
         if shared is not None:
             SHARED.append((disp, tuple(sigutils.normalize_signature(shared)[0])))
         return disp
 
-    return wrap(sig_or_function) if callable(sig_or_function) else wrap
+    return wrap(function) if function is not None else wrap

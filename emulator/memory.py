@@ -311,7 +311,7 @@ def copy_host(pool, ptab, lay, pe, address, host, to_device):
 
 
 @jit
-def load_int(pool, o, nbytes, signed):
+def load_scalar(pool, o, nbytes, signed):
     """The little-endian integer of nbytes (1, 2, 4 or 8) at pool[o], sign- or zero-extended to int64."""
     v = np.uint64(0)
     for k in range(nbytes):
@@ -323,7 +323,7 @@ def load_int(pool, o, nbytes, signed):
 
 
 @jit
-def store_int(pool, o, nbytes, v):
+def store_scalar(pool, o, nbytes, v):
     """Store the low nbytes (1, 2, 4 or 8) of v at pool[o], little-endian (a narrower store wraps)."""
     for k in range(nbytes):
         pool[o + k] = np.uint8((v >> (8 * k)) & 0xFF)
